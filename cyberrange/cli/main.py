@@ -1,0 +1,46 @@
+"""The ``cyberrange`` command. Each verb group lives in its own module; this one wires them up
+and turns user errors into one line and an exit code (2 bad input, 1 failed check)."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cyberrange import __version__
+from cyberrange.errors import CheckFailed, EnvironmentProblem, UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cyberrange")
+def cli():
+    """cyberrange: a network digital twin for red/blue drills, labs and patch validation."""
+
+
+def _register():
+    from cyberrange.cli import attack, drill, topo, twin  # noqa: F401  (each adds its commands)
+    for mod in (topo, attack, twin, drill):
+        for cmd in getattr(mod, "COMMANDS", []):
+            cli.add_command(cmd)
+
+
+def main(argv=None):
+    _register()
+    try:
+        cli.main(args=argv, prog_name="cyberrange", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except (UserError, EnvironmentProblem) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except CheckFailed as e:
+        click.echo(f"failed: {e}", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

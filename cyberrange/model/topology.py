@@ -1,0 +1,213 @@
+"""The topology model: plain dataclasses that every other package reads.
+
+A topology is a set of *zones* (broadcast segments, one switch each, one subnet each),
+*point-to-point links* between routers (WAN, SATCOM, radio), and *nodes*: hosts that sit in
+one zone, and routers/firewalls that have one interface per zone or link they touch.
+
+The loader (``cyberrange.model.loader``) turns YAML into these objects, fills in every
+default (addresses, gateways, link profiles) and validates; after loading, nothing in the
+model is optional any more, so the twin builder and the static analysis never guess.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+CLASSIFICATIONS = ("UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET", "TOP SECRET")
+
+ROLES = (
+    "workstation", "server", "c2-server", "web-server", "dns-server", "mail-server",
+    "domain-controller", "file-server", "printer", "hmi", "plc", "radio-gateway",
+    "foothold", "hq", "external",
+)
+
+SERVICE_TYPES = ("http", "login", "dns")
+
+NodeKind = Literal["host", "router", "firewall"]
+Proto = Literal["tcp", "udp", "icmp", "any"]
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where in which file a model element was written, for error messages."""
+    file: str
+    line: int
+    col: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass
+class LinkProfile:
+    """Shaping applied to a link: bandwidth in Mbit/s, delay and jitter in ms, loss in %."""
+    name: str = "default"
+    bandwidth_mbit: float | None = None
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+
+    @property
+    def needs_netem(self) -> bool:
+        return bool(self.delay_ms or self.jitter_ms or self.loss_pct)
+
+
+@dataclass
+class Zone:
+    name: str
+    subnet: ipaddress.IPv4Network
+    classification: str
+    description: str = ""
+    profile: LinkProfile | None = None   # applied to every attachment in the zone
+    p2p: bool = False                    # True for zones made from a point-to-point link
+    src: SourceRef | None = None
+
+
+@dataclass
+class Interface:
+    """One attachment of a node to a zone (or to a point-to-point link's implicit zone)."""
+    zone: str
+    ip: ipaddress.IPv4Address
+    prefixlen: int
+    index: int = 0                       # ethN inside the node
+    profile: LinkProfile | None = None
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.ip}/{self.prefixlen}"
+
+
+@dataclass
+class Account:
+    user: str
+    password: str
+
+
+@dataclass
+class Service:
+    type: str                            # one of SERVICE_TYPES
+    port: int
+    proto: Literal["tcp", "udp"] = "tcp"
+    accounts: list[Account] = field(default_factory=list)   # login
+    banner: str = ""                     # login / http
+    domain: str = ""                     # dns: the twin's domain
+    src: SourceRef | None = None
+
+
+@dataclass
+class Endpoint:
+    """A firewall rule's from/to: a zone, a node, a CIDR, or any."""
+    kind: Literal["any", "zone", "node", "cidr"]
+    value: str = ""
+    networks: list[ipaddress.IPv4Network] = field(default_factory=list)  # resolved
+
+    def matches(self, ip: ipaddress.IPv4Address) -> bool:
+        return self.kind == "any" or any(ip in n for n in self.networks)
+
+
+@dataclass
+class Rule:
+    action: Literal["allow", "deny"]
+    src: Endpoint
+    dst: Endpoint
+    proto: Proto = "any"
+    ports: list[tuple[int, int]] = field(default_factory=list)   # inclusive ranges; [] = any
+    comment: str = ""
+    src_ref: SourceRef | None = None
+
+    def matches(self, src_ip, dst_ip, proto: str, port: int | None) -> bool:
+        if self.proto != "any" and self.proto != proto:
+            return False
+        if self.ports and (port is None or not any(lo <= port <= hi for lo, hi in self.ports)):
+            return False
+        return self.src.matches(src_ip) and self.dst.matches(dst_ip)
+
+
+@dataclass
+class Node:
+    name: str
+    kind: NodeKind
+    role: str = "server"
+    interfaces: list[Interface] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    gateway: ipaddress.IPv4Address | None = None           # hosts: default route
+    routes: list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)        # firewalls: ordered, first match wins
+    default_action: Literal["allow", "deny"] = "allow"
+    classification: str | None = None
+    description: str = ""
+    src: SourceRef | None = None
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address:
+        """The node's primary address (first interface)."""
+        return self.interfaces[0].ip
+
+    @property
+    def is_router(self) -> bool:
+        return self.kind in ("router", "firewall")
+
+
+@dataclass
+class Link:
+    """A point-to-point link between two routers; it becomes a two-member p2p zone."""
+    name: str
+    a: str
+    b: str
+    subnet: ipaddress.IPv4Network
+    profile: LinkProfile | None = None
+    src: SourceRef | None = None
+
+
+@dataclass
+class Sensor:
+    """A capture point: every frame entering the zone's (or link's) switch, once."""
+    name: str
+    zone: str
+    src: SourceRef | None = None
+
+
+@dataclass
+class BenignTraffic:
+    enabled: bool = True
+    interval_s: float = 2.0              # mean pause between one host's requests
+    seed: int = 1
+
+
+@dataclass
+class Topology:
+    name: str
+    classification: str
+    description: str = ""
+    zones: dict[str, Zone] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)
+    sensors: dict[str, Sensor] = field(default_factory=dict)
+    profiles: dict[str, LinkProfile] = field(default_factory=dict)
+    benign: BenignTraffic = field(default_factory=BenignTraffic)
+    domain: str = "twin.local"
+    file: str = ""
+
+    # -- convenience views -------------------------------------------------
+    @property
+    def hosts(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == "host"]
+
+    @property
+    def routers(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.is_router]
+
+    def address_space(self) -> list[ipaddress.IPv4Network]:
+        """Every subnet of the twin: the containment guard allows these and nothing else."""
+        return [z.subnet for z in self.zones.values()]
+
+    def node_by_ip(self, ip) -> Node | None:
+        ip = ipaddress.ip_address(ip)
+        for n in self.nodes.values():
+            if any(i.ip == ip for i in n.interfaces):
+                return n
+        return None
+
+    def members(self, zone: str) -> list[tuple[Node, Interface]]:
+        return [(n, i) for n in self.nodes.values() for i in n.interfaces if i.zone == zone]

@@ -1,0 +1,83 @@
+"""Column names and Arrow schemas of the event records, in Elastic Common Schema (ECS) names.
+
+The same records go to DuckDB and to Elasticsearch. Dotted names are kept flat (``"source.ip"``)
+in Arrow and DuckDB; the Elasticsearch backend nests them. Project-specific fields live under
+``cyberrange.*``.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+# One row per captured frame, per sensor.
+PACKET_SCHEMA = pa.schema([
+    ("@timestamp", TS),
+    ("event.kind", pa.string()),            # "event"
+    ("event.dataset", pa.string()),         # "cyberrange.packet"
+    ("observer.name", pa.string()),         # sensor name
+    ("source.mac", pa.string()),
+    ("destination.mac", pa.string()),
+    ("source.ip", pa.string()),             # null for non-IP frames (ARP ...)
+    ("destination.ip", pa.string()),
+    ("source.port", pa.int32()),            # TCP/UDP port; ICMP: type
+    ("destination.port", pa.int32()),       # TCP/UDP port; ICMP: code
+    ("network.transport", pa.string()),     # tcp | udp | icmp | arp | other
+    ("network.type", pa.string()),          # ipv4 | ipv6 | arp | other
+    ("network.bytes", pa.int64()),          # frame length on the wire
+    ("network.community_id", pa.string()),
+    ("tcp.flags", pa.string()),             # e.g. "S", "SA", "FA", "R"; null if not TCP
+    ("cyberrange.flow_id", pa.string()),    # the flow this packet belongs to
+    ("cyberrange.run_id", pa.string()),
+])
+
+# One row per bidirectional flow, per sensor. "source" is the originator.
+FLOW_SCHEMA = pa.schema([
+    ("@timestamp", TS),                     # = event.start
+    ("event.kind", pa.string()),            # "event"
+    ("event.category", pa.string()),        # "network"
+    ("event.type", pa.string()),            # "connection"
+    ("event.dataset", pa.string()),         # "cyberrange.flow"
+    ("event.start", TS),
+    ("event.end", TS),
+    ("event.duration", pa.int64()),         # nanoseconds (ECS)
+    ("observer.name", pa.string()),
+    ("source.ip", pa.string()),
+    ("source.port", pa.int32()),
+    ("source.packets", pa.int64()),
+    ("source.bytes", pa.int64()),
+    ("destination.ip", pa.string()),
+    ("destination.port", pa.int32()),
+    ("destination.packets", pa.int64()),
+    ("destination.bytes", pa.int64()),
+    ("network.transport", pa.string()),
+    ("network.packets", pa.int64()),
+    ("network.bytes", pa.int64()),
+    ("network.community_id", pa.string()),
+    ("cyberrange.flow_id", pa.string()),    # stable id: sha1 of observer, 5-tuple, start
+    ("cyberrange.tcp_state", pa.string()),  # Zeek conn_state: S0 S1 SF REJ RSTO RSTR RSTOS0 SH OTH
+    ("cyberrange.tcp_flags", pa.string()),  # union of flags seen, originator side, e.g. "SAF"
+    ("cyberrange.run_id", pa.string()),
+])
+
+# One row per alert a detector raised.
+ALERT_SCHEMA = pa.schema([
+    ("@timestamp", TS),                     # when the detector could have known (event time)
+    ("event.kind", pa.string()),            # "alert"
+    ("event.dataset", pa.string()),         # "cyberrange.alert"
+    ("event.start", TS),                    # evidence window
+    ("event.end", TS),
+    ("rule.name", pa.string()),             # detector instance name (from detectors/*.yaml)
+    ("rule.category", pa.string()),         # detector family: portscan | bruteforce | ...
+    ("threat.technique.id", pa.string()),   # what the detector believes it saw (ATT&CK id)
+    ("source.ip", pa.string()),
+    ("destination.ip", pa.string()),        # one target, or null when many
+    ("message", pa.string()),               # the explanation, one line
+    ("cyberrange.score", pa.float64()),
+    ("cyberrange.evidence", pa.string()),   # JSON: feature, value, threshold, ...
+    ("cyberrange.flow_ids", pa.list_(pa.string())),
+    ("cyberrange.alert_id", pa.string()),
+    ("cyberrange.run_id", pa.string()),
+])
+
+SCHEMAS = {"packets": PACKET_SCHEMA, "flows": FLOW_SCHEMA, "alerts": ALERT_SCHEMA}
