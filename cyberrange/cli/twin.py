@@ -1,2 +1,177 @@
-"""(to be written)"""
-COMMANDS = []
+"""``cyberrange up|down|status|exec``: bring a twin up, look at it, use it, remove it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from cyberrange.errors import UserError
+from cyberrange.twin.state import TwinState, live_states, teardown
+
+
+def _twin_table(twin) -> Table:
+    t = Table(title=f"twin {twin.topo.name} ({twin.topo.classification}) — prefix {twin.state.prefix}",
+              box=box.SIMPLE, title_justify="left")
+    for c in ("node", "kind", "role", "addresses", "services"):
+        t.add_column(c)
+    for n in twin.topo.nodes.values():
+        t.add_row(n.name, n.kind, n.role if n.kind == "host" else "",
+                  ", ".join(f"{i.cidr} ({i.zone})" for i in n.interfaces),
+                  ", ".join(f"{s.type}/{s.port}" for s in n.services))
+    return t
+
+
+def _build(file, runs_dir, console):
+    from cyberrange.model.loader import load_topology
+    from cyberrange.run import Run
+    from cyberrange.twin.build import Twin, preflight
+    topo = load_topology(file)
+    preflight(need_dns=True)
+    run = Run.create(runs_dir, f"{topo.name}-up", {"topology": file})
+    run.manifest["kind"] = "twin"
+    twin = Twin(topo, run.dir, run.id, log=lambda m: console.print(f"[yellow]warning:[/] {m}"))
+    return run, twin
+
+
+@click.command("up")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
+@click.option("--detach", is_flag=True, help="Return once the twin is up; remove it with `cyberrange down`.")
+def up(file, runs_dir, detach):
+    """Build the twin of topology FILE and keep it up until Ctrl-C (or `down`)."""
+    console = Console(stderr=True)
+    if detach:
+        log = Path(runs_dir) / "up-detached.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        before = {s.prefix for s in live_states()}
+        proc = subprocess.Popen([sys.executable, "-m", "cyberrange.cli.main", "up", file,
+                                 "--runs-dir", runs_dir], stdin=subprocess.DEVNULL,
+                                stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise UserError(f"the twin did not come up: {log.read_text().strip().splitlines()[-1:]}")
+            new = [s for s in live_states() if s.prefix not in before and s.owner_pid == proc.pid]
+            if new and new[0].status == "up":
+                s = new[0]
+                console.print(f"twin [bold]{s.topology}[/] is up (prefix {s.prefix}, run {s.run_id}); "
+                              f"`cyberrange exec NODE -- CMD` to use it, `cyberrange down {s.prefix}` to remove it")
+                return
+            time.sleep(0.2)
+        raise UserError("the twin did not come up within 300 s")
+    run, twin = _build(file, runs_dir, console)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with console.status("building the twin"):
+            twin.start()
+        console.print(_twin_table(twin))
+        console.print(f"twin is up (prefix {twin.state.prefix}, run {run.id}). Ctrl-C or "
+                      f"`cyberrange down {twin.state.prefix}` removes it.")
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        removed = twin.stop()
+        console.print(f"twin removed: {removed.get('processes', 0)} processes, "
+                      f"{removed.get('links', 0)} links")
+
+
+def _select(ref: str | None, all_: bool) -> list[TwinState]:
+    states = live_states()
+    if all_:
+        return states
+    if ref is None:
+        if len(states) == 1:
+            return states
+        if not states:
+            return []
+        raise UserError("several twins are up; name one (prefix or run id) or use --all: "
+                        + ", ".join(f"{s.prefix} ({s.run_id})" for s in states))
+    hit = [s for s in states if ref in (s.prefix, s.run_id) or Path(ref).name == s.run_id]
+    if not hit:
+        raise UserError(f"no live twin {ref!r}; live: "
+                        + (", ".join(f"{s.prefix} ({s.run_id})" for s in states) or "none"))
+    return hit
+
+
+def _is_cli(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return "cyberrange.cli.main" in cmd or "bin/cyberrange " in cmd
+
+
+@click.command("down")
+@click.argument("ref", required=False)
+@click.option("--all", "all_", is_flag=True, help="Remove every twin of this machine made by cyberrange.")
+def down(ref, all_):
+    """Remove a twin (by prefix or run id): its namespaces, links, bridges and processes."""
+    console = Console(stderr=True)
+    states = _select(ref, all_)
+    if not states:
+        console.print("no twin is up")
+        return
+    for s in states:
+        # ask the owning process first (it tears down cleanly), then sweep what is left
+        try:
+            # Only a cyberrange command that owns the twin is asked to stop; a library user's
+            # process (a test runner, a notebook) is left alive and its twin removed under it.
+            if s.owner_pid != os.getpid() and _is_cli(s.owner_pid):
+                os.kill(s.owner_pid, signal.SIGTERM)
+                for _ in range(100):
+                    if not s.path.exists():
+                        break
+                    time.sleep(0.1)
+        except ProcessLookupError:
+            pass
+        removed = teardown(s) if s.path.exists() else {"processes": "by owner", "links": "by owner"}
+        console.print(f"removed twin {s.prefix} ({s.topology}, run {s.run_id}): "
+                      f"{removed.get('processes')} processes, {removed.get('links')} links")
+
+
+@click.command("status")
+def status():
+    """List the twins that are up on this machine."""
+    states = live_states()
+    t = Table(box=box.SIMPLE)
+    for c in ("prefix", "topology", "run", "status", "nodes", "owner pid", "age"):
+        t.add_column(c)
+    for s in states:
+        t.add_row(s.prefix, s.topology, s.run_id, s.status, str(len(s.node_pids)), str(s.owner_pid),
+                  f"{time.time() - s.created:.0f} s")
+    Console().print(t if states else "no twin is up")
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--twin", "ref", help="Prefix or run id when several twins are up.")
+def exec_(node, argv, ref):
+    """Run a command inside NODE of a running twin: cyberrange exec ops-ws1 -- ping -c1 c2-server"""
+    states = _select(ref, False)
+    if not states:
+        raise UserError("no twin is up")
+    s = states[0]
+    if node not in s.node_pids:
+        import difflib
+        near = difflib.get_close_matches(node, list(s.node_pids), 1)
+        raise UserError(f"no node {node!r} in twin {s.topology}"
+                        + (f" (did you mean {near[0]!r}?)" if near else ""))
+    r = subprocess.run(["mnexec", "-a", str(s.node_pids[node]), *argv])
+    sys.exit(r.returncode)
+
+
+COMMANDS = [up, down, status, exec_]

@@ -1,0 +1,422 @@
+"""Model -> a running Mininet twin.
+
+``Twin(topology, run_dir, run_id).start()`` builds, in order, each stage small and named:
+
+1. ``_build_network``  Mininet nodes (one network namespace each) and Linux-bridge switches,
+                        one switch per zone; no controller, no NAT, nothing attached to a real
+                        interface of the host.
+2. ``_configure``       addresses, IPv6 off, forwarding and routes computed from the model,
+                        nftables rulesets on firewalls.
+3. ``_shape``           HTB bandwidth on every attachment with a profile; netem where present.
+4. ``_start_sensors``   a monitor veth per sensor, an nftables netdev ``dup`` of every frame that
+                        enters the zone's switch (a SPAN port: each frame once), tcpdump on it.
+5. ``_start_services``  HTTP, login and DNS services, waited for until they listen.
+
+Everything created is recorded in a ``TwinState`` as it is created; ``stop()`` (also run on
+any exception during ``start()``) removes exactly those objects.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cyberrange.errors import EnvironmentProblem
+from cyberrange.model.topology import Node, Topology
+from cyberrange.twin import firewall, shaping
+from cyberrange.twin.state import TwinState, netns_inode, new_prefix, teardown
+
+REQUIRED_TOOLS = {"mnexec": "mininet", "tcpdump": "tcpdump", "nft": "nftables",
+                  "ip": "iproute2", "tc": "iproute2", "brctl": "bridge-utils",
+                  "ifconfig": "net-tools"}
+
+
+def preflight(need_dns: bool = False) -> None:
+    """Fail early, with one line, when the machine cannot run a twin."""
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("building a twin needs root (network namespaces, veths, nftables)")
+    tools = dict(REQUIRED_TOOLS)
+    if need_dns:
+        tools["dnsmasq"] = "dnsmasq-base"
+    missing = sorted({pkg for tool, pkg in tools.items() if not shutil.which(tool)})
+    if missing:
+        raise EnvironmentProblem("missing Debian packages: " + " ".join(missing)
+                                 + " (apt-get install them, or run the README's set-up command)")
+    try:
+        import mininet.net  # noqa: F401
+    except ImportError as e:
+        raise EnvironmentProblem(
+            "Mininet's Python module is not importable; install Debian's 'mininet' package and "
+            "use a virtual environment made with --system-site-packages from /usr/bin/python3"
+        ) from e
+
+
+def _mac(prefix: str, node: str, index: int) -> str:
+    h = hashlib.sha1(f"{prefix}/{node}/{index}".encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in h[:5])
+
+
+class Twin:
+    """A running twin of one topology. Also a NodeRunner: ``popen(node, argv)``."""
+
+    def __init__(self, topology: Topology, run_dir: Path, run_id: str, log=None):
+        self.topo = topology
+        self.run_dir = Path(run_dir)
+        self.run_id = run_id
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.warnings: list[str] = []
+        self.net = None
+        self.mn: dict[str, object] = {}          # model node -> Mininet node
+        self.switch: dict[str, object] = {}      # zone -> Mininet switch
+        self.intf: dict[tuple[str, int], str] = {}   # (node, iface index) -> intf name in node
+        self.port: dict[tuple[str, int], str] = {}   # (node, iface index) -> switch port (root ns)
+        self.sensor_procs: dict[str, subprocess.Popen] = {}
+        self.sensor_files: dict[str, Path] = {}
+        self.procs: list[subprocess.Popen] = []
+        self.netem = False
+        self.state: TwinState | None = None
+        self.timings: dict[str, float] = {}
+        self._stopped = False
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self, stage_cb=None) -> "Twin":
+        preflight(need_dns=any(s.type == "dns" for n in self.topo.hosts for s in n.services))
+        for d in ("pcaps", "logs", "config"):
+            (self.run_dir / d).mkdir(parents=True, exist_ok=True)
+        self.state = TwinState(prefix=new_prefix(), run_id=self.run_id,
+                               run_dir=str(self.run_dir), topology=self.topo.name,
+                               owner_pid=os.getpid())
+        self.state.nft_table = f"cyberrange_{self.state.prefix}"
+        self.state.save()
+        stages = [("network", self._build_network), ("configure", self._configure),
+                  ("shape", self._shape), ("sensors", self._start_sensors),
+                  ("services", self._start_services)]
+        try:
+            for name, fn in stages:
+                if stage_cb:
+                    stage_cb(name)
+                t0 = time.monotonic()
+                fn()
+                self.timings[name] = round(time.monotonic() - t0, 3)
+                self.state.save()
+        except BaseException:
+            self.stop()
+            raise
+        self.state.status = "up"
+        self.state.save()
+        return self
+
+    def stop(self) -> dict:
+        """Remove everything this twin created. Idempotent."""
+        if self._stopped or self.state is None:
+            return {}
+        self._stopped = True
+        self.stop_sensors()
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        removed = teardown(self.state)
+        for p in self.procs:
+            try:
+                p.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if self.net is not None:
+            for n in list(self.mn.values()) + list(self.switch.values()):
+                try:
+                    n.shell.wait(timeout=2)
+                except Exception:  # noqa: BLE001 - best effort reaping
+                    pass
+        return removed
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- NodeRunner ----------------------------------------------------------
+    def pid(self, node: str) -> int:
+        return self.mn[node].pid
+
+    def popen(self, node: str, argv: list[str], **kwargs) -> subprocess.Popen:
+        if node not in self.mn:
+            raise KeyError(f"no node {node!r} in twin {self.topo.name}")
+        kwargs.setdefault("start_new_session", True)
+        p = subprocess.Popen(["mnexec", "-a", str(self.pid(node)), *argv], **kwargs)
+        self.procs.append(p)
+        return p
+
+    def run(self, node: str, argv: list[str], timeout: float = 30, **kwargs):
+        """Run a command in a node and wait; returns CompletedProcess (text)."""
+        p = self.popen(node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       **kwargs)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+    def cmd(self, node: str, script: str) -> str:
+        """Run a shell script in the node's Mininet shell (fast; used while building)."""
+        return self.mn[node].cmd(script)
+
+    def kernel_name(self, node: str) -> str:
+        return self.mn[node].name
+
+    # -- stages --------------------------------------------------------------
+    def _build_network(self):
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+        from mininet.nodelib import LinuxBridge
+        setLogLevel("critical")             # Mininet's own warnings are replaced by ours
+        p = self.state.prefix
+        self.net = Mininet(topo=None, controller=None, switch=LinuxBridge, build=False,
+                           autoSetMacs=False, autoStaticArp=False, waitConnected=False,
+                           inNamespace=False)
+        for i, zone in enumerate(self.topo.zones.values(), 1):
+            self.switch[zone.name] = self.net.addSwitch(f"{p}s{i}", cls=LinuxBridge, stp=False)
+            self.state.kernel_names[f"zone:{zone.name}"] = f"{p}s{i}"
+        for i, node in enumerate(self.topo.nodes.values(), 1):
+            self.mn[node.name] = self.net.addHost(f"{p}h{i}", ip=None)
+            self.state.kernel_names[node.name] = f"{p}h{i}"
+        for node in self.topo.nodes.values():
+            h = self.mn[node.name]
+            for itf in node.interfaces:
+                name = f"{h.name}-eth{itf.index}"
+                link = self.net.addLink(h, self.switch[itf.zone], intfName1=name,
+                                        addr1=_mac(p, node.name, itf.index))
+                self.intf[(node.name, itf.index)] = name
+                self.port[(node.name, itf.index)] = link.intf2.name
+        # Record the shells before anything can fail, so teardown finds them.
+        self.net.build()
+        for node, h in self.mn.items():
+            self.state.node_pids[node] = h.pid
+            self.state.netns[node] = netns_inode(h.pid)
+        self.state.root_pids += [s.pid for s in self.switch.values()]
+        self.state.save()
+        for s in self.switch.values():
+            s.start([])
+        # Our bridges must not hand frames to the host's iptables/nftables (br_netfilter).
+        for s in self.switch.values():
+            subprocess.run(["ip", "link", "set", "dev", s.name, "type", "bridge",
+                            "nf_call_iptables", "0", "nf_call_ip6tables", "0",
+                            "nf_call_arptables", "0"], capture_output=True)
+        ports = [s.name for s in self.switch.values()] + list(self.port.values())
+        _sysctl_ipv6_off(ports)
+
+    def _configure(self):
+        for node in self.topo.nodes.values():
+            lines = ["sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
+                     " net.ipv6.conf.lo.disable_ipv6=1"]
+            for itf in node.interfaces:
+                dev = self.intf[(node.name, itf.index)]
+                lines += [f"ip addr flush dev {dev}", f"ip addr add {itf.cidr} dev {dev}",
+                          f"ip link set {dev} up"]
+            lines.append("ip link set lo up")
+            if node.is_router:
+                lines.append("sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0"
+                             " net.ipv4.conf.default.rp_filter=0")
+                lines += [f"ip route replace {net} via {nh}" for net, nh in node.routes]
+            elif node.gateway:
+                lines.append(f"ip route replace default via {node.gateway}")
+            out = self.cmd(node.name, " ; ".join(lines) + " ; echo __done__")
+            if "__done__" not in out or "Error" in out or "RTNETLINK" in out:
+                raise EnvironmentProblem(f"configuring {node.name} failed: {out.strip()[:300]}")
+            if node.kind == "firewall":
+                path = self.run_dir / "config" / f"{node.name}.nft"
+                path.write_text(firewall.ruleset(node))
+                r = self.run(node.name, ["nft", "-f", str(path)])
+                if r.returncode != 0:
+                    raise EnvironmentProblem(f"nftables rejected the rules of {node.name}: "
+                                             f"{r.stderr.strip().splitlines()[0] if r.stderr else ''}")
+
+    def _shape(self):
+        shaped = [(n, i) for n in self.topo.nodes.values() for i in n.interfaces if i.profile]
+        if not shaped:
+            return
+        self.netem = _netem_available(self.port[(shaped[0][0].name, shaped[0][1].index)])
+        unshaped = sorted({(i.zone, i.profile.name, i.profile.delay_ms, i.profile.loss_pct)
+                           for n, i in shaped if i.profile.needs_netem})
+        if unshaped and not self.netem:
+            what = ", ".join(f"{z} ({prof}: {d:g} ms delay, {lo:g}% loss)"
+                             for z, prof, d, lo in unshaped)
+            msg = ("netem is not available in this kernel: delay, jitter and loss are NOT emulated"
+                   f" on {what}; bandwidth is shaped with HTB")
+            self.warnings.append(msg)
+            self.log(f"warning: {msg}")
+        for node, itf in shaped:
+            # egress of the node's side and of the switch port: both directions shaped
+            for cmd in shaping.htb_commands(self.intf[(node.name, itf.index)], itf.profile, self.netem):
+                r = self.run(node.name, cmd)
+                if r.returncode:
+                    raise EnvironmentProblem(f"tc failed on {node.name}: {r.stderr.strip()}")
+            for cmd in shaping.htb_commands(self.port[(node.name, itf.index)], itf.profile, self.netem):
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode:
+                    raise EnvironmentProblem(f"tc failed on {node.name}'s switch port: {r.stderr.strip()}")
+
+    def _start_sensors(self):
+        p = self.state.prefix
+        chains = []
+        for i, sensor in enumerate(self.topo.sensors.values(), 1):
+            mon_a, mon_b = f"{p}m{i}a", f"{p}m{i}b"
+            _ip(["link", "add", mon_a, "type", "veth", "peer", "name", mon_b])
+            _sysctl_ipv6_off([mon_a, mon_b])
+            _ip(["link", "set", mon_a, "up"])
+            _ip(["link", "set", mon_b, "up"])
+            ports = [self.port[(n.name, itf.index)] for n, itf in self.topo.members(sensor.zone)]
+            if ports:
+                devs = ", ".join(f'"{d}"' for d in ports)
+                chains.append(f"  chain span{i} {{\n    type filter hook ingress devices = {{ {devs} }}"
+                              f" priority 0;\n    dup to \"{mon_a}\";\n  }}")
+            self.sensor_files[sensor.name] = self.run_dir / "pcaps" / f"{sensor.name}.pcap"
+            self.state.kernel_names[f"sensor:{sensor.name}"] = mon_a
+        if chains:
+            script = f"table netdev {self.state.nft_table} {{\n" + "\n".join(chains) + "\n}\n"
+            (self.run_dir / "config" / "sensors.nft").write_text(script)
+            r = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+            if r.returncode:
+                raise EnvironmentProblem(f"nftables rejected the sensor ruleset: {r.stderr.strip()}")
+        for i, sensor in enumerate(self.topo.sensors.values(), 1):
+            errf = self.run_dir / "logs" / f"tcpdump-{sensor.name}.log"
+            proc = subprocess.Popen(
+                ["tcpdump", "-i", f"{p}m{i}a", "-n", "-s", "0", "-B", "16384", "-U",
+                 "--immediate-mode", "-w", str(self.sensor_files[sensor.name])],
+                stdout=subprocess.DEVNULL, stderr=open(errf, "w"), start_new_session=True)
+            self.sensor_procs[sensor.name] = proc
+            self.state.root_pids.append(proc.pid)
+        self.state.save()
+        for sensor in self.topo.sensors.values():
+            _wait_for(lambda s=sensor: "listening on" in _read(
+                self.run_dir / "logs" / f"tcpdump-{s.name}.log"), 10,
+                f"tcpdump for sensor {sensor.name} did not start")
+
+    def stop_sensors(self, drain: float = 0.3) -> dict[str, dict]:
+        """Stop the captures (flushing their pcaps); return tcpdump's own counters per sensor."""
+        if not self.sensor_procs:
+            return {}
+        time.sleep(drain)
+        stats = {}
+        for name, proc in self.sensor_procs.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for name, proc in self.sensor_procs.items():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            text = _read(self.run_dir / "logs" / f"tcpdump-{name}.log")
+            stats[name] = _tcpdump_counters(text)
+        self.sensor_procs = {}
+        return stats
+
+    def _start_services(self):
+        py = sys.executable
+        waits = []
+        dns_hosts = self.run_dir / "config" / "dns-hosts"
+        dns_hosts.write_text("".join(
+            f"{itf.ip} {n.name}.{self.topo.domain} {n.name}\n"
+            for n in self.topo.nodes.values() for itf in n.interfaces[:1]))
+        for node in self.topo.hosts:
+            for svc in node.services:
+                logf = self.run_dir / "logs" / f"{node.name}-{svc.type}-{svc.port}.log"
+                if svc.type == "http":
+                    argv = [py, "-m", "cyberrange.twin.services.http", "--port", str(svc.port),
+                            "--banner", svc.banner or "cyberrange-httpd", "--log", str(logf)]
+                elif svc.type == "login":
+                    acc = self.run_dir / "config" / f"{node.name}-login-{svc.port}.json"
+                    acc.write_text(json.dumps([{"user": a.user, "password": a.password}
+                                               for a in svc.accounts]))
+                    argv = [py, "-m", "cyberrange.twin.services.login", "--port", str(svc.port),
+                            "--banner", svc.banner or "SSH-2.0-cyberrange", "--accounts-file",
+                            str(acc), "--log", str(logf)]
+                elif svc.type == "dns":
+                    argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                            "--no-resolv", "--no-hosts", f"--addn-hosts={dns_hosts}",
+                            f"--port={svc.port}", f"--listen-address={node.ip}", "--bind-interfaces",
+                            f"--domain={self.topo.domain}", f"--local=/{self.topo.domain}/",
+                            "--pid-file=", "--user=root", f"--log-facility={logf}", "--log-queries"]
+                else:  # the loader rejects unknown types; keep the twin honest if one slips by
+                    raise EnvironmentProblem(f"no implementation for service type {svc.type!r}")
+                out = open(self.run_dir / "logs" / f"{node.name}-{svc.type}-{svc.port}.out", "w")
+                self.popen(node.name, argv, stdout=out, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL)
+                waits.append((node, svc))
+        deadline = time.time() + 20
+        for node, svc in waits:
+            flag = "-Hlun" if svc.proto == "udp" else "-Hltn"
+            while True:
+                r = self.run(node.name, ["ss", flag, f"sport = :{svc.port}"], timeout=5)
+                if r.stdout.strip():
+                    break
+                if time.time() > deadline:
+                    logt = _read(self.run_dir / "logs" / f"{node.name}-{svc.type}-{svc.port}.out")
+                    raise EnvironmentProblem(
+                        f"service {svc.type}/{svc.port} on {node.name} did not start: "
+                        f"{logt.strip().splitlines()[-1] if logt.strip() else 'no output'}")
+                time.sleep(0.1)
+
+
+# -- helpers ------------------------------------------------------------------
+
+def _ip(args: list[str]) -> None:
+    r = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if r.returncode:
+        raise EnvironmentProblem(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+
+def _sysctl_ipv6_off(devs: list[str]) -> None:
+    for d in devs:
+        try:
+            Path(f"/proc/sys/net/ipv6/conf/{d}/disable_ipv6").write_text("1")
+        except OSError:
+            pass
+
+
+_NETEM: dict[str, bool] = {}
+
+
+def _netem_available(dev: str) -> bool:
+    """Probe once per process: can this kernel add a netem qdisc?"""
+    if "v" not in _NETEM:
+        r = subprocess.run(["tc", "qdisc", "add", "dev", dev, "root", "handle", "9:", "netem",
+                            "delay", "0ms"], capture_output=True, text=True)
+        _NETEM["v"] = r.returncode == 0
+        if r.returncode == 0:
+            subprocess.run(["tc", "qdisc", "del", "dev", dev, "root"], capture_output=True)
+    return _NETEM["v"]
+
+
+def _read(path: Path) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _wait_for(pred, timeout: float, message: str) -> None:
+    deadline = time.time() + timeout
+    while not pred():
+        if time.time() > deadline:
+            raise EnvironmentProblem(message)
+        time.sleep(0.05)
+
+
+def _tcpdump_counters(text: str) -> dict:
+    import re
+    out = {}
+    for key, pat in (("captured", r"(\d+) packets? captured"),
+                     ("received_by_filter", r"(\d+) packets? received by filter"),
+                     ("dropped_by_kernel", r"(\d+) packets? dropped by kernel")):
+        m = re.search(pat, text)
+        out[key] = int(m.group(1)) if m else None
+    return out

@@ -1,0 +1,198 @@
+"""Kernel names of a twin's objects, the state file that lists them, and teardown.
+
+Every kernel object a twin creates carries the run's *prefix*: ``c`` and four hex digits
+(``c3f9a``). Mininet nodes are ``<prefix>h<N>``, switches ``<prefix>s<N>``, sensor monitor
+ports ``<prefix>m<N>``; Mininet names interfaces ``<node>-eth<K>``, so every veth and bridge
+in the root namespace starts with the prefix. Linux limits interface names to 15 bytes, which
+is why the prefix is short and model names never reach the kernel.
+
+The state file (``/run/cyberrange/<prefix>.json``, copied into the run folder) is written as
+the twin is built, so that ``cyberrange down`` can remove a twin whose process died: it kills
+the processes in the twin's network namespaces and the ones the twin started in the root
+namespace, deletes the prefixed links and bridges and the prefixed nftables table, and nothing
+else. ``mn -c`` is never used: it would kill other users' Mininet networks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATE_DIR = Path(os.environ.get("CYBERRANGE_STATE_DIR", "/run/cyberrange"))
+PREFIX_RE = re.compile(r"^c[0-9a-f]{4}$")
+
+
+def new_prefix() -> str:
+    """A prefix no live twin on this machine uses."""
+    used = {p.stem for p in STATE_DIR.glob("c*.json")} | _prefixes_in_use()
+    for _ in range(1000):
+        p = "c" + secrets.token_hex(2)
+        if p not in used:
+            return p
+    raise RuntimeError("no free twin prefix")
+
+
+def _prefixes_in_use() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    names = re.findall(r"^\d+: ([^:@]+)", out, flags=re.M)
+    return {n[:5] for n in names if re.match(r"^c[0-9a-f]{4}[hsm]\d", n)}
+
+
+def object_re(prefix: str) -> re.Pattern:
+    """Matches the kernel interface names of one twin, and only those."""
+    return re.compile(rf"^{re.escape(prefix)}[hsm]\d+(-eth\d+|[ab])?$")
+
+
+@dataclass
+class TwinState:
+    prefix: str
+    run_id: str
+    run_dir: str
+    topology: str
+    owner_pid: int                                   # the process that holds the Mininet objects
+    created: float = field(default_factory=time.time)
+    node_pids: dict[str, int] = field(default_factory=dict)      # model node -> shell pid
+    netns: dict[str, str] = field(default_factory=dict)          # model node -> netns inode
+    kernel_names: dict[str, str] = field(default_factory=dict)   # model node/zone -> kernel name
+    root_pids: list[int] = field(default_factory=list)           # tcpdump etc. in the root ns
+    nft_table: str = ""                                          # netdev table in the root ns
+    status: str = "building"
+
+    @property
+    def path(self) -> Path:
+        return STATE_DIR / f"{self.prefix}.json"
+
+    def save(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, self.path)
+        if self.run_dir and Path(self.run_dir).is_dir():
+            (Path(self.run_dir) / "twin-state.json").write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> "TwinState":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def live_states() -> list[TwinState]:
+    if not STATE_DIR.is_dir():
+        return []
+    states = []
+    for p in sorted(STATE_DIR.glob("c*.json")):
+        try:
+            states.append(TwinState.load(p))
+        except (ValueError, TypeError):
+            continue
+    return states
+
+
+def netns_inode(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+
+
+def pids_in_netns(inodes: set[str]) -> list[int]:
+    """Every process whose network namespace is one of ``inodes``."""
+    found = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and netns_inode(int(d)) in inodes:
+            found.append(int(d))
+    return found
+
+
+def _kill(pids, sig=signal.SIGTERM) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # zombies count as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def teardown(state: TwinState, grace: float = 2.0) -> dict:
+    """Remove every kernel object of one twin, and only those. Safe to call twice."""
+    removed = {"processes": 0, "links": 0, "nft": 0}
+    root_ns = netns_inode(1)
+    inodes = {i for i in state.netns.values() if i and i != root_ns}
+    # 1. processes: those started in the root namespace (sensors), then everything inside the
+    #    twin's namespaces (services, agents, traffic, and the Mininet node shells).
+    root_pids = [p for p in state.root_pids if _alive(p) and state.prefix in _cmdline(p)]
+    shell_pids = [p for p in state.node_pids.values()
+                  if _alive(p) and f"mininet:{state.prefix}" in _cmdline(p)]
+    victims = set(root_pids) | set(shell_pids) | set(pids_in_netns(inodes))
+    victims.discard(os.getpid())
+    _kill(victims, signal.SIGTERM)
+    deadline = time.time() + grace
+    while time.time() < deadline and any(_alive(p) for p in victims):
+        time.sleep(0.05)
+    left = [p for p in victims if _alive(p)]
+    _kill(left, signal.SIGKILL)
+    removed["processes"] = len(victims)
+    # 2. links and bridges in the root namespace that carry this twin's prefix
+    pat = object_re(state.prefix)
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    names = [n for n in re.findall(r"^\d+: ([^:@]+)", out, flags=re.M) if pat.match(n)]
+    # bridges first (so their ports are free), then veths (deleting one end removes both)
+    for n in sorted(names, key=lambda n: "-eth" in n):
+        r = subprocess.run(["ip", "link", "del", n], capture_output=True, text=True)
+        removed["links"] += r.returncode == 0
+    # 3. the sensors' nftables table
+    if state.nft_table:
+        r = subprocess.run(["nft", "delete", "table", "netdev", state.nft_table],
+                           capture_output=True, text=True)
+        removed["nft"] += r.returncode == 0
+    try:
+        state.path.unlink()
+    except FileNotFoundError:
+        pass
+    return removed
+
+
+def leftovers(prefix: str | None = None) -> dict[str, list[str]]:
+    """Kernel objects that look like a twin's (any twin's, or one prefix's): for tests and doctor."""
+    pat = re.compile(rf"^{prefix}[hsm]\d" if prefix else r"^c[0-9a-f]{4}[hsm]\d")
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    links = [n for n in re.findall(r"^\d+: ([^:@]+)", out, flags=re.M) if pat.match(n)]
+    procs = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            cl = _cmdline(int(d))
+            if re.search(r"mininet:c[0-9a-f]{4}h" if not prefix else f"mininet:{prefix}h", cl) \
+                    or (("tcpdump" in cl) and pat.pattern[1:] and re.search(
+                        (prefix or r"c[0-9a-f]{4}") + r"m\d", cl)):
+                procs.append(f"{d} {cl.strip()}")
+    nft = subprocess.run(["nft", "list", "tables", "netdev"], capture_output=True, text=True).stdout
+    tables = [t for t in re.findall(r"table netdev (\S+)", nft)
+              if t.startswith("cyberrange_" + (prefix or ""))]
+    return {"links": links, "processes": procs, "nft_tables": tables}

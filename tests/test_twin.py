@@ -1,0 +1,182 @@
+"""The twin: built for real with Mininet, probed with real connections, torn down exactly."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PY, ROOT, cli, needs_twin, run_probes
+from cyberrange.model import reach
+from cyberrange.model.loader import load_topology
+from cyberrange.twin.build import Twin
+from cyberrange.twin.state import leftovers, live_states
+
+REACH = ROOT / "tests" / "data" / "good" / "reach.yaml"
+pytestmark = needs_twin
+
+
+def _expectations(path: Path):
+    """The '# reach: allow|deny SRC -> DST PROTO[/PORT]' table at the top of a topology."""
+    rows = []
+    for m in re.finditer(r"^# reach: (allow|deny)\s+(\S+) -> (\S+) (\w+)(?:/(\d+))?",
+                         path.read_text(), flags=re.M):
+        rows.append((m[1] == "allow", m[2], m[3], m[4], int(m[5]) if m[5] else None))
+    assert len(rows) >= 10
+    return rows
+
+
+@pytest.fixture(scope="module")
+def reach_twin(tmp_path_factory):
+    topo = load_topology(REACH)
+    twin = Twin(topo, tmp_path_factory.mktemp("reach"), "test-reach", log=lambda m: None)
+    twin.start()
+    yield twin
+    twin.stop()
+
+
+def test_twin_objects_carry_the_prefix_and_services_listen(reach_twin):
+    st = reach_twin.state
+    links = leftovers(st.prefix)["links"]
+    # every zone switch, and one root-side port per attachment
+    attachments = sum(len(n.interfaces) for n in reach_twin.topo.nodes.values())
+    assert len([l for l in links if re.fullmatch(rf"{st.prefix}s\d+", l)]) == len(reach_twin.topo.zones)
+    assert len([l for l in links if "-eth" in l]) == attachments
+    # nothing of the twin is attached to a real interface: every bridge port is one of ours
+    out = subprocess.run(["bridge", "-o", "link", "show"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if f"master {st.prefix}s" in line:
+            assert re.search(rf"\d+: {st.prefix}[hsm]\d+", line), line
+
+
+def test_live_reachability_matches_the_rules(reach_twin):
+    topo = reach_twin.topo
+    rows = _expectations(REACH)
+    by_src: dict[str, list] = {}
+    for allowed, src, dst, proto, port in rows:
+        static_ok, why = reach.allowed(topo, src, topo.nodes[dst].ip, proto, port)
+        assert static_ok == allowed, f"static analysis disagrees on {src}->{dst} {proto}/{port}: {why}"
+        by_src.setdefault(src, []).append(
+            {"proto": proto, "ip": str(topo.nodes[dst].ip), "port": port, "want": allowed,
+             "dst": dst})
+    for src, probes in by_src.items():
+        for r in run_probes(reach_twin, src, probes):
+            got = r["result"] == "open"
+            assert got == r["want"], f"{src} -> {r['dst']} {r['proto']}/{r['port']}: {r['result']}"
+
+
+def test_every_service_pair_agrees_with_static_analysis(reach_twin):
+    """Not only the listed pairs: every host x every declared service, live vs static."""
+    topo = reach_twin.topo
+    checked = 0
+    for src in topo.hosts:
+        probes = []
+        for dst in topo.hosts:
+            if dst is src:
+                continue
+            for svc in dst.services:
+                ok, _ = reach.allowed(topo, src.name, dst.ip, svc.proto, svc.port)
+                probes.append({"proto": svc.proto, "ip": str(dst.ip), "port": svc.port, "want": ok,
+                               "dst": dst.name})
+        for r in run_probes(reach_twin, src.name, probes):
+            assert (r["result"] == "open") == r["want"], (src.name, r)
+            checked += 1
+    assert checked >= 10
+
+
+def test_twin_stop_removes_exactly_its_objects(tmp_path):
+    topo = load_topology(REACH)
+    before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    twin = Twin(topo, tmp_path, "test-stop", log=lambda m: None).start()
+    prefix = twin.state.prefix
+    assert leftovers(prefix)["links"]
+    twin.stop()
+    assert leftovers(prefix) == {"links": [], "processes": [], "nft_tables": []}
+    after = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    names = lambda t: sorted(re.findall(r"^\d+: ([^:@]+)", t, flags=re.M))  # noqa: E731
+    assert names(after) == names(before)
+    assert not (Path("/run/cyberrange") / f"{prefix}.json").exists()
+
+
+def test_exception_during_build_tears_down(tmp_path, monkeypatch):
+    topo = load_topology(REACH)
+    twin = Twin(topo, tmp_path, "test-crash", log=lambda m: None)
+
+    def boom():
+        raise RuntimeError("injected failure while starting services")
+    monkeypatch.setattr(twin, "_start_services", boom)
+    with pytest.raises(RuntimeError):
+        twin.start()
+    assert leftovers(twin.state.prefix) == {"links": [], "processes": [], "nft_tables": []}
+
+
+def _wait_up(proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        mine = [s for s in live_states() if s.owner_pid == proc.pid and s.status == "up"]
+        if mine:
+            return mine[0]
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.2)
+    raise AssertionError("twin did not come up")
+
+
+def test_ctrl_c_on_up_removes_the_twin(tmp_path):
+    proc = subprocess.Popen([PY, "-m", "cyberrange.cli.main", "up", str(REACH), "--runs-dir",
+                             str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    st = _wait_up(proc)
+    assert leftovers(st.prefix)["links"]
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert leftovers(st.prefix) == {"links": [], "processes": [], "nft_tables": []}
+
+
+def test_down_cleans_up_after_a_killed_owner(tmp_path):
+    """SIGKILL leaves no chance to clean up; `cyberrange down` must finish the job."""
+    proc = subprocess.Popen([PY, "-m", "cyberrange.cli.main", "up", str(REACH), "--runs-dir",
+                             str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    st = _wait_up(proc)
+    proc.kill()
+    proc.wait()
+    assert leftovers(st.prefix)["links"], "the killed twin should still be there"
+    r = cli("down", st.prefix)
+    assert r.returncode == 0, r.stderr
+    assert leftovers(st.prefix) == {"links": [], "processes": [], "nft_tables": []}
+
+
+def test_up_detach_exec_and_down(tmp_path):
+    before = {s.prefix for s in live_states()}
+    r = cli("up", REACH, "--runs-dir", tmp_path, "--detach")
+    assert r.returncode == 0, r.stderr
+    (st,) = [s for s in live_states() if s.prefix not in before]
+    web = load_topology(REACH).nodes["web"].ip
+    r = cli("exec", "--twin", st.prefix, "user1", "--", "ping", "-c1", "-W1", str(web))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("down", st.prefix)
+    assert r.returncode == 0, r.stderr
+    assert leftovers(st.prefix) == {"links": [], "processes": [], "nft_tables": []}
+
+
+def test_missing_netem_gives_one_clear_warning(tmp_path):
+    """This kernel has no netem: a profile with delay/loss warns once and the twin still runs."""
+    topo = load_topology(ROOT / "topologies" / "fob.yaml")
+    msgs = []
+    twin = Twin(topo, tmp_path, "test-netem", log=msgs.append)
+    try:
+        twin.start()
+        if twin.netem:
+            pytest.skip("this kernel has netem")
+        assert len(msgs) == 1 and "netem is not available" in msgs[0] and "satcom" in msgs[0]
+        # bandwidth is still shaped on the SATCOM link: an HTB class at 4 Mbit/s
+        port = twin.port[("hq-rtr", topo.nodes["hq-rtr"].interfaces[-1].index)]
+        out = subprocess.run(["tc", "class", "show", "dev", port], capture_output=True, text=True).stdout
+        assert "htb" in out and "4Mbit" in out
+    finally:
+        twin.stop()
