@@ -97,8 +97,11 @@ class Service:
 
 @dataclass
 class Endpoint:
-    """A firewall rule's from/to: a zone, a node, a CIDR, or any."""
-    kind: Literal["any", "zone", "node", "cidr"]
+    """A firewall rule's from/to: a zone, a node, a CIDR, any, or a list of those.
+
+    ``networks`` always holds the resolved networks (empty for ``any``); for ``list`` the
+    ``value`` is the comma-joined names as written and ``networks`` their union."""
+    kind: Literal["any", "zone", "node", "cidr", "list"]
     value: str = ""
     networks: list[ipaddress.IPv4Network] = field(default_factory=list)  # resolved
 
