@@ -1,2 +1,142 @@
-"""(to be written)"""
-COMMANDS = []
+"""``cyberrange drill run|score|report``: red/blue drills from the terminal."""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from cyberrange.drill import DrillOptions, analyse, run_drill
+from cyberrange.report.terminal import print_scorecard
+from cyberrange.run import Run
+
+PHASES = ["twin", "benign", "attack", "cooldown", "teardown", "telemetry", "detect", "score"]
+
+
+class RichUI:
+    """Live display of a drill: one bar over the phases, one line per finished attack step."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+                                 BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                 TimeElapsedColumn(), console=console, transient=True)
+        self.task = None
+        self.done: set[str] = set()
+        self.steps = 0
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def run_started(self, run, topo, pb):
+        self.steps = len(pb.steps)
+        self.task = self.progress.add_task("starting", total=len(PHASES) + self.steps)
+        self.console.print(f"[cyan]run[/] {run.id}  [dim]{run.dir}[/]")
+        self.console.print(f"[cyan]topology[/] {topo.name} ({topo.classification}): "
+                           f"{len(topo.nodes)} nodes, {len(topo.zones)} zones, "
+                           f"{len(topo.sensors)} sensors   [cyan]playbook[/] {pb.name}: "
+                           f"{len(pb.steps)} steps")
+
+    def phase(self, name, text):
+        if self.task is None:
+            return
+        if name not in self.done and name in PHASES:
+            self.done.add(name)
+            self.progress.advance(self.task)
+        self.progress.update(self.task, description=text)
+
+    def attack_event(self, kind, payload):
+        if kind == "step_start":
+            step = payload if isinstance(payload, dict) else {}
+            self.progress.update(self.task, description=f"attack: {step.get('step_id', '')} "
+                                 f"{step.get('technique', '')}")
+        elif kind == "step_end":
+            r = payload
+            colour = {"succeeded": "green", "failed": "yellow", "blocked": "magenta"}.get(
+                r.get("outcome"), "red")
+            facts = r.get("facts") or {}
+            fact_txt = ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}"
+                                 for k, v in facts.items())
+            self.console.print(
+                f"  [{colour}]●[/] {r.get('step_id')} {r.get('technique')} "
+                f"[{colour}]{r.get('outcome')}[/] {r.get('packets_sent', 0)} packets to "
+                f"{len(r.get('targets') or [])} targets in {r.get('end', 0) - r.get('start', 0):.1f} s"
+                + (f"  ({fact_txt})" if fact_txt else ""))
+            self.progress.advance(self.task)
+
+    def warn(self, msg):
+        self.console.print(f"[yellow]warning:[/] {msg}")
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console; when output is not a terminal (logs, CI) tables get room instead of 80 columns."""
+    c = Console(stderr=stderr)
+    if not c.is_terminal:
+        c = Console(stderr=stderr, width=120)
+    return c
+
+
+@click.group()
+def drill():
+    """Red/blue drills: run a playbook against a twin and score the detectors."""
+
+
+@drill.command("run")
+@click.argument("topology", type=click.Path(dir_okay=False))
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
+              help="Folder of detector YAML files.")
+@click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
+@click.option("--benign/--no-benign", default=True, show_default=True,
+              help="Generate benign background traffic during the drill.")
+@click.option("--warmup", default=3.0, show_default=True, help="Seconds of benign traffic before the attack.")
+@click.option("--cooldown", default=2.0, show_default=True, help="Seconds after the last step before capture stops.")
+@click.option("--seed", type=int, default=None, help="Seed for benign traffic (default: the topology's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the scorecard as JSON instead of tables.")
+def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, cooldown, seed, as_json):
+    """Build TOPOLOGY, replay PLAYBOOK, capture, detect, score, tear down."""
+    console = _console(stderr=as_json)
+    opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
+                        warmup_s=warmup, cooldown_s=cooldown, seed=seed)
+    with RichUI(console) as ui:
+        run = run_drill(topology, playbook, opts, ui)
+    card = json.loads(run.scorecard_path.read_text())
+    if as_json:
+        click.echo(json.dumps(card, indent=2))
+    else:
+        print_scorecard(card, console)
+        console.print(f"scorecard: {run.scorecard_path}   report: {run.dir / 'report.md'}")
+
+
+@drill.command("score")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
+@click.option("--runs-dir", default="runs", show_default=True)
+def drill_score(run_ref, detectors_dir, runs_dir):
+    """Re-parse, re-detect and re-score a finished RUN (folder, id or 'latest'); no twin needed."""
+    from cyberrange.detect.registry import load_detectors
+    run = Run.open(run_ref, runs_dir)
+    card = analyse(run, load_detectors(detectors_dir))
+    run.save()
+    print_scorecard(card, _console())
+
+
+@drill.command("report")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--runs-dir", default="runs", show_default=True)
+def drill_report(run_ref, runs_dir):
+    """Show the scorecard of a finished RUN (folder, id or 'latest')."""
+    run = Run.open(run_ref, runs_dir)
+    if not run.scorecard_path.exists():
+        from cyberrange.errors import UserError
+        raise UserError(f"{run.dir}: not scored yet (cyberrange drill score {run.id})")
+    print_scorecard(json.loads(run.scorecard_path.read_text()), _console())
+
+
+COMMANDS = [drill]

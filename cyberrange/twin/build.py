@@ -69,7 +69,7 @@ class Twin:
         self.topo = topology
         self.run_dir = Path(run_dir)
         self.run_id = run_id
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.log = log or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
         self.warnings: list[str] = []
         self.net = None
         self.mn: dict[str, object] = {}          # model node -> Mininet node
@@ -251,7 +251,7 @@ class Twin:
             msg = ("netem is not available in this kernel: delay, jitter and loss are NOT emulated"
                    f" on {what}; bandwidth is shaped with HTB")
             self.warnings.append(msg)
-            self.log(f"warning: {msg}")
+            self.log(msg)
         for node, itf in shaped:
             # egress of the node's side and of the switch port: both directions shaped
             for cmd in shaping.htb_commands(self.intf[(node.name, itf.index)], itf.profile, self.netem):

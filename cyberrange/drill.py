@@ -1,0 +1,223 @@
+"""A red/blue drill, end to end: the data flow of DESIGN.md as one function per arrow.
+
+``run_drill`` validates every input before anything is built, brings the twin up, starts
+benign traffic, replays the playbook (ground truth to the ledger), stops the sensors, tears
+the twin down, and then ``analyse`` turns the run folder into records, alerts and a score
+without the twin (which is why a run can be re-scored later).
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cyberrange.run import Run
+
+
+@dataclass
+class DrillOptions:
+    detectors_dir: str = "detectors"
+    runs_dir: str = "runs"
+    benign: bool = True
+    warmup_s: float = 3.0
+    cooldown_s: float = 2.0
+    seed: int | None = None
+
+
+@dataclass
+class Inputs:
+    topology: object
+    playbook: object
+    detectors: list = field(default_factory=list)
+
+
+def load_inputs(topology_path, playbook_path, detectors_dir) -> Inputs:
+    """Load and cross-check every input; raises UserError (exit 2) before anything is built."""
+    from cyberrange.attack.playbook import load_playbook
+    from cyberrange.detect.registry import load_detectors
+    from cyberrange.model.loader import load_topology
+    topo = load_topology(topology_path)
+    pb = load_playbook(playbook_path, topo)
+    dets = load_detectors(detectors_dir)
+    return Inputs(topo, pb, dets)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so every ``finally`` (teardown) runs."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class BenignTraffic:
+    """The benign generators of one twin: started per host, stopped together."""
+
+    def __init__(self, twin, run: Run, seed: int | None):
+        from cyberrange.traffic.benign import plan_benign
+        self.twin, self.run = twin, run
+        self.plans = plan_benign(twin.topo, seed)
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> int:
+        logs = self.run.dir / "logs"
+        for host, plan in self.plans.items():
+            plan = dict(plan, log=str(logs / f"benign-{host}.jsonl"))
+            p = self.twin.popen(host, [sys.executable, "-m", "cyberrange.traffic.benign"],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=open(logs / f"benign-{host}.err", "w"), text=True)
+            p.stdin.write(json.dumps(plan))
+            p.stdin.close()
+            self.procs.append(p)
+        return len(self.procs)
+
+    def stop(self) -> int:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        n = 0
+        for f in (self.run.dir / "logs").glob("benign-*.jsonl"):
+            n += sum(1 for _ in f.open())
+        return n
+
+
+def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
+    """Run one drill; returns the run (scored). ``ui`` receives progress callbacks."""
+    from cyberrange.attack.runner import run_playbook
+    from cyberrange.twin.build import Twin, preflight
+    ui = ui or NullUI()
+    inputs = load_inputs(topology_path, playbook_path, opts.detectors_dir)
+    preflight(need_dns=True)
+    topo, pb = inputs.topology, inputs.playbook
+    seed = opts.seed if opts.seed is not None else topo.benign.seed
+    run = Run.create(opts.runs_dir, f"{topo.name}", {
+        "topology": topology_path, "playbook": playbook_path}, seed=seed)
+    run.manifest.update(topology=topo.name, playbook=pb.name, kind="drill",
+                        detectors=[d.name for d in inputs.detectors])
+    run.save()
+    ui.run_started(run, topo, pb)
+    t_start = time.monotonic()
+    timings = run.manifest["timings"]
+    twin = Twin(topo, run.dir, run.id, log=ui.warn)
+    stop_event = threading.Event()
+    benign = None
+    try:
+        with _sigterm_as_interrupt():
+            t0 = time.monotonic()
+            ui.phase("twin", f"building the twin of {topo.name} ({len(topo.nodes)} nodes)")
+            twin.start(stage_cb=lambda s: ui.phase("twin", f"twin: {s}"))
+            timings["twin_up_s"] = round(time.monotonic() - t0, 2)
+            run.manifest["twin"] = {"prefix": twin.state.prefix, "stages_s": twin.timings,
+                                    "netem": twin.netem}
+            run.manifest["warnings"] += twin.warnings
+            run.save()
+            if opts.benign and topo.benign.enabled:
+                benign = BenignTraffic(twin, run, seed)
+                n = benign.start()
+                ui.phase("benign", f"benign traffic from {n} hosts, warming up {opts.warmup_s:g} s")
+                stop_event.wait(opts.warmup_s)
+            t0 = time.monotonic()
+            ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
+            run_playbook(pb, topo, twin, run.ledger_path, run.id, on_event=ui.attack_event,
+                         stop_event=stop_event)
+            timings["attack_s"] = round(time.monotonic() - t0, 2)
+            ui.phase("cooldown", f"cool-down {opts.cooldown_s:g} s")
+            stop_event.wait(opts.cooldown_s)
+    except KeyboardInterrupt:
+        run.manifest["status"] = "interrupted"
+        run.save()
+        raise
+    finally:
+        stop_event.set()
+        if benign is not None:
+            run.manifest["benign_requests"] = benign.stop()
+        run.manifest["sensors"] = twin.stop_sensors()
+        ui.phase("teardown", "tearing the twin down")
+        t0 = time.monotonic()
+        removed = twin.stop()
+        timings["teardown_s"] = round(time.monotonic() - t0, 2)
+        run.manifest["teardown"] = removed
+        run.save()
+    card = analyse(run, inputs.detectors, ui)
+    timings["total_s"] = round(time.monotonic() - t_start, 2)
+    run.manifest["status"] = "done"
+    run.save()
+    card["run"]["timings"] = timings
+    run.scorecard_path.write_text(json.dumps(card, indent=2, default=str))
+    return run
+
+
+def analyse(run: Run, detectors, ui=None) -> dict:
+    """pcaps -> store -> detectors -> alerts -> scorecard.json + report. No twin needed."""
+    from cyberrange.attack.ledger import read_ledger
+    from cyberrange.detect.registry import run_detectors
+    from cyberrange.report.aar import write_report
+    from cyberrange.score.score import packet_reconciliation, score_run
+    from cyberrange.store import open_store
+    from cyberrange.telemetry.pcap import parse_pcaps
+    ui = ui or NullUI()
+    timings = run.manifest.setdefault("timings", {})
+    t0 = time.monotonic()
+    ui.phase("telemetry", "parsing captures")
+    pcaps = [(p, p.stem) for p in sorted((run.dir / "pcaps").glob("*.pcap"))]
+    packets, flows, stats = parse_pcaps(pcaps, run.id)
+    if run.store_path.exists():
+        run.store_path.unlink()
+    with open_store(run.store_path) as store:
+        store.write("packets", packets)
+        store.write("flows", flows)
+        timings["telemetry_s"] = round(time.monotonic() - t0, 2)
+        run.manifest["telemetry"] = {"packets": packets.num_rows, "flows": flows.num_rows,
+                                     "parser": stats}
+        t0 = time.monotonic()
+        ui.phase("detect", f"running {len(detectors)} detectors")
+        alerts = run_detectors(store, run.id, detectors)
+        timings["detect_s"] = round(time.monotonic() - t0, 2)
+        ui.phase("score", "scoring alerts against the ledger")
+        ledger = read_ledger(run.ledger_path) if run.ledger_path.exists() else []
+        flows_t = store.read("flows", run.id)
+        packets_t = store.read("packets", run.id)
+    card = score_run(ledger, flows_t, alerts)
+    recon = packet_reconciliation(ledger, packets_t)
+    card["reconciliation"] = {
+        "ledger_packets": sum(r["ledger_packets"] for r in recon),
+        "stored_packets": sum(r["stored_packets"] for r in recon),
+        "five_tuples": len(recon),
+        "mismatched": [r for r in recon if r["ledger_packets"] != r["stored_packets"]][:50],
+        "sensors": run.manifest.get("sensors", {}),
+    }
+    card["run"] = {k: run.manifest.get(k) for k in ("run_id", "topology", "playbook", "timings",
+                                                     "warnings", "telemetry", "benign_requests")}
+    run.scorecard_path.write_text(json.dumps(card, indent=2, default=str))
+    write_report(run, card)
+    return card
+
+
+class NullUI:
+    def run_started(self, run, topo, pb):
+        pass
+
+    def phase(self, name, text):
+        pass
+
+    def attack_event(self, kind, payload):
+        pass
+
+    def warn(self, msg):
+        print(f"warning: {msg}", file=sys.stderr)

@@ -1,0 +1,59 @@
+"""The after-action report: a Markdown file in the run folder that reads well anywhere."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def _t(ts) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M:%S.%f")[:-3] if ts else "—"
+
+
+def render(run, card: dict) -> str:
+    m = run.manifest
+    lines = [f"# After-action report: {m.get('run_id')}", "",
+             f"Topology **{m.get('topology')}**, playbook **{m.get('playbook')}**, "
+             f"detectors {', '.join(m.get('detectors') or [])}.", ""]
+    lines += ["## Attack steps", "",
+              "| step | technique | outcome | detected | time to detect | detected by | attack flows |",
+              "|---|---|---|---|---:|---|---:|"]
+    for s in card.get("steps", []):
+        ttd = "—" if s.get("time_to_detect_s") is None else f"{s['time_to_detect_s']:.1f} s"
+        lines.append(f"| {s['step_id']} | {s.get('technique')} | {s.get('outcome')} | "
+                     f"{'yes' if s.get('detected') else '**no**'} | {ttd} | "
+                     f"{', '.join(s.get('detected_by') or []) or '—'} | {s.get('attack_flows', 0)} |")
+    f, a = card.get("flows", {}), card.get("alerts", {})
+    lines += ["", "## Flows and alerts", "",
+              "| measure | value |", "|---|---:|",
+              f"| flows | {f.get('total')} |", f"| attack flows | {f.get('attack')} |",
+              f"| benign flows | {f.get('benign')} |",
+              f"| flagged attack / benign flows | {f.get('flagged_attack')} / {f.get('flagged_benign')} |",
+              f"| precision | {f.get('precision')} |", f"| recall | {f.get('recall')} |",
+              f"| alerts true / false | {a.get('true')} / {a.get('false')} |"]
+    by = a.get("by_detector") or {}
+    if by:
+        lines += ["", "| detector | alerts | true | false |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {v.get('total')} | {v.get('true')} | {v.get('false')} |"
+                  for k, v in sorted(by.items())]
+    rec = card.get("reconciliation") or {}
+    if rec:
+        lines += ["", "## Capture reconciliation", "",
+                  f"Attack packets in the ledger: {rec.get('ledger_packets')}; found in the store "
+                  f"for the same 5-tuples: {rec.get('stored_packets')} over {rec.get('five_tuples')} "
+                  "5-tuples.", ""]
+        sensors = rec.get("sensors") or {}
+        if sensors:
+            lines += ["| sensor | captured | dropped by kernel |", "|---|---:|---:|"]
+            lines += [f"| {k} | {v.get('captured')} | {v.get('dropped_by_kernel')} |"
+                      for k, v in sorted(sensors.items())]
+    tm = m.get("timings") or {}
+    lines += ["", "## Timings", "", "| phase | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in tm.items()]
+    for w in m.get("warnings") or []:
+        lines += ["", f"> warning: {w}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run, card: dict):
+    path = run.dir / "report.md"
+    path.write_text(render(run, card))
+    return path

@@ -1,0 +1,117 @@
+"""The README's main command, end to end on a real twin: FOB topology, recon/brute-force playbook."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import ROOT, cli, needs_twin
+from cyberrange.twin.state import leftovers, live_states
+
+pytestmark = needs_twin
+
+
+@pytest.fixture(scope="module")
+def drill_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    # exactly the README's command, with the run folder redirected
+    r = subprocess.run(["bash", "scripts/setup.sh", "drill", "--runs-dir", str(runs)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run_dir, r.stdout + r.stderr
+
+
+def test_scorecard_shows_all_three_techniques_detected(drill_run):
+    run_dir, out = drill_run
+    card = json.loads((run_dir / "scorecard.json").read_text())
+    steps = {s["technique"]: s for s in card["steps"]}
+    assert set(steps) == {"T1018", "T1046", "T1110.001"}
+    for tech, s in steps.items():
+        assert s["outcome"] == "succeeded", s
+        assert s["detected"], f"{tech} not detected: {s}"
+        assert s["time_to_detect_s"] is not None and 0 <= s["time_to_detect_s"] < 30
+    assert "Scorecard" in out and "T1110.001" in out
+
+
+def test_facts_flow_between_steps_and_the_weak_password_is_found(drill_run):
+    run_dir, _ = drill_run
+    ledger = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
+    sweep, scan, brute = ledger
+    assert "10.10.2.20" in sweep["facts"]["hosts"] and "10.10.1.10" in sweep["facts"]["hosts"]
+    assert set(scan["targets"]) <= set(sweep["facts"]["hosts"])
+    assert "10.10.2.20:22" in scan["facts"]["open"]
+    assert "10.10.1.10:22" not in scan["facts"]["open"]      # the firewall drops OPS -> CP ssh
+    creds = brute["facts"]["credentials"]
+    assert {"target": "10.10.2.20:22", "user": "admin", "password": "admin123"} in creds
+
+
+def test_ledger_packets_equal_stored_packets_per_five_tuple(drill_run):
+    run_dir, _ = drill_run
+    ledger = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
+    con = duckdb.connect(str(run_dir / "store.duckdb"), read_only=True)
+    checked = 0
+    for step in ledger:
+        for f in step["flows"]:
+            n = con.execute(
+                'SELECT max(c) FROM (SELECT "observer.name", count(*) c FROM packets '
+                'WHERE "source.ip"=? AND "destination.ip"=? AND "network.transport"=? '
+                'AND "source.port"=? AND "destination.port"=? GROUP BY 1)',
+                [f["src"], f["dst"], f["proto"], f["sport"], f["dport"]]).fetchone()[0] or 0
+            assert n == f["packets"], (step["step_id"], f, n)
+            checked += 1
+    assert checked > 100
+    card = json.loads((run_dir / "scorecard.json").read_text())
+    rec = card["reconciliation"]
+    assert rec["ledger_packets"] == rec["stored_packets"] > 0 and not rec["mismatched"]
+
+
+def test_benign_traffic_is_captured_and_never_labelled_attack(drill_run):
+    run_dir, _ = drill_run
+    card = json.loads((run_dir / "scorecard.json").read_text())
+    assert card["flows"]["benign"] > 0
+    assert card["flows"]["attack"] > 0
+    assert card["alerts"]["total"] >= 3
+
+
+def test_run_folder_is_complete_and_rescorable(drill_run, tmp_path):
+    run_dir, _ = drill_run
+    for name in ("manifest.json", "ledger.jsonl", "store.duckdb", "scorecard.json", "report.md"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "pcaps").glob("*.pcap"))
+    man = json.loads((run_dir / "manifest.json").read_text())
+    assert man["status"] == "done" and man["inputs"]["topology"]["sha256"]
+    assert any("netem" in w for w in man["warnings"]) or man["twin"]["netem"]
+    before = json.loads((run_dir / "scorecard.json").read_text())
+    r = cli("drill", "score", run_dir)
+    assert r.returncode == 0, r.stderr
+    after = json.loads((run_dir / "scorecard.json").read_text())
+    assert [s["detected"] for s in after["steps"]] == [s["detected"] for s in before["steps"]]
+
+
+def test_drill_leaves_nothing_behind(drill_run):
+    assert not [s for s in live_states() if s.topology == "fob"]
+    assert leftovers() == {"links": [], "processes": [], "nft_tables": []}
+
+
+def test_target_outside_the_twin_is_refused_before_anything_is_built(tmp_path):
+    pb = tmp_path / "escape.yaml"
+    pb.write_text("""version: 1
+name: escape
+topology: fob
+steps:
+  - id: sweep
+    technique: T1018
+    actor: ops-maint
+    targets: [ops-lan, 8.8.8.0/24]
+""")
+    before = {s.prefix for s in live_states()}
+    r = cli("drill", "run", "topologies/fob.yaml", pb, "--runs-dir", tmp_path / "runs")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "outside" in r.stderr and str(pb) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert {s.prefix for s in live_states()} == before
