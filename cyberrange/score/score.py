@@ -6,7 +6,9 @@ Definitions (see docs/scoring.md):
   ledger flow of S in either direction and its start lies in ``[S.start - slack, S.end + slack]``.
   When several steps qualify the first one in ledger order wins.
 * A step is detected when some alert's ``cyberrange.flow_ids`` contains one of its flows;
-  ``time_to_detect_s`` = earliest such alert's ``@timestamp`` - ``S.start``, clipped at 0.
+  ``time_to_detect_s`` = the earliest, over such alerts, of max(alert ``@timestamp``, start of
+  the first of S's flows in that alert) - ``S.start``, clipped at 0. (An alert that fired on
+  an earlier step and kept growing detects S only from the moment S's traffic joined it.)
 * Flow counts: the same connection is recorded once per sensor (``observer.name``). Headline
   numbers (``flows``, step ``attack_flows``, precision, recall) are *deduplicated*: flows with the
   same ``network.community_id`` and the same start second are one connection; it is an attack
@@ -111,6 +113,7 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
     cids = flows.column("network.community_id").to_pylist()
     starts = _us(flows, "event.start")
     label_of = dict(zip(fids, labels))
+    start_of = dict(zip(fids, starts))
 
     # alerts
     a_fids = alerts.column("cyberrange.flow_ids").to_pylist() if alerts.num_rows else []
@@ -163,8 +166,15 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
     for step in ledger:
         sid = step["step_id"]
         mine = step_flows.get(sid, set())
-        hits = [(a_ts[k], a_names[k]) for k in range(len(a_names))
-                if mine and mine.intersection(a_fids[k] or ())]
+        # An alert can be an episode that keeps growing (a sweep that runs into the scan after
+        # it): it detects this step only once one of the step's flows joins its evidence, so the
+        # detection time is the later of the alert's own time and that flow's start.
+        hits = []
+        for k in range(len(a_names)):
+            shared = mine.intersection(a_fids[k] or ()) if mine else set()
+            if shared:
+                joined = min(start_of[f] for f in shared)
+                hits.append((max(a_ts[k], joined), a_names[k]))
         detected = bool(hits)
         ttd = None
         if detected:
