@@ -22,7 +22,7 @@ ROLES = (
     "foothold", "hq", "external",
 )
 
-SERVICE_TYPES = ("http", "login", "dns")
+SERVICE_TYPES = ("http", "login", "dns", "modbus")
 
 NodeKind = Literal["host", "router", "firewall"]
 Proto = Literal["tcp", "udp", "icmp", "any"]
@@ -61,7 +61,13 @@ class Zone:
     description: str = ""
     profile: LinkProfile | None = None   # applied to every attachment in the zone
     p2p: bool = False                    # True for zones made from a point-to-point link
+    vlan: int | None = None              # 802.1Q id when the zone shares a switch with others
+    switch: str = ""                     # the switch carrying the zone ("" = its own switch)
     src: SourceRef | None = None
+
+    @property
+    def switch_name(self) -> str:
+        return self.switch or self.name
 
 
 @dataclass
@@ -70,12 +76,18 @@ class Interface:
     zone: str
     ip: ipaddress.IPv4Address
     prefixlen: int
-    index: int = 0                       # ethN inside the node
+    index: int = 0                       # ethN inside the node (the physical port)
     profile: LinkProfile | None = None
+    vlan: int | None = None              # set: a tagged subinterface ethN.<vlan> on a trunk port
 
     @property
     def cidr(self) -> str:
         return f"{self.ip}/{self.prefixlen}"
+
+    @property
+    def devname(self) -> str:
+        """Name of the interface inside the node, Mininet prefix excluded ("eth0", "eth1.20")."""
+        return f"eth{self.index}" + (f".{self.vlan}" if self.vlan is not None else "")
 
 
 @dataclass
@@ -93,6 +105,26 @@ class Service:
     banner: str = ""                     # login / http
     domain: str = ""                     # dns: the twin's domain
     src: SourceRef | None = None
+
+
+@dataclass
+class Software:
+    """One entry of a node's software inventory (used by patch validation)."""
+    name: str
+    version: str
+    cpe: str = ""
+
+
+@dataclass
+class MissionThread:
+    """A named flow that must keep working, e.g. ``fires: ops-ws* -> c2-server tcp/8080``."""
+    name: str
+    src: list[str]                       # node names (patterns already expanded)
+    dst: list[str]
+    proto: Literal["tcp", "udp", "icmp"] = "tcp"
+    port: int | None = None
+    description: str = ""
+    src_ref: SourceRef | None = None
 
 
 @dataclass
@@ -140,6 +172,9 @@ class Node:
     default_action: Literal["allow", "deny"] = "allow"
     classification: str | None = None
     description: str = ""
+    software: list[Software] = field(default_factory=list)
+    static_routes: list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]] = field(
+        default_factory=list)                              # given by hand; also in ``routes``
     src: SourceRef | None = None
 
     @property
@@ -191,6 +226,11 @@ class Topology:
     benign: BenignTraffic = field(default_factory=BenignTraffic)
     domain: str = "twin.local"
     file: str = ""
+    version: int = 1
+    missions: dict[str, MissionThread] = field(default_factory=dict)
+    crown_jewels: list[str] = field(default_factory=list)     # node names
+    entry_points: list[str] = field(default_factory=list)     # node names
+    includes: list[str] = field(default_factory=list)         # files merged in, resolved paths
 
     # -- convenience views -------------------------------------------------
     @property
