@@ -15,7 +15,6 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cyberrange.run import Run
 

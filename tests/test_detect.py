@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from cyberrange.detect.base import Alert, alerts_to_table
+from cyberrange.detect.base import alerts_to_table
 from cyberrange.detect.bruteforce import BruteForceDetector
 from cyberrange.detect.portscan import PortScanDetector
 from cyberrange.detect.registry import load_detector_file, load_detectors, run_detectors

@@ -1,8 +1,6 @@
 """The twin: built for real with Mininet, probed with real connections, torn down exactly."""
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import subprocess

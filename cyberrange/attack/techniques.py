@@ -306,7 +306,7 @@ KERNEL_RST_FRAME_BYTES = 54
 
 
 def syn_scan(targets: list[str], params: dict) -> Result:
-    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
     res = Result(start=time.time())
     timeout = float(params.get("timeout", 1.0))

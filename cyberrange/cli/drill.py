@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from cyberrange.cli._console import make_console
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.report.terminal import print_scorecard
 from cyberrange.run import Run
@@ -74,14 +74,6 @@ class RichUI:
         self.console.print(f"[yellow]warning:[/] {msg}")
 
 
-def _console(stderr: bool = False) -> Console:
-    """A console; when output is not a terminal (logs, CI) tables get room instead of 80 columns."""
-    c = Console(stderr=stderr)
-    if not c.is_terminal:
-        c = Console(stderr=stderr, width=120)
-    return c
-
-
 @click.group()
 def drill():
     """Red/blue drills: run a playbook against a twin and score the detectors."""
@@ -101,7 +93,7 @@ def drill():
 @click.option("--json", "as_json", is_flag=True, help="Print the scorecard as JSON instead of tables.")
 def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, cooldown, seed, as_json):
     """Build TOPOLOGY, replay PLAYBOOK, capture, detect, score, tear down."""
-    console = _console(stderr=as_json)
+    console = make_console(stderr=as_json)
     opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
                         warmup_s=warmup, cooldown_s=cooldown, seed=seed)
     with RichUI(console) as ui:
@@ -124,7 +116,7 @@ def drill_score(run_ref, detectors_dir, runs_dir):
     run = Run.open(run_ref, runs_dir)
     card = analyse(run, load_detectors(detectors_dir))
     run.save()
-    print_scorecard(card, _console())
+    print_scorecard(card, make_console())
 
 
 @drill.command("report")
@@ -136,7 +128,7 @@ def drill_report(run_ref, runs_dir):
     if not run.scorecard_path.exists():
         from cyberrange.errors import UserError
         raise UserError(f"{run.dir}: not scored yet (cyberrange drill score {run.id})")
-    print_scorecard(json.loads(run.scorecard_path.read_text()), _console())
+    print_scorecard(json.loads(run.scorecard_path.read_text()), make_console())
 
 
 COMMANDS = [drill]

@@ -14,6 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from cyberrange.cli._console import make_console
 from cyberrange.errors import UserError
 from cyberrange.twin.state import TwinState, live_states, teardown
 
@@ -174,4 +175,87 @@ def exec_(node, argv, ref):
     sys.exit(r.returncode)
 
 
-COMMANDS = [up, down, status, exec_]
+@click.group("twin")
+def twin_group():
+    """Check a twin against its model."""
+
+
+@twin_group.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
+@click.option("--bandwidth/--no-bandwidth", default=True, show_default=True,
+              help="Also measure shaped links with iperf3.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def verify_cmd(file, runs_dir, bandwidth, as_json):
+    """Boot FILE's twin, measure reachability and bandwidth, compare with the static model.
+
+    Exits 0 when everything agrees, 1 when something does not (each disagreement explained)."""
+    import json as _json
+
+    from cyberrange.errors import CheckFailed
+    from cyberrange.model.loader import load_topology
+    from cyberrange.run import Run
+    from cyberrange.twin.build import preflight
+    from cyberrange.twin.verify import verify
+    console = make_console(stderr=as_json)
+    topo = load_topology(file)
+    preflight(need_dns=True)
+    run = Run.create(runs_dir, f"{topo.name}-verify", {"topology": file})
+    with console.status("booting the twin") as st:
+        rep = verify(topo, run.dir, bandwidth=bandwidth,
+                     log=lambda m: console.print(f"[yellow]warning:[/] {m}"),
+                     stage_cb=lambda s: st.update(f"twin: {s}"))
+    (run.dir / "verify.json").write_text(_json.dumps(rep, indent=2, default=str))
+    run.manifest.update(kind="verify", status="done", summary=rep["summary"])
+    run.save()
+    if as_json:
+        click.echo(_json.dumps(rep, indent=2, default=str))
+    else:
+        _print_verify(rep, console)
+    if not rep["ok"]:
+        raise CheckFailed(f"the twin disagrees with the model: {rep['summary']['disagree']} "
+                          f"reachability and {rep['summary']['bandwidth_measured'] - rep['summary']['bandwidth_agree']}"
+                          f" bandwidth disagreements (details in {run.dir / 'verify.json'})")
+
+
+def _print_verify(rep: dict, console: Console) -> None:
+    t = Table(title=f"Reachability: model vs twin ({rep['topology']})", box=box.SIMPLE_HEAVY,
+              title_justify="left")
+    for c in ("service", "probes", "allowed (model)", "got through (twin)", "agree", "disagree"):
+        t.add_column(c, justify="right" if c != "service" else "left")
+    by = {}
+    for r in rep["reachability"]:
+        key = f"{r['service']} {r['proto']}" + (f"/{r['port']}" if r.get("port") else "")
+        by.setdefault(key, []).append(r)
+    for key, rows in sorted(by.items()):
+        dis = sum(not r["agree"] for r in rows)
+        t.add_row(key, str(len(rows)), str(sum(r["predicted"] for r in rows)),
+                  str(sum(r["observed"] for r in rows)), str(len(rows) - dis),
+                  f"[red]{dis}[/]" if dis else "0")
+    console.print(t)
+    bad = [r for r in rep["reachability"] if not r["agree"]]
+    for r in bad[:30]:
+        console.print(f"  [red]✗[/] {r['src']} → {r['dst']} {r['proto']}"
+                      f"{'/' + str(r['port']) if r.get('port') else ''}: {r['explanation']}")
+    if len(bad) > 30:
+        console.print(f"  … and {len(bad) - 30} more in verify.json")
+    if rep.get("bandwidth"):
+        b = Table(title="Bandwidth: profile vs measured (iperf3)", box=box.SIMPLE_HEAVY,
+                  title_justify="left")
+        for c in ("zone/link", "profile", "path", "profile Mbit/s", "measured", "ratio", "verdict"):
+            b.add_column(c)
+        for row in rep["bandwidth"]:
+            verdict = ("[green]agree[/]" if row.get("agree") else
+                       "[red]disagree[/]" if row.get("status") == "measured" else row.get("status", ""))
+            b.add_row(row.get("zone", ""), row.get("profile", ""),
+                      f"{row.get('client', '')} → {row.get('server', '')}",
+                      f"{row.get('expected_mbit', '')}", f"{row.get('measured_mbit', '—')}",
+                      f"{row.get('ratio', '—')}", verdict)
+        console.print(b)
+    s = rep["summary"]
+    mark = "[green]the twin agrees with the model[/]" if rep["ok"] else "[red]disagreements found[/]"
+    console.print(f"{s['agree']}/{s['probes']} probes agree; bandwidth {s['bandwidth_agree']}/"
+                  f"{s['bandwidth_measured']} within 15%; boot {rep.get('boot_s')} s — {mark}")
+
+
+COMMANDS = [up, down, status, exec_, twin_group]

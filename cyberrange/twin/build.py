@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from cyberrange.errors import EnvironmentProblem
-from cyberrange.model.topology import Node, Topology
+from cyberrange.model.topology import Topology
 from cyberrange.twin import firewall, shaping
 from cyberrange.twin.state import TwinState, netns_inode, new_prefix, teardown
 
@@ -181,20 +181,34 @@ class Twin:
         self.net = Mininet(topo=None, controller=None, switch=LinuxBridge, build=False,
                            autoSetMacs=False, autoStaticArp=False, waitConnected=False,
                            inNamespace=False)
-        for i, zone in enumerate(self.topo.zones.values(), 1):
-            self.switch[zone.name] = self.net.addSwitch(f"{p}s{i}", cls=LinuxBridge, stp=False)
-            self.state.kernel_names[f"zone:{zone.name}"] = f"{p}s{i}"
+        # One switch per zone, except zones that name a shared VLAN-aware switch.
+        for zone in self.topo.zones.values():
+            sw = zone.switch_name
+            if sw not in self.switch:
+                kname = f"{p}s{len(self.switch) + 1}"
+                self.switch[sw] = self.net.addSwitch(kname, cls=LinuxBridge, stp=False)
+                self.state.kernel_names[f"switch:{sw}"] = kname
+            self.state.kernel_names[f"zone:{zone.name}"] = self.switch[sw].name
         for i, node in enumerate(self.topo.nodes.values(), 1):
             self.mn[node.name] = self.net.addHost(f"{p}h{i}", ip=None)
             self.state.kernel_names[node.name] = f"{p}h{i}"
+        # One link per physical port; VLAN interfaces with the same index share a trunk port.
+        self.vlan_ports: dict[str, dict[str, tuple[str, list[int]]]] = {}  # switch -> port -> mode
         for node in self.topo.nodes.values():
             h = self.mn[node.name]
-            for itf in node.interfaces:
-                name = f"{h.name}-eth{itf.index}"
-                link = self.net.addLink(h, self.switch[itf.zone], intfName1=name,
-                                        addr1=_mac(p, node.name, itf.index))
-                self.intf[(node.name, itf.index)] = name
-                self.port[(node.name, itf.index)] = link.intf2.name
+            for index, group in _by_port(node.interfaces).items():
+                zone = self.topo.zones[group[0].zone]
+                sw = zone.switch_name
+                name = f"{h.name}-eth{index}"
+                link = self.net.addLink(h, self.switch[sw], intfName1=name,
+                                        addr1=_mac(p, node.name, index))
+                self.intf[(node.name, index)] = name
+                self.port[(node.name, index)] = link.intf2.name
+                tagged = [i.vlan for i in group if i.vlan is not None]
+                if tagged:
+                    self.vlan_ports.setdefault(sw, {})[link.intf2.name] = ("trunk", tagged)
+                elif zone.vlan is not None:
+                    self.vlan_ports.setdefault(sw, {})[link.intf2.name] = ("access", [zone.vlan])
         # Record the shells before anything can fail, so teardown finds them.
         self.net.build()
         for node, h in self.mn.items():
@@ -211,22 +225,47 @@ class Twin:
                             "nf_call_arptables", "0"], capture_output=True)
         ports = [s.name for s in self.switch.values()] + list(self.port.values())
         _sysctl_ipv6_off(ports)
+        self._configure_vlans()
+
+    def _configure_vlans(self):
+        """802.1Q on shared switches: access ports untagged in their zone's VLAN, trunks tagged."""
+        for sw, ports in self.vlan_ports.items():
+            br = self.switch[sw].name
+            _ip(["link", "set", "dev", br, "type", "bridge", "vlan_filtering", "1"])
+            for port, (mode, vlans) in ports.items():
+                subprocess.run(["bridge", "vlan", "del", "dev", port, "vid", "1"], capture_output=True)
+                for v in vlans:
+                    extra = ["pvid", "untagged"] if mode == "access" else []
+                    r = subprocess.run(["bridge", "vlan", "add", "dev", port, "vid", str(v), *extra],
+                                       capture_output=True, text=True)
+                    if r.returncode:
+                        raise EnvironmentProblem(f"bridge vlan on {port}: {r.stderr.strip()}")
+
+    def _dev(self, node: str, itf) -> str:
+        """The device that carries an interface's address inside the node."""
+        phys = self.intf[(node, itf.index)]
+        return phys if itf.vlan is None else f"eth{itf.index}.{itf.vlan}"
 
     def _configure(self):
         for node in self.topo.nodes.values():
             lines = ["sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
                      " net.ipv6.conf.lo.disable_ipv6=1"]
+            for index in _by_port(node.interfaces):
+                phys = self.intf[(node.name, index)]
+                lines += [f"ip addr flush dev {phys}", f"ip link set {phys} up"]
             for itf in node.interfaces:
-                dev = self.intf[(node.name, itf.index)]
-                lines += [f"ip addr flush dev {dev}", f"ip addr add {itf.cidr} dev {dev}",
-                          f"ip link set {dev} up"]
+                dev = self._dev(node.name, itf)
+                if itf.vlan is not None:
+                    lines.append(f"ip link add link {self.intf[(node.name, itf.index)]} name {dev}"
+                                 f" type vlan id {itf.vlan}")
+                lines += [f"ip addr add {itf.cidr} dev {dev}", f"ip link set {dev} up"]
             lines.append("ip link set lo up")
             if node.is_router:
                 lines.append("sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0"
                              " net.ipv4.conf.default.rp_filter=0")
-                lines += [f"ip route replace {net} via {nh}" for net, nh in node.routes]
             elif node.gateway:
                 lines.append(f"ip route replace default via {node.gateway}")
+            lines += [f"ip route replace {net} via {nh}" for net, nh in node.routes]
             out = self.cmd(node.name, " ; ".join(lines) + " ; echo __done__")
             if "__done__" not in out or "Error" in out or "RTNETLINK" in out:
                 raise EnvironmentProblem(f"configuring {node.name} failed: {out.strip()[:300]}")
@@ -239,7 +278,8 @@ class Twin:
                                              f"{r.stderr.strip().splitlines()[0] if r.stderr else ''}")
 
     def _shape(self):
-        shaped = [(n, i) for n in self.topo.nodes.values() for i in n.interfaces if i.profile]
+        shaped = [(n, g[0]) for n in self.topo.nodes.values()
+                  for g in _by_port(n.interfaces).values() if g[0].profile]
         if not shaped:
             return
         self.netem = _netem_available(self.port[(shaped[0][0].name, shaped[0][1].index)])
@@ -272,11 +312,7 @@ class Twin:
             _sysctl_ipv6_off([mon_a, mon_b])
             _ip(["link", "set", mon_a, "up"])
             _ip(["link", "set", mon_b, "up"])
-            ports = [self.port[(n.name, itf.index)] for n, itf in self.topo.members(sensor.zone)]
-            if ports:
-                devs = ", ".join(f'"{d}"' for d in ports)
-                chains.append(f"  chain span{i} {{\n    type filter hook ingress devices = {{ {devs} }}"
-                              f" priority 0;\n    dup to \"{mon_a}\";\n  }}")
+            chains += self._span_chains(i, sensor.zone, mon_a)
             self.sensor_files[sensor.name] = self.run_dir / "pcaps" / f"{sensor.name}.pcap"
             self.state.kernel_names[f"sensor:{sensor.name}"] = mon_a
         if chains:
@@ -298,6 +334,26 @@ class Twin:
             _wait_for(lambda s=sensor: "listening on" in _read(
                 self.run_dir / "logs" / f"tcpdump-{s.name}.log"), 10,
                 f"tcpdump for sensor {sensor.name} did not start")
+
+    def _span_chains(self, i: int, zone_name: str, mon: str) -> list[str]:
+        """nft netdev chains that copy every frame entering the zone's switch to ``mon``.
+
+        On a switch of its own every port carries the zone; on a shared VLAN switch the zone's
+        access ports are copied whole and trunk ports only for frames tagged with its VLAN."""
+        zone = self.topo.zones[zone_name]
+        access, trunks = [], []
+        for n, itf in self.topo.members(zone_name):
+            port = self.port[(n.name, itf.index)]
+            (trunks if itf.vlan is not None else access).append(port)
+        chains = []
+        for kind, ports in (("a", sorted(set(access))), ("t", sorted(set(trunks)))):
+            if not ports:
+                continue
+            devs = ", ".join(f'"{d}"' for d in ports)
+            match = f"vlan id {zone.vlan} " if kind == "t" else ""
+            chains.append(f"  chain span{i}{kind} {{\n    type filter hook ingress devices = {{ {devs} }}"
+                          f" priority 0;\n    {match}dup to \"{mon}\";\n  }}")
+        return chains
 
     def stop_sensors(self, drain: float = 0.3) -> dict[str, dict]:
         """Stop the captures (flushing their pcaps); return tcpdump's own counters per sensor."""
@@ -339,6 +395,11 @@ class Twin:
                     argv = [py, "-m", "cyberrange.twin.services.login", "--port", str(svc.port),
                             "--banner", svc.banner or "SSH-2.0-cyberrange", "--accounts-file",
                             str(acc), "--log", str(logf)]
+                elif svc.type == "modbus":
+                    regs = getattr(svc, "registers", None) or {}
+                    argv = [py, "-m", "cyberrange.twin.services.modbus", "--port", str(svc.port),
+                            "--registers", json.dumps({str(k): v for k, v in regs.items()}),
+                            "--log", str(logf)]
                 elif svc.type == "dns":
                     argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
                             "--no-resolv", "--no-hosts", f"--addn-hosts={dns_hosts}",
@@ -367,6 +428,14 @@ class Twin:
 
 
 # -- helpers ------------------------------------------------------------------
+
+def _by_port(interfaces) -> dict[int, list]:
+    """A node's interfaces grouped by physical port (VLAN subinterfaces share one)."""
+    groups: dict[int, list] = {}
+    for itf in interfaces:
+        groups.setdefault(itf.index, []).append(itf)
+    return groups
+
 
 def _ip(args: list[str]) -> None:
     r = subprocess.run(["ip", *args], capture_output=True, text=True)

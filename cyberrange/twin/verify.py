@@ -1,0 +1,169 @@
+"""Fidelity: does the twin do what the model says?
+
+``verify(topology)`` boots the twin and measures, then compares with the static analysis:
+
+* reachability: from every host, one real connection attempt per declared service of every
+  other host (TCP handshake, or a DNS query for UDP services) and one ICMP echo per host pair
+  (``cyberrange.twin.probe``, all sources in parallel); the static prediction is
+  ``cyberrange.model.reach.allowed``. Agreement means: predicted allowed <=> the probe got through.
+* bandwidth: for every link profile with a bandwidth, one shaped path is measured with iperf3
+  (TCP, a few seconds) between two members of that zone or link; within 15 % of the profile
+  counts as agreement. Very slow links (< 0.5 Mbit/s) are reported, not measured: a short TCP
+  test cannot fill them meaningfully.
+
+Every disagreement carries an explanation built from both sides: the rule (or default) the
+static analysis applied, and what the probe saw (refused = nothing listening, time-out = dropped).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cyberrange.model import reach
+
+BANDWIDTH_TOLERANCE = 0.15
+MIN_MEASURED_MBIT = 0.5
+
+
+def plan_probes(topo) -> dict[str, list[dict]]:
+    """Per source host: the probes to run, each with the static prediction and its reason."""
+    plan: dict[str, list[dict]] = {}
+    hosts = sorted(topo.hosts, key=lambda n: n.name)
+    for src in hosts:
+        probes = []
+        for dst in hosts:
+            if dst is src:
+                continue
+            targets = [("icmp", None, None)] + [(s.proto, s.port, s.type) for s in dst.services]
+            for proto, port, svc in targets:
+                ok, why = reach.allowed(topo, src.name, dst.ip, proto, port)
+                probes.append({"proto": proto, "ip": str(dst.ip), "port": port, "dst": dst.name,
+                               "service": svc or "icmp", "predicted": bool(ok), "why": why})
+        plan[src.name] = probes
+    return plan
+
+
+def _run_probes(twin, node: str, probes: list[dict]) -> list[dict]:
+    p = twin.popen(node, [sys.executable, "-m", "cyberrange.twin.probe"], stdin=subprocess.PIPE,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(json.dumps(probes), timeout=120)
+    if p.returncode:
+        raise RuntimeError(f"probes from {node} failed: {err.strip()[-300:]}")
+    return json.loads(out)
+
+
+def explain(r: dict) -> str:
+    live = {"open": "got through", "closed": "was refused (reached the host; nothing listens)",
+            "filtered": "timed out (dropped on the way)"}.get(r["result"], r["result"])
+    side = "allows" if r["predicted"] else "denies"
+    return f"model {side} it ({r['why']}) but the probe {live}"
+
+
+def check_reachability(twin) -> list[dict]:
+    plan = plan_probes(twin.topo)
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        futures = {src: ex.submit(_run_probes, twin, src, probes) for src, probes in plan.items()}
+        results = []
+        for src, fut in futures.items():
+            for r in fut.result():
+                r["src"] = src
+                r["observed"] = r["result"] == "open"
+                r["agree"] = r["observed"] == r["predicted"]
+                if not r["agree"]:
+                    r["explanation"] = explain(r)
+                results.append(r)
+    return results
+
+
+def _bandwidth_pairs(topo) -> list[tuple]:
+    """(zone, client node, server node, server ip, profile) for each zone/link with a bandwidth."""
+    pairs = []
+    for zone in topo.zones.values():
+        members = topo.members(zone.name)
+        prof = next((i.profile for _, i in members if i.profile and i.profile.bandwidth_mbit), None)
+        if prof is None or len(members) < 2:
+            continue
+        # prefer two hosts; routers are fine (they run iperf3 too)
+        members = sorted(members, key=lambda m: (m[0].kind != "host", m[0].name))
+        (a, _), (b, ib) = members[0], members[1]
+        pairs.append((zone.name, a.name, b.name, ib.ip, prof))
+    return pairs
+
+
+def measure_bandwidth(twin, seconds: float = 3.0) -> list[dict]:
+    out = []
+    if not shutil.which("iperf3"):
+        return [{"zone": "*", "status": "skipped", "explanation": "iperf3 is not installed"}]
+    for zone, client, server, server_ip, prof in _bandwidth_pairs(twin.topo):
+        row = {"zone": zone, "client": client, "server": server, "profile": prof.name,
+               "expected_mbit": prof.bandwidth_mbit}
+        if prof.bandwidth_mbit < MIN_MEASURED_MBIT:
+            row.update(status="not measured", explanation=(
+                f"{prof.bandwidth_mbit * 1000:g} kbit/s is too slow for a {seconds:g} s TCP test"))
+            out.append(row)
+            continue
+        srv = twin.popen(server, ["iperf3", "-s", "-1", "-p", "5201"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        r = twin.run(client, ["iperf3", "-c", str(server_ip), "-p", "5201", "-t", f"{seconds:g}",
+                              "-O", "1", "-J"], timeout=seconds + 20)
+        try:
+            srv.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+        try:
+            data = json.loads(r.stdout)
+            bps = data["end"]["sum_received"]["bits_per_second"]
+        except (ValueError, KeyError):
+            row.update(status="error", explanation=(r.stderr or r.stdout).strip()[-200:])
+            out.append(row)
+            continue
+        got = bps / 1e6
+        ratio = got / prof.bandwidth_mbit
+        row.update(measured_mbit=round(got, 3), ratio=round(ratio, 3),
+                   agree=abs(1 - ratio) <= BANDWIDTH_TOLERANCE,
+                   status="measured")
+        if not row["agree"]:
+            row["explanation"] = (f"measured {got:.2f} Mbit/s is {abs(1 - ratio) * 100:.0f}% off the "
+                                  f"profile's {prof.bandwidth_mbit:g} Mbit/s")
+        out.append(row)
+    return out
+
+
+def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None) -> dict:
+    from cyberrange.twin.build import Twin
+    twin = Twin(topo, run_dir, Path(run_dir).name, log=log)
+    t0 = time.monotonic()
+    report: dict = {"topology": topo.name}
+    try:
+        twin.start(stage_cb=stage_cb)
+        report["boot_s"] = round(time.monotonic() - t0, 2)
+        report["warnings"] = list(twin.warnings)
+        if stage_cb:
+            stage_cb("reachability probes")
+        t1 = time.monotonic()
+        report["reachability"] = check_reachability(twin)
+        report["reachability_s"] = round(time.monotonic() - t1, 2)
+        if bandwidth:
+            if stage_cb:
+                stage_cb("bandwidth")
+            report["bandwidth"] = measure_bandwidth(twin)
+    finally:
+        twin.stop()
+    reach_rows = report["reachability"]
+    bw = [b for b in report.get("bandwidth", []) if b.get("status") == "measured"]
+    report["summary"] = {
+        "probes": len(reach_rows),
+        "agree": sum(r["agree"] for r in reach_rows),
+        "disagree": sum(not r["agree"] for r in reach_rows),
+        "bandwidth_measured": len(bw),
+        "bandwidth_agree": sum(b["agree"] for b in bw),
+    }
+    report["ok"] = (report["summary"]["disagree"] == 0
+                    and report["summary"]["bandwidth_agree"] == len(bw))
+    return report
