@@ -92,8 +92,10 @@ def test_run_folder_is_complete_and_rescorable(drill_run, tmp_path):
 
 
 def test_drill_leaves_nothing_behind(drill_run):
-    assert not [s for s in live_states() if s.topology == "fob"]
-    assert leftovers() == {"links": [], "processes": [], "nft_tables": []}
+    run_dir, _ = drill_run
+    prefix = json.loads((run_dir / "manifest.json").read_text())["twin"]["prefix"]
+    assert not [s for s in live_states() if s.prefix == prefix]
+    assert leftovers(prefix) == {"links": [], "processes": [], "nft_tables": []}
 
 
 def test_target_outside_the_twin_is_refused_before_anything_is_built(tmp_path):

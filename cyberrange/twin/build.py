@@ -173,9 +173,26 @@ class Twin:
 
     # -- stages --------------------------------------------------------------
     def _build_network(self):
+        """Nodes (Mininet hosts: a shell in a new namespace each), bridges and veths.
+
+        Mininet creates each veth with a few shell round trips; for hundreds of nodes that is
+        most of the boot time. So the bridges and veth pairs are made in one ``ip -batch`` run
+        (the node end created straight into the node's namespace, its MAC set), and Mininet is
+        told about them through a Link class that skips creation. Mininet still owns the
+        nodes, their shells and its view of the links, so ``twin.net`` is an ordinary Mininet."""
+        from mininet.link import Intf, Link
         from mininet.log import setLogLevel
         from mininet.net import Mininet
         from mininet.nodelib import LinuxBridge
+
+        class PrebuiltLink(Link):
+            def makeIntfPair(self, *args, **kwargs):   # made by the ip -batch below
+                return None
+
+        class QuietIntf(Intf):
+            def config(self, **params):                # configured by the node scripts
+                return {}
+
         setLogLevel("critical")             # Mininet's own warnings are replaced by ours
         p = self.state.prefix
         self.net = Mininet(topo=None, controller=None, switch=LinuxBridge, build=False,
@@ -189,42 +206,60 @@ class Twin:
                 self.switch[sw] = self.net.addSwitch(kname, cls=LinuxBridge, stp=False)
                 self.state.kernel_names[f"switch:{sw}"] = kname
             self.state.kernel_names[f"zone:{zone.name}"] = self.switch[sw].name
+        self.state.root_pids += [s.pid for s in self.switch.values()]
         for i, node in enumerate(self.topo.nodes.values(), 1):
             self.mn[node.name] = self.net.addHost(f"{p}h{i}", ip=None)
             self.state.kernel_names[node.name] = f"{p}h{i}"
+            self.state.node_pids[node.name] = self.mn[node.name].pid
+            self.state.netns[node.name] = netns_inode(self.mn[node.name].pid)
+        self.state.save()
         # One link per physical port; VLAN interfaces with the same index share a trunk port.
         self.vlan_ports: dict[str, dict[str, tuple[str, list[int]]]] = {}  # switch -> port -> mode
+        next_port = {sw: 1 for sw in self.switch}
+        plan = []
         for node in self.topo.nodes.values():
             h = self.mn[node.name]
             for index, group in _by_port(node.interfaces).items():
                 zone = self.topo.zones[group[0].zone]
                 sw = zone.switch_name
                 name = f"{h.name}-eth{index}"
-                link = self.net.addLink(h, self.switch[sw], intfName1=name,
-                                        addr1=_mac(p, node.name, index))
+                port_no = next_port[sw]
+                next_port[sw] += 1
+                port = f"{self.switch[sw].name}-eth{port_no}"
+                plan.append((node.name, index, sw, name, port, port_no))
                 self.intf[(node.name, index)] = name
-                self.port[(node.name, index)] = link.intf2.name
+                self.port[(node.name, index)] = port
                 tagged = [i.vlan for i in group if i.vlan is not None]
                 if tagged:
-                    self.vlan_ports.setdefault(sw, {})[link.intf2.name] = ("trunk", tagged)
+                    self.vlan_ports.setdefault(sw, {})[port] = ("trunk", tagged)
                 elif zone.vlan is not None:
-                    self.vlan_ports.setdefault(sw, {})[link.intf2.name] = ("access", [zone.vlan])
-        # Record the shells before anything can fail, so teardown finds them.
-        self.net.build()
-        for node, h in self.mn.items():
-            self.state.node_pids[node] = h.pid
-            self.state.netns[node] = netns_inode(h.pid)
-        self.state.root_pids += [s.pid for s in self.switch.values()]
-        self.state.save()
-        for s in self.switch.values():
-            s.start([])
-        # Our bridges must not hand frames to the host's iptables/nftables (br_netfilter).
-        for s in self.switch.values():
-            subprocess.run(["ip", "link", "set", "dev", s.name, "type", "bridge",
-                            "nf_call_iptables", "0", "nf_call_ip6tables", "0",
-                            "nf_call_arptables", "0"], capture_output=True)
-        ports = [s.name for s in self.switch.values()] + list(self.port.values())
+                    self.vlan_ports.setdefault(sw, {})[port] = ("access", [zone.vlan])
+        lines = []
+        for sw, s in self.switch.items():
+            lines.append(f"link add name {s.name} type bridge stp_state 0 nf_call_iptables 0"
+                         f" nf_call_ip6tables 0 nf_call_arptables 0")
+        for node, index, sw, name, port, _ in plan:
+            lines.append(f"link add name {name} address {_mac(p, node, index)} netns "
+                         f"{self.mn[node].pid} type veth peer name {port}")
+            lines.append(f"link set dev {port} master {self.switch[sw].name}")
+        batch = self.run_dir / "config" / "ip-network.batch"
+        batch.write_text("\n".join(lines) + "\n")
+        r = subprocess.run(["ip", "-batch", str(batch)], capture_output=True, text=True)
+        if r.returncode:
+            raise EnvironmentProblem(f"creating the twin's links failed: {r.stderr.strip()[:300]}")
+        ports = [s.name for s in self.switch.values()] + [pl[4] for pl in plan]
         _sysctl_ipv6_off(ports)
+        up = [f"link set dev {port} up" for *_, port, _ in plan]
+        up += [f"link set dev {s.name} up" for s in self.switch.values()]
+        batch_up = self.run_dir / "config" / "ip-up.batch"
+        batch_up.write_text("\n".join(up) + "\n")
+        r = subprocess.run(["ip", "-batch", str(batch_up)], capture_output=True, text=True)
+        if r.returncode:
+            raise EnvironmentProblem(f"bringing the twin's ports up failed: {r.stderr.strip()[:300]}")
+        for node, index, sw, name, port, port_no in plan:
+            self.net.addLink(self.mn[node], self.switch[sw], port1=index, port2=port_no,
+                             intfName1=name, intfName2=port, cls=PrebuiltLink, intf=QuietIntf)
+        self.net.build()
         self._configure_vlans()
 
     def _configure_vlans(self):
@@ -247,6 +282,10 @@ class Twin:
         return phys if itf.vlan is None else f"eth{itf.index}.{itf.vlan}"
 
     def _configure(self):
+        """Addresses, routes, forwarding, firewall rules and node-side shaping: one shell script
+        per node, sent to every node's shell at once and then collected (parallel)."""
+        shaped = self._plan_shaping()
+        scripts = {}
         for node in self.topo.nodes.values():
             lines = ["sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
                      " net.ipv6.conf.lo.disable_ipv6=1"]
@@ -266,25 +305,40 @@ class Twin:
             elif node.gateway:
                 lines.append(f"ip route replace default via {node.gateway}")
             lines += [f"ip route replace {net} via {nh}" for net, nh in node.routes]
-            out = self.cmd(node.name, " ; ".join(lines) + " ; echo __done__")
-            if "__done__" not in out or "Error" in out or "RTNETLINK" in out:
-                raise EnvironmentProblem(f"configuring {node.name} failed: {out.strip()[:300]}")
             if node.kind == "firewall":
                 path = self.run_dir / "config" / f"{node.name}.nft"
                 path.write_text(firewall.ruleset(node))
-                r = self.run(node.name, ["nft", "-f", str(path)])
-                if r.returncode != 0:
-                    raise EnvironmentProblem(f"nftables rejected the rules of {node.name}: "
-                                             f"{r.stderr.strip().splitlines()[0] if r.stderr else ''}")
+                lines.append(f"nft -f {path} || echo 'Error: nftables rejected {path.name}'")
+            # the node's side of every shaped port (the switch side is shaped in _shape)
+            for itf in shaped.get(node.name, []):
+                for cmd in shaping.htb_commands(self.intf[(node.name, itf.index)], itf.profile,
+                                                self.netem):
+                    lines.append(" ".join(cmd))
+            scripts[node.name] = " ; ".join(lines) + " ; echo __done__"
+        # send to every shell first, then collect: the nodes configure themselves in parallel
+        names = list(scripts)
+        for chunk in range(0, len(names), 64):
+            batch = names[chunk:chunk + 64]
+            for name in batch:
+                self.mn[name].sendCmd(scripts[name])
+            for name in batch:
+                out = self.mn[name].waitOutput()
+                if "__done__" not in out or "Error" in out or "RTNETLINK" in out:
+                    raise EnvironmentProblem(f"configuring {name} failed: {out.strip()[:300]}")
 
-    def _shape(self):
-        shaped = [(n, g[0]) for n in self.topo.nodes.values()
-                  for g in _by_port(n.interfaces).values() if g[0].profile]
+    def _plan_shaping(self) -> dict[str, list]:
+        """Which ports get shaped (per node), whether netem exists, and the one warning if not."""
+        shaped: dict[str, list] = {}
+        for n in self.topo.nodes.values():
+            for g in _by_port(n.interfaces).values():
+                if g[0].profile:
+                    shaped.setdefault(n.name, []).append(g[0])
         if not shaped:
-            return
-        self.netem = _netem_available(self.port[(shaped[0][0].name, shaped[0][1].index)])
+            return shaped
+        first_node, first = next(iter(shaped.items()))
+        self.netem = _netem_available(self.port[(first_node, first[0].index)])
         unshaped = sorted({(i.zone, i.profile.name, i.profile.delay_ms, i.profile.loss_pct)
-                           for n, i in shaped if i.profile.needs_netem})
+                           for itfs in shaped.values() for i in itfs if i.profile.needs_netem})
         if unshaped and not self.netem:
             what = ", ".join(f"{z} ({prof}: {d:g} ms delay, {lo:g}% loss)"
                              for z, prof, d, lo in unshaped)
@@ -292,16 +346,23 @@ class Twin:
                    f" on {what}; bandwidth is shaped with HTB")
             self.warnings.append(msg)
             self.log(msg)
-        for node, itf in shaped:
-            # egress of the node's side and of the switch port: both directions shaped
-            for cmd in shaping.htb_commands(self.intf[(node.name, itf.index)], itf.profile, self.netem):
-                r = self.run(node.name, cmd)
-                if r.returncode:
-                    raise EnvironmentProblem(f"tc failed on {node.name}: {r.stderr.strip()}")
-            for cmd in shaping.htb_commands(self.port[(node.name, itf.index)], itf.profile, self.netem):
-                r = subprocess.run(cmd, capture_output=True, text=True)
-                if r.returncode:
-                    raise EnvironmentProblem(f"tc failed on {node.name}'s switch port: {r.stderr.strip()}")
+        self._shaped = shaped
+        return shaped
+
+    def _shape(self):
+        """The switch side of every shaped port, in one ``tc -batch`` run in the root namespace."""
+        lines = []
+        for node, itfs in getattr(self, "_shaped", {}).items():
+            for itf in itfs:
+                for cmd in shaping.htb_commands(self.port[(node, itf.index)], itf.profile, self.netem):
+                    lines.append(" ".join(cmd[1:]))
+        if not lines:
+            return
+        batch = self.run_dir / "config" / "tc-switch-ports.batch"
+        batch.write_text("\n".join(lines) + "\n")
+        r = subprocess.run(["tc", "-batch", str(batch)], capture_output=True, text=True)
+        if r.returncode:
+            raise EnvironmentProblem(f"tc failed on a switch port: {r.stderr.strip()[:300]}")
 
     def _start_sensors(self):
         p = self.state.prefix
