@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from cyberrange.attack.spec import Param, Technique
 from cyberrange.attack.techniques.common import Result, login_attempt
 
 
@@ -71,5 +72,21 @@ def brute_force(targets: list[str], params: dict) -> Result:
 
 # --------------------------------------------------------------------------- dispatch
 
+
+SPECS = [
+    Technique(
+        "T1110.001", "Brute Force: Password Guessing against a login service", "credential-access",
+        {
+            "service": Param(str, "login", "service type to attack (the twin's login service)"),
+            "ports": Param(list, [22, 23, 2222], "ports taken as login services from ip:port targets"),
+            "usernames": Param(list, ["root", "admin"], "user names to try"),
+            "passwords": Param(list, ["password", "123456", "admin"], "passwords to try, in order"),
+            "pause": Param((int, float), 0.05, "seconds between attempts"),
+            "stop_on_success": Param(bool, True, "stop guessing an account once its password is found"),
+        },
+        produces=("credentials", "compromised"),
+        target_kind="service",
+    ),
+]
 
 FUNCS = {"T1110.001": brute_force}

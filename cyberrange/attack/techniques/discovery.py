@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 
+from cyberrange.attack.spec import Param, Technique
 from cyberrange.attack.techniques.common import (  # noqa: F401
     Result, _frames_for, _run_l2, _short, _unique_ips, flow, merge_flows, resolve_hops,
     route_targets)
@@ -132,5 +133,25 @@ def syn_scan(targets: list[str], params: dict) -> Result:
 
 
 
+
+SPECS = [
+    Technique(
+        "T1018", "Remote System Discovery: ICMP ping sweep", "discovery",
+        {
+            "timeout": Param((int, float), 1.0, "seconds to wait for replies after the last probe"),
+            "rate": Param((int, float), 500, "probes per second"),
+        },
+        produces=("hosts",),
+    ),
+    Technique(
+        "T1046", "Network Service Discovery: TCP SYN scan", "discovery",
+        {
+            "ports": Param(list, [22, 80, 443], "TCP ports to probe on each target"),
+            "rate": Param((int, float), 500, "SYN probes per second"),
+            "timeout": Param((int, float), 1.0, "seconds to wait for answers after the last probe"),
+        },
+        produces=("open", "hosts"),
+    ),
+]
 
 FUNCS = {"T1018": ping_sweep, "T1046": syn_scan}
