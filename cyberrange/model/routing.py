@@ -7,10 +7,14 @@ that zone, by hop count. Ties are broken by name (the neighbour with the smalles
 between two shared zones the one with the smallest name), so the same file always gives the
 same routes. The twin installs exactly these routes, and ``router_path`` follows exactly these
 routes, so static analysis and the live twin agree.
+
+Routes given by hand (``routes:`` in the file, ``Node.static_routes``) are added last and win
+over a computed route to the same destination; on hosts they come before the default route.
 """
 from __future__ import annotations
 
 import ipaddress
+from collections import deque
 
 import networkx as nx
 
@@ -38,28 +42,41 @@ def router_graph(topo: Topology) -> nx.Graph:
 
 
 def compute_routes(topo: Topology) -> None:
-    """Fill ``Node.routes`` of every router/firewall (sorted by subnet). Hosts keep ``[]``:
-    their only route is the default via ``Node.gateway``."""
+    """Fill ``Node.routes`` of every router/firewall (sorted by subnet), then put each node's
+    hand-given ``static_routes`` in, replacing computed routes to the same subnet. Hosts have
+    only their hand-given routes; otherwise the default via ``Node.gateway``."""
     g = router_graph(topo)
-    attached = {r.name: {i.zone for i in r.interfaces} for r in topo.routers}
-    for r in topo.routers:
+    routers = topo.routers
+    attached = {r.name: {i.zone for i in r.interfaces} for r in routers}
+    adjacency = {name: sorted(g.neighbors(name)) for name in g.nodes}   # sorted: ties by name
+    ip_in = {(r.name, i.zone): i.ip for r in routers for i in r.interfaces}
+    for r in routers:
         r.routes = []
     for zone in sorted(topo.zones.values(), key=lambda z: z.name):
         targets = [name for name, zs in attached.items() if zone.name in zs]
         if not targets:
             continue
-        # hop distance of every router to the nearest router attached to this zone
-        dist = nx.multi_source_dijkstra_path_length(g, targets, weight=None) if targets else {}
-        for r in topo.routers:
+        # hop distance of every router to the nearest router attached to this zone (BFS)
+        dist = dict.fromkeys(targets, 0)
+        frontier = deque(targets)
+        while frontier:
+            here = frontier.popleft()
+            for n in adjacency[here]:
+                if n not in dist:
+                    dist[n] = dist[here] + 1
+                    frontier.append(n)
+        for r in routers:
             if zone.name in attached[r.name] or r.name not in dist:
                 continue
             here = dist[r.name]
-            hop = min(n for n in g.neighbors(r.name) if dist.get(n) == here - 1)
-            shared = sorted(g.edges[r.name, hop]["zones"])[0]
-            nh_ip = next(i.ip for i in topo.nodes[hop].interfaces if i.zone == shared)
-            r.routes.append((zone.subnet, nh_ip))
-    for r in topo.routers:
-        r.routes.sort(key=lambda rt: (int(rt[0].network_address), rt[0].prefixlen))
+            hop = next(n for n in adjacency[r.name] if dist.get(n) == here - 1)
+            shared = min(g.edges[r.name, hop]["zones"])
+            r.routes.append((zone.subnet, ip_in[(hop, shared)]))
+    for n in topo.nodes.values():
+        if n.static_routes:
+            manual = {net for net, _ in n.static_routes}
+            n.routes = [rt for rt in n.routes if rt[0] not in manual] + list(n.static_routes)
+        n.routes.sort(key=lambda rt: (int(rt[0].network_address), rt[0].prefixlen))
 
 
 def next_hop(router: Node, dst_ip) -> ipaddress.IPv4Address | None:
@@ -97,15 +114,22 @@ def router_path(topo: Topology, src_node, dst_ip) -> list[Node]:
         current = src
         path: list[Node] = []
     else:
-        if src.gateway is None:
+        via = next_hop(src, dst_ip)            # a host's own routes before its default route
+        if via is None and src.gateway is None:
             raise NoRoute(f"{src.name} has no gateway (zone {src.interfaces[0].zone} has no router)")
-        current = topo.node_by_ip(src.gateway)
+        via = via or src.gateway
+        current = topo.node_by_ip(via)
+        if current is None:
+            raise NoRoute(f"{src.name}: next hop {via} is not an address of any node")
         path = [current]
     while not connected(current):
         via = next_hop(current, dst_ip)
         if via is None:
             raise NoRoute(f"{current.name} has no route to {dst_ip}")
-        current = topo.node_by_ip(via)
+        hop = topo.node_by_ip(via)
+        if hop is None:
+            raise NoRoute(f"{current.name}: next hop {via} is not an address of any node")
+        current = hop
         if current in path or len(path) > len(topo.nodes):
             raise NoRoute(f"routing loop towards {dst_ip} at {current.name}")
         path.append(current)

@@ -26,33 +26,71 @@ PathT = tuple  # of str (mapping key) and int (list index)
 
 @dataclass
 class Doc:
-    """A parsed YAML document: ``data`` (plain dicts, lists, scalars) plus positions."""
+    """A parsed YAML document: ``data`` (plain dicts, lists, scalars) plus positions.
+
+    A document can be *composed* from several files (includes, block instances): then a
+    position may carry its own file as a third item, ``(line, col, file)``, and errors and
+    source references point at that file. ``context`` labels parts of the document (a path
+    prefix -> e.g. ``"block platoon instance 3"``); errors inside such a part start with it.
+    """
     file: str
     data: Any
     # path -> (line, col) of the value, and of the key when the value sits in a mapping; 1-based
-    values: dict[PathT, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+    values: dict[PathT, tuple] = field(default_factory=dict)
+    keys: dict[PathT, tuple] = field(default_factory=dict)
+    context: dict[PathT, str] = field(default_factory=dict)
 
-    def pos(self, path: Iterable = (), key: bool = False) -> tuple[int, int]:
-        """Line and column of ``path`` (its key if ``key``); the nearest known ancestor otherwise."""
+    def where(self, path: Iterable = (), key: bool = False) -> tuple[str, int, int]:
+        """File, line and column of ``path`` (its key if ``key``); the nearest known ancestor
+        otherwise."""
         path = tuple(path)
         while True:
             if key and path in self.keys:
-                return self.keys[path]
+                p = self.keys[path]
+                break
             if path in self.values:
-                return self.values[path]
+                p = self.values[path]
+                break
             if not path:
-                return (1, 1)
+                p = (1, 1)
+                break
             path = path[:-1]
             key = False
+        return (p[2] if len(p) > 2 else self.file, p[0], p[1])
+
+    def pos(self, path: Iterable = (), key: bool = False) -> tuple[int, int]:
+        """Line and column of ``path`` (its key if ``key``); the nearest known ancestor otherwise."""
+        _, line, col = self.where(path, key)
+        return (line, col)
 
     def ref(self, path: Iterable = (), key: bool = False) -> SourceRef:
-        line, col = self.pos(path, key)
-        return SourceRef(self.file, line, col)
+        file, line, col = self.where(path, key)
+        return SourceRef(file, line, col)
+
+    def label(self, path: Iterable) -> str:
+        """The context label of the part ``path`` lies in (``""`` when none)."""
+        path = tuple(path)
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.context:
+                return self.context[path[:n]]
+        return ""
 
     def error(self, message: str, path: Iterable = (), key: bool = False) -> UserError:
-        line, col = self.pos(path, key)
-        return UserError(message, self.file, line, col)
+        file, line, col = self.where(path, key)
+        label = self.label(path)
+        if label and not message.startswith(label):
+            message = f"{label}: {message}"
+        return UserError(message, file, line, col)
+
+    def line_of(self, other: Iterable, here: Iterable = (), key: bool = False) -> str:
+        """``line N`` when ``other`` is in the same file as ``here``, else ``FILE:N``; led by
+        ``other``'s context label when that differs from ``here``'s (two block instances)."""
+        file, line, _ = self.where(other, key)
+        at = f"line {line}" if file == self.where(here)[0] else f"{file}:{line}"
+        label = self.label(other)
+        if label and label != self.label(here):
+            at = f"{label}, {at}"
+        return at
 
     def get(self, path: Iterable, default=None):
         cur = self.data
@@ -89,7 +127,20 @@ def load_yaml(path) -> Doc:
 
 
 def parse_yaml(text: str, file: str = "<string>") -> Doc:
-    loader = yaml.SafeLoader(text)
+    """Parse ``text``; libyaml does the scanning when available (a 5,000-node file in well under
+    a second); on a syntax error the pure-Python parser runs again for its exact message."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return _parse(fast, text, file)
+        except UserError as e:
+            if not e.message.startswith("invalid YAML"):
+                raise
+    return _parse(yaml.SafeLoader, text, file)
+
+
+def _parse(loader_class, text: str, file: str) -> Doc:
+    loader = loader_class(text)
     try:
         root = loader.get_single_node()
         doc = Doc(file, None)
@@ -189,13 +240,16 @@ def describe(doc: Doc, path: Iterable) -> str:
     return head or tail or "the document"
 
 
-def schema_error(doc: Doc, schema: dict) -> UserError | None:
-    """Validate ``doc.data`` against a JSON Schema (Draft 2020-12); return the error that comes
-    first in the file, as a one-line :class:`UserError`, or None if the document is valid."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = list(validator.iter_errors(doc.data))
+def schema_error(doc: Doc, schema: dict, base: PathT = ()) -> UserError | None:
+    """Validate ``doc.data`` (or the part of it at ``base``) against a JSON Schema (Draft
+    2020-12); return the error that comes first in the file, as a one-line :class:`UserError`
+    (with the file the offending part came from), or None if the document is valid."""
+    validator = _validator(id(schema), schema)
+    errors = list(validator.iter_errors(doc.get(base)))
+    if not errors:
+        return None
+    for e in errors:
+        _rebase(e, base)
     # an unknown key next to a missing required one is usually its misspelling: report the typo
     typo_at = {tuple(e.absolute_path) for e in errors if e.validator == "additionalProperties"}
     errors = [e for e in errors
@@ -203,11 +257,61 @@ def schema_error(doc: Doc, schema: dict) -> UserError | None:
     found = []
     for err in errors:
         path, key, message = _explain(doc, err)
-        found.append((doc.pos(path, key), message, path, key))
-    if not found:
-        return None
-    (line, col), message, _, _ = min(found, key=lambda f: f[0])
-    return UserError(message, doc.file, line, col)
+        file, line, col = doc.where(path, key)
+        found.append(((file != doc.file, line, col), file, message, path))
+    (_, line, col), file, message, path = min(found, key=lambda f: f[0])
+    label = doc.label(path)
+    if label:
+        message = f"{label}: {message}"
+    return UserError(message, file, line, col)
+
+
+_VALIDATORS: dict[int, tuple] = {}
+
+
+def _validator(key: int, schema: dict):
+    """One validator per schema object, over the schema with its ``$ref``s inlined: resolving
+    references is most of jsonschema's time on a 5,000-node file."""
+    import jsonschema
+
+    entry = _VALIDATORS.get(key)
+    if entry is None or entry[0] is not schema:
+        entry = _VALIDATORS[key] = (schema, jsonschema.Draft202012Validator(_inline(schema)))
+    return entry[1]
+
+
+def _inline(schema: dict) -> dict:
+    """``schema`` with every local ``#/$defs/X`` reference replaced by X itself (siblings of
+    the ``$ref`` win). A recursive schema is returned unchanged."""
+    defs = schema.get("$defs", {})
+    done: dict[str, Any] = {}
+
+    def walk(x, depth: int):
+        if depth > 40:
+            raise RecursionError
+        if isinstance(x, dict):
+            ref = x.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs:
+                name = ref[8:]
+                if name not in done:
+                    done[name] = walk(defs[name], depth + 1)
+                rest = {k: walk(v, depth + 1) for k, v in x.items() if k != "$ref"}
+                return {**done[name], **rest} if rest else done[name]
+            return {k: walk(v, depth + 1) for k, v in x.items() if k != "$defs"}
+        if isinstance(x, list):
+            return [walk(v, depth + 1) for v in x]
+        return x
+
+    try:
+        return walk(schema, 0)
+    except RecursionError:
+        return schema
+
+
+def _rebase(err, base: PathT) -> None:
+    """Make an error's paths absolute in the whole document, not in the validated part."""
+    if base:                 # context errors hang off this one and see it via their parent
+        err.path.extendleft(reversed(base))
 
 
 def _explain(doc: Doc, err) -> tuple[tuple, bool, str]:

@@ -74,6 +74,7 @@ class Twin:
         self.net = None
         self.mn: dict[str, object] = {}          # model node -> Mininet node
         self.switch: dict[str, object] = {}      # zone -> Mininet switch
+        self.port_key_mac: dict[tuple, str] = {}
         self.intf: dict[tuple[str, int], str] = {}   # (node, iface index) -> intf name in node
         self.port: dict[tuple[str, int], str] = {}   # (node, iface index) -> switch port (root ns)
         self.sensor_procs: dict[str, subprocess.Popen] = {}
@@ -199,8 +200,18 @@ class Twin:
                            autoSetMacs=False, autoStaticArp=False, waitConnected=False,
                            inNamespace=False)
         # One switch per zone, except zones that name a shared VLAN-aware switch.
+        self.dot1q = _dot1q_available(p) if any(
+            z.vlan is not None for z in self.topo.zones.values()) else True
+        if not self.dot1q:
+            shared = sorted({z.switch_name for z in self.topo.zones.values() if z.vlan is not None})
+            msg = ("this kernel has no 802.1Q support (no VLAN devices, no VLAN-filtering bridges):"
+                   f" the VLANs of switch {', '.join(shared)} are emulated as one bridge per VLAN"
+                   " and trunk ports as one veth per VLAN; isolation and addressing are the same,"
+                   " but frames carry no 802.1Q tag")
+            self.warnings.append(msg)
+            self.log(msg)
         for zone in self.topo.zones.values():
-            sw = zone.switch_name
+            sw = self._switch_of(zone)
             if sw not in self.switch:
                 kname = f"{p}s{len(self.switch) + 1}"
                 self.switch[sw] = self.net.addSwitch(kname, cls=LinuxBridge, stp=False)
@@ -219,18 +230,22 @@ class Twin:
         plan = []
         for node in self.topo.nodes.values():
             h = self.mn[node.name]
-            for index, group in _by_port(node.interfaces).items():
+            for index, group in self._ports(node).items():
                 zone = self.topo.zones[group[0].zone]
-                sw = zone.switch_name
-                name = f"{h.name}-eth{index}"
+                sw = self._switch_of(zone)
+                name = (f"{h.name}-eth{index}" if isinstance(index, int)
+                        else f"{h.name}-v{index[1]}")
                 port_no = next_port[sw]
                 next_port[sw] += 1
                 port = f"{self.switch[sw].name}-eth{port_no}"
                 plan.append((node.name, index, sw, name, port, port_no))
+                self.port_key_mac[(node.name, index)] = _mac(p, node.name, index)
                 self.intf[(node.name, index)] = name
                 self.port[(node.name, index)] = port
                 tagged = [i.vlan for i in group if i.vlan is not None]
-                if tagged:
+                if not self.dot1q:
+                    pass                      # one bridge per VLAN: nothing to tag
+                elif tagged:
                     self.vlan_ports.setdefault(sw, {})[port] = ("trunk", tagged)
                 elif zone.vlan is not None:
                     self.vlan_ports.setdefault(sw, {})[port] = ("access", [zone.vlan])
@@ -239,7 +254,7 @@ class Twin:
             lines.append(f"link add name {s.name} type bridge stp_state 0 nf_call_iptables 0"
                          f" nf_call_ip6tables 0 nf_call_arptables 0")
         for node, index, sw, name, port, _ in plan:
-            lines.append(f"link add name {name} address {_mac(p, node, index)} netns "
+            lines.append(f"link add name {name} address {self.port_key_mac[(node, index)]} netns "
                          f"{self.mn[node].pid} type veth peer name {port}")
             lines.append(f"link set dev {port} master {self.switch[sw].name}")
         batch = self.run_dir / "config" / "ip-network.batch"
@@ -257,7 +272,8 @@ class Twin:
         if r.returncode:
             raise EnvironmentProblem(f"bringing the twin's ports up failed: {r.stderr.strip()[:300]}")
         for node, index, sw, name, port, port_no in plan:
-            self.net.addLink(self.mn[node], self.switch[sw], port1=index, port2=port_no,
+            port1 = index if isinstance(index, int) else 1000 + index[1]
+            self.net.addLink(self.mn[node], self.switch[sw], port1=port1, port2=port_no,
                              intfName1=name, intfName2=port, cls=PrebuiltLink, intf=QuietIntf)
         self.net.build()
         self._configure_vlans()
@@ -276,10 +292,27 @@ class Twin:
                     if r.returncode:
                         raise EnvironmentProblem(f"bridge vlan on {port}: {r.stderr.strip()}")
 
+    def _key(self, itf):
+        """Which physical port carries an interface: its index, or (index, vlan) where VLANs
+        are emulated with one veth per VLAN."""
+        return itf.index if (self.dot1q or itf.vlan is None) else (itf.index, itf.vlan)
+
+    def _ports(self, node) -> dict:
+        """A node's interfaces grouped by the physical port that carries them."""
+        groups: dict = {}
+        for itf in node.interfaces:
+            groups.setdefault(self._key(itf), []).append(itf)
+        return groups
+
+    def _switch_of(self, zone) -> str:
+        return zone.switch_name if self.dot1q else zone.name
+
     def _dev(self, node: str, itf) -> str:
         """The device that carries an interface's address inside the node."""
-        phys = self.intf[(node, itf.index)]
-        return phys if itf.vlan is None else f"eth{itf.index}.{itf.vlan}"
+        phys = self.intf[(node, self._key(itf))]
+        if itf.vlan is None or not self.dot1q:
+            return phys
+        return f"eth{itf.index}.{itf.vlan}"
 
     def _configure(self):
         """Addresses, routes, forwarding, firewall rules and node-side shaping: one shell script
@@ -289,12 +322,12 @@ class Twin:
         for node in self.topo.nodes.values():
             lines = ["sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
                      " net.ipv6.conf.lo.disable_ipv6=1"]
-            for index in _by_port(node.interfaces):
-                phys = self.intf[(node.name, index)]
+            for key in self._ports(node):
+                phys = self.intf[(node.name, key)]
                 lines += [f"ip addr flush dev {phys}", f"ip link set {phys} up"]
             for itf in node.interfaces:
                 dev = self._dev(node.name, itf)
-                if itf.vlan is not None:
+                if itf.vlan is not None and self.dot1q:
                     lines.append(f"ip link add link {self.intf[(node.name, itf.index)]} name {dev}"
                                  f" type vlan id {itf.vlan}")
                 lines += [f"ip addr add {itf.cidr} dev {dev}", f"ip link set {dev} up"]
@@ -311,7 +344,7 @@ class Twin:
                 lines.append(f"nft -f {path} || echo 'Error: nftables rejected {path.name}'")
             # the node's side of every shaped port (the switch side is shaped in _shape)
             for itf in shaped.get(node.name, []):
-                for cmd in shaping.htb_commands(self.intf[(node.name, itf.index)], itf.profile,
+                for cmd in shaping.htb_commands(self.intf[(node.name, self._key(itf))], itf.profile,
                                                 self.netem):
                     lines.append(" ".join(cmd))
             scripts[node.name] = " ; ".join(lines) + " ; echo __done__"
@@ -330,13 +363,13 @@ class Twin:
         """Which ports get shaped (per node), whether netem exists, and the one warning if not."""
         shaped: dict[str, list] = {}
         for n in self.topo.nodes.values():
-            for g in _by_port(n.interfaces).values():
+            for g in self._ports(n).values():
                 if g[0].profile:
                     shaped.setdefault(n.name, []).append(g[0])
         if not shaped:
             return shaped
         first_node, first = next(iter(shaped.items()))
-        self.netem = _netem_available(self.port[(first_node, first[0].index)])
+        self.netem = _netem_available(self.port[(first_node, self._key(first[0]))])
         unshaped = sorted({(i.zone, i.profile.name, i.profile.delay_ms, i.profile.loss_pct)
                            for itfs in shaped.values() for i in itfs if i.profile.needs_netem})
         if unshaped and not self.netem:
@@ -354,7 +387,8 @@ class Twin:
         lines = []
         for node, itfs in getattr(self, "_shaped", {}).items():
             for itf in itfs:
-                for cmd in shaping.htb_commands(self.port[(node, itf.index)], itf.profile, self.netem):
+                for cmd in shaping.htb_commands(self.port[(node, self._key(itf))], itf.profile,
+                                                self.netem):
                     lines.append(" ".join(cmd[1:]))
         if not lines:
             return
@@ -404,8 +438,8 @@ class Twin:
         zone = self.topo.zones[zone_name]
         access, trunks = [], []
         for n, itf in self.topo.members(zone_name):
-            port = self.port[(n.name, itf.index)]
-            (trunks if itf.vlan is not None else access).append(port)
+            port = self.port[(n.name, self._key(itf))]
+            (trunks if (itf.vlan is not None and self.dot1q) else access).append(port)
         chains = []
         for kind, ports in (("a", sorted(set(access))), ("t", sorted(set(trunks)))):
             if not ports:
@@ -490,12 +524,25 @@ class Twin:
 
 # -- helpers ------------------------------------------------------------------
 
-def _by_port(interfaces) -> dict[int, list]:
-    """A node's interfaces grouped by physical port (VLAN subinterfaces share one)."""
-    groups: dict[int, list] = {}
-    for itf in interfaces:
-        groups.setdefault(itf.index, []).append(itf)
-    return groups
+_DOT1Q: dict[str, bool] = {}
+
+
+def _dot1q_available(prefix: str) -> bool:
+    """Probe once per process: VLAN devices and VLAN-filtering bridges both work?"""
+    if "v" not in _DOT1Q:
+        a, b, br = f"{prefix}m0a", f"{prefix}m0b", f"{prefix}s0"
+        ok = subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b],
+                            capture_output=True).returncode == 0
+        try:
+            ok = ok and subprocess.run(["ip", "link", "add", "link", a, "name", f"{a}.9", "type",
+                                        "vlan", "id", "9"], capture_output=True).returncode == 0
+            ok = ok and subprocess.run(["ip", "link", "add", br, "type", "bridge",
+                                        "vlan_filtering", "1"], capture_output=True).returncode == 0
+        finally:
+            for dev in (br, a):
+                subprocess.run(["ip", "link", "del", dev], capture_output=True)
+        _DOT1Q["v"] = ok
+    return _DOT1Q["v"]
 
 
 def _ip(args: list[str]) -> None:
