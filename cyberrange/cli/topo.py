@@ -5,6 +5,7 @@ raises ``UserError``, which ``cli.main`` prints as one line and exit code 2.
 """
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 
@@ -17,60 +18,250 @@ console = Console()
 
 @click.group()
 def topo():
-    """Check topology files and query static reachability (no root needed)."""
+    """Check, lint, query, draw, import and export topology files (no root needed)."""
 
 
 @topo.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
-def topo_check(file):
-    """Load FILE, validate it and print a short summary. Exit 2 on the first error."""
+@click.option("--json", "as_json", is_flag=True, help="print the summary and findings as JSON")
+def topo_check(file, as_json):
+    """Load FILE, validate it, lint it and print a summary and the findings.
+
+    Findings: mission-blocked (error), unreachable-zone, shadowed-rule, rule-never-matches
+    (warnings), redundant-rule (info); see docs/static-analysis.md. Exit 0 without errors,
+    1 when a finding is an error, 2 on bad input.
+    """
+    from cyberrange.errors import CheckFailed
+    from cyberrange.model.lint import lint
     from cyberrange.model.loader import load_topology
 
     t = load_topology(file)
+    findings = lint(t)
+    errors = [f for f in findings if f.severity == "error"]
     kinds = Counter(n.kind for n in t.nodes.values())
-    console.print(f"[bold green]ok[/] {file}: topology [bold]{t.name}[/] ({t.classification}), "
-                  f"{len(t.nodes)} nodes: " + ", ".join(f"{kinds[k]} {k}{'s' * (kinds[k] != 1)}" for k in
-                                                        ("host", "router", "firewall") if kinds[k]))
-    table = Table(title="zones", show_edge=False)
-    for col in ("zone", "subnet", "classification", "profile", "members"):
-        table.add_column(col)
-    for z in t.zones.values():
-        members = ", ".join(n.name for n, _ in t.members(z.name))
-        table.add_row(z.name + (" (link)" if z.p2p else ""), str(z.subnet), z.classification,
-                      z.profile.name if z.profile else "-", members)
-    console.print(table)
-    for r in t.routers:
-        extra = f", {len(r.rules)} rules, default {r.default_action}" if r.kind == "firewall" else ""
-        console.print(f"  {r.kind} [bold]{r.name}[/]: {len(r.interfaces)} interfaces, "
-                      f"{len(r.routes)} routes{extra}")
-    console.print(f"  links: {', '.join(t.links) or '-'}; sensors: "
-                  f"{', '.join(f'{s.name}@{s.zone}' for s in t.sensors.values()) or '-'}")
+    if as_json:
+        click.echo(json.dumps({
+            "file": file, "topology": t.name, "classification": t.classification,
+            "nodes": dict(kinds), "zones": len(t.zones), "ok": not errors,
+            "findings": [f.to_json() for f in findings]}, indent=2))
+    else:
+        console.print(f"[bold green]ok[/] {file}: topology [bold]{t.name}[/] ({t.classification}), "
+                      f"{len(t.nodes)} nodes: " + ", ".join(
+                          f"{kinds[k]} {k}{'s' * (kinds[k] != 1)}" for k in ("host", "router", "firewall")
+                          if kinds[k]))
+        table = Table(title="zones", show_edge=False)
+        for col in ("zone", "subnet", "classification", "profile", "members"):
+            table.add_column(col)
+        for z in t.zones.values():
+            members = [n.name for n, _ in t.members(z.name)]
+            shown = ", ".join(members[:8]) + (f", ... ({len(members)} in all)" if len(members) > 8 else "")
+            table.add_row(z.name + (" (link)" if z.p2p else ""), str(z.subnet), z.classification,
+                          z.profile.name if z.profile else "-", shown)
+        console.print(table)
+        for r in t.routers:
+            extra = f", {len(r.rules)} rules, default {r.default_action}" if r.kind == "firewall" else ""
+            console.print(f"  {r.kind} [bold]{r.name}[/]: {len(r.interfaces)} interfaces, "
+                          f"{len(r.routes)} routes{extra}")
+        console.print(f"  links: {', '.join(t.links) or '-'}; sensors: "
+                      f"{', '.join(f'{s.name}@{s.zone}' for s in t.sensors.values()) or '-'}")
+        _print_findings(findings)
+    if errors:
+        raise CheckFailed(f"{file}: {len(errors)} error finding{'s' * (len(errors) != 1)} "
+                          f"({', '.join(sorted({f.code for f in errors}))})")
+
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _print_findings(findings) -> None:
+    if not findings:
+        console.print("[bold green]lint: no findings[/]")
+        return
+    counts = Counter(f.severity for f in findings)
+    console.print(f"[bold]lint:[/] " + ", ".join(f"{counts[s]} {s}{'s' * (counts[s] != 1 and s != 'info')}"
+                                                 for s in ("error", "warning", "info") if counts[s]))
+    for f in findings:
+        style = SEVERITY_STYLE[f.severity]
+        console.print(f"{f.where}: [{style}]{f.severity}[/] [bold]{f.code}[/]: {f.message}",
+                      highlight=False, soft_wrap=True)
 
 
 @topo.command("reach")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--from", "src", required=True, metavar="NODE", help="node the connection starts on")
-@click.option("--to", "dst", required=True, metavar="NODE_OR_IP", help="destination node or IPv4 address")
-@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp", show_default=True,
-              help="transport protocol")
+@click.option("--from", "src", default=None, metavar="ZONE|NODE",
+              help="source: a zone or node (matrix rows); a node for a single query")
+@click.option("--to", "dst", default=None, metavar="ZONE|NODE|IP",
+              help="destination: a zone or node (matrix columns); a node or IP for a single query")
+@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default=None,
+              help="single query: transport protocol (default tcp)")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="destination port (required for tcp and udp)")
-def topo_reach(file, src, dst, proto, port):
-    """Would a NEW connection from --from to --to get through the firewalls of FILE?
+              help="single query: destination port (required for tcp and udp)")
+@click.option("--json", "as_json", is_flag=True, help="print the verdict or the matrix as JSON")
+def topo_reach(file, src, dst, proto, port, as_json):
+    """Reachability from routes and ordered firewall rules (no root needed).
 
-    Prints the verdict and why. Exit 0 if allowed, 1 if denied, 2 on bad input.
+    With --from NODE --to NODE|IP and --port (or --proto icmp): would a NEW connection get
+    through, and why; exit 0 if allowed, 1 if denied. Otherwise: the reachability matrix of
+    source zones (or the --from zone/node) against every service of every destination host
+    (or of the --to zone/node) plus ICMP echo.
     """
     from cyberrange.model.loader import load_topology
-    from cyberrange.model.reach import allowed
+    from cyberrange.model.reach import allowed, reach_matrix
 
     t = load_topology(file)
-    ok, why = allowed(t, src, dst, proto, port)
-    what = f"{src} -> {dst} {proto}" + (f"/{port}" if port and proto != "icmp" else "")
-    if ok:
-        console.print(f"[bold green]allowed[/] {what}: {why}")
-    else:
-        console.print(f"[bold red]denied[/] {what}: {why}")
-        sys.exit(1)
+    if src and dst and (port is not None or proto == "icmp"):
+        proto = proto or "tcp"
+        ok, why = allowed(t, src, dst, proto, port)
+        what = f"{src} -> {dst} {proto}" + (f"/{port}" if port and proto != "icmp" else "")
+        if as_json:
+            click.echo(json.dumps({"from": src, "to": dst, "proto": proto,
+                                   "port": port if proto != "icmp" else None,
+                                   "allowed": ok, "why": why}, indent=2))
+        elif ok:
+            console.print(f"[bold green]allowed[/] {what}: {why}")
+        else:
+            console.print(f"[bold red]denied[/] {what}: {why}")
+        if not ok:
+            sys.exit(1)
+        return
+    if port is not None or proto is not None:
+        from cyberrange.errors import UserError
+        raise UserError("--proto/--port ask a single question: give --from NODE and --to NODE|IP too")
+    m = reach_matrix(t, src, dst)
+    if as_json:
+        click.echo(json.dumps({"file": file, "topology": t.name, **m.to_json()}, indent=2))
+        return
+    _print_matrix(m)
+
+
+MATRIX_CELLS_SHOWN = 6000
+CELL = {"allow": "[green]✔[/]", "deny": "[red]✘[/]", "self": "[dim]·[/]"}
+
+
+def _print_matrix(m) -> None:
+    """Printed with one line per destination service and one column per source, so that it fits
+    a terminal (there are few sources and many services); --json has rows = sources."""
+    if len(m.rows) * len(m.columns) > MATRIX_CELLS_SHOWN or len(m.rows) > 14:
+        table = Table(title="reachability by source (too many cells to print: use --from/--to "
+                            "or --json for the cells)", show_edge=False)
+        for col in ("source", "hosts", "allow", "some", "deny"):
+            table.add_column(col, justify="right" if col != "source" else "left")
+        for r, cells in zip(m.rows, m.cells):
+            states = Counter(m.state(c) for c in cells)
+            table.add_row(f"{r.kind} {r.name}", str(len(r.hosts)), str(states["allow"]),
+                          str(states["partial"]), str(states["deny"]))
+        console.print(table)
+        return
+    table = Table(title="reachability: ✔ allowed  ✘ denied  n/m some hosts of the zone", show_edge=False)
+    table.add_column("destination service")
+    for r in m.rows:
+        table.add_column(r.name + (f" ({len(r.hosts)})" if r.kind == "zone" else ""), justify="center")
+    for k, col in enumerate(m.columns):
+        cells = []
+        for row in m.cells:
+            c = row[k]
+            state = m.state(c)
+            cells.append(CELL.get(state) or f"[yellow]{c[0]}/{c[1]}[/]")
+        label = f"{col.node} {'icmp' if col.proto == 'icmp' else f'{col.service} {col.proto}/{col.port}'}"
+        table.add_row(label, *cells)
+    console.print(table)
+
+
+@topo.command("paths")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--from", "sources", multiple=True, metavar="NODE",
+              help="entry point (repeatable; default: the topology's entry_points)")
+@click.option("--to", "targets", multiple=True, metavar="NODE",
+              help="crown jewel (repeatable; default: the topology's crown_jewels)")
+@click.option("--max", "k", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="how many paths to list")
+@click.option("--json", "as_json", is_flag=True, help="print the paths as JSON")
+def topo_paths(file, sources, targets, k, as_json):
+    """Attack paths from entry points to crown jewels over reachable services, best first.
+
+    Every service a host can reach (routes + firewall rules) is an edge; weights: login 1,
+    http 2, modbus 2, dns 3. Ranked by total weight, then hops.
+    """
+    from cyberrange.model.loader import load_topology
+    from cyberrange.model.paths import attack_paths
+
+    t = load_topology(file)
+    paths = attack_paths(t, sources, targets, k)
+    if as_json:
+        click.echo(json.dumps({"file": file, "topology": t.name,
+                               "paths": [p.to_json() for p in paths]}, indent=2))
+        return
+    if not paths:
+        console.print("[bold green]no attack path[/]: no chain of reachable services joins them")
+        return
+    table = Table(title="attack paths (weight: login 1, http 2, modbus 2, dns 3)", show_edge=False)
+    for col in ("rank", "weight", "hops", "path"):
+        table.add_column(col, justify="right" if col != "path" else "left")
+    for rank, p in enumerate(paths, 1):
+        table.add_row(str(rank), str(p.weight), str(len(p.hops)), p.text())
+    console.print(table)
+
+
+@topo.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+def topo_show(file):
+    """A tree of FILE: zones, nodes (role, address, services, software), routers, links;
+    ★ crown jewels, ⚑ entry points, 👁 sensors."""
+    from cyberrange.model.loader import load_topology
+    from cyberrange.report.picture import topology_tree
+
+    console.print(topology_tree(load_topology(file)))
+
+
+@topo.command("graph")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="picture to write: .svg or .png")
+def topo_graph(file, out):
+    """Draw FILE: nodes coloured by zone, outlined by classification; routers, firewalls,
+    sensors, crown jewels and entry points marked; links labelled with their profile."""
+    from cyberrange.model.loader import load_topology
+    from cyberrange.report.picture import draw
+
+    path = draw(load_topology(file), out)
+    console.print(f"[bold green]wrote[/] {path}")
+
+
+@topo.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="topology file to write (our YAML, format v1)")
+def topo_import(file, out):
+    """Import a containerlab topology (FILE.clab.yml) into our format, and check it loads."""
+    from pathlib import Path
+
+    from cyberrange.model.interop import import_clab
+    from cyberrange.model.loader import load_topology
+
+    text = import_clab(file)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    t = load_topology(out)
+    kinds = Counter(n.kind for n in t.nodes.values())
+    console.print(f"[bold green]wrote[/] {out}: {len(t.zones)} zones ({len(t.links)} links), "
+                  + ", ".join(f"{kinds[k]} {k}{'s' * (kinds[k] != 1)}" for k in ("host", "router", "firewall")
+                              if kinds[k]))
+    for line in text.splitlines():
+        if line.startswith("# note:"):
+            console.print(f"  [yellow]{line[2:]}[/]")
+
+
+@topo.command("export")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--graphml", "graphml", required=True, type=click.Path(dir_okay=False),
+              help="GraphML file to write (nodes, zones, interfaces with profiles)")
+def topo_export(file, graphml):
+    """Export FILE's model as GraphML (for yEd, Gephi, networkx, ...)."""
+    from cyberrange.model.interop import export_graphml
+    from cyberrange.model.loader import load_topology
+
+    path = export_graphml(load_topology(file), graphml)
+    console.print(f"[bold green]wrote[/] {path}")
 
 
 @click.group()

@@ -1,0 +1,311 @@
+"""Interop: import a containerlab topology, export the model as GraphML.
+
+containerlab (https://containerlab.dev) describes a lab as::
+
+    name: lab1
+    topology:
+      defaults: {kind: linux}            # optional
+      kinds: {nokia_srlinux: {image: ...}}
+      nodes:
+        r1: {kind: nokia_srlinux, image: ..., mgmt-ipv4: 172.20.20.11, labels: {role: core}}
+        pc1: {kind: linux, image: alpine}
+        br1: {kind: bridge}
+      links:
+        - endpoints: ["r1:e1-1", "pc1:eth1"]
+
+It has no addresses on data links and no firewall policy, so the import derives what our format
+needs and says so in a header comment of the file it writes:
+
+- kinds map to our node kinds (``KIND_MAP``; a ``linux`` node with an FRR/VyOS/BIRD image or the
+  label ``role: router`` is a router too): router and switch OSes become routers, firewall
+  OSes become firewalls (``default: allow``: the policy is not in the clab file), ``bridge`` and
+  ``ovs-bridge`` become a zone, everything else is a host whose role comes from the label
+  ``role`` (or ``cyberrange.role``), else from its name (web, dns, mail, plc, ...), else
+  ``workstation`` / ``server`` by whether the name says so;
+- a link between two routers becomes one of our point-to-point ``links`` (a /30 from
+  172.31.0.0/16); a host on a router port becomes a zone of its own (a /24 from 10.200.N.0/24);
+  everything attached to one bridge (or to bridges linked together) becomes one zone;
+- a host on several links keeps its first (our v1 hosts sit in one zone); the others are
+  listed in the header comment; the management network (``mgmt-ipv4``) is not part of the twin.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from pathlib import Path
+
+import networkx as nx
+import yaml
+
+from cyberrange.errors import UserError
+from cyberrange.model.topology import ROLES, Topology
+
+ZONE_POOL = ipaddress.ip_network("10.200.0.0/16")      # /24 per derived zone
+LINK_POOL = ipaddress.ip_network("172.31.0.0/16")      # /30 per router-router link
+
+# containerlab kind (a prefix is enough) -> our kind; checked in order
+KIND_MAP: list[tuple[str, str]] = [
+    ("bridge", "bridge"), ("ovs-bridge", "bridge"),
+    ("fortinet", "firewall"), ("fortios", "firewall"), ("paloalto", "firewall"),
+    ("vr-pan", "firewall"), ("juniper_vsrx", "firewall"), ("vr-vsrx", "firewall"),
+    ("checkpoint", "firewall"), ("vr-ftdv", "firewall"), ("cisco_ftdv", "firewall"),
+    ("srl", "router"), ("nokia_srlinux", "router"), ("nokia_sros", "router"),
+    ("ceos", "router"), ("arista_ceos", "router"), ("arista_veos", "router"),
+    ("crpd", "router"), ("juniper_crpd", "router"), ("crpwd", "router"), ("juniper_", "router"),
+    ("vr-", "router"), ("frr", "router"), ("sonic", "router"), ("cisco_", "router"),
+    ("xrd", "router"), ("cvx", "router"), ("vyos", "router"), ("openbsd", "router"),
+    ("mikrotik", "router"), ("huawei", "router"), ("dell_", "router"), ("ipinfusion", "router"),
+    ("linux", "host"), ("host", "host"), ("ext-container", "host"), ("k8s-kind", "host"),
+]
+
+ROLE_HINTS: list[tuple[str, str]] = [
+    ("c2", "c2-server"), ("web", "web-server"), ("www", "web-server"), ("dns", "dns-server"),
+    ("mail", "mail-server"), ("smtp", "mail-server"), ("dc", "domain-controller"),
+    ("ad", "domain-controller"), ("file", "file-server"), ("nas", "file-server"),
+    ("print", "printer"), ("hmi", "hmi"), ("plc", "plc"), ("radio", "radio-gateway"),
+    ("srv", "server"), ("server", "server"), ("db", "server"),
+]
+
+
+ROUTER_IMAGES = ("frr", "vyos", "bird", "quagga", "openbgpd", "gobgp")
+
+
+def clab_kind(kind: str, spec: dict | None = None) -> str:
+    """Our kind for a clab node: by its kind; a ``linux`` node is a router when its label
+    ``role`` says router/firewall or its image is a routing suite (FRR, VyOS, BIRD, ...)."""
+    k = kind.lower()
+    spec = spec or {}
+    labels = spec.get("labels") or {}
+    for key in ("cyberrange.role", "role"):
+        if labels.get(key) in ("router", "firewall"):
+            return labels[key]
+    ours = next((o for prefix, o in KIND_MAP if k.startswith(prefix)), "host")
+    image = str(spec.get("image", "")).lower().rsplit("/", 1)[-1]
+    if ours == "host" and any(image.startswith(r) for r in ROUTER_IMAGES):
+        return "router"
+    return ours
+
+
+def _name(raw: str, taken: set[str]) -> str:
+    """A valid, unused name of ours: lowercase letter first, then a-z 0-9 '-', up to 31."""
+    n = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-") or "n"
+    if not n[0].isalpha():
+        n = "n-" + n
+    n = n[:31].rstrip("-")
+    base, k = n, 2
+    while n in taken:
+        suffix = f"-{k}"
+        n = base[:31 - len(suffix)] + suffix
+        k += 1
+    taken.add(n)
+    return n
+
+
+def _role(name: str, labels: dict) -> str:
+    for key in ("cyberrange.role", "role", "graph-role"):
+        if labels.get(key) in ROLES:
+            return labels[key]
+    words = re.split(r"[^a-z0-9]+", name.lower())
+    for hint, role in ROLE_HINTS:
+        if any(w == hint or w.startswith(hint) for w in words):
+            return role
+    return "workstation"
+
+
+def import_clab(path) -> str:
+    """Read a ``*.clab.yml`` file; return the text of an equivalent topology (format v1)."""
+    path = Path(path)
+    try:
+        raw = path.read_text()
+        data = yaml.safe_load(raw)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("topology"), dict):
+        raise UserError(f"{path}: not a containerlab file (no 'topology:' mapping)")
+    topo = data["topology"]
+    default_kind = (topo.get("defaults") or {}).get("kind", "linux")
+    clab_nodes: dict = topo.get("nodes") or {}
+    if not clab_nodes:
+        raise UserError(f"{path}: topology.nodes is empty")
+    taken: set[str] = set()
+    names = {n: _name(n, taken) for n in clab_nodes}
+    kinds = {n: clab_kind(str((spec or {}).get("kind", default_kind)), spec)
+             for n, spec in clab_nodes.items()}
+    notes: list[str] = []
+
+    # link graph over clab nodes, with the interface names
+    links = []
+    for k, l in enumerate(topo.get("links") or []):
+        eps = (l or {}).get("endpoints")
+        if not (isinstance(eps, list) and len(eps) == 2):
+            notes.append(f"link {k + 1}: not two endpoints, skipped")
+            continue
+        ends = []
+        for ep in eps:
+            node, _, iface = str(ep).partition(":")
+            if node not in clab_nodes:
+                if node in ("host", "mgmt-net", "macvlan", "vxlan"):
+                    notes.append(f"link {k + 1}: endpoint {ep} leaves the lab, skipped")
+                    ends = None
+                    break
+                raise UserError(f"{path}: link {k + 1}: unknown node '{node}'")
+            ends.append((node, iface))
+        if ends:
+            links.append(tuple(ends))
+
+    # zones: bridges (and bridges joined to each other) first
+    bridged = nx.Graph()
+    for (a, ia), (b, ib) in links:
+        if kinds[a] == "bridge" or kinds[b] == "bridge":
+            bridged.add_edge(a, b)
+    zones: dict[str, dict] = {}          # our zone name -> {"members": [(clab node, iface)]}
+    zone_of_host: dict[str, str] = {}
+    router_ifaces: dict[str, list[str]] = {n: [] for n in clab_nodes if kinds[n] in ("router", "firewall")}
+    host_extra: dict[str, list[str]] = {}
+    for comp in nx.connected_components(bridged):
+        bridges = sorted(n for n in comp if kinds[n] == "bridge")
+        zname = names[bridges[0]]          # the bridge is not a node of ours: its name is free
+        zones[zname] = {"from": "bridge " + ", ".join(bridges)}
+        for n in sorted(comp):
+            if kinds[n] == "bridge":
+                continue
+            _attach(n, zname, kinds, zone_of_host, router_ifaces, host_extra)
+    p2p = []
+    for (a, ia), (b, ib) in links:
+        if kinds[a] == "bridge" or kinds[b] == "bridge":
+            continue
+        ra, rb = kinds[a] in ("router", "firewall"), kinds[b] in ("router", "firewall")
+        if ra and rb:
+            p2p.append((a, ia, b, ib))
+            continue
+        if ra or rb:
+            r, ri, h = (a, ia, b) if ra else (b, ib, a)
+            if h in zone_of_host:
+                host_extra.setdefault(h, []).append(f"{r}:{ri}")
+                continue
+            zname = _name(f"{names[r]}-{ri}", taken)
+            zones[zname] = {"from": f"{r} port {ri}"}
+        else:
+            if a in zone_of_host or b in zone_of_host:
+                for h, other in ((a, b), (b, a)):
+                    if h in zone_of_host and other not in zone_of_host:
+                        _attach(other, zone_of_host[h], kinds, zone_of_host, router_ifaces, host_extra)
+                continue
+            zname = _name(f"{names[a]}-{names[b]}", taken)
+            zones[zname] = {"from": f"link {a} - {b}"}
+        for n in (a, b):
+            _attach(n, zname, kinds, zone_of_host, router_ifaces, host_extra)
+    for h, extra in host_extra.items():
+        notes.append(f"host {h}: kept in zone {zone_of_host[h]}; also linked to {', '.join(extra)} (not imported)")
+    for n, k in kinds.items():
+        if k == "host" and n not in zone_of_host:
+            notes.append(f"host {n}: no data link (management only), not imported")
+
+    # addresses from the pools
+    zone_nets = ZONE_POOL.subnets(new_prefix=24)
+    link_nets = LINK_POOL.subnets(new_prefix=30)
+    out_zones = {}
+    for zname, z in zones.items():
+        out_zones[zname] = {"subnet": str(next(zone_nets)), "description": f"from containerlab {z['from']}"}
+    if not out_zones:
+        raise UserError(f"{path}: no host sits on a link or bridge; nothing to import as a zone")
+    out_links = []
+    for a, ia, b, ib in p2p:
+        out_links.append({"name": _name(f"{names[a]}-{names[b]}", taken),
+                          "endpoints": [names[a], names[b]], "subnet": str(next(link_nets)),
+                          "description": f"containerlab link {a}:{ia} - {b}:{ib}"})
+    out_nodes = []
+    for n, spec in clab_nodes.items():
+        spec = spec or {}
+        k = kinds[n]
+        kind_text = spec.get("kind", default_kind)
+        desc = f"containerlab {kind_text}" + (f" {spec['image']}" if spec.get("image") else "")
+        if spec.get("mgmt-ipv4"):
+            desc += f", mgmt {spec['mgmt-ipv4']}"
+        labels = spec.get("labels") or {}
+        if k == "host" and n in zone_of_host:
+            node = {"name": names[n], "kind": "host", "role": _role(n, labels),
+                    "zone": zone_of_host[n], "description": desc}
+            zone_routers = [r for r in router_ifaces if zone_of_host[n] in router_ifaces[r]]
+            if len(zone_routers) > 1:
+                node["gateway"] = names[sorted(zone_routers)[0]]
+            out_nodes.append(node)
+        elif k in ("router", "firewall"):
+            ifaces = [{"zone": z} for z in router_ifaces[n]]
+            has_link = any(n in (a, b) for a, _, b, _ in p2p)
+            if not ifaces and not has_link:
+                notes.append(f"{k} {n}: no data link, not imported")
+                continue
+            node = {"name": names[n], "kind": k, "description": desc}
+            if ifaces:
+                node["interfaces"] = ifaces
+            if k == "firewall":
+                node["default"] = "allow"
+            out_nodes.append(node)
+    doc = {
+        "version": 1, "name": _name(str(data.get("name", path.stem.split(".")[0])), set()),
+        "classification": "UNCLASSIFIED",
+        "description": f"Imported from containerlab topology {data.get('name', path.name)}",
+        "zones": out_zones,
+    }
+    if out_links:
+        doc["links"] = out_links
+    doc["nodes"] = out_nodes
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
+    header = [f"# Imported from {path} (containerlab lab '{data.get('name', '?')}', sha256 {digest}...)",
+              "# by `cyberrange topo import`. Zones got 10.200.N.0/24 and router links 172.31.x.y/30",
+              "# from the import pools; firewalls got 'default: allow' (no policy in a clab file).",
+              "# Edit freely; re-importing overwrites this file."]
+    header += [f"# note: {n}" for n in notes]
+    return "\n".join(header) + "\n" + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def _attach(n, zname, kinds, zone_of_host, router_ifaces, host_extra):
+    if kinds[n] in ("router", "firewall"):
+        if zname not in router_ifaces[n]:
+            router_ifaces[n].append(zname)
+    elif kinds[n] == "host":
+        if n in zone_of_host:
+            if zone_of_host[n] != zname:
+                host_extra.setdefault(n, []).append(zname)
+        else:
+            zone_of_host[n] = zname
+
+
+# -- GraphML --------------------------------------------------------------------------------
+def to_graph(topo: Topology) -> nx.Graph:
+    """The model as one graph: a node per topology node and per zone (``zone:NAME``), an edge
+    per interface (node - zone) carrying the interface address and the link profile."""
+    g = nx.Graph(name=topo.name, classification=topo.classification)
+    for z in topo.zones.values():
+        g.add_node(f"zone:{z.name}", kind="zone", role="link" if z.p2p else "zone", zone=z.name,
+                   ip=str(z.subnet), classification=z.classification,
+                   vlan=z.vlan if z.vlan is not None else -1, description=z.description)
+    for n in topo.nodes.values():
+        g.add_node(n.name, kind=n.kind, role=n.role,
+                   zone=",".join(i.zone for i in n.interfaces), ip=str(n.ip) if n.interfaces else "",
+                   classification=n.classification or topo.classification,
+                   services=",".join(f"{s.type}/{s.proto}/{s.port}" for s in n.services),
+                   software=",".join(f"{s.name} {s.version}" for s in n.software),
+                   crown_jewel=n.name in topo.crown_jewels, entry_point=n.name in topo.entry_points)
+        for i in n.interfaces:
+            p = i.profile or topo.zones[i.zone].profile
+            g.add_edge(n.name, f"zone:{i.zone}", ip=str(i.ip), interface=i.devname,
+                       profile=p.name if p else "",
+                       bandwidth_mbit=float(p.bandwidth_mbit or 0) if p else 0.0,
+                       delay_ms=float(p.delay_ms) if p else 0.0,
+                       jitter_ms=float(p.jitter_ms) if p else 0.0,
+                       loss_pct=float(p.loss_pct) if p else 0.0)
+    return g
+
+
+def export_graphml(topo: Topology, out) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nx.write_graphml(to_graph(topo), out)
+    return out
