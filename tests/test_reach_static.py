@@ -14,6 +14,7 @@ import pytest
 
 from cyberrange.errors import UserError
 from cyberrange.model.loader import load_topology
+from cyberrange.model import reach
 from cyberrange.model.reach import allowed, decide, matrix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,3 +127,22 @@ def test_cli_reach():
     proc = subprocess.run(base + ["--from", "nobody", "--to", "c2-server", "--port", "22"],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown node 'nobody'")
+
+
+# -- asymmetric routes: a reply that comes back through a firewall that never saw the request --
+
+V2_FULL = Path(__file__).parent / "data" / "v2" / "good" / "full.yaml"
+
+
+def test_reply_through_another_firewall_is_denied():
+    from cyberrange.model.reach import ReachIndex
+    topo = load_topology(V2_FULL)
+    ok, why = reach.allowed(topo, "plt7-ws1", "c2-server", "tcp", 8080)
+    assert not ok and "on the way back" in why and "plt1-fw" in why
+    # platoon 1 is routed symmetrically: same request, allowed
+    ok1, _ = reach.allowed(topo, "plt1-ws1", "c2-server", "tcp", 8080)
+    assert ok1
+    idx = ReachIndex(topo)
+    for src in ("plt7-ws1", "plt1-ws1", "plt2-ws1"):
+        for dst, proto, port in (("c2-server", "tcp", 8080), ("srv-host", "icmp", None)):
+            assert idx.check(src, dst, proto, port)[0] == reach.allowed(topo, src, dst, proto, port)[0]

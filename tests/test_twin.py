@@ -181,3 +181,17 @@ def test_missing_netem_gives_one_clear_warning(tmp_path):
         assert "htb" in out and "4Mbit" in out
     finally:
         twin.stop()
+
+
+def test_vlan_trunks_and_asymmetric_routes_agree_with_the_model(tmp_path):
+    """v2 topology with a shared VLAN switch, a router-on-a-stick trunk, block instances and a
+    hand route that sends platoon 7's replies through the wrong firewall: every probe agrees
+    with the static model, including the connections the asymmetric route breaks."""
+    from cyberrange.twin.verify import verify
+    topo = load_topology(ROOT / "tests" / "data" / "v2" / "good" / "full.yaml")
+    msgs = []
+    rep = verify(topo, tmp_path, bandwidth=False, log=msgs.append)
+    assert rep["summary"]["disagree"] == 0, [r for r in rep["reachability"] if not r["agree"]][:3]
+    broken = [r for r in rep["reachability"] if "on the way back" in r["why"]]
+    assert broken and not any(r["observed"] for r in broken)
+    assert any(r["predicted"] for r in rep["reachability"] if r["src"] == "plt1-ws1")

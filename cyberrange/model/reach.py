@@ -12,9 +12,13 @@ This is the same decision the twin's nftables make, because the twin generates e
     <the rules, in file order>               # allow -> accept, deny -> drop
     policy <default>                         # allow -> accept, deny -> drop
 
-so a NEW flow meets exactly the rules below in the same order, and its replies pass because
-conntrack saw the allowed first packet (the topology is a tree of routers, so replies cross the
-same firewalls). Traffic addressed *to* a router or firewall itself goes through the ``input``
+so a NEW flow meets exactly the rules below in the same order, and its replies pass the firewalls
+that saw its first packet, because their conntrack knows the flow. Replies are also routed: where
+routes are asymmetric (a hand route sends them back another way), a firewall on the way back that
+did not see the request meets the reply as an unknown packet, and only a rule that allows it (with
+no destination port, since the reply goes to the client's ephemeral port) lets it through. So a
+connection gets through only when the request is allowed forward AND the reply is not dropped on
+its way back (``_reply_check``). Traffic addressed *to* a router or firewall itself goes through the ``input``
 chain, which the forward rules do not govern; here it is reported as reachable once it gets to
 that router, and the twin must keep the input policy at accept to match.
 """
@@ -111,8 +115,37 @@ def allowed(topo: Topology, src_node_name: str, dst_ip, proto: str = "tcp",
             return False, f"denied by {why}"
         if router.kind == "firewall":
             hops.append(f"allowed by {why}")
+    back = _reply_check(topo, src_ip, dst_ip, proto, {r.name for r in path})
+    if back:
+        return False, back
     route = " -> ".join([src.name, *(r.name for r in path), str(dst_ip)])
     return True, "; ".join([f"path {route}", *hops])
+
+
+def _reply_check(topo: Topology, src_ip, dst_ip, proto: str, forward: set[str]) -> str:
+    """Why the reply of an allowed flow is dropped on its way back, or "" when it is not.
+
+    Only firewalls the request did not cross can drop it: there the reply is an unknown packet,
+    judged by the rules with the reply's addresses and no known port."""
+    dst = topo.node_by_ip(dst_ip)
+    if dst is None:
+        return ""
+    try:
+        back = router_path(topo, dst, src_ip)
+    except NoRoute as e:
+        return f"no route back: {e}"
+    reply_src = source_address(topo, dst, src_ip)
+    for router in back:
+        if router.name in forward or router.kind != "firewall":
+            continue
+        if any(i.ip == src_ip for i in router.interfaces):
+            break
+        ok, why = decide(router, reply_src, src_ip, proto, None)
+        if not ok:
+            route = " -> ".join([dst.name, *(r.name for r in back), str(src_ip)])
+            return (f"denied on the way back: the reply returns by another route ({route}) "
+                    f"and {router.name} never saw the request ({why})")
+    return ""
 
 
 @dataclass(frozen=True)
@@ -348,8 +381,33 @@ class ReachIndex:
                     break
                 if router.kind == "firewall":
                     got = (True, f"allowed by {why}")
+            if got[0]:
+                back = self._reply(src_cls, dst_cls, proto, {r.name for r in p})
+                if back:
+                    got = (False, back)
         self._verdicts[key] = got
         return got
+
+    def _reply(self, src_cls: int, dst_cls: int, proto: str, forward: set[str]) -> str:
+        """:func:`_reply_check` on classes: the reply from the destination class's host back to
+        the source class's address, judged by firewalls the request did not cross."""
+        node = self.by_ip.get(self.class_rep[dst_cls])
+        if node is None or node.is_router:
+            return ""
+        src_addr_cls = self.src_info[src_cls][2]
+        back = self.path(self.src_class(node), src_addr_cls)
+        if isinstance(back, str):
+            return f"no route back: {back}"
+        s = int(self.class_rep[dst_cls])
+        d = int(self.class_rep[src_addr_cls])
+        for router in back:
+            if router.name in forward or router.kind != "firewall":
+                continue
+            ok, why = self.decide(router, s, d, proto, None)
+            if not ok:
+                return (f"denied on the way back: the reply returns by another route and "
+                        f"{router.name} never saw the request ({why})")
+        return ""
 
     def check(self, src: str, dst, proto: str = "tcp", port: int | None = None) -> tuple[bool, str]:
         """Same verdict as :func:`allowed`, fast for host-to-host questions."""
