@@ -245,12 +245,21 @@ class Topology:
         """Every subnet of the twin: the containment guard allows these and nothing else."""
         return [z.subnet for z in self.zones.values()]
 
+    def _index(self) -> dict:
+        """Address and zone indexes, rebuilt whenever nodes or interfaces were added."""
+        stamp = (len(self.nodes), sum(len(n.interfaces) for n in self.nodes.values()))
+        idx = self.__dict__.get("_idx")
+        if idx is None or idx["stamp"] != stamp:
+            by_ip, by_zone = {}, {}
+            for n in self.nodes.values():
+                for i in n.interfaces:
+                    by_ip.setdefault(i.ip, n)
+                    by_zone.setdefault(i.zone, []).append((n, i))
+            idx = self.__dict__["_idx"] = {"stamp": stamp, "ip": by_ip, "zone": by_zone}
+        return idx
+
     def node_by_ip(self, ip) -> Node | None:
-        ip = ipaddress.ip_address(ip)
-        for n in self.nodes.values():
-            if any(i.ip == ip for i in n.interfaces):
-                return n
-        return None
+        return self._index()["ip"].get(ipaddress.ip_address(ip))
 
     def members(self, zone: str) -> list[tuple[Node, Interface]]:
-        return [(n, i) for n in self.nodes.values() for i in n.interfaces if i.zone == zone]
+        return list(self._index()["zone"].get(zone, ()))

@@ -31,7 +31,11 @@ MIN_MEASURED_MBIT = 0.5
 
 
 def plan_probes(topo) -> dict[str, list[dict]]:
-    """Per source host: the probes to run, each with the static prediction and its reason."""
+    """Per source host: the probes to run, each with the static prediction and its reason.
+
+    Predictions come from ``reach.ReachIndex`` (address classes: one decision per class pair,
+    the same verdict as ``reach.allowed``), so planning stays fast on hundreds of nodes."""
+    index = reach.ReachIndex(topo)
     plan: dict[str, list[dict]] = {}
     hosts = sorted(topo.hosts, key=lambda n: n.name)
     for src in hosts:
@@ -41,7 +45,7 @@ def plan_probes(topo) -> dict[str, list[dict]]:
                 continue
             targets = [("icmp", None, None)] + [(s.proto, s.port, s.type) for s in dst.services]
             for proto, port, svc in targets:
-                ok, why = reach.allowed(topo, src.name, dst.ip, proto, port)
+                ok, why = index.check(src.name, dst.ip, proto, port)
                 probes.append({"proto": proto, "ip": str(dst.ip), "port": port, "dst": dst.name,
                                "service": svc or "icmp", "predicted": bool(ok), "why": why})
         plan[src.name] = probes
@@ -57,7 +61,9 @@ def _run_probes(twin, node: str, probes: list[dict]) -> list[dict]:
     return json.loads(out)
 
 
-def explain(r: dict) -> str:
+def explain(r: dict, topo=None) -> str:
+    if topo is not None:      # the full reason (path and rule) for the rows that need one
+        r["why"] = reach.allowed(topo, r["src"], r["ip"], r["proto"], r.get("port"))[1]
     live = {"open": "got through", "closed": "was refused (reached the host; nothing listens)",
             "filtered": "timed out (dropped on the way)"}.get(r["result"], r["result"])
     side = "allows" if r["predicted"] else "denies"
@@ -75,7 +81,7 @@ def check_reachability(twin) -> list[dict]:
                 r["observed"] = r["result"] == "open"
                 r["agree"] = r["observed"] == r["predicted"]
                 if not r["agree"]:
-                    r["explanation"] = explain(r)
+                    r["explanation"] = explain(r, twin.topo)
                 results.append(r)
     return results
 
