@@ -968,21 +968,30 @@ class _Builder:
             seen: dict[tuple, tuple] = {}
             for j, s in enumerate(n.get("services", [])):
                 path = ("nodes", i, "services", j)
-                proto = s.get("proto", "udp" if s["type"] == "dns" else "tcp")
+                proto = s.get("proto", "udp" if s["type"] in ("dns", "c2-dns") else "tcp")
                 key = (s["port"], proto)
                 if key in seen:
                     raise doc.error(f"node {node.name}: {proto}/{s['port']} is already taken by "
                                     f"another service ({doc.line_of(seen[key], path)})",
                                     path + ("port",))
                 seen[key] = path
-                if "accounts" in s and s["type"] != "login":
-                    raise doc.error(f"node {node.name}: 'accounts' are only for login services",
-                                    path + ("accounts",), key=True)
+                if "accounts" in s and s["type"] not in ("login", "ssh"):
+                    raise doc.error(f"node {node.name}: 'accounts' are only for login and ssh "
+                                    f"services", path + ("accounts",), key=True)
+                if "registers" in s and s["type"] != "modbus":
+                    raise doc.error(f"node {node.name}: 'registers' are only for modbus services",
+                                    path + ("registers",), key=True)
+                if "domain" in s and s["type"] != "c2-dns":
+                    raise doc.error(f"node {node.name}: 'domain' is only for c2-dns services "
+                                    f"(the twin's own domain is the top-level 'domain')",
+                                    path + ("domain",), key=True)
                 node.services.append(Service(
                     type=s["type"], port=s["port"], proto=proto,
                     accounts=[Account(a["user"], a["password"]) for a in s.get("accounts", [])],
                     banner=s.get("banner", ""),
-                    domain=topo.domain if s["type"] == "dns" else "",
+                    domain=(topo.domain if s["type"] == "dns"
+                            else s.get("domain", "evil.example") if s["type"] == "c2-dns" else ""),
+                    registers={int(k): int(v) for k, v in (s.get("registers") or {}).items()},
                     src=doc.ref(path)))
 
     def _software(self):

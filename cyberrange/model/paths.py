@@ -31,7 +31,7 @@ from cyberrange.model.reach import ReachIndex
 from cyberrange.model.topology import Topology
 from cyberrange.model.yamlsrc import did_you_mean
 
-SERVICE_WEIGHT = {"login": 1, "http": 2, "modbus": 2, "dns": 3}
+SERVICE_WEIGHT = {"login": 1, "ssh": 1, "http": 2, "modbus": 2, "c2-http": 2, "dns": 3, "c2-dns": 3}
 DEFAULT_WEIGHT = 3
 EXACT_LIMIT = 200_000
 SRC, DST = "__entry__", "__jewel__"       # the virtual start and end of the path search

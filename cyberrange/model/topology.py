@@ -22,7 +22,7 @@ ROLES = (
     "foothold", "hq", "external",
 )
 
-SERVICE_TYPES = ("http", "login", "dns", "modbus")
+SERVICE_TYPES = ("http", "login", "ssh", "dns", "modbus", "c2-http", "c2-dns")
 
 NodeKind = Literal["host", "router", "firewall"]
 Proto = Literal["tcp", "udp", "icmp", "any"]
@@ -103,7 +103,8 @@ class Service:
     proto: Literal["tcp", "udp"] = "tcp"
     accounts: list[Account] = field(default_factory=list)   # login
     banner: str = ""                     # login / http
-    domain: str = ""                     # dns: the twin's domain
+    domain: str = ""                     # dns: the twin's domain; c2-dns: the C2 domain
+    registers: dict[int, int] = field(default_factory=dict)  # modbus: initial holding registers
     src: SourceRef | None = None
 
 

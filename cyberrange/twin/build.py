@@ -490,6 +490,23 @@ class Twin:
                     argv = [py, "-m", "cyberrange.twin.services.login", "--port", str(svc.port),
                             "--banner", svc.banner or "SSH-2.0-cyberrange", "--accounts-file",
                             str(acc), "--log", str(logf)]
+                elif svc.type == "ssh":
+                    acc = self.run_dir / "config" / f"{node.name}-ssh-{svc.port}.json"
+                    acc.write_text(json.dumps([{"user": a.user, "password": a.password}
+                                               for a in svc.accounts]))
+                    argv = [py, "-m", "cyberrange.twin.services.ssh", "--port", str(svc.port),
+                            "--accounts-file", str(acc), "--hostname", node.name,
+                            "--host-key-dir", str(self.run_dir / "config" / "hostkeys" / node.name),
+                            "--log", str(logf)] + (["--banner", svc.banner] if svc.banner else [])
+                elif svc.type in ("c2-http", "c2-dns"):
+                    mode = svc.type.split("-")[1]
+                    argv = [py, "-m", "cyberrange.twin.services.c2", "--mode", mode,
+                            "--port", str(svc.port), "--log", str(logf),
+                            "--out", str(self.run_dir / "exfil" / node.name)]
+                    if mode == "dns":
+                        argv += ["--domain", svc.domain or "evil.example"]
+                    elif svc.banner:
+                        argv += ["--banner", svc.banner]
                 elif svc.type == "modbus":
                     regs = getattr(svc, "registers", None) or {}
                     argv = [py, "-m", "cyberrange.twin.services.modbus", "--port", str(svc.port),
