@@ -290,3 +290,15 @@ def test_pipeline_pcap_to_scorecard(tmp_path):
     assert card["flows"]["flagged_benign"] == 0 and card["flows"]["recall"] == 1.0
     assert card["alerts"]["false"] == 0
     assert all(r["ledger_packets"] == r["stored_packets"] for r in recon)
+
+
+def test_repeated_step_is_scored_once_over_all_its_executions(scenario):
+    from cyberrange.score.score import group_steps
+    first = dict(LEDGER[0], outcome="failed", repeat=0)
+    second = dict(LEDGER[0], outcome="succeeded", repeat=1, start=LEDGER[0]["start"] + 1,
+                  end=LEDGER[0]["end"] + 1)
+    grouped = group_steps([first, second, *LEDGER[1:]])
+    assert [g["step_id"] for g in grouped] == [s["step_id"] for s in LEDGER]
+    g = grouped[0]
+    assert g["executions"] == 2 and g["outcome"] == "succeeded"
+    assert g["start"] == first["start"] and g["end"] == second["end"]

@@ -58,7 +58,7 @@ class RichUI:
                                  f"{step.get('technique', '')}")
         elif kind == "step_end":
             r = payload
-            colour = {"succeeded": "green", "failed": "yellow", "blocked": "magenta"}.get(
+            colour = {"succeeded": "green", "failed": "yellow", "blocked": "magenta", "skipped": "dim"}.get(
                 r.get("outcome"), "red")
             facts = r.get("facts") or {}
             fact_txt = ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}"

@@ -96,6 +96,30 @@ def label_flows(ledger: list[dict], flows: pa.Table, slack_s: float = 2.0) -> li
     return labels
 
 
+OUTCOME_RANK = {"succeeded": 0, "blocked": 1, "failed": 2, "error": 3, "skipped": 4}
+
+
+def group_steps(ledger: list[dict]) -> list[dict]:
+    """One entry per step id, in first-seen order: a step that ran several times (repeats, or
+    from several actors) is scored as one step over all its executions. Its outcome is the best
+    of its executions (succeeded > blocked > failed > error > skipped); its start is the first
+    execution's, so time to detect counts from when the step began."""
+    out: dict[str, dict] = {}
+    for rec in ledger:
+        g = out.get(rec["step_id"])
+        if g is None:
+            g = out[rec["step_id"]] = {**rec, "executions": 0, "actors": []}
+        else:
+            g["start"] = min(g["start"], rec["start"])
+            g["end"] = max(g["end"], rec["end"])
+            if OUTCOME_RANK.get(rec.get("outcome"), 9) < OUTCOME_RANK.get(g.get("outcome"), 9):
+                g["outcome"] = rec.get("outcome")
+        g["executions"] += 1
+        if rec.get("actor") and rec["actor"] not in g["actors"]:
+            g["actors"].append(rec["actor"])
+    return list(out.values())
+
+
 def _ratio(num: int, den: int):
     return round(num / den, 4) if den else None
 
@@ -163,7 +187,7 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
             step_groups[sid] += 1
     steps_out = []
     techniques: dict[str, dict] = {}
-    for step in ledger:
+    for step in group_steps(ledger):
         sid = step["step_id"]
         mine = step_flows.get(sid, set())
         # An alert can be an episode that keeps growing (a sweep that runs into the scan after
@@ -184,6 +208,7 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
             "step_id": sid, "name": step.get("name"), "technique": step.get("technique"),
             "outcome": step.get("outcome"), "detected": detected, "time_to_detect_s": ttd,
             "detected_by": sorted({n for _, n in hits}), "attack_flows": step_groups.get(sid, 0),
+            "executions": step["executions"], "actors": step["actors"],
         })
         tech = techniques.setdefault(step.get("technique") or "unknown",
                                      {"steps": 0, "detected": 0})
