@@ -119,3 +119,35 @@ def test_bool_is_not_a_number(tmp_path):
                  "    params: {timeout: true}\n")
     with pytest.raises(UserError, match=r":8:23: .*expected a number, got bool True"):
         load_playbook(p)
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_attack_validate_error(path):
+    """The same one-line FILE:LINE error and exit 2 through ``cyberrange attack validate``."""
+    line, substring = expectation(path)
+    proc = subprocess.run([sys.executable, "-m", "cyberrange.cli.main", "attack", "validate",
+                           rel(path), "--topology", "topologies/fob.yaml"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: {rel(path)}:{line}:"), lines[0]
+    assert substring in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_attack_validate_ok():
+    proc = subprocess.run([sys.executable, "-m", "cyberrange.cli.main", "attack", "validate",
+                           str(PLAYBOOK), "--topology", str(FOB)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "recon-bruteforce" in proc.stdout and "sweep" in proc.stdout
+    assert "from facts" in proc.stdout          # scan's targets are all facts
+
+
+def test_v1_shipped_playbook_has_v2_defaults(fob):
+    pb = load_playbook(PLAYBOOK, fob)
+    assert pb.version == 1 and pb.seed == 0 and pb.max_rate == 100000
+    sweep = pb.steps[0]
+    assert sweep.timing.repeat == 1 and sweep.timing.at is None and not sweep.parallel
+    assert sweep.requires == [] and sweep.when == [] and sweep.actor_ref is None

@@ -6,7 +6,8 @@ NodeRunner), writes one JSON request on stdin::
     {"technique": "T1018" | "T1046" | "T1110.001",
      "targets": ["10.10.2.20", "10.10.2.20:22", ...],
      "params": {...catalog params...},
-     "allowed": ["10.10.0.0/29", ...]}          # the twin's address space
+     "allowed": ["10.10.0.0/29", ...],          # the twin's address space
+     "step": "scan", "max_rate": 100000}       # optional: step id, per-step rate cap (packets/s)
 
 and reads one JSON result from stdout::
 
@@ -15,8 +16,10 @@ and reads one JSON result from stdout::
      "facts": {...}, "error": str | null, "log": [str]}
 
 Before anything is sent the agent checks every target against ``allowed`` again (the runner
-already did): a refusal gives outcome "error" and no packet at all. Only the result goes to
-stdout; everything else (scapy warnings, tracebacks) goes to stderr, which the runner keeps.
+already did): a refusal gives outcome "error" and no packet at all. A ``params.rate`` above
+``max_rate`` is refused the same way (the loader and the runner already cap it). Only the
+result goes to stdout; everything else (scapy warnings, tracebacks) goes to stderr, which the
+runner keeps.
 """
 from __future__ import annotations
 
@@ -50,6 +53,12 @@ def handle(request: dict) -> dict:
                       step=request.get("step"))
     except (ContainmentError, ValueError) as exc:
         return error(f"agent refused: {exc}")
+    max_rate = request.get("max_rate")
+    rate = params.get("rate")
+    if max_rate is not None and isinstance(rate, (int, float)) and not isinstance(rate, bool) \
+            and rate > float(max_rate):
+        return error(f"rate {rate:g} packets/s is above the step's cap of {float(max_rate):g}; "
+                     f"nothing was sent")
 
     from cyberrange.attack.techniques import technique_funcs
     TECHNIQUE_FUNCS = technique_funcs()

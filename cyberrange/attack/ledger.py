@@ -1,8 +1,9 @@
-"""The ledger: ground truth of what the red team did, one JSON line per playbook step.
+"""The ledger: ground truth of what the red team did, one JSON line per step execution.
 
-The file is ``runs/<run-id>/ledger.jsonl``; it is only ever appended to, and every record is
-fsync'ed before the next step starts, so a crash mid-drill leaves every finished step on disk.
-Scoring (``cyberrange.score``) is the only reader that joins it with alerts.
+The file is ``runs/<run-id>/ledger.jsonl``; it is only ever appended to (under a lock: steps
+may run concurrently), and every record is fsync'ed as it is written, so a crash mid-drill
+leaves every finished execution on disk. Scoring (``cyberrange.score``) is the only reader that
+joins it with alerts.
 
 Record format (every key always present)::
 
@@ -10,7 +11,13 @@ Record format (every key always present)::
      "targets": [resolved ip strings], "start", "end", "outcome",
      "packets_sent", "bytes_sent",
      "flows": [{"src", "dst", "proto", "sport", "dport", "packets", "bytes"}],
-     "facts": {...}, "error": str | null}
+     "facts": {...}, "error": str | null,
+     "repeat": int, "skipped_reason": str | null}
+
+One record per execution: a step with ``timing.repeat: n`` writes n records (``repeat`` 0..n-1),
+a step run from several actors (an actor fact) one per actor and repeat. ``actor`` is the node
+the execution actually ran on. A skipped step (precondition false, no target, no actor) writes
+one record with outcome ``skipped``, its reason, and no flows.
 
 ``packets_sent``/``bytes_sent`` are the sums over ``flows``. A flow counts the IPv4 packets the
 actor sent for one 5-tuple (src = actor); for ICMP, ``sport`` is the ICMP type and ``dport`` the
@@ -20,12 +27,17 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 RECORD_KEYS = ("run_id", "step_id", "name", "technique", "actor", "actor_ip", "targets",
-               "start", "end", "outcome", "packets_sent", "bytes_sent", "flows", "facts", "error")
+               "start", "end", "outcome", "packets_sent", "bytes_sent", "flows", "facts", "error",
+               "repeat", "skipped_reason")
 FLOW_KEYS = ("src", "dst", "proto", "sport", "dport", "packets", "bytes")
-OUTCOMES = ("succeeded", "failed", "blocked", "error")
+OUTCOMES = ("succeeded", "failed", "blocked", "skipped", "error")
+AGENT_OUTCOMES = ("succeeded", "failed", "blocked", "error")   # what a technique may report
+
+_LOCK = threading.Lock()     # one writer at a time, whatever the file (appends are rare)
 
 
 def make_record(**fields) -> dict:
@@ -37,20 +49,22 @@ def make_record(**fields) -> dict:
     rec["facts"] = dict(fields.get("facts") or {})
     rec["packets_sent"] = sum(int(f["packets"]) for f in flows)
     rec["bytes_sent"] = sum(int(f["bytes"]) for f in flows)
+    rec["repeat"] = int(fields.get("repeat") or 0)
     if rec["outcome"] not in OUTCOMES:
         raise ValueError(f"bad outcome {rec['outcome']!r}")
     return rec
 
 
 def append_record(path, record: dict) -> None:
-    """Append one record as a JSON line and fsync it."""
+    """Append one record as a JSON line and fsync it (thread-safe: one whole line each)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=False, separators=(",", ":")) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    with _LOCK:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def read_ledger(path) -> list[dict]:

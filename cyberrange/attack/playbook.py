@@ -4,25 +4,71 @@ Same machinery as topologies: YAML with positions (``model.yamlsrc``), a JSON Sc
 (``model/schemas/playbook.schema.json``), then checks against the technique catalog and, when a
 topology is given, against that topology. Errors are one line, ``FILE:LINE:COL: ...``.
 
-Targets stay as written (zone, node, CIDR or ``#{step.fact}``); the runner resolves them to
-addresses at run time, because facts only exist once earlier steps have run.
+Format version 2 (version 1 files keep loading) adds facts anywhere (``#{step.fact}`` in
+targets, params and actor), preconditions (``requires``, ``when``), scheduling (``timing``:
+delay | at, duration, rate, jitter, repeat, every), concurrent steps (``parallel``), a playbook
+``seed`` and ``defaults.max_rate`` (the per-step rate cap). See docs/playbook-format.md.
+
+Targets, actors and params that name facts stay as written: facts only exist once earlier steps
+have run. The runtime half of the format lives here too, as pure functions the runner calls and
+tests use without root: :func:`substitute` (fact substitution), :func:`precondition_failure`,
+:func:`repeat_offsets` and :func:`start_wait` (scheduling), :func:`check_param_types`.
 """
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
+import random
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from cyberrange.attack.catalog import TECHNIQUES
+from cyberrange.errors import UserError
 from cyberrange.model.topology import SourceRef, Topology
-from cyberrange.model.yamlsrc import Doc, describe, did_you_mean, load_yaml, schema_error
+from cyberrange.model.yamlsrc import (
+    Doc,
+    describe,
+    did_you_mean,
+    load_yaml,
+    schema_error,
+)
 
 SCHEMA = Path(__file__).resolve().parent.parent / "model" / "schemas" / "playbook.schema.json"
 
-FACT_REF = re.compile(r"^#\{([^.{}]*)\.([^.{}]*)\}$")
+# "#{step.fact}" as a whole value, and anywhere inside a longer string
+FACT_REF = re.compile(r"^#\{\s*([^.{}\s]*)\.([^.{}\s]*)\s*\}$")
+FACT_ANY = re.compile(r"#\{([^{}]*)\}")
+FACT_INNER = re.compile(r"^\s*([a-z][a-z0-9_-]{0,31})\.([A-Za-z0-9_-]+)\s*$")
+
+DEFAULT_MAX_RATE = 100_000.0        # packets/s: the per-step rate cap unless defaults.max_rate says
+ACTOR_FROM = ("each", "first")      # several actors from a fact: run from each one, or the first
+V2_STEP_KEYS = ("requires", "when", "parallel", "from")
+V2_TIMING_KEYS = ("at", "duration", "rate", "jitter", "repeat", "every")
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class Timing:
+    delay: float = 0.0                   # s after the previous step ends (parallel: after launch)
+    at: float | None = None              # s from the playbook start (instead of delay)
+    duration: float | None = None        # passed to the technique as params.duration
+    rate: float | None = None            # packets/s, passed as params.rate (capped)
+    jitter: float = 0.0                  # fraction 0..1 applied to delay and every
+    repeat: int = 1                      # executions of the technique
+    every: float = 0.0                   # s between the starts of two executions
+
+
+@dataclass
+class Condition:
+    """``when:`` one test on one fact. With no test given, the fact must be non-empty."""
+    fact: str                            # "#{step.fact}"
+    not_empty: bool | None = None
+    min_count: int | None = None
+    contains: object = None
+    has_contains: bool = False
 
 
 @dataclass
@@ -30,16 +76,38 @@ class Step:
     id: str
     name: str
     technique: str                       # a key of catalog.TECHNIQUES
-    actor: str                           # host the step runs on
-    targets: list[str]                   # zone | node | CIDR | "#{step.fact}", as written
-    params: dict = field(default_factory=dict)   # catalog defaults filled in
-    delay_s: float = 0.0                 # wait before the step starts
+    actor: str                           # host the step runs on, or "#{step.fact}"
+    targets: list[str]                   # zone | node | CIDR | ip[:port] | "#{step.fact}", as written
+    params: dict = field(default_factory=dict)   # catalog defaults filled in; may hold #{..}
+    timing: Timing = field(default_factory=Timing)
+    requires: list[str] = field(default_factory=list)    # "#{step.fact}" that must be non-empty
+    when: list[Condition] = field(default_factory=list)
+    parallel: bool = False               # start without waiting for the previous step
+    actor_from: str = "each"             # several actors from a fact: each | first
     src: SourceRef | None = None
+
+    @property
+    def delay_s(self) -> float:
+        """Seconds to wait before the step starts (version 1 name of ``timing.delay``)."""
+        return self.timing.delay
+
+    @property
+    def actor_ref(self) -> tuple[str, str] | None:
+        """``(step, fact)`` when the actor comes from a fact, else None."""
+        m = FACT_REF.match(self.actor)
+        return m.groups() if m else None
 
     @property
     def fact_refs(self) -> list[tuple[str, str]]:
         """The ``(step, fact)`` pairs this step's targets refer to."""
-        return [m.groups() for t in self.targets if (m := FACT_REF.match(t))]
+        return _refs_in(self.targets)
+
+    @property
+    def depends_on(self) -> list[str]:
+        """Ids of the steps whose facts this step uses anywhere (it waits for them to end)."""
+        refs = _refs_in([self.targets, self.params, self.actor, self.requires,
+                         [c.fact for c in self.when]])
+        return list(dict.fromkeys(s for s, _f in refs))
 
 
 @dataclass
@@ -49,13 +117,34 @@ class Playbook:
     topology: str | None                 # the topology name the playbook is written for
     steps: list[Step]
     file: str = ""
+    version: int = 1
+    seed: int = 0                        # jitter is drawn from it: runs are repeatable
+    max_rate: float = DEFAULT_MAX_RATE   # per-step cap, packets/s
 
 
-@lru_cache(maxsize=None)
+def _refs_in(value) -> list[tuple[str, str]]:
+    """Every ``(step, fact)`` written in ``value`` (strings, lists, mappings), in order."""
+    out = []
+    if isinstance(value, str):
+        for m in FACT_ANY.finditer(value):
+            inner = FACT_INNER.match(m.group(1))
+            if inner:
+                out.append(inner.groups())
+    elif isinstance(value, list):
+        for v in value:
+            out.extend(_refs_in(v))
+    elif isinstance(value, dict):
+        for v in value.values():
+            out.extend(_refs_in(v))
+    return out
+
+
+@cache
 def playbook_schema() -> dict:
     return json.loads(SCHEMA.read_text())
 
 
+# --------------------------------------------------------------------------- loading
 def load_playbook(path, topology: Topology | None = None) -> Playbook:
     """Read and check the playbook in ``path``; with ``topology``, also check names against it."""
     doc = load_yaml(path)
@@ -65,17 +154,46 @@ def load_playbook(path, topology: Topology | None = None) -> Playbook:
     if err:
         raise err
     d = doc.data
+    version = d["version"]
+    if version == 1:
+        _check_v1(doc)
     if topology is not None and "topology" in d and d["topology"] != topology.name:
         raise doc.error(f"playbook is written for topology '{d['topology']}', "
                         f"but the topology given is '{topology.name}'", ("topology",))
+    max_rate = float(d.get("defaults", {}).get("max_rate", DEFAULT_MAX_RATE))
     steps: list[Step] = []
     for i, s in enumerate(d["steps"]):
-        steps.append(_step(doc, ("steps", i), s, steps, topology))
+        steps.append(_step(doc, ("steps", i), s, steps, topology, max_rate))
     return Playbook(name=d["name"], description=d.get("description", ""),
-                    topology=d.get("topology"), steps=steps, file=doc.file)
+                    topology=d.get("topology"), steps=steps, file=doc.file, version=version,
+                    seed=int(d.get("seed", 0)), max_rate=max_rate)
 
 
-def _step(doc: Doc, path: tuple, s: dict, earlier: list[Step], topo: Topology | None) -> Step:
+def _check_v1(doc: Doc) -> None:
+    """A version 1 file may not use what version 2 added: say so instead of half-running it."""
+    d = doc.data
+    for key in ("seed", "defaults"):
+        if key in d:
+            raise doc.error(f"'{key}' needs 'version: 2'", (key,), key=True)
+    for i, s in enumerate(d["steps"]):
+        for key in V2_STEP_KEYS:
+            if key in s:
+                raise doc.error(f"step {s['id']}: '{key}' needs 'version: 2'",
+                                ("steps", i, key), key=True)
+        for key in s.get("timing", {}):
+            if key in V2_TIMING_KEYS:
+                raise doc.error(f"step {s['id']}: 'timing.{key}' needs 'version: 2'",
+                                ("steps", i, "timing", key), key=True)
+        if "#{" in s["actor"]:
+            raise doc.error(f"step {s['id']}: an actor from a fact needs 'version: 2'",
+                            ("steps", i, "actor"))
+        if "#{" in json.dumps(s.get("params", {}), default=str):
+            raise doc.error(f"step {s['id']}: facts in params need 'version: 2'",
+                            ("steps", i, "params"))
+
+
+def _step(doc: Doc, path: tuple, s: dict, earlier: list[Step], topo: Topology | None,
+          max_rate: float) -> Step:
     seen = {st.id: st for st in earlier}
     if s["id"] in seen:
         raise doc.error(f"duplicate step id '{s['id']}' (first at line {seen[s['id']].src.line})",
@@ -85,43 +203,95 @@ def _step(doc: Doc, path: tuple, s: dict, earlier: list[Step], topo: Topology | 
         raise doc.error(f"unknown technique '{s['technique']}'"
                         f"{did_you_mean(s['technique'], TECHNIQUES)} "
                         f"(known: {', '.join(TECHNIQUES)})", path + ("technique",))
-    if topo is not None:
-        actor = topo.nodes.get(s["actor"])
-        if actor is None:
+    actor = s["actor"]
+    if "#{" in actor or actor.startswith("{"):
+        if not FACT_REF.match(actor):
+            raise doc.error(f"bad actor '{actor}': write a host name or \"#{{step.fact}}\" "
+                            f"(quoted), e.g. \"#{{brute.compromised}}\"", path + ("actor",))
+        _check_ref(doc, path + ("actor",), actor, seen, whole=True)
+    elif topo is not None:
+        node = topo.nodes.get(actor)
+        if node is None:
             hosts = [n.name for n in topo.hosts]
-            raise doc.error(f"unknown actor '{s['actor']}': not a node of topology {topo.name}"
-                            f"{did_you_mean(s['actor'], hosts)}", path + ("actor",))
-        if actor.kind != "host":
-            raise doc.error(f"actor '{s['actor']}' is a {actor.kind}; steps run on hosts",
+            raise doc.error(f"unknown actor '{actor}': not a node of topology {topo.name}"
+                            f"{did_you_mean(actor, hosts)}", path + ("actor",))
+        if node.kind != "host":
+            raise doc.error(f"actor '{actor}' is a {node.kind}; steps run on hosts",
                             path + ("actor",))
     for k, target in enumerate(s["targets"]):
         _check_target(doc, path + ("targets", k), target, seen, topo)
-    params = _params(doc, path, s.get("params", {}), technique)
+    for k, ref in enumerate(s.get("requires", [])):
+        _check_ref(doc, path + ("requires", k), ref, seen, whole=True)
+    when = s.get("when", [])
+    when_path = path + ("when",)
+    conditions = []
+    for k, c in enumerate([when] if isinstance(when, dict) else when):
+        cpath = when_path if isinstance(when, dict) else when_path + (k,)
+        _check_ref(doc, cpath + ("fact",), c["fact"], seen, whole=True)
+        conditions.append(Condition(fact=c["fact"], not_empty=c.get("not_empty"),
+                                    min_count=c.get("min_count"), contains=c.get("contains"),
+                                    has_contains="contains" in c))
+    params = dict(s.get("params", {}))
+    for name, value in params.items():
+        _check_param_refs(doc, path + ("params", name), value, seen)
+    actor_from = s.get("from", "each")
+    if "from" in params and "from" not in technique.params:      # engine-level alias
+        if params["from"] not in ACTOR_FROM:
+            raise doc.error(f"{describe(doc, path + ('params', 'from'))}: must be 'each' or "
+                            f"'first', got {params['from']!r}", path + ("params", "from"))
+        if "from" in s and s["from"] != params["from"]:
+            raise doc.error("'from' given twice with different values", path + ("params", "from"))
+        actor_from = params.pop("from")
+    params = _params(doc, path, params, technique)
+    _resolve_files(doc, path, params)
+    timing = _timing(doc, path, s.get("timing", {}), technique, params, max_rate)
     return Step(id=s["id"], name=s.get("name", s["id"]), technique=s["technique"],
-                actor=s["actor"], targets=list(s["targets"]), params=params,
-                delay_s=float(s.get("timing", {}).get("delay", 0)), src=doc.ref(path))
+                actor=actor, targets=list(s["targets"]), params=params, timing=timing,
+                requires=list(s.get("requires", [])), when=conditions,
+                parallel=bool(s.get("parallel", False)), actor_from=actor_from,
+                src=doc.ref(path))
 
 
-def _check_target(doc: Doc, path, target: str, earlier: dict[str, Step], topo: Topology | None):
-    if target.startswith("#{") or target.startswith("{"):
-        m = FACT_REF.match(target)
-        if not m:
-            raise doc.error(f"bad fact reference '{target}': write \"#{{step.fact}}\" (quoted)", path)
-        step_id, fact = m.groups()
+def _check_ref(doc: Doc, path, text: str, earlier: dict[str, Step], whole: bool = False) -> None:
+    """Every ``#{step.fact}`` in ``text`` names an earlier step and a fact its technique
+    produces; with ``whole``, ``text`` must be exactly one reference."""
+    if not isinstance(text, str):
+        raise doc.error(f"expected a fact reference \"#{{step.fact}}\", got {text!r}", path)
+    found = list(FACT_ANY.finditer(text))
+    if not found or (whole and not FACT_REF.match(text)):
+        raise doc.error(f"bad fact reference '{text}': write \"#{{step.fact}}\" (quoted)", path)
+    for m in found:
+        inner = FACT_INNER.match(m.group(1))
+        if not inner:
+            raise doc.error(f"bad fact reference '{m.group(0)}': write \"#{{step.fact}}\" "
+                            f"(a step id, a dot, a fact name)", path)
+        step_id, fact = inner.groups()
+        ref = m.group(0)
         if step_id not in earlier:
-            raise doc.error(f"fact reference '{target}': no earlier step '{step_id}'"
+            raise doc.error(f"fact reference '{ref}': no earlier step '{step_id}'"
                             f"{did_you_mean(step_id, earlier)} (a step can only use facts of "
                             f"steps before it)", path)
         produces = TECHNIQUES[earlier[step_id].technique].produces
         if fact not in produces:
-            raise doc.error(f"fact reference '{target}': step '{step_id}' "
+            raise doc.error(f"fact reference '{ref}': step '{step_id}' "
                             f"({earlier[step_id].technique}) produces no fact '{fact}'"
-                            f"{did_you_mean(fact, produces)} (it produces: {', '.join(produces)})",
-                            path)
+                            f"{did_you_mean(fact, produces)} (it produces: "
+                            f"{', '.join(produces) or 'nothing'})", path)
+
+
+def _check_target(doc: Doc, path, target: str, earlier: dict[str, Step], topo: Topology | None):
+    if "#{" in target or target.startswith("{"):
+        _check_ref(doc, path, target, earlier)
         return
     if target[:1].isdigit():
         try:
-            net = ipaddress.ip_network(target, strict=True)
+            if "/" in target or ":" not in target:
+                net = ipaddress.ip_network(target, strict=True)
+            else:
+                ip, port = target.rsplit(":", 1)
+                net = ipaddress.ip_network(ip)
+                if not port.isdigit() or not 1 <= int(port) <= 65535:
+                    raise ValueError(f"port {port!r} is not 1..65535")
         except ValueError as e:
             raise doc.error(f"bad target '{target}': {e}", path) from None
         if topo is not None and not any(net.subnet_of(z) for z in topo.address_space()
@@ -155,25 +325,289 @@ def _type_name(types) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
+def _is_whole_ref(value) -> bool:
+    return isinstance(value, str) and FACT_REF.match(value) is not None
+
+
+FILE_PARAMS = ("pcap",)
+
+
+def _resolve_files(doc: Doc, path, params: dict) -> None:
+    """File parameters (a replay's pcap) are relative to the playbook file; the agent runs with
+    another working directory, so they become absolute here, and must exist."""
+    for name in FILE_PARAMS:
+        value = params.get(name)
+        if not isinstance(value, str) or not value or "#{" in value:
+            continue
+        f = Path(value)
+        if not f.is_absolute():
+            f = (Path(doc.file).resolve().parent / f).resolve()
+        if not f.is_file():
+            raise doc.error(f"{name}: no file {value} (looked for {f})", path + ("params", name))
+        params[name] = str(f)
+
+
 def _params(doc: Doc, path, given: dict, technique) -> dict:
-    out = {name: (list(p.default) if isinstance(p.default, list) else p.default)
-           for name, p in technique.params.items()}
+    out = {name: copy.deepcopy(p.default) for name, p in technique.params.items()}
     for name, value in given.items():
         ppath = path + ("params", name)
         if name not in technique.params:
             raise doc.error(f"{technique.id} has no parameter '{name}'"
                             f"{did_you_mean(name, technique.params)} "
                             f"(parameters: {', '.join(technique.params)})", ppath, key=True)
+        out[name] = value
+        if _is_whole_ref(value):
+            continue                      # its type is checked at run time, after substitution
         want = technique.params[name].type
         if not _type_ok(value, want):
             raise doc.error(f"{describe(doc, ppath)}: expected {_type_name(want)}, got "
                             f"{type(value).__name__} {value!r}", ppath)
         if name == "ports":
             for k, port in enumerate(value):
+                if _is_whole_ref(port):
+                    continue
                 if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
                     raise doc.error(f"{describe(doc, ppath)}: {port!r} is not a port 1..65535",
                                     ppath + (k,))
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             raise doc.error(f"{describe(doc, ppath)}: must not be negative, got {value}", ppath)
-        out[name] = value
     return out
+
+
+def _check_param_refs(doc: Doc, path, value, earlier: dict[str, Step]) -> None:
+    """Every fact reference written anywhere inside a parameter value."""
+    if isinstance(value, str):
+        if "#{" in value:
+            _check_ref(doc, path, value, earlier)
+    elif isinstance(value, list):
+        for k, v in enumerate(value):
+            _check_param_refs(doc, path + (k,), v, earlier)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_param_refs(doc, path + (k,), v, earlier)
+
+
+def _timing(doc: Doc, path, t: dict, technique, params: dict, max_rate: float) -> Timing:
+    tpath = path + ("timing",)
+    if "at" in t and "delay" in t:
+        raise doc.error("timing: give either 'delay' (after the previous step) or 'at' (from "
+                        "the playbook start), not both", tpath + ("at",), key=True)
+    for key in ("rate", "duration"):
+        if key in t and key not in technique.params:
+            raise doc.error(f"timing.{key}: {technique.id} takes no {key} (its parameters: "
+                            f"{', '.join(technique.params) or 'none'})", tpath + (key,), key=True)
+    timing = Timing(delay=float(t.get("delay", 0)), at=t.get("at"), duration=t.get("duration"),
+                    rate=t.get("rate"), jitter=float(t.get("jitter", 0)),
+                    repeat=int(t.get("repeat", 1)), every=float(t.get("every", 0)))
+    # the rate: timing.rate and params.rate are the same thing; say it once
+    if timing.rate is not None:
+        if "rate" in (doc.get(path + ("params",)) or {}) and params["rate"] != timing.rate:
+            raise doc.error(f"the rate is given twice: timing.rate {timing.rate} and params.rate "
+                            f"{params['rate']}", tpath + ("rate",))
+        params["rate"] = timing.rate
+    if timing.duration is not None:
+        params["duration"] = timing.duration
+    rate = params.get("rate")
+    if "rate" in technique.params and isinstance(rate, (int, float)) and not isinstance(rate, bool):
+        given_at = (tpath + ("rate",) if timing.rate is not None
+                    else path + ("params", "rate") if "rate" in (doc.get(path + ("params",)) or {})
+                    else None)
+        if rate > max_rate:
+            if given_at is None:          # the catalog's default is above the cap: cap it
+                params["rate"] = max_rate
+            else:
+                raise doc.error(f"{describe(doc, given_at)}: {rate:g} packets/s is above the "
+                                f"per-step cap of {max_rate:g} (raise defaults.max_rate to "
+                                f"allow it)", given_at)
+        elif rate == 0:
+            params["rate"] = max_rate     # 0, "as fast as possible", still obeys the cap
+    return timing
+
+
+# --------------------------------------------------------------------------- run time: facts
+class FactUnavailable(UserError):
+    """A step refers to a fact that does not exist at run time (its step was skipped, failed
+    before producing it, or did not produce it). The runner skips the step and says why."""
+
+
+def _lookup(step_id: str, fact: str, facts: dict[str, dict], status: dict[str, str] | None):
+    if step_id not in facts:
+        how = (status or {}).get(step_id)
+        why = f"step '{step_id}' was {how}" if how else f"step '{step_id}' has not run"
+        raise FactUnavailable(f"#{{{step_id}.{fact}}} is not available ({why})")
+    if fact not in facts[step_id]:
+        raise FactUnavailable(f"#{{{step_id}.{fact}}} is not available (step '{step_id}' "
+                              f"produced {', '.join(sorted(facts[step_id])) or 'no facts'})")
+    return copy.deepcopy(facts[step_id][fact])
+
+
+def fact_text(value) -> str:
+    """The string form of a fact inserted into a longer string: scalars as text, lists joined
+    with commas, mappings as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ",".join(fact_text(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+
+
+def substitute(value, facts: dict[str, dict], status: dict[str, str] | None = None):
+    """``value`` with every ``#{step.fact}`` replaced. A whole-string reference becomes the
+    fact itself (type kept: a list stays a list); a reference inside a longer string inserts
+    :func:`fact_text`. Lists and mappings are walked. Raises :class:`FactUnavailable`."""
+    if isinstance(value, str):
+        m = FACT_REF.match(value)
+        if m:
+            return _lookup(*m.groups(), facts, status)
+        if "#{" not in value:
+            return value
+
+        def repl(m):
+            inner = FACT_INNER.match(m.group(1))
+            if not inner:
+                return m.group(0)
+            return fact_text(_lookup(*inner.groups(), facts, status))
+        return FACT_ANY.sub(repl, value)
+    if isinstance(value, list):
+        return [substitute(v, facts, status) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute(v, facts, status) for k, v in value.items()}
+    return value
+
+
+def expand_target(entry: str, facts: dict[str, dict], status: dict[str, str] | None = None
+                  ) -> list[str]:
+    """One target entry as written -> target strings before name resolution. ``#{s.f}`` gives
+    one entry per fact item; ``"#{s.hosts}:22"`` (one reference in a longer string) gives one
+    entry per item with the text around it; items that are mappings give their
+    ``target``/``ip``/``host``."""
+    entry = str(entry).strip()
+    refs = list(FACT_ANY.finditer(entry))
+    if not refs:
+        return [entry]
+    if len(refs) == 1:
+        inner = FACT_INNER.match(refs[0].group(1))
+        if inner:
+            value = _lookup(*inner.groups(), facts, status)
+            head, tail = entry[:refs[0].start()], entry[refs[0].end():]
+            return [f"{head}{v}{tail}" for v in fact_items(value)]
+    return [substitute(entry, facts, status)]
+
+
+def fact_items(value) -> list[str]:
+    """A fact as a list of strings naming hosts or services: lists of ips / ip:port / names,
+    or mappings (credentials) by their ``target``, ``ip`` or ``host``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        value = [value]
+    out = []
+    for v in value:
+        if isinstance(v, dict):
+            v = v.get("target") or v.get("ip") or v.get("host")
+        if v not in (None, ""):
+            out.append(str(v))
+    return out
+
+
+def is_empty(value) -> bool:
+    if value is None or value is False:
+        return True
+    try:
+        return len(value) == 0
+    except TypeError:
+        return False
+
+
+def precondition_failure(step, facts: dict[str, dict],
+                         status: dict[str, str] | None = None) -> str | None:
+    """Why ``step`` must be skipped (its ``requires``/``when`` do not hold), or None."""
+    def value_of(ref: str):
+        try:
+            return substitute(ref, facts, status), None
+        except FactUnavailable as e:
+            return None, e.message
+
+    for ref in getattr(step, "requires", []) or []:
+        value, missing = value_of(ref)
+        if missing:
+            return f"requires {ref}: {missing}"
+        if is_empty(value):
+            return f"requires {ref}: it is empty"
+    for c in getattr(step, "when", []) or []:
+        value, missing = value_of(c.fact)
+        tested = False
+        if c.not_empty is not None:
+            tested = True
+            if c.not_empty and (missing or is_empty(value)):
+                return f"when {c.fact} not_empty: {missing or 'it is empty'}"
+            if not c.not_empty and not missing and not is_empty(value):
+                return f"when {c.fact} not_empty: false: it holds {fact_text(value)[:80]}"
+        if c.min_count is not None:
+            tested = True
+            n = 0 if missing or value is None else (len(value) if hasattr(value, "__len__") else 1)
+            if n < c.min_count:
+                return f"when {c.fact} min_count {c.min_count}: it has {n}" + (
+                    f" ({missing})" if missing else "")
+        if c.has_contains:
+            tested = True
+            items = value if isinstance(value, list) else [value]
+            if missing or (c.contains not in items and str(c.contains) not in fact_items(items)):
+                return f"when {c.fact} contains {c.contains!r}: " + (missing or "it does not")
+        if not tested and (missing or is_empty(value)):
+            return f"when {c.fact}: {missing or 'it is empty'}"
+    return None
+
+
+def check_param_types(technique_id: str, params: dict) -> str | None:
+    """After substitution: a message naming the first parameter of a wrong type, or None."""
+    technique = TECHNIQUES.get(technique_id)
+    if technique is None:
+        return None
+    for name, p in technique.params.items():
+        if name in params and not _type_ok(params[name], p.type):
+            v = params[name]
+            return (f"params.{name}: expected {_type_name(p.type)} after fact substitution, "
+                    f"got {type(v).__name__} {fact_text(v)[:120]!r}")
+    return None
+
+
+# --------------------------------------------------------------------------- run time: schedule
+def step_rng(seed: int, step_id: str) -> random.Random:
+    """The random source of one step's jitter: the same seed gives the same waits, whatever
+    else runs concurrently."""
+    return random.Random(f"{seed}/{step_id}")
+
+
+def jittered(base: float, jitter: float, rng: random.Random) -> float:
+    """``base`` scaled by a factor drawn uniformly from ``[1 - jitter, 1 + jitter]``."""
+    if base <= 0 or jitter <= 0:
+        return max(base, 0.0)
+    return base * (1.0 + rng.uniform(-jitter, jitter))
+
+
+def start_wait(timing: Timing, rng: random.Random) -> float:
+    """The (jittered) wait before the first execution, for a step without ``at``."""
+    return jittered(timing.delay, timing.jitter, rng)
+
+
+def repeat_offsets(timing: Timing, rng: random.Random) -> list[float]:
+    """Start of each execution relative to the first one: ``[0, e1, e1+e2, ...]`` with every
+    interval ``every`` jittered (an absolute schedule: a slow execution does not shift later
+    ones, it only makes the next start at once)."""
+    out, t = [0.0], 0.0
+    for _ in range(max(1, int(timing.repeat)) - 1):
+        t += jittered(timing.every, timing.jitter, rng)
+        out.append(t)
+    return out
+
+
+def schedule(step, seed: int) -> tuple[float, list[float]]:
+    """``(wait before the first execution, offsets of the executions)``; ``at`` steps wait
+    ``at`` seconds from the playbook start instead (not jittered: it is a time on the plan)."""
+    timing = getattr(step, "timing", None) or Timing(delay=float(getattr(step, "delay_s", 0) or 0))
+    rng = step_rng(seed, step.id)
+    first = float(timing.at) if timing.at is not None else start_wait(timing, rng)
+    return first, repeat_offsets(timing, rng)

@@ -1,30 +1,224 @@
-"""``cyberrange attack list``: the techniques playbooks may use."""
+"""``cyberrange attack list|show|validate|run``: the technique catalog and playbooks.
+
+Thin commands: loading and checking live in ``cyberrange.attack.playbook``, running in
+``cyberrange.attack.runner``. Bad input raises UserError (one line, exit 2).
+"""
 from __future__ import annotations
+
+import importlib
+from collections import Counter
 
 import click
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from cyberrange.attack.catalog import TECHNIQUES
+from cyberrange.errors import UserError
+
+DOCS = "docs/techniques.md"
+OUTCOME_STYLE = {"succeeded": "green", "failed": "yellow", "blocked": "magenta",
+                 "skipped": "dim", "error": "red"}
+
+
+def _families() -> dict[str, str]:
+    """technique id -> family module name."""
+    from cyberrange.attack.techniques import FAMILIES
+    out = {}
+    for fam in FAMILIES:
+        for t in importlib.import_module(f"cyberrange.attack.techniques.{fam}").SPECS:
+            out[t.id] = fam
+    return out
+
+
+def _type_text(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    if set(types) == {int, float}:
+        return "number"
+    return " | ".join(getattr(t, "__name__", str(t)) for t in types)
+
+
+def _anchor(tech) -> str:
+    """The GitHub-style anchor of the technique's heading in docs/techniques.md."""
+    import re
+    title = f"{tech.id} — {tech.name.split(':')[0]}"
+    path = __import__("pathlib").Path(__file__).resolve().parents[2] / DOCS
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith(f"## {tech.id} "):
+                title = line[3:]
+                break
+    slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+    return f"{DOCS}#{slug}"
 
 
 @click.group()
 def attack():
-    """Attack techniques and playbooks."""
+    """Attack techniques and playbooks: list, show, validate, run."""
 
 
 @attack.command("list")
 def attack_list():
-    """List the techniques with their ATT&CK ids, parameters and the facts they produce."""
+    """List the techniques with their ATT&CK ids, family, tactic, parameters and facts."""
+    fams = _families()
+    from cyberrange.cli._console import make_console
     t = Table(box=box.SIMPLE_HEAVY)
-    for c in ("technique", "name", "tactic", "parameters (default)", "produces"):
+    for c in ("technique", "name", "family", "tactic", "parameters (default)", "produces"):
         t.add_column(c)
     for tech in TECHNIQUES.values():
         params = "\n".join(f"{k} ({p.default!r})" for k, p in tech.params.items())
-        t.add_row(tech.id, tech.name, tech.tactic, params,
+        t.add_row(tech.id, tech.name, fams.get(tech.id, ""), tech.tactic, params,
                   ", ".join(f"#{{step.{f}}}" for f in tech.produces))
-    Console().print(t)
+    make_console().print(t)
+
+
+@attack.command("show")
+@click.argument("technique")
+def attack_show(technique):
+    """Show one TECHNIQUE: its parameters (type, default, help), targets and facts."""
+    from cyberrange.model.yamlsrc import did_you_mean
+    tech = TECHNIQUES.get(technique)
+    if tech is None:
+        raise UserError(f"unknown technique '{technique}'{did_you_mean(technique, TECHNIQUES)} "
+                        f"(known: {', '.join(TECHNIQUES)})")
+    from cyberrange.cli._console import make_console
+    console = make_console()
+    console.print(f"[bold]{tech.id}[/] {tech.name}")
+    console.print(f"family: {_families().get(tech.id, '?')}   tactic: {tech.tactic}   "
+                  f"targets: {'ip:port services or hosts' if tech.target_kind == 'service' else 'hosts'}")
+    t = Table(box=box.SIMPLE_HEAVY, title="parameters", title_justify="left")
+    for c in ("name", "type", "default", "help"):
+        t.add_column(c)
+    for name, p in tech.params.items():
+        t.add_row(name, _type_text(p.type), repr(p.default), p.help)
+    if not tech.params:
+        t.add_row("-", "", "", "no parameters")
+    console.print(t)
+    produces = ", ".join(f"#{{step.{f}}}" for f in tech.produces) or "nothing"
+    console.print(f"produces: {produces}")
+    console.print("timing: rate -> params.rate" + (" (yes)" if "rate" in tech.params else
+                                                   " (not accepted)")
+                  + ", duration -> params.duration" + (" (yes)" if "duration" in tech.params
+                                                       else " (not accepted)"))
+    console.print(f"docs: {_anchor(tech)}")
+
+
+def _timing_text(step) -> str:
+    t = step.timing
+    parts = []
+    if t.at is not None:
+        parts.append(f"at {t.at:g}s")
+    elif t.delay:
+        parts.append(f"+{t.delay:g}s")
+    if t.repeat > 1:
+        parts.append(f"x{t.repeat} every {t.every:g}s")
+    if t.jitter:
+        parts.append(f"±{t.jitter:.0%}")
+    if t.duration is not None:
+        parts.append(f"for {t.duration:g}s")
+    if t.rate is not None:
+        parts.append(f"{t.rate:g}/s")
+    if step.parallel:
+        parts.append("parallel")
+    return " ".join(parts) or "-"
+
+
+@attack.command("validate")
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
+              help="Topology file to cross-check actors and targets against (and count them).")
+def attack_validate(playbook, topology_file):
+    """Load PLAYBOOK, check it (against --topology) and summarise its steps. Exit 2 on error."""
+    from cyberrange.attack.playbook import load_playbook
+    from cyberrange.attack.runner import check_static, static_target_count
+    from cyberrange.model.loader import load_topology
+    topo = load_topology(topology_file) if topology_file else None
+    pb = load_playbook(playbook, topo)
+    if topo is not None:
+        check_static(pb, topo)
+    from cyberrange.cli._console import make_console
+    console = make_console()
+    against = f" against topology {topo.name}" if topo else ""
+    console.print(f"[bold green]ok[/] {playbook}: playbook [bold]{pb.name}[/] (version "
+                  f"{pb.version}), {len(pb.steps)} steps{against}; seed {pb.seed}, rate cap "
+                  f"{pb.max_rate:g} packets/s")
+    t = Table(show_edge=False)
+    for c in ("step", "technique", "actor", "targets", "static targets", "timing", "needs"):
+        t.add_column(c)
+    for s in pb.steps:
+        count = "-"
+        if topo is not None:
+            n = static_target_count(s, topo)
+            count = "from facts" if n is None else str(n) + (
+                " + facts" if any("#{" in x for x in s.targets) else "")
+        needs = ", ".join(s.requires + [c.fact for c in s.when]) or "-"
+        t.add_row(s.id, s.technique,
+                  s.actor + (f" ({s.actor_from})" if s.actor_ref else ""),
+                  ", ".join(s.targets), count, _timing_text(s), needs)
+    console.print(t)
+
+
+def _attack_ui(console):
+    """The drill's live display, with colours for every step outcome and the repeat index."""
+    from cyberrange.cli.drill import RichUI
+
+    class AttackUI(RichUI):
+        def run_started(self, run, topo, pb):
+            super().run_started(run, topo, pb)
+            executions = sum(s.timing.repeat for s in pb.steps)
+            self.progress.update(self.task, total=3 + executions)
+
+        def attack_event(self, kind, payload):
+            if kind != "step_end":
+                return super().attack_event(kind, payload)
+            r = payload
+            colour = OUTCOME_STYLE.get(r.get("outcome"), "red")
+            rep = f"#{r['repeat']} " if r.get("repeat") else ""
+            detail = r.get("skipped_reason") or r.get("error") or ""
+            facts = r.get("facts") or {}
+            fact_txt = ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}"
+                                 for k, v in facts.items())
+            self.console.print(
+                f"  [{colour}]●[/] {r.get('step_id')} {rep}{r.get('technique')} "
+                f"[{colour}]{r.get('outcome')}[/] from {r.get('actor') or '-'}: "
+                f"{r.get('packets_sent', 0)} packets to {len(r.get('targets') or [])} targets in "
+                f"{r.get('end', 0) - r.get('start', 0):.1f} s"
+                + (f"  ({fact_txt})" if fact_txt else "")
+                + (f"  [dim]{detail[:160]}[/]" if detail else ""))
+            self.progress.advance(self.task)
+
+    return AttackUI(console)
+
+
+@attack.command("run")
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), required=True,
+              help="Topology file of the twin to build.")
+@click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
+@click.option("--seed", type=int, default=None, help="Jitter seed (default: the playbook's).")
+def attack_run(playbook, topology_file, runs_dir, seed):
+    """Build the twin of --topology, run PLAYBOOK in it, write the ledger, tear the twin down.
+
+    Needs root. No benign traffic and no detection (that is `cyberrange drill run`)."""
+    from cyberrange.attack.runner import run_attack
+    from cyberrange.cli._console import make_console
+    console = make_console()
+    with _attack_ui(console) as ui:
+        run, records = run_attack(topology_file, playbook, runs_dir, ui, seed)
+    t = Table(box=box.SIMPLE_HEAVY, title=f"run {run.id}", title_justify="left")
+    for c in ("step", "technique", "executions", "outcomes", "packets", "bytes"):
+        t.add_column(c)
+    by_step: dict[str, list[dict]] = {}
+    for r in records:
+        by_step.setdefault(r["step_id"], []).append(r)
+    for step_id, recs in by_step.items():
+        outcomes = Counter(r["outcome"] for r in recs)
+        text = ", ".join(f"[{OUTCOME_STYLE.get(o, 'red')}]{o}[/]" + (f" x{n}" if n > 1 else "")
+                         for o, n in outcomes.items())
+        t.add_row(step_id, recs[0]["technique"], str(len(recs)), text,
+                  str(sum(r["packets_sent"] for r in recs)),
+                  str(sum(r["bytes_sent"] for r in recs)))
+    console.print(t)
+    console.print(f"ledger: {run.ledger_path}   manifest: {run.manifest_path}")
 
 
 COMMANDS = [attack]

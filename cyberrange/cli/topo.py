@@ -78,7 +78,7 @@ def _print_findings(findings) -> None:
         console.print("[bold green]lint: no findings[/]")
         return
     counts = Counter(f.severity for f in findings)
-    console.print(f"[bold]lint:[/] " + ", ".join(f"{counts[s]} {s}{'s' * (counts[s] != 1 and s != 'info')}"
+    console.print("[bold]lint:[/] " + ", ".join(f"{counts[s]} {s}{'s' * (counts[s] != 1 and s != 'info')}"
                                                  for s in ("error", "warning", "info") if counts[s]))
     for f in findings:
         style = SEVERITY_STYLE[f.severity]

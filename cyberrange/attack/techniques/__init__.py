@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("discovery", "credential")
+FAMILIES = ("discovery", "credential", "c2", "exfil", "mitm", "impact", "ics", "replay", "lateral")
 
 
 def technique_funcs() -> dict:

