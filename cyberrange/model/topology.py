@@ -201,17 +201,45 @@ class Link:
 
 @dataclass
 class Sensor:
-    """A capture point: every frame entering the zone's (or link's) switch, once."""
+    """A capture point. Three kinds, each capturing every frame it sees exactly once:
+
+    * ``zone`` only: a SPAN of the zone's (or link's) switch: every frame entering it;
+    * ``zone`` + ``nodes``: a switch port set: frames entering the switch from those nodes' ports;
+    * ``interface`` = (router or firewall node, zone): both directions of that router interface,
+      captured inside the router's namespace.
+    ``rotate_s`` / ``rotate_mb`` rotate the pcap files (0: one file)."""
     name: str
-    zone: str
+    zone: str = ""
+    nodes: list[str] = field(default_factory=list)
+    interface: tuple[str, str] | None = None
+    rotate_s: int = 0
+    rotate_mb: int = 0
+    default: bool = False                # made by the loader because the topology declared none
     src: SourceRef | None = None
+
+    @property
+    def kind(self) -> str:
+        return "interface" if self.interface else ("ports" if self.nodes else "span")
+
+
+@dataclass
+class TrafficProfile:
+    """One benign activity of a host: what it does, to whom, how often."""
+    kind: str                            # browse | dns | ntp | chat | syslog | backup |
+                                         # c2-report | modbus-poll | admin-ssh | login
+    targets: list[str] = field(default_factory=list)   # node names ([] = chosen from the model)
+    interval_s: float = 5.0              # mean pause between two occurrences
+    params: dict = field(default_factory=dict)
 
 
 @dataclass
 class BenignTraffic:
     enabled: bool = True
-    interval_s: float = 2.0              # mean pause between one host's requests
+    interval_s: float = 2.0              # mean pause between one host's requests (v1)
     seed: int = 1
+    intensity: float = 1.0               # multiplies every rate (0.5 = half as busy)
+    roles: dict[str, list[TrafficProfile]] = field(default_factory=dict)   # role -> profiles
+    nodes: dict[str, list[TrafficProfile]] = field(default_factory=dict)   # per-node overrides
 
 
 @dataclass
