@@ -1,6 +1,7 @@
 """The twin: built for real with Mininet, probed with real connections, torn down exactly."""
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -90,11 +91,14 @@ def test_every_service_pair_agrees_with_static_analysis(reach_twin):
 def test_twin_stop_removes_exactly_its_objects(tmp_path):
     topo = load_topology(REACH)
     before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    fds_before = len(os.listdir("/proc/self/fd"))
     twin = Twin(topo, tmp_path, "test-stop", log=lambda m: None).start()
     prefix = twin.state.prefix
     assert leftovers(prefix)["links"]
     twin.stop()
     assert leftovers(prefix) == {"links": [], "processes": [], "nft_tables": []}
+    # no file descriptor of the twin stays open in this process (node shells' ptys, pipes)
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
     after = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     names = lambda t: set(re.findall(r"^\d+: ([^:@]+)", t, flags=re.M))  # noqa: E731
     other_twin = re.compile(r"^c[0-9a-f]{4}[hsm]\d")      # twins of other runs come and go

@@ -129,9 +129,16 @@ class Twin:
             except subprocess.TimeoutExpired:
                 p.kill()
         if self.net is not None:
+            # Reap the node shells and close their ptys: a process that builds many twins
+            # (a test run, a campaign) would otherwise run out of file descriptors.
             for n in list(self.mn.values()) + list(self.switch.values()):
                 try:
-                    n.shell.wait(timeout=2)
+                    if n.shell is not None:
+                        n.shell.wait(timeout=2)
+                        n.waitExited = False
+                        type(n).outToNode.pop(n.stdout.fileno(), None)
+                        type(n).inToNode.pop(n.stdin.fileno(), None)
+                        n.cleanup()
                 except Exception:  # noqa: BLE001 - best effort reaping
                     pass
         return removed
