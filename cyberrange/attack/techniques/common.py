@@ -322,6 +322,12 @@ class Conn:
         self.buf = b""
         self.eof = False
 
+    def _quickack(self) -> None:
+        """ACK what arrives at once (no delayed ACK): a peer that waits for our ACK re-sends its
+        last segment (tail-loss probe, a few ms on a veth), and the ACK our kernel answers that
+        copy with could come after the segment counter was read."""
+        quickack(self.sock)
+
     def read_until(self, *markers: bytes) -> bytes | None:
         """Read until one of ``markers`` is in the buffer (returns it), or None on EOF/timeout."""
         while True:
@@ -331,6 +337,7 @@ class Conn:
             if self.eof:
                 return None
             try:
+                self._quickack()
                 chunk = self.sock.recv(4096)
             except (socket.timeout, OSError):
                 return None
@@ -341,6 +348,7 @@ class Conn:
     def wait_eof(self) -> bool:
         while not self.eof:
             try:
+                self._quickack()
                 chunk = self.sock.recv(4096)
             except (socket.timeout, OSError):
                 return False
@@ -358,6 +366,16 @@ class Conn:
                                self.established)
 
 
+SETTLE_S = 0.005
+
+
+def quickack(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except OSError:
+        pass
+
+
 def abort_and_count(sock: socket.socket, src: str, sport: int, ip: str, port: int,
                     established: bool) -> dict:
     """Read the kernel's segment counter, abort the connection (RST where the kernel sends one)
@@ -366,6 +384,8 @@ def abort_and_count(sock: socket.socket, src: str, sport: int, ip: str, port: in
     The caller makes sure nothing is in flight towards us (wait for the peer's FIN, or a quiet
     period): a segment the peer sends between this read and the close would make our kernel
     answer with an ACK that is not counted."""
+    quickack(sock)            # flush a pending delayed ACK now, so it is counted ...
+    time.sleep(SETTLE_S)      # ... and answer a last re-sent segment before the count
     info = tcp_info(sock)
     rst = 1 if info["state"] in RST_ON_ABORT else 0
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
