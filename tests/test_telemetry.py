@@ -13,7 +13,8 @@ from scapy.all import ARP, Dot1Q, Ether, ICMP, IP, TCP, UDP, Raw, wrpcap
 
 from cyberrange.telemetry.flows import FLAG_LETTERS
 from cyberrange.telemetry.pcap import parse_pcap, parse_pcaps
-from cyberrange.telemetry.schema import FLOW_SCHEMA, PACKET_SCHEMA
+from cyberrange.telemetry.schema import (FLOW_RECORD_SCHEMA, FLOW_SCHEMA, PACKET_RECORD_SCHEMA,
+                                         PACKET_SCHEMA)
 
 T0 = 1_750_000_000.0
 A, B = "10.10.2.66", "10.10.2.20"
@@ -69,8 +70,11 @@ def test_tcp_handshake_data_fin_is_one_sf_flow(tmp_path):
     frames = handshake_frames()
     path = write(tmp_path / "sf.pcap", frames)
     packets, flows, stats = parse_pcap(path, "s1", "run1")
-    assert packets.schema.equals(PACKET_SCHEMA)
-    assert flows.schema.equals(FLOW_SCHEMA)
+    assert packets.schema.equals(PACKET_RECORD_SCHEMA)
+    assert flows.schema.equals(FLOW_RECORD_SCHEMA)
+    # the core columns come first, unchanged
+    assert packets.schema.names[:len(PACKET_SCHEMA)] == PACKET_SCHEMA.names
+    assert flows.schema.names[:len(FLOW_SCHEMA)] == FLOW_SCHEMA.names
     assert stats["packets"] == 8 and stats["flows"] == 1 and stats["skipped"] == {}
     f = flows.to_pylist()[0]
     assert f["cyberrange.tcp_state"] == "SF"

@@ -17,8 +17,8 @@ def cli():
 
 
 def _register():
-    from cyberrange.cli import attack, drill, topo, twin  # noqa: F401  (each adds its commands)
-    for mod in (topo, attack, twin, drill):
+    from cyberrange.cli import attack, drill, ingest, topo, twin  # noqa: F401  (each adds its commands)
+    for mod in (topo, attack, twin, drill, ingest):
         for cmd in getattr(mod, "COMMANDS", []):
             cli.add_command(cmd)
 

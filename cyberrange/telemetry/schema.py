@@ -81,3 +81,52 @@ ALERT_SCHEMA = pa.schema([
 ])
 
 SCHEMAS = {"packets": PACKET_SCHEMA, "flows": FLOW_SCHEMA, "alerts": ALERT_SCHEMA}
+
+# ---- added fields (telemetry v2). They follow the core columns above, which never change, so
+# code that builds or reads only the core columns keeps working. ``parse_pcap`` returns
+# core + added columns; the DuckDB store keeps all of them; ``store.read(kind)`` returns the core
+# columns unless the added ones are asked for by name (``columns=[...]``).
+
+# Added to packet records.
+PACKET_EXTRA_SCHEMA = pa.schema([
+    ("network.vlan.id", pa.int32()),                # outer 802.1Q/802.1ad tag (VLAN id)
+    ("network.inner.vlan.id", pa.int32()),          # inner tag of a QinQ frame
+    ("cyberrange.ip.fragment", pa.string()),        # null | "first" | "more" (IPv4 fragments)
+    ("cyberrange.arp.operation", pa.string()),      # ARP: request | reply | other
+    ("cyberrange.arp.sender_ip", pa.string()),      # ARP sender protocol address
+    ("cyberrange.arp.sender_mac", pa.string()),     # ARP sender hardware address
+    ("cyberrange.arp.target_ip", pa.string()),      # ARP target protocol address
+    ("dns.question.name", pa.string()),             # first question of a DNS message
+    ("dns.question.type", pa.string()),             # A, AAAA, TXT, ... (number when unknown)
+    ("dns.response_code", pa.string()),             # responses only: NOERROR, NXDOMAIN, ...
+    ("http.request.method", pa.string()),           # cleartext HTTP requests only
+    ("url.domain", pa.string()),                    # Host header (without port)
+    ("url.path", pa.string()),                      # request target without the query
+    ("cyberrange.modbus.function_code", pa.int32()),  # first ADU of a Modbus/TCP segment
+    ("cyberrange.modbus.unit_id", pa.int32()),
+])
+
+# Added to flow records.
+FLOW_EXTRA_SCHEMA = pa.schema([
+    ("network.vlan.id", pa.int32()),                # outer VLAN id of the first packet
+    ("cyberrange.iat.mean_us", pa.float64()),       # inter-arrival time between consecutive
+    ("cyberrange.iat.std_us", pa.float64()),        #   packets of the flow (both directions,
+    ("cyberrange.iat.min_us", pa.float64()),        #   capture order), microseconds; null for
+    ("cyberrange.iat.max_us", pa.float64()),        #   a one-packet flow; std is population std
+    ("cyberrange.tcp_flags_responder", pa.string()),  # union of flags the responder sent
+    ("dns.question.name", pa.string()),             # first DNS question seen in the flow
+    ("dns.question.type", pa.string()),
+    ("dns.response_code", pa.string()),             # first DNS response code seen in the flow
+    ("http.request.method", pa.string()),           # first cleartext HTTP request of the flow
+    ("url.domain", pa.string()),
+    ("url.path", pa.string()),
+    ("cyberrange.modbus.function_codes", pa.list_(pa.int32())),  # sorted, distinct, requests
+    ("cyberrange.modbus.unit_id", pa.int32()),      # unit id of the first Modbus request
+])
+
+PACKET_RECORD_SCHEMA = pa.schema(list(PACKET_SCHEMA) + list(PACKET_EXTRA_SCHEMA))
+FLOW_RECORD_SCHEMA = pa.schema(list(FLOW_SCHEMA) + list(FLOW_EXTRA_SCHEMA))
+
+#: every column a record kind may carry (what the store keeps and what parse_pcap returns)
+RECORD_SCHEMAS = {"packets": PACKET_RECORD_SCHEMA, "flows": FLOW_RECORD_SCHEMA,
+                  "alerts": ALERT_SCHEMA}
