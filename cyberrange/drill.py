@@ -4,6 +4,12 @@
 benign traffic, replays the playbook (ground truth to the ledger), stops the sensors, tears
 the twin down, and then ``analyse`` turns the run folder into records, alerts and a score
 without the twin (which is why a run can be re-scored later).
+
+Live mode (``DrillOptions.live``): the sensors rotate every ``live_rotate_s`` and a background
+thread (``telemetry.live.LiveIngest``) appends each closed pcap to the store while the drill runs;
+``analyse`` then rebuilds the store from the pcaps, so the final records are exact (live flow
+records are provisional: see ``telemetry/live.py``). ``analyse`` also reconciles what was sent,
+captured and stored (``score/reconcile.py``).
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cyberrange.run import Run
 
@@ -27,6 +34,8 @@ class DrillOptions:
     warmup_s: float = 3.0
     cooldown_s: float = 2.0
     seed: int | None = None
+    live: bool = False               # records reach the store during the drill
+    live_rotate_s: float = 2.0       # live mode: every sensor's pcap rotates at least this often
 
 
 @dataclass
@@ -61,27 +70,40 @@ def _sigterm_as_interrupt():
 
 
 class BenignTraffic:
-    """The benign generators of one twin: started per host, stopped together."""
+    """The benign generators of one twin: one process per host (inside its namespace), started
+    together, stopped together. ``run`` is a Run (or a run folder): the plans go to
+    ``logs/benign-plan.json``, each host's requests to ``logs/benign-<host>.jsonl``."""
 
-    def __init__(self, twin, run: Run, seed: int | None):
-        from cyberrange.traffic.benign import plan_benign
+    def __init__(self, twin, run, seed: int | None, intensity: float | None = None):
+        from pathlib import Path
+
+        from cyberrange.traffic.benign import explain_benign
         self.twin, self.run = twin, run
-        self.plans = plan_benign(twin.topo, seed)
+        self.logs = Path(getattr(run, "dir", run)) / "logs"
+        explained = explain_benign(twin.topo, seed, intensity)
+        self.plans = {h: p for h, p in explained.items() if p["activities"]}
+        self.skipped = {h: p["skipped"] for h, p in explained.items() if p["skipped"]}
         self.procs: list[subprocess.Popen] = []
+        self.summary: dict = {}
 
     def start(self) -> int:
-        logs = self.run.dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        (self.logs / "benign-plan.json").write_text(json.dumps(
+            {"plans": self.plans, "skipped": self.skipped}, indent=1))
         for host, plan in self.plans.items():
-            plan = dict(plan, log=str(logs / f"benign-{host}.jsonl"))
+            plan = dict(plan, log=str(self.logs / f"benign-{host}.jsonl"))
             p = self.twin.popen(host, [sys.executable, "-m", "cyberrange.traffic.benign"],
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=open(logs / f"benign-{host}.err", "w"), text=True)
+                                stderr=open(self.logs / f"benign-{host}.err", "w"), text=True)
             p.stdin.write(json.dumps(plan))
             p.stdin.close()
             self.procs.append(p)
         return len(self.procs)
 
     def stop(self) -> int:
+        """Stop every generator; return how many requests they logged (``self.summary`` has
+        the totals per kind, packets and bytes, for the reconciliation)."""
+        from cyberrange.traffic.benign import read_logs, summarize
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
@@ -90,10 +112,10 @@ class BenignTraffic:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
-        n = 0
-        for f in (self.run.dir / "logs").glob("benign-*.jsonl"):
-            n += sum(1 for _ in f.open())
-        return n
+                p.wait()
+        self.procs = []
+        self.summary = summarize(read_logs(self.logs))
+        return self.summary["requests"]
 
 
 def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
@@ -114,8 +136,11 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
     t_start = time.monotonic()
     timings = run.manifest["timings"]
     twin = Twin(topo, run.dir, run.id, log=ui.warn)
+    if opts.live:
+        twin.sensor_rotate_s = opts.live_rotate_s
     stop_event = threading.Event()
     benign = None
+    live = None
     try:
         with _sigterm_as_interrupt():
             t0 = time.monotonic()
@@ -126,6 +151,13 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
                                     "netem": twin.netem}
             run.manifest["warnings"] += twin.warnings
             run.save()
+            if opts.live:
+                from cyberrange.telemetry.live import LiveIngest
+                live = LiveIngest(twin.sensors, run.store_path, run.id,
+                                  on_progress=getattr(ui, "live_progress", None))
+                live.start()
+                if hasattr(ui, "live_started"):
+                    ui.live_started(live)
             if opts.benign and topo.benign.enabled:
                 benign = BenignTraffic(twin, run, seed)
                 n = benign.start()
@@ -146,7 +178,19 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
         stop_event.set()
         if benign is not None:
             run.manifest["benign_requests"] = benign.stop()
-        run.manifest["sensors"] = twin.stop_sensors()
+        try:
+            run.manifest["sensors"] = twin.stop_sensors()
+            if live is not None:
+                live.stop()                   # the thread ends; then the files closed by the stop
+                live.poll()
+                run.manifest["live"] = live.summary()
+                if hasattr(ui, "live_progress"):
+                    ui.live_progress(dict(live.progress(), final=True))
+        except Exception as exc:  # noqa: BLE001 - never skip the teardown below
+            run.manifest["warnings"].append(f"stopping the sensors: {type(exc).__name__}: {exc}")
+        finally:
+            if live is not None:
+                live.close()
         ui.phase("teardown", "tearing the twin down")
         t0 = time.monotonic()
         removed = twin.stop()
@@ -167,15 +211,14 @@ def analyse(run: Run, detectors, ui=None) -> dict:
     from cyberrange.attack.ledger import read_ledger
     from cyberrange.detect.registry import run_detectors
     from cyberrange.report.aar import write_report
+    from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
-    from cyberrange.telemetry.pcap import parse_pcaps
     ui = ui or NullUI()
     timings = run.manifest.setdefault("timings", {})
     t0 = time.monotonic()
     ui.phase("telemetry", "parsing captures")
-    pcaps = [(p, p.stem) for p in sorted((run.dir / "pcaps").glob("*.pcap"))]
-    packets, flows, stats = parse_pcaps(pcaps, run.id)
+    packets, flows, stats = parse_run_pcaps(run)
     if run.store_path.exists():
         run.store_path.unlink()
     with open_store(run.store_path) as store:
@@ -194,18 +237,71 @@ def analyse(run: Run, detectors, ui=None) -> dict:
         packets_t = store.read("packets", run.id)
     card = score_run(ledger, flows_t, alerts)
     recon = packet_reconciliation(ledger, packets_t)
+    per_sensor = reconcile(run.dir, run.manifest, ledger, packets_t, stats)
+    mismatched = [r for r in recon if r["ledger_packets"] != r["stored_packets"]]
+    zero_loss = per_sensor["zero_loss"] and not mismatched
+    verdict = per_sensor["verdict"]
+    if mismatched:
+        verdict = (f"{len(mismatched)} of {len(recon)} attack 5-tuples differ (ledger vs stored)"
+                   + ("" if per_sensor["zero_loss"] else "; " + verdict))
     card["reconciliation"] = {
+        "zero_loss": zero_loss,
+        "verdict": "zero loss" if zero_loss else verdict,
         "ledger_packets": sum(r["ledger_packets"] for r in recon),
         "stored_packets": sum(r["stored_packets"] for r in recon),
         "five_tuples": len(recon),
-        "mismatched": [r for r in recon if r["ledger_packets"] != r["stored_packets"]][:50],
-        "sensors": run.manifest.get("sensors", {}),
+        "mismatched": mismatched[:50],
+        "per_sensor": per_sensor["per_sensor"],
+        "sensors": {k: {f: v.get(f) for f in ("kind", "captured", "received_by_filter",
+                                               "dropped_by_kernel", "pcap_frames")}
+                    for k, v in (run.manifest.get("sensors") or {}).items()},
+        "live": {k: v for k, v in (run.manifest.get("live") or {}).items() if k != "files"},
     }
     card["run"] = {k: run.manifest.get(k) for k in ("run_id", "topology", "playbook", "timings",
                                                      "warnings", "telemetry", "benign_requests")}
     run.scorecard_path.write_text(json.dumps(card, indent=2, default=str))
     write_report(run, card)
     return card
+
+
+def parse_run_pcaps(run: Run):
+    """Every sensor's capture of a run -> (packets, flows, stats), one stream per sensor.
+
+    A rotating sensor's files are joined (in capture order, complete records only) into one
+    temporary pcap first, so a flow that crossed a rotation is assembled once, exactly as in a
+    single-file capture. ``stats["sensors"]`` holds the parser's stats per sensor."""
+    from cyberrange.telemetry.pcap import parse_pcaps
+    from cyberrange.twin.sensors import capture_files, join_pcaps
+    items, temps = [], []
+    try:
+        for name, files in capture_files(run.dir / "pcaps").items():
+            if len(files) == 1:
+                items.append((files[0], name))
+                continue
+            joined = run.dir / "pcaps" / f".joined-{name}.pcap"
+            try:
+                join_pcaps(files, joined)
+            except ValueError:                      # not joinable (pcapng, mixed link types)
+                joined.unlink(missing_ok=True)
+                items += [(f, name) for f in files]
+                continue
+            temps.append(joined)
+            items.append((joined, name))
+        packets, flows, stats = parse_pcaps(items, run.id)
+    finally:
+        for t in temps:
+            t.unlink(missing_ok=True)
+    per: dict[str, dict] = {}
+    by_path = {str(p): n for p, n in items}
+    for path, s in (stats.get("files") or {}).items():
+        d = per.setdefault(by_path.get(str(path), Path(path).stem),
+                           {"frames": 0, "packets": 0, "skipped": {}})
+        d["frames"] += s.get("frames", 0)
+        d["packets"] += s.get("packets", 0)
+        for k, v in (s.get("skipped") or {}).items():
+            d["skipped"][k] = d["skipped"].get(k, 0) + v
+    stats["sensors"] = per
+    return packets, flows, stats
 
 
 class NullUI:

@@ -68,6 +68,32 @@ def test_ledger_packets_equal_stored_packets_per_five_tuple(drill_run):
     assert rec["ledger_packets"] == rec["stored_packets"] > 0 and not rec["mismatched"]
 
 
+def test_reconciliation_per_sensor_says_zero_loss(drill_run):
+    run_dir, out = drill_run
+    rec = json.loads((run_dir / "scorecard.json").read_text())["reconciliation"]
+    assert rec["zero_loss"] and rec["verdict"] == "zero loss", rec["verdict"]
+    assert rec["per_sensor"]
+    for r in rec["per_sensor"]:
+        assert r["kernel_drops"] == 0 and r["captured"] == r["pcap_frames"] == r["stored"] > 0, r
+        assert r["attack_ledger"] == r["attack_stored"], r
+    assert sum(r["attack_ledger"] for r in rec["per_sensor"]) >= rec["ledger_packets"]
+    assert "Capture reconciliation" in out and "zero loss" in out
+    assert "zero loss" in (run_dir / "report.md").read_text()
+
+
+def test_a_truncated_pcap_is_flagged_on_rescoring(drill_run, tmp_path):
+    import shutil
+    run_dir, _ = drill_run
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    pcap = sorted((copy / "pcaps").rglob("*.pcap*"))[0]
+    pcap.write_bytes(pcap.read_bytes()[:-5])
+    r = cli("drill", "score", copy)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((copy / "scorecard.json").read_text())["reconciliation"]
+    assert not rec["zero_loss"] and "cut-short" in rec["verdict"], rec["verdict"]
+
+
 def test_benign_traffic_is_captured_and_never_labelled_attack(drill_run):
     run_dir, _ = drill_run
     card = json.loads((run_dir / "scorecard.json").read_text())

@@ -73,6 +73,16 @@ class RichUI:
     def warn(self, msg):
         self.console.print(f"[yellow]warning:[/] {msg}")
 
+    def live_progress(self, p):
+        """Live mode: one line that says how many records reached the store so far."""
+        text = (f"live: {p['packets']:,} packet and {p['flows']:,} flow records stored "
+                f"from {p['files']} files")
+        if getattr(self, "live_task", None) is None:
+            self.live_task = self.progress.add_task(text, total=None)
+        self.progress.update(self.live_task, description=text)
+        if p.get("final"):
+            self.console.print(f"[cyan]{text}[/] (the final store is rebuilt from the pcaps)")
+
 
 @click.group()
 def drill():
@@ -90,12 +100,19 @@ def drill():
 @click.option("--warmup", default=3.0, show_default=True, help="Seconds of benign traffic before the attack.")
 @click.option("--cooldown", default=2.0, show_default=True, help="Seconds after the last step before capture stops.")
 @click.option("--seed", type=int, default=None, help="Seed for benign traffic (default: the topology's).")
+@click.option("--live", is_flag=True,
+              help="Store records during the drill: sensors rotate every --rotate seconds and "
+                   "each closed pcap is ingested at once (the final store is rebuilt exactly).")
+@click.option("--rotate", "rotate_s", default=2.0, show_default=True,
+              help="Live mode: rotate every sensor's pcap at least this often (seconds).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scorecard as JSON instead of tables.")
-def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, cooldown, seed, as_json):
+def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, cooldown, seed, live,
+              rotate_s, as_json):
     """Build TOPOLOGY, replay PLAYBOOK, capture, detect, score, tear down."""
     console = make_console(stderr=as_json)
     opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
-                        warmup_s=warmup, cooldown_s=cooldown, seed=seed)
+                        warmup_s=warmup, cooldown_s=cooldown, seed=seed, live=live,
+                        live_rotate_s=rotate_s)
     with RichUI(console) as ui:
         run = run_drill(topology, playbook, opts, ui)
     card = json.loads(run.scorecard_path.read_text())

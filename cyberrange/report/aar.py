@@ -40,11 +40,33 @@ def render(run, card: dict) -> str:
                   f"Attack packets in the ledger: {rec.get('ledger_packets')}; found in the store "
                   f"for the same 5-tuples: {rec.get('stored_packets')} over {rec.get('five_tuples')} "
                   "5-tuples.", ""]
-        sensors = rec.get("sensors") or {}
-        if sensors:
-            lines += ["| sensor | captured | dropped by kernel |", "|---|---:|---:|"]
-            lines += [f"| {k} | {v.get('captured')} | {v.get('dropped_by_kernel')} |"
-                      for k, v in sorted(sensors.items())]
+        if "verdict" in rec:
+            lines += [f"Verdict: **{rec['verdict']}**.", ""]
+        rows = rec.get("per_sensor") or []
+        if rows:
+            lines += ["| sensor | kind | attack sent (ledger) | attack stored | benign logged | "
+                      "captured (tcpdump) | pcap frames | kernel drops | stored | files | verdict |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            for r in rows:
+                benign = (f"{r['benign_packets']} packets" if r.get("benign_packets") is not None
+                          else f"{r.get('benign_requests', 0)} requests")
+                lines.append(
+                    f"| {r['sensor']} | {r.get('kind') or ''} | {r.get('attack_ledger')} | "
+                    f"{r.get('attack_stored')} | {benign} | {r.get('captured')} | "
+                    f"{r.get('pcap_frames')} | {r.get('kernel_drops')} | {r.get('stored')} | "
+                    f"{r.get('files')} | {'zero loss' if r.get('zero_loss') else r.get('verdict')} |")
+        else:
+            sensors = rec.get("sensors") or {}
+            if sensors:
+                lines += ["| sensor | captured | dropped by kernel |", "|---|---:|---:|"]
+                lines += [f"| {k} | {v.get('captured')} | {v.get('dropped_by_kernel')} |"
+                          for k, v in sorted(sensors.items())]
+        live = rec.get("live") or {}
+        if live:
+            lines += ["", f"Live mode: {live.get('files_ingested')} files ingested during the "
+                      f"drill, {live.get('packets_stored_live')} packet records stored live "
+                      f"(largest lag {live.get('max_lag_s')} s); the final store was rebuilt from "
+                      "the pcaps."]
     tm = m.get("timings") or {}
     lines += ["", "## Timings", "", "| phase | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in tm.items()]

@@ -49,6 +49,36 @@ def summary_table(card: dict) -> Table:
         mark = "[green]equal[/]" if ok else "[red]differ[/]"
         t.add_row("attack packets: ledger / stored",
                   f"{rec.get('ledger_packets')} / {rec.get('stored_packets')} {mark}")
+        if "zero_loss" in rec:
+            t.add_row("capture", "[green]zero loss[/]" if rec["zero_loss"] else "[red]LOSS[/]")
+    return t
+
+
+def _n(v) -> str:
+    return "—" if v is None else str(v)
+
+
+def reconciliation_table(card: dict) -> Table | None:
+    """Per sensor: sent (ledger, benign logs) vs captured vs stored, and the verdict."""
+    rec = card.get("reconciliation") or {}
+    rows = rec.get("per_sensor") or []
+    if not rows:
+        return None
+    t = Table(title=f"Capture reconciliation: {rec.get('verdict', '')}", box=box.SIMPLE,
+              title_justify="left")
+    for col, just in (("sensor", "left"), ("kind", "left"), ("attack sent", "right"),
+                      ("benign logged", "right"), ("captured", "right"), ("pcap frames", "right"),
+                      ("kernel drops", "right"), ("stored", "right"), ("verdict", "left")):
+        t.add_column(col, justify=just)
+    for r in rows:
+        benign = (f"{r['benign_packets']} pk" if r.get("benign_packets") is not None
+                  else f"{r.get('benign_requests', 0)} req")
+        attack = f"{r.get('attack_ledger', 0)}"
+        if r.get("attack_stored") != r.get("attack_ledger"):
+            attack += f" (stored {r.get('attack_stored')})"
+        verdict = "[green]zero loss[/]" if r.get("zero_loss") else f"[red]{r.get('verdict')}[/]"
+        t.add_row(r["sensor"], r.get("kind") or "", attack, benign, _n(r.get("captured")),
+                  _n(r.get("pcap_frames")), _n(r.get("kernel_drops")), _n(r.get("stored")), verdict)
     return t
 
 
@@ -57,6 +87,9 @@ def print_scorecard(card: dict, console: Console | None = None) -> None:
     run = card.get("run", {})
     console.print(scorecard_table(card))
     console.print(summary_table(card))
+    rt = reconciliation_table(card)
+    if rt is not None:
+        console.print(rt)
     warn = run.get("warnings") or []
     for w in warn:
         console.print(f"[yellow]warning:[/] {w}")

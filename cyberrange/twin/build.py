@@ -8,8 +8,8 @@
 2. ``_configure``       addresses, IPv6 off, forwarding and routes computed from the model,
                         nftables rulesets on firewalls.
 3. ``_shape``           HTB bandwidth on every attachment with a profile; netem where present.
-4. ``_start_sensors``   a monitor veth per sensor, an nftables netdev ``dup`` of every frame that
-                        enters the zone's switch (a SPAN port: each frame once), tcpdump on it.
+4. ``_start_sensors``   the capture points (``twin/sensors.py``): span, port-set and router-interface
+                        sensors, tcpdump each, pcaps optionally rotated.
 5. ``_start_services``  HTTP, login and DNS services, waited for until they listen.
 
 Everything created is recorded in a ``TwinState`` as it is created; ``stop()`` (also run on
@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -406,74 +405,27 @@ class Twin:
             raise EnvironmentProblem(f"tc failed on a switch port: {r.stderr.strip()[:300]}")
 
     def _start_sensors(self):
-        p = self.state.prefix
-        chains = []
-        for i, sensor in enumerate(self.topo.sensors.values(), 1):
-            mon_a, mon_b = f"{p}m{i}a", f"{p}m{i}b"
-            _ip(["link", "add", mon_a, "type", "veth", "peer", "name", mon_b])
-            _sysctl_ipv6_off([mon_a, mon_b])
-            _ip(["link", "set", mon_a, "up"])
-            _ip(["link", "set", mon_b, "up"])
-            chains += self._span_chains(i, sensor.zone, mon_a)
-            self.sensor_files[sensor.name] = self.run_dir / "pcaps" / f"{sensor.name}.pcap"
-            self.state.kernel_names[f"sensor:{sensor.name}"] = mon_a
-        if chains:
-            script = f"table netdev {self.state.nft_table} {{\n" + "\n".join(chains) + "\n}\n"
-            (self.run_dir / "config" / "sensors.nft").write_text(script)
-            r = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
-            if r.returncode:
-                raise EnvironmentProblem(f"nftables rejected the sensor ruleset: {r.stderr.strip()}")
-        for i, sensor in enumerate(self.topo.sensors.values(), 1):
-            errf = self.run_dir / "logs" / f"tcpdump-{sensor.name}.log"
-            proc = subprocess.Popen(
-                ["tcpdump", "-i", f"{p}m{i}a", "-n", "-s", "0", "-B", "16384", "-U",
-                 "--immediate-mode", "-w", str(self.sensor_files[sensor.name])],
-                stdout=subprocess.DEVNULL, stderr=open(errf, "w"), start_new_session=True)
-            self.sensor_procs[sensor.name] = proc
-            self.state.root_pids.append(proc.pid)
-        self.state.save()
-        for sensor in self.topo.sensors.values():
-            _wait_for(lambda s=sensor: "listening on" in _read(
-                self.run_dir / "logs" / f"tcpdump-{s.name}.log"), 10,
-                f"tcpdump for sensor {sensor.name} did not start")
+        """The capture points (cyberrange.twin.sensors); ``sensor_rotate_s`` set before
+        ``start()`` rotates every sensor's pcap at least that often (live mode)."""
+        from cyberrange.twin.sensors import Sensors
+        self.sensors = Sensors(self, rotate_s=getattr(self, "sensor_rotate_s", 0))
+        self.sensors.start()
+        self.sensor_procs = self.sensors.procs
+        self.sensor_files = {s.name: self.sensors.target(s) for s in self.sensors.sensors
+                             if not self.sensors.rotating(s)}
 
     def _span_chains(self, i: int, zone_name: str, mon: str) -> list[str]:
-        """nft netdev chains that copy every frame entering the zone's switch to ``mon``.
-
-        On a switch of its own every port carries the zone; on a shared VLAN switch the zone's
-        access ports are copied whole and trunk ports only for frames tagged with its VLAN."""
-        zone = self.topo.zones[zone_name]
-        access, trunks = [], []
-        for n, itf in self.topo.members(zone_name):
-            port = self.port[(n.name, self._key(itf))]
-            (trunks if (itf.vlan is not None and self.dot1q) else access).append(port)
-        chains = []
-        for kind, ports in (("a", sorted(set(access))), ("t", sorted(set(trunks)))):
-            if not ports:
-                continue
-            devs = ", ".join(f'"{d}"' for d in ports)
-            match = f"vlan id {zone.vlan} " if kind == "t" else ""
-            chains.append(f"  chain span{i}{kind} {{\n    type filter hook ingress devices = {{ {devs} }}"
-                          f" priority 0;\n    {match}dup to \"{mon}\";\n  }}")
-        return chains
+        """nft netdev chains that copy every frame entering the zone's switch to ``mon``."""
+        from cyberrange.twin.sensors import Sensors
+        return Sensors(self, sensors=[]).span_chains(i, zone_name, mon)
 
     def stop_sensors(self, drain: float = 0.3) -> dict[str, dict]:
-        """Stop the captures (flushing their pcaps); return tcpdump's own counters per sensor."""
-        if not self.sensor_procs:
+        """Stop the captures (flushing their pcaps); per sensor tcpdump's own counters
+        (captured, received_by_filter, dropped_by_kernel), its files with their frames, scope."""
+        sensors = getattr(self, "sensors", None)
+        if sensors is None:
             return {}
-        time.sleep(drain)
-        stats = {}
-        for name, proc in self.sensor_procs.items():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for name, proc in self.sensor_procs.items():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            text = _read(self.run_dir / "logs" / f"tcpdump-{name}.log")
-            stats[name] = _tcpdump_counters(text)
+        stats = sensors.stop(drain)
         self.sensor_procs = {}
         return stats
 
@@ -519,6 +471,9 @@ class Twin:
                     argv = [py, "-m", "cyberrange.twin.services.modbus", "--port", str(svc.port),
                             "--registers", json.dumps({str(k): v for k, v in regs.items()}),
                             "--log", str(logf)]
+                elif svc.type in ("ntp", "syslog", "chat", "backup"):    # benign traffic's servers
+                    argv = [py, "-m", f"cyberrange.twin.services.{svc.type}",
+                            "--port", str(svc.port), "--log", str(logf)]
                 elif svc.type == "dns":
                     argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
                             "--no-resolv", "--no-hosts", f"--addn-hosts={dns_hosts}",

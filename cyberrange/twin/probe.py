@@ -8,8 +8,9 @@ prints a JSON list of results ``{"proto", "ip", "port", "result": "open"|"closed
 * tcp: ``open`` when the handshake completes, ``closed`` on a RST (refused), ``filtered`` on a
   time-out (a firewall dropped it) or an ICMP unreachable;
 * icmp: ``open`` when an echo reply comes back (kernel ping, one packet), else ``filtered``;
-* udp: a DNS query for ``.`` to the port: ``open`` on any answer, ``closed`` on ICMP port
-  unreachable, ``filtered`` on a time-out.
+* udp: a datagram the service answers (a DNS query for ``.``, an NTP client request, or the
+  probe datagram the twin's syslog service answers): ``open`` on any answer, ``closed`` on ICMP
+  port unreachable, ``filtered`` on a time-out.
 
 Used by the live reachability tests and by twin verification.
 """
@@ -22,6 +23,18 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 TIMEOUT = 1.5
+
+
+DNS_QUERY = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01"
+NTP_REQUEST = b"\x23" + b"\x00" * 47          # NTPv4, mode 3 (client)
+PROBE_DATAGRAM = b"cyberrange-probe"           # answered by the twin's syslog service
+
+
+def udp_payload(p: dict) -> bytes:
+    """A datagram the service on that port answers: UDP has no handshake, so "delivered" can
+    only be told from "dropped" by an answer (or an ICMP port unreachable)."""
+    svc = p.get("service") or {53: "dns", 123: "ntp", 514: "syslog"}.get(p.get("port"), "dns")
+    return {"ntp": NTP_REQUEST, "syslog": PROBE_DATAGRAM}.get(svc, DNS_QUERY)
 
 
 def probe(p: dict) -> dict:
@@ -39,7 +52,7 @@ def probe(p: dict) -> dict:
                                capture_output=True, text=True)
             res["result"] = "open" if r.returncode == 0 else "filtered"
         elif proto == "udp":
-            q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01"
+            q = udp_payload(p)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.settimeout(p.get("timeout", TIMEOUT))
                 s.connect((ip, port))
