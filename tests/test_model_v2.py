@@ -320,3 +320,62 @@ instances:
     t = load_topology(p)
     print(f"\n5,000-node v2 model from 100 block instances loaded in {time.perf_counter() - t0:.2f} s")
     assert len(t.nodes) == 5000 and t.nodes["h99-48"].ip == ip("10.0.99.58")
+
+
+# -- sensors and benign traffic sections ------------------------------------------------------
+
+SENSORS_BENIGN = V2 / "good" / "sensors_benign.yaml"
+
+
+def test_sensor_kinds_and_rotation():
+    topo = load_topology(SENSORS_BENIGN)
+    s = topo.sensors
+    assert [x.kind for x in s.values()] == ["span", "ports", "interface"]
+    assert s["ws-span"].zone == "ws-lan" and not s["ws-span"].default
+    assert s["srv-ports"].nodes == ["web", "infra"] and s["srv-ports"].rotate_s == 60
+    fw = s["fw-transit"]
+    assert fw.interface == ("fw", "transit") and fw.zone == "transit"
+    assert (fw.rotate_s, fw.rotate_mb) == (300, 100)
+    assert fw.src.line == 51
+
+
+def test_default_span_sensor_per_zone_when_none_declared(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("version: 2\nname: t\nclassification: SECRET\nzones:\n  a: {subnet: 10.0.1.0/24}\n"
+                 "  b: {subnet: 10.0.2.0/24}\nnodes:\n"
+                 "  - {name: r1, kind: router, interfaces: [{zone: a}]}\n"
+                 "  - {name: r2, kind: router, interfaces: [{zone: b}]}\n"
+                 "  - {name: h, kind: host, zone: a}\n"
+                 "links:\n  - {name: wan, endpoints: [r1, r2], subnet: 172.16.0.0/30}\n")
+    topo = load_topology(p)
+    assert list(topo.sensors) == ["a-span", "b-span"]           # no sensor on the p2p link
+    assert all(x.default and x.kind == "span" for x in topo.sensors.values())
+    assert topo.sensors["a-span"].zone == "a"
+
+
+def test_benign_section_parsed():
+    b = load_topology(SENSORS_BENIGN).benign
+    assert (b.enabled, b.seed, b.intensity, b.interval_s) == (True, 42, 2.0, 2.0)
+    assert [p.kind for p in b.roles["hmi"]] == ["modbus-poll"]
+    assert b.roles["hmi"][0].params == {"count": 4}
+    assert b.nodes["ws3"] == []
+    admin = b.nodes["admin1"]
+    assert [(p.kind, p.interval_s, p.targets) for p in admin] == [
+        ("admin-ssh", 30.0, ["infra"]), ("browse", 5.0, ["web", "portal"])]
+    ntp, chat = b.nodes["ws2"]
+    assert ntp.params == {"jitter": 0.5}
+    assert chat.interval_s == 20.0              # the kind's default interval
+
+
+def test_v1_benign_keys_unchanged():
+    fob = load_topology(ROOT / "topologies" / "fob.yaml")
+    assert (fob.benign.interval_s, fob.benign.seed, fob.benign.intensity) == (1.5, 7, 1.0)
+    assert fob.benign.roles == {} and fob.benign.nodes == {}
+
+
+def test_schema_knows_every_kind_and_new_service():
+    from cyberrange.model.topology import SERVICE_TYPES
+    from cyberrange.traffic.kinds import KINDS
+    defs = topology_schema()["$defs"]
+    assert set(defs["trafficProfile"]["properties"]["kind"]["enum"]) == set(KINDS)
+    assert set(defs["service"]["properties"]["type"]["enum"]) == set(SERVICE_TYPES)

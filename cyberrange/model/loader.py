@@ -55,12 +55,14 @@ from cyberrange.model.topology import (
     Service,
     Software,
     Topology,
+    TrafficProfile,
     Zone,
 )
 from cyberrange.model.yamlsrc import Doc, did_you_mean, load_yaml, schema_error
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 PROFILES_FILE = Path(__file__).parent / "profiles.yaml"
+UDP_SERVICES = ("dns", "c2-dns", "ntp", "syslog")    # their proto defaults to udp
 MAX_NODES = 1000          # version 1 (also in the schema)
 MAX_NODES_V2 = 10000      # version 2, after includes and block instances
 
@@ -968,7 +970,7 @@ class _Builder:
             seen: dict[tuple, tuple] = {}
             for j, s in enumerate(n.get("services", [])):
                 path = ("nodes", i, "services", j)
-                proto = s.get("proto", "udp" if s["type"] in ("dns", "c2-dns") else "tcp")
+                proto = s.get("proto", "udp" if s["type"] in UDP_SERVICES else "tcp")
                 key = (s["port"], proto)
                 if key in seen:
                     raise doc.error(f"node {node.name}: {proto}/{s['port']} is already taken by "
@@ -1063,20 +1065,115 @@ class _Builder:
 
     # -- 13. sensors and benign traffic --------------------------------------------------
     def _sensors(self):
+        """SPAN (``zone``), port set (``zone`` + ``nodes``) or router interface (``interface``);
+        a topology that declares none gets one SPAN sensor per zone, named ``<zone>-span``."""
         doc, topo = self.doc, self.topo
-        for i, s in enumerate(doc.data.get("sensors", [])):
-            path = ("sensors", i, "zone")
-            if s["zone"] not in topo.zones:
-                raise doc.error(f"sensor {s['name']}: unknown zone or link '{s['zone']}'"
-                                f"{did_you_mean(s['zone'], topo.zones)}", path)
-            topo.sensors[s["name"]] = Sensor(s["name"], s["zone"], src=doc.ref(("sensors", i)))
+        declared = doc.data.get("sensors", [])
+        for i, s in enumerate(declared):
+            path = ("sensors", i)
+            name = s["name"]
+            if ("zone" in s) == ("interface" in s):
+                raise doc.error(f"sensor {name}: give either 'zone' (a SPAN of the zone's switch, "
+                                f"or with 'nodes' a port set) or 'interface' ({{node, zone}}: a "
+                                f"router interface)", path)
+            rotate = s.get("rotate", {})
+            sensor = Sensor(name, rotate_s=int(rotate.get("seconds", 0)),
+                            rotate_mb=int(rotate.get("megabytes", 0)), src=doc.ref(path))
+            if "zone" in s:
+                sensor.zone = self._sensor_zone(name, path + ("zone",))
+                members = {n.name for n, _ in topo.members(sensor.zone)}
+                for k, node in enumerate(s.get("nodes", [])):
+                    npath = path + ("nodes", k)
+                    if node not in topo.nodes:
+                        raise doc.error(f"sensor {name}: unknown node '{node}'"
+                                        f"{did_you_mean(node, members or topo.nodes)}", npath)
+                    if node not in members:
+                        raise doc.error(f"sensor {name}: node {node} has no port in zone "
+                                        f"{sensor.zone} (its zones: "
+                                        f"{', '.join(i.zone for i in topo.nodes[node].interfaces)})",
+                                        npath)
+                    if node in sensor.nodes:
+                        raise doc.error(f"sensor {name}: node {node} is listed twice", npath)
+                    sensor.nodes.append(node)
+            else:
+                ipath = path + ("interface",)
+                node = s["interface"]["node"]
+                if node not in topo.nodes:
+                    routers = [r.name for r in topo.routers]
+                    raise doc.error(f"sensor {name}: unknown node '{node}'"
+                                    f"{did_you_mean(node, routers)}", ipath + ("node",))
+                n = topo.nodes[node]
+                if not n.is_router:
+                    raise doc.error(f"sensor {name}: {node} is a host; an interface sensor "
+                                    f"captures on a router or firewall interface (or use "
+                                    f"'zone' + 'nodes' for a host's switch port)", ipath + ("node",))
+                zone = self._sensor_zone(name, ipath + ("zone",))
+                if zone not in {i.zone for i in n.interfaces}:
+                    raise doc.error(f"sensor {name}: {node} has no interface in zone {zone} "
+                                    f"(its zones: {', '.join(i.zone for i in n.interfaces)})",
+                                    ipath + ("zone",))
+                sensor.interface = (node, zone)
+                sensor.zone = zone
+            topo.sensors[name] = sensor
+        if not declared:
+            for zone in topo.zones.values():
+                if not zone.p2p:
+                    topo.sensors[f"{zone.name}-span"] = Sensor(
+                        f"{zone.name}-span", zone.name, default=True, src=zone.src)
+
+    def _sensor_zone(self, sensor: str, path) -> str:
+        zone = self.doc.get(path)
+        if zone not in self.topo.zones:
+            raise self.doc.error(f"sensor {sensor}: unknown zone or link '{zone}'"
+                                 f"{did_you_mean(zone, self.topo.zones)}", path)
+        return zone
 
     def _benign(self):
-        b = self.doc.data.get("benign", {})
-        self.topo.benign = BenignTraffic(enabled=b.get("enabled", True),
-                                         interval_s=float(b.get("interval", 2.0)),
-                                         seed=b.get("seed", 1))
+        """Benign traffic: v1 keys (enabled, interval, seed) plus intensity, per-role and
+        per-node profiles (checked here; resolved against the model by cyberrange.traffic)."""
+        from cyberrange.traffic.kinds import KINDS
+        doc, topo = self.doc, self.topo
+        b = doc.data.get("benign", {})
+        bt = BenignTraffic(enabled=b.get("enabled", True),
+                           interval_s=float(b.get("interval", 2.0)),
+                           seed=b.get("seed", 1), intensity=float(b.get("intensity", 1.0)))
+        for role, items in b.get("roles", {}).items():
+            bt.roles[role] = [self._traffic_profile(("benign", "roles", role, k), KINDS)
+                              for k in range(len(items))]
+        hosts = [n.name for n in topo.hosts]
+        for name, items in b.get("nodes", {}).items():
+            path = ("benign", "nodes", name)
+            if name not in topo.nodes:
+                raise doc.error(f"benign traffic for unknown node '{name}'"
+                                f"{did_you_mean(name, hosts)}", path, key=True)
+            if topo.nodes[name].is_router:
+                raise doc.error(f"benign traffic for {name}: it is a {topo.nodes[name].kind}; "
+                                f"only hosts generate benign traffic", path, key=True)
+            bt.nodes[name] = [self._traffic_profile(path + (k,), KINDS)
+                              for k in range(len(items))]
+        topo.benign = bt
 
+    def _traffic_profile(self, path, kinds) -> TrafficProfile:
+        doc, topo = self.doc, self.topo
+        p = doc.get(path)
+        kind = kinds[p["kind"]]
+        targets = []
+        for k, t in enumerate(p.get("targets", [])):
+            tpath = path + ("targets", k)
+            node = topo.nodes.get(t)
+            if node is None or node.is_router:
+                hosts = [n.name for n in topo.hosts]
+                what = f"'{t}' is a {node.kind}, not a host" if node else f"unknown host '{t}'"
+                raise doc.error(f"{p['kind']} target: {what}{did_you_mean(t, hosts)}", tpath)
+            if not any(s.type in kind.services for s in node.services):
+                raise doc.error(f"{p['kind']} target {t} has no {' or '.join(kind.services)} "
+                                f"service", tpath)
+            targets.append(t)
+        params = dict(p.get("params", {}))
+        if "jitter" in p:
+            params["jitter"] = float(p["jitter"])
+        return TrafficProfile(kind=p["kind"], targets=targets,
+                              interval_s=float(p.get("interval", kind.interval)), params=params)
 
     # -- 17. mission threads, crown jewels, entry points ----------------------------------
     _MISSION = re.compile(r"^\s*(?P<src>[^>]+?)\s*->\s*(?P<dst>[^\s,][^>]*?)"

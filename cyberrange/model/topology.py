@@ -22,7 +22,8 @@ ROLES = (
     "foothold", "hq", "external",
 )
 
-SERVICE_TYPES = ("http", "login", "ssh", "dns", "modbus", "c2-http", "c2-dns")
+SERVICE_TYPES = ("http", "login", "ssh", "dns", "modbus", "c2-http", "c2-dns",
+                 "ntp", "syslog", "chat", "backup")
 
 NodeKind = Literal["host", "router", "firewall"]
 Proto = Literal["tcp", "udp", "icmp", "any"]
