@@ -34,6 +34,7 @@ class DrillOptions:
     warmup_s: float = 3.0
     cooldown_s: float = 2.0
     seed: int | None = None
+    intensity: float | None = None          # benign traffic rate multiplier (None: topology's)
     live: bool = False               # records reach the store during the drill
     live_rotate_s: float = 2.0       # live mode: every sensor's pcap rotates at least this often
 
@@ -159,7 +160,7 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
                 if hasattr(ui, "live_started"):
                     ui.live_started(live)
             if opts.benign and topo.benign.enabled:
-                benign = BenignTraffic(twin, run, seed)
+                benign = BenignTraffic(twin, run, seed, opts.intensity)
                 n = benign.start()
                 ui.phase("benign", f"benign traffic from {n} hosts, warming up {opts.warmup_s:g} s")
                 stop_event.wait(opts.warmup_s)

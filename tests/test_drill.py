@@ -142,3 +142,17 @@ steps:
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert {s.prefix for s in live_states()} == before
+
+
+def test_busy_drill_benign_flows_dominate_attack_flows_complete_zero_loss(tmp_path):
+    """Issue 5's acceptance: with background traffic on, benign flows make up most of the
+    store, every attack 5-tuple of the ledger is there, and the reconciliation shows zero loss."""
+    r = cli("drill", "run", "topologies/fob.yaml", "attack_playbooks/fob_pcap_replay.yaml",
+            "--runs-dir", tmp_path, "--warmup", "12", "--intensity", "2", "--json", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    card = json.loads(r.stdout)
+    flows = card["flows"]
+    assert flows["benign"] > flows["attack"] > 0, flows
+    rec = card["reconciliation"]
+    assert rec["ledger_packets"] == rec["stored_packets"] > 0 and not rec["mismatched"]
+    assert rec.get("zero_loss") is True, rec.get("verdict")

@@ -100,19 +100,21 @@ def drill():
 @click.option("--warmup", default=3.0, show_default=True, help="Seconds of benign traffic before the attack.")
 @click.option("--cooldown", default=2.0, show_default=True, help="Seconds after the last step before capture stops.")
 @click.option("--seed", type=int, default=None, help="Seed for benign traffic (default: the topology's).")
+@click.option("--intensity", type=float, default=None,
+              help="Scale every benign traffic rate (default: the topology's; 2 = twice as busy).")
 @click.option("--live", is_flag=True,
               help="Store records during the drill: sensors rotate every --rotate seconds and "
                    "each closed pcap is ingested at once (the final store is rebuilt exactly).")
 @click.option("--rotate", "rotate_s", default=2.0, show_default=True,
               help="Live mode: rotate every sensor's pcap at least this often (seconds).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scorecard as JSON instead of tables.")
-def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, cooldown, seed, live,
-              rotate_s, as_json):
+def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, cooldown, seed,
+              intensity, live, rotate_s, as_json):
     """Build TOPOLOGY, replay PLAYBOOK, capture, detect, score, tear down."""
     console = make_console(stderr=as_json)
     opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
                         warmup_s=warmup, cooldown_s=cooldown, seed=seed, live=live,
-                        live_rotate_s=rotate_s)
+                        live_rotate_s=rotate_s, intensity=intensity)
     with RichUI(console) as ui:
         run = run_drill(topology, playbook, opts, ui)
     card = json.loads(run.scorecard_path.read_text())
