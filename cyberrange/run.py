@@ -5,7 +5,7 @@
     runs/20261127-131502-fob-3fa1/
       manifest.json      inputs (with sha256), versions, seed, timings, warnings, counters
       config/            generated nftables rulesets, DNS hosts file, login accounts
-      pcaps/<sensor>.pcap
+      pcaps/<sensor>.pcap   (or pcaps/<sensor>/… when the sensor rotates its files)
       logs/              service, sensor and traffic-generator logs
       ledger.jsonl       ground truth: one record per attack step (score/ is its only reader)
       store.duckdb       packets, flows and alerts (ECS field names)

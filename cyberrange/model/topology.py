@@ -205,7 +205,7 @@ class Sensor:
     """A capture point. Three kinds, each capturing every frame it sees exactly once:
 
     * ``zone`` only: a SPAN of the zone's (or link's) switch: every frame entering it;
-    * ``zone`` + ``nodes``: a switch port set: frames entering the switch from those nodes' ports;
+    * ``zone`` + ``nodes``: a switch port set: frames to or from those nodes' ports;
     * ``interface`` = (router or firewall node, zone): both directions of that router interface,
       captured inside the router's namespace.
     ``rotate_s`` / ``rotate_mb`` rotate the pcap files (0: one file)."""

@@ -557,22 +557,3 @@ def _read(path: Path) -> str:
         return Path(path).read_text(errors="replace")
     except OSError:
         return ""
-
-
-def _wait_for(pred, timeout: float, message: str) -> None:
-    deadline = time.time() + timeout
-    while not pred():
-        if time.time() > deadline:
-            raise EnvironmentProblem(message)
-        time.sleep(0.05)
-
-
-def _tcpdump_counters(text: str) -> dict:
-    import re
-    out = {}
-    for key, pat in (("captured", r"(\d+) packets? captured"),
-                     ("received_by_filter", r"(\d+) packets? received by filter"),
-                     ("dropped_by_kernel", r"(\d+) packets? dropped by kernel")):
-        m = re.search(pat, text)
-        out[key] = int(m.group(1)) if m else None
-    return out
