@@ -7,6 +7,22 @@ ledger, never a label.
 
 Times inside detectors are integer microseconds since the epoch (the store's resolution);
 ``Alert`` carries timezone-aware UTC datetimes because it maps 1:1 onto ``ALERT_SCHEMA``.
+
+The contract every family keeps (tests/test_detect_contract.py checks it for all families):
+
+* ``detect(flows, packets)`` is a pure function of the records (and of what ``fit`` learned):
+  the same records give the same alerts with the same ``alert_id`` -- the streaming runner
+  (``stream.py``) relies on it to report each alert once.
+* Every alert explains itself: ``evidence`` holds ``feature`` (what was measured), ``value``
+  (what was observed) and ``threshold`` and/or ``baseline`` (what it was compared with);
+  ``flow_ids`` lists the contributing flows (packet-only evidence such as ARP leaves it empty
+  and says ``packets`` in the evidence); ``message`` says it in one line of words; ``score``
+  grows with how far the value is past the threshold.
+* ``trainable`` families learn normal behaviour in ``fit`` from a benign baseline window (the
+  drill's warm-up, or another run: see ``registry.run_detectors``); untrained they fall back to
+  their configured settings.
+* ``scores_flows`` families give every flow a number in ``score_flows`` (higher = more
+  anomalous): the evaluation harness computes ROC-AUC and PR-AUC from it.
 """
 from __future__ import annotations
 
@@ -120,6 +136,8 @@ class Detector:
     family: str = ""
     technique: str = ""
     needs_packets: bool = False
+    trainable: bool = False          # implements fit() on a benign baseline window
+    scores_flows: bool = False       # implements score_flows() (ROC-AUC / PR-AUC)
     SETTINGS: dict[str, Any] = {}
 
     def __init__(self, name: str, **settings):
@@ -132,6 +150,7 @@ class Detector:
                 f" (known: {', '.join(sorted(self.SETTINGS))})"
             raise SettingError(msg, setting=key)
         self.name = name
+        self.trained = False
         self.settings = copy.deepcopy(self.SETTINGS)
         self.settings.update(settings)
         self.configure()
@@ -141,6 +160,15 @@ class Detector:
 
     def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
         raise NotImplementedError
+
+    def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
+        """Learn normal behaviour from benign baseline records (``trainable`` families)."""
+        self.trained = True
+
+    def score_flows(self, flows: pa.Table, packets: pa.Table | None = None):
+        """One anomaly score per flow row, higher = more anomalous (``scores_flows``
+        families); a numpy float array of length ``flows.num_rows``."""
+        raise NotImplementedError(f"{self.family} does not score flows")
 
     # helpers for subclasses
     def _number(self, key: str, minimum: float = 0, integer: bool = False) -> float:

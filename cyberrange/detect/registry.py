@@ -22,24 +22,45 @@ import yaml
 
 from ..errors import UserError
 from .base import Detector, SettingError, alerts_to_table
-from .bruteforce import BruteForceDetector
-from .portscan import PortScanDetector
 
-__all__ = ["FAMILIES", "register", "load_detectors", "load_detector_file", "run_detectors"]
+__all__ = ["FAMILIES", "register", "load_detectors", "load_detector_file", "run_detectors",
+           "baseline_window"]
 
 FAMILIES: dict[str, type[Detector]] = {}
 
 ENTRY_KEYS = ("name", "family", "settings", "enabled", "description")
 
+#: modules of this package that hold no detector family
+NOT_FAMILIES = frozenset({"base", "registry", "stream", "features", "__init__"})
+
 
 def register(cls: type[Detector]) -> type[Detector]:
     """Register a detector family (usable as a class decorator)."""
+    if cls.family in FAMILIES and FAMILIES[cls.family] is not cls:
+        raise RuntimeError(f"detector family {cls.family!r} defined twice: "
+                           f"{FAMILIES[cls.family].__module__} and {cls.__module__}")
     FAMILIES[cls.family] = cls
     return cls
 
 
-register(PortScanDetector)
-register(BruteForceDetector)
+def _discover() -> None:
+    """Register every Detector subclass with a ``family`` defined in a module of this package
+    (a new family is a new module: nothing to edit here)."""
+    import importlib
+    import inspect
+    import pkgutil
+    pkg = __name__.rsplit(".", 1)[0]
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if mod.name in NOT_FAMILIES or mod.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{pkg}.{mod.name}")
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, Detector) and obj is not Detector and obj.family \
+                    and obj.__module__ == module.__name__:
+                register(obj)
+
+
+_discover()
 
 
 def _hint(word: str, choices) -> str:
@@ -140,21 +161,63 @@ def load_detectors(dir: str | Path = "detectors") -> list[Detector]:
     return detectors
 
 
+def baseline_window(flows: pa.Table, packets: pa.Table | None, seconds: float):
+    """The records of the first ``seconds`` of a run (from its first flow or packet): the
+    benign baseline trainable detectors learn from. Returns ``(flows, packets)``."""
+    import pyarrow.compute as pc
+    starts = [t.column("@timestamp") for t in (flows, packets) if t is not None and t.num_rows]
+    if not starts:
+        return flows, packets
+    t0 = min(pc.min(c).as_py() for c in starts)
+    import datetime as _dt
+    end = pa.scalar(t0 + _dt.timedelta(seconds=float(seconds)), type=starts[0].type)
+
+    def cut(t):
+        if t is None:
+            return None
+        return t.filter(pc.less(t.column("@timestamp"), end))
+    return cut(flows), cut(packets)
+
+
 def run_detectors(store, run_id: str, detectors: list[Detector], *, write: bool = True,
-                  replace: bool = True) -> pa.Table:
+                  replace: bool = True, baseline_s: float | None = None,
+                  train: tuple | None = None, stats: dict | None = None) -> pa.Table:
     """Run every detector over the run's records in ``store``; store and return the alerts.
 
+    Trainable detectors first learn from a benign baseline: ``train`` = ``(flows, packets)``
+    records of another (benign) run, or else the first ``baseline_s`` seconds of this run (a
+    drill's warm-up, during which only benign traffic runs). Neither: they run untrained.
     With ``replace`` (default) earlier alerts of the run are removed first when the store
-    supports ``delete``, so re-running detection does not duplicate alerts.
+    supports ``delete``, so re-running detection does not duplicate alerts. ``stats``, when
+    given, receives ``{detector name: {"seconds", "alerts", "trained"}}``.
     """
-    flows = store.read("flows", run_id)
-    packets = store.read("packets", run_id) if any(d.needs_packets for d in detectors) else None
+    import time
+    flows = store.read("flows", run_id, columns=_columns(store, "flows"))
+    need_packets = any(d.needs_packets for d in detectors)
+    packets = store.read("packets", run_id, columns=_columns(store, "packets")) \
+        if need_packets else None
+    if train is None and baseline_s and any(d.trainable for d in detectors):
+        train = baseline_window(flows, packets, baseline_s)
     alerts = []
     for det in detectors:
-        alerts.extend(det.detect(flows, packets))
+        t0 = time.perf_counter()
+        if det.trainable and train is not None:
+            det.fit(train[0], train[1] if det.needs_packets else None)
+        found = det.detect(flows, packets if det.needs_packets else None)
+        alerts.extend(found)
+        if stats is not None:
+            stats[det.name] = {"seconds": round(time.perf_counter() - t0, 4),
+                               "alerts": len(found), "trained": bool(det.trained)}
     table = alerts_to_table(alerts, run_id)
     if write:
         if replace and hasattr(store, "delete"):
             store.delete("alerts", run_id)
         store.write("alerts", table)
     return table
+
+
+def _columns(store, kind: str) -> list[str] | None:
+    """Every column the store keeps for ``kind`` (core + added fields), so detectors can use
+    the added fields (DNS names, Modbus codes, ARP bindings, inter-arrival times)."""
+    from ..telemetry.schema import RECORD_SCHEMAS
+    return list(RECORD_SCHEMAS[kind].names)
