@@ -31,12 +31,14 @@ class DrillOptions:
     detectors_dir: str = "detectors"
     runs_dir: str = "runs"
     benign: bool = True
-    warmup_s: float = 3.0
+    warmup_s: float = 10.0           # benign only; also the trainable detectors' baseline
     cooldown_s: float = 2.0
     seed: int | None = None
     intensity: float | None = None          # benign traffic rate multiplier (None: topology's)
     live: bool = False               # records reach the store during the drill
     live_rotate_s: float = 2.0       # live mode: every sensor's pcap rotates at least this often
+    duration_s: float = 60.0         # benign-only drill (no playbook): seconds of traffic
+    baseline_s: float | None = None  # trainable detectors learn from the first N s (None: warmup)
 
 
 @dataclass
@@ -52,7 +54,7 @@ def load_inputs(topology_path, playbook_path, detectors_dir) -> Inputs:
     from cyberrange.detect.registry import load_detectors
     from cyberrange.model.loader import load_topology
     topo = load_topology(topology_path)
-    pb = load_playbook(playbook_path, topo)
+    pb = load_playbook(playbook_path, topo) if playbook_path is not None else None
     dets = load_detectors(detectors_dir)
     return Inputs(topo, pb, dets)
 
@@ -128,9 +130,15 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
     preflight(need_dns=True)
     topo, pb = inputs.topology, inputs.playbook
     seed = opts.seed if opts.seed is not None else topo.benign.seed
+    if pb is None and not (opts.benign and topo.benign.enabled):
+        from cyberrange.errors import UserError
+        raise UserError(f"{topology_path}: a benign-only drill needs benign traffic, but it is "
+                        "disabled (--no-benign or the topology's benign.enabled: false)")
     run = Run.create(opts.runs_dir, f"{topo.name}", {
         "topology": topology_path, "playbook": playbook_path}, seed=seed)
-    run.manifest.update(topology=topo.name, playbook=pb.name, kind="drill",
+    baseline_s = opts.warmup_s if opts.baseline_s is None else opts.baseline_s
+    run.manifest.update(topology=topo.name, playbook=pb.name if pb else None,
+                        kind="drill" if pb else "benign", baseline_s=baseline_s,
                         detectors=[d.name for d in inputs.detectors])
     run.save()
     ui.run_started(run, topo, pb)
@@ -165,10 +173,16 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
                 ui.phase("benign", f"benign traffic from {n} hosts, warming up {opts.warmup_s:g} s")
                 stop_event.wait(opts.warmup_s)
             t0 = time.monotonic()
-            ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
-            run_playbook(pb, topo, twin, run.ledger_path, run.id, on_event=ui.attack_event,
-                         stop_event=stop_event)
-            timings["attack_s"] = round(time.monotonic() - t0, 2)
+            if pb is not None:
+                ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
+                run_playbook(pb, topo, twin, run.ledger_path, run.id, on_event=ui.attack_event,
+                             stop_event=stop_event)
+                timings["attack_s"] = round(time.monotonic() - t0, 2)
+            else:
+                run.ledger_path.touch()
+                ui.phase("attack", f"benign only: {opts.duration_s:g} s of traffic, no attack")
+                stop_event.wait(opts.duration_s)
+                timings["benign_only_s"] = round(time.monotonic() - t0, 2)
             ui.phase("cooldown", f"cool-down {opts.cooldown_s:g} s")
             stop_event.wait(opts.cooldown_s)
     except KeyboardInterrupt:
@@ -230,7 +244,10 @@ def analyse(run: Run, detectors, ui=None) -> dict:
                                      "parser": stats}
         t0 = time.monotonic()
         ui.phase("detect", f"running {len(detectors)} detectors")
-        alerts = run_detectors(store, run.id, detectors)
+        det_stats: dict = {}
+        alerts = run_detectors(store, run.id, detectors, stats=det_stats,
+                               baseline_s=run.manifest.get("baseline_s"))
+        run.manifest["detectors_stats"] = det_stats
         timings["detect_s"] = round(time.monotonic() - t0, 2)
         ui.phase("score", "scoring alerts against the ledger")
         ledger = read_ledger(run.ledger_path) if run.ledger_path.exists() else []

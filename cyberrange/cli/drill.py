@@ -35,13 +35,14 @@ class RichUI:
         self.progress.stop()
 
     def run_started(self, run, topo, pb):
-        self.steps = len(pb.steps)
+        self.steps = len(pb.steps) if pb else 0
         self.task = self.progress.add_task("starting", total=len(PHASES) + self.steps)
         self.console.print(f"[cyan]run[/] {run.id}  [dim]{run.dir}[/]")
+        what = f"[cyan]playbook[/] {pb.name}: {len(pb.steps)} steps" if pb else \
+            "[cyan]benign only[/] (no playbook)"
         self.console.print(f"[cyan]topology[/] {topo.name} ({topo.classification}): "
                            f"{len(topo.nodes)} nodes, {len(topo.zones)} zones, "
-                           f"{len(topo.sensors)} sensors   [cyan]playbook[/] {pb.name}: "
-                           f"{len(pb.steps)} steps")
+                           f"{len(topo.sensors)} sensors   {what}")
 
     def phase(self, name, text):
         if self.task is None:
@@ -91,13 +92,20 @@ def drill():
 
 @drill.command("run")
 @click.argument("topology", type=click.Path(dir_okay=False))
-@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.argument("playbook", type=click.Path(dir_okay=False), required=False)
 @click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
               help="Folder of detector YAML files.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("--benign/--no-benign", default=True, show_default=True,
               help="Generate benign background traffic during the drill.")
-@click.option("--warmup", default=3.0, show_default=True, help="Seconds of benign traffic before the attack.")
+@click.option("--warmup", default=10.0, show_default=True,
+              help="Seconds of benign traffic before the attack; trainable detectors learn "
+                   "normal behaviour from them (see --baseline).")
+@click.option("--baseline", "baseline_s", type=float, default=None,
+              help="Seconds from the start that trainable detectors learn from "
+                   "(default: --warmup).")
+@click.option("--duration", "duration_s", default=60.0, show_default=True,
+              help="Without a PLAYBOOK (benign-only drill): seconds of benign traffic.")
 @click.option("--cooldown", default=2.0, show_default=True, help="Seconds after the last step before capture stops.")
 @click.option("--seed", type=int, default=None, help="Seed for benign traffic (default: the topology's).")
 @click.option("--intensity", type=float, default=None,
@@ -108,13 +116,17 @@ def drill():
 @click.option("--rotate", "rotate_s", default=2.0, show_default=True,
               help="Live mode: rotate every sensor's pcap at least this often (seconds).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scorecard as JSON instead of tables.")
-def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, cooldown, seed,
-              intensity, live, rotate_s, as_json):
-    """Build TOPOLOGY, replay PLAYBOOK, capture, detect, score, tear down."""
+def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, baseline_s,
+              duration_s, cooldown, seed, intensity, live, rotate_s, as_json):
+    """Build TOPOLOGY, replay PLAYBOOK, capture, detect, score, tear down.
+
+    Without PLAYBOOK the drill is benign only (--duration seconds of background traffic): it
+    measures the detectors' false alarms on a quiet network."""
     console = make_console(stderr=as_json)
     opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
                         warmup_s=warmup, cooldown_s=cooldown, seed=seed, live=live,
-                        live_rotate_s=rotate_s, intensity=intensity)
+                        live_rotate_s=rotate_s, intensity=intensity, duration_s=duration_s,
+                        baseline_s=baseline_s)
     with RichUI(console) as ui:
         run = run_drill(topology, playbook, opts, ui)
     card = json.loads(run.scorecard_path.read_text())

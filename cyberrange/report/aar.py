@@ -11,7 +11,7 @@ def _t(ts) -> str:
 def render(run, card: dict) -> str:
     m = run.manifest
     lines = [f"# After-action report: {m.get('run_id')}", "",
-             f"Topology **{m.get('topology')}**, playbook **{m.get('playbook')}**, "
+             f"Topology **{m.get('topology')}**, playbook **{m.get('playbook') or '— (benign only)'}**, "
              f"detectors {', '.join(m.get('detectors') or [])}.", ""]
     lines += ["## Attack steps", "",
               "| step | technique | outcome | detected | time to detect | detected by | attack flows |",

@@ -96,7 +96,7 @@ def print_scorecard(card: dict, console: Console | None = None) -> None:
     tel = run.get("telemetry") or {}
     tm = run.get("timings") or {}
     console.print(Panel.fit(
-        f"run [bold]{run.get('run_id')}[/]  topology {run.get('topology')}  playbook {run.get('playbook')}\n"
+        f"run [bold]{run.get('run_id')}[/]  topology {run.get('topology')}  playbook {run.get('playbook') or '— (benign only)'}\n"
         f"packets captured {tel.get('packets', 0)}, flows {tel.get('flows', 0)}, "
         f"wall time {tm.get('total_s', '?')} s",
         title="drill", border_style="cyan"))
