@@ -302,3 +302,34 @@ def test_repeated_step_is_scored_once_over_all_its_executions(scenario):
     g = grouped[0]
     assert g["executions"] == 2 and g["outcome"] == "succeeded"
     assert g["start"] == first["start"] and g["end"] == second["end"]
+
+
+def test_flowless_step_is_detected_by_a_packet_evidence_alert_from_its_actor(scenario):
+    """ARP steps send no IP packets: an alert without flows from the actor, in the step's
+    window, detects them and counts as true; the same alert from another host or outside the
+    window does not."""
+    rows, flows, _ = scenario
+    arp = {"run_id": "r1", "step_id": "poison", "name": "ARP poisoning", "technique": "T1557.002",
+           "actor": "ops-maint", "actor_ip": ATT, "targets": [V], "start": T0 + 30,
+           "end": T0 + 40, "outcome": "succeeded", "packets_sent": 0, "bytes_sent": 0,
+           "flows": [], "facts": {}}
+    ledger = LEDGER + [arp]
+
+    def one(t, src=ATT, fids=()):
+        a = alert(t, "arp-spoof", list(fids))
+        a["source.ip"] = src
+        return to_table([a], ALERT_SCHEMA)
+
+    card = score_run(ledger, flows, one(T0 + 31))
+    step = next(s for s in card["steps"] if s["step_id"] == "poison")
+    assert step["detected"] and step["detected_by"] == ["arp-spoof"]
+    assert step["time_to_detect_s"] == pytest.approx(1.0)
+    assert card["alerts"]["true"] == 1 and card["alerts"]["false"] == 0
+    for alerts in (one(T0 + 31, src=WS), one(T0 + 80)):
+        card = score_run(ledger, flows, alerts)
+        step = next(s for s in card["steps"] if s["step_id"] == "poison")
+        assert not step["detected"] and card["alerts"]["false"] == 1
+    # an alert WITH flows from the actor in the window is matched by its flows, not by actor
+    benign = fids_of(rows, lambda r: r["destination.port"] == 443)
+    card = score_run(ledger, flows, one(T0 + 31, fids=benign[:1]))
+    assert not next(s for s in card["steps"] if s["step_id"] == "poison")["detected"]

@@ -17,6 +17,10 @@ Definitions (see docs/scoring.md):
 * precision = flagged attack / flagged (null when nothing is flagged);
   recall = flagged attack / attack (null when there is no attack flow).
 * An alert is true when at least one of its flows is an attack flow, false otherwise.
+* Steps that send no IP packets (ARP scans, ARP poisoning: their ledger ``flows`` are empty)
+  are matched by actor instead: an alert *without flows* (packet evidence only) detects such a
+  step when its ``source.ip`` is the step's ``actor_ip`` and its ``@timestamp`` lies in the
+  step's window +- slack; such an alert is true.
 """
 from __future__ import annotations
 
@@ -143,6 +147,9 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
     a_fids = alerts.column("cyberrange.flow_ids").to_pylist() if alerts.num_rows else []
     a_names = alerts.column("rule.name").to_pylist() if alerts.num_rows else []
     a_ts = _us(alerts, "@timestamp") if alerts.num_rows else []
+    a_src = alerts.column("source.ip").to_pylist() if alerts.num_rows else []
+    slack_us = int(slack_s * 1_000_000)
+    flowless_true: set[int] = set()
     flagged_ids = set()
     for ids in a_fids:
         flagged_ids.update(ids or ())
@@ -199,6 +206,13 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
             if shared:
                 joined = min(start_of[f] for f in shared)
                 hits.append((max(a_ts[k], joined), a_names[k]))
+        if not step.get("flows") and step.get("actor_ip") and step.get("outcome") != "skipped":
+            lo = int(float(step["start"]) * 1_000_000) - slack_us
+            hi = int(float(step["end"]) * 1_000_000) + slack_us
+            for k in range(len(a_names)):
+                if not a_fids[k] and a_src[k] == step["actor_ip"] and lo <= a_ts[k] <= hi:
+                    hits.append((a_ts[k], a_names[k]))
+                    flowless_true.add(k)
         detected = bool(hits)
         ttd = None
         if detected:
@@ -219,7 +233,7 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
     by_detector: dict[str, dict] = {}
     n_true = 0
     for k, name in enumerate(a_names):
-        is_true = any(label_of.get(f) for f in (a_fids[k] or ()))
+        is_true = k in flowless_true or any(label_of.get(f) for f in (a_fids[k] or ()))
         n_true += is_true
         d = by_detector.setdefault(name, {"total": 0, "true": 0, "false": 0})
         d["total"] += 1
