@@ -129,8 +129,9 @@ def _ratio(num: int, den: int):
 
 
 def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: float = 2.0,
-              run_id: str | None = None) -> dict:
-    """Score one run's alerts against its ledger; the result is ready for scorecard.json."""
+              run_id: str | None = None, alert_truth: bool = False) -> dict:
+    """Score one run's alerts against its ledger; the result is ready for scorecard.json.
+    With ``alert_truth`` it also holds ``alert_truth``: one bool per alert row (true alert)."""
     if run_id is None:
         run_id = ledger[0].get("run_id") if ledger else None
         if run_id is None and flows.num_rows:
@@ -232,14 +233,16 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
     # alerts: true when any of their flows is an attack flow
     by_detector: dict[str, dict] = {}
     n_true = 0
+    truth = []
     for k, name in enumerate(a_names):
         is_true = k in flowless_true or any(label_of.get(f) for f in (a_fids[k] or ()))
+        truth.append(bool(is_true))
         n_true += is_true
         d = by_detector.setdefault(name, {"total": 0, "true": 0, "false": 0})
         d["total"] += 1
         d["true" if is_true else "false"] += 1
 
-    return {
+    out = {
         "run_id": run_id,
         "steps": steps_out,
         "flows": flow_summary,
@@ -249,6 +252,9 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
         "techniques": dict(sorted(techniques.items())),
         "slack_s": slack_s,
     }
+    if alert_truth:
+        out["alert_truth"] = truth
+    return out
 
 
 def packet_reconciliation(ledger: list[dict], packets: pa.Table, observer: str | None = None,

@@ -1,0 +1,187 @@
+"""``cyberrange detect list|run|eval``: the detectors on their own -- on a finished run, on an
+external capture (no twin), and evaluated over a corpus of runs against their ledgers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich import box
+from rich.table import Table
+
+from cyberrange.cli._console import make_console
+from cyberrange.errors import UserError
+
+
+@click.group()
+def detect():
+    """Detectors: list them, run them on a run or a pcap, evaluate them on runs."""
+
+
+def _alerts_table(alerts, title: str) -> Table:
+    t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
+    for h in ("time (UTC)", "detector", "technique", "source", "destination", "score", "flows",
+              "explanation"):
+        t.add_column(h, justify="right" if h in ("score", "flows") else "left",
+                     overflow="fold", max_width=70 if h == "explanation" else None)
+    rows = alerts.to_pylist()
+    for r in rows:
+        t.add_row(f"{r['@timestamp']:%H:%M:%S.%f}"[:-3], r["rule.name"],
+                  r["threat.technique.id"] or "", r["source.ip"] or "", r["destination.ip"] or "—",
+                  f"{r['cyberrange.score']:.2f}", str(len(r["cyberrange.flow_ids"] or [])),
+                  r["message"])
+    return t
+
+
+@detect.command("list")
+@click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
+              help="Folder of detector YAML files.")
+def detect_list(detectors_dir):
+    """The configured detector instances, their families and what they learn or score."""
+    from cyberrange.detect.registry import FAMILIES, load_detectors
+    dets = load_detectors(detectors_dir)
+    t = Table(title=f"{len(dets)} detectors in {detectors_dir}/ ({len(FAMILIES)} families known)",
+              box=box.SIMPLE_HEAVY, title_justify="left")
+    for h in ("name", "family", "technique", "input", "learns", "scores flows", "settings"):
+        t.add_column(h, overflow="fold")
+    for d in dets:
+        settings = ", ".join(f"{k}={v}" for k, v in d.settings.items())
+        t.add_row(d.name, d.family, d.technique or "—",
+                  "flows + packets" if d.needs_packets else "flows",
+                  "yes" if d.trainable else "", "yes" if d.scores_flows else "", settings)
+    make_console().print(t)
+
+
+def _parse(pcap: str, run_id: str):
+    from cyberrange.telemetry.pcap import parse_pcaps
+    path = Path(pcap)
+    if not path.is_file():
+        raise UserError(f"no such capture file: {pcap}")
+    try:
+        packets, flows, stats = parse_pcaps([(str(path), path.stem)], run_id)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"cannot read capture: {exc}", file=pcap) from None
+    return packets, flows, stats
+
+
+@detect.command("run")
+@click.argument("run_ref", metavar="[RUN]", required=False)
+@click.option("--pcap", type=click.Path(dir_okay=False), default=None,
+              help="Score an external capture (pcap/pcapng) without a twin.")
+@click.option("--train-pcap", type=click.Path(dir_okay=False), default=None,
+              help="A benign capture the trainable detectors learn from (with --pcap).")
+@click.option("--baseline", "baseline_s", type=float, default=None,
+              help="Trainable detectors learn from the first N seconds (default: a run's "
+                   "warm-up; 0 with --pcap unless given).")
+@click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
+@click.option("--runs-dir", default="runs", show_default=True)
+@click.option("--store", "store_path", default=None,
+              help="With --pcap: keep records and alerts in this DuckDB file.")
+@click.option("--json", "as_json", is_flag=True, help="Print alerts as JSON lines.")
+def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, store_path,
+               as_json):
+    """Run the detectors on a finished RUN (its alerts are replaced) or on --pcap FILE."""
+    from cyberrange.detect.registry import load_detectors, run_detectors
+    from cyberrange.run import Run
+    from cyberrange.store import open_store
+    if (run_ref is None) == (pcap is None):
+        raise UserError("give either a RUN or --pcap FILE")
+    if train_pcap and not pcap:
+        raise UserError("--train-pcap goes with --pcap (a run learns from its warm-up)")
+    dets = load_detectors(detectors_dir)
+    console = make_console(stderr=as_json)
+    stats: dict = {}
+    if pcap:
+        run_id = "pcap-" + Path(pcap).stem
+        packets, flows, pstats = _parse(pcap, run_id)
+        train = None
+        if train_pcap:
+            tp, tf, _ = _parse(train_pcap, "train")
+            train = (tf, tp)
+        with open_store(store_path or ":memory:") as store:
+            if store_path and hasattr(store, "delete"):
+                for kind in ("packets", "flows", "alerts"):
+                    store.delete(kind, run_id)
+            store.write("packets", packets)
+            store.write("flows", flows)
+            alerts = run_detectors(store, run_id, dets, baseline_s=baseline_s, train=train,
+                                   stats=stats)
+        title = (f"{pcap}: {pstats['packets']:,} packets, {flows.num_rows:,} flows, "
+                 f"{alerts.num_rows} alerts")
+    else:
+        run = Run.open(run_ref, runs_dir)
+        if baseline_s is None:
+            baseline_s = run.manifest.get("baseline_s")
+        with open_store(run.store_path) as store:
+            alerts = run_detectors(store, run.id, dets, baseline_s=baseline_s, stats=stats)
+        title = f"run {run.id}: {alerts.num_rows} alerts"
+    if as_json:
+        for r in alerts.to_pylist():
+            click.echo(json.dumps(r, default=str))
+        return
+    console.print(_alerts_table(alerts, title))
+    untrained = [n for n, s in stats.items()
+                 if not s["trained"] and any(d.name == n and d.trainable for d in dets)]
+    if untrained:
+        console.print(f"[yellow]note:[/] untrained (no baseline given): {', '.join(untrained)}")
+
+
+@detect.command("eval")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
+@click.option("--runs-dir", default="runs", show_default=True)
+@click.option("--train", "train_ref", default=None,
+              help="A benign run every trainable detector learns from (default: each run's "
+                   "own warm-up).")
+@click.option("--baseline", "baseline_s", type=float, default=0.0, show_default=True,
+              help="Baseline seconds for runs whose manifest does not record one.")
+@click.option("--only", multiple=True, help="Evaluate only these detector instances.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the full results as JSON to this file.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the results tables as Markdown to this file.")
+def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json_out, md_out):
+    """Evaluate the detectors over RUNS (run folders, ids, or folders of runs) against their
+    ledgers: per technique recall, precision, false alerts per 10k benign flows and time to
+    detect; per detector ROC-AUC/PR-AUC where it scores; ATT&CK coverage matrix."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cyberrange.detect.registry import load_detectors
+    from cyberrange.report.evaluation import evaluation_markdown, print_evaluation
+    from cyberrange.run import Run
+    from cyberrange.score.evaluate import evaluate, expand_runs
+    dets = load_detectors(detectors_dir)
+    if only:
+        unknown = sorted(set(only) - {d.name for d in dets})
+        if unknown:
+            raise UserError(f"--only: no detector named {unknown[0]!r} in {detectors_dir}/")
+        dets = [d for d in dets if d.name in only]
+    paths = expand_runs(runs, runs_dir)
+    train = None
+    if train_ref:
+        from cyberrange.store import open_store
+        from cyberrange.telemetry.schema import RECORD_SCHEMAS
+        tr = Run.open(train_ref, runs_dir)
+        with open_store(tr.store_path) as store:
+            train = (store.read("flows", tr.id, columns=list(RECORD_SCHEMAS["flows"].names)),
+                     store.read("packets", tr.id,
+                                columns=list(RECORD_SCHEMAS["packets"].names)))
+    console = make_console()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} runs"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("evaluating", total=len(paths))
+
+        def on_run(i, n, path):
+            progress.update(task, completed=i, description=f"evaluating {Path(path).name}")
+        ev = evaluate(paths, dets, train=train, default_baseline_s=baseline_s,
+                      on_run=on_run).to_dict()
+        progress.update(task, completed=len(paths))
+    print_evaluation(ev, console)
+    if json_out:
+        Path(json_out).write_text(json.dumps(ev, indent=1, default=str))
+    if md_out:
+        Path(md_out).write_text(evaluation_markdown(ev))
+
+
+COMMANDS = [detect]

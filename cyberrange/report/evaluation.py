@@ -1,0 +1,166 @@
+"""Evaluation results (``score/evaluate.py``) as terminal tables (rich) and as Markdown."""
+from __future__ import annotations
+
+from rich import box
+from rich.table import Table
+
+GOAL_RECALL = 0.9
+GOAL_FALSE_PER_10K = 1.0
+GOAL_TTD_S = 10.0
+FAST_TECHNIQUES = ("T1046", "T1018", "T1110", "T1498", "T1499")   # scans, brute force, floods
+
+
+def _f(v, fmt="{:.2f}", none="—"):
+    return none if v is None else fmt.format(v)
+
+
+def _tech_cells(r: dict) -> list[str]:
+    return [r["technique"], str(r["steps"]) + (f" (+{r['unobservable']} unobs.)"
+                                               if r["unobservable"] else ""),
+            str(r["detected"]), _f(r["recall"]), _f(r["precision"]),
+            _f(r["false_per_10k"]), _f(r["median_ttd_s"], "{:.1f} s"),
+            ", ".join(f"{k} {v}" for k, v in list(r["detected_by"].items())[:3]) or "—"]
+
+
+TECH_HEAD = ["technique", "steps", "detected", "recall", "precision", "false/10k benign",
+             "median TTD", "detected by (steps)"]
+DET_HEAD = ["detector", "family", "kind", "alerts", "true", "false", "false/10k benign",
+            "precision", "steps detected", "median TTD", "ROC-AUC", "PR-AUC", "flows/s"]
+
+
+def _det_cells(r: dict) -> list[str]:
+    return [r["detector"], r["family"], r["kind"], str(r["alerts"]), str(r["true"]),
+            str(r["false"]), _f(r["false_per_10k"]), _f(r["precision"]),
+            str(r["steps_detected"]), _f(r["median_ttd_s"], "{:.1f} s"), _f(r["roc_auc"], "{:.3f}"),
+            _f(r["pr_auc"], "{:.3f}"), _f(r["flows_per_s"], "{:,.0f}")]
+
+
+def technique_table(ev: dict) -> Table:
+    t = Table(title="Per technique (all detectors)", box=box.SIMPLE_HEAVY, title_justify="left")
+    for h in TECH_HEAD:
+        t.add_column(h, justify="left" if h in ("technique", "detected by (steps)") else "right")
+    for r in ev["techniques"]:
+        cells = _tech_cells(r)
+        if r["attack_id"] and r["recall"] is not None:
+            colour = "green" if r["recall"] >= GOAL_RECALL else "red"
+            cells[3] = f"[{colour}]{cells[3]}[/]"
+        t.add_row(*cells)
+    return t
+
+
+def detector_table(ev: dict) -> Table:
+    t = Table(title="Per detector", box=box.SIMPLE_HEAVY, title_justify="left")
+    for h in DET_HEAD:
+        t.add_column(h, justify="left" if h in ("detector", "family", "kind") else "right")
+    for r in ev["detectors"]:
+        cells = _det_cells(r)
+        if r["false_per_10k"] is not None and r["kind"] == "rule":
+            colour = "green" if r["false_per_10k"] < GOAL_FALSE_PER_10K else "red"
+            cells[6] = f"[{colour}]{cells[6]}[/]"
+        t.add_row(*cells)
+    return t
+
+
+def coverage_table(ev: dict) -> Table:
+    """ATT&CK coverage matrix: techniques x detectors, steps detected / steps."""
+    names = [r["detector"] for r in ev["detectors"]]
+    used = [n for n in names if any(n in row for row in ev["coverage"].values())]
+    t = Table(title="ATT&CK coverage (steps detected / steps)", box=box.SIMPLE,
+              title_justify="left")
+    t.add_column("technique")
+    for n in used:
+        t.add_column(n, justify="center")
+    for tech, row in ev["coverage"].items():
+        cells = []
+        for n in used:
+            v = row.get(n)
+            if not v:
+                cells.append("[dim]·[/]")
+                continue
+            d, total = (int(x) for x in v.split("/"))
+            colour = "green" if total and d / total >= GOAL_RECALL else "yellow"
+            cells.append(f"[{colour}]{v}[/]")
+        t.add_row(tech, *cells)
+    return t
+
+
+def corpus_table(ev: dict) -> Table:
+    t = Table(title="Runs", box=box.SIMPLE, title_justify="left")
+    for h in ("run", "kind", "topology", "playbook", "flows", "benign", "attack", "steps",
+              "detected", "false alerts"):
+        t.add_column(h, justify="right" if h in ("flows", "benign", "attack", "steps",
+                                                  "detected", "false alerts") else "left")
+    for r in ev["runs"]:
+        t.add_row(r["run_id"], r["kind"], r["topology"] or "", r["playbook"] or "—",
+                  str(r["flows"]), str(r["benign_flows"]), str(r["attack_flows"]),
+                  str(r["steps"]), str(r["detected"]), str(r["false_alerts"]))
+    return t
+
+
+def goals(ev: dict) -> list[tuple[str, bool, str]]:
+    """The issue's goals checked against an evaluation: (goal, met, detail)."""
+    out = []
+    attack = [r for r in ev["techniques"] if r["attack_id"] and r["steps"]]
+    low = [r["technique"] for r in attack if (r["recall"] or 0) < GOAL_RECALL]
+    out.append((f"every technique recall >= {GOAL_RECALL}", not low,
+                "all met" if not low else "below: " + ", ".join(low)))
+    noisy = [r["detector"] for r in ev["detectors"] if r["kind"] == "rule"
+             and (r["false_per_10k"] or 0) >= GOAL_FALSE_PER_10K]
+    out.append((f"rule detectors < {GOAL_FALSE_PER_10K:g} false alert per 10k benign flows",
+                not noisy, "all met" if not noisy else "above: " + ", ".join(noisy)))
+    slow = [r["technique"] for r in attack if r["attack_id"].startswith(FAST_TECHNIQUES)
+            and r["median_ttd_s"] is not None and r["median_ttd_s"] > GOAL_TTD_S]
+    out.append((f"median time to detect <= {GOAL_TTD_S:g} s for scans, floods, brute force",
+                not slow, "all met" if not slow else "slower: " + ", ".join(slow)))
+    return out
+
+
+def print_evaluation(ev: dict, console) -> None:
+    tot = ev["totals"]
+    console.print(corpus_table(ev))
+    console.print(technique_table(ev))
+    console.print(detector_table(ev))
+    console.print(coverage_table(ev))
+    console.print(f"{tot['runs']} runs, {tot['flows']:,} flows ({tot['benign_flows']:,} benign, "
+                  f"{tot['attack_flows']:,} attack), {tot['steps']} observable steps, "
+                  f"{tot['detected']} detected")
+    for sk in tot.get("skipped_runs") or []:
+        console.print(f"[yellow]skipped[/] {sk['dir']}: status {sk['status']!r} (not finished)")
+    for goal, met, detail in goals(ev):
+        mark = "[green]✔[/]" if met else "[red]✘[/]"
+        console.print(f"  {mark} {goal}: {detail}")
+
+
+def _md_table(head, rows) -> str:
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def evaluation_markdown(ev: dict) -> str:
+    tot = ev["totals"]
+    names = [r["detector"] for r in ev["detectors"]]
+    used = [n for n in names if any(n in row for row in ev["coverage"].values())]
+    parts = [
+        f"{tot['runs']} runs, {tot['flows']:,} flows in the evaluation windows "
+        f"({tot['benign_flows']:,} benign, {tot['attack_flows']:,} attack), "
+        f"{tot['steps']} observable attack steps, {tot['detected']} detected.",
+        "", "### Goals", "",
+        *[f"- {'✔' if met else '✘'} {goal}: {detail}" for goal, met, detail in goals(ev)],
+        "", "### Per technique", "",
+        _md_table(TECH_HEAD, [_tech_cells(r) for r in ev["techniques"]]),
+        "", "### Per detector", "",
+        _md_table(DET_HEAD, [_det_cells(r) for r in ev["detectors"]]),
+        "", "### ATT&CK coverage (steps detected / steps)", "",
+        _md_table(["technique"] + used,
+                  [[tech] + [row.get(n, "·") for n in used]
+                   for tech, row in ev["coverage"].items()]),
+        "", "### Runs", "",
+        _md_table(["run", "kind", "topology", "playbook", "flows", "benign", "attack", "steps",
+                   "detected", "false alerts"],
+                  [[r["run_id"], r["kind"], r["topology"] or "", r["playbook"] or "—",
+                    r["flows"], r["benign_flows"], r["attack_flows"], r["steps"], r["detected"],
+                    r["false_alerts"]] for r in ev["runs"]]),
+    ]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,309 @@
+"""The evaluation harness: how well does each detector catch each technique, over many runs.
+
+``evaluate(runs, detectors)`` re-runs the detectors on every run's stored records (the detectors
+see only the records, as in a drill), then joins their alerts with each run's ledger -- this
+module is in ``score/`` because it is one of the two places where ground truth is read.
+
+Definitions (docs/detection-results.md shows them applied to the benchmark corpus):
+
+* **Evaluation window.** Trainable detectors learn from the first ``baseline_s`` seconds of a
+  run (a drill's benign warm-up, recorded in its manifest). Those seconds are left out of the
+  evaluation for *every* detector: their flows are not counted as benign flows and alerts
+  raised in them are not counted, so a detector is never scored on what it trained on.
+* **Steps.** A step counts when it put packets on the wire that the sensors saw (it has attack
+  flows) or, for steps without IP flows (ARP), when it succeeded; skipped steps and steps whose
+  traffic no sensor saw are listed as *unobservable* and left out of recall.
+* **Recall** of a technique = detected steps / counted steps; a step is detected by a detector
+  when one of its alerts holds one of the step's flows (ARP: see ``score_run``).
+* **Time to detect** = ``score_run``'s: first alert time (or the time the step's first flow
+  joined an episode) minus the step's start; the median over detected steps is reported.
+* **Precision** of a technique = true alerts / alerts among the alerts whose
+  ``threat.technique.id`` is the technique's ATT&CK id (``T1046-udp`` -> ``T1046``): when a
+  detector *says* T, how often is there an attack. An alert is true when it holds an attack
+  flow (or matched a flowless step).
+* **False alerts per 10k benign flows** = false alerts / deduplicated benign flows x 10,000,
+  benign flows summed over every run of the corpus (benign-only runs included).
+* **ROC-AUC / PR-AUC** (detectors that score flows): over every flow of the corpus (evaluation
+  window, one row per flow and sensor), label = attack flow, score = the detector's flow score.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import UserError
+from ..telemetry.schema import ALERT_SCHEMA
+from .score import group_steps, label_flows, score_run
+
+__all__ = ["evaluate", "expand_runs", "attack_id", "Evaluation"]
+
+NOT_ATTACK = {"replay"}        # harness capabilities in the technique library, not ATT&CK
+
+
+def attack_id(technique: str | None) -> str | None:
+    """ATT&CK id of a library technique id: ``T1046-udp`` -> ``T1046``; ``replay`` -> None."""
+    if not technique or technique in NOT_ATTACK:
+        return None
+    return technique.split("-", 1)[0]
+
+
+def expand_runs(refs, runs_dir="runs") -> list[Path]:
+    """Run folders from arguments: a run folder, a run id, or a folder of run folders."""
+    from ..run import Run
+    out: list[Path] = []
+    for ref in refs:
+        p = Path(ref)
+        if p.is_dir() and not (p / "manifest.json").exists():
+            found = sorted(q.parent for q in p.glob("*/manifest.json"))
+            if not found:
+                raise UserError(f"{ref}: neither a run folder nor a folder of runs")
+            out += found
+        else:
+            out.append(Run.open(str(ref), runs_dir).dir)
+    seen, uniq = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            uniq.append(p)
+    return uniq
+
+
+@dataclass
+class RunData:
+    dir: Path
+    run_id: str
+    topology: str | None
+    playbook: str | None
+    kind: str
+    baseline_s: float
+    ledger: list
+    flows: pa.Table
+    alerts: dict = field(default_factory=dict)        # detector name -> alerts table
+    flow_scores: dict = field(default_factory=dict)   # detector name -> np.ndarray
+    seconds: dict = field(default_factory=dict)       # detector name -> seconds
+
+
+@dataclass
+class Evaluation:
+    runs: list
+    techniques: list            # rows, one per library technique seen in the ledgers
+    detectors: list             # rows, one per detector
+    coverage: dict              # technique -> detector -> "d/n"
+    totals: dict
+
+    def to_dict(self) -> dict:
+        return {"runs": self.runs, "techniques": self.techniques, "detectors": self.detectors,
+                "coverage": self.coverage, "totals": self.totals}
+
+
+def _load_run(path: Path, detectors, train, default_baseline_s) -> RunData:
+    from ..attack.ledger import read_ledger
+    from ..detect.registry import baseline_window
+    from ..store import open_store
+    from ..telemetry.schema import RECORD_SCHEMAS
+    manifest = json.loads((path / "manifest.json").read_text())
+    run_id = manifest["run_id"]
+    store_path = path / "store.duckdb"
+    if not store_path.exists():
+        raise UserError(f"{path}: no store.duckdb (re-create it: cyberrange drill score {path})")
+    ledger = read_ledger(path / "ledger.jsonl") if (path / "ledger.jsonl").exists() else []
+    baseline_s = manifest.get("baseline_s")
+    if baseline_s is None:
+        baseline_s = default_baseline_s
+    with open_store(store_path) as store:
+        flows = store.read("flows", run_id, columns=list(RECORD_SCHEMAS["flows"].names))
+        need_packets = any(d.needs_packets for d in detectors)
+        packets = store.read("packets", run_id, columns=list(RECORD_SCHEMAS["packets"].names)) \
+            if need_packets else None
+    rd = RunData(path, run_id, manifest.get("topology"), manifest.get("playbook"),
+                 manifest.get("kind") or ("drill" if ledger else "benign"),
+                 float(baseline_s or 0), ledger, flows)
+    fit_on = train if train is not None else (
+        baseline_window(flows, packets, rd.baseline_s) if rd.baseline_s else None)
+    from ..detect.base import alerts_to_table
+    for det in detectors:
+        t0 = time.perf_counter()
+        if det.trainable and fit_on is not None:
+            det.fit(fit_on[0], fit_on[1] if det.needs_packets else None)
+        found = det.detect(flows, packets if det.needs_packets else None)
+        rd.alerts[det.name] = alerts_to_table(found, run_id)
+        if det.scores_flows:
+            rd.flow_scores[det.name] = np.asarray(
+                det.score_flows(flows, packets if det.needs_packets else None), dtype=float)
+        rd.seconds[det.name] = time.perf_counter() - t0
+    return rd
+
+
+def _window_start_us(rd: RunData) -> int | None:
+    if not rd.baseline_s or rd.flows.num_rows == 0:
+        return None
+    t0 = pc.min(rd.flows.column("@timestamp").cast(pa.int64())).as_py()
+    return t0 + int(rd.baseline_s * 1_000_000)
+
+
+def _after(table: pa.Table, start_us: int | None) -> pa.Table:
+    if start_us is None or table.num_rows == 0:
+        return table
+    ts = table.column("@timestamp").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    return table.filter(pc.greater_equal(ts, start_us))
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray):
+    if labels.size == 0 or labels.all() or not labels.any():
+        return None, None
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    scores = np.nan_to_num(scores, nan=0.0, posinf=1e300, neginf=-1e300)
+    return (round(float(roc_auc_score(labels, scores)), 4),
+            round(float(average_precision_score(labels, scores)), 4))
+
+
+def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0,
+             on_run=None) -> Evaluation:
+    """Evaluate ``detectors`` on every run folder in ``run_dirs`` (see the module docstring).
+    ``train``: ``(flows, packets)`` every trainable detector learns from instead of each run's
+    own baseline window. ``on_run(i, n, path)`` is called before each run (progress)."""
+    run_dirs = list(run_dirs)
+    names = [d.name for d in detectors]
+    fam = {d.name: d.family for d in detectors}
+    scoring = {d.name for d in detectors if d.scores_flows}
+
+    tech_steps = defaultdict(lambda: {"counted": 0, "unobservable": 0, "detected": 0,
+                                      "ttd": [], "by": defaultdict(int), "runs": set()})
+    det = {n: {"alerts": 0, "true": 0, "false": 0, "seconds": 0.0, "flows_in": 0,
+               "steps_detected": 0, "ttd": []} for n in names}
+    claimed = defaultdict(lambda: {"alerts": 0, "true": 0, "false": 0})   # ATT&CK id -> counts
+    labels_all, scores_all = [], defaultdict(list)
+    benign_flows = attack_flows = flows_total = 0
+    runs_out = []
+
+    skipped = []
+    for i, path in enumerate(run_dirs):
+        if on_run:
+            on_run(i, len(run_dirs), path)
+        status = json.loads((Path(path) / "manifest.json").read_text()).get("status")
+        if status != "done":
+            skipped.append({"dir": str(path), "status": status})
+            continue
+        rd = _load_run(Path(path), detectors, train, default_baseline_s)
+        start = _window_start_us(rd)
+        flows = _after(rd.flows, start)
+        keep = None
+        if start is not None and rd.flows.num_rows:
+            ts = rd.flows.column("@timestamp").cast(pa.int64()).to_numpy()
+            keep = ts >= start
+        steps = group_steps(rd.ledger)
+        all_alerts = pa.concat_tables([_after(rd.alerts[n], start) for n in names]) \
+            if names else ALERT_SCHEMA.empty_table()
+        card_all = score_run(rd.ledger, flows, all_alerts, run_id=rd.run_id)
+        benign_flows += card_all["flows"]["benign"]
+        attack_flows += card_all["flows"]["attack"]
+        flows_total += card_all["flows"]["total"]
+        counted = {}
+        for s in card_all["steps"]:
+            flowless = not any(r.get("flows") for r in rd.ledger if r["step_id"] == s["step_id"])
+            observable = s["outcome"] not in ("skipped", "error") and (
+                s["attack_flows"] > 0 or (flowless and s["outcome"] == "succeeded"))
+            counted[s["step_id"]] = observable
+            t = tech_steps[s["technique"] or "unknown"]
+            t["runs"].add(rd.run_id)
+            if not observable:
+                t["unobservable"] += 1
+                continue
+            t["counted"] += 1
+            if s["detected"]:
+                t["detected"] += 1
+                t["ttd"].append(s["time_to_detect_s"])
+        per_det_steps = {}
+        for n in names:
+            alerts = _after(rd.alerts[n], start)
+            card = score_run(rd.ledger, flows, alerts, run_id=rd.run_id, alert_truth=True)
+            d = det[n]
+            d["alerts"] += card["alerts"]["total"]
+            d["true"] += card["alerts"]["true"]
+            d["false"] += card["alerts"]["false"]
+            d["seconds"] += rd.seconds[n]
+            d["flows_in"] += rd.flows.num_rows
+            hit = 0
+            for s in card["steps"]:
+                if counted.get(s["step_id"]) and s["detected"]:
+                    hit += 1
+                    tech_steps[s["technique"] or "unknown"]["by"][n] += 1
+                    d["ttd"].append(s["time_to_detect_s"])
+            d["steps_detected"] += hit
+            per_det_steps[n] = hit
+            # which alerts are true, by the ATT&CK id they claim
+            techs = alerts.column("threat.technique.id").to_pylist() if alerts.num_rows else []
+            for tech, is_true in zip(techs, card["alert_truth"]):
+                c = claimed[tech or "none"]
+                c["alerts"] += 1
+                c["true" if is_true else "false"] += 1
+        if scoring and rd.flows.num_rows:
+            lab = np.array([x is not None for x in label_flows(rd.ledger, rd.flows)])
+            sel = keep if keep is not None else np.ones(rd.flows.num_rows, bool)
+            labels_all.append(lab[sel])
+            for n in scoring:
+                scores_all[n].append(rd.flow_scores[n][sel])
+        runs_out.append({
+            "run_id": rd.run_id, "dir": str(rd.dir), "kind": rd.kind, "topology": rd.topology,
+            "playbook": rd.playbook, "baseline_s": rd.baseline_s,
+            "flows": card_all["flows"]["total"], "benign_flows": card_all["flows"]["benign"],
+            "attack_flows": card_all["flows"]["attack"],
+            "steps": sum(1 for v in counted.values() if v),
+            "detected": sum(1 for s in card_all["steps"] if counted.get(s["step_id"])
+                            and s["detected"]),
+            "alerts": card_all["alerts"]["total"], "false_alerts": card_all["alerts"]["false"],
+        })
+
+    labels = np.concatenate(labels_all) if labels_all else np.zeros(0, bool)
+    per10k = (lambda n: round(n / benign_flows * 10_000, 2) if benign_flows else None)
+
+    tech_rows = []
+    for tech in sorted(tech_steps, key=lambda t: (attack_id(t) is None, t)):
+        t = tech_steps[tech]
+        aid = attack_id(tech)
+        c = claimed.get(aid) if aid else None
+        tech_rows.append({
+            "technique": tech, "attack_id": aid, "runs": len(t["runs"]),
+            "steps": t["counted"], "unobservable": t["unobservable"],
+            "detected": t["detected"],
+            "recall": round(t["detected"] / t["counted"], 4) if t["counted"] else None,
+            "precision": round(c["true"] / c["alerts"], 4) if c and c["alerts"] else None,
+            "false_per_10k": per10k(c["false"]) if c else 0.0,
+            "median_ttd_s": round(statistics.median(t["ttd"]), 3) if t["ttd"] else None,
+            "detected_by": dict(sorted(t["by"].items(), key=lambda kv: -kv[1])),
+        })
+    det_rows = []
+    for n in names:
+        d = det[n]
+        roc = pr = None
+        if n in scoring and labels.size:
+            roc, pr = _auc(labels, np.concatenate(scores_all[n]))
+        det_rows.append({
+            "detector": n, "family": fam[n], "alerts": d["alerts"], "true": d["true"],
+            "false": d["false"], "false_per_10k": per10k(d["false"]),
+            "precision": round(d["true"] / d["alerts"], 4) if d["alerts"] else None,
+            "steps_detected": d["steps_detected"],
+            "median_ttd_s": round(statistics.median(d["ttd"]), 3) if d["ttd"] else None,
+            "roc_auc": roc, "pr_auc": pr,
+            "flows_per_s": round(d["flows_in"] / d["seconds"]) if d["seconds"] else None,
+            "kind": "learned" if any(x.name == n and x.trainable for x in detectors)
+            else "rule",
+        })
+    coverage = {}
+    for row in tech_rows:
+        t = tech_steps[row["technique"]]
+        coverage[row["technique"]] = {n: f"{t['by'].get(n, 0)}/{t['counted']}" for n in names
+                                      if t["by"].get(n)}
+    totals = {"runs": len(runs_out), "flows": flows_total, "benign_flows": benign_flows,
+              "attack_flows": attack_flows, "flow_rows_scored": int(labels.size),
+              "steps": sum(r["steps"] for r in tech_rows),
+              "detected": sum(r["detected"] for r in tech_rows), "skipped_runs": skipped}
+    return Evaluation(runs_out, tech_rows, det_rows, coverage, totals)
