@@ -1,0 +1,318 @@
+"""arp family: ARP cache poisoning (IP<->MAC binding changes) and ARP scans, from packet records.
+
+ARP frames carry no IP 5-tuple, so this family reads packet records (``needs_packets``): the
+ARP fields ``cyberrange.arp.operation|sender_ip|sender_mac|target_ip`` and the Ethernet
+``source.mac``. Only ARP rows are looked at (filtered with Arrow compute before any Python loop),
+and a frame seen by several sensors counts once.
+
+``mode: spoof`` (ATT&CK T1557.002, ARP Cache Poisoning)
+    Every ARP frame (request or reply) *claims* ``sender_ip is-at sender_mac``. The first MAC seen
+    claiming an IP is its binding: learned in ``fit`` from the baseline window, else from the
+    first claim in the run. A claim of a bound IP by another MAC is a *conflict*; a MAC claiming
+    more than ``max_ips_per_mac`` IPs is a *multi-claim*. Conflicts and multi-claims of one MAC
+    that follow each other within ``window`` seconds form one episode; an episode with at least
+    ``threshold`` of them is one alert. Unsolicited replies (no request for that IP within
+    ``window`` s before) are counted in the evidence.
+
+``mode: scan`` (ATT&CK T1018, Remote System Discovery; the library's ``T1018-arp``)
+    Per asking MAC, distinct ``target_ip`` of ARP requests in a sliding ``window``; ``threshold``
+    distinct targets open an alert. Trained, a MAC that asked for many addresses in the baseline
+    (a router, a monitoring host) needs ``2 x`` its baseline peak.
+
+The alert's ``source.ip`` is the IP the offending MAC owns itself (the sender IP of its own ARP
+requests -- a poisoner asks for its victims with its true address -- else the IP bound to it in
+the baseline, else the source IP it used most in IP packets), so that an alert with no flows can
+be tied to the host that sent the frames. The spoofed IP is ``destination.ip`` (when one) and is
+listed in the evidence with the MACs and packet counts; ``cyberrange.flow_ids`` stays empty.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import Counter, defaultdict
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .base import Alert, Detector, SettingError, find_episodes, us_to_dt
+
+ARP_COLUMNS = ["@timestamp", "observer.name", "source.mac", "destination.mac",
+               "cyberrange.arp.operation", "cyberrange.arp.sender_ip",
+               "cyberrange.arp.sender_mac", "cyberrange.arp.target_ip"]
+UNSPECIFIED = frozenset({None, "", "0.0.0.0"})
+
+
+def _us(col) -> list[int]:
+    return pc.cast(col.cast(pa.timestamp("us", tz="UTC")), pa.int64()).to_pylist()
+
+
+def arp_frames(packets: pa.Table | None) -> list[tuple]:
+    """ARP rows of ``packets`` as time-ordered tuples ``(t_us, op, sender_ip, sender_mac,
+    target_ip, eth_src)``; a frame captured by several sensors is kept once (same fields within
+    the same 10 ms)."""
+    if packets is None or packets.num_rows == 0 or \
+            "cyberrange.arp.operation" not in packets.column_names:
+        return []
+    arp = packets.filter(pc.is_valid(packets.column("cyberrange.arp.operation")))
+    if arp.num_rows == 0:
+        return []
+    arp = arp.select(ARP_COLUMNS)
+    rows = zip(_us(arp.column("@timestamp")), *(arp.column(n).to_pylist() for n in (
+        "cyberrange.arp.operation", "cyberrange.arp.sender_ip", "cyberrange.arp.sender_mac",
+        "cyberrange.arp.target_ip", "source.mac", "destination.mac")))
+    out, seen = [], set()
+    for t, op, sip, smac, tip, esrc, edst in sorted(rows, key=lambda r: r[0]):
+        key = (t // 10_000, op, sip, smac, tip, esrc, edst)
+        if key in seen or (t // 10_000 - 1,) + key[1:] in seen:
+            continue
+        seen.add(key)
+        out.append((t, op, sip, (smac or esrc or "").lower(), tip, (esrc or "").lower()))
+    return out
+
+
+def _alert_id(*parts) -> str:
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()
+
+
+class ArpDetector(Detector):
+    family = "arp"
+    technique = "T1557.002"
+    needs_packets = True
+    trainable = True
+    SETTINGS = {
+        "mode": "spoof",            # spoof (binding changes, T1557.002) | scan (T1018)
+        "window": 10,               # seconds: spoof -> gap that ends an episode; scan -> window
+        "threshold": 1,             # spoof: conflicting claims; scan: distinct IPs asked for
+        "max_ips_per_mac": 2,       # spoof: a MAC claiming more IPs than this is suspicious
+        "ignore_ips": [],           # shared/virtual addresses (VRRP, HSRP, failover), IP or CIDR
+        "ignore_macs": [],          # e.g. a monitoring host that ARP-scans on purpose
+    }
+
+    def configure(self) -> None:
+        mode = self.settings["mode"]
+        if mode not in ("spoof", "scan"):
+            raise SettingError(f"setting 'mode' of {self.name!r} must be 'spoof' or 'scan', "
+                               f"got {mode!r}", setting="mode")
+        self.mode = mode
+        self.technique = "T1557.002" if mode == "spoof" else "T1018"
+        self.window_us = int(self._number("window", minimum=0.001) * 1_000_000)
+        self.threshold = int(self._number("threshold", minimum=1, integer=True))
+        if mode == "scan" and self.threshold < 2:
+            raise SettingError(f"setting 'threshold' of {self.name!r} must be >= 2 in mode "
+                               f"'scan', got {self.threshold}", setting="threshold")
+        self.max_ips = int(self._number("max_ips_per_mac", minimum=1, integer=True))
+        nets = self.settings["ignore_ips"]
+        try:
+            if not isinstance(nets, list):
+                raise ValueError
+            self.ignore_nets = [ipaddress.ip_network(str(n), strict=False) for n in nets]
+        except ValueError:
+            raise SettingError(f"setting 'ignore_ips' of {self.name!r} must be a list of IP "
+                               f"addresses or CIDRs, got {nets!r}", setting="ignore_ips") from None
+        macs = self.settings["ignore_macs"]
+        if not isinstance(macs, list) or not all(isinstance(m, str) for m in macs):
+            raise SettingError(f"setting 'ignore_macs' of {self.name!r} must be a list of MAC "
+                               f"addresses, got {macs!r}", setting="ignore_macs")
+        self.ignore_macs = frozenset(m.lower() for m in macs)
+        self.bindings: dict[str, str] = {}        # ip -> mac, learned in fit
+        self.owner: dict[str, str] = {}           # mac -> its own ip, learned in fit
+        self.scan_peak: dict[str, int] = {}       # mac -> distinct targets in baseline window
+
+    def _ignored_ip(self, ip: str | None) -> bool:
+        if not self.ignore_nets or ip in UNSPECIFIED:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in n for n in self.ignore_nets)
+
+    # ------------------------------------------------------------------ learning
+
+    def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
+        frames = arp_frames(packets)
+        self.bindings, self.owner = {}, {}
+        asked: dict[str, Counter] = defaultdict(Counter)
+        for _, op, sip, smac, _, _ in frames:
+            if sip in UNSPECIFIED or not smac:
+                continue
+            self.bindings.setdefault(sip, smac)
+            if op == "request":
+                asked[smac][sip] += 1
+        for mac, ips in asked.items():
+            self.owner[mac] = ips.most_common(1)[0][0]
+        self.scan_peak = {}
+        for mac, events in self._requests(frames).items():
+            eps = find_episodes(events, self.window_us, 2)
+            self.scan_peak[mac] = max((e.value for e in eps), default=1)
+        self.trained = True
+
+    # ------------------------------------------------------------------ detection
+
+    def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
+        frames = arp_frames(packets)
+        if not frames:
+            return []
+        owners = _Owners(self._owners(frames, packets), self, packets)
+        if self.mode == "scan":
+            return self._scan(frames, owners)
+        return self._spoof(frames, owners)
+
+    def _owners(self, frames, packets) -> dict[str, str]:
+        """MAC -> the IP the host behind it owns (see the module docstring)."""
+        asked: dict[str, Counter] = defaultdict(Counter)
+        for _, op, sip, smac, tip, esrc in frames:
+            if op == "request" and sip not in UNSPECIFIED and sip != tip and smac == esrc:
+                asked[smac][sip] += 1
+        owners = {mac: ips.most_common(1)[0][0] for mac, ips in asked.items()}
+        for mac, ip in self.owner.items():
+            owners.setdefault(mac, ip)
+        by_mac: dict[str, list] = defaultdict(list)
+        for ip, mac in self.bindings.items():
+            by_mac[mac].append(ip)
+        for mac, ips in by_mac.items():
+            if len(ips) == 1:
+                owners.setdefault(mac, ips[0])
+        return owners
+
+    def _owner_from_ip_packets(self, mac: str, packets) -> str | None:
+        """The source IP ``mac`` used most in IP packets (last resort: a router's MAC carries
+        many sources, a relaying poisoner its victims' too)."""
+        if packets is None or "source.mac" not in packets.column_names:
+            return None
+        sel = packets.filter(pc.and_(pc.equal(pc.utf8_lower(packets.column("source.mac")), mac),
+                                     pc.is_valid(packets.column("source.ip"))))
+        if sel.num_rows == 0:
+            return None
+        counts = pc.value_counts(sel.column("source.ip")).to_pylist()
+        return max(counts, key=lambda c: (c["counts"], c["values"]))["values"]
+
+    def _requests(self, frames) -> dict[str, list]:
+        per_mac: dict[str, list] = defaultdict(list)
+        for i, (t, op, sip, smac, tip, esrc) in enumerate(frames):
+            if op != "request" or tip in UNSPECIFIED or tip == sip:     # gratuitous: announce
+                continue
+            mac = esrc or smac
+            per_mac[mac].append((t, tip, str(i)))
+        return per_mac
+
+    def _scan(self, frames, owners) -> list[Alert]:
+        alerts = []
+        for mac, events in sorted(self._requests(frames).items()):
+            if mac in self.ignore_macs:
+                continue
+            threshold = max(self.threshold, 2 * self.scan_peak.get(mac, 0))
+            for ep in find_episodes(events, self.window_us, threshold):
+                src = owners.get(mac)
+                window_s = self.window_us / 1e6
+                msg = (f"MAC {mac} ({src or 'IP unknown'}) sent ARP requests for {len(ep.keys)} "
+                       f"distinct addresses between {us_to_dt(ep.start):%H:%M:%S} and "
+                       f"{us_to_dt(ep.end):%H:%M:%S} UTC; at most {ep.value} within "
+                       f"{window_s:g} s (threshold {threshold}): an ARP scan")
+                evidence = {"feature": "distinct_arp_targets", "value": ep.value,
+                            "threshold": threshold, "window_s": window_s, "mac": mac,
+                            "source_ip": src, "targets": len(ep.keys),
+                            "packets": len(ep.flow_ids),
+                            "sample_targets": sorted(ep.keys, key=_ip_key)[:10]}
+                if mac in self.scan_peak:
+                    evidence["baseline"] = self.scan_peak[mac]
+                alerts.append(Alert(
+                    timestamp=us_to_dt(ep.crossed_at), start=us_to_dt(ep.start),
+                    end=us_to_dt(ep.end), rule_name=self.name, rule_category=self.family,
+                    technique="T1018", source_ip=src, destination_ip=None, message=msg,
+                    score=round(min(1.0, ep.value / (2.0 * threshold)), 3), evidence=evidence,
+                    flow_ids=[], alert_id=_alert_id(self.name, mac, ep.start)))
+        return alerts
+
+    def _spoof(self, frames, owners) -> list[Alert]:
+        bindings = dict(self.bindings)
+        claims: dict[str, set] = defaultdict(set)           # mac -> ips it claimed
+        for ip, mac in self.bindings.items():
+            claims[mac].add(ip)
+        last_request: dict[tuple, int] = {}                 # (asker ip, asked ip) -> time
+        events: dict[str, list] = defaultdict(list)         # offending mac -> events
+        for t, op, sip, smac, tip, esrc in frames:
+            if op == "request" and tip not in UNSPECIFIED:
+                last_request[(sip, tip)] = t
+            if sip in UNSPECIFIED or not smac or self._ignored_ip(sip):
+                continue
+            # a reply nobody asked for: gratuitous (sender = target) or no request from its
+            # target for this address within the window
+            unsolicited = op == "reply" and (sip == tip or t - last_request.get(
+                (tip, sip), -10**18) > self.window_us)
+            bound = bindings.setdefault(sip, smac)
+            claims[smac].add(sip)
+            if smac in self.ignore_macs:
+                continue
+            if bound != smac:
+                events[smac].append((t, "conflict", sip, bound, unsolicited, esrc))
+            elif len(claims[smac]) > self.max_ips and op == "reply":
+                events[smac].append((t, "multi", sip, None, unsolicited, esrc))
+        alerts = []
+        for mac, evs in sorted(events.items()):
+            episode: list = []
+            for ev in evs + [None]:
+                if episode and (ev is None or ev[0] - episode[-1][0] > self.window_us):
+                    if len(episode) >= self.threshold:
+                        alerts.append(self._spoof_alert(mac, episode, owners, claims))
+                    episode = []
+                if ev is not None:
+                    episode.append(ev)
+        return alerts
+
+    def _spoof_alert(self, mac, episode, owners, claims) -> Alert:
+        src = owners.get(mac)
+        conflicts = [e for e in episode if e[1] == "conflict"]
+        spoofed = sorted({e[2] for e in episode}, key=_ip_key)
+        if src in spoofed:                                    # its own address is no spoof
+            spoofed.remove(src)
+        baseline = {e[2]: e[3] for e in conflicts}
+        unsolicited = sum(1 for e in episode if e[4])
+        t0, t1 = episode[0][0], episode[-1][0]
+        crossed = episode[self.threshold - 1][0]
+        if conflicts:
+            feature, value = "ip_mac_binding_change", len(conflicts)
+            what = ", ".join(f"{ip} (bound to {baseline[ip]})" for ip in
+                             sorted(baseline, key=_ip_key)[:4])
+            msg = (f"MAC {mac} ({src or 'IP unknown'}) claimed {what} in {len(conflicts)} ARP "
+                   f"frames ({unsolicited} unsolicited replies) between {us_to_dt(t0):%H:%M:%S}"
+                   f" and {us_to_dt(t1):%H:%M:%S} UTC: ARP cache poisoning")
+        else:
+            feature, value = "ips_claimed_per_mac", len(claims[mac])
+            msg = (f"MAC {mac} ({src or 'IP unknown'}) claimed {len(claims[mac])} IP addresses "
+                   f"in ARP replies (more than {self.max_ips}) between {us_to_dt(t0):%H:%M:%S} "
+                   f"and {us_to_dt(t1):%H:%M:%S} UTC: possible ARP cache poisoning")
+        evidence = {"feature": feature, "value": value, "threshold": self.threshold,
+                    "baseline": baseline, "mac": mac, "source_ip": src, "spoofed_ips": spoofed,
+                    "claimed_ips": sorted(claims[mac], key=_ip_key),
+                    "packets": len(episode), "conflicting_packets": len(conflicts),
+                    "unsolicited_replies": unsolicited, "window_s": self.window_us / 1e6,
+                    "max_ips_per_mac": self.max_ips,
+                    "eth_sources": sorted({e[5] for e in episode if e[5]})}
+        score = min(1.0, 0.5 + 0.1 * len(spoofed) + 0.02 * value)
+        return Alert(
+            timestamp=us_to_dt(crossed), start=us_to_dt(t0), end=us_to_dt(t1),
+            rule_name=self.name, rule_category=self.family, technique="T1557.002",
+            source_ip=src, destination_ip=spoofed[0] if len(spoofed) == 1 else None,
+            message=msg, score=round(score, 3), evidence=evidence, flow_ids=[],
+            alert_id=_alert_id(self.name, mac, t0))
+
+
+class _Owners(dict):
+    """MAC -> own IP; a MAC not found in ARP falls back to its most used IP source address."""
+
+    def __init__(self, known, det, packets):
+        super().__init__(known)
+        self.det, self.packets = det, packets
+
+    def get(self, mac, default=None):
+        if mac not in self:
+            self[mac] = self.det._owner_from_ip_packets(mac, self.packets)
+        return self[mac] if self[mac] is not None else default
+
+
+def _ip_key(ip):
+    try:
+        return (0, int(ipaddress.ip_address(ip)))
+    except (ValueError, TypeError):
+        return (1, str(ip))
