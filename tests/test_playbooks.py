@@ -47,6 +47,7 @@ EXPECT: dict[str, dict[str, str]] = {
     "fob-satcom-dos": {"recon": "succeeded", "link-flood": "succeeded", "syn-flood": "succeeded"},
     "fob-ops-mitm": {"arpscan": "succeeded", "mitm-gw": "succeeded", "mitm-files": "succeeded"},
     "fob-pcap-replay": {"replay1": "succeeded", "replay2": "succeeded"},
+    "fob-service-discovery": {"udp": "succeeded", "banner": "succeeded"},
     "naval-low-slow-scan": {"admin": "succeeded", "otdmz": "succeeded", "otseg": "blocked"},
     "coalition-password-spray": {"sweep": "succeeded", "scan": "succeeded", "spray": "succeeded",
                                  "spray-usa": "blocked", "login": "succeeded"},
