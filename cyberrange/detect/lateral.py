@@ -1,0 +1,257 @@
+"""lateral family: remote-service sessions on new edges of the host graph, when the source has
+given itself away (ATT&CK T1021 Remote Services; T1021.004 for SSH).
+
+An *edge* is ``source.ip -> destination.ip:port`` for a port in ``ports`` (SSH, telnet, RDP,
+WinRM, SMB). A *session* on it is a TCP flow that completed a handshake (as in ``bruteforce``)
+and carried data both ways: at least ``min_bytes`` from each side (a connect-scan or a banner
+grab of an open port does not). The edge is *known* when the baseline graph learned in ``fit``
+holds it, or the source is in ``admin_sources`` (jump hosts, the admins' workstations).
+
+A new edge alone is weak evidence: workstations and operators log in to servers all day, and a
+baseline window of a minute cannot hold every pair. So with ``require: corroborated`` (default)
+a session on a new edge raises an alert only when the source did something else first, within
+``lookback`` seconds before the session:
+
+* **probes**: ``min_probes`` or more probe-like flows to remote-service ports (a scan for SSH/RDP:
+  the SYN-only, refused or connect-and-reset flows of ``portscan``);
+* **failures**: ``min_failures`` or more short sessions to the same host within
+  ``failure_window`` seconds (a burst of failed logins: guessing or spraying before the login
+  that worked; an operator's occasional logins do not come in bursts);
+* **pivot** (``pivot: true``; off by default): the source itself received a session on a new
+  edge (it was just logged in to, and now logs in onward: a chain). Off because failed guesses
+  are sessions too: a sprayed workstation that then does its owner's routine SSH login looks
+  the same (seen in the coalition drill).
+
+``require: new-edge`` alerts on every session of a new edge (use with a long baseline or a
+complete ``admin_sources`` list).
+
+Sessions of one edge that follow each other within ``window`` seconds are one alert; the alert
+keeps the contributing flows (the corroborating probes and failures are named in the evidence,
+not listed as flows of the alert).
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import ipaddress
+from collections import defaultdict
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .base import Alert, Detector, SettingError, columns, us_to_dt
+from .bruteforce import established, session_key
+from .portscan import PortScanDetector
+
+REMOTE_PORTS = [22, 23, 445, 2222, 3389, 5985, 5986]
+TECHNIQUES = {22: "T1021.004", 2222: "T1021.004", 3389: "T1021.001", 445: "T1021.002",
+              5985: "T1021.006", 5986: "T1021.006", 5900: "T1021.005"}
+REQUIRE = ("corroborated", "new-edge")
+
+
+class LateralDetector(Detector):
+    family = "lateral"
+    technique = "T1021"
+    trainable = True
+    SETTINGS = {
+        "ports": REMOTE_PORTS,        # remote-service ports whose sessions are edges
+        "min_bytes": 400,             # bytes from each side for a flow to be a session
+        "admin_sources": [],          # IP/CIDR allowed to reach any remote service
+        "require": "corroborated",    # corroborated | new-edge
+        "lookback": 600,              # seconds before a session searched for corroboration
+        "min_probes": 3,              # probe-like flows to remote-service ports
+        "min_failures": 4,            # short sessions to the same host ...
+        "failure_window": 20,         # ... within this many seconds (a burst of failed logins)
+        "max_failure_duration": 10,   # seconds: a shorter, smaller session may be a failure
+        "max_failure_packets": 40,
+        "pivot": False,               # also corroborate by "was just entered on a new edge"
+        "window": 300,                # seconds: sessions of an edge closer than this = one alert
+    }
+
+    def configure(self) -> None:
+        ports = self.settings["ports"]
+        if not isinstance(ports, list) or not ports or any(
+                isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536 for p in ports):
+            raise SettingError(f"setting 'ports' of {self.name!r} must be a list of port numbers, "
+                               f"got {ports!r}", setting="ports")
+        self.ports = frozenset(ports)
+        self.min_bytes = int(self._number("min_bytes", minimum=0, integer=True))
+        nets = self.settings["admin_sources"]
+        try:
+            if not isinstance(nets, list):
+                raise ValueError
+            self.admin_nets = [ipaddress.ip_network(str(n), strict=False) for n in nets]
+        except ValueError:
+            raise SettingError(f"setting 'admin_sources' of {self.name!r} must be a list of IP "
+                               f"addresses or CIDRs, got {nets!r}",
+                               setting="admin_sources") from None
+        if self.settings["require"] not in REQUIRE:
+            raise SettingError(f"setting 'require' of {self.name!r} must be one of "
+                               f"{', '.join(REQUIRE)}, got {self.settings['require']!r}",
+                               setting="require")
+        self.require = self.settings["require"]
+        self.lookback_us = int(self._number("lookback", minimum=0) * 1_000_000)
+        self.min_probes = int(self._number("min_probes", minimum=1, integer=True))
+        self.min_failures = int(self._number("min_failures", minimum=1, integer=True))
+        self.failure_window_us = int(self._number("failure_window", minimum=0.001) * 1_000_000)
+        self.max_fail_ns = int(self._number("max_failure_duration", minimum=0) * 1_000_000_000)
+        self.max_fail_packets = int(self._number("max_failure_packets", minimum=1, integer=True))
+        self.window_us = int(self._number("window", minimum=0.001) * 1_000_000)
+        if not isinstance(self.settings["pivot"], bool):
+            raise SettingError(f"setting 'pivot' of {self.name!r} must be true or false, got "
+                               f"{self.settings['pivot']!r}", setting="pivot")
+        self.pivot = self.settings["pivot"]
+        self.edges: set[tuple] = set()
+        self._probe = PortScanDetector(f"{self.name}/probes", mode="ports", transports=["tcp"])
+
+    def _admin(self, ip) -> bool:
+        if not self.admin_nets:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except (ValueError, TypeError):
+            return False
+        return any(addr in n for n in self.admin_nets)
+
+    def _remote(self, flows: pa.Table) -> pa.Table:
+        return flows.filter(pc.fill_null(pc.and_kleene(
+            pc.equal(flows.column("network.transport"), "tcp"),
+            pc.is_in(flows.column("destination.port"),
+                     value_set=pa.array(sorted(self.ports), pa.int32()))), False))
+
+    def _sessions_mask(self, flows: pa.Table):
+        return pc.fill_null(pc.and_kleene(established(flows), pc.and_kleene(
+            pc.greater_equal(pc.fill_null(flows.column("source.bytes"), 0), self.min_bytes),
+            pc.greater_equal(pc.fill_null(flows.column("destination.bytes"), 0),
+                             self.min_bytes))), False)
+
+    def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
+        self.edges = set()
+        if flows is not None and flows.num_rows:
+            rem = self._remote(flows)
+            ses = rem.filter(self._sessions_mask(rem))
+            c = columns(ses, ["source.ip", "destination.ip", "destination.port"])
+            self.edges = set(zip(c["source.ip"], c["destination.ip"], c["destination.port"]))
+        self.trained = True
+
+    def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
+        if flows.num_rows == 0:
+            return []
+        rem = self._remote(flows)
+        if rem.num_rows == 0:
+            return []
+        is_session = self._sessions_mask(rem)
+        names = ["event.start", "event.duration", "source.ip", "destination.ip",
+                 "destination.port", "network.packets", "network.community_id",
+                 "cyberrange.flow_id"]
+        ses = columns(rem.filter(is_session), names)
+        # corroboration: probes and short sessions per source, time-ordered
+        probes: dict[str, list] = defaultdict(list)
+        pr = columns(rem.filter(self._probe.probe_mask(rem)), ["event.start", "source.ip",
+                                                              "destination.ip",
+                                                              "destination.port"])
+        for t, src, dst, port in zip(pr["event.start"], pr["source.ip"], pr["destination.ip"],
+                                     pr["destination.port"]):
+            probes[src].append((t, f"{dst}:{port}"))
+        failures: dict[str, list] = defaultdict(list)
+        seen = set()
+        for t, dur, src, dst, port, pk, cid, fid in zip(*(ses[n] for n in names)):
+            if (dur or 0) < self.max_fail_ns and (pk or 0) <= self.max_fail_packets:
+                key = session_key(cid, t, fid)
+                if key not in seen:
+                    seen.add(key)
+                    failures[(src, dst)].append((t, f"{dst}:{port}"))
+        for d in (probes, failures):
+            for v in d.values():
+                v.sort()
+
+        new_sessions: dict[tuple, list] = defaultdict(list)
+        order = sorted(range(len(ses["event.start"])), key=lambda i: ses["event.start"][i])
+        for i in order:
+            src, dst, port = ses["source.ip"][i], ses["destination.ip"][i], \
+                ses["destination.port"][i]
+            if (src, dst, port) in self.edges or self._admin(src):
+                continue
+            new_sessions[(src, dst, port)].append((ses["event.start"][i],
+                                                   ses["cyberrange.flow_id"][i]))
+        # who was logged in to on a new edge, and when (for the pivot rule)
+        entered: dict[str, list] = defaultdict(list)
+        for (src, dst, port), evs in new_sessions.items():
+            entered[dst].extend((t, src) for t, _ in evs)
+        for v in entered.values():
+            v.sort()
+
+        alerts = []
+        for (src, dst, port), evs in sorted(new_sessions.items()):
+            episode: list = []
+            for ev in evs + [None]:
+                if episode and (ev is None or ev[0] - episode[-1][0] > self.window_us):
+                    alert = self._episode(src, dst, port, episode, probes, failures, entered)
+                    if alert is not None:
+                        alerts.append(alert)
+                    episode = []
+                if ev is not None:
+                    episode.append(ev)
+        return alerts
+
+    def _before(self, events, t, exclude_target=None) -> list:
+        lo = bisect.bisect_left(events, (t - self.lookback_us, ""))
+        hi = bisect.bisect_right(events, (t, "\uffff"))
+        return [e for e in events[lo:hi] if e[1] != exclude_target]
+
+    def _episode(self, src, dst, port, episode, probes, failures, entered) -> Alert | None:
+        """The first session of the episode that is corroborated raises the alert."""
+        reasons: dict = {}
+        crossed = None
+        for t, _ in episode:
+            if self.require == "new-edge":
+                crossed = t
+                break
+            p = self._before(probes.get(src, []), t)
+            f = [e for e in self._before(failures.get((src, dst), []), t)
+                 if e[0] > t - self.failure_window_us]
+            piv = [s for tt, s in entered.get(src, []) if t - self.lookback_us <= tt <= t
+                   and s != dst] if self.pivot else []
+            if len(p) >= self.min_probes:
+                reasons["probes"] = len(p)
+                reasons["probed_services"] = len({e[1] for e in p})
+            if len(f) >= self.min_failures:
+                reasons["short_sessions"] = len(f)
+            if piv:
+                reasons["entered_from"] = sorted(set(piv))
+            if reasons:
+                crossed = t
+                break
+        if crossed is None:
+            return None
+        technique = TECHNIQUES.get(port, "T1021")
+        t0, t1 = episode[0][0], episode[-1][0]
+        why = []
+        if "probes" in reasons:
+            why.append(f"{reasons['probes']} probes of remote services")
+        if "short_sessions" in reasons:
+            why.append(f"{reasons['short_sessions']} short login sessions to it within "
+                       f"{self.failure_window_us / 1e6:g} s")
+        if "entered_from" in reasons:
+            why.append(f"was itself just entered from {', '.join(reasons['entered_from'])}")
+        lookback_s = self.lookback_us / 1e6
+        msg = (f"{src} opened {len(episode)} remote-service sessions to {dst}:{port}, an edge "
+               f"not in the baseline graph, between {us_to_dt(t0):%H:%M:%S} and "
+               f"{us_to_dt(t1):%H:%M:%S} UTC"
+               + (f"; within {lookback_s:g} s before: {'; '.join(why)}" if why else ""))
+        evidence = {"feature": "new_remote_service_edge", "value": f"{src}->{dst}:{port}",
+                    "baseline": {"edges": len(self.edges),
+                                 "edges_from_source": sorted(f"{d}:{p}" for s, d, p in self.edges
+                                                             if s == src)[:10],
+                                 "trained": self.trained},
+                    "threshold": {"require": self.require, "min_probes": self.min_probes,
+                                  "min_failures": self.min_failures, "lookback_s": lookback_s},
+                    "corroboration": reasons, "sessions": len(episode)}
+        score = min(1.0, 0.5 + 0.15 * len(reasons))
+        text = f"{self.name}|{src}|{dst}|{port}|{t0}"
+        return Alert(
+            timestamp=us_to_dt(crossed), start=us_to_dt(t0), end=us_to_dt(t1),
+            rule_name=self.name, rule_category=self.family, technique=technique,
+            source_ip=src, destination_ip=dst, message=msg, score=round(score, 3),
+            evidence=evidence, flow_ids=[fid for _, fid in episode],
+            alert_id=hashlib.sha1(text.encode()).hexdigest())

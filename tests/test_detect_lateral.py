@@ -1,0 +1,148 @@
+"""lateral family on synthetic flows: new edges corroborated by probes, failures, pivots."""
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+import pytest
+
+from cyberrange.detect.base import SettingError, alerts_to_table
+from cyberrange.detect.lateral import LateralDetector
+from cyberrange.detect.registry import load_detector_file
+from cyberrange.telemetry.schema import ALERT_SCHEMA, FLOW_RECORD_SCHEMA
+
+T0 = 1_750_000_000.0
+ATT, WS, ADMIN, FILES, DB = "10.80.4.66", "10.80.4.30", "10.80.4.5", "10.80.4.20", "10.80.1.20"
+_seq = iter(range(10**9))
+
+
+def flow(t, src, dst, dport, state="SF", flags="SAFP", spk=14, sbytes=2400, dpk=12, dbytes=2600,
+         duration=0.5, observer="admin-span"):
+    n = next(_seq)
+    fid = hashlib.sha1(f"{observer}|{n}".encode()).hexdigest()[:16]
+    us = int(round(t * 1e6))
+    return {"@timestamp": us, "event.start": us, "event.end": us + int(duration * 1e6),
+            "event.duration": int(duration * 1e9), "observer.name": observer,
+            "source.ip": src, "source.port": 40000 + n % 20000, "source.packets": spk,
+            "source.bytes": sbytes, "destination.ip": dst, "destination.port": dport,
+            "destination.packets": dpk, "destination.bytes": dbytes, "network.transport": "tcp",
+            "network.packets": spk + dpk, "network.bytes": sbytes + dbytes,
+            "network.community_id": f"1:{n}", "cyberrange.flow_id": fid,
+            "cyberrange.tcp_state": state, "cyberrange.tcp_flags": flags}
+
+
+def table(rows) -> pa.Table:
+    cols = {}
+    for f in FLOW_RECORD_SCHEMA:
+        vals = [r.get(f.name) for r in rows]
+        cols[f.name] = pa.array(vals, pa.int64()).cast(f.type) if pa.types.is_timestamp(f.type) \
+            else pa.array(vals, f.type)
+    return pa.table(cols, schema=FLOW_RECORD_SCHEMA)
+
+
+def syn_scan(t0, src=ATT, hosts=(FILES, "10.80.4.21", "10.80.4.22"), ports=(22, 3389)):
+    rows = []
+    for i, (h, p) in enumerate((h, p) for h in hosts for p in ports):
+        rows.append(flow(t0 + i * 0.02, src, h, p, state="REJ", flags="S", spk=1, sbytes=58,
+                         dpk=1, dbytes=54, duration=0.0))
+    return rows
+
+
+def ssh(t0, src, dst, count=1, every=30.0, port=22, long=False):
+    return [flow(t0 + i * every, src, dst, port, duration=20.0 if long else 0.5,
+                 spk=60 if long else 14, dpk=60 if long else 12) for i in range(count)]
+
+
+def baseline():
+    return table(ssh(T0, ADMIN, FILES, 2) + ssh(T0 + 5, WS, DB, 1))
+
+
+DET = LateralDetector("lateral-movement")
+
+
+def trained(**kw):
+    det = LateralDetector("lateral-movement", **kw)
+    det.fit(baseline())
+    return det
+
+
+def test_scan_then_login_is_lateral_movement():
+    det = trained()
+    rows = syn_scan(T0 + 100) + ssh(T0 + 120, ATT, FILES, 1)
+    (a,) = det.detect(table(rows))
+    assert a.technique == "T1021.004" and a.rule_category == "lateral"
+    assert (a.source_ip, a.destination_ip) == (ATT, FILES)
+    assert a.evidence["feature"] == "new_remote_service_edge"
+    assert a.evidence["value"] == f"{ATT}->{FILES}:22"
+    assert a.evidence["corroboration"]["probes"] == 6
+    assert a.evidence["baseline"]["trained"] is True and a.evidence["threshold"]["min_probes"] == 3
+    assert len(a.flow_ids) == 1 and "6 probes of remote services" in a.message
+    assert a.timestamp.timestamp() == pytest.approx(T0 + 120)
+
+
+def test_guessing_burst_then_login():
+    det = trained()
+    rows = ssh(T0 + 100, ATT, FILES, 6, every=0.8) + ssh(T0 + 110, ATT, FILES, 1, long=True)
+    (a,) = det.detect(table(rows))
+    assert a.evidence["corroboration"]["short_sessions"] >= 4
+    assert len(a.flow_ids) == 7                      # the whole episode of the edge
+    assert a.timestamp.timestamp() == pytest.approx(T0 + 100 + 3 * 0.8)
+
+
+def test_known_edges_admins_and_operators_are_quiet():
+    det = trained()
+    rows = ssh(T0 + 100, ADMIN, FILES, 5)             # baseline edge
+    rows += ssh(T0 + 100, WS, FILES, 4, every=40)     # new edge, routine pace, no probes
+    rows += ssh(T0 + 100, WS, DB, 3, every=25)        # baseline edge
+    assert det.detect(table(rows)) == []
+    det = trained(admin_sources=["10.80.4.0/28"])
+    assert det.detect(table(syn_scan(T0 + 100, src=ADMIN) + ssh(T0 + 110, ADMIN, DB))) == []
+
+
+def test_scan_without_session_and_banner_grab_are_not_sessions():
+    det = trained()
+    rows = syn_scan(T0 + 100)
+    rows += [flow(T0 + 110, ATT, FILES, 22, state="RSTO", flags="SAR", spk=4, sbytes=230,
+                  dpk=3, dbytes=260)]                # banner grab: too few bytes
+    assert det.detect(table(rows)) == []
+
+
+def test_new_edge_mode_and_untrained():
+    det = LateralDetector("x", require="new-edge")
+    (a,) = det.detect(table(ssh(T0, WS, FILES, 2)))
+    assert a.evidence["corroboration"] == {} and a.evidence["baseline"]["trained"] is False
+    assert len(a.flow_ids) == 2
+
+
+def test_pivot_chain_when_enabled():
+    rows = syn_scan(T0 + 100) + ssh(T0 + 120, ATT, FILES) + ssh(T0 + 150, FILES, DB)
+    assert {a.source_ip for a in trained().detect(table(rows))} == {ATT}
+    alerts = trained(pivot=True).detect(table(rows))
+    piv = next(a for a in alerts if a.source_ip == FILES)
+    assert piv.evidence["corroboration"]["entered_from"] == [ATT]
+
+
+def test_rdp_and_episodes():
+    det = trained()
+    rows = syn_scan(T0 + 100) + ssh(T0 + 120, ATT, FILES, port=3389)
+    rows += syn_scan(T0 + 2000) + ssh(T0 + 2010, ATT, FILES, port=3389)
+    alerts = det.detect(table(rows))
+    assert [a.technique for a in alerts] == ["T1021.001", "T1021.001"]
+    assert len({a.alert_id for a in alerts}) == 2
+
+
+def test_settings_errors():
+    for kw, key in [({"require": "always"}, "require"), ({"admin_sources": ["x"]}, "admin_sources"),
+                    ({"ports": [0]}, "ports"), ({"pivot": "yes"}, "pivot"),
+                    ({"min_probes": 0}, "min_probes")]:
+        with pytest.raises(SettingError) as e:
+            LateralDetector("x", **kw)
+        assert e.value.setting == key
+
+
+def test_shipped_instances():
+    dets = load_detector_file("detectors/lateral.yaml")
+    assert [d.name for d in dets] == ["lateral-movement"]      # new-edge ships disabled
+    dets[0].fit(baseline())
+    alerts = dets[0].detect(table(syn_scan(T0 + 100) + ssh(T0 + 120, ATT, FILES)))
+    assert alerts_to_table(alerts, "r1").schema.equals(ALERT_SCHEMA)
