@@ -72,21 +72,20 @@ SPOOF = ArpDetector("arp-spoofing", mode="spoof")
 SCAN = ArpDetector("arp-scan", mode="scan", window=10, threshold=16)
 
 
-def test_poisoning_one_alert_names_attacker_and_victims():
+def test_poisoning_alert_per_spoofed_ip_names_the_attacker():
     det = ArpDetector("arp-spoofing", mode="spoof")
     det.fit(NO_FLOWS, packets(benign_arp()))
     pk = packets(benign_arp(T0 + 30, 60) + poison(T0 + 40))
     alerts = det.detect(NO_FLOWS, pk)
-    assert len(alerts) == 1
-    a = alerts[0]
+    assert sorted(a.destination_ip for a in alerts) == [GW, WS1]   # two victims, two claims
+    a = next(a for a in alerts if a.destination_ip == GW)
     assert a.technique == "T1557.002" and a.rule_category == "arp"
     assert a.source_ip == MAINT                         # the attacker's own IP, not a victim's
-    assert a.flow_ids == [] and a.evidence["packets"] == 10
-    assert a.evidence["feature"] == "ip_mac_binding_change" and a.evidence["value"] == 10
-    assert a.evidence["baseline"] == {WS1: MAC[WS1], GW: MAC[GW]}
-    assert a.evidence["spoofed_ips"] == [GW, WS1] and a.evidence["mac"] == MAC[MAINT]
-    assert a.evidence["unsolicited_replies"] == 10 and a.evidence["threshold"] == 1
-    assert a.destination_ip is None                     # two spoofed IPs
+    assert a.flow_ids == [] and a.evidence["packets"] == 5
+    assert a.evidence["feature"] == "ip_mac_binding_change" and a.evidence["value"] == 5
+    assert a.evidence["baseline"] == {GW: MAC[GW]}
+    assert a.evidence["spoofed_ips"] == [GW] and a.evidence["mac"] == MAC[MAINT]
+    assert a.evidence["unsolicited_replies"] == 5 and a.evidence["threshold"] == 1
     assert a.timestamp.timestamp() == pytest.approx(T0 + 40)
     assert MAC[MAINT] in a.message and GW in a.message and "poisoning" in a.message
     assert 0 < a.score <= 1
@@ -95,8 +94,8 @@ def test_poisoning_one_alert_names_attacker_and_victims():
 def test_untrained_learns_bindings_from_the_run():
     pk = packets(benign_arp(T0, 20) + poison(T0 + 30, rounds=3, victims=(WS2, FILES)))
     alerts = SPOOF.detect(NO_FLOWS, pk)
-    assert len(alerts) == 1 and alerts[0].source_ip == MAINT
-    assert alerts[0].evidence["spoofed_ips"] == [WS2, FILES]
+    assert {a.source_ip for a in alerts} == {MAINT}
+    assert sorted(a.destination_ip for a in alerts) == [WS2, FILES]
 
 
 def test_one_spoofed_ip_goes_to_destination():
@@ -126,8 +125,8 @@ def test_two_sensors_count_a_frame_once_and_ignored_ips():
     rows = benign_arp() + poison(T0 + 40, rounds=2)
     rows += [dict(r, **{"observer.name": "cp-span", "@timestamp": r["@timestamp"] + 30})
              for r in rows]
-    (a,) = SPOOF.detect(NO_FLOWS, packets(rows))
-    assert a.evidence["packets"] == 4
+    alerts = SPOOF.detect(NO_FLOWS, packets(rows))
+    assert [a.evidence["packets"] for a in alerts] == [2, 2]
     det = ArpDetector("x", mode="spoof", ignore_ips=[f"{GW}/32", WS1])
     assert det.detect(NO_FLOWS, packets(rows)) == []
 
@@ -144,7 +143,7 @@ def test_mac_claiming_many_ips():
 def test_episodes_far_apart_are_two_alerts_with_distinct_ids():
     rows = benign_arp() + poison(T0 + 40, rounds=2) + poison(T0 + 200, rounds=2)
     alerts = SPOOF.detect(NO_FLOWS, packets(rows))
-    assert len(alerts) == 2 and len({a.alert_id for a in alerts}) == 2
+    assert len(alerts) == 4 and len({a.alert_id for a in alerts}) == 4
     again = SPOOF.detect(NO_FLOWS, packets(rows))
     assert [a.alert_id for a in again] == [a.alert_id for a in alerts]     # stable
 
@@ -162,6 +161,22 @@ def test_arp_scan_alert():
     assert a.evidence["threshold"] == 16 and a.evidence["packets"] == 254
     assert a.timestamp.timestamp() == pytest.approx(T0 + 40 + 15 / 100.0)
     assert "ARP scan" in a.message and "254" in a.message
+
+
+def test_arp_scan_lists_the_probes_that_followed():
+    import hashlib
+    rows = []
+    for i, ip in enumerate(["10.10.2.1", "10.10.2.2", "10.10.2.3", "10.10.3.9"]):
+        us = int((T0 + 41 + i * 0.01) * 1e6)
+        rows.append({"@timestamp": us, "event.start": us, "source.ip": MAINT,
+                     "destination.ip": ip, "network.transport": "icmp",
+                     "cyberrange.flow_id": hashlib.sha1(ip.encode()).hexdigest()[:16]})
+    cols = {f.name: (pa.array([r.get(f.name) for r in rows], pa.int64()).cast(f.type)
+                     if pa.types.is_timestamp(f.type) else
+                     pa.array([r.get(f.name) for r in rows], f.type)) for f in FLOW_RECORD_SCHEMA}
+    flows = pa.table(cols, schema=FLOW_RECORD_SCHEMA)
+    (a,) = SCAN.detect(flows, packets(arp_scan(T0 + 40)))
+    assert len(a.flow_ids) == 3 and a.evidence["flows"] == 3     # 10.10.3.9 was not ARPed
 
 
 def test_busy_asker_in_baseline_needs_twice_its_peak():
@@ -197,5 +212,5 @@ def test_shipped_instances_and_alert_table():
     pk = packets(benign_arp() + arp_scan(T0 + 40) + poison(T0 + 60))
     alerts = [a for d in dets.values() for a in d.detect(NO_FLOWS, pk)]
     t = alerts_to_table(alerts, "r1")
-    assert t.schema.equals(ALERT_SCHEMA) and t.num_rows == 2
+    assert t.schema.equals(ALERT_SCHEMA) and t.num_rows == 3
     assert set(t.column("threat.technique.id").to_pylist()) == {"T1018", "T1557.002"}

@@ -22,8 +22,11 @@ and a frame seen by several sensors counts once.
 The alert's ``source.ip`` is the IP the offending MAC owns itself (the sender IP of its own ARP
 requests -- a poisoner asks for its victims with its true address -- else the IP bound to it in
 the baseline, else the source IP it used most in IP packets), so that an alert with no flows can
-be tied to the host that sent the frames. The spoofed IP is ``destination.ip`` (when one) and is
-listed in the evidence with the MACs and packet counts; ``cyberrange.flow_ids`` stays empty.
+be tied to the host that sent the frames. A spoofing alert is one offending MAC claiming one IP
+(``destination.ip``; two victims poisoned against each other are two alerts), with the MACs and
+packet counts in the evidence and no flows. A scan alert lists as flows the IP flows the
+scanner then sent to the addresses it ARPed (a ping sweep's echoes, a SYN scan's probes; none
+for a pure ARP scan).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ ARP_COLUMNS = ["@timestamp", "observer.name", "source.mac", "destination.mac",
                "cyberrange.arp.operation", "cyberrange.arp.sender_ip",
                "cyberrange.arp.sender_mac", "cyberrange.arp.target_ip"]
 UNSPECIFIED = frozenset({None, "", "0.0.0.0"})
+FOLLOW_US = 3_000_000     # scan alerts: IP flows to ARPed targets up to 3 s after the last request
 
 
 def _us(col) -> list[int]:
@@ -155,7 +159,7 @@ class ArpDetector(Detector):
             return []
         owners = _Owners(self._owners(frames, packets), self, packets)
         if self.mode == "scan":
-            return self._scan(frames, owners)
+            return self._scan(frames, owners, flows)
         return self._spoof(frames, owners)
 
     def _owners(self, frames, packets) -> dict[str, str]:
@@ -196,7 +200,7 @@ class ArpDetector(Detector):
             per_mac[mac].append((t, tip, str(i)))
         return per_mac
 
-    def _scan(self, frames, owners) -> list[Alert]:
+    def _scan(self, frames, owners, flows=None) -> list[Alert]:
         alerts = []
         for mac, events in sorted(self._requests(frames).items()):
             if mac in self.ignore_macs:
@@ -216,12 +220,14 @@ class ArpDetector(Detector):
                             "sample_targets": sorted(ep.keys, key=_ip_key)[:10]}
                 if mac in self.scan_peak:
                     evidence["baseline"] = self.scan_peak[mac]
+                fids = _followed_by(flows, src, ep.keys, ep.start, ep.end + min(self.window_us, FOLLOW_US))
+                evidence["flows"] = len(fids)
                 alerts.append(Alert(
                     timestamp=us_to_dt(ep.crossed_at), start=us_to_dt(ep.start),
                     end=us_to_dt(ep.end), rule_name=self.name, rule_category=self.family,
                     technique="T1018", source_ip=src, destination_ip=None, message=msg,
                     score=round(min(1.0, ep.value / (2.0 * threshold)), 3), evidence=evidence,
-                    flow_ids=[], alert_id=_alert_id(self.name, mac, ep.start)))
+                    flow_ids=fids, alert_id=_alert_id(self.name, mac, ep.start)))
         return alerts
 
     def _spoof(self, frames, owners) -> list[Alert]:
@@ -245,11 +251,11 @@ class ArpDetector(Detector):
             if smac in self.ignore_macs:
                 continue
             if bound != smac:
-                events[smac].append((t, "conflict", sip, bound, unsolicited, esrc))
+                events[(smac, sip)].append((t, "conflict", sip, bound, unsolicited, esrc))
             elif len(claims[smac]) > self.max_ips and op == "reply":
-                events[smac].append((t, "multi", sip, None, unsolicited, esrc))
+                events[(smac, None)].append((t, "multi", sip, None, unsolicited, esrc))
         alerts = []
-        for mac, evs in sorted(events.items()):
+        for (mac, ip), evs in sorted(events.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
             episode: list = []
             for ev in evs + [None]:
                 if episode and (ev is None or ev[0] - episode[-1][0] > self.window_us):
@@ -295,7 +301,24 @@ class ArpDetector(Detector):
             rule_name=self.name, rule_category=self.family, technique="T1557.002",
             source_ip=src, destination_ip=spoofed[0] if len(spoofed) == 1 else None,
             message=msg, score=round(score, 3), evidence=evidence, flow_ids=[],
-            alert_id=_alert_id(self.name, mac, t0))
+            alert_id=_alert_id(self.name, mac, spoofed, t0))
+
+
+def _followed_by(flows, src, targets, start, end) -> list[str]:
+    """Flows from ``src`` to the addresses it ARPed, within the scan: what the scan was for
+    (a ping sweep's echoes, a SYN scan's probes). Empty for a pure ARP scan."""
+    if flows is None or flows.num_rows == 0 or src is None:
+        return []
+    ts = flows.column("event.start")
+    lo = pa.scalar(start, pa.int64()).cast(pa.timestamp("us")).cast(ts.type)
+    hi = pa.scalar(end, pa.int64()).cast(pa.timestamp("us")).cast(ts.type)
+    mask = pc.and_kleene(
+        pc.and_kleene(pc.equal(flows.column("source.ip"), src),
+                      pc.is_in(flows.column("destination.ip"),
+                               value_set=pa.array(sorted(targets), pa.string()))),
+        pc.and_kleene(pc.greater_equal(ts, lo), pc.less_equal(ts, hi)))
+    sel = flows.filter(pc.fill_null(mask, False))
+    return sorted(sel.column("cyberrange.flow_id").to_pylist())
 
 
 class _Owners(dict):
