@@ -1,0 +1,275 @@
+"""flood family: packet-rate floods against one target (SYN flood T1499, UDP flood T1498).
+
+A flood is a rate, not a count of distinct things, so this family measures rates per target and
+per time bin of ``window`` seconds, from flow records alone (no packet records needed):
+
+* ``mode: syn`` -- per ``(destination.ip, destination.port)`` (or per destination.ip with
+  ``per_port: false``), TCP flows that never became a conversation: the originator never sent an
+  ACK (flags without ``A``: a SYN-only flow, also "SYN ... RST") or Zeek state S0, REJ, RSTOS0,
+  SH, OTH. Measured: originator packets per second (SYNs/s, ``pps``) and half-open flows started
+  per second (``flows``; a spoofed-source flood makes one flow per SYN). ATT&CK T1499.
+* ``mode: udp`` -- per destination.ip, every UDP flow. Measured: originator packets per second
+  (``pps``) and bytes per second (``bps``, frame bytes). ATT&CK T1498.
+
+A flow's originator packets and bytes are spread evenly over its lifetime, each bin getting the
+share it overlaps (a flood 5-tuple that lasts 30 s contributes 1/30 of its packets to each
+second). Each sensor
+records its own copy of a flow, so rates are computed per sensor and the largest is taken: a
+second sensor on the path does not double the rate.
+
+A bin whose rate reaches any of the configured thresholds is *hot*. Hot bins of one target no
+more than ``gap`` seconds apart form an episode; an episode with at least ``sustain`` hot bins
+raises ONE alert, whose ``flow_ids`` hold every counted flow of the target during the episode.
+The alert's time is when the ``sustain``-th hot bin crossed the threshold (estimated from the
+bin's rate: start of the bin, or of the first flow in it, plus the time the threshold took).
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .base import Alert, Detector, SettingError, us_to_dt
+
+#: Zeek states of TCP flows that never completed a handshake
+HALF_OPEN_STATES = ["S0", "REJ", "RSTOS0", "SH", "OTH"]
+
+
+def ts_us(table: pa.Table, name: str) -> np.ndarray:
+    """A timestamp column as int64 microseconds since the epoch."""
+    col = table.column(name)
+    col = pc.cast(col.cast(pa.timestamp("us", tz="UTC")), pa.int64())
+    return col.to_numpy(zero_copy_only=False)
+
+
+def int_col(table: pa.Table, name: str, fill: int = 0) -> np.ndarray:
+    return pc.fill_null(table.column(name), fill).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def codes(table: pa.Table, name: str) -> tuple[np.ndarray, list]:
+    """Dictionary codes of a string column (nulls -> -1) and the dictionary."""
+    enc = pc.dictionary_encode(table.column(name)).combine_chunks()
+    idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return idx, enc.dictionary.to_pylist()
+
+
+def stable_id(*parts) -> str:
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()
+
+
+class FloodDetector(Detector):
+    family = "flood"
+    technique = "T1499"
+    SETTINGS = {
+        "mode": "syn",          # syn (T1499) | udp (T1498)
+        "window": 1,            # seconds per rate bin
+        "pps": 500,             # originator packets per second to one target (0: not used)
+        "flows": 200,           # syn: half-open flows started per second (0: not used)
+        "bps": 0,               # udp: frame bytes per second to one target (0: not used)
+        "per_port": True,       # syn: target = destination ip:port (false: destination ip)
+        "sustain": 2,           # hot bins an episode needs before it alerts
+        "gap": 5,               # seconds: hot bins further apart start a new episode
+    }
+
+    def configure(self) -> None:
+        mode = self.settings["mode"]
+        if mode not in ("syn", "udp"):
+            raise SettingError(f"setting 'mode' of {self.name!r} must be 'syn' or 'udp', "
+                               f"got {mode!r}", setting="mode")
+        self.mode = mode
+        self.technique = "T1499" if mode == "syn" else "T1498"
+        self.window_us = int(self._number("window", minimum=0.001) * 1_000_000)
+        self.pps = float(self._number("pps"))
+        self.flows_thr = float(self._number("flows"))
+        self.bps = float(self._number("bps"))
+        if mode == "udp" and self.settings["flows"] and "flows" in self._given():
+            raise SettingError(f"setting 'flows' of {self.name!r} applies to mode 'syn' only",
+                               setting="flows")
+        if mode == "syn" and self.bps:
+            raise SettingError(f"setting 'bps' of {self.name!r} applies to mode 'udp' only",
+                               setting="bps")
+        if mode == "udp":
+            self.flows_thr = 0.0
+        if not (self.pps or self.flows_thr or self.bps):
+            raise SettingError(f"{self.name!r}: set at least one of 'pps', 'flows', 'bps' "
+                               f"above 0", setting="pps")
+        per_port = self.settings["per_port"]
+        if not isinstance(per_port, bool):
+            raise SettingError(f"setting 'per_port' of {self.name!r} must be true or false, "
+                               f"got {per_port!r}", setting="per_port")
+        self.per_port = per_port and mode == "syn"
+        self.sustain = int(self._number("sustain", minimum=1, integer=True))
+        self.gap_us = int(self._number("gap", minimum=0) * 1_000_000)
+
+    def _given(self) -> set:
+        return {k for k, v in self.settings.items() if v != self.SETTINGS[k]}
+
+    # -- selection ---------------------------------------------------------------------------
+    def _mask(self, flows: pa.Table):
+        transport = flows.column("network.transport")
+        if self.mode == "udp":
+            return pc.fill_null(pc.equal(transport, "udp"), False)
+        flags = flows.column("cyberrange.tcp_flags")
+        no_ack = pc.invert(pc.fill_null(pc.match_substring(flags, "A"), True))
+        half = pc.fill_null(pc.is_in(flows.column("cyberrange.tcp_state"),
+                                     value_set=pa.array(HALF_OPEN_STATES)), False)
+        return pc.and_(pc.fill_null(pc.equal(transport, "tcp"), False), pc.or_(no_ack, half))
+
+    def _prepare(self, flows: pa.Table):
+        """Selected flows as numpy columns: (table, start, end, pkts, bytes, target, obs)."""
+        sel = flows.filter(self._mask(flows))
+        if sel.num_rows == 0:
+            return None
+        start = ts_us(sel, "event.start")
+        end = np.maximum(ts_us(sel, "event.end"), start)
+        pkts = int_col(sel, "source.packets").astype(np.float64)
+        byts = int_col(sel, "source.bytes").astype(np.float64)
+        dst, dst_names = codes(sel, "destination.ip")
+        if self.per_port:
+            port = int_col(sel, "destination.port", -1)
+            pair = dst * 65537 + (port + 1)
+            target, inv = np.unique(pair, return_inverse=True)
+            labels = [(dst_names[t // 65537], int(t % 65537) - 1) for t in target]
+        else:
+            uniq, inv = np.unique(dst, return_inverse=True)
+            labels = [(dst_names[t], None) for t in uniq]
+        obs, _ = codes(sel, "observer.name")
+        self._src = codes(sel, "source.ip")
+        return sel, start, end, pkts, byts, inv.astype(np.int64), obs + 1, labels
+
+    def _bin_rates(self, start, end, pkts, byts, target, obs):
+        """Per (target, bin): rates (max over sensors) and half-open flows started."""
+        W = self.window_us
+        b0 = start // W
+        b1 = end // W
+        nb = (b1 - b0 + 1)
+        total = int(nb.sum())
+        row = np.repeat(np.arange(len(start)), nb)
+        offs = np.cumsum(nb) - nb
+        b = b0[row] + (np.arange(total) - offs[row])
+        # each flow's packets spread over its lifetime: a bin gets the share it overlaps
+        dur = (end - start)[row]
+        lo = np.maximum(start[row], b * W)
+        hi = np.minimum(end[row], (b + 1) * W)
+        share = np.where(dur > 0, (hi - lo) / np.maximum(dur, 1), 1.0)
+        n_obs = int(obs.max()) + 1
+        bmin = int(b0.min())
+        span = int(b.max()) - bmin + 1
+        # key = ((target * n_obs) + obs) * span + bin
+        key = (target[row] * n_obs + obs[row]) * span + (b - bmin)
+        uk, inv = np.unique(key, return_inverse=True)
+        p = np.bincount(inv, weights=pkts[row] * share)
+        y = np.bincount(inv, weights=byts[row] * share)
+        first = np.zeros(total, dtype=bool)
+        first[offs] = True            # the bin where each flow started
+        f = np.bincount(inv, weights=first.astype(np.float64))
+        # max over sensors per (target, bin)
+        tgt = uk // (n_obs * span)
+        bins = uk % span + bmin
+        tb = tgt * span + (bins - bmin)
+        order = np.lexsort((uk, tb))
+        tb_s = tb[order]
+        cut = np.flatnonzero(np.r_[True, tb_s[1:] != tb_s[:-1]])
+        scale = 1_000_000 / W
+        rate_p = np.maximum.reduceat(p[order], cut) * scale
+        rate_b = np.maximum.reduceat(y[order], cut) * scale
+        rate_f = np.maximum.reduceat(f[order], cut) * scale
+        return tgt[order][cut], bins[order][cut], rate_p, rate_b, rate_f
+
+    def _hot(self, rate_p, rate_b, rate_f):
+        hot = np.zeros(len(rate_p), dtype=bool)
+        ratio = np.zeros(len(rate_p))
+        for thr, r in ((self.pps, rate_p), (self.bps, rate_b), (self.flows_thr, rate_f)):
+            if thr:
+                hot |= r >= thr
+                ratio = np.maximum(ratio, r / thr)
+        return hot, ratio
+
+    # -- API ---------------------------------------------------------------------------------
+    def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
+        if flows.num_rows == 0:
+            return []
+        prep = self._prepare(flows)
+        if prep is None:
+            return []
+        sel, start, end, pkts, byts, target, obs, labels = prep
+        tgt, bins, rp, rb, rf = self._bin_rates(start, end, pkts, byts, target, obs)
+        hot, ratio = self._hot(rp, rb, rf)
+        idx = np.flatnonzero(hot)
+        if len(idx) == 0:
+            return []
+        fids = None
+        alerts = []
+        W = self.window_us
+        gap_bins = max(1, -(-self.gap_us // W))
+        # idx is sorted by (target, bin): split into episodes
+        t_h, b_h = tgt[idx], bins[idx]
+        new = np.r_[True, (t_h[1:] != t_h[:-1]) | (b_h[1:] - b_h[:-1] > gap_bins)]
+        starts = np.flatnonzero(new)
+        ends = np.r_[starts[1:], len(idx)]
+        for s, e in zip(starts, ends):
+            if e - s < self.sustain:
+                continue
+            ep = idx[s:e]
+            t = int(t_h[s])
+            ep_start, ep_end = int(b_h[s]) * W, (int(b_h[e - 1]) + 1) * W
+            m = np.flatnonzero((target == t) & (start < ep_end) & (end >= ep_start))
+            if fids is None:
+                fids = sel.column("cyberrange.flow_id").to_pylist()
+            # crossing: the sustain-th hot bin, at its start (or its first flow) plus the time
+            # the threshold took at the bin's rate
+            cb = idx[s + self.sustain - 1]
+            b_start = int(bins[cb]) * W
+            in_bin = start[m][(start[m] >= b_start) & (start[m] < b_start + W)]
+            t_cross = max(b_start, int(in_bin.min()) if len(in_bin) else b_start)
+            t_cross = min(b_start + W - 1, t_cross + int(W / max(ratio[cb], 1.0)))
+            alerts.append(self._alert(labels[t], ep, rp, rb, rf, ratio, t_cross,
+                                      int(start[m].min()), int(end[m].max()),
+                                      [fids[i] for i in m[np.argsort(start[m], kind="stable")]],
+                                      int(pkts[m].sum()), int(byts[m].sum()),
+                                      self._sources(m)))
+        return alerts
+
+    def _sources(self, m) -> list[str]:
+        src, names = self._src
+        return [names[i] for i in np.unique(src[m]) if i >= 0]
+
+    def _alert(self, label, ep, rp, rb, rf, ratio, t_cross, t0, t1, flow_ids, pkts, byts,
+               sources):
+        dst, port = label
+        peak = int(ep[np.argmax(ratio[ep])])
+        window_s = self.window_us / 1_000_000
+        target = f"{dst}:{port}" if port is not None else dst
+        # the feature that is furthest past its threshold at the peak
+        cand = []
+        if self.pps:
+            cand.append(("syn_pps" if self.mode == "syn" else "pps", rp[peak], self.pps))
+        if self.flows_thr:
+            cand.append(("half_open_flows_per_s", rf[peak], self.flows_thr))
+        if self.bps:
+            cand.append(("bytes_per_s", rb[peak], self.bps))
+        feature, value, thr = max(cand, key=lambda c: c[1] / c[2])
+        srcs = sources[0] if len(sources) == 1 else None
+        what = "SYN flood" if self.mode == "syn" else "UDP flood"
+        unit = {"syn_pps": "SYN/s", "pps": "packets/s", "half_open_flows_per_s":
+                "half-open flows/s", "bytes_per_s": "bytes/s"}[feature]
+        msg = (f"{what} against {target}: {value:,.0f} {unit} at peak (threshold {thr:g}) "
+               f"in {len(ep)} of {window_s:g} s bins between {us_to_dt(t0):%H:%M:%S} and "
+               f"{us_to_dt(t1):%H:%M:%S} UTC, {len(flow_ids)} flows, {pkts:,} packets from "
+               f"{srcs or f'{len(sources)} sources'}")
+        evidence = {"feature": feature, "value": round(float(value), 1), "threshold": thr,
+                    "window_s": window_s, "hot_bins": int(len(ep)), "sustain": self.sustain,
+                    "peak_pps": round(float(rp[peak]), 1),
+                    "peak_bytes_per_s": round(float(rb[peak]), 1),
+                    "flows": len(flow_ids), "packets": pkts, "bytes": byts,
+                    "mode": self.mode, "target": target, "sources": len(sources)}
+        if self.mode == "syn":
+            evidence["peak_half_open_flows_per_s"] = round(float(rf[peak]), 1)
+        return Alert(
+            timestamp=us_to_dt(t_cross), start=us_to_dt(t0), end=us_to_dt(t1),
+            rule_name=self.name, rule_category=self.family, technique=self.technique,
+            source_ip=srcs, destination_ip=dst, message=msg,
+            score=round(min(1.0, float(ratio[peak]) / 2.0), 3), evidence=evidence,
+            flow_ids=flow_ids, alert_id=stable_id(self.name, target, flow_ids[0]))
