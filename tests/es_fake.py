@@ -4,7 +4,7 @@ It is NOT Elasticsearch: it stores documents in dicts and answers with the docum
 shapes (info, component/index templates, index create/exists, _bulk with per-item results,
 _pit, _search with pit + search_after + sort, _count, _delete_by_query, _refresh), with the
 ``X-Elastic-Product: Elasticsearch`` header the official client checks. Every request is
-recorded (method, path, query, headers, parsed body) so tests can assert what the client sent.
+recorded (method, path, query, headers with lowercase names, parsed body) so tests can assert what the client sent.
 
 Faults, for the resilience tests:
 - ``item_faults``: {doc id: [status, ...]}: the next bulk items with that id fail with those
@@ -251,7 +251,7 @@ class FakeES:
                 with fake.lock:
                     fake.requests.append({"method": self.command, "path": parts.path,
                                           "query": query, "body": body,
-                                          "headers": dict(self.headers.items())})
+                                          "headers": {k.lower(): v for k, v in self.headers.items()}})
                 if fake.status_all:
                     return self._send(fake.status_all, _error(
                         fake.status_all, "unavailable_shards_exception", "cluster is unhealthy"))

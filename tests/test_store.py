@@ -113,8 +113,10 @@ def test_bulk_ingest_200k(tmp_path):
         assert total == sum(60 + i % 1400 for i in range(200_000))
 
 
-def test_open_store_schemes(tmp_path):
-    with pytest.raises(UserError, match="Elasticsearch backend not available yet"):
+def test_open_store_schemes(tmp_path, monkeypatch):
+    for var in ("CYBERRANGE_ES_API_KEY", "CYBERRANGE_ES_USER", "CYBERRANGE_ES_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(UserError, match="no Elasticsearch credentials"):   # es:// is the ES backend
         open_store("es://localhost:9200")
     with pytest.raises(UserError):
         open_store("ftp://x")

@@ -75,6 +75,7 @@ class BulkWriter:
         self.stats = {"sent": 0, "acknowledged": 0, "retried": 0, "spooled": 0, "replayed": 0,
                       "rejected": 0, "requests": 0}
         self.errors: list[str] = []            # first few reasons of rejected documents
+        self.on_chunk = None                   # called with the size of each chunk done
         self._lock = threading.Lock()
         self._down = threading.Event()
         self._seq = 0
@@ -164,9 +165,9 @@ class BulkWriter:
                 self._add(acknowledged=acked)
                 if rejected:
                     self._reject(rejected, kind)
-                if not retry:
-                    return []
                 pending = retry                            # only the failed items again
+                if not pending:
+                    break
             attempt += 1
             if attempt > self.max_retries:
                 self._down.set()
@@ -175,6 +176,8 @@ class BulkWriter:
             self.sleep(min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
         if pending and spool:
             self._spool(pending, kind)
+        if self.on_chunk is not None:
+            self.on_chunk(len(docs))
         return pending
 
     def _spool(self, docs: list[Doc], kind: str) -> None:

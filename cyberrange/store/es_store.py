@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -39,12 +41,17 @@ from .base import EventStore
 from .es_mappings import KINDS, templates
 
 __all__ = ["EsConfig", "ElasticsearchStore", "ENV_API_KEY", "ENV_USER", "ENV_PASSWORD", "ENV_CA",
-           "push_run"]
+           "ENV_URL", "open_checked", "push_run", "mirror_run"]
 
 ENV_API_KEY = "CYBERRANGE_ES_API_KEY"
 ENV_USER = "CYBERRANGE_ES_USER"
 ENV_PASSWORD = "CYBERRANGE_ES_PASSWORD"
 ENV_CA = "CYBERRANGE_ES_CA"
+ENV_URL = "CYBERRANGE_ES_URL"
+
+# the transport logs each failed attempt with a traceback; with no logging set up Python would
+# print those to stderr (the CLI promises one line). A configured root logger still gets them.
+logging.getLogger("elastic_transport").addHandler(logging.NullHandler())
 
 SCHEMES = {"es": "http", "elasticsearch": "http", "http": "http", "ess": "https",
            "https": "https"}
@@ -93,6 +100,8 @@ class EsConfig:
         host = parts.hostname
         if not host:
             raise UserError("malformed Elasticsearch URL: no host (expected es://HOST:PORT)")
+        if ":" not in host and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host):
+            raise UserError(f"malformed Elasticsearch URL: bad host name {host!r}")
         if parts.path not in ("", "/"):
             raise UserError(f"malformed Elasticsearch URL: unexpected path {parts.path!r} "
                             "(expected es://HOST:PORT?option=value)")
@@ -371,28 +380,21 @@ class ElasticsearchStore(EventStore):
         comps, idx_templates = templates(self.config.prefix)
         report = {"installed": [], "unchanged": [], "indices_created": []}
         try:
-            for name, body in comps.items():
-                try:
-                    have = self.client.cluster.get_component_template(name=name)
-                    meta = have["component_templates"][0]["component_template"].get("_meta", {})
-                except NotFoundError:
-                    meta = {}
-                if meta.get("cyberrange_hash") == body["_meta"]["cyberrange_hash"]:
-                    report["unchanged"].append(name)
-                    continue
-                self.client.cluster.put_component_template(name=name, **body)
-                report["installed"].append(name)
-            for name, body in idx_templates.items():
-                try:
-                    have = self.client.indices.get_index_template(name=name)
-                    meta = have["index_templates"][0]["index_template"].get("_meta", {})
-                except NotFoundError:
-                    meta = {}
-                if meta.get("cyberrange_hash") == body["_meta"]["cyberrange_hash"]:
-                    report["unchanged"].append(name)
-                    continue
-                self.client.indices.put_index_template(name=name, **body)
-                report["installed"].append(name)
+            kinds = ((comps, self.client.cluster.get_component_template,
+                      self.client.cluster.put_component_template, "component_template"),
+                     (idx_templates, self.client.indices.get_index_template,
+                      self.client.indices.put_index_template, "index_template"))
+            for bodies, get, put, key in kinds:
+                for name, body in bodies.items():
+                    try:
+                        meta = get(name=name)[key + "s"][0][key].get("_meta", {})
+                    except NotFoundError:
+                        meta = {}
+                    if meta.get("cyberrange_hash") == body["_meta"]["cyberrange_hash"]:
+                        report["unchanged"].append(name)
+                    else:
+                        put(name=name, **body)
+                        report["installed"].append(name)
             for kind in KINDS:
                 idx = self.index(kind)
                 if not self.client.indices.exists(index=idx):
@@ -584,3 +586,33 @@ def push_run(store: ElasticsearchStore, run_id: str, packets: pa.Table | None,
             (f"; {totals['rejected']} rejected: {'; '.join(store.bulk.errors[:2])}"
              if totals["rejected"] else "")
     return section
+
+
+def open_checked(target: str, spool_dir=None, **kwargs) -> ElasticsearchStore:
+    """Parse, read the credentials, make the client and reach the cluster once: every bad
+    input (URL, credentials, TLS certificate, unreachable) is a UserError before any work."""
+    if not target:
+        raise UserError(f"no Elasticsearch cluster given: use es://HOST:PORT or set {ENV_URL}")
+    store = ElasticsearchStore(EsConfig.parse(target), spool_dir=spool_dir, **kwargs)
+    try:
+        store.info = store.check()
+    except UserError:
+        store.client.close()
+        raise
+    return store
+
+
+def mirror_run(store: ElasticsearchStore, run, packets, flows, alerts, ledger) -> dict:
+    """A drill's records to the cluster at the end of ``analyse`` (DuckDB stays the run's local
+    store); the spool is ``runs/<id>/es-spool``. Never raises: a failure becomes the section's
+    verdict, and the spooled records wait for ``cyberrange store push``."""
+    store.spool_dir = Path(run.dir) / "es-spool"
+    try:
+        return push_run(store, run.id, packets, flows, alerts, ledger)
+    except Exception as exc:  # noqa: BLE001 - the drill's results are on disk whatever happens
+        msg = exc.message if isinstance(exc, UserError) else explain(exc, store.config)
+        return {"url": store.config.url, "zero_loss": False, "verdict": f"not sent: {msg}",
+                "spool_outstanding": store.bulk.spooled_count(),
+                "spool_dir": str(store.spool_dir)}
+    finally:
+        store.client.close()             # no replay here: the spool waits for `store push`
