@@ -17,8 +17,8 @@ def cli():
 
 
 def _register():
-    from cyberrange.cli import attack, detect, drill, ingest, topo, twin  # noqa: F401
-    for mod in (topo, attack, twin, drill, detect, ingest):
+    from cyberrange.cli import attack, detect, drill, ingest, store, topo, twin  # noqa: F401
+    for mod in (topo, attack, twin, drill, detect, ingest, store):
         for cmd in getattr(mod, "COMMANDS", []):
             cli.add_command(cmd)
 
