@@ -37,6 +37,7 @@ class DrillOptions:
     intensity: float | None = None          # benign traffic rate multiplier (None: topology's)
     live: bool = False               # records reach the store during the drill
     live_rotate_s: float = 2.0       # live mode: every sensor's pcap rotates at least this often
+    store: str | None = None         # es://... : records also go to Elasticsearch (analyse)
     duration_s: float = 60.0         # benign-only drill (no playbook): seconds of traffic
     baseline_s: float | None = None  # trainable detectors learn from the first N s (None: warmup)
 
@@ -127,6 +128,10 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
     from cyberrange.twin.build import Twin, preflight
     ui = ui or NullUI()
     inputs = load_inputs(topology_path, playbook_path, opts.detectors_dir)
+    es = None
+    if opts.store:                   # URL, credentials, TLS checked before anything is built
+        from cyberrange.store.es_store import open_checked
+        es = open_checked(opts.store)
     preflight(need_dns=True)
     topo, pb = inputs.topology, inputs.playbook
     seed = opts.seed if opts.seed is not None else topo.benign.seed
@@ -212,7 +217,7 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
         timings["teardown_s"] = round(time.monotonic() - t0, 2)
         run.manifest["teardown"] = removed
         run.save()
-    card = analyse(run, inputs.detectors, ui)
+    card = analyse(run, inputs.detectors, ui, es=es)
     timings["total_s"] = round(time.monotonic() - t_start, 2)
     run.manifest["status"] = "done"
     run.save()
@@ -221,8 +226,10 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
     return run
 
 
-def analyse(run: Run, detectors, ui=None) -> dict:
-    """pcaps -> store -> detectors -> alerts -> scorecard.json + report. No twin needed."""
+def analyse(run: Run, detectors, ui=None, es=None) -> dict:
+    """pcaps -> store -> detectors -> alerts -> scorecard.json + report. No twin needed.
+    ``es`` (an ElasticsearchStore): the records, alerts and ledger also go there, and the
+    reconciliation gets an ``es`` section (sent, acknowledged, spooled, replayed)."""
     from cyberrange.attack.ledger import read_ledger
     from cyberrange.detect.registry import run_detectors
     from cyberrange.report.aar import write_report
@@ -275,6 +282,10 @@ def analyse(run: Run, detectors, ui=None) -> dict:
                     for k, v in (run.manifest.get("sensors") or {}).items()},
         "live": {k: v for k, v in (run.manifest.get("live") or {}).items() if k != "files"},
     }
+    if es is not None:
+        from cyberrange.store.es_store import mirror_run
+        ui.phase("score", f"sending records to {es.config.url}")
+        card["reconciliation"]["es"] = mirror_run(es, run, packets, flows, alerts, ledger)
     card["run"] = {k: run.manifest.get(k) for k in ("run_id", "topology", "playbook", "timings",
                                                      "warnings", "telemetry", "benign_requests")}
     run.scorecard_path.write_text(json.dumps(card, indent=2, default=str))

@@ -115,9 +115,12 @@ def drill():
                    "each closed pcap is ingested at once (the final store is rebuilt exactly).")
 @click.option("--rotate", "rotate_s", default=2.0, show_default=True,
               help="Live mode: rotate every sensor's pcap at least this often (seconds).")
+@click.option("--store", "store_url", default=None, metavar="URL",
+              help="Also send records, alerts and ledger to Elasticsearch (es://HOST:PORT, "
+                   "ess:// for TLS); checked before the drill starts. See docs/elasticsearch.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scorecard as JSON instead of tables.")
 def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, baseline_s,
-              duration_s, cooldown, seed, intensity, live, rotate_s, as_json):
+              duration_s, cooldown, seed, intensity, live, rotate_s, store_url, as_json):
     """Build TOPOLOGY, replay PLAYBOOK, capture, detect, score, tear down.
 
     Without PLAYBOOK the drill is benign only (--duration seconds of background traffic): it
@@ -126,7 +129,7 @@ def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, basel
     opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
                         warmup_s=warmup, cooldown_s=cooldown, seed=seed, live=live,
                         live_rotate_s=rotate_s, intensity=intensity, duration_s=duration_s,
-                        baseline_s=baseline_s)
+                        baseline_s=baseline_s, store=store_url)
     with RichUI(console) as ui:
         run = run_drill(topology, playbook, opts, ui)
     card = json.loads(run.scorecard_path.read_text())
