@@ -256,11 +256,17 @@ def test_run_detectors_writes_alerts(tmp_path):
         dets = load_detectors("detectors")
         out = run_detectors(store, "r1", dets)
         assert out.schema.equals(ALERT_SCHEMA)
-        assert sorted(out.column("rule.name").to_pylist()) == \
-            ["horizontal-sweep", "login-bruteforce", "vertical-portscan"]
-        assert store.count("alerts", "r1") == 3
+        # (other families may flag these synthetic flows too; this test is about these three
+        # and the slow scan instance, which sees the same 100-port scan)
+        ours = [n for n, c in zip(out.column("rule.name").to_pylist(),
+                                  out.column("rule.category").to_pylist())
+                if c in ("portscan", "bruteforce")]
+        assert sorted(ours) == ["horizontal-sweep", "login-bruteforce", "slow-portscan",
+                                "vertical-portscan"]
+        n = out.num_rows
+        assert store.count("alerts", "r1") == n
         run_detectors(store, "r1", dets)                    # re-running replaces, not appends
-        assert store.count("alerts", "r1") == 3
+        assert store.count("alerts", "r1") == n
         stored = store.read("alerts", "r1")
         assert set(stored.column("cyberrange.alert_id").to_pylist()) == \
             set(out.column("cyberrange.alert_id").to_pylist())

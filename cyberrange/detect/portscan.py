@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .base import Alert, Detector, SettingError, columns, find_episodes, us_to_dt
 
@@ -69,29 +70,48 @@ class PortScanDetector(Detector):
         self.transports = frozenset(transports)
         self.technique = "T1018" if mode == "hosts" and "icmp" in self.transports else "T1046"
 
+    def probe_mask(self, flows: pa.Table) -> pa.ChunkedArray:
+        """Boolean mask of the flows that count (Arrow compute, no Python loop): probe-like TCP
+        (``is_tcp_probe``), every UDP flow, ICMP echo requests in mode ``hosts``."""
+        proto = flows.column("network.transport")
+        false = pa.scalar(False)
+        mask = None
+        if "tcp" in self.transports:
+            state = flows.column("cyberrange.tcp_state")
+            flags = flows.column("cyberrange.tcp_flags")
+            probe = pc.or_kleene(
+                pc.fill_null(pc.is_in(state, value_set=pa.array(sorted(PROBE_STATES))), False),
+                pc.fill_null(pc.invert(pc.match_substring(flags, "A")), False))
+            connect = pc.and_kleene(pc.fill_null(pc.equal(state, "RSTO"), False),
+                                    pc.less_equal(pc.fill_null(flows.column("source.packets"), 0),
+                                                  3))
+            mask = pc.and_kleene(pc.equal(proto, "tcp"), pc.or_kleene(probe, connect))
+        if "udp" in self.transports:
+            udp = pc.equal(proto, "udp")
+            mask = udp if mask is None else pc.or_kleene(mask, udp)
+        if "icmp" in self.transports and self.mode == "hosts":
+            icmp = pc.and_kleene(pc.equal(proto, "icmp"),
+                                 pc.equal(pc.fill_null(flows.column("source.port"), -1), 8))
+            mask = icmp if mask is None else pc.or_kleene(mask, icmp)
+        if mask is None:
+            return pa.chunked_array([pa.array([False] * flows.num_rows)])
+        return pc.fill_null(mask, false)
+
     def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
         if flows.num_rows == 0:
             return []
-        c = columns(flows, ["event.start", "source.ip", "source.port", "destination.ip",
-                            "destination.port", "network.transport", "cyberrange.tcp_state",
-                            "cyberrange.tcp_flags", "source.packets", "cyberrange.flow_id"])
+        sel = flows.filter(self.probe_mask(flows))
+        if sel.num_rows == 0:
+            return []
+        c = columns(sel, ["event.start", "source.ip", "destination.ip", "destination.port",
+                          "network.transport", "cyberrange.flow_id"])
         per_source: dict[str, list] = defaultdict(list)
-        transports = self.transports
         ports_mode = self.mode == "ports"
-        for i, proto in enumerate(c["network.transport"]):
-            if proto not in transports:
-                continue
-            if proto == "tcp":
-                if not is_tcp_probe(c["cyberrange.tcp_state"][i], c["cyberrange.tcp_flags"][i],
-                                    c["source.packets"][i]):
-                    continue
-            elif proto == "icmp":
-                if ports_mode or c["source.port"][i] != 8:
-                    continue
-            dst = c["destination.ip"][i]
-            key = (dst, proto, c["destination.port"][i]) if ports_mode else dst
-            per_source[c["source.ip"][i]].append(
-                (c["event.start"][i], key, c["cyberrange.flow_id"][i], proto))
+        for t, src, dst, port, proto, fid in zip(
+                c["event.start"], c["source.ip"], c["destination.ip"], c["destination.port"],
+                c["network.transport"], c["cyberrange.flow_id"]):
+            key = (dst, proto, port) if ports_mode else dst
+            per_source[src].append((t, key, fid, proto))
 
         alerts = []
         for src, events in per_source.items():
