@@ -1,0 +1,210 @@
+"""iforest family: unsupervised flow anomaly detection with scikit-learn's IsolationForest.
+
+Every flow becomes a vector of ``FEATURES`` (sizes and times log-scaled, so a 10x change counts
+the same at any scale): duration, packets and bytes each way, the byte and packet ratios, bytes
+per packet each way, inter-arrival mean/std/min/max, the destination port class (well-known,
+registered, ephemeral, none), the transport and the Zeek TCP state (one-hot).
+
+* **Trained** (``fit`` on the baseline window's flows): the forest learns the baseline; the
+  alert threshold is the ``quantile`` of the baseline flows' scores plus ``margin``. A flow is
+  anomalous when its score exceeds it.
+* **Untrained**: the forest is fitted on the run itself, and the threshold is the forest's own
+  cut for the ``contamination`` share of flows; the evidence says ``"trained": false``.
+
+A flow's score is the negated ``decision_function`` (higher = more anomalous: >0 is the
+forest's "outlier" side for its contamination). Anomalous flows are grouped per source IP into
+episodes (the next anomalous flow of the source within ``window`` seconds continues the
+episode); an episode of at least ``min_flows`` flows is one alert, explained by the features
+whose values in those flows lie furthest from the baseline (robust z-scores: distance from the
+baseline median in units of 1.4826 MAD). The forest does not know what it saw: the technique is
+``"unknown"`` (see ``_learned.UNKNOWN_TECHNIQUE``). Deterministic: ``random_state`` = ``seed``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._learned import (
+    UNKNOWN_TECHNIQUE,
+    episodes,
+    ratio_score,
+    robust_center_scale,
+    top_features,
+)
+from .base import Alert, Detector, SettingError, us_to_dt
+
+STATES = ("SF", "S0", "S1", "REJ", "RSTO", "RSTR", "RSTOS0", "SH", "OTH")
+TRANSPORTS = ("tcp", "udp", "icmp")
+FEATURES = (
+    ["log_duration_s", "log_src_packets", "log_dst_packets", "log_src_bytes", "log_dst_bytes",
+     "log_bytes_ratio", "log_packets_ratio", "log_src_bytes_per_packet",
+     "log_dst_bytes_per_packet", "log_iat_mean_us", "log_iat_std_us", "log_iat_min_us",
+     "log_iat_max_us", "port_well_known", "port_registered", "port_ephemeral", "port_none"]
+    + [f"transport_{t}" for t in TRANSPORTS] + ["transport_other"]
+    + [f"tcp_state_{s}" for s in STATES] + ["tcp_state_other"]
+)
+
+
+def _num(flows: pa.Table, name: str) -> np.ndarray:
+    if name not in flows.column_names:
+        return np.zeros(flows.num_rows)
+    return pc.fill_null(flows.column(name).cast(pa.float64()), 0.0).to_numpy(
+        zero_copy_only=False)
+
+
+def _onehot(values: np.ndarray, choices) -> np.ndarray:
+    out = np.zeros((len(values), len(choices) + 1))
+    known = np.zeros(len(values), bool)
+    for j, c in enumerate(choices):
+        hit = values == c
+        out[:, j] = hit
+        known |= hit
+    out[:, -1] = ~known
+    return out
+
+
+def flow_features(flows: pa.Table) -> np.ndarray:
+    """The (n, len(FEATURES)) matrix of flow records."""
+    n = flows.num_rows
+    dur = _num(flows, "event.duration") / 1e9
+    sp, dp = _num(flows, "source.packets"), _num(flows, "destination.packets")
+    sb, db = _num(flows, "source.bytes"), _num(flows, "destination.bytes")
+    iat = [_num(flows, f"cyberrange.iat.{s}_us") for s in ("mean", "std", "min", "max")]
+    port = pc.fill_null(flows.column("destination.port"), -1).to_numpy(zero_copy_only=False)
+    transport = pc.fill_null(flows.column("network.transport"), "").to_numpy(
+        zero_copy_only=False).astype(object)
+    state = pc.fill_null(flows.column("cyberrange.tcp_state"), "").to_numpy(
+        zero_copy_only=False).astype(object)
+    ported = (transport == "tcp") | (transport == "udp")
+    cols = [np.log1p(dur), np.log1p(sp), np.log1p(dp), np.log1p(sb), np.log1p(db),
+            np.log((sb + 1) / (db + 1)), np.log((sp + 1) / (dp + 1)),
+            np.log1p(sb / np.maximum(sp, 1)), np.log1p(db / np.maximum(dp, 1))]
+    cols += [np.log1p(np.maximum(x, 0)) for x in iat]
+    cols += [ported & (port >= 0) & (port < 1024), ported & (port >= 1024) & (port < 49152),
+             ported & (port >= 49152), ~ported | (port < 0)]
+    X = np.column_stack([np.asarray(c, float) for c in cols]) if n else \
+        np.zeros((0, 13 + 4))
+    states = _onehot(state, STATES)
+    states[transport != "tcp"] = 0.0              # no TCP state: all zero
+    return np.hstack([X, _onehot(transport, TRANSPORTS), states])
+
+
+class IsolationForestDetector(Detector):
+    family = "iforest"
+    technique = UNKNOWN_TECHNIQUE
+    trainable = True
+    scores_flows = True
+    SETTINGS = {
+        "n_estimators": 200,     # trees
+        "max_samples": 256,      # flows per tree (the paper's default)
+        "quantile": 0.95,        # trained: threshold = this quantile of baseline scores ...
+        "margin": 0.0,           # ... plus this margin (score units)
+        "contamination": 0.01,   # untrained: share of the run's own flows taken as outliers
+        "window": 10,            # seconds: anomalous flows of a source this close = one episode
+        "min_flows": 5,          # anomalous flows an episode needs to raise an alert
+        "seed": 0,               # random_state of the forest
+    }
+
+    def configure(self) -> None:
+        self.n_estimators = int(self._number("n_estimators", minimum=1, integer=True))
+        self.max_samples = int(self._number("max_samples", minimum=2, integer=True))
+        self.quantile = float(self._number("quantile", minimum=0.5))
+        if self.quantile > 1:
+            raise SettingError(f"setting 'quantile' of {self.name!r} must be <= 1",
+                               setting="quantile")
+        self.margin = float(self._number("margin", minimum=0))
+        self.contamination = float(self._number("contamination", minimum=0.0001))
+        if self.contamination > 0.5:
+            raise SettingError(f"setting 'contamination' of {self.name!r} must be <= 0.5",
+                               setting="contamination")
+        self.window_us = int(self._number("window", minimum=0.001) * 1_000_000)
+        self.min_flows = int(self._number("min_flows", minimum=1, integer=True))
+        self.seed = int(self._number("seed", minimum=0, integer=True))
+        self.model = None
+
+    def _forest(self, X: np.ndarray, contamination):
+        from sklearn.ensemble import IsolationForest
+        forest = IsolationForest(n_estimators=self.n_estimators,
+                                 max_samples=min(self.max_samples, len(X)),
+                                 contamination=contamination, random_state=self.seed)
+        return forest.fit(X)
+
+    def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
+        X = flow_features(flows)
+        if len(X) < 2:
+            return                                   # nothing to learn from: stay untrained
+        forest = self._forest(X, "auto")
+        scores = -forest.decision_function(X)
+        base_q = float(np.quantile(scores, self.quantile))
+        self.model = {"forest": forest, "threshold": base_q + self.margin,
+                      "baseline_quantile": base_q, "center_scale": robust_center_scale(X),
+                      "flows": len(X)}
+        self.trained = True
+
+    def _model_for(self, X: np.ndarray) -> dict:
+        if self.model is not None:
+            return self.model
+        forest = self._forest(X, self.contamination)
+        return {"forest": forest, "threshold": 0.0, "baseline_quantile": None,
+                "center_scale": robust_center_scale(X), "flows": len(X)}
+
+    def score_flows(self, flows: pa.Table, packets: pa.Table | None = None) -> np.ndarray:
+        X = flow_features(flows)
+        if len(X) < 2 and self.model is None:
+            return np.zeros(len(X))
+        return -self._model_for(X)["forest"].decision_function(X)
+
+    def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
+        X = flow_features(flows)
+        if len(X) < 2:
+            return []
+        model = self._model_for(X)
+        scores = -model["forest"].decision_function(X)
+        thr = model["threshold"]
+        flagged = scores > thr
+        if not flagged.any():
+            return []
+        ts = pc.cast(flows.column("event.start").cast(pa.timestamp("us", tz="UTC")),
+                     pa.int64()).to_numpy(zero_copy_only=False)
+        ends = pc.cast(flows.column("event.end").cast(pa.timestamp("us", tz="UTC")),
+                       pa.int64()).to_numpy(zero_copy_only=False)
+        src = flows.column("source.ip").to_pylist()
+        dst = flows.column("destination.ip").to_pylist()
+        fids = flows.column("cyberrange.flow_id").to_pylist()
+        med, scale = model["center_scale"]
+        alerts = []
+        for ep in episodes(ts, src, flagged, self.window_us, self.min_flows):
+            rows = ep.rows
+            best = max(rows, key=lambda i: (scores[i], -i))
+            dsts = {dst[i] for i in rows}
+            one = next(iter(dsts)) if len(dsts) == 1 else None
+            top = top_features(X[rows], FEATURES, med, scale)
+            value = float(scores[best])
+            evidence = {
+                "feature": "isolation_forest_score", "value": round(value, 4),
+                "threshold": round(thr, 4), "flows": len(rows),
+                "top_features": top, "trained": self.model is not None,
+                "baseline": (round(model["baseline_quantile"], 4)
+                             if model["baseline_quantile"] is not None else None),
+                "baseline_flows": model["flows"] if self.model is not None else 0,
+                "window_s": self.window_us / 1e6, "min_flows": self.min_flows,
+            }
+            if self.model is None:
+                evidence["contamination"] = self.contamination
+                evidence["note"] = ("untrained: the forest was fitted on this run's own flows; "
+                                    "the threshold is its contamination cut")
+            why = ", ".join(f"{t['feature']}={t['value']:g} (baseline {t['baseline']:g})"
+                            for t in top)
+            target = one or f"{len(dsts)} hosts"
+            msg = (f"{ep.source} -> {target}: {len(rows)} flows unlike the "
+                   f"{'baseline' if self.model is not None else 'rest of the run'} "
+                   f"(isolation score up to {value:.3f}, threshold {thr:.3f}); most unusual: "
+                   f"{why}")
+            alerts.append(Alert(
+                timestamp=us_to_dt(ts[rows[ep.crossed]]), start=us_to_dt(ts[rows[0]]),
+                end=us_to_dt(max(ends[i] for i in rows)), rule_name=self.name,
+                rule_category=self.family, technique=self.technique, source_ip=ep.source,
+                destination_ip=one, message=msg, score=ratio_score(value + 0.5, thr + 0.5),
+                evidence=evidence, flow_ids=[fids[i] for i in rows]))
+        return alerts
