@@ -1,0 +1,411 @@
+"""beacon family: command-and-control check-ins, scored RITA-style per conversation series.
+
+A *series* is every "connection" of one channel:
+
+* TCP/UDP flows per ``(source.ip, destination.ip, destination.port, transport)`` -- an HTTP(S)
+  implant opens one connection per check-in (ATT&CK T1071.001 for TCP, T1071 for other UDP);
+* DNS queries per ``(source.ip, registered domain of dns.question.name)`` -- a DNS implant's
+  polls may go through a resolver, so the destination address says little while the queried
+  domain is the channel (T1071.004). Queries come from packet records (every query, even when
+  several share one UDP 5-tuple and so one flow); a query repeated within ``retry`` seconds is a
+  retry, not a check-in. Without packet records, the DNS name of each flow is used.
+
+Each series with at least ``min_connections`` connections and a median interval of at least
+``min_interval`` seconds is scored in [0, 1] as ``timing * (0.6 + 0.2 * size + 0.2 * count)``:
+
+* timing -- ``0.8 * (1 - jitter_hat / jitter) + 0.2 * (1 - |Bowley skew|)`` of the
+  inter-connection intervals, 0 when ``jitter_hat >= jitter``. ``jitter_hat`` estimates the
+  relative jitter: the mean of ``2 * MADM / median`` (MADM = median absolute deviation about the
+  median) and ``sqrt(3) * std / mean``; both equal ``j`` for intervals spread uniformly over
+  ``median * (1 +- j)`` -- an implant's "interval +- jitter" -- and are 1.4-1.7 for Poisson
+  arrivals (people browsing, resolving names). Bowley skew is 0 for a symmetric spread;
+* size -- ``1 - size_jitter_hat / size_jitter`` on the originator bytes per connection, clipped
+  to [0, 1] (a check-in is the same request every time);
+* count -- ``min(1, connections / full_count)``.
+
+A series alerts when its score reaches ``threshold``, unless it is known-good:
+
+* it matches ``allow`` (destination IPs/CIDRs, or domains and their subdomains),
+* its destination port is in ``ignore_ports`` (NTP's clockwork polls; see the YAML),
+* its median connection moves more than ``max_bytes`` (bulk transfers such as backups are not
+  check-ins), or
+* (trained) it already had ``baseline_min_connections`` connections in the benign baseline
+  window: a channel that was busy before the drill began is the network's own (the benign
+  ``c2-report`` role reports to the real C2 server every few seconds); for DNS also any domain
+  queried that often in the baseline by all sources together (the network's own domain).
+
+One alert per series; its ``flow_ids`` hold every flow of the series. Its time is the first
+connection at which the series' running score reached the threshold.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .base import Alert, Detector, SettingError, us_to_dt
+from .flood import codes, int_col, stable_id, ts_us
+
+
+def group_quantiles(g: np.ndarray, v: np.ndarray, n_groups: int, qs) -> list[np.ndarray]:
+    """Per-group quantiles (linear interpolation) of ``v`` grouped by ``g`` (0..n_groups-1)."""
+    order = np.lexsort((v, g))
+    vs = v[order]
+    counts = np.bincount(g, minlength=n_groups)
+    offs = np.cumsum(counts) - counts
+    last = np.maximum(counts - 1, 0)
+    out = []
+    for q in qs:
+        pos = q * last
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, last)
+        frac = pos - lo
+        ok = counts > 0
+        val = np.zeros(n_groups)
+        a = vs[(offs + lo)[ok]]
+        b = vs[(offs + hi)[ok]]
+        val[ok] = a + frac[ok] * (b - a)
+        out.append(val)
+    return out
+
+
+def regularity(g: np.ndarray, v: np.ndarray, n_groups: int):
+    """Per group: Bowley skew, median, MADM and the estimated relative jitter.
+
+    The jitter estimate is the mean of ``2 * MADM / median`` and ``sqrt(3) * CV`` (CV =
+    std / mean): both equal ``j`` for values spread uniformly over ``median * (1 +- j)``, and
+    are about 1.4 and 1.7 for Poisson arrivals (exponential intervals).
+    """
+    q1, q2, q3 = group_quantiles(g, v, n_groups, (0.25, 0.5, 0.75))
+    iqr = q3 - q1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        skew = np.where((iqr > 0) & (q2 != q1) & (q2 != q3), (q1 + q3 - 2 * q2) / iqr, 0.0)
+    madm = group_quantiles(g, np.abs(v - q2[g]), n_groups, (0.5,))[0]
+    n = np.bincount(g, minlength=n_groups).astype(np.float64)
+    mean = np.bincount(g, weights=v, minlength=n_groups) / np.maximum(n, 1)
+    var = np.bincount(g, weights=(v - mean[g]) ** 2, minlength=n_groups) / np.maximum(n, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r_madm = np.where(q2 > 0, 2 * madm / q2, np.where(madm > 0, np.inf, 0.0))
+        r_cv = np.where(mean > 0, np.sqrt(3 * var) / mean, np.where(var > 0, np.inf, 0.0))
+    return skew, q2, madm, (r_madm + r_cv) / 2
+
+
+def registered_domain(names: pa.Array, labels: int) -> pa.Array:
+    """The last ``labels`` labels of each DNS name, lower case (the whole name if shorter)."""
+    low = pc.utf8_lower(pc.utf8_rtrim(names, characters="."))
+    pat = r"(?P<d>(?:[^.]+\.){%d}[^.]+)$" % (labels - 1)
+    got = pc.struct_field(pc.extract_regex(low, pattern=pat), [0])
+    return pc.if_else(pc.is_null(got), low, got)
+
+
+def dns_queries(packets: pa.Table) -> pa.Table:
+    """DNS queries (not responses) among packet records."""
+    name = packets.column("dns.question.name")
+    mask = pc.and_(pc.is_valid(name), pc.is_null(packets.column("dns.response_code")))
+    return packets.filter(mask)
+
+
+class BeaconDetector(Detector):
+    family = "beacon"
+    technique = "T1071.001"
+    trainable = True
+    scores_flows = True
+    needs_packets = True
+    SETTINGS = {
+        "threshold": 0.45,                # score in [0, 1] that raises an alert
+        "min_connections": 8,             # a series needs this many connections to be scored
+        "full_count": 10,                 # connections that earn the full count score
+        "jitter": 0.8,                    # estimated interval jitter at which timing scores 0
+        "size_jitter": 0.5,               # estimated size spread at which size scores 0
+        "min_interval": 1.0,              # seconds: a faster series is a session, not check-ins
+        "max_bytes": 65536,               # median originator bytes above which: not a check-in
+        "ignore_ports": [123],            # destination ports never scored (NTP)
+        "allow": [],                      # known-good destinations: IPs, CIDRs, domains
+        "dns": True,                      # score DNS queries per registered domain
+        "domain_labels": 2,               # labels that make the registered domain
+        "retry": 2,                       # seconds: same query again within this = a retry
+        "baseline_min_connections": 3,    # trained: series this busy in the baseline are known
+    }
+
+    def configure(self) -> None:
+        self.threshold = float(self._number("threshold"))
+        if self.threshold > 1:
+            raise SettingError(f"setting 'threshold' of {self.name!r} must be in [0, 1], got "
+                               f"{self.threshold!r}", setting="threshold")
+        self.min_conn = int(self._number("min_connections", minimum=3, integer=True))
+        self.full_count = int(self._number("full_count", minimum=1, integer=True))
+        self.jitter = float(self._number("jitter", minimum=0.001))
+        self.size_jitter = float(self._number("size_jitter", minimum=0.001))
+        self.max_bytes = float(self._number("max_bytes", minimum=1))
+        self.min_interval = float(self._number("min_interval"))
+        ports = self.settings["ignore_ports"]
+        if not isinstance(ports, list) or any(
+                isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < 65536 for p in ports):
+            raise SettingError(f"setting 'ignore_ports' of {self.name!r} must be a list of port "
+                               f"numbers, got {ports!r}", setting="ignore_ports")
+        self.ignore_ports = np.array(sorted(set(ports)), dtype=np.int64)
+        allow = self.settings["allow"]
+        if not isinstance(allow, list) or any(not isinstance(a, str) or not a for a in allow):
+            raise SettingError(f"setting 'allow' of {self.name!r} must be a list of IPs, CIDRs "
+                               f"or domain names, got {allow!r}", setting="allow")
+        self.allow_nets, self.allow_domains = [], []
+        for a in allow:
+            try:
+                self.allow_nets.append(ipaddress.ip_network(a, strict=False))
+            except ValueError:
+                self.allow_domains.append(a.lower().strip("."))
+        if not isinstance(self.settings["dns"], bool):
+            raise SettingError(f"setting 'dns' of {self.name!r} must be true or false",
+                               setting="dns")
+        self.domain_labels = int(self._number("domain_labels", minimum=1, integer=True))
+        self.retry_us = int(self._number("retry") * 1_000_000)
+        self.baseline_min = int(self._number("baseline_min_connections", minimum=1, integer=True))
+        self.known: set = set()
+        self.known_domains: set = set()
+
+    # -- events ------------------------------------------------------------------------------
+    def _events(self, flows: pa.Table, packets: pa.Table | None):
+        """Connections of every series: dict of numpy arrays + labels.
+
+        keys: series label tuples; ``g`` series index per event; ``obs`` observer code; ``t``
+        µs; ``size`` bytes; ``fid`` flow id index into ``fids``.
+        """
+        parts = []
+        transport = flows.column("network.transport")
+        is_ip = pc.is_in(transport, value_set=pa.array(["tcp", "udp"]))
+        dport = flows.column("destination.port")
+        use_pkts = self.settings["dns"] and packets is not None
+        if self.settings["dns"]:
+            # DNS is scored per domain; keep port-53 flows out of the address pairs
+            is_dns = pc.or_(pc.fill_null(pc.equal(dport, 53), False),
+                            pc.is_valid(flows.column("dns.question.name")))
+            is_ip = pc.and_(is_ip, pc.invert(is_dns))
+        if len(self.ignore_ports):
+            is_ip = pc.and_(is_ip, pc.invert(pc.fill_null(
+                pc.is_in(dport, value_set=pa.array(self.ignore_ports.tolist(), pa.int32())),
+                False)))
+        ip = flows.filter(pc.fill_null(is_ip, False))
+        if ip.num_rows:
+            src, sn = codes(ip, "source.ip")
+            dst, dn = codes(ip, "destination.ip")
+            port = int_col(ip, "destination.port", -1)
+            tr, tn = codes(ip, "network.transport")
+            key = ((src * (len(dn) + 1) + dst) * 65537 + port + 1) * (len(tn) + 1) + tr
+            parts.append(("ip", ip, key, (src, sn, dst, dn, port, tr, tn),
+                          ts_us(ip, "event.start"), int_col(ip, "source.bytes"),
+                          ip.column("cyberrange.flow_id")))
+        if self.settings["dns"]:
+            q = dns_queries(packets) if use_pkts else flows.filter(
+                pc.is_valid(flows.column("dns.question.name")))
+            if q.num_rows:
+                src, sn = codes(q, "source.ip")
+                name, nn = codes(q, "dns.question.name")
+                reg = registered_domain(pa.array(nn, pa.string()), self.domain_labels) \
+                    if nn else pa.array([], pa.string())
+                renc = pc.dictionary_encode(reg)
+                rcode = renc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+                rn = renc.dictionary.to_pylist()
+                dom = rcode[name]
+                key = src * (len(rn) + 1) + dom
+                t = ts_us(q, "@timestamp" if use_pkts else "event.start")
+                size = int_col(q, "network.bytes" if use_pkts else "source.bytes")
+                obs, _ = codes(q, "observer.name")
+                # drop retries: the same name in the same series within `retry` seconds
+                order = np.lexsort((t, name, key, obs))
+                ks, ns, ts_, os_ = key[order], name[order], t[order], obs[order]
+                retry = np.r_[False, (ks[1:] == ks[:-1]) & (ns[1:] == ns[:-1]) &
+                              (os_[1:] == os_[:-1]) & (ts_[1:] - ts_[:-1] <= self.retry_us)]
+                keep = np.sort(order[~retry])
+                parts.append(("dns", q.take(keep), key[keep], (src[keep], sn, dom[keep], rn),
+                              t[keep], size[keep], q.column("cyberrange.flow_id").take(keep)))
+        return parts
+
+    def _series(self, part):
+        """Series of one part: unique keys, inverse, labels."""
+        kind, tab, key, lab, t, size, fid = part
+        obs, _ = codes(tab, "observer.name")
+        uk, inv = np.unique(key, return_inverse=True)
+        first = np.zeros(len(uk), dtype=np.int64)
+        first[inv[::-1]] = np.arange(len(inv))[::-1]
+        if kind == "ip":
+            src, sn, dst, dn, port, tr, tn = lab
+            labels = [("ip", sn[src[i]] if src[i] >= 0 else None,
+                       dn[dst[i]] if dst[i] >= 0 else None, int(port[i]), tn[tr[i]])
+                      for i in first]
+        else:
+            src, sn, dom, rn = lab
+            labels = [("dns", sn[src[i]] if src[i] >= 0 else None, rn[dom[i]], 53, "udp")
+                      for i in first]
+        return inv.astype(np.int64), obs, labels
+
+    def _score(self, g, obs, t, size, n_series):
+        """Score every (series, observer); return per-series best score and its details."""
+        n_obs = int(obs.max()) + 2 if len(obs) else 1
+        so = g * n_obs + (obs + 1)
+        uso, sinv = np.unique(so, return_inverse=True)
+        G = len(uso)
+        order = np.lexsort((t, sinv))
+        gs, ts_, ss = sinv[order], t[order], size[order].astype(np.float64)
+        counts = np.bincount(gs, minlength=G)
+        same = np.r_[False, gs[1:] == gs[:-1]]
+        ints = np.diff(ts_, prepend=ts_[:1])[same] / 1e6
+        ig = gs[same]
+        skew_i, med_i, madm_i, jit_i = regularity(ig, ints, G)
+        _, med_b, _, jit_b = regularity(gs, ss, G)
+        # timing: how far the estimated jitter is below `jitter`, and Bowley symmetry
+        timing = 0.8 * np.clip(1 - jit_i / self.jitter, 0, 1) + 0.2 * (1 - np.abs(skew_i))
+        timing = np.where(jit_i < self.jitter, timing, 0.0)
+        sizes = np.clip(1 - jit_b / self.size_jitter, 0, 1)
+        count = np.minimum(1.0, counts / self.full_count)
+        score = timing * (0.6 + 0.2 * sizes + 0.2 * count)
+        score = np.where((counts >= self.min_conn) & (med_i >= self.min_interval), score, 0.0)
+        series = uso // n_obs
+        best = np.full(n_series, -1.0)
+        pick = np.full(n_series, -1, dtype=np.int64)
+        # best observer per series: highest score, then most connections
+        rank = np.lexsort((counts, score, series))
+        last = np.r_[series[rank][1:] != series[rank][:-1], True]
+        chosen = rank[last]
+        best[series[chosen]] = score[chosen]
+        pick[series[chosen]] = chosen
+        detail = dict(counts=counts, med_i=med_i, madm_i=madm_i, skew_i=skew_i, med_b=med_b,
+                      jit_i=jit_i, jit_b=jit_b,
+                      timing=timing, sizes=sizes, count=count, score=score)
+        return best, pick, detail, sinv
+
+    def _known(self, label) -> bool:
+        kind, src, dst, port, proto = label
+        if (kind, src, dst, port, proto) in self.known:
+            return True
+        if kind == "ip":
+            if dst and self.allow_nets:
+                try:
+                    addr = ipaddress.ip_address(dst)
+                except ValueError:
+                    return False
+                return any(addr in n for n in self.allow_nets)
+            return False
+        return dst in self.known_domains or \
+            any(dst == d or dst.endswith("." + d) for d in self.allow_domains)
+
+    def _analyse(self, flows, packets):
+        """Yield (part, labels, g, best, pick, detail, sinv) per part."""
+        for part in self._events(flows, packets):
+            g, obs, labels = self._series(part)
+            best, pick, detail, sinv = self._score(g, obs, part[4], part[5], len(labels))
+            yield part, labels, g, best, pick, detail, sinv
+
+    # -- API ---------------------------------------------------------------------------------
+    def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
+        self.known = set()
+        self.known_domains = set()
+        for part in self._events(flows, packets):
+            g, obs, labels = self._series(part)
+            so = g * (int(obs.max()) + 2) + obs + 1
+            uso = np.unique(so)
+            per_obs = np.bincount(np.searchsorted(uso, so), minlength=len(uso))
+            busiest = np.zeros(len(labels), dtype=np.int64)
+            np.maximum.at(busiest, uso // (int(obs.max()) + 2), per_obs)
+            self.known.update(labels[i] for i in np.flatnonzero(busiest >= self.baseline_min))
+            if part[0] == "dns":
+                # a domain the whole network resolved during the baseline is its own
+                per_dom: dict = {}
+                for i in range(len(labels)):
+                    per_dom[labels[i][2]] = per_dom.get(labels[i][2], 0) + int(busiest[i])
+                self.known_domains.update(d for d, n in per_dom.items()
+                                          if n >= self.baseline_min)
+        self.trained = True
+
+    def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
+        alerts = []
+        if flows.num_rows == 0 and (packets is None or packets.num_rows == 0):
+            return alerts
+        for part, labels, g, best, pick, d, sinv in self._analyse(flows, packets):
+            for s in np.flatnonzero(best >= self.threshold):
+                label = labels[s]
+                p = pick[s]
+                if d["med_b"][p] > self.max_bytes or self._known(label):
+                    continue
+                alerts.append(self._alert(part, label, g, s, p, d, sinv))
+        return alerts
+
+    def score_flows(self, flows: pa.Table, packets: pa.Table | None = None):
+        out = np.zeros(flows.num_rows)
+        if flows.num_rows == 0:
+            return out
+        fid_index = {f: i for i, f in enumerate(flows.column("cyberrange.flow_id").to_pylist())}
+        for part, labels, g, best, pick, d, sinv in self._analyse(flows, packets):
+            val = best.copy()
+            for s in np.flatnonzero(best > 0):
+                if d["med_b"][pick[s]] > self.max_bytes or self._known(labels[s]):
+                    val[s] = 0.0
+            ev = np.maximum(val[g], 0.0)
+            for f, v in zip(part[6].to_pylist(), ev):
+                i = fid_index.get(f)
+                if i is not None and v > out[i]:
+                    out[i] = v
+        return out
+
+    # -- explanation -------------------------------------------------------------------------
+    def _alert(self, part, label, g, s, p, d, sinv) -> Alert:
+        kind, src, dst, port, proto = label
+        tab, t, size, fidcol = part[1], part[4], part[5], part[6]
+        members = np.flatnonzero(g == s)
+        members = members[np.argsort(t[members], kind="stable")]
+        fids_all = fidcol.take(pa.array(members)).to_pylist()
+        flow_ids = list(dict.fromkeys(f for f in fids_all if f))
+        # when did the running score first reach the threshold? (the chosen sensor's series)
+        mine = members[sinv[members] == p]
+        t_cross = self._crossing(t[mine], size[mine])
+        if kind == "dns":
+            servers = sorted(set(pc.unique(tab.column("destination.ip").take(
+                pa.array(members))).drop_null().to_pylist()))
+            dst_ip = servers[0] if len(servers) == 1 else None
+            technique, where = "T1071.004", f"DNS queries under {dst}"
+            channel = f"{src} -> {dst} (DNS)"
+        else:
+            dst_ip = dst
+            technique = "T1071.001" if proto == "tcp" else "T1071"
+            where, channel = f"{proto}/{port} connections to {dst}", f"{src} -> {dst}:{port}/{proto}"
+        n = int(d["counts"][p])
+        score = float(d["score"][p])
+        msg = (f"{src} beacons: {n} {where} every {d['med_i'][p]:.1f} s "
+               f"+-{min(d['jit_i'][p], 9.99):.0%} (MADM {d['madm_i'][p]:.1f} s), median {d['med_b'][p]:.0f} bytes each) between "
+               f"{us_to_dt(t[members].min()):%H:%M:%S} and {us_to_dt(t[members].max()):%H:%M:%S}"
+               f" UTC; beacon score {score:.2f} (threshold {self.threshold:g})")
+        evidence = {"feature": "beacon_score", "value": round(score, 3),
+                    "threshold": self.threshold, "channel": channel, "connections": n,
+                    "interval_median_s": round(float(d["med_i"][p]), 3),
+                    "interval_madm_s": round(float(d["madm_i"][p]), 3),
+                    "interval_bowley_skew": round(float(d["skew_i"][p]), 3),
+                    "interval_jitter": round(float(d["jit_i"][p]), 3),
+                    "size_jitter": round(float(d["jit_b"][p]), 3),
+                    "bytes_median": float(d["med_b"][p]),
+                    "timing_score": round(float(d["timing"][p]), 3),
+                    "size_score": round(float(d["sizes"][p]), 3),
+                    "count_score": round(float(d["count"][p]), 3),
+                    "baseline": "not in baseline" if self.trained else "untrained",
+                    "flows": len(flow_ids)}
+        return Alert(
+            timestamp=us_to_dt(t_cross), start=us_to_dt(int(t[members].min())),
+            end=us_to_dt(int(t[members].max())), rule_name=self.name, rule_category=self.family,
+            technique=technique, source_ip=src, destination_ip=dst_ip, message=msg,
+            score=round(score, 3), evidence=evidence, flow_ids=flow_ids,
+            alert_id=stable_id(self.name, channel, flow_ids[0] if flow_ids else ""))
+
+    def _crossing(self, t: np.ndarray, size: np.ndarray) -> int:
+        """Time of the first connection at which the series' running score reached the
+        threshold (checked at up to 64 prefixes)."""
+        order = np.argsort(t, kind="stable")
+        t, size = t[order], size[order]
+        n = len(t)
+        ks = np.unique(np.linspace(self.min_conn, n, num=min(64, n - self.min_conn + 1))
+                       .astype(np.int64)) if n >= self.min_conn else np.array([n])
+        for k in ks:
+            g = np.zeros(k, dtype=np.int64)
+            best, _, _, _ = self._score(g, np.zeros(k, dtype=np.int64), t[:k], size[:k], 1)
+            if best[0] >= self.threshold:
+                return int(t[k - 1])
+        return int(t[-1])
