@@ -424,3 +424,25 @@ def test_protocol_analyse_mirrors_to_es_with_reconciliation_section(fake, tmp_pa
     assert sec["stored"]["packets"] == n_packets == len(fake.docs("cyberrange-packets"))
     assert sec["acknowledged"] == sec["sent"]
     assert json.loads(run.scorecard_path.read_text())["reconciliation"]["es"]["zero_loss"]
+
+
+def test_kibana_saved_objects_reference_existing_objects_and_mapped_fields():
+    from cyberrange.store.es_mappings import kind_mappings
+    from cyberrange.store.es_store import _get
+    objs = [json.loads(line) for line in
+            Path("kibana/cyberrange-dashboard.ndjson").read_text().splitlines()]
+    ids = {(o["type"], o["id"]) for o in objs}
+    for o in objs:
+        for ref in o["references"]:
+            assert (ref["type"], ref["id"]) in ids, ref
+    for o in objs:
+        if o["type"] != "search":
+            continue
+        kind = o["references"][0]["id"].split("-", 1)[1]
+        props = kind_mappings(kind)["properties"]
+        for col in o["attributes"]["columns"]:
+            node = {"properties": props}
+            for part in col.split("."):
+                node = node["properties"][part]             # KeyError: an unmapped column
+            assert node.get("type"), (kind, col)
+    assert _get({"a": {"b": 1}}, "a.b") == 1
