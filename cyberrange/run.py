@@ -59,7 +59,8 @@ class Run:
     @classmethod
     def create(cls, runs_dir, label: str, inputs: dict[str, str], seed: int | None = None) -> "Run":
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(runs_dir) / f"{stamp}-{label}-{secrets.token_hex(2)}"
+        # absolute: services and sensors write into it from other namespaces and working dirs
+        run_dir = Path(runs_dir).resolve() / f"{stamp}-{label}-{secrets.token_hex(2)}"
         run_dir.mkdir(parents=True)
         run = cls(run_dir)
         run.manifest = {

@@ -35,13 +35,14 @@ class LiveIngest(threading.Thread):
     """Append each closed pcap of each sensor to ``store_path`` during the drill."""
 
     def __init__(self, sensors, store_path: Path, run_id: str, interval: float = 0.5,
-                 on_progress=None):
+                 on_progress=None, on_records=None):
         super().__init__(name="cyberrange-live-ingest", daemon=True)
         from cyberrange.store import open_store
         self.sensors = sensors            # twin.sensors: .sensors, .closed_files(name), .sample()
         self.run_id = run_id
         self.interval = interval
         self.on_progress = on_progress
+        self.on_records = on_records      # (packets, flows) of each ingested file: streaming
         Path(store_path).parent.mkdir(parents=True, exist_ok=True)
         if Path(store_path).exists():
             Path(store_path).unlink()
@@ -78,6 +79,8 @@ class LiveIngest(threading.Thread):
                         self.store.write("flows", flows)
                         self.packets += packets.num_rows
                         self.flows += flows.num_rows
+                    if self.on_records is not None:
+                        self.on_records(packets, flows)
                 except Exception as exc:  # noqa: BLE001 - live view only; the end rebuilds
                     self.errors.append(f"{f.name}: {type(exc).__name__}: {exc}")
                     stats = {"frames": None, "packets": 0, "flows": 0}
