@@ -154,7 +154,7 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
         twin.sensor_rotate_s = opts.live_rotate_s
     stop_event = threading.Event()
     benign = None
-    live = None
+    live = stream = None
     try:
         with _sigterm_as_interrupt():
             t0 = time.monotonic()
@@ -166,9 +166,13 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
             run.manifest["warnings"] += twin.warnings
             run.save()
             if opts.live:
+                from cyberrange.detect.stream import StreamingDetection
                 from cyberrange.telemetry.live import LiveIngest
+                stream = StreamingDetection(inputs.detectors, baseline_s=baseline_s,
+                                            on_alert=getattr(ui, "live_alert", None))
                 live = LiveIngest(twin.sensors, run.store_path, run.id,
-                                  on_progress=getattr(ui, "live_progress", None))
+                                  on_progress=getattr(ui, "live_progress", None),
+                                  on_records=stream.feed)
                 live.start()
                 if hasattr(ui, "live_started"):
                     ui.live_started(live)
@@ -204,6 +208,7 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
                 live.stop()                   # the thread ends; then the files closed by the stop
                 live.poll()
                 run.manifest["live"] = live.summary()
+                run.manifest["live"]["detection"] = stream.summary()
                 if hasattr(ui, "live_progress"):
                     ui.live_progress(dict(live.progress(), final=True))
         except Exception as exc:  # noqa: BLE001 - never skip the teardown below

@@ -74,6 +74,13 @@ class RichUI:
     def warn(self, msg):
         self.console.print(f"[yellow]warning:[/] {msg}")
 
+    def live_alert(self, a):
+        """Live mode: an alert the streaming detectors raised while the drill runs."""
+        self.console.print(f"  [bold red]⚠ alert[/] {a.timestamp:%H:%M:%S} [bold]{a.rule_name}[/] "
+                           f"{a.technique} {a.source_ip or ''}"
+                           + (f" → {a.destination_ip}" if a.destination_ip else "")
+                           + f"  [dim]{a.message}[/]")
+
     def live_progress(self, p):
         """Live mode: one line that says how many records reached the store so far."""
         text = (f"live: {p['packets']:,} packet and {p['flows']:,} flow records stored "
