@@ -3,7 +3,7 @@
 Every flow becomes a vector of ``FEATURES`` (sizes and times log-scaled, so a 10x change counts
 the same at any scale): duration, packets and bytes each way, the byte and packet ratios, bytes
 per packet each way, inter-arrival mean/std/min/max, the destination port class (well-known,
-registered, ephemeral, none), the transport and the Zeek TCP state (one-hot).
+registered, ephemeral, none), the transport and the Zeek TCP state (ordinal codes).
 
 * **Trained** (``fit`` on the baseline window's flows): the forest learns the baseline; the
   alert threshold is the ``quantile`` of the baseline flows' scores plus ``margin``. A flow is
@@ -34,16 +34,21 @@ from ._learned import (
 )
 from .base import Alert, Detector, SettingError, us_to_dt
 
-STATES = ("SF", "S0", "S1", "REJ", "RSTO", "RSTR", "RSTOS0", "SH", "OTH")
-TRANSPORTS = ("tcp", "udp", "icmp")
-FEATURES = (
-    ["log_duration_s", "log_src_packets", "log_dst_packets", "log_src_bytes", "log_dst_bytes",
-     "log_bytes_ratio", "log_packets_ratio", "log_src_bytes_per_packet",
-     "log_dst_bytes_per_packet", "log_iat_mean_us", "log_iat_std_us", "log_iat_min_us",
-     "log_iat_max_us", "port_well_known", "port_registered", "port_ephemeral", "port_none"]
-    + [f"transport_{t}" for t in TRANSPORTS] + ["transport_other"]
-    + [f"tcp_state_{s}" for s in STATES] + ["tcp_state_other"]
-)
+# categorical features are ordinal codes, not one-hots: the forest picks a feature at random
+# for every split, so one dense column per category is chosen 10x as often as each of ten
+# one-hot columns, and a category never seen in the baseline is isolated in one split
+STATES = ("SF", "S1", "RSTO", "RSTR", "SH", "OTH", "RSTOS0", "S0", "REJ")   # + other
+TRANSPORTS = ("tcp", "udp", "icmp")                                       # + other
+PORT_CLASSES = ("none", "well-known", "registered", "ephemeral")
+FEATURES = [
+    "log_duration_s", "log_src_packets", "log_dst_packets", "log_src_bytes", "log_dst_bytes",
+    "log_bytes_ratio", "log_packets_ratio", "log_src_bytes_per_packet",
+    "log_dst_bytes_per_packet", "log_iat_mean_us", "log_iat_std_us", "log_iat_min_us",
+    "log_iat_max_us", "port_class", "transport", "tcp_state"]
+#: code -> name of the categorical features (for the explanation)
+CATEGORIES = {"port_class": dict(enumerate(PORT_CLASSES)),
+              "transport": dict(enumerate(TRANSPORTS + ("other",))),
+              "tcp_state": {-1: "none", **dict(enumerate(STATES + ("other",)))}}
 
 
 def _num(flows: pa.Table, name: str) -> np.ndarray:
@@ -53,20 +58,18 @@ def _num(flows: pa.Table, name: str) -> np.ndarray:
         zero_copy_only=False)
 
 
-def _onehot(values: np.ndarray, choices) -> np.ndarray:
-    out = np.zeros((len(values), len(choices) + 1))
-    known = np.zeros(len(values), bool)
+def _code(values: np.ndarray, choices) -> np.ndarray:
+    out = np.full(len(values), float(len(choices)))
     for j, c in enumerate(choices):
-        hit = values == c
-        out[:, j] = hit
-        known |= hit
-    out[:, -1] = ~known
+        out[values == c] = j
     return out
 
 
 def flow_features(flows: pa.Table) -> np.ndarray:
     """The (n, len(FEATURES)) matrix of flow records."""
     n = flows.num_rows
+    if n == 0:
+        return np.zeros((0, len(FEATURES)))
     dur = _num(flows, "event.duration") / 1e9
     sp, dp = _num(flows, "source.packets"), _num(flows, "destination.packets")
     sb, db = _num(flows, "source.bytes"), _num(flows, "destination.bytes")
@@ -76,18 +79,25 @@ def flow_features(flows: pa.Table) -> np.ndarray:
         zero_copy_only=False).astype(object)
     state = pc.fill_null(flows.column("cyberrange.tcp_state"), "").to_numpy(
         zero_copy_only=False).astype(object)
-    ported = (transport == "tcp") | (transport == "udp")
+    ported = ((transport == "tcp") | (transport == "udp")) & (port >= 0)
+    port_class = np.where(~ported, 0, np.where(port < 1024, 1, np.where(port < 49152, 2, 3)))
     cols = [np.log1p(dur), np.log1p(sp), np.log1p(dp), np.log1p(sb), np.log1p(db),
             np.log((sb + 1) / (db + 1)), np.log((sp + 1) / (dp + 1)),
             np.log1p(sb / np.maximum(sp, 1)), np.log1p(db / np.maximum(dp, 1))]
     cols += [np.log1p(np.maximum(x, 0)) for x in iat]
-    cols += [ported & (port >= 0) & (port < 1024), ported & (port >= 1024) & (port < 49152),
-             ported & (port >= 49152), ~ported | (port < 0)]
-    X = np.column_stack([np.asarray(c, float) for c in cols]) if n else \
-        np.zeros((0, 13 + 4))
-    states = _onehot(state, STATES)
-    states[transport != "tcp"] = 0.0              # no TCP state: all zero
-    return np.hstack([X, _onehot(transport, TRANSPORTS), states])
+    cols += [port_class, _code(transport, TRANSPORTS),
+             np.where(transport == "tcp", _code(state, STATES), -1.0)]
+    return np.column_stack([np.asarray(c, float) for c in cols])
+
+
+def _explain(top: list[dict]) -> list[dict]:
+    """Categorical codes in the explanation as their names."""
+    for t in top:
+        names = CATEGORIES.get(t["feature"])
+        if names:
+            t["value"] = names.get(int(round(t["value"])), t["value"])
+            t["baseline"] = names.get(int(round(t["baseline"])), t["baseline"])
+    return top
 
 
 class IsolationForestDetector(Detector):
@@ -179,7 +189,7 @@ class IsolationForestDetector(Detector):
             best = max(rows, key=lambda i: (scores[i], -i))
             dsts = {dst[i] for i in rows}
             one = next(iter(dsts)) if len(dsts) == 1 else None
-            top = top_features(X[rows], FEATURES, med, scale)
+            top = _explain(top_features(X[rows], FEATURES, med, scale))
             value = float(scores[best])
             evidence = {
                 "feature": "isolation_forest_score", "value": round(value, 4),
@@ -194,7 +204,7 @@ class IsolationForestDetector(Detector):
                 evidence["contamination"] = self.contamination
                 evidence["note"] = ("untrained: the forest was fitted on this run's own flows; "
                                     "the threshold is its contamination cut")
-            why = ", ".join(f"{t['feature']}={t['value']:g} (baseline {t['baseline']:g})"
+            why = ", ".join(f"{t['feature']}={t['value']} (baseline {t['baseline']})"
                             for t in top)
             target = one or f"{len(dsts)} hosts"
             msg = (f"{ep.source} -> {target}: {len(rows)} flows unlike the "
