@@ -136,6 +136,7 @@ class Detector:
     family: str = ""
     technique: str = ""
     needs_packets: bool = False
+    kind: str = "rule"               # rule | statistical | learned (how its goals are set)
     trainable: bool = False          # implements fit() on a benign baseline window
     scores_flows: bool = False       # implements score_flows() (ROC-AUC / PR-AUC)
     SETTINGS: dict[str, Any] = {}

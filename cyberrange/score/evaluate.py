@@ -173,6 +173,7 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
     run_dirs = list(run_dirs)
     names = [d.name for d in detectors]
     fam = {d.name: d.family for d in detectors}
+    kind = {d.name: getattr(d, "kind", "rule") for d in detectors}
     scoring = {d.name for d in detectors if d.scores_flows}
 
     tech_steps = defaultdict(lambda: {"counted": 0, "unobservable": 0, "detected": 0,
@@ -294,8 +295,7 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
             "median_ttd_s": round(statistics.median(d["ttd"]), 3) if d["ttd"] else None,
             "roc_auc": roc, "pr_auc": pr,
             "flows_per_s": round(d["flows_in"] / d["seconds"]) if d["seconds"] else None,
-            "kind": "learned" if any(x.name == n and x.trainable for x in detectors)
-            else "rule",
+            "kind": kind[n],
         })
     coverage = {}
     for row in tech_rows:
