@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import Alert, Detector, SettingError, us_to_dt
-from .flood import codes, int_col, stable_id, ts_us
+from .flood import codes, int_col, scatter_max, stable_id, ts_us
 
 
 def group_quantiles(g: np.ndarray, v: np.ndarray, n_groups: int, qs) -> list[np.ndarray]:
@@ -335,17 +335,12 @@ class BeaconDetector(Detector):
         out = np.zeros(flows.num_rows)
         if flows.num_rows == 0:
             return out
-        fid_index = {f: i for i, f in enumerate(flows.column("cyberrange.flow_id").to_pylist())}
         for part, labels, g, best, pick, d, sinv in self._analyse(flows, packets):
             val = best.copy()
             for s in np.flatnonzero(best > 0):
                 if d["med_b"][pick[s]] > self.max_bytes or self._known(labels[s]):
                     val[s] = 0.0
-            ev = np.maximum(val[g], 0.0)
-            for f, v in zip(part[6].to_pylist(), ev):
-                i = fid_index.get(f)
-                if i is not None and v > out[i]:
-                    out[i] = v
+            out = np.maximum(out, scatter_max(flows, part[6], np.maximum(val[g], 0.0)))
         return out
 
     # -- explanation -------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from .base import Alert, Detector, SettingError, us_to_dt
 from .beacon import dns_queries, registered_domain
-from .flood import codes, stable_id, ts_us
+from .flood import codes, scatter_max, stable_id, ts_us
 
 
 def shannon_entropy(strings: list[str]) -> np.ndarray:
@@ -203,17 +203,10 @@ class DnsTunnelDetector(Detector):
             return out
         vol = np.minimum(1.0, m["distinct"] / self.min_distinct)
         qscore = np.minimum(1.0, m["ratio"] / 2.0) * vol
-        for i, dom in enumerate(m["g"]):
-            if self._allowed(m["domains"][int(dom)]):
-                qscore[i] = 0.0
-        fids = m["q"].column("cyberrange.flow_id").take(pa.array(m["idx"])).to_pylist()
-        best: dict[str, float] = {}
-        for f, v in zip(fids, qscore):
-            if f is not None and v > best.get(f, 0.0):
-                best[f] = v
-        for i, f in enumerate(flows.column("cyberrange.flow_id").to_pylist()):
-            out[i] = best.get(f, 0.0)
-        return out
+        allowed = np.array([self._allowed(d) for d in m["domains"]] + [False])
+        qscore[allowed[m["g"]]] = 0.0
+        fids = m["q"].column("cyberrange.flow_id").take(pa.array(m["idx"]))
+        return scatter_max(flows, fids, qscore)
 
     # -- explanation -------------------------------------------------------------------------
     def _alert(self, m, ep, domain) -> Alert:

@@ -55,6 +55,19 @@ def codes(table: pa.Table, name: str) -> tuple[np.ndarray, list]:
     return idx, enc.dictionary.to_pylist()
 
 
+def scatter_max(flows: pa.Table, flow_ids, values: np.ndarray) -> np.ndarray:
+    """Per flow row of ``flows``: the largest of ``values`` whose ``flow_ids`` name it (0 if
+    none) -- how a family that scores events (queries, windows) scores flows."""
+    out = np.zeros(flows.num_rows)
+    if flows.num_rows == 0 or len(values) == 0:
+        return out
+    idx = pc.index_in(flow_ids, value_set=flows.column("cyberrange.flow_id").combine_chunks())
+    idx = pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    ok = idx >= 0
+    np.maximum.at(out, idx[ok], np.asarray(values, dtype=np.float64)[ok])
+    return out
+
+
 def stable_id(*parts) -> str:
     return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import Alert, Detector, SettingError, us_to_dt
-from .flood import codes, int_col, stable_id, ts_us
+from .flood import codes, int_col, scatter_max, stable_id, ts_us
 
 
 class VolumeDetector(Detector):
@@ -173,14 +173,22 @@ class VolumeDetector(Detector):
         starts = np.flatnonzero(new)
         ends = np.r_[starts[1:], len(hot)]
         alerts = []
+        by_host = np.lexsort((t, host))                   # every flow by (host, time)
+        hk = host[by_host]
+        hmin, tmin = int(hk.min()), int(t.min())
+        span = int(t.max()) - tmin + 1
+        comb = (hk - hmin) * span + (t[by_host] - tmin)
+        self._cols = (sel.column("cyberrange.flow_id").to_numpy(zero_copy_only=False)[order],
+                      *codes(sel, "destination.ip"), int_col(sel, "source.bytes")[order])
         for s, e in zip(starts, ends):
             ep = hot[s:e]
             first = int(ep[np.argmin(t[ep])])
             t0 = int(t[lo[first]])                        # start of the first hot window
             t1 = int(t[ep].max())
             h = int(host[first])
-            rows = np.flatnonzero((host == h) & (t >= t0) & (t <= t1))
-            rows = rows[np.argsort(t[rows], kind="stable")]
+            base = (h - hmin) * span - tmin
+            rows = by_host[np.searchsorted(comb, base + t0, side="left"):
+                           np.searchsorted(comb, base + t1, side="right")]
             alerts.append(self._alert(sel, order, rows, ep, hosts[h], first, t0, t1,
                                       value, mean_h, sd_eff, z))
         return alerts
@@ -193,23 +201,17 @@ class VolumeDetector(Detector):
         if m is None:
             return out
         sel, order, *_rest, z = m
-        fid_index = {f: i for i, f in enumerate(flows.column("cyberrange.flow_id").to_pylist())}
-        fids = sel.column("cyberrange.flow_id").take(pa.array(order)).to_pylist()
-        for f, v in zip(fids, np.maximum(z, 0.0)):
-            i = fid_index.get(f)
-            if i is not None and v > out[i]:
-                out[i] = v
-        return out
+        fids = sel.column("cyberrange.flow_id").take(pa.array(order))
+        return scatter_max(flows, fids, np.maximum(z, 0.0))
 
     # -- explanation -------------------------------------------------------------------------
     def _alert(self, sel, order, rows, ep, host, first, t0, t1, value, mean_h, sd_eff, z):
-        sub = sel.take(pa.array(order[rows]))
-        flow_ids = list(dict.fromkeys(f for f in sub.column("cyberrange.flow_id").to_pylist()
-                                      if f))
+        fid, dst, dst_names, nbytes = self._cols
+        flow_ids = list(dict.fromkeys(f for f in fid[rows] if f))
+        peers, counts = np.unique(dst[order[rows]], return_counts=True)
+        dsts = [dst_names[p] for p in peers[np.argsort(-counts, kind="stable")] if p >= 0]
         peak = int(ep[np.argmax(z[ep])])
-        dsts = pc.value_counts(sub.column("destination.ip").drop_null()).to_pylist()
-        dsts.sort(key=lambda d: -d["counts"])
-        top = dsts[0]["values"] if dsts else None
+        top = dsts[0] if dsts else None
         mean, sd = float(mean_h[peak]), float(sd_eff[peak])
         thr = mean + self.z * sd
         window_s = self.window_us / 1_000_000
@@ -227,7 +229,7 @@ class VolumeDetector(Detector):
                                  "trained": self.trained, "host_seen": host in self.baseline},
                     "z": round(float(z[peak]), 2), "z_threshold": self.z,
                     "min_bytes": self.min_bytes, "window_s": window_s,
-                    "bytes": int(pc.sum(sub.column("source.bytes")).as_py() or 0),
+                    "bytes": int(nbytes[rows].sum()),
                     "flows": len(flow_ids), "peers": len(dsts), "top_peer": top}
         return Alert(
             timestamp=us_to_dt(int(self._t[first])), start=us_to_dt(t0), end=us_to_dt(t1), rule_name=self.name,
