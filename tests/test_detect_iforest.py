@@ -4,9 +4,9 @@ from __future__ import annotations
 import random
 
 import numpy as np
+from test_detect import ATTACKER, T0, flow, table
 
 from cyberrange.detect.iforest import FEATURES, IsolationForestDetector, flow_features
-from test_detect import ATTACKER, T0, flow, table
 
 SERVERS = ["10.10.1.10", "10.10.1.11", "10.10.1.53"]
 

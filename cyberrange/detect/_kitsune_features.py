@@ -185,6 +185,11 @@ def stats_2d(src, dst, t, v, lambdas=LAMBDAS):
     qi = np.maximum(q, 0)
     mean_j = np.where(have[:, None], mean[qi], 0.0)
     var_j = np.where(have[:, None], var[qi], 0.0)
+    # a stream paired with itself (src == dst): the other side is the stream just updated,
+    # and AfterImage keeps no covariance for it
+    self_pair = (src == dst)[:, None]
+    mean_j = np.where(self_pair, mean, mean_j)
+    var_j = np.where(self_pair, var, var_j)
     # covariance of residuals per unordered pair, both directions in time order
     lo, hi = np.minimum(src, dst), np.maximum(src, dst)
     _, codes = np.unique(np.concatenate([lo, hi]), return_inverse=True)
@@ -212,7 +217,7 @@ def stats_2d(src, dst, t, v, lambdas=LAMBDAS):
     S = seg_scan(_decay(dt, start, lambdas), b)
     cf = np.empty_like(S)
     cf[order] = S
-    cov = cf[..., 0] / (cf[..., 1] + 1e-20)
+    cov = np.where(self_pair, 0.0, cf[..., 0] / (cf[..., 1] + 1e-20))
     std = np.sqrt(var)
     ss = std * np.sqrt(var_j)
     pcc = np.divide(cov, ss, out=np.zeros_like(cov), where=ss != 0)
@@ -338,9 +343,11 @@ class _IncStat:
         self.w += 1
 
     def mean(self):
-        return self.cf1 / self.w
+        return self.cf1 / self.w if self.w > 0 else 0.0      # w underflows after ~1000/λ s idle
 
     def var(self):
+        if self.w <= 0:
+            return 0.0
         m = self.cf1 / self.w
         return abs(self.cf2 / self.w - m * m)
 
@@ -404,7 +411,7 @@ class ReferenceExtractor:
                 cov.update(ki, v, t)
             c = cov.cf3 / cov.w3 if cov is not None else 0.0
             vi, vj = si.var(), sj.var()
-            mi, mj = si.mean(), (sj.mean() if sj.w > 1e-19 else 0.0)
+            mi, mj = si.mean(), sj.mean()
             ss = math.sqrt(vi) * math.sqrt(vj)
             out += [si.w, mi, math.sqrt(vi), math.sqrt(mi * mi + mj * mj),
                     math.sqrt(vi * vi + vj * vj), c, c / ss if ss != 0 else 0.0]

@@ -9,7 +9,7 @@ NDSS 2018), in numpy.
             ─▶ ensemble of small autoencoders ─▶ their RMSEs ─▶ output autoencoder ─▶ RMSE
 
 * features: ``_kitsune_features`` (AfterImage's statistics, computed batch-wise);
-* model: ``_kitnet_model`` (feature mapper, block-diagonal ensemble, output layer);
+* model: ``_kitnet_model`` (feature mapper, batched ensemble, output layer);
 * **trained** (``fit`` on the baseline window's packets): the mapper and the autoencoders learn
   the baseline packets (minibatch SGD, ``epochs`` passes -- Kitsune trains online, one pass);
   the threshold comes from a log-normal fit of the baseline RMSEs: ``exp(mu + threshold_sigma *
