@@ -102,6 +102,7 @@ class LateralDetector(Detector):
                                f"{self.settings['pivot']!r}", setting="pivot")
         self.pivot = self.settings["pivot"]
         self.edges: set[tuple] = set()
+        self._by_source: dict[str, list] = {}       # source -> "dst:port" of its known edges
         self._probe = PortScanDetector(f"{self.name}/probes", mode="ports", transports=["tcp"])
 
     def _admin(self, ip) -> bool:
@@ -132,7 +133,15 @@ class LateralDetector(Detector):
             ses = rem.filter(self._sessions_mask(rem))
             c = columns(ses, ["source.ip", "destination.ip", "destination.port"])
             self.edges = set(zip(c["source.ip"], c["destination.ip"], c["destination.port"]))
+        self._by_source = defaultdict(list)
+        for src, dst, port in sorted(self.edges):
+            self._by_source[src].append(f"{dst}:{port}")
         self.trained = True
+
+    def _edge_keys(self, t: pa.Table):
+        return pc.binary_join_element_wise(
+            t.column("source.ip"), t.column("destination.ip"),
+            pc.cast(t.column("destination.port"), pa.string()), "|")
 
     def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
         if flows.num_rows == 0:
@@ -140,53 +149,74 @@ class LateralDetector(Detector):
         rem = self._remote(flows)
         if rem.num_rows == 0:
             return []
-        is_session = self._sessions_mask(rem)
-        names = ["event.start", "event.duration", "source.ip", "destination.ip",
-                 "destination.port", "network.packets", "network.community_id",
-                 "cyberrange.flow_id"]
-        ses = columns(rem.filter(is_session), names)
-        # corroboration: probes and short sessions per source, time-ordered
+        sessions = rem.filter(self._sessions_mask(rem))
+        # new edges only, with Arrow compute: not in the baseline graph, not from an admin source
+        known = pa.array(sorted(f"{s}|{d}|{p}" for s, d, p in self.edges), pa.string())
+        new = sessions.filter(pc.invert(pc.is_in(self._edge_keys(sessions), value_set=known)))
+        if self.admin_nets and new.num_rows:
+            admins = [ip for ip in pc.unique(new.column("source.ip")).to_pylist()
+                      if self._admin(ip)]
+            new = new.filter(pc.invert(pc.is_in(new.column("source.ip"),
+                                                value_set=pa.array(admins, pa.string()))))
+        if new.num_rows == 0:
+            return []
+        nc = columns(new, ["event.start", "source.ip", "destination.ip", "destination.port",
+                           "cyberrange.flow_id"])
+        new_sessions: dict[tuple, list] = defaultdict(list)
+        for t, src, dst, port, fid in zip(nc["event.start"], nc["source.ip"],
+                                          nc["destination.ip"], nc["destination.port"],
+                                          nc["cyberrange.flow_id"]):
+            new_sessions[(src, dst, port)].append((t, fid))
+        for v in new_sessions.values():
+            v.sort()
+        sources = pa.array(sorted({k[0] for k in new_sessions}), pa.string())
+
+        # corroboration, for those sources only: probe times and burst-of-short-session times
         probes: dict[str, list] = defaultdict(list)
-        pr = columns(rem.filter(self._probe.probe_mask(rem)), ["event.start", "source.ip",
-                                                              "destination.ip",
-                                                              "destination.port"])
-        for t, src, dst, port in zip(pr["event.start"], pr["source.ip"], pr["destination.ip"],
-                                     pr["destination.port"]):
-            probes[src].append((t, f"{dst}:{port}"))
-        failures: dict[str, list] = defaultdict(list)
-        seen = set()
-        for t, dur, src, dst, port, pk, cid, fid in zip(*(ses[n] for n in names)):
-            if (dur or 0) < self.max_fail_ns and (pk or 0) <= self.max_fail_packets:
+        failures: dict[tuple, list] = defaultdict(list)
+        if self.require != "new-edge":
+            mine = rem.filter(pc.is_in(rem.column("source.ip"), value_set=sources))
+            pr = columns(mine.filter(self._probe.probe_mask(mine)),
+                         ["event.start", "source.ip", "destination.ip", "destination.port"])
+            for t, src, dst, port in zip(pr["event.start"], pr["source.ip"],
+                                         pr["destination.ip"], pr["destination.port"]):
+                probes[src].append((t, f"{dst}:{port}"))
+            short = sessions.filter(pc.and_kleene(
+                pc.is_in(sessions.column("source.ip"), value_set=sources),
+                pc.and_kleene(
+                    pc.less(pc.fill_null(sessions.column("event.duration"), 0),
+                            self.max_fail_ns),
+                    pc.less_equal(pc.fill_null(sessions.column("network.packets"), 0),
+                                  self.max_fail_packets))))
+            fc = columns(short, ["event.start", "source.ip", "destination.ip",
+                                 "network.community_id", "cyberrange.flow_id"])
+            seen = set()
+            for t, src, dst, cid, fid in zip(fc["event.start"], fc["source.ip"],
+                                             fc["destination.ip"], fc["network.community_id"],
+                                             fc["cyberrange.flow_id"]):
                 key = session_key(cid, t, fid)
                 if key not in seen:
                     seen.add(key)
-                    failures[(src, dst)].append((t, f"{dst}:{port}"))
-        for d in (probes, failures):
-            for v in d.values():
+                    failures[(src, dst)].append(t)
+            for v in probes.values():
                 v.sort()
-
-        new_sessions: dict[tuple, list] = defaultdict(list)
-        order = sorted(range(len(ses["event.start"])), key=lambda i: ses["event.start"][i])
-        for i in order:
-            src, dst, port = ses["source.ip"][i], ses["destination.ip"][i], \
-                ses["destination.port"][i]
-            if (src, dst, port) in self.edges or self._admin(src):
-                continue
-            new_sessions[(src, dst, port)].append((ses["event.start"][i],
-                                                   ses["cyberrange.flow_id"][i]))
+            for v in failures.values():
+                v.sort()
+        probe_times = {k: [e[0] for e in v] for k, v in probes.items()}
         # who was logged in to on a new edge, and when (for the pivot rule)
         entered: dict[str, list] = defaultdict(list)
-        for (src, dst, port), evs in new_sessions.items():
-            entered[dst].extend((t, src) for t, _ in evs)
-        for v in entered.values():
-            v.sort()
-
+        if self.pivot:
+            for (src, dst, port), evs in new_sessions.items():
+                entered[dst].extend((t, src) for t, _ in evs)
+            for v in entered.values():
+                v.sort()
         alerts = []
         for (src, dst, port), evs in sorted(new_sessions.items()):
             episode: list = []
             for ev in evs + [None]:
                 if episode and (ev is None or ev[0] - episode[-1][0] > self.window_us):
-                    alert = self._episode(src, dst, port, episode, probes, failures, entered)
+                    alert = self._episode(src, dst, port, episode, probes, probe_times,
+                                          failures, entered)
                     if alert is not None:
                         alerts.append(alert)
                     episode = []
@@ -194,29 +224,32 @@ class LateralDetector(Detector):
                     episode.append(ev)
         return alerts
 
-    def _before(self, events, t, exclude_target=None) -> list:
-        lo = bisect.bisect_left(events, (t - self.lookback_us, ""))
-        hi = bisect.bisect_right(events, (t, "\uffff"))
-        return [e for e in events[lo:hi] if e[1] != exclude_target]
-
-    def _episode(self, src, dst, port, episode, probes, failures, entered) -> Alert | None:
+    def _episode(self, src, dst, port, episode, probes, probe_times, failures, entered
+                 ) -> Alert | None:
         """The first session of the episode that is corroborated raises the alert."""
         reasons: dict = {}
         crossed = None
+        pt = probe_times.get(src, [])
+        ft = failures.get((src, dst), [])
+        fw = min(self.failure_window_us, self.lookback_us)
         for t, _ in episode:
             if self.require == "new-edge":
                 crossed = t
                 break
-            p = self._before(probes.get(src, []), t)
-            f = [e for e in self._before(failures.get((src, dst), []), t)
-                 if e[0] > t - self.failure_window_us]
-            piv = [s for tt, s in entered.get(src, []) if t - self.lookback_us <= tt <= t
-                   and s != dst] if self.pivot else []
-            if len(p) >= self.min_probes:
-                reasons["probes"] = len(p)
-                reasons["probed_services"] = len({e[1] for e in p})
-            if len(f) >= self.min_failures:
-                reasons["short_sessions"] = len(f)
+            hi = bisect.bisect_right(pt, t)
+            lo = bisect.bisect_left(pt, t - self.lookback_us)
+            n_fail = bisect.bisect_right(ft, t) - bisect.bisect_right(ft, t - fw)
+            piv = []
+            if self.pivot:
+                ent = entered.get(src, [])
+                a = bisect.bisect_left(ent, (t - self.lookback_us, ""))
+                b = bisect.bisect_right(ent, (t, "\uffff"))
+                piv = [s_ for _, s_ in ent[a:b] if s_ != dst]
+            if hi - lo >= self.min_probes:
+                reasons["probes"] = hi - lo
+                reasons["probed_services"] = len({e[1] for e in probes[src][lo:hi]})
+            if n_fail >= self.min_failures:
+                reasons["short_sessions"] = n_fail
             if piv:
                 reasons["entered_from"] = sorted(set(piv))
             if reasons:
@@ -241,8 +274,7 @@ class LateralDetector(Detector):
                + (f"; within {lookback_s:g} s before: {'; '.join(why)}" if why else ""))
         evidence = {"feature": "new_remote_service_edge", "value": f"{src}->{dst}:{port}",
                     "baseline": {"edges": len(self.edges),
-                                 "edges_from_source": sorted(f"{d}:{p}" for s, d, p in self.edges
-                                                             if s == src)[:10],
+                                 "edges_from_source": self._by_source.get(src, [])[:10],
                                  "trained": self.trained},
                     "threshold": {"require": self.require, "min_probes": self.min_probes,
                                   "min_failures": self.min_failures, "lookback_s": lookback_s},

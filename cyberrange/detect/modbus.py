@@ -123,11 +123,15 @@ class ModbusDetector(Detector):
         self.pairs: set[tuple[str, str]] = set()          # learned (client, plc)
         self.writer_pairs: set[tuple[str, str]] = set()   # learned (client, plc) that wrote
         self.hold_peak: dict[tuple[str, str], int] = {}
+        self._client_cache: dict[str, bool] = {}
+        self._writer_cache: dict[str, bool] = {}
+        self._known_by_plc = None
 
     # ------------------------------------------------------------------ learning
 
     def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
         self.pairs, self.writer_pairs = set(), set()
+        self._known_by_plc = None
         for src, dst, codes, _t, _fid, _state in self._flow_rows(flows):
             if codes:                              # it really spoke Modbus
                 self.pairs.add((src, dst))
@@ -189,10 +193,30 @@ class ModbusDetector(Detector):
         return out
 
     def _client_ok(self, src, dst) -> bool:
-        return (src, dst) in self.pairs or _in(src, self.client_nets) or _in(src, self.writer_nets)
+        if (src, dst) in self.pairs:
+            return True
+        if src not in self._client_cache:
+            self._client_cache[src] = _in(src, self.client_nets) or _in(src, self.writer_nets)
+        return self._client_cache[src]
 
     def _writer_ok(self, src, dst) -> bool:
-        return (src, dst) in self.writer_pairs or _in(src, self.writer_nets)
+        if (src, dst) in self.writer_pairs:
+            return True
+        if src not in self._writer_cache:
+            self._writer_cache[src] = _in(src, self.writer_nets)
+        return self._writer_cache[src]
+
+    def _known(self, dst) -> dict:
+        """Learned clients and writers of a PLC, for the evidence."""
+        if self._known_by_plc is None:
+            clients, writers = defaultdict(list), defaultdict(list)
+            for c, p in sorted(self.pairs):
+                clients[p].append(c)
+            for c, p in sorted(self.writer_pairs):
+                writers[p].append(c)
+            self._known_by_plc = (clients, writers)
+        clients, writers = self._known_by_plc
+        return {"clients": clients.get(dst, [])[:20], "writers": writers.get(dst, [])[:20]}
 
     def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
         rows = self._flow_rows(flows)
@@ -242,8 +266,7 @@ class ModbusDetector(Detector):
                    f", function codes: {described}")
             score = 0.7 if codes else 0.5
         evidence = {"feature": feature, "value": value,
-                    "baseline": {"clients": sorted(c for c, p in self.pairs if p == dst),
-                                 "writers": sorted(c for c, p in self.writer_pairs if p == dst)},
+                    "baseline": self._known(dst),
                     "threshold": {"clients": [str(n) for n in self.client_nets],
                                   "writers": [str(n) for n in self.writer_nets]},
                     "function_codes": codes, "flows": len(episode), "window_s": window_s,
