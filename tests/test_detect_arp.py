@@ -214,3 +214,18 @@ def test_shipped_instances_and_alert_table():
     t = alerts_to_table(alerts, "r1")
     assert t.schema.equals(ALERT_SCHEMA) and t.num_rows == 3
     assert set(t.column("threat.technique.id").to_pylist()) == {"T1018", "T1557.002"}
+
+
+def test_router_resolving_for_a_remote_sweep_names_the_sweeper():
+    router, remote = "10.10.1.1", "10.10.2.66"
+    rmac = "02:00:00:00:01:01"
+    rows = []
+    for i in range(40):
+        target = f"10.10.1.{50 + i}"
+        t = T0 + 40 + i * 0.01
+        rows.append(ip_packet(t - 0.001, remote, target, MAC[MAINT], observer="ops-span"))
+        rows.append(arp(t, "request", router, rmac, target, observer="cp-span"))
+    (a,) = SCAN.detect(NO_FLOWS, packets(rows))
+    assert a.source_ip == remote and a.evidence["on_behalf_of"] == remote
+    assert a.evidence["mac_ip"] == router and a.evidence["triggered_targets"] == 40
+    assert "on behalf of 10.10.2.66" in a.message

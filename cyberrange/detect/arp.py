@@ -17,7 +17,9 @@ and a frame seen by several sensors counts once.
 ``mode: scan`` (ATT&CK T1018, Remote System Discovery; the library's ``T1018-arp``)
     Per asking MAC, distinct ``target_ip`` of ARP requests in a sliding ``window``; ``threshold``
     distinct targets open an alert. Trained, a MAC that asked for many addresses in the baseline
-    (a router, a monitoring host) needs ``2 x`` its baseline peak.
+    (a router, a monitoring host) needs ``2 x`` its baseline peak. When IP packets of another
+    host to at least half of the addresses came first (within 2 s), the MAC is a router
+    resolving for a remote scanner: the alert names that host as ``source.ip``.
 
 The alert's ``source.ip`` is the IP the offending MAC owns itself (the sender IP of its own ARP
 requests -- a poisoner asks for its victims with its true address -- else the IP bound to it in
@@ -44,6 +46,7 @@ ARP_COLUMNS = ["@timestamp", "observer.name", "source.mac", "destination.mac",
                "cyberrange.arp.sender_mac", "cyberrange.arp.target_ip"]
 UNSPECIFIED = frozenset({None, "", "0.0.0.0"})
 FOLLOW_US = 3_000_000     # scan alerts: IP flows to ARPed targets up to 3 s after the last request
+TRIGGER_US = 2_000_000    # an IP packet to an address up to 2 s before the ARP request for it
 
 
 def _us(col) -> list[int]:
@@ -159,7 +162,7 @@ class ArpDetector(Detector):
             return []
         owners = _Owners(self._owners(frames, packets), self, packets)
         if self.mode == "scan":
-            return self._scan(frames, owners, flows)
+            return self._scan(frames, owners, flows, packets)
         return self._spoof(frames, owners)
 
     def _owners(self, frames, packets) -> dict[str, str]:
@@ -200,35 +203,49 @@ class ArpDetector(Detector):
             per_mac[mac].append((t, tip, str(i)))
         return per_mac
 
-    def _scan(self, frames, owners, flows=None) -> list[Alert]:
+    def _scan(self, frames, owners, flows=None, packets=None) -> list[Alert]:
         alerts = []
         for mac, events in sorted(self._requests(frames).items()):
             if mac in self.ignore_macs:
                 continue
             threshold = max(self.threshold, 2 * self.scan_peak.get(mac, 0))
             for ep in find_episodes(events, self.window_us, threshold):
-                src = owners.get(mac)
-                window_s = self.window_us / 1e6
-                msg = (f"MAC {mac} ({src or 'IP unknown'}) sent ARP requests for {len(ep.keys)} "
-                       f"distinct addresses between {us_to_dt(ep.start):%H:%M:%S} and "
-                       f"{us_to_dt(ep.end):%H:%M:%S} UTC; at most {ep.value} within "
-                       f"{window_s:g} s (threshold {threshold}): an ARP scan")
-                evidence = {"feature": "distinct_arp_targets", "value": ep.value,
-                            "threshold": threshold, "window_s": window_s, "mac": mac,
-                            "source_ip": src, "targets": len(ep.keys),
-                            "packets": len(ep.flow_ids),
-                            "sample_targets": sorted(ep.keys, key=_ip_key)[:10]}
-                if mac in self.scan_peak:
-                    evidence["baseline"] = self.scan_peak[mac]
-                fids = _followed_by(flows, src, ep.keys, ep.start, ep.end + min(self.window_us, FOLLOW_US))
-                evidence["flows"] = len(fids)
-                alerts.append(Alert(
-                    timestamp=us_to_dt(ep.crossed_at), start=us_to_dt(ep.start),
-                    end=us_to_dt(ep.end), rule_name=self.name, rule_category=self.family,
-                    technique="T1018", source_ip=src, destination_ip=None, message=msg,
-                    score=round(min(1.0, ep.value / (2.0 * threshold)), 3), evidence=evidence,
-                    flow_ids=fids, alert_id=_alert_id(self.name, mac, ep.start)))
+                alerts.append(self._scan_alert(mac, ep, threshold, owners, flows, packets))
         return alerts
+
+    def _scan_alert(self, mac, ep, threshold, owners, flows, packets) -> Alert:
+        own = owners.get(mac)
+        window_s = self.window_us / 1e6
+        # A router resolves the addresses a remote host sends packets to: a sweep of a
+        # subnet behind it makes it "ARP-scan" that subnet. Then the scanner is whoever sent
+        # the packets that made it ask.
+        behalf, covered = _triggered_by(packets, own, ep.keys, ep.start, ep.end)
+        src = behalf or own
+        who = f"MAC {mac} ({own or 'IP unknown'})"
+        what = (f"on behalf of {behalf} (its packets to {covered} of the addresses came "
+                f"first): a sweep through a router" if behalf else "an ARP scan")
+        msg = (f"{who} sent ARP requests for {len(ep.keys)} distinct addresses between "
+               f"{us_to_dt(ep.start):%H:%M:%S} and {us_to_dt(ep.end):%H:%M:%S} UTC; at most "
+               f"{ep.value} within {window_s:g} s (threshold {threshold}), {what}")
+        evidence = {"feature": "distinct_arp_targets", "value": ep.value,
+                    "threshold": threshold, "window_s": window_s, "mac": mac,
+                    "source_ip": src, "mac_ip": own, "targets": len(ep.keys),
+                    "packets": len(ep.flow_ids),
+                    "sample_targets": sorted(ep.keys, key=_ip_key)[:10]}
+        if behalf:
+            evidence["on_behalf_of"] = behalf
+            evidence["triggered_targets"] = covered
+        if mac in self.scan_peak:
+            evidence["baseline"] = self.scan_peak[mac]
+        fids = _followed_by(flows, src, ep.keys, ep.start - (TRIGGER_US if behalf else 0),
+                            ep.end + min(self.window_us, FOLLOW_US))
+        evidence["flows"] = len(fids)
+        return Alert(
+            timestamp=us_to_dt(ep.crossed_at), start=us_to_dt(ep.start),
+            end=us_to_dt(ep.end), rule_name=self.name, rule_category=self.family,
+            technique="T1018", source_ip=src, destination_ip=None, message=msg,
+            score=round(min(1.0, ep.value / (2.0 * threshold)), 3), evidence=evidence,
+            flow_ids=fids, alert_id=_alert_id(self.name, mac, ep.start))
 
     def _spoof(self, frames, owners) -> list[Alert]:
         bindings = dict(self.bindings)
@@ -302,6 +319,31 @@ class ArpDetector(Detector):
             source_ip=src, destination_ip=spoofed[0] if len(spoofed) == 1 else None,
             message=msg, score=round(score, 3), evidence=evidence, flow_ids=[],
             alert_id=_alert_id(self.name, mac, spoofed, t0))
+
+
+def _triggered_by(packets, own_ip, targets, start, end) -> tuple[str | None, int]:
+    """The host whose IP packets to the ARPed addresses preceded the requests (a router
+    resolving for a remote scanner), when it accounts for at least half of the addresses."""
+    if packets is None or packets.num_rows == 0 or not targets:
+        return None, 0
+    ts = packets.column("@timestamp")
+    lo = pa.scalar(start - TRIGGER_US, pa.int64()).cast(pa.timestamp("us")).cast(ts.type)
+    hi = pa.scalar(end, pa.int64()).cast(pa.timestamp("us")).cast(ts.type)
+    mask = pc.and_kleene(
+        pc.and_kleene(pc.greater_equal(ts, lo), pc.less_equal(ts, hi)),
+        pc.is_in(packets.column("destination.ip"),
+                 value_set=pa.array(sorted(targets), pa.string())))
+    if own_ip is not None:
+        mask = pc.and_kleene(mask, pc.not_equal(packets.column("source.ip"), own_ip))
+    sel = packets.filter(pc.fill_null(mask, False)).select(["source.ip", "destination.ip"])
+    if sel.num_rows == 0:
+        return None, 0
+    pairs = sel.group_by(["source.ip", "destination.ip"]).aggregate([])
+    counts = pc.value_counts(pairs.column("source.ip")).to_pylist()
+    best = max(counts, key=lambda c: (c["counts"], c["values"]))
+    if best["counts"] * 2 >= len(targets):
+        return best["values"], best["counts"]
+    return None, 0
 
 
 def _followed_by(flows, src, targets, start, end) -> list[str]:
