@@ -146,3 +146,19 @@ def test_shipped_instances():
     dets[0].fit(baseline())
     alerts = dets[0].detect(table(syn_scan(T0 + 100) + ssh(T0 + 120, ATT, FILES)))
     assert alerts_to_table(alerts, "r1").schema.equals(ALERT_SCHEMA)
+
+
+def test_probes_from_the_entered_host_after_entry():
+    det = trained()
+    rows = syn_scan(T0 + 100) + ssh(T0 + 120, ATT, FILES)
+    inside = syn_scan(T0 + 130, src=FILES, hosts=(DB, "10.80.2.10"), ports=(22, 443, 8443))
+    alerts = det.detect(table(rows + inside))
+    assert [a.technique for a in alerts] == ["T1021.004", "T1046"]
+    a = alerts[1]
+    assert a.source_ip == FILES and a.evidence["feature"] == "probes_after_entry"
+    assert a.evidence["value"] == 6 and a.evidence["entered_from"] == ATT
+    assert len(a.flow_ids) == 6 and "new foothold" in a.message
+    assert a.timestamp.timestamp() == pytest.approx(T0 + 130 + 2 * 0.02)
+    # the same probes without the entry, or with the rule off, raise nothing
+    assert trained().detect(table(inside)) == []
+    assert len(trained(after_entry_probes=0).detect(table(rows + inside))) == 1

@@ -22,6 +22,10 @@ a session on a new edge raises an alert only when the source did something else 
   are sessions too: a sprayed workstation that then does its owner's routine SSH login looks
   the same (seen in the coalition drill).
 
+After an alert into a host, ``after_entry_probes`` or more distinct services probed *from* that
+host within ``lookback`` seconds raise a second alert (ATT&CK T1046, with ``source.ip`` the
+entered host): the intruder looking around from its new foothold, however slowly.
+
 ``require: new-edge`` alerts on every session of a new edge (use with a long baseline or a
 complete ``admin_sources`` list).
 
@@ -66,6 +70,7 @@ class LateralDetector(Detector):
         "max_failure_packets": 40,
         "pivot": False,               # also corroborate by "was just entered on a new edge"
         "window": 300,                # seconds: sessions of an edge closer than this = one alert
+        "after_entry_probes": 3,      # probed services from a host just entered (0: off)
     }
 
     def configure(self) -> None:
@@ -101,6 +106,7 @@ class LateralDetector(Detector):
             raise SettingError(f"setting 'pivot' of {self.name!r} must be true or false, got "
                                f"{self.settings['pivot']!r}", setting="pivot")
         self.pivot = self.settings["pivot"]
+        self.after_probes = int(self._number("after_entry_probes", minimum=0, integer=True))
         self.edges: set[tuple] = set()
         self._by_source: dict[str, list] = {}       # source -> "dst:port" of its known edges
         self._probe = PortScanDetector(f"{self.name}/probes", mode="ports", transports=["tcp"])
@@ -222,7 +228,58 @@ class LateralDetector(Detector):
                     episode = []
                 if ev is not None:
                     episode.append(ev)
+        if self.after_probes and alerts:
+            alerts.extend(self._after_entry(flows, alerts))
         return alerts
+
+    def _after_entry(self, flows: pa.Table, entries: list[Alert]) -> list[Alert]:
+        """Probes from a host right after an alerted session into it: the intruder looking
+        around from its new foothold (ATT&CK T1046 from the entered host)."""
+        entered = pa.array(sorted({a.destination_ip for a in entries}), pa.string())
+        mine = flows.filter(pc.fill_null(pc.and_kleene(
+            pc.equal(flows.column("network.transport"), "tcp"),
+            pc.is_in(flows.column("source.ip"), value_set=entered)), False))
+        if mine.num_rows == 0:
+            return []
+        pr = columns(mine.filter(self._probe.probe_mask(mine)),
+                     ["event.start", "source.ip", "destination.ip", "destination.port",
+                      "cyberrange.flow_id"])
+        by_src: dict[str, list] = defaultdict(list)
+        for t, src, dst, port, fid in zip(pr["event.start"], pr["source.ip"],
+                                          pr["destination.ip"], pr["destination.port"],
+                                          pr["cyberrange.flow_id"]):
+            by_src[src].append((t, f"{dst}:{port}", fid))
+        out = []
+        first_entry: dict[str, Alert] = {}
+        for a in sorted(entries, key=lambda a: a.timestamp):
+            first_entry.setdefault(a.destination_ip, a)
+        for host, entry in sorted(first_entry.items()):
+            t_in = int((entry.timestamp - us_to_dt(0)).total_seconds() * 1_000_000)
+            probes = sorted(e for e in by_src.get(host, [])
+                            if t_in <= e[0] <= t_in + self.lookback_us)
+            services = sorted({e[1] for e in probes})
+            if len(services) < self.after_probes:
+                continue
+            crossed = next(e[0] for e in probes if len({x[1] for x in probes
+                                                        if x[0] <= e[0]}) >= self.after_probes)
+            t0, t1 = probes[0][0], probes[-1][0]
+            msg = (f"{host}, entered from {entry.source_ip} at {entry.timestamp:%H:%M:%S} UTC, "
+                   f"then probed {len(services)} services ({', '.join(services[:4])}"
+                   f"{', ...' if len(services) > 4 else ''}) between {us_to_dt(t0):%H:%M:%S} "
+                   f"and {us_to_dt(t1):%H:%M:%S} UTC: discovery from a new foothold")
+            evidence = {"feature": "probes_after_entry", "value": len(services),
+                        "threshold": self.after_probes, "entered_from": entry.source_ip,
+                        "entry_alert": entry.alert_id, "lookback_s": self.lookback_us / 1e6,
+                        "services": services[:20], "flows": len(probes)}
+            text = f"{self.name}|after|{host}|{t0}"
+            out.append(Alert(
+                timestamp=us_to_dt(crossed), start=us_to_dt(t0), end=us_to_dt(t1),
+                rule_name=self.name, rule_category=self.family, technique="T1046",
+                source_ip=host, destination_ip=None, message=msg,
+                score=round(min(1.0, len(services) / (2.0 * self.after_probes)), 3),
+                evidence=evidence, flow_ids=[e[2] for e in probes],
+                alert_id=hashlib.sha1(text.encode()).hexdigest()))
+        return out
 
     def _episode(self, src, dst, port, episode, probes, probe_times, failures, entered
                  ) -> Alert | None:
