@@ -121,9 +121,10 @@ def _decay(dt: np.ndarray, start: np.ndarray, lambdas) -> np.ndarray:
     return a
 
 
-def stats_1d(key, t, v, lambdas=LAMBDAS, jitter: bool = False):
+def stats_1d(key, t, v, lambdas=LAMBDAS, jitter: bool = False, max_gap: float | None = None):
     """Damped (w, mean, var) of the stream ``key`` after each packet; arrays (n, L) in input
-    order. ``jitter``: the value is the time since the stream's previous packet (0 first)."""
+    order. ``jitter``: the value is the time since the stream's previous packet (0 first),
+    capped at ``max_gap`` seconds when given."""
     n = len(key)
     order, start = _groups(key)
     ts = t[order]
@@ -131,7 +132,7 @@ def stats_1d(key, t, v, lambdas=LAMBDAS, jitter: bool = False):
     if n:
         dt[1:] = ts[1:] - ts[:-1]
     dt[start] = 0.0
-    vs = dt if jitter else v[order]
+    vs = (dt if max_gap is None else np.minimum(dt, max_gap)) if jitter else v[order]
     L = len(lambdas)
     b = np.empty((n, L, 3))
     b[..., 0] = 1.0
@@ -232,8 +233,10 @@ def stats_2d(src, dst, t, v, lambdas=LAMBDAS):
     return out
 
 
-def extract(keys: dict, lambdas=LAMBDAS) -> np.ndarray:
-    """The (n, 100) feature matrix of packets described by ``keys`` (see ``packet_keys``)."""
+def extract(keys: dict, lambdas=LAMBDAS, max_gap: float | None = None) -> np.ndarray:
+    """The (n, 100) feature matrix of packets described by ``keys`` (see ``packet_keys``).
+    ``max_gap``: cap of the channel inter-arrival times (jitter) in seconds -- a gap longer
+    than the baseline window is one the model could never have seen."""
     t, v = keys["t"], keys["size"]
     n = len(t)
     L = len(lambdas)
@@ -241,7 +244,7 @@ def extract(keys: dict, lambdas=LAMBDAS) -> np.ndarray:
     w, mean, var = stats_1d(keys["mi"], t, v, lambdas)
     parts.append(np.stack([w, mean, np.sqrt(var)], 2).reshape(n, 3 * L))
     parts.append(stats_2d(keys["h_src"], keys["h_dst"], t, v, lambdas).reshape(n, 7 * L))
-    w, mean, var = stats_1d(keys["jit"], t, v, lambdas, jitter=True)
+    w, mean, var = stats_1d(keys["jit"], t, v, lambdas, jitter=True, max_gap=max_gap)
     parts.append(np.stack([w, mean, np.sqrt(var)], 2).reshape(n, 3 * L))
     parts.append(stats_2d(keys["hp_src"], keys["hp_dst"], t, v, lambdas).reshape(n, 7 * L))
     return np.concatenate(parts, 1)
@@ -378,8 +381,9 @@ class ReferenceExtractor:
     """AfterImage processed packet by packet (dicts of incremental statistics), as Kitsune's
     Python reference does: the baseline of ``bench/kitnet.py`` and the oracle of the tests."""
 
-    def __init__(self, lambdas=LAMBDAS):
+    def __init__(self, lambdas=LAMBDAS, max_gap: float | None = None):
         self.lambdas = tuple(lambdas)
+        self.max_gap = max_gap
         self.db: dict = {}
         self.covs: dict = {}
 
@@ -424,7 +428,10 @@ class ReferenceExtractor:
             if s is None:
                 s = self.db[(key, lam, "jit")] = _IncStat(lam, t)
             dif = t - s.last
-            s.insert(dif if dif > 0 else 0.0, t, None)
+            dif = dif if dif > 0 else 0.0
+            if self.max_gap is not None:
+                dif = min(dif, self.max_gap)
+            s.insert(dif, t, None)
             out += [s.w, s.mean(), math.sqrt(s.var())]
         return out
 

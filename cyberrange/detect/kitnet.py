@@ -55,6 +55,7 @@ class KitNETDetector(Detector):
         "grace_packets": 20000,     # untrained: the run's first packets are the grace period
         "max_train_packets": 200000,  # longer baselines are thinned evenly to this many
         "lambdas": list(LAMBDAS),   # decay rates (1/s) of the damped statistics
+        "max_gap": 5.0,             # s: channel inter-arrival times are capped here (null: no cap)
         "log_features": True,       # feed sign(x)·log(1+|x|) to the autoencoders
         "seed": 0,                  # weight initialisation and minibatch order
     }
@@ -79,11 +80,13 @@ class KitNETDetector(Detector):
         self.lambdas = tuple(float(x) for x in lam)
         self.names = feature_names(self.lambdas)
         self.log_features = bool(self.settings["log_features"])
+        gap = self.settings["max_gap"]
+        self.max_gap = None if gap is None else float(self._number("max_gap", minimum=0.001))
         self.model = None
         self._cache = None
 
     def _features(self, keys: dict) -> np.ndarray:
-        X = extract(keys, self.lambdas)
+        X = extract(keys, self.lambdas, self.max_gap)
         if self.log_features:
             # heavy tails (a variance of 10^6 bytes², a jitter of minutes) would squash
             # everything else into a corner of the min-max box
