@@ -245,9 +245,23 @@ def test_empty_tables():
     ({"allow": "10.0.0.1"}, "allow"),
     ({"dns": "yes"}, "dns"),
     ({"jitter": 0}, "jitter"),
+    ({"burst": 1.5}, "burst"),
     ({"threshhold": 0.5}, "threshhold"),
 ])
 def test_setting_errors(settings, key):
     with pytest.raises(SettingError) as exc:
         BeaconDetector("bad", **settings)
     assert exc.value.setting == key
+
+
+def test_results_posted_right_after_a_check_in_do_not_break_the_rhythm():
+    rows = http_beacon(n=11)
+    last = rows[-1]["event.start"] / 1e6
+    report = [flow(last + 0.4, IMPLANT, C2, 443, sbytes=760), flow(last + 0.5, IMPLANT, C2, 443,
+                                                                  sbytes=770)]
+    alerts = BeaconDetector("c2-beacon").detect(flows_t(rows + report), pkts_t([]))
+    assert len(alerts) == 1
+    assert {r["cyberrange.flow_id"] for r in report} <= set(alerts[0].flow_ids)
+    assert alerts[0].evidence["interval_jitter"] < 0.5
+    loose = BeaconDetector("c2-beacon", burst=0).detect(flows_t(rows + report), pkts_t([]))
+    assert not loose or loose[0].evidence["interval_jitter"] > alerts[0].evidence["interval_jitter"]

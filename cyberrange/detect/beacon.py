@@ -14,7 +14,9 @@ Each series with at least ``min_connections`` connections and a median interval 
 ``min_interval`` seconds is scored in [0, 1] as ``timing * (0.6 + 0.2 * size + 0.2 * count)``:
 
 * timing -- ``0.8 * (1 - jitter_hat / jitter) + 0.2 * (1 - |Bowley skew|)`` of the
-  inter-connection intervals, 0 when ``jitter_hat >= jitter``. ``jitter_hat`` estimates the
+  inter-connection intervals, 0 when ``jitter_hat >= jitter``. Intervals shorter than ``burst``
+  times the median interval are left out: a second connection right after a check-in (results
+  posted, a retry) is part of that check-in. ``jitter_hat`` estimates the
   relative jitter: the mean of ``2 * MADM / median`` (MADM = median absolute deviation about the
   median) and ``sqrt(3) * std / mean``; both equal ``j`` for intervals spread uniformly over
   ``median * (1 +- j)`` -- an implant's "interval +- jitter" -- and are 1.4-1.7 for Poisson
@@ -119,6 +121,7 @@ class BeaconDetector(Detector):
         "full_count": 10,                 # connections that earn the full count score
         "jitter": 0.8,                    # estimated interval jitter at which timing scores 0
         "size_jitter": 0.5,               # estimated size spread at which size scores 0
+        "burst": 0.05,                    # intervals below this x the median: same check-in
         "min_interval": 1.0,              # seconds: a faster series is a session, not check-ins
         "max_bytes": 65536,               # median originator bytes above which: not a check-in
         "ignore_ports": [123],            # destination ports never scored (NTP)
@@ -140,6 +143,10 @@ class BeaconDetector(Detector):
         self.size_jitter = float(self._number("size_jitter", minimum=0.001))
         self.max_bytes = float(self._number("max_bytes", minimum=1))
         self.min_interval = float(self._number("min_interval"))
+        self.burst = float(self._number("burst"))
+        if self.burst >= 1:
+            raise SettingError(f"setting 'burst' of {self.name!r} must be below 1, got "
+                               f"{self.burst!r}", setting="burst")
         ports = self.settings["ignore_ports"]
         if not isinstance(ports, list) or any(
                 isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < 65536 for p in ports):
@@ -224,7 +231,7 @@ class BeaconDetector(Detector):
 
     def _series(self, part):
         """Series of one part: unique keys, inverse, labels."""
-        kind, tab, key, lab, t, size, fid = part
+        kind, tab, key, lab = part[:4]
         obs, _ = codes(tab, "observer.name")
         uk, inv = np.unique(key, return_inverse=True)
         first = np.zeros(len(uk), dtype=np.int64)
@@ -252,6 +259,11 @@ class BeaconDetector(Detector):
         same = np.r_[False, gs[1:] == gs[:-1]]
         ints = np.diff(ts_, prepend=ts_[:1])[same] / 1e6
         ig = gs[same]
+        # a connection right after another (< `burst` x the median interval) belongs to the
+        # same check-in (a GET then a POST of results, a retry): leave that interval out
+        med0 = group_quantiles(ig, ints, G, (0.5,))[0]
+        keep = ints >= self.burst * med0[ig]
+        ints, ig = ints[keep], ig[keep]
         skew_i, med_i, madm_i, jit_i = regularity(ig, ints, G)
         _, med_b, _, jit_b = regularity(gs, ss, G)
         # timing: how far the estimated jitter is below `jitter`, and Bowley symmetry
