@@ -375,11 +375,13 @@ class BeaconDetector(Detector):
         else:
             dst_ip = dst
             technique = "T1071.001" if proto == "tcp" else "T1071"
-            where, channel = f"{proto}/{port} connections to {dst}", f"{src} -> {dst}:{port}/{proto}"
+            where = f"{proto}/{port} connections to {dst}"
+            channel = f"{src} -> {dst}:{port}/{proto}"
         n = int(d["counts"][p])
         score = float(d["score"][p])
         msg = (f"{src} beacons: {n} {where} every {d['med_i'][p]:.1f} s "
-               f"+-{min(d['jit_i'][p], 9.99):.0%} (MADM {d['madm_i'][p]:.1f} s), median {d['med_b'][p]:.0f} bytes each) between "
+               f"+-{min(d['jit_i'][p], 9.99):.0%} (MADM {d['madm_i'][p]:.1f} s, median "
+               f"{d['med_b'][p]:.0f} bytes each) between "
                f"{us_to_dt(t[members].min()):%H:%M:%S} and {us_to_dt(t[members].max()):%H:%M:%S}"
                f" UTC; beacon score {score:.2f} (threshold {self.threshold:g})")
         evidence = {"feature": "beacon_score", "value": round(score, 3),
