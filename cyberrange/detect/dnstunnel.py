@@ -38,24 +38,38 @@ from .beacon import dns_queries, registered_domain
 from .flood import codes, scatter_max, stable_id, ts_us
 
 
-def shannon_entropy(strings: list[str]) -> np.ndarray:
-    """Shannon entropy in bits per character of each string, dots left out (vectorised)."""
+def shannon_entropy(strings: list[str], chunk: int = 16384) -> np.ndarray:
+    """Shannon entropy in bits per character of each string, dots left out (vectorised:
+    per chunk of strings one ``bincount`` into a strings x alphabet matrix)."""
     n = len(strings)
+    out = np.zeros(n)
     if n == 0:
-        return np.zeros(0)
+        return out
     raw = [s.encode("utf-8", "replace") for s in strings]
     lens = np.fromiter((len(b) for b in raw), dtype=np.int64, count=n)
     buf = np.frombuffer(b"".join(raw), dtype=np.uint8)
-    row = np.repeat(np.arange(n), lens)
-    keep = buf != ord(".")
-    buf, row = buf[keep], row[keep]
     if len(buf) == 0:
-        return np.zeros(n)
-    size = np.bincount(row, minlength=n).astype(np.float64)
-    key, cnt = np.unique(row * 256 + buf, return_counts=True)
-    r = key // 256
-    p = cnt / size[r]
-    return np.bincount(r, weights=-p * np.log2(p), minlength=n)
+        return out
+    offs = np.r_[0, np.cumsum(lens)]
+    # compact alphabet: only the byte values that occur, dots left out
+    used = np.flatnonzero(np.bincount(buf, minlength=256))
+    used = used[used != ord(".")]
+    if len(used) == 0:
+        return out
+    lut = np.full(256, len(used), dtype=np.int64)          # dots -> an extra, ignored column
+    lut[used] = np.arange(len(used))
+    k = len(used) + 1
+    sym = lut[buf]
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        seg = sym[offs[a]:offs[b]]
+        row = np.repeat(np.arange(b - a), lens[a:b])
+        counts = np.bincount(row * k + seg, minlength=(b - a) * k).reshape(b - a, k)[:, :-1]
+        size = counts.sum(axis=1, keepdims=True).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(counts > 0, counts / np.maximum(size, 1), 1.0)
+            out[a:b] = -(p * np.log2(p)).sum(axis=1)
+    return out + 0.0                                           # no -0.0
 
 
 class DnsTunnelDetector(Detector):
