@@ -179,3 +179,14 @@ def test_setting_errors(settings, key):
     with pytest.raises(SettingError) as exc:
         VolumeDetector("bad", **settings)
     assert exc.value.setting == key
+
+
+def test_alert_lists_the_upload_not_the_everyday_flows_in_its_window():
+    rows = office(hosts=(CLERK,)) + upload(T0 + 100)
+    alerts = det().detect(table(rows), None)
+    assert len(alerts) == 1
+    up_ids = {r["cyberrange.flow_id"] for r in rows if r["destination.ip"] == CLOUD}
+    assert set(alerts[0].flow_ids) == up_ids
+    assert alerts[0].evidence["flows_in_window"] > len(up_ids)
+    assert alerts[0].evidence["receiving_peers"] == [CLOUD]
+    assert alerts[0].destination_ip == CLOUD

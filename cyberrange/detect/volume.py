@@ -17,7 +17,8 @@ baseline, and every host when untrained, have mean and std 0: the threshold is t
 
 Anomalous windows of one host no more than ``window`` seconds apart form ONE alert; its
 ``flow_ids`` are the host's counted flows from the start of the first anomalous window to the last
-anomalous flow. ``score_flows`` gives every flow the z-score of its host's window sum at its start.
+anomalous flow that went to a peer receiving at least ``peer_share`` of those flows' bytes (the
+upload, not the host's everyday requests that happened to fall in the window). ``score_flows`` gives every flow the z-score of its host's window sum at its start.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class VolumeDetector(Detector):
         "ignore_ports": [],     # destination ports whose flows are not counted (e.g. backup)
         "transports": ["tcp", "udp"],
         "answered_only": True,  # count only conversations (not floods, not scans)
+        "peer_share": 0.1,      # alert flows: those to peers that got this share of the bytes
     }
 
     def configure(self) -> None:
@@ -66,6 +68,10 @@ class VolumeDetector(Detector):
             raise SettingError(f"setting 'answered_only' of {self.name!r} must be true or false",
                                setting="answered_only")
         self.answered_only = self.settings["answered_only"]
+        self.peer_share = float(self._number("peer_share"))
+        if self.peer_share > 1:
+            raise SettingError(f"setting 'peer_share' of {self.name!r} must be in [0, 1], got "
+                               f"{self.peer_share!r}", setting="peer_share")
         self.baseline: dict[str, tuple[float, float]] = {}
 
     # -- measurement -------------------------------------------------------------------------
@@ -161,7 +167,7 @@ class VolumeDetector(Detector):
         m = self._measure(flows)
         if m is None:
             return []
-        sel, order, host, hosts, t, b, value, lo, mean_h, sd_eff, z = m
+        sel, order, host, hosts, t, _b, value, lo, mean_h, sd_eff, z = m
         self._t = t
         hot = np.flatnonzero(z >= self.z)
         if len(hot) == 0:
@@ -207,9 +213,17 @@ class VolumeDetector(Detector):
     # -- explanation -------------------------------------------------------------------------
     def _alert(self, sel, order, rows, ep, host, first, t0, t1, value, mean_h, sd_eff, z):
         fid, dst, dst_names, nbytes = self._cols
-        flow_ids = list(dict.fromkeys(f for f in fid[rows] if f))
-        peers, counts = np.unique(dst[order[rows]], return_counts=True)
-        dsts = [dst_names[p] for p in peers[np.argsort(-counts, kind="stable")] if p >= 0]
+        # the flows that make the anomaly: those to peers that received at least
+        # `peer_share` of the bytes (the host's small everyday flows in the window are not)
+        d = dst[order[rows]]
+        peers, inv = np.unique(d, return_inverse=True)
+        per_peer = np.bincount(inv, weights=nbytes[rows].astype(np.float64))
+        total = max(float(per_peer.sum()), 1.0)
+        big = per_peer / total >= self.peer_share
+        flow_ids = list(dict.fromkeys(f for f in fid[rows][big[inv]] if f))
+        rank = np.argsort(-per_peer, kind="stable")
+        dsts = [dst_names[peers[i]] for i in rank if peers[i] >= 0]
+        main = [dst_names[peers[i]] for i in rank if big[i] and peers[i] >= 0]
         peak = int(ep[np.argmax(z[ep])])
         top = dsts[0] if dsts else None
         mean, sd = float(mean_h[peak]), float(sd_eff[peak])
@@ -221,7 +235,7 @@ class VolumeDetector(Detector):
         msg = (f"{host} sent {value[peak]:,.0f} bytes in {window_s:g} s "
                f"(threshold {thr:,.0f}: {baseline}; z = {z[peak]:.1f}) between "
                f"{us_to_dt(t0):%H:%M:%S} and {us_to_dt(t1):%H:%M:%S} UTC, "
-               f"{len(flow_ids)} flows to {len(dsts)} peers, most to {top}")
+               f"{len(rows)} flows to {len(dsts)} peers, {per_peer.max() / total:.0%} of the bytes to {top}")
         evidence = {"feature": "bytes_out_per_window", "value": float(value[peak]),
                     "threshold": round(thr, 1),
                     "baseline": {"mean": round(mean, 1),
@@ -230,10 +244,12 @@ class VolumeDetector(Detector):
                     "z": round(float(z[peak]), 2), "z_threshold": self.z,
                     "min_bytes": self.min_bytes, "window_s": window_s,
                     "bytes": int(nbytes[rows].sum()),
-                    "flows": len(flow_ids), "peers": len(dsts), "top_peer": top}
+                    "flows": len(flow_ids), "flows_in_window": int(len(rows)),
+                    "peers": len(dsts), "top_peer": top, "receiving_peers": main,
+                    "top_peer_share": round(float(per_peer.max()) / total, 3)}
         return Alert(
             timestamp=us_to_dt(int(self._t[first])), start=us_to_dt(t0), end=us_to_dt(t1), rule_name=self.name,
             rule_category=self.family, technique=self.technique, source_ip=host,
-            destination_ip=top if len(dsts) == 1 else None, message=msg,
+            destination_ip=main[0] if len(main) == 1 else None, message=msg,
             score=round(min(1.0, float(z[peak]) / (2 * self.z)), 3), evidence=evidence,
             flow_ids=flow_ids, alert_id=stable_id(self.name, host, flow_ids[0]))
