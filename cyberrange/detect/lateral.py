@@ -65,7 +65,7 @@ class LateralDetector(Detector):
         "lookback": 600,              # seconds before a session searched for corroboration
         "min_probes": 3,              # probe-like flows to remote-service ports
         "min_failures": 4,            # short sessions to the same host ...
-        "failure_window": 20,         # ... within this many seconds (a burst of failed logins)
+        "failure_window": 8,          # ... within this many seconds (a burst of failed logins)
         "max_failure_duration": 10,   # seconds: a shorter, smaller session may be a failure
         "max_failure_packets": 40,
         "pivot": False,               # also corroborate by "was just entered on a new edge"
