@@ -36,6 +36,7 @@ not listed as flows of the alert).
 from __future__ import annotations
 
 import bisect
+from datetime import datetime, timedelta, timezone
 import hashlib
 import ipaddress
 from collections import defaultdict
@@ -43,9 +44,18 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .base import Alert, Detector, SettingError, columns, us_to_dt
+from .base import Alert, Detector, SettingError, columns
 from .bruteforce import established, session_key
 from .portscan import PortScanDetector
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+
+
+def us_to_dt(us: int) -> datetime:
+    """base.us_to_dt without its per-call import (this family can raise many alerts)."""
+    return _EPOCH + timedelta(microseconds=us)
+
 
 REMOTE_PORTS = [22, 23, 445, 2222, 3389, 5985, 5986]
 TECHNIQUES = {22: "T1021.004", 2222: "T1021.004", 3389: "T1021.001", 445: "T1021.002",
@@ -254,7 +264,7 @@ class LateralDetector(Detector):
         for a in sorted(entries, key=lambda a: a.timestamp):
             first_entry.setdefault(a.destination_ip, a)
         for host, entry in sorted(first_entry.items()):
-            t_in = int((entry.timestamp - us_to_dt(0)).total_seconds() * 1_000_000)
+            t_in = (entry.timestamp - _EPOCH) // _US
             probes = sorted(e for e in by_src.get(host, [])
                             if t_in <= e[0] <= t_in + self.lookback_us)
             services = sorted({e[1] for e in probes})
@@ -316,6 +326,7 @@ class LateralDetector(Detector):
             return None
         technique = TECHNIQUES.get(port, "T1021")
         t0, t1 = episode[0][0], episode[-1][0]
+        d0, d1 = us_to_dt(t0), us_to_dt(t1)
         why = []
         if "probes" in reasons:
             why.append(f"{reasons['probes']} probes of remote services")
@@ -326,8 +337,7 @@ class LateralDetector(Detector):
             why.append(f"was itself just entered from {', '.join(reasons['entered_from'])}")
         lookback_s = self.lookback_us / 1e6
         msg = (f"{src} opened {len(episode)} remote-service sessions to {dst}:{port}, an edge "
-               f"not in the baseline graph, between {us_to_dt(t0):%H:%M:%S} and "
-               f"{us_to_dt(t1):%H:%M:%S} UTC"
+               f"not in the baseline graph, between {d0:%H:%M:%S} and {d1:%H:%M:%S} UTC"
                + (f"; within {lookback_s:g} s before: {'; '.join(why)}" if why else ""))
         evidence = {"feature": "new_remote_service_edge", "value": f"{src}->{dst}:{port}",
                     "baseline": {"edges": len(self.edges),
@@ -339,7 +349,7 @@ class LateralDetector(Detector):
         score = min(1.0, 0.5 + 0.15 * len(reasons))
         text = f"{self.name}|{src}|{dst}|{port}|{t0}"
         return Alert(
-            timestamp=us_to_dt(crossed), start=us_to_dt(t0), end=us_to_dt(t1),
+            timestamp=us_to_dt(crossed), start=d0, end=d1,
             rule_name=self.name, rule_category=self.family, technique=technique,
             source_ip=src, destination_ip=dst, message=msg, score=round(score, 3),
             evidence=evidence, flow_ids=[fid for _, fid in episode],
