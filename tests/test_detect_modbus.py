@@ -44,7 +44,8 @@ def modbus(t, src, dst, codes, writes=0, state="SF", observers=("scada-span",)):
                       "destination.bytes": 350 if codes else 0,
                       "network.transport": "tcp", "network.packets": 11, "network.bytes": 750,
                       "network.community_id": cid, "cyberrange.flow_id": fid,
-                      "cyberrange.tcp_state": state, "cyberrange.tcp_flags": "SAFP" if codes else "S",
+                      "cyberrange.tcp_state": state,
+                      "cyberrange.tcp_flags": "SAFP" if codes else "S",
                       "cyberrange.modbus.function_codes": sorted(codes) if codes else None,
                       "cyberrange.modbus.unit_id": 1 if codes else None})
         wcodes = [c for c in codes if c in (5, 6, 15, 16, 22, 23)]

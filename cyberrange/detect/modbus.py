@@ -275,7 +275,8 @@ class ModbusDetector(Detector):
             timestamp=us_to_dt(t0), start=us_to_dt(t0), end=us_to_dt(t1),
             rule_name=self.name, rule_category=self.family, technique=tech,
             source_ip=src, destination_ip=dst, message=msg, score=score, evidence=evidence,
-            flow_ids=sorted({e[1] for e in episode}), alert_id=_alert_id(self.name, tech, src, dst, t0))
+            flow_ids=sorted({e[1] for e in episode}),
+            alert_id=_alert_id(self.name, tech, src, dst, t0))
 
     def _hold_alert(self, src, dst, ep, threshold, peak) -> Alert:
         window_s = self.hold_window_us / 1e6
