@@ -179,6 +179,12 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
             if opts.benign and topo.benign.enabled:
                 benign = BenignTraffic(twin, run, seed, opts.intensity)
                 n = benign.start()
+                # the baseline ends baseline_s after the generators started (the warm-up):
+                # trainable detectors learn from the records before it, whenever records begin
+                run.manifest["baseline_end"] = time.time() + baseline_s
+                run.save()
+                if stream is not None:
+                    stream.baseline_until = run.manifest["baseline_end"]
                 ui.phase("benign", f"benign traffic from {n} hosts, warming up {opts.warmup_s:g} s")
                 stop_event.wait(opts.warmup_s)
             t0 = time.monotonic()
@@ -258,7 +264,8 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
         ui.phase("detect", f"running {len(detectors)} detectors")
         det_stats: dict = {}
         alerts = run_detectors(store, run.id, detectors, stats=det_stats,
-                               baseline_s=run.manifest.get("baseline_s"))
+                               baseline_s=run.manifest.get("baseline_s"),
+                               baseline_until=run.manifest.get("baseline_end"))
         run.manifest["detectors_stats"] = det_stats
         timings["detect_s"] = round(time.monotonic() - t0, 2)
         ui.phase("score", "scoring alerts against the ledger")

@@ -112,8 +112,11 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
         run = Run.open(run_ref, runs_dir)
         if baseline_s is None:
             baseline_s = run.manifest.get("baseline_s")
+        until = run.manifest.get("baseline_end") if baseline_s == run.manifest.get(
+            "baseline_s") else None
         with open_store(run.store_path) as store:
-            alerts = run_detectors(store, run.id, dets, baseline_s=baseline_s, stats=stats)
+            alerts = run_detectors(store, run.id, dets, baseline_s=baseline_s,
+                                   baseline_until=until, stats=stats)
         title = f"run {run.id}: {alerts.num_rows} alerts"
     if as_json:
         for r in alerts.to_pylist():

@@ -161,16 +161,31 @@ def load_detectors(dir: str | Path = "detectors") -> list[Detector]:
     return detectors
 
 
-def baseline_window(flows: pa.Table, packets: pa.Table | None, seconds: float):
-    """The records of the first ``seconds`` of a run (from its first flow or packet): the
-    benign baseline trainable detectors learn from. Returns ``(flows, packets)``."""
-    import pyarrow.compute as pc
-    starts = [t.column("@timestamp") for t in (flows, packets) if t is not None and t.num_rows]
-    if not starts:
-        return flows, packets
-    t0 = min(pc.min(c).as_py() for c in starts)
+def baseline_end(flows: pa.Table, packets: pa.Table | None, seconds: float | None = None,
+                 until: float | None = None):
+    """End of the baseline window as an aware datetime: ``until`` (epoch seconds: a drill
+    records when its warm-up ends) or else ``seconds`` after the first record. None: none."""
     import datetime as _dt
-    end = pa.scalar(t0 + _dt.timedelta(seconds=float(seconds)), type=starts[0].type)
+
+    import pyarrow.compute as pc
+    if until is not None:
+        return _dt.datetime.fromtimestamp(float(until), _dt.timezone.utc)
+    starts = [t.column("@timestamp") for t in (flows, packets) if t is not None and t.num_rows]
+    if not seconds or not starts:
+        return None
+    t0 = min(pc.min(c).as_py() for c in starts)
+    return t0 + _dt.timedelta(seconds=float(seconds))
+
+
+def baseline_window(flows: pa.Table, packets: pa.Table | None, seconds: float | None = None,
+                    until: float | None = None):
+    """The records before the baseline's end (see ``baseline_end``): the benign baseline that
+    trainable detectors learn from. Returns ``(flows, packets)``."""
+    import pyarrow.compute as pc
+    end_dt = baseline_end(flows, packets, seconds, until)
+    if end_dt is None:
+        return flows, packets
+    end = pa.scalar(end_dt, type=flows.schema.field("@timestamp").type)
 
     def cut(t):
         if t is None:
@@ -181,12 +196,14 @@ def baseline_window(flows: pa.Table, packets: pa.Table | None, seconds: float):
 
 def run_detectors(store, run_id: str, detectors: list[Detector], *, write: bool = True,
                   replace: bool = True, baseline_s: float | None = None,
+                  baseline_until: float | None = None,
                   train: tuple | None = None, stats: dict | None = None) -> pa.Table:
     """Run every detector over the run's records in ``store``; store and return the alerts.
 
     Trainable detectors first learn from a benign baseline: ``train`` = ``(flows, packets)``
     records of another (benign) run, or else the first ``baseline_s`` seconds of this run (a
-    drill's warm-up, during which only benign traffic runs). Neither: they run untrained.
+    drill's warm-up, during which only benign traffic runs; ``baseline_until``, epoch seconds,
+    ends it at the warm-up's recorded end instead). Neither: they run untrained.
     With ``replace`` (default) earlier alerts of the run are removed first when the store
     supports ``delete``, so re-running detection does not duplicate alerts. ``stats``, when
     given, receives ``{detector name: {"seconds", "alerts", "trained"}}``.
@@ -196,8 +213,8 @@ def run_detectors(store, run_id: str, detectors: list[Detector], *, write: bool 
     need_packets = any(d.needs_packets for d in detectors)
     packets = store.read("packets", run_id, columns=_columns(store, "packets")) \
         if need_packets else None
-    if train is None and baseline_s and any(d.trainable for d in detectors):
-        train = baseline_window(flows, packets, baseline_s)
+    if train is None and (baseline_s or baseline_until) and any(d.trainable for d in detectors):
+        train = baseline_window(flows, packets, baseline_s, baseline_until)
     alerts = []
     for det in detectors:
         t0 = time.perf_counter()

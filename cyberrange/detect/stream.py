@@ -40,6 +40,7 @@ class StreamingDetection:
         self.detectors = detectors
         self.horizon_us = int(horizon_s * 1_000_000)
         self.baseline_s = baseline_s or 0.0
+        self.baseline_until: float | None = None   # epoch s: set when the warm-up's end is known
         self.merge_gap_us = int(merge_gap_s * 1_000_000)
         self.on_alert = on_alert
         self.need_packets = any(d.needs_packets for d in detectors)
@@ -75,7 +76,9 @@ class StreamingDetection:
                 self.baseline_packets.append(packets)
         newest = max(pc.max(_us(t)).as_py() for t in tables)
         self._trim(newest)
-        if not self.trained and newest >= self.t0 + int(self.baseline_s * 1_000_000):
+        end = int(self.baseline_until * 1_000_000) if self.baseline_until is not None else \
+            self.t0 + int(self.baseline_s * 1_000_000)
+        if not self.trained and newest >= end:
             self._train()
         new = self._detect()
         self.seconds += time.perf_counter() - t_start
@@ -95,7 +98,7 @@ class StreamingDetection:
         flows = pa.concat_tables(self.baseline_flows, promote_options="default")
         packets = pa.concat_tables(self.baseline_packets, promote_options="default") \
             if self.baseline_packets else None
-        flows, packets = baseline_window(flows, packets, self.baseline_s)
+        flows, packets = baseline_window(flows, packets, self.baseline_s, self.baseline_until)
         for det in self.detectors:
             if det.trainable:
                 det.fit(flows, packets if det.needs_packets else None)

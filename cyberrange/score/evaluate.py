@@ -89,6 +89,7 @@ class RunData:
     alerts: dict = field(default_factory=dict)        # detector name -> alerts table
     flow_scores: dict = field(default_factory=dict)   # detector name -> np.ndarray
     seconds: dict = field(default_factory=dict)       # detector name -> seconds
+    window_start_us: int | None = None                # evaluation starts after the baseline
 
 
 @dataclass
@@ -106,7 +107,7 @@ class Evaluation:
 
 def _load_run(path: Path, detectors, train, default_baseline_s) -> RunData:
     from ..attack.ledger import read_ledger
-    from ..detect.registry import baseline_window
+    from ..detect.registry import baseline_end, baseline_window
     from ..store import open_store
     from ..telemetry.schema import RECORD_SCHEMAS
     manifest = json.loads((path / "manifest.json").read_text())
@@ -118,6 +119,7 @@ def _load_run(path: Path, detectors, train, default_baseline_s) -> RunData:
     baseline_s = manifest.get("baseline_s")
     if baseline_s is None:
         baseline_s = default_baseline_s
+    until = manifest.get("baseline_end")
     with open_store(store_path) as store:
         flows = store.read("flows", run_id, columns=list(RECORD_SCHEMAS["flows"].names))
         need_packets = any(d.needs_packets for d in detectors)
@@ -126,8 +128,10 @@ def _load_run(path: Path, detectors, train, default_baseline_s) -> RunData:
     rd = RunData(path, run_id, manifest.get("topology"), manifest.get("playbook"),
                  manifest.get("kind") or ("drill" if ledger else "benign"),
                  float(baseline_s or 0), ledger, flows)
+    end = baseline_end(flows, packets, rd.baseline_s, until)
+    rd.window_start_us = None if end is None else int(end.timestamp() * 1_000_000)
     fit_on = train if train is not None else (
-        baseline_window(flows, packets, rd.baseline_s) if rd.baseline_s else None)
+        baseline_window(flows, packets, rd.baseline_s, until) if end is not None else None)
     from ..detect.base import alerts_to_table
     for det in detectors:
         t0 = time.perf_counter()
@@ -143,10 +147,7 @@ def _load_run(path: Path, detectors, train, default_baseline_s) -> RunData:
 
 
 def _window_start_us(rd: RunData) -> int | None:
-    if not rd.baseline_s or rd.flows.num_rows == 0:
-        return None
-    t0 = pc.min(rd.flows.column("@timestamp").cast(pa.int64())).as_py()
-    return t0 + int(rd.baseline_s * 1_000_000)
+    return rd.window_start_us
 
 
 def _after(table: pa.Table, start_us: int | None) -> pa.Table:
