@@ -102,6 +102,7 @@ def _explain(top: list[dict]) -> list[dict]:
 
 class IsolationForestDetector(Detector):
     family = "iforest"
+    kind = "learned"
     technique = UNKNOWN_TECHNIQUE
     trainable = True
     scores_flows = True

@@ -39,6 +39,7 @@ from .base import Alert, Detector, SettingError, us_to_dt
 
 class KitNETDetector(Detector):
     family = "kitnet"
+    kind = "learned"
     technique = UNKNOWN_TECHNIQUE
     needs_packets = True
     trainable = True
