@@ -15,8 +15,12 @@ def _f(v, fmt="{:.2f}", none="—"):
 
 
 def _tech_cells(r: dict) -> list[str]:
-    return [r["technique"], str(r["steps"]) + (f" (+{r['unobservable']} unobs.)"
-                                               if r["unobservable"] else ""),
+    extra = []
+    if r.get("blocked"):
+        extra.append(f"{r['blocked']} blocked, {r['blocked_detected']} det.")
+    if r["unobservable"]:
+        extra.append(f"{r['unobservable']} unseen")
+    return [r["technique"], str(r["steps"]) + (f" (+{'; '.join(extra)})" if extra else ""),
             str(r["detected"]), _f(r["recall"]), _f(r["precision"]),
             _f(r["false_per_10k"]), _f(r["median_ttd_s"], "{:.1f} s"),
             ", ".join(f"{k} {v}" for k, v in list(r["detected_by"].items())[:3]) or "—"]

@@ -12,7 +12,9 @@ Definitions (docs/detection-results.md shows them applied to the benchmark corpu
   raised in them are not counted, so a detector is never scored on what it trained on.
 * **Steps.** A step counts when it put packets on the wire that the sensors saw (it has attack
   flows) or, for steps without IP flows (ARP), when it succeeded; skipped steps and steps whose
-  traffic no sensor saw are listed as *unobservable* and left out of recall.
+  traffic no sensor saw are listed as *unobservable*, steps a firewall stopped (outcome
+  ``blocked``: the attack did not happen beyond its first packets) as *blocked* with how many
+  of them were detected anyway; neither is in recall.
 * **Recall** of a technique = detected steps / counted steps; a step is detected by a detector
   when one of its alerts holds one of the step's flows (ARP: see ``score_run``).
 * **Time to detect** = ``score_run``'s: first alert time (or the time the step's first flow
@@ -177,7 +179,8 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
     kind = {d.name: getattr(d, "kind", "rule") for d in detectors}
     scoring = {d.name for d in detectors if d.scores_flows}
 
-    tech_steps = defaultdict(lambda: {"counted": 0, "unobservable": 0, "detected": 0,
+    tech_steps = defaultdict(lambda: {"counted": 0, "unobservable": 0, "blocked": 0,
+                                      "blocked_detected": 0, "detected": 0,
                                       "ttd": [], "by": defaultdict(int), "runs": set()})
     det = {n: {"alerts": 0, "true": 0, "false": 0, "seconds": 0.0, "flows_in": 0,
                "steps_detected": 0, "ttd": []} for n in names}
@@ -213,9 +216,14 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
             flowless = not any(r.get("flows") for r in rd.ledger if r["step_id"] == s["step_id"])
             observable = s["outcome"] not in ("skipped", "error") and (
                 s["attack_flows"] > 0 or (flowless and s["outcome"] == "succeeded"))
-            counted[s["step_id"]] = observable
+            blocked = observable and s["outcome"] == "blocked"
+            counted[s["step_id"]] = observable and not blocked
             t = tech_steps[s["technique"] or "unknown"]
             t["runs"].add(rd.run_id)
+            if blocked:                 # a firewall stopped it: shown, not in recall
+                t["blocked"] += 1
+                t["blocked_detected"] += bool(s["detected"])
+                continue
             if not observable:
                 t["unobservable"] += 1
                 continue
@@ -275,6 +283,7 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
         tech_rows.append({
             "technique": tech, "attack_id": aid, "runs": len(t["runs"]),
             "steps": t["counted"], "unobservable": t["unobservable"],
+            "blocked": t["blocked"], "blocked_detected": t["blocked_detected"],
             "detected": t["detected"],
             "recall": round(t["detected"] / t["counted"], 4) if t["counted"] else None,
             "precision": round(c["true"] / c["alerts"], 4) if c and c["alerts"] else None,
