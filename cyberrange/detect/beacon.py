@@ -111,6 +111,7 @@ def dns_queries(packets: pa.Table) -> pa.Table:
 
 class BeaconDetector(Detector):
     family = "beacon"
+    kind = "statistical"
     technique = "T1071.001"
     trainable = True
     scores_flows = True

@@ -32,6 +32,7 @@ from .flood import codes, int_col, scatter_max, stable_id, ts_us
 
 class VolumeDetector(Detector):
     family = "volume"
+    kind = "statistical"
     technique = "T1041"
     trainable = True
     scores_flows = True
