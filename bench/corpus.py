@@ -137,9 +137,9 @@ def build(out: Path, only: list[str]) -> int:
         man["corpus"] = name
         man_path.write_text(json.dumps(man, indent=2, default=str))
         card = json.loads(r.stdout)
-        print(flush=True, *[f"[{i}/{len(CORPUS)}] {name}: {new[0].name} in {time.monotonic() - t0:.0f} s, "
+        print(f"[{i}/{len(CORPUS)}] {name}: {new[0].name} in {time.monotonic() - t0:.0f} s, "
               f"{card['flows']['total']} flows, {len(card['steps'])} steps, "
-              f"{card['reconciliation']['verdict']}"])
+              f"{card['reconciliation']['verdict']}", flush=True)
     return 1 if failed else 0
 
 

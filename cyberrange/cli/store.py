@@ -75,7 +75,6 @@ def store_push(run_ref, target, runs_dir, as_json):
     from cyberrange.run import Run
     from cyberrange.store.duckdb_store import DuckDBStore
     from cyberrange.store.es_store import open_checked, push_run
-    from cyberrange.telemetry.schema import RECORD_SCHEMAS
     run = Run.open(run_ref, runs_dir)
     if not run.store_path.exists():
         raise UserError(f"{run.dir}: no store.duckdb (score the run first: "

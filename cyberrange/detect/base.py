@@ -32,7 +32,7 @@ import hashlib
 import json
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -49,7 +49,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 def us_to_dt(us: int) -> datetime:
     """Microseconds since the epoch -> aware UTC datetime (exact, no float rounding)."""
-    from datetime import timedelta
     return _EPOCH + timedelta(microseconds=int(us))
 
 
@@ -88,7 +87,9 @@ class Alert:
 
     def __post_init__(self):
         if self.alert_id is None:
-            first = self.flow_ids[0] if self.flow_ids else ""
+            # the first contributing flow names the episode; packet-only evidence (no flows):
+            # the episode's start, so two episodes of one source get two ids
+            first = self.flow_ids[0] if self.flow_ids else f"{self.destination_ip}|{self.start}"
             text = f"{self.rule_name}|{self.source_ip}|{first}"
             self.alert_id = hashlib.sha1(text.encode()).hexdigest()
 

@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import Alert, Detector, SettingError, us_to_dt
-from .flood import codes, int_col, scatter_max, stable_id, ts_us
+from .features import codes, int_col, scatter_max, stable_id, ts_us
 
 
 def group_quantiles(g: np.ndarray, v: np.ndarray, n_groups: int, qs) -> list[np.ndarray]:

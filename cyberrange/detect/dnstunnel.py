@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from .base import Alert, Detector, SettingError, us_to_dt
 from .beacon import dns_queries, registered_domain
-from .flood import codes, scatter_max, stable_id, ts_us
+from .features import codes, scatter_max, stable_id, ts_us
 
 
 def shannon_entropy(strings: list[str], chunk: int = 16384) -> np.ndarray:

@@ -44,17 +44,12 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .base import Alert, Detector, SettingError, columns
+from .base import Alert, Detector, SettingError, columns, us_to_dt
 from .bruteforce import established, session_key
 from .portscan import PortScanDetector
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
-
-
-def us_to_dt(us: int) -> datetime:
-    """base.us_to_dt without its per-call import (this family can raise many alerts)."""
-    return _EPOCH + timedelta(microseconds=us)
 
 
 REMOTE_PORTS = [22, 23, 445, 2222, 3389, 5985, 5986]
