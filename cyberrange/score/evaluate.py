@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from ..errors import UserError
 from ..telemetry.schema import ALERT_SCHEMA
-from .score import group_steps, label_flows, score_run
+from .score import label_flows, score_run
 
 __all__ = ["evaluate", "expand_runs", "attack_id", "Evaluation"]
 
@@ -204,7 +204,6 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
         if start is not None and rd.flows.num_rows:
             ts = rd.flows.column("@timestamp").cast(pa.int64()).to_numpy()
             keep = ts >= start
-        steps = group_steps(rd.ledger)
         all_alerts = pa.concat_tables([_after(rd.alerts[n], start) for n in names]) \
             if names else ALERT_SCHEMA.empty_table()
         card_all = score_run(rd.ledger, flows, all_alerts, run_id=rd.run_id)
