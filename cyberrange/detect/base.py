@@ -182,6 +182,25 @@ class Detector:
                                f"got {value!r}", setting=key)
         return value
 
+    def _ports(self, key: str, allow_empty: bool = False) -> list[int]:
+        """A setting that must be a list of port numbers (1-65535)."""
+        ports = self.settings[key]
+        if not isinstance(ports, list) or (not ports and not allow_empty) or any(
+                isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536 for p in ports):
+            raise SettingError(f"setting {key!r} of {self.name!r} must be a list of port numbers, "
+                               f"got {ports!r}", setting=key)
+        return list(ports)
+
+    def _choices(self, key: str, allowed) -> list[str]:
+        """A setting that must be a non-empty list drawn from ``allowed`` (a string: one)."""
+        value = self.settings[key]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or any(v not in allowed for v in value):
+            raise SettingError(f"setting {key!r} of {self.name!r} must be a list drawn from "
+                               f"{', '.join(allowed)}; got {value!r}", setting=key)
+        return list(value)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.settings!r})"
 

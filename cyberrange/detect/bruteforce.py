@@ -95,12 +95,7 @@ class BruteForceDetector(Detector):
                                f"got {mode!r}", setting="mode")
         self.mode = mode
         self.technique = "T1110.001" if mode == "guess" else "T1110.003"
-        ports = self.settings["ports"]
-        if not isinstance(ports, list) or not ports or any(
-                isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536 for p in ports):
-            raise SettingError(f"setting 'ports' of {self.name!r} must be a list of port numbers, "
-                               f"got {ports!r}", setting="ports")
-        self.ports = frozenset(ports)
+        self.ports = frozenset(self._ports("ports"))
         self.window_us = int(self._number("window", minimum=0.001) * 1_000_000)
         self.threshold = int(self._number("threshold", minimum=2, integer=True))
         self.max_duration_ns = int(self._number("max_duration", minimum=0) * 1_000_000_000)

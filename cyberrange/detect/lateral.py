@@ -79,12 +79,7 @@ class LateralDetector(Detector):
     }
 
     def configure(self) -> None:
-        ports = self.settings["ports"]
-        if not isinstance(ports, list) or not ports or any(
-                isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536 for p in ports):
-            raise SettingError(f"setting 'ports' of {self.name!r} must be a list of port numbers, "
-                               f"got {ports!r}", setting="ports")
-        self.ports = frozenset(ports)
+        self.ports = frozenset(self._ports("ports"))
         self.min_bytes = int(self._number("min_bytes", minimum=0, integer=True))
         nets = self.settings["admin_sources"]
         try:

@@ -96,12 +96,7 @@ class ModbusDetector(Detector):
     }
 
     def configure(self) -> None:
-        ports = self.settings["ports"]
-        if not isinstance(ports, list) or not ports or any(
-                isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 65536 for p in ports):
-            raise SettingError(f"setting 'ports' of {self.name!r} must be a list of port numbers, "
-                               f"got {ports!r}", setting="ports")
-        self.ports = frozenset(ports)
+        self.ports = frozenset(self._ports("ports"))
         self.client_nets = _nets(self.settings["clients"], "clients", self.name)
         self.writer_nets = _nets(self.settings["writers"], "writers", self.name)
         codes = self.settings["write_codes"]

@@ -57,13 +57,7 @@ class PortScanDetector(Detector):
         self.mode = mode
         self.window_us = int(self._number("window", minimum=0.001) * 1_000_000)
         self.threshold = int(self._number("threshold", minimum=2, integer=True))
-        transports = self.settings["transports"]
-        if isinstance(transports, str):
-            transports = [transports]
-        if not isinstance(transports, list) or not transports or \
-                any(t not in ("tcp", "udp", "icmp") for t in transports):
-            raise SettingError(f"setting 'transports' of {self.name!r} must be a list drawn from "
-                               f"tcp, udp, icmp; got {transports!r}", setting="transports")
+        transports = self._choices("transports", ("tcp", "udp", "icmp"))
         if mode == "ports" and transports == ["icmp"]:
             raise SettingError("mode 'ports' counts ports; ICMP has none (use mode 'hosts')",
                                setting="transports")

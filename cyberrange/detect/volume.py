@@ -57,13 +57,7 @@ class VolumeDetector(Detector):
             raise SettingError(f"setting 'ignore_ports' of {self.name!r} must be a list of port "
                                f"numbers, got {ports!r}", setting="ignore_ports")
         self.ignore_ports = sorted(set(ports))
-        transports = self.settings["transports"]
-        if isinstance(transports, str):
-            transports = [transports]
-        if not isinstance(transports, list) or not transports or \
-                any(t not in ("tcp", "udp", "icmp") for t in transports):
-            raise SettingError(f"setting 'transports' of {self.name!r} must be a list drawn from "
-                               f"tcp, udp, icmp; got {transports!r}", setting="transports")
+        transports = self._choices("transports", ("tcp", "udp", "icmp"))
         self.transports = sorted(set(transports))
         if not isinstance(self.settings["answered_only"], bool):
             raise SettingError(f"setting 'answered_only' of {self.name!r} must be true or false",
