@@ -267,7 +267,7 @@ def test_protocol_same_alerts_as_duckdb(fake, tmp_path):
     for store in (local, es):
         store.write("packets", packets)
         store.write("flows", flows)
-        out = run_detectors(store, "r1", dets)
+        out = run_detectors(store, "r1", dets, baseline_s=10)   # learners train too
         results.append(out.sort_by("cyberrange.alert_id"))
     assert results[0].num_rows >= 3                        # scan, sweep, brute force at least
     assert results[0].equals(results[1])
