@@ -1,0 +1,166 @@
+"""Every detector family in a real drill: it fires on its technique, and it stays quiet on a
+benign-only drill.
+
+Each playbook below runs once per session as a real drill (twin, benign traffic with a
+warm-up that trainable detectors learn from (15 s), the playbook paced like tests/test_playbooks.py,
+sensors, parser, DuckDB, every detector in detectors/, scoring). One benign-only drill per
+topology family used measures the false alerts. About 8 minutes in all on 2 cores.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, cli, needs_twin
+from test_playbooks import compressed_copy
+
+from cyberrange.detect.registry import load_detectors
+from cyberrange.store import open_store
+
+pytestmark = needs_twin
+
+DETECTORS = load_detectors(ROOT / "detectors")
+BY_FAMILY: dict[str, set[str]] = {}
+for _d in DETECTORS:
+    BY_FAMILY.setdefault(_d.family, set()).add(_d.name)
+KIND = {d.name: d.kind for d in DETECTORS}
+
+# family -> (playbook, topology, library techniques of the steps it must detect)
+FIRES = {
+    "portscan": ("recon_bruteforce", "fob", ["T1018", "T1046"]),
+    "bruteforce": ("coalition_password_spray", "coalition_mpe", ["T1110.003"]),
+    "arp": ("fob_ops_mitm", "fob", ["T1018-arp", "T1557.002"]),
+    "flood": ("fob_satcom_dos", "fob", ["T1498", "T1499"]),
+    "beacon": ("airbase_c2_beacon", "air_base", ["T1071.001"]),
+    "modbus": ("airbase_fuel_plc", "air_base", ["T0861", "T0855", "T0831"]),
+    "dnstunnel": ("depot_dns_exfil", "logistics_depot", ["T1048"]),
+    "lateral": ("depot_intrusion_exfil", "logistics_depot", ["T1021.004"]),
+    "volume": ("depot_insider_theft", "logistics_depot", ["T1041"]),
+    "iforest": ("fob_satcom_dos", "fob", ["T1498"]),
+    "kitnet": ("fob_satcom_dos", "fob", ["T1498", "T1499"]),
+}
+
+
+def quiet_limit(kind: str, benign_flows: int) -> int:
+    """False alerts an instance may raise on a benign-only drill: rule-based and statistical
+    none; learned ones (their rate is stated, not promised: tens per 10k benign flows on the
+    corpus, more after this drill's short 15 s baseline) at most 100 per 10k, and at least 6."""
+    return 0 if kind in ("rule", "statistical") else max(6, int(benign_flows * 100 / 10_000))
+
+
+# Slower pacing than the playbook test's where a detector needs more of the behaviour: a
+# beacon is scored after 8 check-ins, so give it 12 (merged over test_playbooks.COMPRESS).
+PACING = {"airbase_c2_beacon": {"beacon": {"params": {"interval": 3}, "timing": {"duration": 36}}}}
+
+
+def paced_copy(playbook: str, out_dir: Path) -> Path:
+    import test_playbooks as tp
+    import yaml
+    path = ROOT / "attack_playbooks" / f"{playbook}.yaml"
+    name = yaml.safe_load(path.read_text())["name"]
+    saved = tp.COMPRESS.get(name)
+    merged = {k: {kk: dict(vv) for kk, vv in v.items()} for k, v in (saved or {}).items()}
+    for step, over in PACING.get(playbook, {}).items():
+        for part, vals in over.items():
+            merged.setdefault(step, {}).setdefault(part, {}).update(vals)
+    tp.COMPRESS[name] = merged
+    try:
+        return compressed_copy(path, out_dir)
+    finally:
+        if saved is None:
+            tp.COMPRESS.pop(name, None)
+        else:
+            tp.COMPRESS[name] = saved
+
+
+class Drill:
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir
+        self.card = json.loads((run_dir / "scorecard.json").read_text())
+        self.manifest = json.loads((run_dir / "manifest.json").read_text())
+        with open_store(run_dir / "store.duckdb") as store:
+            self.alerts = store.read("alerts", self.manifest["run_id"]).to_pylist()
+
+
+@lru_cache(maxsize=None)
+def _drill(topology: str, playbook: str | None, base: str) -> Drill:
+    runs = Path(base) / (playbook or f"benign-{topology}")
+    runs.mkdir(parents=True)
+    args = ["drill", "run", ROOT / "topologies" / f"{topology}.yaml"]
+    if playbook:
+        args.append(paced_copy(playbook, runs))
+    else:
+        args += ["--duration", "60", "--intensity", "2"]
+    r = cli(*args, "--runs-dir", runs, "--warmup", "15", "--json", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run_dir,) = [p.parent for p in runs.glob("*/manifest.json")]
+    return Drill(run_dir)
+
+
+@pytest.fixture(scope="session")
+def drill(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("detect-drills"))
+    return lambda topology, playbook=None: _drill(topology, playbook, base)
+
+
+def check_contract(alert: dict) -> None:
+    ev = json.loads(alert["cyberrange.evidence"])
+    assert {"feature", "value"} <= set(ev), ev
+    assert "threshold" in ev or "baseline" in ev, ev
+    assert alert["message"] and "\n" not in alert["message"]
+    assert alert["threat.technique.id"]
+    assert alert["cyberrange.score"] == alert["cyberrange.score"]          # not NaN
+    assert alert["cyberrange.flow_ids"] or "packets" in ev, ev
+
+
+@pytest.mark.parametrize("family", sorted(FIRES))
+def test_family_fires_on_its_technique_in_a_real_drill(family, drill):
+    if family not in BY_FAMILY:
+        pytest.fail(f"no instance of family {family!r} in detectors/")
+    playbook, topology, techniques = FIRES[family]
+    d = drill(topology, playbook)
+    mine = BY_FAMILY[family]
+    # steps that happened: not skipped, not stopped by a firewall (blocked), seen by a sensor
+    steps = [s for s in d.card["steps"] if s["technique"] in techniques
+             and s["outcome"] not in ("skipped", "blocked") and (
+                 s["attack_flows"] or s["technique"].startswith(("T1018-arp", "T1557")))]
+    assert {s["technique"] for s in steps} == set(techniques), d.card["steps"]
+    missed = [(s["step_id"], s["technique"], s["detected_by"]) for s in steps
+              if not mine & set(s["detected_by"])]
+    assert not missed, f"{family} missed {missed}"
+    own = [a for a in d.alerts if a["rule.name"] in mine]
+    assert own
+    for a in own:
+        check_contract(a)
+
+
+@pytest.mark.parametrize("topology", ["fob", "air_base", "logistics_depot"])
+def test_every_detector_stays_quiet_on_a_benign_only_drill(topology, drill):
+    d = drill(topology)
+    assert d.card["steps"] == [] and d.card["flows"]["benign"] > 100
+    per = {}
+    for a in d.alerts:
+        per.setdefault(a["rule.name"], []).append(a["message"])
+    benign = d.card["flows"]["benign"]
+    loud = {n: msgs for n, msgs in per.items() if len(msgs) > quiet_limit(KIND[n], benign)}
+    assert not loud, loud
+    assert d.card["alerts"]["true"] == 0
+
+
+def test_detectors_are_pure_functions_of_the_records(drill):
+    """Re-detecting a drill's store gives the alerts the drill stored, id for id (what the
+    streaming runner and the ES same-alerts guarantee rest on), and every alert of every family
+    keeps the explanation contract."""
+    from cyberrange.detect.registry import run_detectors
+    d = drill("fob", "recon_bruteforce")
+    m = d.manifest
+    with open_store(d.dir / "store.duckdb") as store:
+        again = run_detectors(store, m["run_id"], load_detectors(ROOT / "detectors"), write=False,
+                              baseline_s=m.get("baseline_s"), baseline_until=m.get("baseline_end"))
+    assert sorted(again.column("cyberrange.alert_id").to_pylist()) == \
+        sorted(a["cyberrange.alert_id"] for a in d.alerts)
+    assert len(d.alerts) >= 3
+    for a in d.alerts:
+        check_contract(a)
