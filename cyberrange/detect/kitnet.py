@@ -172,6 +172,9 @@ class KitNETDetector(Detector):
             flow_ids = list(dict.fromkeys(f for f in (fids[i] for i in rows) if f))
             dsts = {dst[i] for i in rows}
             one = next(iter(dsts)) if len(dsts) == 1 else None
+            # ECS: source.ip / destination.ip hold addresses only (ARP and other non-IP frames
+            # are keyed by MAC; the MAC goes to the evidence)
+            src_ip, dst_ip = _ip(ep.source), _ip(one)
             value = float(rmse[best])
             evidence = {
                 "feature": "kitnet_rmse", "value": round(value, 5), "threshold": round(thr, 5),
@@ -180,6 +183,10 @@ class KitNETDetector(Detector):
                 "trained": self.model is not None, "baseline_packets": model["packets"],
                 "threshold_sigma": self.sigma, "window_s": self.window_us / 1e6,
             }
+            if ep.source and src_ip is None:
+                evidence["source_mac"] = ep.source
+            if one and dst_ip is None:
+                evidence["destination_mac"] = one
             if self.model is None:
                 evidence["note"] = (f"untrained: the run's first {model['packets']} packets "
                                     f"were the grace period")
@@ -192,6 +199,16 @@ class KitNETDetector(Detector):
             alerts.append(Alert(
                 timestamp=us_to_dt(ts[rows[ep.crossed]]), start=us_to_dt(ts[rows[0]]),
                 end=us_to_dt(ts[rows[-1]]), rule_name=self.name, rule_category=self.family,
-                technique=self.technique, source_ip=ep.source, destination_ip=one, message=msg,
+                technique=self.technique, source_ip=src_ip, destination_ip=dst_ip, message=msg,
                 score=ratio_score(value, thr), evidence=evidence, flow_ids=flow_ids))
         return alerts
+
+
+def _ip(value):
+    """``value`` if it is an IP address, else None (a MAC)."""
+    import ipaddress
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except (ValueError, TypeError):
+        return None

@@ -17,10 +17,10 @@ Definitions (see docs/scoring.md):
 * precision = flagged attack / flagged (null when nothing is flagged);
   recall = flagged attack / attack (null when there is no attack flow).
 * An alert is true when at least one of its flows is an attack flow, false otherwise.
-* Steps that send no IP packets (ARP scans, ARP poisoning: their ledger ``flows`` are empty)
-  are matched by actor instead: an alert *without flows* (packet evidence only) detects such a
-  step when its ``source.ip`` is the step's ``actor_ip`` and its ``@timestamp`` lies in the
-  step's window +- slack; such an alert is true.
+* Alerts *without flows* (packet evidence only: ARP scans and poisoning, which send no IP
+  packets, or the ARP burst a sweep starts with) are matched by actor instead: such an alert
+  detects a step when its ``source.ip`` is the step's ``actor_ip`` and its ``@timestamp`` lies
+  in the step's window +- slack; such an alert is true.
 """
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
             if shared:
                 joined = min(start_of[f] for f in shared)
                 hits.append((max(a_ts[k], joined), a_names[k]))
-        if not step.get("flows") and step.get("actor_ip") and step.get("outcome") != "skipped":
+        if step.get("actor_ip") and step.get("outcome") != "skipped":
             lo = int(float(step["start"]) * 1_000_000) - slack_us
             hi = int(float(step["end"]) * 1_000_000) + slack_us
             for k in range(len(a_names)):
