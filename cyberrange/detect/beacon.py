@@ -117,7 +117,7 @@ class BeaconDetector(Detector):
     scores_flows = True
     needs_packets = True
     SETTINGS = {
-        "threshold": 0.45,                # score in [0, 1] that raises an alert
+        "threshold": 0.35,                # score in [0, 1] that raises an alert
         "min_connections": 8,             # a series needs this many connections to be scored
         "full_count": 10,                 # connections that earn the full count score
         "jitter": 0.8,                    # estimated interval jitter at which timing scores 0
