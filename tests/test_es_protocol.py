@@ -424,6 +424,15 @@ def test_protocol_analyse_mirrors_to_es_with_reconciliation_section(fake, tmp_pa
     assert sec["stored"]["packets"] == n_packets == len(fake.docs("cyberrange-packets"))
     assert sec["acknowledged"] == sec["sent"]
     assert json.loads(run.scorecard_path.read_text())["reconciliation"]["es"]["zero_loss"]
+    from rich.console import Console
+
+    from cyberrange.report.terminal import print_scorecard
+    console = Console(record=True, width=160)
+    print_scorecard(card, console)                        # the drill's terminal report says so
+    text = console.export_text()
+    assert "every record acknowledged and counted once" in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("packets"))
+    assert row.split()[1:3] == [str(n_packets), str(n_packets)]     # records, acknowledged
 
 
 def test_kibana_saved_objects_reference_existing_objects_and_mapped_fields():

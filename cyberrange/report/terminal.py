@@ -82,6 +82,27 @@ def reconciliation_table(card: dict) -> Table | None:
     return t
 
 
+def es_table(card: dict) -> Table | None:
+    """Elasticsearch copy of the run (``drill run --store es://``): per kind, records sent,
+    acknowledged, retried, spooled, rejected, and what the cluster counts."""
+    es = (card.get("reconciliation") or {}).get("es")
+    if not es:
+        return None
+    colour = "green" if es.get("zero_loss") else "red"
+    t = Table(title=f"Elasticsearch {es.get('url', '')}: [{colour}]{es.get('verdict', '')}[/]",
+              box=box.SIMPLE, title_justify="left")
+    for col in ("kind", "records", "acknowledged", "retried", "spooled", "rejected",
+                "in cluster"):
+        t.add_column(col, justify="left" if col == "kind" else "right")
+    stored = es.get("stored") or {}
+    for kind, k in (es.get("per_kind") or {}).items():
+        t.add_row(kind, _n(k.get("records")), _n(k.get("acknowledged")), _n(k.get("retried")),
+                  _n(k.get("spooled")), _n(k.get("rejected")), _n(stored.get(kind)))
+    if es.get("replayed"):
+        t.caption = f"{es['replayed']} spooled documents replayed first"
+    return t
+
+
 def print_scorecard(card: dict, console: Console | None = None) -> None:
     console = console or Console()
     run = card.get("run", {})
@@ -90,6 +111,9 @@ def print_scorecard(card: dict, console: Console | None = None) -> None:
     rt = reconciliation_table(card)
     if rt is not None:
         console.print(rt)
+    et = es_table(card)
+    if et is not None:
+        console.print(et)
     warn = run.get("warnings") or []
     for w in warn:
         console.print(f"[yellow]warning:[/] {w}")
