@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from records import packet_records
 
 from cyberrange.detect.arp import ArpDetector
 from cyberrange.detect.base import SettingError, alerts_to_table
 from cyberrange.detect.registry import load_detector_file
-from cyberrange.telemetry.schema import ALERT_SCHEMA, FLOW_RECORD_SCHEMA, PACKET_RECORD_SCHEMA
+from cyberrange.telemetry.schema import (
+    ALERT_SCHEMA,
+    FLOW_RECORD_SCHEMA,
+)
 
 T0 = 1_750_000_000.0
 GW, WS1, WS2, FILES, MAINT = "10.10.2.1", "10.10.2.10", "10.10.2.11", "10.10.2.20", "10.10.2.66"
@@ -32,15 +36,7 @@ def ip_packet(t, src, dst, smac, observer="ops-span"):
             "network.transport": "udp", "network.type": "ipv4", "network.bytes": 80}
 
 
-def packets(rows) -> pa.Table:
-    cols = {}
-    for f in PACKET_RECORD_SCHEMA:
-        vals = [r.get(f.name) for r in rows]
-        if pa.types.is_timestamp(f.type):
-            cols[f.name] = pa.array(vals, pa.int64()).cast(f.type)
-        else:
-            cols[f.name] = pa.array(vals, f.type)
-    return pa.table(cols, schema=PACKET_RECORD_SCHEMA)
+packets = packet_records
 
 
 def benign_arp(t0=T0, seconds=30):

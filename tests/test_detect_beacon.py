@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pyarrow as pa
 import pytest
+from records import records
 
 from cyberrange.detect.base import SettingError
 from cyberrange.detect.beacon import BeaconDetector, registered_domain
@@ -51,13 +52,7 @@ def query(t, src, dst, name, flow_id, qtype="TXT", observer="s1", nbytes=90):
     return row
 
 
-def table(rows, schema) -> pa.Table:
-    cols = {}
-    for f in schema:
-        vals = [r[f.name] for r in rows]
-        cols[f.name] = pa.array(vals, pa.int64()).cast(f.type) if pa.types.is_timestamp(f.type) \
-            else pa.array(vals, f.type)
-    return pa.table(cols, schema=schema)
+table = records
 
 
 def flows_t(rows):

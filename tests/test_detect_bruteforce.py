@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-import pyarrow as pa
 import pytest
+from records import records
 
 from cyberrange.detect.base import SettingError
 from cyberrange.detect.bruteforce import BruteForceDetector
 from cyberrange.detect.registry import load_detector_file
-from cyberrange.telemetry.schema import FLOW_RECORD_SCHEMA
 
 T0 = 1_750_000_000.0
 ATT, WS = "10.73.0.66", "10.73.0.30"
@@ -32,13 +31,7 @@ def attempt(t, src, dst, port=22, packets=25, duration=0.3, observer="fra-span",
             "cyberrange.tcp_state": state, "cyberrange.tcp_flags": "SAFPR"}
 
 
-def table(rows) -> pa.Table:
-    cols = {}
-    for f in FLOW_RECORD_SCHEMA:
-        vals = [r.get(f.name) for r in rows]
-        cols[f.name] = pa.array(vals, pa.int64()).cast(f.type) if pa.types.is_timestamp(f.type) \
-            else pa.array(vals, f.type)
-    return pa.table(cols, schema=FLOW_RECORD_SCHEMA)
+table = records
 
 
 def spray_round(t0, servers=SERVERS[:2], users=4, pause=1.0, src=ATT):

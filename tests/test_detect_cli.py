@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ROOT, cli
+from conftest import cli
 
 T0 = 1_780_000_000.0
 ATT, V, WS, SRV = "10.10.2.66", "10.10.2.20", "10.10.2.30", "10.10.1.10"

@@ -6,8 +6,8 @@ import hashlib
 import random
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from records import records
 
 from cyberrange.detect.base import SettingError
 from cyberrange.detect.dnstunnel import DnsTunnelDetector, shannon_entropy
@@ -19,13 +19,7 @@ IMPLANT, DNS, C2, WS = "10.80.4.66", "10.80.3.53", "10.81.250.10", "10.80.4.30"
 _n = iter(range(10**9))
 
 
-def table(rows, schema) -> pa.Table:
-    cols = {}
-    for f in schema:
-        vals = [r[f.name] for r in rows]
-        cols[f.name] = pa.array(vals, pa.int64()).cast(f.type) if pa.types.is_timestamp(f.type) \
-            else pa.array(vals, f.type)
-    return pa.table(cols, schema=schema)
+table = records
 
 
 def udp_flow(t, src, dst, qname, observer="s1"):

@@ -5,6 +5,7 @@ import hashlib
 
 import pyarrow as pa
 import pytest
+from records import records
 
 from cyberrange.detect.base import SettingError
 from cyberrange.detect.flood import FloodDetector
@@ -35,13 +36,7 @@ def flow(t, src, dst, dport, *, transport="tcp", state="SF", flags="SAFP", durat
     return row
 
 
-def table(rows) -> pa.Table:
-    cols = {}
-    for f in FLOW_RECORD_SCHEMA:
-        vals = [r[f.name] for r in rows]
-        cols[f.name] = pa.array(vals, pa.int64()).cast(f.type) if pa.types.is_timestamp(f.type) \
-            else pa.array(vals, f.type)
-    return pa.table(cols, schema=FLOW_RECORD_SCHEMA)
+table = records
 
 
 def syn_flood(t0=T0, seconds=20, rate=5000, sources=16, observer="s1"):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import hashlib
 
-import pyarrow as pa
 import pytest
+from records import records
 
 from cyberrange.detect.base import SettingError, alerts_to_table
 from cyberrange.detect.lateral import LateralDetector
 from cyberrange.detect.registry import load_detector_file
-from cyberrange.telemetry.schema import ALERT_SCHEMA, FLOW_RECORD_SCHEMA
+from cyberrange.telemetry.schema import ALERT_SCHEMA
 
 T0 = 1_750_000_000.0
 ATT, WS, ADMIN, FILES, DB = "10.80.4.66", "10.80.4.30", "10.80.4.5", "10.80.4.20", "10.80.1.20"
@@ -31,13 +31,7 @@ def flow(t, src, dst, dport, state="SF", flags="SAFP", spk=14, sbytes=2400, dpk=
             "cyberrange.tcp_state": state, "cyberrange.tcp_flags": flags}
 
 
-def table(rows) -> pa.Table:
-    cols = {}
-    for f in FLOW_RECORD_SCHEMA:
-        vals = [r.get(f.name) for r in rows]
-        cols[f.name] = pa.array(vals, pa.int64()).cast(f.type) if pa.types.is_timestamp(f.type) \
-            else pa.array(vals, f.type)
-    return pa.table(cols, schema=FLOW_RECORD_SCHEMA)
+table = records
 
 
 def syn_scan(t0, src=ATT, hosts=(FILES, "10.80.4.21", "10.80.4.22"), ports=(22, 3389)):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 
-import pyarrow as pa
+from records import records
 
 from cyberrange.detect.portscan import PortScanDetector, is_tcp_probe
 from cyberrange.detect.registry import load_detector_file
-from cyberrange.telemetry.schema import FLOW_RECORD_SCHEMA
 
 T0 = 1_750_000_000.0
 ATT, WS = "10.40.4.66", "10.40.4.30"
@@ -33,13 +32,7 @@ def flow(t, src, dst, dport, transport="tcp", state="S0", flags="S", spk=1, dpk=
             "cyberrange.tcp_flags": flags if transport == "tcp" else None}
 
 
-def table(rows) -> pa.Table:
-    cols = {}
-    for f in FLOW_RECORD_SCHEMA:
-        vals = [r.get(f.name) for r in rows]
-        cols[f.name] = pa.array(vals, pa.int64()).cast(f.type) if pa.types.is_timestamp(f.type) \
-            else pa.array(vals, f.type)
-    return pa.table(cols, schema=FLOW_RECORD_SCHEMA)
+table = records
 
 
 DETS = {d.name: d for d in load_detector_file("detectors/portscan.yaml")}

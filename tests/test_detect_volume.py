@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from records import records
 
 from cyberrange.detect.base import SettingError
 from cyberrange.detect.registry import FAMILIES, baseline_window
@@ -34,13 +34,7 @@ def flow(t, src, dst, dport, sbytes, *, dbytes=400, observer="s1", transport="tc
     return row
 
 
-def table(rows) -> pa.Table:
-    cols = {}
-    for f in FLOW_RECORD_SCHEMA:
-        vals = [r[f.name] for r in rows]
-        cols[f.name] = pa.array(vals, pa.int64()).cast(f.type) if pa.types.is_timestamp(f.type) \
-            else pa.array(vals, f.type)
-    return pa.table(cols, schema=FLOW_RECORD_SCHEMA)
+table = records
 
 
 def office(t0=T0, seconds=300, hosts=(CLERK, "10.80.2.13", "10.80.2.14"), seed=1):
