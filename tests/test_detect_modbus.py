@@ -3,28 +3,24 @@ from __future__ import annotations
 
 import hashlib
 
-import pyarrow as pa
 import pytest
+from records import records
 
 from cyberrange.detect.base import SettingError, alerts_to_table
 from cyberrange.detect.modbus import ModbusDetector
 from cyberrange.detect.registry import load_detector_file
-from cyberrange.telemetry.schema import ALERT_SCHEMA, FLOW_RECORD_SCHEMA, PACKET_RECORD_SCHEMA
+from cyberrange.telemetry.schema import (
+    ALERT_SCHEMA,
+    FLOW_RECORD_SCHEMA,
+    PACKET_RECORD_SCHEMA,
+)
 
 T0 = 1_750_000_000.0
 HMI, HIST, OFFICE, PLC1, PLC2 = "10.60.5.30", "10.60.4.10", "10.60.3.66", "10.60.5.21", "10.60.5.22"
 _seq = iter(range(10**9))
 
 
-def _table(rows, schema) -> pa.Table:
-    cols = {}
-    for f in schema:
-        vals = [r.get(f.name) for r in rows]
-        if pa.types.is_timestamp(f.type):
-            cols[f.name] = pa.array(vals, pa.int64()).cast(f.type)
-        else:
-            cols[f.name] = pa.array(vals, f.type)
-    return pa.table(cols, schema=schema)
+_table = records
 
 
 def modbus(t, src, dst, codes, writes=0, state="SF", observers=("scada-span",)):
