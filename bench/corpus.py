@@ -79,21 +79,7 @@ def paced_copy(pb: str, out_dir: Path) -> Path:
     import test_playbooks as tp
     import yaml
     path = ROOT / "attack_playbooks" / f"{pb}.yaml"
-    name = yaml.safe_load(path.read_text())["name"]
-    merged = {k: {kk: dict(vv) for kk, vv in v.items()}
-              for k, v in tp.COMPRESS.get(name, {}).items()}
-    for step, over in PACING.get(name, {}).items():
-        for part, vals in over.items():
-            merged.setdefault(step, {}).setdefault(part, {}).update(vals)
-    saved = tp.COMPRESS.get(name)
-    tp.COMPRESS[name] = merged
-    try:
-        return tp.compressed_copy(path, out_dir)
-    finally:
-        if saved is None:
-            tp.COMPRESS.pop(name, None)
-        else:
-            tp.COMPRESS[name] = saved
+    return tp.compressed_copy(path, out_dir, PACING.get(yaml.safe_load(path.read_text())["name"]))
 
 
 def _done(out: Path) -> dict[str, Path]:

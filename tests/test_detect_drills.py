@@ -55,26 +55,6 @@ def quiet_limit(kind: str, benign_flows: int) -> int:
 PACING = {"airbase_c2_beacon": {"beacon": {"params": {"interval": 3}, "timing": {"duration": 36}}}}
 
 
-def paced_copy(playbook: str, out_dir: Path) -> Path:
-    import test_playbooks as tp
-    import yaml
-    path = ROOT / "attack_playbooks" / f"{playbook}.yaml"
-    name = yaml.safe_load(path.read_text())["name"]
-    saved = tp.COMPRESS.get(name)
-    merged = {k: {kk: dict(vv) for kk, vv in v.items()} for k, v in (saved or {}).items()}
-    for step, over in PACING.get(playbook, {}).items():
-        for part, vals in over.items():
-            merged.setdefault(step, {}).setdefault(part, {}).update(vals)
-    tp.COMPRESS[name] = merged
-    try:
-        return compressed_copy(path, out_dir)
-    finally:
-        if saved is None:
-            tp.COMPRESS.pop(name, None)
-        else:
-            tp.COMPRESS[name] = saved
-
-
 class Drill:
     def __init__(self, run_dir: Path):
         self.dir = run_dir
@@ -90,7 +70,8 @@ def _drill(topology: str, playbook: str | None, base: str) -> Drill:
     runs.mkdir(parents=True)
     args = ["drill", "run", ROOT / "topologies" / f"{topology}.yaml"]
     if playbook:
-        args.append(paced_copy(playbook, runs))
+        args.append(compressed_copy(ROOT / "attack_playbooks" / f"{playbook}.yaml", runs,
+                                    PACING.get(playbook)))
     else:
         args += ["--duration", "60", "--intensity", "2"]
     r = cli(*args, "--runs-dir", runs, "--warmup", "15", "--json", timeout=900)

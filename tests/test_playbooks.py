@@ -175,10 +175,16 @@ def test_replay_pcap_is_small_and_reproducible(tmp_path):
 
 # -- live: every playbook in a real twin (root) --------------------------------------------------
 
-def compressed_copy(path: Path, out_dir: Path) -> Path:
-    """The playbook with COMPRESS applied, written to ``out_dir`` (file params made absolute)."""
+def compressed_copy(path: Path, out_dir: Path, extra: dict | None = None) -> Path:
+    """The playbook with COMPRESS applied, written to ``out_dir`` (file params made absolute).
+    ``extra`` (``{step: {"params"|"timing": {...}}}``) is merged over COMPRESS: a caller that
+    needs more of a behaviour (the detector corpus, the detector drills) paces it slower."""
     doc = _doc(path)
-    over = COMPRESS.get(doc["name"], {})
+    over = {k: {kk: dict(vv) for kk, vv in v.items()}
+            for k, v in COMPRESS.get(doc["name"], {}).items()}
+    for step, parts in (extra or {}).items():
+        for part, vals in parts.items():
+            over.setdefault(step, {}).setdefault(part, {}).update(vals)
     for step in doc["steps"]:
         params = step.setdefault("params", {}) or {}
         step["params"] = params

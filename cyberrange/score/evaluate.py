@@ -148,10 +148,6 @@ def _load_run(path: Path, detectors, train, default_baseline_s) -> RunData:
     return rd
 
 
-def _window_start_us(rd: RunData) -> int | None:
-    return rd.window_start_us
-
-
 def _after(table: pa.Table, start_us: int | None) -> pa.Table:
     if start_us is None or table.num_rows == 0:
         return table
@@ -198,7 +194,7 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
             skipped.append({"dir": str(path), "status": status})
             continue
         rd = _load_run(Path(path), detectors, train, default_baseline_s)
-        start = _window_start_us(rd)
+        start = rd.window_start_us
         flows = _after(rd.flows, start)
         keep = None
         if start is not None and rd.flows.num_rows:
