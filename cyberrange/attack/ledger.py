@@ -67,22 +67,74 @@ def append_record(path, record: dict) -> None:
             os.fsync(fh.fileno())
 
 
-def read_ledger(path) -> list[dict]:
-    """Every record of a ledger file, in order (an empty list if the file does not exist)."""
+def read_ledger(path, missing_ok: bool = True) -> list[dict]:
+    """Every record of a ledger file, in order, each checked by ``check_record``: the one reader
+    of ledgers (scoring, evaluation, exports). A missing file is ``[]`` (``missing_ok``) or an
+    error; anything else wrong (not a regular file, not UTF-8, a line that is not JSON or is cut
+    short, a record without the fields scoring uses) is a UserError ``FILE:LINE: ...``."""
+    from cyberrange.errors import UserError
+    from cyberrange.shapes import read_regular
     path = Path(path)
-    if not path.exists():
-        return []
+    if not path.exists() and not path.is_symlink():
+        if missing_ok:
+            return []
+        raise UserError("the ledger is missing", file=str(path))
+    data = read_regular(path, "ledger")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start})", file=str(path),
+                        line=data[:exc.start].count(b"\n") + 1) from None
+    lines = text.split("\n")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not a JSON ledger record ({exc.msg})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            cut = " (the file ends in the middle of a record)" if n == len(lines) else ""
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise UserError(f"not a JSON ledger record ({why}){cut}", file=str(path), line=n,
+                            col=getattr(exc, "colno", None)) from None
+        try:
+            check_record(rec)
+        except UserError as exc:
+            raise UserError(exc.message, file=str(path), line=n) from None
+        out.append(rec)
     return out
+
+
+def check_record(rec) -> None:
+    """A UserError unless ``rec`` is a ledger record with the fields scoring reads, typed as the
+    format above says. Hand-written ledgers may leave out the optional fields."""
+    from cyberrange.errors import UserError
+    from cyberrange.shapes import NUM, json_type, want, want_list_of_objects
+    if not isinstance(rec, dict):
+        raise UserError(f"a ledger record must be a JSON object, not {json_type(rec)}")
+    step = want(rec, "step_id", (str,), "record")
+    if not step.strip():
+        raise UserError("record: 'step_id' is empty")
+    where = f"step {step!r}"
+    outcome = want(rec, "outcome", (str,), where)
+    if outcome not in OUTCOMES:
+        raise UserError(f"{where}: outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
+    for key in ("start", "end"):
+        want(rec, key, NUM, where)
+    for key in ("run_id", "name", "technique", "actor", "actor_ip", "error", "skipped_reason"):
+        want(rec, key, (str, None), where, required=False)
+    for key in ("packets_sent", "bytes_sent", "repeat"):
+        want(rec, key, (int, None), where, required=False)
+    want(rec, "targets", (list, None), where, required=False)
+    want(rec, "facts", (dict, None), where, required=False)
+    for i, flow in enumerate(want_list_of_objects(rec, "flows", where)):
+        fw = f"{where}: flows[{i}]"
+        for key in ("proto", "src", "dst"):
+            want(flow, key, (str,), fw)
+        for key in ("sport", "dport"):
+            want(flow, key, (int,), fw)
+        for key in ("packets", "bytes"):
+            want(flow, key, (int,), fw, required=False)
 
 
 class Ledger:

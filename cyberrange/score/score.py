@@ -24,39 +24,20 @@ Definitions (see docs/scoring.md):
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import UserError
-
 __all__ = ["load_ledger", "label_flows", "score_run", "packet_reconciliation"]
 
 
 def load_ledger(path: str | Path) -> list[dict]:
-    """The attack steps of a run, one JSON object per line of ``ledger.jsonl``."""
-    path = Path(path)
-    steps = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read ledger: {exc.strerror}", file=str(path)) from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            step = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"not valid JSON: {exc.msg}", file=str(path), line=n,
-                            col=exc.colno) from None
-        if not isinstance(step, dict) or "step_id" not in step:
-            raise UserError("a ledger line must be an object with a step_id", file=str(path),
-                            line=n)
-        steps.append(step)
-    return steps
+    """The attack steps of a run, one JSON object per line of ``ledger.jsonl``, each checked
+    (``attack.ledger.read_ledger``: the one ledger reader); a missing file is an error."""
+    from ..attack.ledger import read_ledger
+    return read_ledger(path, missing_ok=False)
 
 
 def _us(table: pa.Table, name: str) -> list[int]:
