@@ -75,7 +75,9 @@ def render(run, card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run, card: dict):
-    path = run.dir / "report.md"
+def write_report(run, card: dict, path=None):
+    """Write the report (into ``path``, default ``RUN/report.md``) and return where it went."""
+    from pathlib import Path
+    path = Path(path) if path is not None else run.dir / "report.md"
     path.write_text(render(run, card))
     return path
