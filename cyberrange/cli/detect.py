@@ -64,6 +64,16 @@ def _parse(pcap: str, run_id: str):
     return packets, flows, stats
 
 
+def _scoreable_run(ref: str, runs_dir: str):
+    """A finished drill run by folder, id or 'latest' (manifest checked), or a one-line error."""
+    from cyberrange.run import SCOREABLE_KINDS, Run
+    run = Run.open(ref, runs_dir, kinds=SCOREABLE_KINDS)
+    why = run.not_scoreable()
+    if why:
+        raise UserError(f"{run.dir}: {why}")
+    return run
+
+
 @detect.command("run")
 @click.argument("run_ref", metavar="[RUN]", required=False)
 @click.option("--pcap", type=click.Path(dir_okay=False), default=None,
@@ -82,7 +92,6 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
                as_json):
     """Run the detectors on a finished RUN (its alerts are replaced) or on --pcap FILE."""
     from cyberrange.detect.registry import load_detectors, run_detectors
-    from cyberrange.run import Run
     from cyberrange.store import open_store
     if (run_ref is None) == (pcap is None):
         raise UserError("give either a RUN or --pcap FILE")
@@ -109,12 +118,13 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
         title = (f"{pcap}: {pstats['packets']:,} packets, {flows.num_rows:,} flows, "
                  f"{alerts.num_rows} alerts")
     else:
-        run = Run.open(run_ref, runs_dir)
+        run = _scoreable_run(run_ref, runs_dir)
         if baseline_s is None:
             baseline_s = run.manifest.get("baseline_s")
         until = run.manifest.get("baseline_end") if baseline_s == run.manifest.get(
             "baseline_s") else None
-        with open_store(run.store_path) as store:
+        run.check_writable(run.store_path.name)
+        with run.open_store(read_only=False) as store:
             alerts = run_detectors(store, run.id, dets, baseline_s=baseline_s,
                                    baseline_until=until, stats=stats)
         title = f"run {run.id}: {alerts.num_rows} alerts"
@@ -151,7 +161,6 @@ def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json
 
     from cyberrange.detect.registry import load_detectors
     from cyberrange.report.evaluation import evaluation_markdown, print_evaluation
-    from cyberrange.run import Run
     from cyberrange.score.evaluate import evaluate, expand_runs
     dets = load_detectors(detectors_dir)
     if only:
@@ -159,13 +168,21 @@ def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json
         if unknown:
             raise UserError(f"--only: no detector named {unknown[0]!r} in {detectors_dir}/")
         dets = [d for d in dets if d.name in only]
-    paths = expand_runs(runs, runs_dir)
+    paths = expand_runs(runs, runs_dir, note=lambda text: click.echo(f"note: {text}", err=True))
+    if not paths:
+        raise UserError(f"nothing to evaluate: no drill run among {', '.join(runs)}")
+    for run in paths:
+        run.ledger()                            # a damaged ledger: one error, before warnings
+        if run.sealed():                        # the ground truth as the drill left it?
+            for row in run.verify_content(only=("ledger.jsonl",)):
+                if row["state"] != "ok":
+                    click.echo(f"warning: {run.ledger_path} {row['state']} since the drill "
+                               f"ended ({row['detail']}): evaluated as it is now", err=True)
     train = None
     if train_ref:
-        from cyberrange.store import open_store
         from cyberrange.telemetry.schema import RECORD_SCHEMAS
-        tr = Run.open(train_ref, runs_dir)
-        with open_store(tr.store_path) as store:
+        tr = _scoreable_run(train_ref, runs_dir)
+        with tr.open_store(read_only=True) as store:
             train = (store.read("flows", tr.id, columns=list(RECORD_SCHEMAS["flows"].names)),
                      store.read("packets", tr.id,
                                 columns=list(RECORD_SCHEMAS["packets"].names)))

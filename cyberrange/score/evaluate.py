@@ -30,7 +30,6 @@ Definitions (docs/detection-results.md shows them applied to the benchmark corpu
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections import defaultdict
@@ -57,25 +56,53 @@ def attack_id(technique: str | None) -> str | None:
     return technique.split("-", 1)[0]
 
 
-def expand_runs(refs, runs_dir="runs") -> list[Path]:
-    """Run folders from arguments: a run folder, a run id, or a folder of run folders."""
-    from ..run import Run
-    out: list[Path] = []
+def expand_runs(refs, runs_dir="runs", *, reason=None, refuse_named=False, note=None) -> list:
+    """Runs (``cyberrange.run.Run``, manifests checked) from arguments: a run folder, a run id,
+    'latest', or a folder of run folders. A folder that is no drill -- no manifest, or
+    ``reason(run)`` says why (default ``Run.not_a_drill``: a `cyberrange up` or `twin verify`
+    run) -- is skipped with ``note(text)``; one named on its own is refused instead when
+    ``refuse_named`` (``drill score``). A damaged manifest is an error, never a skip."""
+    from ..run import SCOREABLE_KINDS, Run
+    reason = reason or Run.not_a_drill
+    note = note or (lambda text: None)
+    out: list = []
     for ref in refs:
         p = Path(ref)
-        if p.is_dir() and not (p / "manifest.json").exists():
-            found = sorted(q.parent for q in p.glob("*/manifest.json"))
-            if not found:
-                raise UserError(f"{ref}: neither a run folder nor a folder of runs")
-            out += found
-        else:
-            out.append(Run.open(str(ref), runs_dir).dir)
+        if p.is_dir() and not _has_manifest(p):
+            subs = sorted(q for q in p.iterdir() if q.is_dir() and not q.name.startswith("."))
+            if not any(_has_manifest(q) for q in subs):
+                raise UserError(f"{ref}: neither a run folder (no manifest.json) nor a folder "
+                                "of runs")
+            for q in subs:
+                if not _has_manifest(q):
+                    note(f"skipping {q}: no manifest.json (not a run folder)")
+                    continue
+                run = Run.open(str(q))
+                why = reason(run)
+                if why:
+                    note(f"skipping {q}: {why}")
+                    continue
+                out.append(run)
+            continue
+        run = Run.open(str(ref), runs_dir, kinds=SCOREABLE_KINDS)
+        why = reason(run)
+        if why and refuse_named:
+            raise UserError(f"{run.dir}: {why}")
+        if why:
+            note(f"skipping {run.dir}: {why}")
+            continue
+        out.append(run)
     seen, uniq = set(), []
-    for p in out:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            uniq.append(p)
+    for run in out:
+        if run.dir.resolve() not in seen:
+            seen.add(run.dir.resolve())
+            uniq.append(run)
     return uniq
+
+
+def _has_manifest(folder: Path) -> bool:
+    m = folder / "manifest.json"
+    return m.exists() or m.is_symlink()
 
 
 @dataclass
@@ -107,28 +134,22 @@ class Evaluation:
                 "coverage": self.coverage, "totals": self.totals}
 
 
-def _load_run(path: Path, detectors, train, default_baseline_s) -> RunData:
-    from ..attack.ledger import read_ledger
+def _load_run(run, detectors, train, default_baseline_s) -> RunData:
     from ..detect.registry import baseline_end, baseline_window
-    from ..store import open_store
     from ..telemetry.schema import RECORD_SCHEMAS
-    manifest = json.loads((path / "manifest.json").read_text())
-    run_id = manifest["run_id"]
-    store_path = path / "store.duckdb"
-    if not store_path.exists():
-        raise UserError(f"{path}: no store.duckdb (re-create it: cyberrange drill score {path})")
-    ledger = read_ledger(path / "ledger.jsonl") if (path / "ledger.jsonl").exists() else []
+    manifest, run_id = run.manifest, run.id
+    ledger = run.ledger()
+    need_packets = any(d.needs_packets for d in detectors)
+    with run.open_store(read_only=True,
+                        need=("flows", "packets") if need_packets else ("flows",)) as store:
+        flows = store.read("flows", run_id, columns=list(RECORD_SCHEMAS["flows"].names))
+        packets = store.read("packets", run_id, columns=list(RECORD_SCHEMAS["packets"].names)) \
+            if need_packets else None
     baseline_s = manifest.get("baseline_s")
     if baseline_s is None:
         baseline_s = default_baseline_s
     until = manifest.get("baseline_end")
-    with open_store(store_path) as store:
-        flows = store.read("flows", run_id, columns=list(RECORD_SCHEMAS["flows"].names))
-        need_packets = any(d.needs_packets for d in detectors)
-        packets = store.read("packets", run_id, columns=list(RECORD_SCHEMAS["packets"].names)) \
-            if need_packets else None
-    rd = RunData(path, run_id, manifest.get("topology"), manifest.get("playbook"),
-                 manifest.get("kind") or ("drill" if ledger else "benign"),
+    rd = RunData(run.dir, run_id, manifest.get("topology"), manifest.get("playbook"), run.kind,
                  float(baseline_s or 0), ledger, flows)
     end = baseline_end(flows, packets, rd.baseline_s, until)
     rd.window_start_us = None if end is None else int(end.timestamp() * 1_000_000)
@@ -166,9 +187,12 @@ def _auc(labels: np.ndarray, scores: np.ndarray):
 
 def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0,
              on_run=None) -> Evaluation:
-    """Evaluate ``detectors`` on every run folder in ``run_dirs`` (see the module docstring).
-    ``train``: ``(flows, packets)`` every trainable detector learns from instead of each run's
-    own baseline window. ``on_run(i, n, path)`` is called before each run (progress)."""
+    """Evaluate ``detectors`` on every run in ``run_dirs`` (folders or ``Run``s; see the module
+    docstring). ``train``: ``(flows, packets)`` every trainable detector learns from instead of
+    each run's own baseline window. ``on_run(i, n, path)`` is called before each run (progress).
+    Every run folder is checked as it is read (``Run``: manifest, ledger, store): a damaged one
+    is a UserError naming the file; one that is no drill too; unfinished ones are skipped."""
+    from ..run import Run
     run_dirs = list(run_dirs)
     names = [d.name for d in detectors]
     fam = {d.name: d.family for d in detectors}
@@ -188,12 +212,16 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
     skipped = []
     for i, path in enumerate(run_dirs):
         if on_run:
-            on_run(i, len(run_dirs), path)
-        status = json.loads((Path(path) / "manifest.json").read_text()).get("status")
+            on_run(i, len(run_dirs), getattr(path, "dir", path))
+        run = path if isinstance(path, Run) else Run.open(str(path))
+        why = run.not_a_drill()
+        if why:
+            raise UserError(f"{run.dir}: {why}")
+        status = run.manifest.get("status")
         if status != "done":
-            skipped.append({"dir": str(path), "status": status})
+            skipped.append({"dir": str(run.dir), "status": status})
             continue
-        rd = _load_run(Path(path), detectors, train, default_baseline_s)
+        rd = _load_run(run, detectors, train, default_baseline_s)
         start = rd.window_start_us
         flows = _after(rd.flows, start)
         keep = None
