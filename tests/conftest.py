@@ -46,6 +46,21 @@ def cli(*args, cwd=ROOT, timeout=600, input=None):
                           capture_output=True, text=True, timeout=timeout, input=input)
 
 
+@pytest.fixture(scope="session")
+def drill_run(tmp_path_factory):
+    """One real drill for the whole suite: the README's default drill (``scripts/setup.sh
+    drill``), with the run folder redirected. ``(run_dir, output)``. Tests that damage or
+    re-score a run work on a copy (``shutil.copytree``), so every module shares this drill."""
+    if can_build_twin() is not None:
+        pytest.skip(f"twin: {can_build_twin()}")
+    runs = tmp_path_factory.mktemp("runs")
+    r = subprocess.run(["bash", "scripts/setup.sh", "drill", "--runs-dir", str(runs)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run_dir, r.stdout + r.stderr
+
+
 def pytest_sessionfinish(session, exitstatus):
     """After the whole suite no kernel object of any twin made by it may remain."""
     if can_build_twin() is not None:

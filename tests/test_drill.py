@@ -2,26 +2,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import duckdb
-import pytest
 
-from conftest import ROOT, cli, needs_twin
+from conftest import cli, needs_twin
 from cyberrange.twin.state import leftovers, live_states
 
 pytestmark = needs_twin
 
 
-@pytest.fixture(scope="module")
-def drill_run(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    # exactly the README's command, with the run folder redirected
-    r = subprocess.run(["bash", "scripts/setup.sh", "drill", "--runs-dir", str(runs)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
-    return run_dir, r.stdout + r.stderr
+# ``drill_run`` (tests/conftest.py): exactly the README's command, once for the whole suite
 
 
 def test_scorecard_shows_all_three_techniques_detected(drill_run):
