@@ -14,12 +14,10 @@ captured and stored (``score/reconcile.py``).
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,19 +56,6 @@ def load_inputs(topology_path, playbook_path, detectors_dir) -> Inputs:
     pb = load_playbook(playbook_path, topo) if playbook_path is not None else None
     dets = load_detectors(detectors_dir)
     return Inputs(topo, pb, dets)
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so every ``finally`` (teardown) runs."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 class BenignTraffic:
@@ -123,9 +108,16 @@ class BenignTraffic:
 
 
 def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
-    """Run one drill; returns the run (scored). ``ui`` receives progress callbacks."""
+    """Run one drill; returns the run (scored). ``ui`` receives progress callbacks.
+
+    The manifest always ends final: ``done``; ``failed`` when an attack step ended in error
+    or the analysis failed (the caller exits 1); ``interrupted`` on Ctrl-C or SIGTERM (see
+    ``session.TwinSession`` for the teardown that a second Ctrl-C cannot break)."""
     from cyberrange.attack.runner import run_playbook
+    from cyberrange.run import probe_runs_dir
+    from cyberrange.session import TwinSession
     from cyberrange.twin.build import Twin, preflight
+    from cyberrange.twin.shield import interruptible
     ui = ui or NullUI()
     inputs = load_inputs(topology_path, playbook_path, opts.detectors_dir)
     es = None
@@ -139,6 +131,7 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
         from cyberrange.errors import UserError
         raise UserError(f"{topology_path}: a benign-only drill needs benign traffic, but it is "
                         "disabled (--no-benign or the topology's benign.enabled: false)")
+    probe_runs_dir(opts.runs_dir)
     run = Run.create(opts.runs_dir, f"{topo.name}", {
         "topology": topology_path, "playbook": playbook_path}, seed=seed)
     baseline_s = opts.warmup_s if opts.baseline_s is None else opts.baseline_s
@@ -153,61 +146,9 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
     if opts.live:
         twin.sensor_rotate_s = opts.live_rotate_s
     stop_event = threading.Event()
-    benign = None
     live = stream = None
-    try:
-        with _sigterm_as_interrupt():
-            t0 = time.monotonic()
-            ui.phase("twin", f"building the twin of {topo.name} ({len(topo.nodes)} nodes)")
-            twin.start(stage_cb=lambda s: ui.phase("twin", f"twin: {s}"))
-            timings["twin_up_s"] = round(time.monotonic() - t0, 2)
-            run.manifest["twin"] = {"prefix": twin.state.prefix, "stages_s": twin.timings,
-                                    "netem": twin.netem}
-            run.manifest["warnings"] += twin.warnings
-            run.save()
-            if opts.live:
-                from cyberrange.detect.stream import StreamingDetection
-                from cyberrange.telemetry.live import LiveIngest
-                stream = StreamingDetection(inputs.detectors, baseline_s=baseline_s,
-                                            on_alert=getattr(ui, "live_alert", None))
-                live = LiveIngest(twin.sensors, run.store_path, run.id,
-                                  on_progress=getattr(ui, "live_progress", None),
-                                  on_records=stream.feed)
-                live.start()
-                if hasattr(ui, "live_started"):
-                    ui.live_started(live)
-            if opts.benign and topo.benign.enabled:
-                benign = BenignTraffic(twin, run, seed, opts.intensity)
-                n = benign.start()
-                # the baseline ends baseline_s after the generators started (the warm-up):
-                # trainable detectors learn from the records before it, whenever records begin
-                run.manifest["baseline_end"] = time.time() + baseline_s
-                run.save()
-                if stream is not None:
-                    stream.baseline_until = run.manifest["baseline_end"]
-                ui.phase("benign", f"benign traffic from {n} hosts, warming up {opts.warmup_s:g} s")
-                stop_event.wait(opts.warmup_s)
-            t0 = time.monotonic()
-            if pb is not None:
-                ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
-                run_playbook(pb, topo, twin, run.ledger_path, run.id, on_event=ui.attack_event,
-                             stop_event=stop_event)
-                timings["attack_s"] = round(time.monotonic() - t0, 2)
-            else:
-                run.ledger_path.touch()
-                ui.phase("attack", f"benign only: {opts.duration_s:g} s of traffic, no attack")
-                stop_event.wait(opts.duration_s)
-                timings["benign_only_s"] = round(time.monotonic() - t0, 2)
-            ui.phase("cooldown", f"cool-down {opts.cooldown_s:g} s")
-            stop_event.wait(opts.cooldown_s)
-    except KeyboardInterrupt:
-        run.manifest["status"] = "interrupted"
-        run.save()
-        raise
-    finally:
-        stop_event.set()
-        if benign is not None:
-            run.manifest["benign_requests"] = benign.stop()
+
+    def stop_captures():
         try:
             run.manifest["sensors"] = twin.stop_sensors()
             if live is not None:
@@ -217,91 +158,153 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
                 run.manifest["live"]["detection"] = stream.summary()
                 if hasattr(ui, "live_progress"):
                     ui.live_progress(dict(live.progress(), final=True))
-        except Exception as exc:  # noqa: BLE001 - never skip the teardown below
-            run.manifest["warnings"].append(f"stopping the sensors: {type(exc).__name__}: {exc}")
         finally:
             if live is not None:
                 live.close()
-        ui.phase("teardown", "tearing the twin down")
+
+    with TwinSession(run, twin, ui) as session:
+        session.start()
+        session.on_cleanup("stopping the sensors", stop_captures)
+        if opts.live:
+            from cyberrange.detect.stream import StreamingDetection
+            from cyberrange.telemetry.live import LiveIngest
+            stream = StreamingDetection(inputs.detectors, baseline_s=baseline_s,
+                                        on_alert=getattr(ui, "live_alert", None))
+            live = LiveIngest(twin.sensors, run.store_path, run.id,
+                              on_progress=getattr(ui, "live_progress", None),
+                              on_records=stream.feed)
+            live.start()
+            if hasattr(ui, "live_started"):
+                ui.live_started(live)
+        session.on_cleanup("stopping the attack", stop_event.set)
+        if opts.benign and topo.benign.enabled:
+            benign = BenignTraffic(twin, run, seed, opts.intensity)
+            session.on_cleanup("stopping benign traffic", lambda: run.manifest.update(
+                benign_requests=benign.stop()))
+            n = benign.start()
+            # the baseline ends baseline_s after the generators started (the warm-up):
+            # trainable detectors learn from the records before it, whenever records begin
+            run.manifest["baseline_end"] = time.time() + baseline_s
+            run.save()
+            if stream is not None:
+                stream.baseline_until = run.manifest["baseline_end"]
+            ui.phase("benign", f"benign traffic from {n} hosts, warming up {opts.warmup_s:g} s")
+            stop_event.wait(opts.warmup_s)
         t0 = time.monotonic()
-        removed = twin.stop()
-        timings["teardown_s"] = round(time.monotonic() - t0, 2)
-        run.manifest["teardown"] = removed
-        run.save()
-    card = analyse(run, inputs.detectors, ui, es=es)
+        if pb is not None:
+            ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
+            run_playbook(pb, topo, twin, run.ledger_path, run.id, on_event=ui.attack_event,
+                         stop_event=stop_event)
+            timings["attack_s"] = round(time.monotonic() - t0, 2)
+        else:
+            run.ledger_path.touch()
+            ui.phase("attack", f"benign only: {opts.duration_s:g} s of traffic, no attack")
+            stop_event.wait(opts.duration_s)
+            timings["benign_only_s"] = round(time.monotonic() - t0, 2)
+        ui.phase("cooldown", f"cool-down {opts.cooldown_s:g} s")
+        stop_event.wait(opts.cooldown_s)
+    try:
+        with interruptible():
+            card = analyse(run, inputs.detectors, ui, es=es)
+    except KeyboardInterrupt:
+        run.finish("interrupted")
+        raise
+    except BaseException as e:
+        run.finish("failed", error=f"analysis: {type(e).__name__}: {e}"[:2000])
+        raise
     timings["total_s"] = round(time.monotonic() - t_start, 2)
-    run.manifest["status"] = "done"
-    run.save()
     card["run"]["timings"] = timings
-    run.scorecard_path.write_text(json.dumps(card, indent=2, default=str))
+    _write_json(run.scorecard_path, card)
+    errors = [s for s in card.get("steps", []) if s.get("outcome") == "error"]
+    if errors:
+        run.finish("failed", error=f"{len(errors)} of {len(card['steps'])} attack steps ended "
+                                   f"in error ({', '.join(s['step_id'] for s in errors[:5])}; "
+                                   f"the reasons are in ledger.jsonl)")
+    else:
+        run.finish("done")
     return run
+
+
+def _write_json(path: Path, data) -> None:
+    """Write ``data`` as JSON into ``path`` whole or not at all (a temporary file, renamed)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
 
 
 def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     """pcaps -> store -> detectors -> alerts -> scorecard.json + report. No twin needed.
     ``es`` (an ElasticsearchStore): the records, alerts and ledger also go there, and the
-    reconciliation gets an ``es`` section (sent, acknowledged, spooled, replayed)."""
-    from cyberrange.attack.ledger import read_ledger
+    reconciliation gets an ``es`` section (sent, acknowledged, spooled, replayed).
+
+    The run folder is checked before any work (``Run.check_writable``, ``Run.ledger``,
+    ``Run.check_captures``: one UserError naming the file), and the new store, scorecard and
+    report are built beside the old ones and renamed over them only once all three are complete
+    (``Run.staged``): an error or a crash midway leaves the previous result as it was, and the
+    manifest is saved with the new counts only then."""
     from cyberrange.detect.registry import run_detectors
     from cyberrange.report.aar import write_report
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
+    from cyberrange.run import ANALYSIS_OUTPUTS
     ui = ui or NullUI()
+    ledger = run.check_analysable()
     timings = run.manifest.setdefault("timings", {})
-    t0 = time.monotonic()
-    ui.phase("telemetry", "parsing captures")
-    packets, flows, stats = parse_run_pcaps(run)
-    if run.store_path.exists():
-        run.store_path.unlink()
-    with open_store(run.store_path) as store:
-        store.write("packets", packets)
-        store.write("flows", flows)
-        timings["telemetry_s"] = round(time.monotonic() - t0, 2)
-        run.manifest["telemetry"] = {"packets": packets.num_rows, "flows": flows.num_rows,
-                                     "parser": stats}
+    with run.staged(*ANALYSIS_OUTPUTS,
+                    manifest_keys=("timings", "telemetry", "detectors_stats")) as new:
         t0 = time.monotonic()
-        ui.phase("detect", f"running {len(detectors)} detectors")
-        det_stats: dict = {}
-        alerts = run_detectors(store, run.id, detectors, stats=det_stats,
-                               baseline_s=run.manifest.get("baseline_s"),
-                               baseline_until=run.manifest.get("baseline_end"))
-        run.manifest["detectors_stats"] = det_stats
-        timings["detect_s"] = round(time.monotonic() - t0, 2)
-        ui.phase("score", "scoring alerts against the ledger")
-        ledger = read_ledger(run.ledger_path) if run.ledger_path.exists() else []
-        flows_t = store.read("flows", run.id)
-        packets_t = store.read("packets", run.id)
-    card = score_run(ledger, flows_t, alerts)
-    recon = packet_reconciliation(ledger, packets_t)
-    per_sensor = reconcile(run.dir, run.manifest, ledger, packets_t, stats)
-    mismatched = [r for r in recon if r["ledger_packets"] != r["stored_packets"]]
-    zero_loss = per_sensor["zero_loss"] and not mismatched
-    verdict = per_sensor["verdict"]
-    if mismatched:
-        verdict = (f"{len(mismatched)} of {len(recon)} attack 5-tuples differ (ledger vs stored)"
-                   + ("" if per_sensor["zero_loss"] else "; " + verdict))
-    card["reconciliation"] = {
-        "zero_loss": zero_loss,
-        "verdict": "zero loss" if zero_loss else verdict,
-        "ledger_packets": sum(r["ledger_packets"] for r in recon),
-        "stored_packets": sum(r["stored_packets"] for r in recon),
-        "five_tuples": len(recon),
-        "mismatched": mismatched[:50],
-        "per_sensor": per_sensor["per_sensor"],
-        "sensors": {k: {f: v.get(f) for f in ("kind", "captured", "received_by_filter",
-                                               "dropped_by_kernel", "pcap_frames")}
-                    for k, v in (run.manifest.get("sensors") or {}).items()},
-        "live": {k: v for k, v in (run.manifest.get("live") or {}).items() if k != "files"},
-    }
-    if es is not None:
-        from cyberrange.store.es_store import mirror_run
-        ui.phase("score", f"sending records to {es.config.url}")
-        card["reconciliation"]["es"] = mirror_run(es, run, packets, flows, alerts, ledger)
-    card["run"] = {k: run.manifest.get(k) for k in ("run_id", "topology", "playbook", "timings",
-                                                     "warnings", "telemetry", "benign_requests")}
-    run.scorecard_path.write_text(json.dumps(card, indent=2, default=str))
-    write_report(run, card)
+        ui.phase("telemetry", "parsing captures")
+        packets, flows, stats = parse_run_pcaps(run)
+        with open_store(new[run.store_path.name]) as store:
+            store.write("packets", packets)
+            store.write("flows", flows)
+            timings["telemetry_s"] = round(time.monotonic() - t0, 2)
+            run.manifest["telemetry"] = {"packets": packets.num_rows, "flows": flows.num_rows,
+                                         "parser": stats}
+            t0 = time.monotonic()
+            ui.phase("detect", f"running {len(detectors)} detectors")
+            det_stats: dict = {}
+            alerts = run_detectors(store, run.id, detectors, stats=det_stats,
+                                   baseline_s=run.manifest.get("baseline_s"),
+                                   baseline_until=run.manifest.get("baseline_end"))
+            run.manifest["detectors_stats"] = det_stats
+            timings["detect_s"] = round(time.monotonic() - t0, 2)
+            ui.phase("score", "scoring alerts against the ledger")
+            flows_t = store.read("flows", run.id)
+            packets_t = store.read("packets", run.id)
+        card = score_run(ledger, flows_t, alerts)
+        recon = packet_reconciliation(ledger, packets_t)
+        per_sensor = reconcile(run.dir, run.manifest, ledger, packets_t, stats)
+        mismatched = [r for r in recon if r["ledger_packets"] != r["stored_packets"]]
+        zero_loss = per_sensor["zero_loss"] and not mismatched
+        verdict = per_sensor["verdict"]
+        if mismatched:
+            verdict = (f"{len(mismatched)} of {len(recon)} attack 5-tuples differ (ledger vs "
+                       "stored)" + ("" if per_sensor["zero_loss"] else "; " + verdict))
+        card["reconciliation"] = {
+            "zero_loss": zero_loss,
+            "verdict": "zero loss" if zero_loss else verdict,
+            "ledger_packets": sum(r["ledger_packets"] for r in recon),
+            "stored_packets": sum(r["stored_packets"] for r in recon),
+            "five_tuples": len(recon),
+            "mismatched": mismatched[:50],
+            "per_sensor": per_sensor["per_sensor"],
+            "sensors": {k: {f: v.get(f) for f in ("kind", "captured", "received_by_filter",
+                                                   "dropped_by_kernel", "pcap_frames")}
+                        for k, v in (run.manifest.get("sensors") or {}).items()},
+            "live": {k: v for k, v in (run.manifest.get("live") or {}).items() if k != "files"},
+        }
+        if es is not None:
+            from cyberrange.store.es_store import mirror_run
+            ui.phase("score", f"sending records to {es.config.url}")
+            card["reconciliation"]["es"] = mirror_run(es, run, packets, flows, alerts, ledger)
+        card["run"] = {k: run.manifest.get(k) for k in ("run_id", "topology", "playbook",
+                                                         "timings", "warnings", "telemetry",
+                                                         "benign_requests")}
+        new[run.scorecard_path.name].write_text(json.dumps(card, indent=2, default=str))
+        write_report(run, card, path=new[run.report_path.name])
+    run.save()
     return card
 
 

@@ -483,9 +483,10 @@ def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int
     manifest into a new run folder, tear the twin down. No benign traffic, no detection.
     Returns ``(run, records)``. Every input and every literal target is checked first."""
     from cyberrange.attack.playbook import load_playbook
-    from cyberrange.drill import NullUI, _sigterm_as_interrupt
+    from cyberrange.drill import NullUI
     from cyberrange.model.loader import load_topology
-    from cyberrange.run import Run
+    from cyberrange.run import Run, probe_runs_dir
+    from cyberrange.session import TwinSession
     from cyberrange.twin.build import Twin, preflight
     ui = ui or NullUI()
     topo = load_topology(topology_path)
@@ -493,6 +494,7 @@ def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int
     check_static(pb, topo)
     preflight()
     seed = pb.seed if seed is None else seed
+    probe_runs_dir(runs_dir)
     run = Run.create(runs_dir, topo.name, {"topology": topology_path, "playbook": playbook_path},
                      seed=seed)
     run.manifest.update(topology=topo.name, playbook=pb.name, kind="attack",
@@ -503,43 +505,26 @@ def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int
     t_start = time.monotonic()
     twin = Twin(topo, run.dir, run.id, log=ui.warn)
     stop_event = threading.Event()
-    records: list[dict] = []
-    try:
-        with _sigterm_as_interrupt():
-            t0 = time.monotonic()
-            ui.phase("twin", f"building the twin of {topo.name} ({len(topo.nodes)} nodes)")
-            twin.start(stage_cb=lambda s: ui.phase("twin", f"twin: {s}"))
-            timings["twin_up_s"] = round(time.monotonic() - t0, 2)
-            run.manifest["twin"] = {"prefix": twin.state.prefix, "stages_s": twin.timings,
-                                    "netem": twin.netem}
-            run.manifest["warnings"] += twin.warnings
-            run.save()
-            t0 = time.monotonic()
-            ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
-            records = run_playbook(pb, topo, twin, run.ledger_path, run.id,
-                                   on_event=ui.attack_event, stop_event=stop_event, seed=seed)
-            timings["attack_s"] = round(time.monotonic() - t0, 2)
-    except KeyboardInterrupt:
-        run.manifest["status"] = "interrupted"
-        raise
-    except ContainmentError as exc:
-        run.manifest["status"] = "refused"
-        run.manifest["error"] = str(exc)
-        raise
-    finally:
-        stop_event.set()
-        run.manifest["sensors"] = twin.stop_sensors()
-        ui.phase("teardown", "tearing the twin down")
+    with TwinSession(run, twin, ui) as session:
+        session.start()
+        session.on_cleanup("stopping the sensors",
+                           lambda: run.manifest.update(sensors=twin.stop_sensors()))
+        session.on_cleanup("stopping the attack", stop_event.set)
         t0 = time.monotonic()
-        run.manifest["teardown"] = twin.stop()
-        timings["teardown_s"] = round(time.monotonic() - t0, 2)
-        timings["total_s"] = round(time.monotonic() - t_start, 2)
-        run.save()
+        ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
+        run_playbook(pb, topo, twin, run.ledger_path, run.id, on_event=ui.attack_event,
+                     stop_event=stop_event, seed=seed)
+        timings["attack_s"] = round(time.monotonic() - t0, 2)
+    timings["total_s"] = round(time.monotonic() - t_start, 2)
     from cyberrange.attack.ledger import read_ledger
     records = read_ledger(run.ledger_path)
-    run.manifest["status"] = "done"
     run.manifest["outcomes"] = {o: sum(1 for r in records if r["outcome"] == o)
                                 for o in dict.fromkeys(r["outcome"] for r in records)}
     run.manifest["attack_packets"] = sum(r["packets_sent"] for r in records)
-    run.save()
+    errors = run.manifest["outcomes"].get("error", 0)
+    if errors:
+        run.finish("failed", error=f"{errors} of {len(records)} step executions ended in error "
+                                   f"(the reasons are in ledger.jsonl)")
+    else:
+        run.finish("done")
     return run, records

@@ -1,4 +1,4 @@
-"""``cyberrange drill run|score|report``: red/blue drills from the terminal."""
+"""``cyberrange drill run|score|report|verify``: red/blue drills from the terminal."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cyberrange.cli._console import make_console
+from cyberrange.cli._params import INTENSITY, POSITIVE_SECONDS, SECONDS, SEED
 from cyberrange.drill import DrillOptions, analyse, run_drill
+from cyberrange.errors import CheckFailed, UserError
 from cyberrange.report.terminal import print_scorecard
 from cyberrange.run import Run
 
@@ -26,6 +28,7 @@ class RichUI:
         self.task = None
         self.done: set[str] = set()
         self.steps = 0
+        self.run = None
 
     def __enter__(self):
         self.progress.start()
@@ -35,6 +38,7 @@ class RichUI:
         self.progress.stop()
 
     def run_started(self, run, topo, pb):
+        self.run = run
         self.steps = len(pb.steps) if pb else 0
         self.task = self.progress.add_task("starting", total=len(PHASES) + self.steps)
         self.console.print(f"[cyan]run[/] {run.id}  [dim]{run.dir}[/]")
@@ -105,22 +109,23 @@ def drill():
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("--benign/--no-benign", default=True, show_default=True,
               help="Generate benign background traffic during the drill.")
-@click.option("--warmup", default=10.0, show_default=True,
+@click.option("--warmup", type=SECONDS, default=10.0, show_default=True,
               help="Seconds of benign traffic before the attack; trainable detectors learn "
                    "normal behaviour from them (see --baseline).")
-@click.option("--baseline", "baseline_s", type=float, default=None,
+@click.option("--baseline", "baseline_s", type=SECONDS, default=None,
               help="Seconds from the start that trainable detectors learn from "
                    "(default: --warmup).")
-@click.option("--duration", "duration_s", default=60.0, show_default=True,
+@click.option("--duration", "duration_s", type=POSITIVE_SECONDS, default=60.0, show_default=True,
               help="Without a PLAYBOOK (benign-only drill): seconds of benign traffic.")
-@click.option("--cooldown", default=2.0, show_default=True, help="Seconds after the last step before capture stops.")
-@click.option("--seed", type=int, default=None, help="Seed for benign traffic (default: the topology's).")
-@click.option("--intensity", type=float, default=None,
+@click.option("--cooldown", type=SECONDS, default=2.0, show_default=True,
+              help="Seconds after the last step before capture stops.")
+@click.option("--seed", type=SEED, default=None, help="Seed for benign traffic (default: the topology's).")
+@click.option("--intensity", type=INTENSITY, default=None,
               help="Scale every benign traffic rate (default: the topology's; 2 = twice as busy).")
 @click.option("--live", is_flag=True,
               help="Store records during the drill: sensors rotate every --rotate seconds and "
                    "each closed pcap is ingested at once (the final store is rebuilt exactly).")
-@click.option("--rotate", "rotate_s", default=2.0, show_default=True,
+@click.option("--rotate", "rotate_s", type=POSITIVE_SECONDS, default=2.0, show_default=True,
               help="Live mode: rotate every sensor's pcap at least this often (seconds).")
 @click.option("--store", "store_url", default=None, metavar="URL",
               help="Also send records, alerts and ledger to Elasticsearch (es://HOST:PORT, "
@@ -132,44 +137,131 @@ def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, basel
 
     Without PLAYBOOK the drill is benign only (--duration seconds of background traffic): it
     measures the detectors' false alarms on a quiet network."""
+    import sys
+
+    from cyberrange.session import stale_twins_note
     console = make_console(stderr=as_json)
     opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
                         warmup_s=warmup, cooldown_s=cooldown, seed=seed, live=live,
                         live_rotate_s=rotate_s, intensity=intensity, duration_s=duration_s,
                         baseline_s=baseline_s, store=store_url)
-    with RichUI(console) as ui:
-        run = run_drill(topology, playbook, opts, ui)
+    stale_twins_note(console, interactive=sys.stdin.isatty() and console.is_terminal)
+    ui = RichUI(console)
+    try:
+        with ui:
+            run = run_drill(topology, playbook, opts, ui)
+    except BaseException as e:
+        if ui.run is not None and not isinstance(e, (UserError, SystemExit)):
+            _say_how_it_ended(ui.run, console)
+        raise
     card = json.loads(run.scorecard_path.read_text())
     if as_json:
         click.echo(json.dumps(card, indent=2))
     else:
         print_scorecard(card, console)
         console.print(f"scorecard: {run.scorecard_path}   report: {run.dir / 'report.md'}")
+    if run.manifest.get("status") != "done":
+        raise CheckFailed(f"drill {run.id} {run.manifest.get('status')}: "
+                          f"{run.manifest.get('error', '')}")
+
+
+def _say_how_it_ended(run, console) -> None:
+    """One line after an interrupted or failed drill: what happened to the twin."""
+    m = run.manifest
+    td = m.get("teardown") or {}
+    if td.get("complete"):
+        twin = (f"the twin was removed ({td.get('processes', 0)} processes, "
+                f"{td.get('links', 0)} links)")
+    elif td:
+        twin = (f"the twin was NOT fully removed: run `{td.get('cleanup') or 'cyberrange down'}`")
+    else:
+        twin = "no twin was built" if not m.get("twin") else \
+            f"the twin may be left: run `cyberrange down {run.id}`"
+    console.print(f"[yellow]{m.get('status', 'stopped')}[/]: {twin}; run folder {run.dir}")
 
 
 @drill.command("score")
-@click.argument("run_ref", metavar="RUN")
+@click.argument("run_refs", nargs=-1, required=True, metavar="RUN...")
 @click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
 @click.option("--runs-dir", default="runs", show_default=True)
-def drill_score(run_ref, detectors_dir, runs_dir):
-    """Re-parse, re-detect and re-score a finished RUN (folder, id or 'latest'); no twin needed."""
+def drill_score(run_refs, detectors_dir, runs_dir):
+    """Re-parse, re-detect and re-score finished runs (folders, ids, 'latest', or a folder of
+    runs); no twin needed.
+
+    Each run folder is checked first: a damaged manifest, ledger or capture, or a run that is no
+    drill, is refused with one line and its previous result stays as it was (in a folder of
+    runs, folders that are no drill are skipped with a note). A ledger or capture that changed
+    since the drill ended is scored as it is now, with a warning per file (see drill verify)."""
     from cyberrange.detect.registry import load_detectors
-    run = Run.open(run_ref, runs_dir)
-    card = analyse(run, load_detectors(detectors_dir))
-    run.save()
-    print_scorecard(card, make_console())
+    from cyberrange.score.evaluate import expand_runs
+    runs = expand_runs(run_refs, runs_dir, reason=Run.not_scoreable, refuse_named=True,
+                       note=lambda text: click.echo(f"note: {text}", err=True))
+    if not runs:
+        raise UserError(f"nothing to score: no finished drill among {', '.join(run_refs)}")
+    detectors = load_detectors(detectors_dir)
+    console = make_console()
+    for run in runs:
+        run.check_analysable()                  # before the warnings: a refusal is one line
+        if run.sealed():
+            for row in run.verify_content():
+                if row["state"] != "ok":
+                    click.echo(f"warning: {run.dir / row['file']} {row['state']} since the drill "
+                               f"ended ({row['detail']}): scored as it is now", err=True)
+        card = analyse(run, detectors)
+        print_scorecard(card, console)
 
 
 @drill.command("report")
 @click.argument("run_ref", metavar="RUN")
 @click.option("--runs-dir", default="runs", show_default=True)
 def drill_report(run_ref, runs_dir):
-    """Show the scorecard of a finished RUN (folder, id or 'latest')."""
-    run = Run.open(run_ref, runs_dir)
-    if not run.scorecard_path.exists():
-        from cyberrange.errors import UserError
-        raise UserError(f"{run.dir}: not scored yet (cyberrange drill score {run.id})")
-    print_scorecard(json.loads(run.scorecard_path.read_text()), make_console())
+    """Show the scorecard of a finished RUN (folder, id or 'latest'); a scorecard that is not
+    one the drill wrote (damaged, another run's) is refused with one line."""
+    from cyberrange.run import SCOREABLE_KINDS
+    run = Run.open(run_ref, runs_dir, kinds=SCOREABLE_KINDS)
+    why = run.not_scoreable()
+    if why:
+        raise UserError(f"{run.dir}: {why}")
+    print_scorecard(run.scorecard(), make_console())
+
+
+@drill.command("verify")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--runs-dir", default="runs", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the files and their states as JSON.")
+def drill_verify(run_ref, runs_dir, as_json):
+    """Check a RUN's ledger and captures against the sha256 hashes sealed into its manifest when
+    the drill ended: each file ok, changed, missing or extra. Exit 0 when intact, 1 when not."""
+    import time
+
+    from rich import box
+    from rich.table import Table
+    run = Run.open(run_ref, runs_dir, kinds=("drill", "benign"))
+    rows = run.verify_content()
+    bad = [r for r in rows if r["state"] != "ok"]
+    if as_json:
+        click.echo(json.dumps({"run_id": run.id, "intact": not bad, "files": rows}, indent=2))
+    else:
+        colour = {"ok": "green", "changed": "red", "missing": "red", "extra": "yellow"}
+        t = Table(box=box.SIMPLE_HEAVY)
+        for h in ("file", "state", "detail"):
+            t.add_column(h)
+        for r in rows:
+            t.add_row(r["file"], f"[{colour[r['state']]}]{r['state']}[/]", r["detail"])
+        console = make_console()
+        sealed = run.manifest["content"].get("sealed")
+        when = time.strftime(" (%Y-%m-%d %H:%M:%S UTC)", time.gmtime(sealed)) \
+            if isinstance(sealed, (int, float)) else ""
+        console.print(f"run {run.id}: ledger and captures against the seal{when}")
+        console.print(t)
+    if bad:
+        states = {}
+        for r in bad:
+            states[r["state"]] = states.get(r["state"], 0) + 1
+        raise CheckFailed(f"{run.dir}: {len(bad)} of {len(rows)} files differ from the seal ("
+                          + ", ".join(f"{n} {s}" for s, n in states.items()) + ")")
+    if not as_json:
+        click.echo(f"intact: {len(rows)} files match the seal")
 
 
 COMMANDS = [drill]

@@ -27,11 +27,20 @@ def main(argv=None):
     _register()
     try:
         cli.main(args=argv, prog_name="cyberrange", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        from cyberrange.twin import shield
+        signum = shield.last_signal or 2
+        click.echo(f"stopped by {'Ctrl-C' if signum == 2 else f'signal {signum}'}", err=True)
+        sys.exit(128 + signum)
+    except click.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":    # a group called bare: its help
+            click.echo(e.format_message(), err=True)
+            sys.exit(2)
+        hint = f" (see: {e.ctx.command_path} --help)" if e.ctx is not None else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {e.format_message()}", err=True)
         sys.exit(2)
     except (UserError, EnvironmentProblem) as e:
         click.echo(f"error: {e}", err=True)
@@ -39,6 +48,10 @@ def main(argv=None):
     except CheckFailed as e:
         click.echo(f"failed: {e}", err=True)
         sys.exit(1)
+    except OSError as e:            # a full disk, a read-only folder: one line, not a traceback
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        click.echo(f"error: {where}{e.strerror or e}", err=True)
+        sys.exit(2)
     sys.exit(0)
 
 

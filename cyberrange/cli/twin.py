@@ -16,7 +16,7 @@ from rich.table import Table
 
 from cyberrange.cli._console import make_console
 from cyberrange.errors import UserError
-from cyberrange.twin.state import TwinState, live_states, teardown
+from cyberrange.twin.state import TwinState, live_states
 
 
 def _twin_table(twin) -> Table:
@@ -33,12 +33,16 @@ def _twin_table(twin) -> Table:
 
 def _build(file, runs_dir, console):
     from cyberrange.model.loader import load_topology
-    from cyberrange.run import Run
+    from cyberrange.run import Run, probe_runs_dir
+    from cyberrange.session import stale_twins_note
     from cyberrange.twin.build import Twin, preflight
     topo = load_topology(file)
     preflight(need_dns=True)
+    stale_twins_note(console, interactive=sys.stdin.isatty() and console.is_terminal)
+    probe_runs_dir(runs_dir)
     run = Run.create(runs_dir, f"{topo.name}-up", {"topology": file})
-    run.manifest["kind"] = "twin"
+    run.manifest.update(kind="twin", topology=topo.name)
+    run.save()
     twin = Twin(topo, run.dir, run.id, log=lambda m: console.print(f"[yellow]warning:[/] {m}"))
     return run, twin
 
@@ -70,29 +74,36 @@ def up(file, runs_dir, detach):
                 return
             time.sleep(0.2)
         raise UserError("the twin did not come up within 300 s")
+    from cyberrange.session import TwinSession
     run, twin = _build(file, runs_dir, console)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with console.status("building the twin"):
-            twin.start()
-        console.print(_twin_table(twin))
-        console.print(f"twin is up (prefix {twin.state.prefix}, run {run.id}). Ctrl-C or "
-                      f"`cyberrange down {twin.state.prefix}` removes it.")
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        removed = twin.stop()
-        console.print(f"twin removed: {removed.get('processes', 0)} processes, "
-                      f"{removed.get('links', 0)} links")
+        with TwinSession(run, twin) as session:
+            with console.status("building the twin"):
+                session.start()
+            console.print(_twin_table(twin))
+            console.print(f"twin is up (prefix {twin.state.prefix}, run {run.id}). Ctrl-C or "
+                          f"`cyberrange down {twin.state.prefix}` removes it.")
+            while not stop.wait(0.5):
+                pass
+    except KeyboardInterrupt:        # Ctrl-C or `down` is how an `up` twin normally ends
+        if (run.manifest.get("teardown") or {}).get("complete"):
+            run.manifest["ended_by"] = "signal"
+            run.finish("done")
+    else:
+        run.finish("done")
+    td = run.manifest.get("teardown") or {}
+    console.print(f"twin removed: {td.get('processes', 0)} processes, {td.get('links', 0)} links"
+                  + ("" if td.get("complete", True) else
+                     f"; NOT complete, run `{td.get('cleanup')}`"))
 
 
-def _select(ref: str | None, all_: bool) -> list[TwinState]:
+def _select(ref: str | None, all_: bool, stale: bool = False) -> list[TwinState]:
     states = live_states()
     if all_:
         return states
+    if stale:
+        return [s for s in states if not s.owner_alive]
     if ref is None:
         if len(states) == 1:
             return states
@@ -118,29 +129,50 @@ def _is_cli(pid: int) -> bool:
 @click.command("down")
 @click.argument("ref", required=False)
 @click.option("--all", "all_", is_flag=True, help="Remove every twin of this machine made by cyberrange.")
-def down(ref, all_):
-    """Remove a twin (by prefix or run id): its namespaces, links, bridges and processes."""
+@click.option("--stale", is_flag=True,
+              help="Remove every twin whose owning process died (SIGKILL, a crash, a forced quit).")
+def down(ref, all_, stale):
+    """Remove a twin (by prefix or run id): its namespaces, links, bridges and processes.
+
+    The twin's run folder is finalised: a run whose owner died ends `killed`, with the
+    teardown summary in its manifest."""
+    from cyberrange.session import finalise_stale_run, remove_twin, stale_runs
     console = Console(stderr=True)
-    states = _select(ref, all_)
+    states = _select(ref, all_, stale)
+    if stale or all_:
+        for m in stale_runs():
+            status = finalise_stale_run(m)
+            console.print(f"run {m['run_id']} (no twin left) was left unfinished by a process "
+                          f"that died; its manifest now says {status}")
     if not states:
-        console.print("no twin is up")
+        console.print("no stale twin" if stale else "no twin is up")
         return
+    left = 0
     for s in states:
         # ask the owning process first (it tears down cleanly), then sweep what is left
         try:
             # Only a cyberrange command that owns the twin is asked to stop; a library user's
             # process (a test runner, a notebook) is left alive and its twin removed under it.
-            if s.owner_pid != os.getpid() and _is_cli(s.owner_pid):
+            if s.owner_alive and s.owner_pid != os.getpid() and _is_cli(s.owner_pid):
                 os.kill(s.owner_pid, signal.SIGTERM)
-                for _ in range(100):
-                    if not s.path.exists():
+                for _ in range(150):
+                    if not s.path.exists() or not s.owner_alive:
                         break
                     time.sleep(0.1)
         except ProcessLookupError:
             pass
-        removed = teardown(s) if s.path.exists() else {"processes": "by owner", "links": "by owner"}
+        if s.path.exists():
+            removed = remove_twin(s, how="killed")
+        else:
+            removed = {"processes": "by owner", "links": "by owner", "left": 0}
+        left += bool(removed.get("left"))
         console.print(f"removed twin {s.prefix} ({s.topology}, run {s.run_id}): "
-                      f"{removed.get('processes')} processes, {removed.get('links')} links")
+                      f"{removed.get('processes')} processes, {removed.get('links')} links"
+                      + (f"; {removed['left']} objects could not be removed: "
+                         f"{removed.get('left_objects')}" if removed.get("left") else ""))
+    if left:
+        from cyberrange.errors import CheckFailed
+        raise CheckFailed(f"{left} twin(s) not fully removed (see above)")
 
 
 @click.command("status")
@@ -148,12 +180,25 @@ def status():
     """List the twins that are up on this machine."""
     states = live_states()
     t = Table(box=box.SIMPLE)
-    for c in ("prefix", "topology", "run", "status", "nodes", "owner pid", "age"):
+    for c in ("prefix", "topology", "run", "status", "nodes", "owner", "age"):
         t.add_column(c)
+    dead = [s for s in states if not s.owner_alive]
     for s in states:
-        t.add_row(s.prefix, s.topology, s.run_id, s.status, str(len(s.node_pids)), str(s.owner_pid),
+        alive = s not in dead
+        t.add_row(s.prefix, s.topology, s.run_id,
+                  s.status if alive else "[red]orphaned[/]", str(len(s.node_pids)),
+                  f"pid {s.owner_pid}" + ("" if alive else " [red](dead)[/]"),
                   f"{time.time() - s.created:.0f} s")
-    Console().print(t if states else "no twin is up")
+    console = Console()
+    console.print(t if states else "no twin is up")
+    from cyberrange.session import stale_runs
+    runs = stale_runs()
+    for m in runs:
+        console.print(f"run {m['run_id']}: its owner (pid {m['owner_pid']}) died before "
+                      f"finishing it (no twin left)")
+    if dead or runs:
+        console.print(f"{len(dead)} twin(s) and {len(runs)} run(s) outlived their owner: "
+                      f"`cyberrange down --stale` removes them and finalises their runs")
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True})
@@ -197,17 +242,21 @@ def verify_cmd(file, runs_dir, bandwidth, as_json):
     from cyberrange.run import Run
     from cyberrange.twin.build import preflight
     from cyberrange.twin.verify import verify
+    from cyberrange.run import probe_runs_dir
     console = make_console(stderr=as_json)
     topo = load_topology(file)
     preflight(need_dns=True)
+    probe_runs_dir(runs_dir)
     run = Run.create(runs_dir, f"{topo.name}-verify", {"topology": file})
+    run.manifest.update(kind="verify", topology=topo.name)
+    run.save()
     with console.status("booting the twin") as st:
         rep = verify(topo, run.dir, bandwidth=bandwidth,
                      log=lambda m: console.print(f"[yellow]warning:[/] {m}"),
-                     stage_cb=lambda s: st.update(f"twin: {s}"))
+                     stage_cb=lambda s: st.update(f"twin: {s}"), run=run)
     (run.dir / "verify.json").write_text(_json.dumps(rep, indent=2, default=str))
-    run.manifest.update(kind="verify", status="done", summary=rep["summary"])
-    run.save()
+    run.manifest.update(summary=rep["summary"])
+    run.finish("done")
     if as_json:
         click.echo(_json.dumps(rep, indent=2, default=str))
     else:

@@ -29,7 +29,8 @@ from pathlib import Path
 from cyberrange.errors import EnvironmentProblem
 from cyberrange.model.topology import Topology
 from cyberrange.twin import firewall, shaping
-from cyberrange.twin.state import TwinState, netns_inode, new_prefix, teardown
+from cyberrange.twin.shield import Shield
+from cyberrange.twin.state import TwinState, netns_inode, new_prefix, process_start, teardown
 
 REQUIRED_TOOLS = {"mnexec": "mininet", "tcpdump": "tcpdump", "nft": "nftables",
                   "ip": "iproute2", "tc": "iproute2", "brctl": "bridge-utils",
@@ -82,6 +83,7 @@ class Twin:
         self.netem = False
         self.state: TwinState | None = None
         self.timings: dict[str, float] = {}
+        self.removed: dict = {}
         self._stopped = False
 
     # -- lifecycle -----------------------------------------------------------
@@ -91,7 +93,7 @@ class Twin:
             (self.run_dir / d).mkdir(parents=True, exist_ok=True)
         self.state = TwinState(prefix=new_prefix(), run_id=self.run_id,
                                run_dir=str(self.run_dir), topology=self.topo.name,
-                               owner_pid=os.getpid())
+                               owner_pid=os.getpid(), owner_start=process_start(os.getpid()))
         self.state.nft_table = f"cyberrange_{self.state.prefix}"
         self.state.save()
         stages = [("network", self._build_network), ("configure", self._configure),
@@ -113,11 +115,20 @@ class Twin:
         return self
 
     def stop(self) -> dict:
-        """Remove everything this twin created. Idempotent."""
+        """Remove everything this twin created. Idempotent: later calls return the first
+        call's summary. Ctrl-C and SIGTERM do not interrupt it (``twin/shield.py``)."""
         if self._stopped or self.state is None:
-            return {}
+            return self.removed
         self._stopped = True
-        self.stop_sensors()
+        with Shield(self.state.prefix, down_ref=self.run_id, say=self.log):
+            self.removed = self._stop()
+        return self.removed
+
+    def _stop(self) -> dict:
+        try:
+            self.stop_sensors()
+        except Exception as exc:  # noqa: BLE001 - the objects must go even if a capture failed
+            self.log(f"stopping the sensors: {type(exc).__name__}: {exc}")
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()

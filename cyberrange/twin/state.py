@@ -38,8 +38,14 @@ def new_prefix() -> str:
     raise RuntimeError("no free twin prefix")
 
 
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    """Run a command outside this process group: a Ctrl-C at the terminal (sent to the whole
+    foreground group) must not kill an ``ip link del`` halfway through a teardown."""
+    return subprocess.run(argv, capture_output=True, text=True, start_new_session=True)
+
+
 def _prefixes_in_use() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    out = _run(["ip", "-o", "link", "show"]).stdout
     names = re.findall(r"^\d+: ([^:@]+)", out, flags=re.M)
     return {n[:5] for n in names if re.match(r"^c[0-9a-f]{4}[hsm]\d", n)}
 
@@ -57,6 +63,7 @@ class TwinState:
     topology: str
     owner_pid: int                                   # the process that holds the Mininet objects
     created: float = field(default_factory=time.time)
+    owner_start: int = 0                             # its start time (clock ticks since boot)
     node_pids: dict[str, int] = field(default_factory=dict)      # model node -> shell pid
     netns: dict[str, str] = field(default_factory=dict)          # model node -> netns inode
     kernel_names: dict[str, str] = field(default_factory=dict)   # model node/zone -> kernel name
@@ -78,7 +85,32 @@ class TwinState:
 
     @classmethod
     def load(cls, path: Path) -> "TwinState":
-        return cls(**json.loads(Path(path).read_text()))
+        data = json.loads(Path(path).read_text())
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def owner_alive(self) -> bool:
+        """Whether the process that built this twin still runs (the same process: a pid that
+        was reused by another program since does not count)."""
+        if not _alive(self.owner_pid):
+            return False
+        return not self.owner_start or process_start(self.owner_pid) == self.owner_start
+
+
+def process_start(pid: int) -> int:
+    """A process's start time in clock ticks since boot (0 if unknown): with the pid, it names
+    one process for good, where a pid alone may be reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def stale_states() -> list["TwinState"]:
+    """Twins whose owner died without removing them (SIGKILL, a crash, a forced quit)."""
+    return [s for s in live_states() if not s.owner_alive]
 
 
 def live_states() -> list[TwinState]:
@@ -88,7 +120,7 @@ def live_states() -> list[TwinState]:
     for p in sorted(STATE_DIR.glob("c*.json")):
         try:
             states.append(TwinState.load(p))
-        except (ValueError, TypeError):
+        except (OSError, ValueError, TypeError):
             continue
     return states
 
@@ -140,16 +172,32 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def shells_of(prefix: str, kind: str = "hs") -> list[int]:
+    """The Mininet shells (``bash ... mininet:<prefix>h3``) of one twin, alive: host shells
+    (``h``, each in its own namespace), switch shells (``s``, in the root namespace)."""
+    pat = re.compile(rf"mininet:{re.escape(prefix)}[{kind}]\d+\b")
+    return [int(d) for d in os.listdir("/proc")
+            if d.isdigit() and pat.search(_cmdline(int(d))) and _alive(int(d))]
+
+
 def teardown(state: TwinState, grace: float = 2.0) -> dict:
     """Remove every kernel object of one twin, and only those. Safe to call twice."""
     removed = {"processes": 0, "links": 0, "nft": 0}
-    root_ns = netns_inode(1)
-    inodes = {i for i in state.netns.values() if i and i != root_ns}
+    # Never the namespace this process runs in, nor pid 1's (when it can be read: in some
+    # sandboxes /proc/1/ns is not readable even by root), nor the switches' (root namespace).
+    outside = {netns_inode(os.getpid()), netns_inode(1)} - {None}
+    # Mininet's host shells carry the prefix in their command line: found by it too, so that
+    # a twin whose owner died before the state file listed every node is removed whole
+    host_shells = shells_of(state.prefix, "h")
+    shell_pids = set(host_shells) | set(shells_of(state.prefix, "s")) | {
+        p for p in state.node_pids.values()
+        if _alive(p) and f"mininet:{state.prefix}" in _cmdline(p)}
+    inodes = {i for i in state.netns.values() if i}
+    inodes |= {i for i in map(netns_inode, host_shells) if i}
+    inodes -= outside
     # 1. processes: those started in the root namespace (sensors), then everything inside the
     #    twin's namespaces (services, agents, traffic, and the Mininet node shells).
     root_pids = [p for p in state.root_pids if _alive(p) and state.prefix in _cmdline(p)]
-    shell_pids = [p for p in state.node_pids.values()
-                  if _alive(p) and f"mininet:{state.prefix}" in _cmdline(p)]
     victims = set(root_pids) | set(shell_pids) | set(pids_in_netns(inodes))
     victims.discard(os.getpid())
     _kill(victims, signal.SIGTERM)
@@ -161,28 +209,36 @@ def teardown(state: TwinState, grace: float = 2.0) -> dict:
     removed["processes"] = len(victims)
     # 2. links and bridges in the root namespace that carry this twin's prefix
     pat = object_re(state.prefix)
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    out = _run(["ip", "-o", "link", "show"]).stdout
     names = [n for n in re.findall(r"^\d+: ([^:@]+)", out, flags=re.M) if pat.match(n)]
     # bridges first (so their ports are free), then veths (deleting one end removes both)
     for n in sorted(names, key=lambda n: "-eth" in n):
-        r = subprocess.run(["ip", "link", "del", n], capture_output=True, text=True)
+        r = _run(["ip", "link", "del", n])
         removed["links"] += r.returncode == 0
     # 3. the sensors' nftables table
     if state.nft_table:
-        r = subprocess.run(["nft", "delete", "table", "netdev", state.nft_table],
-                           capture_output=True, text=True)
+        r = _run(["nft", "delete", "table", "netdev", state.nft_table])
         removed["nft"] += r.returncode == 0
-    try:
-        state.path.unlink()
-    except FileNotFoundError:
-        pass
+    left = leftovers(state.prefix)
+    stray = [p for p in pids_in_netns(inodes) if _alive(p) and p != os.getpid()]
+    if stray:
+        left["processes"] = sorted(set(left["processes"]) | {f"{p} {_cmdline(p).strip()}"
+                                                             for p in stray})
+    removed["left"] = sum(len(v) for v in left.values())
+    if removed["left"]:
+        removed["left_objects"] = left
+    else:                 # the state file goes only once nothing is left: `down` can retry
+        try:
+            state.path.unlink()
+        except FileNotFoundError:
+            pass
     return removed
 
 
 def leftovers(prefix: str | None = None) -> dict[str, list[str]]:
     """Kernel objects that look like a twin's (any twin's, or one prefix's): for tests and doctor."""
     pat = re.compile(rf"^{prefix}[hsm]\d" if prefix else r"^c[0-9a-f]{4}[hsm]\d")
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    out = _run(["ip", "-o", "link", "show"]).stdout
     links = [n for n in re.findall(r"^\d+: ([^:@]+)", out, flags=re.M) if pat.match(n)]
     procs = []
     for d in os.listdir("/proc"):
@@ -192,7 +248,7 @@ def leftovers(prefix: str | None = None) -> dict[str, list[str]]:
                     or (("tcpdump" in cl) and pat.pattern[1:] and re.search(
                         (prefix or r"c[0-9a-f]{4}") + r"m\d", cl)):
                 procs.append(f"{d} {cl.strip()}")
-    nft = subprocess.run(["nft", "list", "tables", "netdev"], capture_output=True, text=True).stdout
+    nft = _run(["nft", "list", "tables", "netdev"]).stdout
     tables = [t for t in re.findall(r"table netdev (\S+)", nft)
               if t.startswith("cyberrange_" + (prefix or ""))]
     return {"links": links, "processes": procs, "nft_tables": tables}

@@ -141,11 +141,23 @@ def measure_bandwidth(twin, seconds: float = 3.0) -> list[dict]:
     return out
 
 
-def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None) -> dict:
+def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None,
+           run=None) -> dict:
+    """Boot, probe, measure, tear down. With ``run`` (a Run whose folder is ``run_dir``) the
+    twin's life is a ``session.TwinSession``: signals, teardown and the manifest as in a drill."""
+    from contextlib import nullcontext
+
+    from cyberrange.session import TwinSession
     from cyberrange.twin.build import Twin
     twin = Twin(topo, run_dir, Path(run_dir).name, log=log)
     t0 = time.monotonic()
     report: dict = {"topology": topo.name}
+    with (TwinSession(run, twin) if run is not None else nullcontext()):
+        _measure(twin, report, t0, bandwidth, stage_cb)
+    return _summarise(report)
+
+
+def _measure(twin, report: dict, t0: float, bandwidth: bool, stage_cb) -> None:
     try:
         twin.start(stage_cb=stage_cb)
         report["boot_s"] = round(time.monotonic() - t0, 2)
@@ -161,6 +173,9 @@ def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None)
             report["bandwidth"] = measure_bandwidth(twin)
     finally:
         twin.stop()
+
+
+def _summarise(report: dict) -> dict:
     reach_rows = report["reachability"]
     bw = [b for b in report.get("bandwidth", []) if b.get("status") == "measured"]
     report["summary"] = {

@@ -1,0 +1,48 @@
+"""Numeric option types that refuse what would hang or corrupt a run: NaN, infinity, negative
+durations, a zero traffic intensity. click's own ``FloatRange`` lets NaN through (every
+comparison with NaN is false), so these check ``math.isfinite`` first."""
+from __future__ import annotations
+
+import math
+
+import click
+
+
+class Number(click.ParamType):
+    """A finite number in ``[low, high]`` (``low`` excluded when ``above``)."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, *,
+                 above: bool = False, integer: bool = False, unit: str = ""):
+        self.low, self.high, self.above, self.integer, self.unit = low, high, above, integer, unit
+        self.name = "integer" if integer else (unit or "number")
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(value, 10) if self.integer else float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not {'an integer' if self.integer else 'a number'}",
+                          param, ctx)
+        if isinstance(number, float) and not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.low is not None and (number <= self.low if self.above else number < self.low):
+            self.fail(f"{value} must be {'>' if self.above else '>='} {self.low:g}"
+                      f"{' ' + self.unit if self.unit else ''}", param, ctx)
+        if self.high is not None and number > self.high:
+            self.fail(f"{value} must be <= {self.high:g}{' ' + self.unit if self.unit else ''}",
+                      param, ctx)
+        return int(number) if self.integer else float(number)
+
+    def __repr__(self) -> str:
+        return f"Number({self.low}, {self.high})"
+
+
+DAY = 86_400.0
+SECONDS = Number(0, DAY, unit="seconds")                  # a wait that may be zero
+POSITIVE_SECONDS = Number(0, DAY, above=True, unit="seconds")
+INTENSITY = Number(0, 1000, above=True)                  # a traffic-rate multiplier
+SEED = Number(0, 2**63 - 1, integer=True)
