@@ -244,10 +244,10 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     manifest is saved with the new counts only then."""
     from cyberrange.detect.registry import run_detectors
     from cyberrange.report.aar import write_report
+    from cyberrange.run import ANALYSIS_OUTPUTS
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
-    from cyberrange.run import ANALYSIS_OUTPUTS
     ui = ui or NullUI()
     ledger = run.check_analysable()
     timings = run.manifest.setdefault("timings", {})

@@ -39,9 +39,14 @@ from pathlib import Path
 
 from cyberrange import __version__
 from cyberrange.errors import UserError
-from cyberrange.shapes import (NUM, file_kind, json_type, read_json_object, want,
-                               want_list_of_objects)
-
+from cyberrange.shapes import (
+    NUM,
+    file_kind,
+    json_type,
+    read_json_object,
+    want,
+    want_list_of_objects,
+)
 
 LEDGER = "ledger.jsonl"
 SCOREABLE_KINDS = ("drill", "benign", "ingest")
@@ -83,7 +88,17 @@ def _versions() -> dict:
     return out
 
 
-FINAL_STATUSES = ("done", "interrupted", "failed", "killed")
+FINAL_STATUSES = ("done", "interrupted", "failed", "killed", "ingested")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 RESERVE = ".reserve"            # room kept free so the manifest can be finalised on a full disk
 RESERVE_BYTES = 1 << 20
 MIN_FREE_MB = int(os.environ.get("CYBERRANGE_MIN_FREE_MB", "64"))
@@ -113,7 +128,7 @@ def probe_runs_dir(runs_dir, min_free_mb: int | None = None) -> Path:
     return p
 
 
-STATUSES = ("running",) + FINAL_STATUSES + ("ingested",)
+STATUSES = ("running",) + FINAL_STATUSES
 
 
 def _peek_kind(run_dir: Path) -> str | None:
@@ -478,6 +493,11 @@ class Run:
                 for q in (p, p.with_name(p.name + ".wal")):       # DuckDB's log beside a store
                     q.unlink(missing_ok=True)
         clean()
+        for n in names:                 # what an analysis killed midway (SIGKILL) left behind
+            for q in self.dir.glob(f".{n}.new-*"):
+                pid = q.name.rsplit("-", 1)[-1].removesuffix(".wal")
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    q.unlink(missing_ok=True)
         try:
             yield tmp
         except BaseException:

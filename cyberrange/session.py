@@ -26,7 +26,8 @@ from __future__ import annotations
 import time
 from contextlib import suppress
 
-from cyberrange.twin.shield import Shield, interruptible, received as shield_received
+from cyberrange.twin.shield import Shield, interruptible
+from cyberrange.twin.shield import received as shield_received
 
 
 class TwinSession:

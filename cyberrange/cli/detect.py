@@ -10,6 +10,7 @@ from rich import box
 from rich.table import Table
 
 from cyberrange.cli._console import make_console
+from cyberrange.cli._params import SECONDS
 from cyberrange.errors import UserError
 
 
@@ -80,7 +81,7 @@ def _scoreable_run(ref: str, runs_dir: str):
               help="Score an external capture (pcap/pcapng) without a twin.")
 @click.option("--train-pcap", type=click.Path(dir_okay=False), default=None,
               help="A benign capture the trainable detectors learn from (with --pcap).")
-@click.option("--baseline", "baseline_s", type=float, default=None,
+@click.option("--baseline", "baseline_s", type=SECONDS, default=None,
               help="Trainable detectors learn from the first N seconds (default: a run's "
                    "warm-up; 0 with --pcap unless given).")
 @click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
@@ -146,7 +147,7 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
 @click.option("--train", "train_ref", default=None,
               help="A benign run every trainable detector learns from (default: each run's "
                    "own warm-up).")
-@click.option("--baseline", "baseline_s", type=float, default=0.0, show_default=True,
+@click.option("--baseline", "baseline_s", type=SECONDS, default=0.0, show_default=True,
               help="Baseline seconds for runs whose manifest does not record one.")
 @click.option("--only", multiple=True, help="Evaluate only these detector instances.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,

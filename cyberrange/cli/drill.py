@@ -5,7 +5,13 @@ import json
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from cyberrange.cli._console import make_console
 from cyberrange.cli._params import INTENSITY, POSITIVE_SECONDS, SECONDS, SEED

@@ -97,12 +97,13 @@ def ingest_pcaps(files: list[str], runs_dir: str = "runs", observer: str | None 
     stats = dict(stats)
     stats["files"] = {Path(k).name: v for k, v in stats.get("files", {}).items()}
     # (not "sensors": that key holds tcpdump's counters of a drill's live sensors)
-    run.manifest.update(kind="ingest", status="ingested", captures=placed,
+    run.manifest.update(kind="ingest", captures=placed,
                         telemetry={"packets": packets.num_rows, "flows": flows.num_rows,
                                    "parser": stats})
     run.manifest["timings"].update(copy_s=round(t1 - t0, 3), telemetry_s=round(t2 - t1, 3),
                                    store_s=round(t3 - t2, 3), total_s=round(t3 - t0, 3))
-    run.save()
+    run.seal()                          # `drill verify` can then tell a changed capture
+    run.finish("ingested")
     summary = {"run_id": run.id, "run_dir": str(run.dir), "packets": packets.num_rows,
                "flows": flows.num_rows, "frames": stats["frames"], "bytes": stats["bytes"],
                "skipped": stats["skipped"], "top_talkers": talkers, "transports": transports,

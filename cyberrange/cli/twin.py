@@ -239,10 +239,9 @@ def verify_cmd(file, runs_dir, bandwidth, as_json):
 
     from cyberrange.errors import CheckFailed
     from cyberrange.model.loader import load_topology
-    from cyberrange.run import Run
+    from cyberrange.run import Run, probe_runs_dir
     from cyberrange.twin.build import preflight
     from cyberrange.twin.verify import verify
-    from cyberrange.run import probe_runs_dir
     console = make_console(stderr=as_json)
     topo = load_topology(file)
     preflight(need_dns=True)

@@ -30,7 +30,13 @@ from cyberrange.errors import EnvironmentProblem
 from cyberrange.model.topology import Topology
 from cyberrange.twin import firewall, shaping
 from cyberrange.twin.shield import Shield
-from cyberrange.twin.state import TwinState, netns_inode, new_prefix, process_start, teardown
+from cyberrange.twin.state import (
+    TwinState,
+    netns_inode,
+    new_prefix,
+    process_start,
+    teardown,
+)
 
 REQUIRED_TOOLS = {"mnexec": "mininet", "tcpdump": "tcpdump", "nft": "nftables",
                   "ip": "iproute2", "tc": "iproute2", "brctl": "bridge-utils",
