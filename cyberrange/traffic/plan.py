@@ -25,8 +25,8 @@ DNS_NAMES = 16                                 # names one host looks up (a samp
 
 @cache
 def _role_defaults_raw() -> dict[str, list[dict]]:
-    import yaml
-    return yaml.safe_load(ROLES_FILE.read_text()) or {}
+    from cyberrange.model.yamlsrc import load_yaml
+    return load_yaml(ROLES_FILE).data or {}
 
 
 def role_defaults() -> dict[str, list[TrafficProfile]]:
