@@ -13,6 +13,7 @@ from rich import box
 from rich.table import Table
 
 from cyberrange.attack.catalog import TECHNIQUES
+from cyberrange.cli.topo import allow_outside_option
 from cyberrange.errors import UserError
 
 DOCS = "docs/techniques.md"
@@ -123,6 +124,7 @@ def _timing_text(step) -> str:
 
 
 @attack.command("validate")
+@allow_outside_option
 @click.argument("playbook", type=click.Path(dir_okay=False))
 @click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
               help="Topology file to cross-check actors and targets against (and count them).")
@@ -190,6 +192,7 @@ def _attack_ui(console):
 
 
 @attack.command("run")
+@allow_outside_option
 @click.argument("playbook", type=click.Path(dir_okay=False))
 @click.option("--topology", "topology_file", type=click.Path(dir_okay=False), required=True,
               help="Topology file of the twin to build.")

@@ -16,12 +16,28 @@ from rich.table import Table
 console = Console()
 
 
+def allow_outside_option(f):
+    """``--allow-outside DIR`` (repeatable): files named inside the inputs (includes, a replay's
+    pcap) may also lie below DIR, not only in the folder tree of the file given on the command
+    line (docs/topology-format.md, "Includes and file references")."""
+    def remember(ctx, param, value):
+        from cyberrange.model.inputpaths import allow_outside
+        allow_outside(value)
+        return value
+    return click.option("--allow-outside", "allow_outside", multiple=True, metavar="DIR",
+                        type=click.Path(file_okay=False), expose_value=False, is_eager=True,
+                        callback=remember,
+                        help="also accept included / referenced files below DIR (repeatable; "
+                             "or CYBERRANGE_INPUT_PATHS=DIR:DIR)")(f)
+
+
 @click.group()
 def topo():
     """Check, lint, query, draw, import and export topology files (no root needed)."""
 
 
 @topo.command("check")
+@allow_outside_option
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the summary and findings as JSON")
 def topo_check(file, as_json):
@@ -87,6 +103,7 @@ def _print_findings(findings) -> None:
 
 
 @topo.command("reach")
+@allow_outside_option
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--from", "src", default=None, metavar="ZONE|NODE",
               help="source: a zone or node (matrix rows); a node for a single query")
@@ -168,6 +185,7 @@ def _print_matrix(m) -> None:
 
 
 @topo.command("paths")
+@allow_outside_option
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--from", "sources", multiple=True, metavar="NODE",
               help="entry point (repeatable; default: the topology's entry_points)")
@@ -203,6 +221,7 @@ def topo_paths(file, sources, targets, k, as_json):
 
 
 @topo.command("show")
+@allow_outside_option
 @click.argument("file", type=click.Path(dir_okay=False))
 def topo_show(file):
     """A tree of FILE: zones, nodes (role, address, services, software), routers, links;
@@ -214,6 +233,7 @@ def topo_show(file):
 
 
 @topo.command("graph")
+@allow_outside_option
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="picture to write: .svg or .png")
@@ -252,6 +272,7 @@ def topo_import(file, out):
 
 
 @topo.command("export")
+@allow_outside_option
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--graphml", "graphml", required=True, type=click.Path(dir_okay=False),
               help="GraphML file to write (nodes, zones, interfaces with profiles)")
@@ -270,6 +291,7 @@ def playbook():
 
 
 @playbook.command("check")
+@allow_outside_option
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
               help="topology file to check actors and targets against")

@@ -58,13 +58,19 @@ from cyberrange.model.topology import (
     TrafficProfile,
     Zone,
 )
-from cyberrange.model.yamlsrc import Doc, did_you_mean, load_yaml, schema_error
+from cyberrange.model import inputpaths
+from cyberrange.model.yamlsrc import LIMITS, Doc, did_you_mean, load_yaml, schema_error
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 PROFILES_FILE = Path(__file__).parent / "profiles.yaml"
 UDP_SERVICES = ("dns", "c2-dns", "ntp", "syslog")    # their proto defaults to udp
 MAX_NODES = 1000          # version 1 (also in the schema)
 MAX_NODES_V2 = 10000      # version 2, after includes and block instances
+# at most this many of each top-level part (v2: after includes and block instances); checked
+# before the schema and before any expansion, so that a small file cannot make a huge model
+MAX_ITEMS = {"nodes": MAX_NODES_V2, "zones": 10000, "links": 10000, "sensors": 10000,
+             "profiles": 1000, "blocks": 1000, "instances": 10000, "missions": 10000,
+             "crown_jewels": 10000, "entry_points": 10000, "include": 1000}
 
 # keys only a version 2 file may use: where they may appear -> the keys
 V2_TOP_KEYS = ("include", "blocks", "instances", "missions", "crown_jewels", "entry_points")
@@ -98,9 +104,10 @@ def _part_schema(part: str) -> dict:
 
 def load_topology(path) -> Topology:
     """Read, validate and complete the topology in ``path``; raise ``UserError`` on bad input."""
-    doc = load_yaml(path)
+    doc = load_yaml(path, "topology")
     if not isinstance(doc.data, dict):
         raise doc.error("a topology file must be a mapping with version, name, zones, nodes, ...")
+    _counts(doc)
     _version_keys(doc)
     err = schema_error(doc, topology_schema())
     if err:
@@ -164,6 +171,15 @@ def _profile(doc: Doc, path, name: str, p: dict) -> LinkProfile:
                        loss_pct=float(p.get("loss", 0)))
 
 
+def _counts(doc: Doc) -> None:
+    """No top-level part holds more than ``MAX_ITEMS`` (cheap, before the schema's work)."""
+    for key, most in MAX_ITEMS.items():
+        value = doc.data.get(key)
+        if isinstance(value, (list, dict)) and len(value) > most:
+            raise doc.error(f"too many {key.replace('_', ' ')}: {len(value):,} (at most {most:,})",
+                            (key,), key=True)
+
+
 # -- version 1 files must not use version 2 keys -----------------------------------------
 
 def _version_keys(doc: Doc) -> None:
@@ -204,10 +220,16 @@ def _version_keys(doc: Doc) -> None:
 
 def _includes(doc: Doc) -> list[str]:
     """Merge every file named by ``include:`` (recursively, each file once) into ``doc``.
-    Returns the included files' paths in merge order."""
+    Returns the included files' paths in merge order.
+
+    An included file must lie in the top-level file's folder tree (or an allowed folder, see
+    ``model/inputpaths.py``): that is checked before it is opened, and all the files together
+    may have at most twice the size of one topology."""
     root_dir = os.path.dirname(os.path.abspath(doc.file))
+    tree = inputpaths.tree_of(doc.file)
     merged: list[str] = []
     seen = {os.path.realpath(doc.file)}
+    budget = [2 * LIMITS["topology"].max_bytes - os.path.getsize(doc.file)]
 
     def show(file: str) -> str:
         return os.path.relpath(os.path.abspath(file), root_dir)
@@ -215,8 +237,10 @@ def _includes(doc: Doc) -> list[str]:
     def visit(cur: Doc, chain: list[tuple[str, str]]):
         for j, rel in enumerate(cur.data.get("include", [])):
             path = ("include", j)
+            real = inputpaths.confine(rel, os.path.dirname(cur.file), tree)
+            if real is None:
+                raise cur.error(inputpaths.outside_message("included file", rel, tree), path)
             target = os.path.normpath(os.path.join(os.path.dirname(cur.file), rel))
-            real = os.path.realpath(target)
             reals = [c[0] for c in chain]
             if real in reals:
                 names = [c[1] for c in chain[reals.index(real):]] + [show(target)]
@@ -225,9 +249,14 @@ def _includes(doc: Doc) -> list[str]:
                 continue                      # included already (a diamond): merge once
             if not os.path.isfile(target):
                 raise cur.error(f"included file '{rel}' not found (looked for {target})", path)
-            inc = load_yaml(target)
+            budget[0] -= os.path.getsize(target)
+            if budget[0] < 0:
+                raise cur.error(f"the topology and its includes are too large together (at "
+                                f"most {2 * LIMITS['topology'].max_bytes:,} bytes)", path)
+            inc = load_yaml(target, "topology")
             if not isinstance(inc.data, dict):
                 raise inc.error("an included file must be a mapping with zones, nodes, ...")
+            _counts(inc)
             err = schema_error(inc, _fragment_schema())
             if err:
                 raise err
@@ -238,6 +267,10 @@ def _includes(doc: Doc) -> list[str]:
             seen.add(real)
             merged.append(target)
             _merge(doc, inc)
+            for key in (*MERGED_MAPS, *MERGED_LISTS):
+                if len(doc.data[key]) > MAX_ITEMS[key]:
+                    raise cur.error(f"too many {key.replace('_', ' ')} with '{rel}' included: "
+                                    f"{len(doc.data[key]):,} (at most {MAX_ITEMS[key]:,})", path)
             visit(inc, chain + [(real, show(target))])
 
     visit(doc, [(os.path.realpath(doc.file), show(doc.file))])
@@ -411,6 +444,12 @@ def _instances(doc: Doc) -> None:
         if free:
             raise doc.error(f"block {name} needs a value for param '{free[0]}' (give it in "
                             f"'with:'{' or use count:' if counter is None else ''})", ipath)
+        for section in ("nodes", "zones", "links", "sensors"):   # before expanding anything
+            made = len(numbers) * len(block.get(section, []))
+            if len(d[section]) + made > MAX_ITEMS[section]:
+                raise doc.error(f"block {name}: {len(numbers):,} instances would make "
+                                f"{len(d[section]) + made:,} {section} (at most "
+                                f"{MAX_ITEMS[section]:,})", ipath)
         if name not in positions:
             positions[name] = _block_positions(doc, name)
         for n in numbers:
