@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from cyberrange.attack.catalog import TECHNIQUES
 from cyberrange.errors import UserError
+from cyberrange.model import inputpaths
 from cyberrange.model.topology import SourceRef, Topology
 from cyberrange.model.yamlsrc import (
     Doc,
@@ -44,6 +46,19 @@ FACT_ANY = re.compile(r"#\{([^{}]*)\}")
 FACT_INNER = re.compile(r"^\s*([a-z][a-z0-9_-]{0,31})\.([A-Za-z0-9_-]+)\s*$")
 
 DEFAULT_MAX_RATE = 100_000.0        # packets/s: the per-step rate cap unless defaults.max_rate says
+SECONDS_MAX = 86_400                # a day: the longest delay, at, every, duration or interval
+REPEAT_MAX = 10_000                 # executions of one step (timing.repeat)
+# the largest value of a numeric technique parameter, by name (docs/playbook-format.md); NaN and
+# infinity never get here (the YAML loader refuses them), negatives are refused for every one
+PARAM_MAX = {
+    "timeout": 3_600, "connect_timeout": 3_600, "io_timeout": 3_600, "settle": 3_600,
+    "quiet": 3_600, "interval": SECONDS_MAX, "duration": SECONDS_MAX, "pause": SECONDS_MAX,
+    "round_pause": SECONDS_MAX, "jitter": 1, "retries": 100, "repeat": REPEAT_MAX,
+    "port": 65_535, "dport": 65_535, "unit": 255, "address": 65_535, "value": 65_535,
+    "size": 64 << 20, "chunk": 64 << 20, "seed": 2**63 - 1,
+    "rate": None,                   # checked against the per-step rate cap (defaults.max_rate)
+}
+NUMBER_MAX = 10_000_000             # any other numeric parameter (counts, packets, batches)
 ACTOR_FROM = ("each", "first")      # several actors from a fact: run from each one, or the first
 V2_STEP_KEYS = ("requires", "when", "parallel", "from")
 V2_TIMING_KEYS = ("at", "duration", "rate", "jitter", "repeat", "every")
@@ -147,7 +162,7 @@ def playbook_schema() -> dict:
 # --------------------------------------------------------------------------- loading
 def load_playbook(path, topology: Topology | None = None) -> Playbook:
     """Read and check the playbook in ``path``; with ``topology``, also check names against it."""
-    doc = load_yaml(path)
+    doc = load_yaml(path, "playbook")
     if not isinstance(doc.data, dict):
         raise doc.error("a playbook file must be a mapping with version, name, steps, ...")
     err = schema_error(doc, playbook_schema())
@@ -334,17 +349,22 @@ FILE_PARAMS = ("pcap",)
 
 def _resolve_files(doc: Doc, path, params: dict) -> None:
     """File parameters (a replay's pcap) are relative to the playbook file; the agent runs with
-    another working directory, so they become absolute here, and must exist."""
+    another working directory, so they become absolute here, and must exist. Like a topology's
+    includes they must lie in the playbook's folder tree, the library or an allowed folder
+    (``model/inputpaths.py``): the agent runs as root and would replay any file."""
+    tree = inputpaths.tree_of(doc.file)
     for name in FILE_PARAMS:
         value = params.get(name)
         if not isinstance(value, str) or not value or "#{" in value:
             continue
-        f = Path(value)
-        if not f.is_absolute():
-            f = (Path(doc.file).resolve().parent / f).resolve()
-        if not f.is_file():
-            raise doc.error(f"{name}: no file {value} (looked for {f})", path + ("params", name))
-        params[name] = str(f)
+        real = inputpaths.confine(value, os.path.dirname(os.path.abspath(doc.file)), tree)
+        if real is None:
+            raise doc.error(inputpaths.outside_message(f"params.{name}", value, tree),
+                            path + ("params", name))
+        if not os.path.isfile(real):
+            raise doc.error(f"{name}: no file {value} (looked for {real})",
+                            path + ("params", name))
+        params[name] = real
 
 
 def _params(doc: Doc, path, given: dict, technique) -> dict:
@@ -369,8 +389,14 @@ def _params(doc: Doc, path, given: dict, technique) -> dict:
                 if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
                     raise doc.error(f"{describe(doc, ppath)}: {port!r} is not a port 1..65535",
                                     ppath + (k,))
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise doc.error(f"{describe(doc, ppath)}: must not be negative, got {value}", ppath)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value < 0:
+                raise doc.error(f"{describe(doc, ppath)}: must not be negative, got {value}",
+                                ppath)
+            top = PARAM_MAX.get(name, NUMBER_MAX)
+            if top is not None and value > top:
+                raise doc.error(f"{describe(doc, ppath)}: {value} is too large (at most "
+                                f"{top:,})", ppath)
     return out
 
 
@@ -399,6 +425,11 @@ def _timing(doc: Doc, path, t: dict, technique, params: dict, max_rate: float) -
     timing = Timing(delay=float(t.get("delay", 0)), at=t.get("at"), duration=t.get("duration"),
                     rate=t.get("rate"), jitter=float(t.get("jitter", 0)),
                     repeat=int(t.get("repeat", 1)), every=float(t.get("every", 0)))
+    if timing.repeat > 1 and (timing.repeat - 1) * timing.every * (1 + timing.jitter) > SECONDS_MAX:
+        raise doc.error(f"{describe(doc, tpath)}: {timing.repeat} repeats every "
+                        f"{timing.every:g} s last more "
+                        f"than a day ({SECONDS_MAX:,} s); fewer repeats or a shorter 'every'",
+                        tpath + ("repeat",))
     # the rate: timing.rate and params.rate are the same thing; say it once
     if timing.rate is not None:
         if "rate" in (doc.get(path + ("params",)) or {}) and params["rate"] != timing.rate:
