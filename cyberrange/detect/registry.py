@@ -15,12 +15,13 @@ Errors name the file and line: ``detectors/x.yaml:7:18: unknown setting 'treshol
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 
 import pyarrow as pa
-import yaml
 
 from ..errors import UserError
+from ..model.yamlsrc import load_yaml
 from .base import Detector, SettingError, alerts_to_table
 
 __all__ = ["FAMILIES", "register", "load_detectors", "load_detector_file", "run_detectors",
@@ -68,77 +69,77 @@ def _hint(word: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(choices))})"
 
 
-def _items(node) -> dict[str, tuple]:
-    """{key: (key_node, value_node)} of a YAML mapping node."""
-    return {k.value: (k, v) for k, v in node.value} if isinstance(node, yaml.MappingNode) else {}
-
-
-def _err(msg: str, path: Path, node) -> UserError:
-    mark = node.start_mark if node is not None else None
-    return UserError(msg, file=str(path), line=mark.line + 1 if mark else None,
-                     col=mark.column + 1 if mark else None)
+#: an instance name becomes ``rule.name`` of its alerts, in tables, reports and Elasticsearch
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def load_detector_file(path: str | Path) -> list[Detector]:
     """Detector instances of one YAML file (disabled ones left out)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read detectors file: {exc.strerror}", file=str(path)) from None
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UserError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
-                        line=mark.line + 1 if mark else None,
-                        col=mark.column + 1 if mark else None) from None
-    if root is None:
-        return []
-    top = _items(root)
+    return [det for det, _where in _load_file(path)]
+
+
+def _load_file(path: str | Path) -> list[tuple[Detector, tuple]]:
+    """``(detector, (file, line, col) of its name)`` for the enabled instances of one file.
+
+    The file goes through the one safe YAML loader (``model.yamlsrc``): size, nesting and alias
+    limits, duplicate keys, NaN and infinity, control characters are refused with positions. An
+    empty file is an error too (it is more likely a truncated file than a wish for nothing);
+    ``detectors: []`` configures none on purpose."""
+    doc = load_yaml(path, "detectors")
+    data = doc.data
+    if data is None:
+        raise doc.error("empty file: expected a mapping with a 'detectors' list")
     if not isinstance(data, dict) or "detectors" not in data:
-        raise _err("expected a mapping with a 'detectors' list", path, root)
-    for key, (knode, _) in top.items():
+        raise doc.error("expected a mapping with a 'detectors' list")
+    for key in data:
         if key != "detectors":
-            raise _err(f"unknown key {key!r}{_hint(key, ['detectors'])}", path, knode)
-    list_node = top["detectors"][1]
+            raise doc.error(f"unknown key {key!r}{_hint(key, ['detectors'])}", (key,), key=True)
     entries = data["detectors"] or []
     if not isinstance(entries, list):
-        raise _err("'detectors' must be a list", path, list_node)
+        raise doc.error("'detectors' must be a list", ("detectors",))
 
-    out: list[Detector] = []
-    for entry, node in zip(entries, list_node.value):
+    out: list[tuple[Detector, tuple]] = []
+    for i, entry in enumerate(entries):
+        at = ("detectors", i)
         if not isinstance(entry, dict):
-            raise _err("each detector must be a mapping with name, family and settings",
-                       path, node)
-        keys = _items(node)
-        for key, (knode, _) in keys.items():
+            raise doc.error("each detector must be a mapping with name, family and settings", at)
+        for key in entry:
             if key not in ENTRY_KEYS:
-                raise _err(f"unknown key {key!r}{_hint(key, ENTRY_KEYS)}", path, knode)
+                raise doc.error(f"unknown key {key!r}{_hint(key, ENTRY_KEYS)}", at + (key,),
+                                key=True)
         for required in ("name", "family"):
             if required not in entry:
-                raise _err(f"detector needs a {required!r}", path, node)
+                raise doc.error(f"detector needs a {required!r}", at)
         name, family = entry["name"], entry["family"]
         if not isinstance(name, str) or not name:
-            raise _err("'name' must be a non-empty string", path, keys["name"][1])
-        cls = FAMILIES.get(family)
+            raise doc.error("'name' must be a non-empty string", at + ("name",))
+        if not NAME.match(name):
+            raise doc.error(f"detector name {name!r} is not valid: a letter or digit, then up to "
+                            f"63 of A-Z, a-z, 0-9, '_', '.' and '-'", at + ("name",))
+        cls = FAMILIES.get(family) if isinstance(family, str) else None
         if cls is None:
-            raise _err(f"unknown detector family {family!r}{_hint(family, FAMILIES)}",
-                       path, keys["family"][1])
+            raise doc.error(f"unknown detector family {family!r}{_hint(family, FAMILIES)}",
+                            at + ("family",))
+        for key, want in (("enabled", bool), ("description", str)):
+            if key in entry and not isinstance(entry[key], want):
+                raise doc.error(f"{name}: '{key}' must be "
+                                f"{'true or false' if want is bool else 'text'}", at + (key,))
         settings = entry.get("settings") or {}
-        snodes = _items(keys["settings"][1]) if "settings" in keys else {}
         if not isinstance(settings, dict):
-            raise _err("'settings' must be a mapping", path, keys["settings"][1])
+            raise doc.error("'settings' must be a mapping", at + ("settings",))
         try:
             det = cls(name, **settings)
         except SettingError as exc:
-            where = snodes.get(exc.setting)
-            node_at = (where[0] if exc.setting not in cls.SETTINGS else where[1]) if where \
-                else keys.get("settings", (node, node))[0]
-            raise _err(f"{name}: {exc.message}", path, node_at) from None
+            spath = at + ("settings", exc.setting)
+            if exc.setting in settings:       # a bad value: at it; an unknown one: at its key
+                raise doc.error(f"{name}: {exc.message}", spath,
+                                key=exc.setting not in cls.SETTINGS) from None
+            raise doc.error(f"{name}: {exc.message}", at + ("settings",), key=True) from None
+        except (TypeError, ValueError, ArithmeticError, AttributeError, LookupError) as exc:
+            raise doc.error(f"{name}: bad settings ({type(exc).__name__}: {exc})",
+                            at + ("settings",)) from None
         if entry.get("enabled", True):
-            out.append(det)
+            out.append((det, doc.where(at + ("name",))))
     return out
 
 
@@ -148,15 +149,13 @@ def load_detectors(dir: str | Path = "detectors") -> list[Detector]:
     if not folder.is_dir():
         raise UserError(f"detectors folder not found: {folder}")
     detectors: list[Detector] = []
-    seen: dict[str, Path] = {}
+    seen: dict[str, str] = {}
     for path in sorted(list(folder.glob("*.yaml")) + list(folder.glob("*.yml"))):
-        for det in load_detector_file(path):
+        for det, (file, line, col) in _load_file(path):
             if det.name in seen:
-                text = path.read_text().splitlines()
-                line = next((i + 1 for i, ln in enumerate(text) if det.name in ln), None)
                 raise UserError(f"detector name {det.name!r} already used in {seen[det.name]}",
-                                file=str(path), line=line)
-            seen[det.name] = path
+                                file=file, line=line, col=col)
+            seen[det.name] = f"{file}:{line}"
             detectors.append(det)
     return detectors
 
