@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import ssl
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -31,6 +32,9 @@ SCHEMES = {"es": "http", "elasticsearch": "http", "http": "http", "ess": "https"
            "https": "https"}
 PAGE = 5000                          # documents per search page
 
+# numeric options: (type, least, most); NaN and infinity are out of every range
+NUMERIC = {"workers": (int, 1, 64), "chunk": (int, 1, 100_000), "chunk_mb": (float, 0.001, 100),
+           "timeout": (float, 0.001, 3600), "page": (int, 1, 10_000), "retries": (int, 0, 100)}
 OPTIONS = ("ca", "prefix", "workers", "chunk", "chunk_mb", "spool", "auth", "timeout",
            "page", "retries")
 
@@ -86,58 +90,100 @@ class EsConfig:
 
     @classmethod
     def from_file(cls, path: str) -> "EsConfig":
-        import yaml
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise UserError(f"cannot read Elasticsearch config: {exc.strerror}", file=path) from None
-        except yaml.YAMLError as exc:
-            raise UserError(f"not valid YAML: {exc}", file=path) from None
+        """A YAML config file (``elasticsearch: {url: ..., option: value}``), read by the one
+        safe YAML loader; its ``ca`` and ``spool`` are relative to the file and must stay in its
+        folder tree (``model/inputpaths.py``): a shared config file may not make cyberrange
+        read or write elsewhere. Every error is one line."""
+        from ..model import inputpaths
+        from ..model.yamlsrc import load_yaml
+        doc = load_yaml(path, "es-config")
+        data = doc.data
         section = data.get("elasticsearch") if isinstance(data, dict) else None
         if not isinstance(section, dict) or "url" not in section:
-            raise UserError("expected a mapping 'elasticsearch:' with a 'url'", file=path)
+            raise doc.error("expected a mapping 'elasticsearch:' with a 'url'",
+                            ("elasticsearch",) if isinstance(data, dict) else ())
+        for key in data:
+            if key != "elasticsearch":
+                raise doc.error(f"unknown key {key!r} (expected only 'elasticsearch')", (key,),
+                                key=True)
         section = dict(section)
         for secret in ("api_key", "password", "user", "username"):
             if secret in section:
-                raise UserError(f"'{secret}' does not belong in a config file: set {ENV_API_KEY},"
-                                f" or {ENV_USER} and {ENV_PASSWORD}", file=path)
-        base = cls.parse(str(section.pop("url")))
+                raise doc.error(f"'{secret}' does not belong in a config file: set {ENV_API_KEY},"
+                                f" or {ENV_USER} and {ENV_PASSWORD}", ("elasticsearch", secret),
+                                key=True)
+        for key, value in section.items():
+            if key not in OPTIONS and key != "url":
+                raise doc.error(f"unknown Elasticsearch option {key!r} (known: url, "
+                                f"{', '.join(OPTIONS)})", ("elasticsearch", key), key=True)
+            if value is None or isinstance(value, (dict, list)):
+                raise doc.error(f"'{key}' must be a single value, not "
+                                f"{'nothing' if value is None else type(value).__name__}",
+                                ("elasticsearch", key))
+        url = section.pop("url")
+        if not isinstance(url, str):
+            raise doc.error("'url' must be text such as es://HOST:PORT", ("elasticsearch", "url"))
+        try:
+            base = cls.parse(url)
+        except UserError as exc:
+            raise doc.error(exc.message, ("elasticsearch", "url")) from None
         if base.extra:
             section = {**base.extra, **section}
         opts = {k: str(v) for k, v in section.items()}
+        tree = inputpaths.tree_of(path)
+        for key in ("ca", "spool"):
+            if key in opts:
+                real = inputpaths.confine(opts[key], tree, tree)
+                if real is None:
+                    where = ("elasticsearch", key) if key in section else ("elasticsearch", "url")
+                    raise doc.error(inputpaths.outside_message(key, opts[key], tree), where)
+                opts[key] = real
         if base.ca and "ca" not in opts:
             opts["ca"] = base.ca
-        return cls._build(base.url, opts, path)
+
+        def locate(key: str, message: str) -> UserError:
+            at = ("elasticsearch", key) if key in section else ("elasticsearch", "url")
+            return doc.error(message, at)
+        return cls._build(base.url, opts, path, locate)
 
     @classmethod
-    def _build(cls, url: str, opts: dict, where: str) -> "EsConfig":
+    def _build(cls, url: str, opts: dict, where: str, locate=None) -> "EsConfig":
+        """The config from a URL and its options; ``locate(option, message)``, when given,
+        makes the error for a bad option (a config file points at its line)."""
+        def bad(key: str, message: str) -> UserError:
+            return locate(key, message) if locate else UserError(message)
+
         unknown = [k for k in opts if k not in OPTIONS]
         if unknown:
-            raise UserError(f"unknown Elasticsearch option {unknown[0]!r} in {where} "
-                            f"(known: {', '.join(OPTIONS)})")
+            raise bad(unknown[0], f"unknown Elasticsearch option {unknown[0]!r} in {where} "
+                                  f"(known: {', '.join(OPTIONS)})")
         cfg = cls(url=url, extra=dict(opts))
-        try:
-            for key, conv in (("workers", int), ("chunk", int), ("chunk_mb", float),
-                              ("timeout", float), ("page", int), ("retries", int)):
-                if key in opts:
-                    setattr(cfg, key, conv(opts[key]))
-        except ValueError:
-            raise UserError(f"Elasticsearch option {key}={opts[key]!r} is not a number") from None
-        if cfg.workers < 1 or cfg.chunk < 1 or cfg.page < 1:
-            raise UserError("Elasticsearch options workers, chunk and page must be at least 1")
+        for key, (conv, low, high) in NUMERIC.items():
+            if key not in opts:
+                continue
+            try:
+                value = conv(str(opts[key]).strip())
+            except ValueError:
+                raise bad(key, f"Elasticsearch option {key}={opts[key]!r} is not a number"
+                               + (" (a whole number)" if conv is int else "")) from None
+            if not (low <= value <= high):             # NaN fails this too
+                raise bad(key, f"Elasticsearch option {key}={opts[key]!r} is out of range "
+                               f"({low:g} to {high:g})")
+            setattr(cfg, key, value)
         cfg.prefix = opts.get("prefix", cfg.prefix)
         if not cfg.prefix or cfg.prefix != cfg.prefix.lower() or any(
                 c in cfg.prefix for c in ' "*\\<|,>/?#:'):
-            raise UserError(f"Elasticsearch index prefix {cfg.prefix!r} is not a valid index name "
-                            "(lowercase, no spaces or * \" \\ < | , > / ? # :)")
+            raise bad("prefix", f"Elasticsearch index prefix {cfg.prefix!r} is not a valid index "
+                                "name (lowercase, no spaces or * \" \\ < | , > / ? # :)")
         cfg.spool = opts.get("spool")
         cfg.auth = opts.get("auth", "env")
         if cfg.auth not in ("env", "none"):
-            raise UserError(f"Elasticsearch option auth={cfg.auth!r}: use auth=none for a cluster "
-                            "without security, or leave it out (credentials from the environment)")
+            raise bad("auth", f"Elasticsearch option auth={cfg.auth!r}: use auth=none for a "
+                              "cluster without security, or leave it out (credentials from the "
+                              "environment)")
         cfg.ca = opts.get("ca") or os.environ.get(ENV_CA) or None
         if cfg.ca and not Path(cfg.ca).is_file():
-            raise UserError(f"CA file not found: {cfg.ca}")
+            raise bad("ca", f"CA file not found: {cfg.ca}")
         return cfg
 
     @property
@@ -166,9 +212,25 @@ class EsConfig:
         return "api_key" if os.environ.get(ENV_API_KEY) else "basic"
 
 
+_warned_cleartext: set[str] = set()
+
+
+def warn_cleartext(cfg: EsConfig, credentials: dict) -> None:
+    """Once per cluster and process, a line on stderr when credentials would go over plain
+    HTTP (``es://``): anyone on the path can read an API key or a password there."""
+    if credentials and not cfg.tls and cfg.url not in _warned_cleartext:
+        _warned_cleartext.add(cfg.url)
+        kind = "API key" if "api_key" in credentials else "user and password"
+        print(f"warning: Elasticsearch at {cfg.url}: the credentials from the environment "
+              f"({kind}) go over plain HTTP in clear text; use ess:// (TLS) for a cluster "
+              f"reached over a network", file=sys.stderr, flush=True)
+
+
 def make_client(cfg: EsConfig):
     from elasticsearch import Elasticsearch
-    kwargs: dict = dict(cfg.credentials(), request_timeout=cfg.timeout, max_retries=2,
+    credentials = cfg.credentials()
+    warn_cleartext(cfg, credentials)
+    kwargs: dict = dict(credentials, request_timeout=cfg.timeout, max_retries=2,
                         retry_on_timeout=True, retry_on_status=(502, 503, 504))
     if cfg.tls:
         kwargs["verify_certs"] = True
