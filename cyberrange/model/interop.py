@@ -40,6 +40,7 @@ import yaml
 
 from cyberrange.errors import UserError
 from cyberrange.model.topology import ROLES, Topology
+from cyberrange.model.yamlsrc import Doc, did_you_mean, load_yaml, one_line
 
 ZONE_POOL = ipaddress.ip_network("10.200.0.0/16")      # /24 per derived zone
 LINK_POOL = ipaddress.ip_network("172.31.0.0/16")      # /30 per router-router link
@@ -116,22 +117,9 @@ def _role(name: str, labels: dict) -> str:
 def import_clab(path) -> str:
     """Read a ``*.clab.yml`` file; return the text of an equivalent topology (format v1)."""
     path = Path(path)
-    try:
-        raw = path.read_text()
-        data = yaml.safe_load(raw)
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise UserError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("topology"), dict):
-        raise UserError(f"{path}: not a containerlab file (no 'topology:' mapping)")
-    topo = data["topology"]
-    default_kind = (topo.get("defaults") or {}).get("kind", "linux")
-    clab_nodes: dict = topo.get("nodes") or {}
-    if not clab_nodes:
-        raise UserError(f"{path}: topology.nodes is empty")
+    doc = load_yaml(path, "containerlab")
+    data, topo, clab_nodes = _clab_shape(doc)
+    default_kind = str((topo.get("defaults") or {}).get("kind", "linux"))
     taken: set[str] = set()
     names = {n: _name(n, taken) for n in clab_nodes}
     kinds = {n: clab_kind(str((spec or {}).get("kind", default_kind)), spec)
@@ -153,7 +141,8 @@ def import_clab(path) -> str:
                     notes.append(f"link {k + 1}: endpoint {ep} leaves the lab, skipped")
                     ends = None
                     break
-                raise UserError(f"{path}: link {k + 1}: unknown node '{node}'")
+                raise doc.error(f"link {k + 1}: unknown node '{node}'"
+                                f"{did_you_mean(node, clab_nodes)}", ("topology", "links", k))
             ends.append((node, iface))
         if ends:
             links.append(tuple(ends))
@@ -209,11 +198,16 @@ def import_clab(path) -> str:
     # addresses from the pools
     zone_nets = ZONE_POOL.subnets(new_prefix=24)
     link_nets = LINK_POOL.subnets(new_prefix=30)
+    for what, count, pool, size in (("zones", len(zones), ZONE_POOL, 24),
+                                    ("router links", len(p2p), LINK_POOL, 30)):
+        if count > 2 ** (size - pool.prefixlen):
+            raise doc.error(f"{count} {what} to import: more than the /{size}s of {pool} "
+                            f"({2 ** (size - pool.prefixlen)})", ("topology",))
     out_zones = {}
     for zname, z in zones.items():
         out_zones[zname] = {"subnet": str(next(zone_nets)), "description": f"from containerlab {z['from']}"}
     if not out_zones:
-        raise UserError(f"{path}: no host sits on a link or bridge; nothing to import as a zone")
+        raise UserError("no host sits on a link or bridge; nothing to import as a zone", str(path))
     out_links = []
     for a, ia, b, ib in p2p:
         out_links.append({"name": _name(f"{names[a]}-{names[b]}", taken),
@@ -256,13 +250,46 @@ def import_clab(path) -> str:
     if out_links:
         doc["links"] = out_links
     doc["nodes"] = out_nodes
-    digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
-    header = [f"# Imported from {path} (containerlab lab '{data.get('name', '?')}', sha256 {digest}...)",
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    # comment lines: whatever the clab file holds must not start a line of YAML of its own
+    header = [f"# Imported from {one_line(str(path))} (containerlab lab "
+              f"'{one_line(str(data.get('name', '?')), 120)}', sha256 {digest}...)",
               "# by `cyberrange topo import`. Zones got 10.200.N.0/24 and router links 172.31.x.y/30",
               "# from the import pools; firewalls got 'default: allow' (no policy in a clab file).",
               "# Edit freely; re-importing overwrites this file."]
-    header += [f"# note: {n}" for n in notes]
+    header += [f"# note: {one_line(n)}" for n in notes]
     return "\n".join(header) + "\n" + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def _clab_shape(doc: Doc) -> tuple[dict, dict, dict]:
+    """``(file, topology, nodes)`` of a containerlab document, with every part the import reads
+    of the type it expects (else a one-line error at its position)."""
+    data = doc.data
+    if not isinstance(data, dict) or not isinstance(data.get("topology"), dict):
+        raise doc.error("not a containerlab file (no 'topology:' mapping)",
+                        ("topology",) if isinstance(data, dict) else ())
+    topo = data["topology"]
+    expect = [(("defaults",), dict), (("nodes",), dict), (("links",), list)]
+    for part, want in expect:
+        value = topo.get(part[0])
+        if value is not None and not isinstance(value, want):
+            raise doc.error(f"topology.{part[0]} must be a {'mapping' if want is dict else 'list'}",
+                            ("topology",) + part)
+    clab_nodes = topo.get("nodes") or {}
+    if not clab_nodes:
+        raise doc.error("topology.nodes is empty", ("topology", "nodes"))
+    for name, spec in clab_nodes.items():
+        at = ("topology", "nodes", name)
+        if spec is not None and not isinstance(spec, dict):
+            raise doc.error(f"node {name!r} must be a mapping (kind, image, ...)", at)
+        for key in ("labels",):
+            if spec and spec.get(key) is not None and not isinstance(spec[key], dict):
+                raise doc.error(f"node {name!r}: {key} must be a mapping", at + (key,))
+    for k, link in enumerate(topo.get("links") or []):
+        if link is not None and not isinstance(link, dict):
+            raise doc.error(f"link {k + 1} must be a mapping with 'endpoints'",
+                            ("topology", "links", k))
+    return data, topo, clab_nodes
 
 
 def _attach(n, zname, kinds, zone_of_host, router_ifaces, host_extra):
