@@ -312,11 +312,21 @@ def timing_abuse(data, rng, ctx):
     return _join(lines)
 
 
+def url_abuse(data, rng, ctx):
+    """Elasticsearch: the url names a file (itself, the secret), credentials or odd schemes."""
+    url = rng.choice([b"es.yaml", b"./es.yaml", ctx.secret_rel.encode(), b"/etc/shadow",
+                      b"es://user:pw@127.0.0.1:9", b"ftp://127.0.0.1", b"es://[::1", b"es://",
+                      b"es://127.0.0.1:99999", b"es://127.0.0.1:9/x?auth=none",
+                      b"es://127.0.0.1:9?auth=none&timeout=nan", b"es://127.0.0.1:9?workers=1e9",
+                      b"es://h\x00ost:9", b"es://" + b"a" * 3000 + b":9"])
+    return re.sub(rb"url: [^\n]+", lambda m: b"url: " + url, data, count=1)
+
+
 GENERIC = [flip_bytes, delete_line, duplicate_line, swap_lines, truncate, insert_token,
            weird_value, nan_inf, big_number, alias_bomb, merge_bomb, recursive_alias,
            many_aliases, deep_nesting, nul_byte, non_utf8, huge, control_in_name, duplicate_key,
            empty, traversal]
-BY_KIND = {"playbook": [timing_abuse, timing_abuse]}
+BY_KIND = {"playbook": [timing_abuse, timing_abuse], "es": [url_abuse, url_abuse]}
 
 
 def operators(kind: str) -> list:

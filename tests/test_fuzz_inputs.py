@@ -46,7 +46,7 @@ from mutate import SECRET, SECRET_MARK, Ctx, mutate  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CLAB_DIR = Path("/work/shared/interop/containerlab")
 SEED = int(os.environ.get("CYBERRANGE_FUZZ_SEED", "11"))
-PER_KIND = {"topology": 120, "playbook": 110, "detectors": 70, "es": 50, "clab": 60}
+PER_KIND = {"topology": 120, "playbook": 110, "detectors": 70, "es": 60, "clab": 60}
 TIME_LIMIT_S = 5.0
 MEMORY_LIMIT = 300 * 2**20
 WORKERS = 2

@@ -374,6 +374,9 @@ def test_a_malformed_es_config_file_is_one_line_with_a_position(tmp_path):
     assert "is outside" in e.message and e.line == 3
     f.write_text("elasticsearch:\n  url: es://h:9200?auth=none\n  spool: spool\n")
     assert EsConfig.parse(str(f)).spool == str(tmp_path / "spool")
+    f.write_text(f"elasticsearch:\n  url: {f}\n")                  # itself: no recursion
+    e = error_of(EsConfig.parse, str(f))
+    assert "'url' must be a URL" in e.message and e.line == 2
 
 
 def test_plain_es_with_credentials_warns_once(monkeypatch, capsys):

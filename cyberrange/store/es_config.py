@@ -121,8 +121,8 @@ class EsConfig:
                                 f"{'nothing' if value is None else type(value).__name__}",
                                 ("elasticsearch", key))
         url = section.pop("url")
-        if not isinstance(url, str):
-            raise doc.error("'url' must be text such as es://HOST:PORT", ("elasticsearch", "url"))
+        if not isinstance(url, str) or "://" not in url:     # not another config file
+            raise doc.error("'url' must be a URL such as es://HOST:PORT", ("elasticsearch", "url"))
         try:
             base = cls.parse(url)
         except UserError as exc:
