@@ -46,3 +46,18 @@ SECONDS = Number(0, DAY, unit="seconds")                  # a wait that may be z
 POSITIVE_SECONDS = Number(0, DAY, above=True, unit="seconds")
 INTENSITY = Number(0, 1000, above=True)                  # a traffic-rate multiplier
 SEED = Number(0, 2**63 - 1, integer=True)
+
+
+def allow_outside_option(f):
+    """``--allow-outside DIR`` (repeatable): files named inside the inputs (includes, a replay's
+    pcap) may also lie below DIR, not only in the folder tree of the file given on the command
+    line (docs/topology-format.md, "Includes and file references")."""
+    def remember(ctx, param, value):
+        from cyberrange.model.inputpaths import allow_outside
+        allow_outside(value)
+        return value
+    return click.option("--allow-outside", "allow_outside", multiple=True, metavar="DIR",
+                        type=click.Path(file_okay=False), expose_value=False, is_eager=True,
+                        callback=remember,
+                        help="also accept included / referenced files below DIR (repeatable; "
+                             "or CYBERRANGE_INPUT_PATHS=DIR:DIR)")(f)

@@ -13,7 +13,7 @@ from rich import box
 from rich.table import Table
 
 from cyberrange.attack.catalog import TECHNIQUES
-from cyberrange.cli.topo import allow_outside_option
+from cyberrange.cli._params import SEED, allow_outside_option
 from cyberrange.errors import UserError
 
 DOCS = "docs/techniques.md"
@@ -197,7 +197,7 @@ def _attack_ui(console):
 @click.option("--topology", "topology_file", type=click.Path(dir_okay=False), required=True,
               help="Topology file of the twin to build.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
-@click.option("--seed", type=int, default=None, help="Jitter seed (default: the playbook's).")
+@click.option("--seed", type=SEED, default=None, help="Jitter seed (default: the playbook's).")
 def attack_run(playbook, topology_file, runs_dir, seed):
     """Build the twin of --topology, run PLAYBOOK in it, write the ledger, tear the twin down.
 
@@ -222,6 +222,9 @@ def attack_run(playbook, topology_file, runs_dir, seed):
                   str(sum(r["bytes_sent"] for r in recs)))
     console.print(t)
     console.print(f"ledger: {run.ledger_path}   manifest: {run.manifest_path}")
+    if run.manifest.get("status") != "done":
+        from cyberrange.errors import CheckFailed
+        raise CheckFailed(f"run {run.id}: {run.manifest.get('error') or run.manifest.get('status')}")
 
 
 COMMANDS = [attack]

@@ -14,7 +14,13 @@ from rich.progress import (
 )
 
 from cyberrange.cli._console import make_console
-from cyberrange.cli._params import INTENSITY, POSITIVE_SECONDS, SECONDS, SEED
+from cyberrange.cli._params import (
+    INTENSITY,
+    POSITIVE_SECONDS,
+    SECONDS,
+    SEED,
+    allow_outside_option,
+)
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.errors import CheckFailed, UserError
 from cyberrange.report.terminal import print_scorecard
@@ -37,14 +43,16 @@ class RichUI:
         self.run = None
 
     def __enter__(self):
-        self.progress.start()
-        return self
+        return self                     # the display starts with the run: bad input prints
+                                        # its one line and nothing else
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.run is not None:
+            self.progress.stop()
 
     def run_started(self, run, topo, pb):
         self.run = run
+        self.progress.start()
         self.steps = len(pb.steps) if pb else 0
         self.task = self.progress.add_task("starting", total=len(PHASES) + self.steps)
         self.console.print(f"[cyan]run[/] {run.id}  [dim]{run.dir}[/]")
@@ -108,6 +116,7 @@ def drill():
 
 
 @drill.command("run")
+@allow_outside_option
 @click.argument("topology", type=click.Path(dir_okay=False))
 @click.argument("playbook", type=click.Path(dir_okay=False), required=False)
 @click.option("--detectors", "detectors_dir", default="detectors", show_default=True,

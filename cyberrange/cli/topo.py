@@ -13,22 +13,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from cyberrange.cli._params import allow_outside_option
+
 console = Console()
-
-
-def allow_outside_option(f):
-    """``--allow-outside DIR`` (repeatable): files named inside the inputs (includes, a replay's
-    pcap) may also lie below DIR, not only in the folder tree of the file given on the command
-    line (docs/topology-format.md, "Includes and file references")."""
-    def remember(ctx, param, value):
-        from cyberrange.model.inputpaths import allow_outside
-        allow_outside(value)
-        return value
-    return click.option("--allow-outside", "allow_outside", multiple=True, metavar="DIR",
-                        type=click.Path(file_okay=False), expose_value=False, is_eager=True,
-                        callback=remember,
-                        help="also accept included / referenced files below DIR (repeatable; "
-                             "or CYBERRANGE_INPUT_PATHS=DIR:DIR)")(f)
 
 
 @click.group()
