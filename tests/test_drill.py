@@ -6,7 +6,7 @@ import json
 import duckdb
 
 from conftest import cli, needs_twin
-from cyberrange.twin.state import leftovers, live_states
+from cyberrange.twin.state import leftovers, nothing_left, live_states
 
 pytestmark = needs_twin
 
@@ -111,7 +111,7 @@ def test_drill_leaves_nothing_behind(drill_run):
     run_dir, _ = drill_run
     prefix = json.loads((run_dir / "manifest.json").read_text())["twin"]["prefix"]
     assert not [s for s in live_states() if s.prefix == prefix]
-    assert leftovers(prefix) == {"links": [], "processes": [], "nft_tables": []}
+    assert nothing_left(prefix), leftovers(prefix)
 
 
 def test_target_outside_the_twin_is_refused_before_anything_is_built(tmp_path):

@@ -8,7 +8,7 @@ from conftest import needs_twin
 from cyberrange.model.generate import generate
 from cyberrange.model.loader import load_topology
 from cyberrange.twin.build import Twin
-from cyberrange.twin.state import leftovers
+from cyberrange.twin.state import leftovers, nothing_left
 
 pytestmark = needs_twin
 
@@ -32,10 +32,11 @@ def test_500_node_twin_boots_forwards_and_tears_down(tmp_path):
         from cyberrange.model import reach
         if reach.allowed(topo, a.name, b.ip, "icmp")[0]:
             assert twin.run(a.name, ["ping", "-c1", "-W2", str(b.ip)]).returncode == 0
-        links = leftovers(prefix)["links"]
-        assert len([n for n in links if re.fullmatch(rf"{prefix}s\d+", n)]) == len(topo.zones)
+        sw = twin.switch_run(["ip", "-o", "link", "show", "type", "bridge"]).stdout
+        assert len(re.findall(r"^\d+: br\d+:", sw, flags=re.M)) == len(topo.zones)
+        assert len(leftovers(prefix)["namespaces"]) == len(topo.nodes) + 1
     finally:
         twin.stop()
-    assert leftovers(prefix) == {"links": [], "processes": [], "nft_tables": []}
+    assert nothing_left(prefix), leftovers(prefix)
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert f"mininet:{prefix}" not in out

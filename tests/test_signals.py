@@ -23,7 +23,7 @@ import pytest
 from conftest import PY, ROOT, cli, needs_twin
 
 from cyberrange.run import FINAL_STATUSES
-from cyberrange.twin.state import leftovers, live_states
+from cyberrange.twin.state import leftovers, nothing_left, live_states
 
 pytestmark = needs_twin
 REACH = ROOT / "tests" / "data" / "good" / "reach.yaml"
@@ -46,7 +46,6 @@ steps:
     timing: {delay: 60}
 """
 QUICK = PLAYBOOK.replace("delay: 60", "delay: 0")
-NOTHING = {"links": [], "processes": [], "nft_tables": []}
 
 
 class Drill:
@@ -87,6 +86,15 @@ class Drill:
     def signal(self, sig):
         os.killpg(self.proc.pid, sig)
 
+    def stubborn(self):
+        """A process in a node that ignores SIGTERM: the teardown then takes its full grace
+        period (2 s), so that a signal sent during the teardown lands in it for sure."""
+        ns = self.state.namespaces["user1"]
+        subprocess.Popen(["ip", "netns", "exec", ns, PY, "-c",
+                          "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+                          " print('ready', flush=True); time.sleep(120)"],
+                         stdout=subprocess.PIPE, start_new_session=True).stdout.readline()
+
     def output(self, timeout: float = 120) -> str:
         out, _ = self.proc.communicate(timeout=timeout)
         return out
@@ -106,14 +114,15 @@ def test_a_second_signal_during_the_teardown_is_acknowledged_and_the_teardown_fi
     d = Drill(tmp_path)
     st = d.wait_state("up")
     d.wait_ledger()
+    d.stubborn()
     d.signal(sig)
-    time.sleep(0.3)                          # the teardown is under way (it takes seconds)
+    time.sleep(0.5)                          # the teardown is under way (it takes 2 s)
     d.signal(sig)
     out = d.output()
     assert d.proc.returncode == 128 + sig, out
     assert "still cleaning up" in out, out
     assert "Traceback" not in out, out
-    assert leftovers(st.prefix) == NOTHING
+    assert nothing_left(st.prefix), leftovers(st.prefix)
     assert not [s for s in live_states() if s.prefix == st.prefix], "state file left"
     m = d.manifest()
     assert m["status"] == "interrupted"
@@ -125,9 +134,10 @@ def test_a_third_ctrl_c_forces_the_quit_and_names_the_command_that_finishes_the_
     d = Drill(tmp_path)
     st = d.wait_state("up")
     d.wait_ledger()
+    d.stubborn()
     for _ in range(3):
         d.signal(signal.SIGINT)
-        time.sleep(0.15)
+        time.sleep(0.3)
     out = d.output()
     assert d.proc.returncode == 130, out
     m = d.manifest()
@@ -137,7 +147,7 @@ def test_a_third_ctrl_c_forces_the_quit_and_names_the_command_that_finishes_the_
     assert m["teardown"]["cleanup"] == command
     r = cli("down", m["run_id"])
     assert r.returncode == 0, r.stderr
-    assert leftovers(st.prefix) == NOTHING
+    assert nothing_left(st.prefix), leftovers(st.prefix)
     m = d.manifest()
     assert m["status"] == "interrupted"
     assert m["teardown"]["complete"] is True and m["teardown"]["by"] == "cyberrange down"
@@ -152,6 +162,7 @@ def test_sigkill_then_down_leaves_nothing_and_a_final_manifest(tmp_path, phase):
         st = d.wait_state("up")
         d.wait_ledger()
         if phase == "teardown":
+            d.stubborn()
             d.signal(signal.SIGINT)
             time.sleep(0.5)
     os.kill(d.proc.pid, signal.SIGKILL)
@@ -161,7 +172,7 @@ def test_sigkill_then_down_leaves_nothing_and_a_final_manifest(tmp_path, phase):
     assert st.prefix in r.stdout and "orphaned" in r.stdout, r.stdout
     r = cli("down", "--stale")
     assert r.returncode == 0, r.stderr
-    assert leftovers(st.prefix) == NOTHING
+    assert nothing_left(st.prefix), leftovers(st.prefix)
     m = d.manifest()
     assert m["status"] in FINAL_STATUSES, m["status"]
     assert m["status"] == ("interrupted" if phase == "teardown" else "killed")
@@ -184,4 +195,4 @@ def test_sigkill_during_the_analysis_is_finalised_by_the_next_command(tmp_path):
     assert r.returncode == 0, r.stderr
     m = d.manifest()
     assert m["status"] == "killed" and "died" in m["error"]
-    assert leftovers(st.prefix) == NOTHING
+    assert nothing_left(st.prefix), leftovers(st.prefix)

@@ -14,7 +14,7 @@ from conftest import PY, ROOT, cli, needs_twin, run_probes
 from cyberrange.model import reach
 from cyberrange.model.loader import load_topology
 from cyberrange.twin.build import Twin
-from cyberrange.twin.state import leftovers, live_states
+from cyberrange.twin.state import leftovers, nothing_left, live_states
 
 REACH = ROOT / "tests" / "data" / "good" / "reach.yaml"
 pytestmark = needs_twin
@@ -39,18 +39,33 @@ def reach_twin(tmp_path_factory):
     twin.stop()
 
 
-def test_twin_objects_carry_the_prefix_and_services_listen(reach_twin):
+def test_twin_objects_live_in_its_own_namespaces_only(reach_twin):
     st = reach_twin.state
-    links = leftovers(st.prefix)["links"]
-    # every zone switch, and one root-side port per attachment
+    left = leftovers(st.prefix)
+    # one namespace per node and one for the switches, all named after the twin's prefix
+    assert sorted(left["namespaces"]) == sorted([*reach_twin.ns.values(), f"{st.prefix}sw"])
+    # nothing of the twin is in the host's namespace: no link, no bridge, no nftables table
+    assert left["links"] == [] and left["nft_tables"] == []
+    host = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert st.prefix not in host
+    # in the switch namespace: a bridge per zone, one port per attachment, only ours on them
+    sw = reach_twin.switch_run(["ip", "-o", "link", "show"]).stdout
+    bridges = re.findall(r"^\d+: (br\d+):", sw, flags=re.M)
+    assert len(bridges) == len(reach_twin.topo.zones)
+    ports = re.findall(r"^\d+: (p\d+)@\S+ .* master (br\d+)", sw, flags=re.M)
     attachments = sum(len(n.interfaces) for n in reach_twin.topo.nodes.values())
-    assert len([l for l in links if re.fullmatch(rf"{st.prefix}s\d+", l)]) == len(reach_twin.topo.zones)
-    assert len([l for l in links if "-eth" in l]) == attachments
-    # nothing of the twin is attached to a real interface: every bridge port is one of ours
-    out = subprocess.run(["bridge", "-o", "link", "show"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        if f"master {st.prefix}s" in line:
-            assert re.search(rf"\d+: {st.prefix}[hsm]\d+", line), line
+    assert len(ports) == attachments and {b for _, b in ports} == set(bridges)
+    # every node: its interfaces named as in the model (eth<K>), its addresses, IPv6 off
+    for node in reach_twin.topo.nodes.values():
+        out = reach_twin.run(node.name, ["ip", "-o", "addr", "show"]).stdout
+        for itf in node.interfaces:
+            assert re.search(rf"\d+: {itf.devname}\s+inet {itf.ip}/", out), (node.name, out)
+        assert "inet6" not in out, (node.name, out)
+    # a Mininet user finds the same network in twin.net
+    h = reach_twin.net.get(reach_twin.ns["web"])
+    assert h.IP() == str(reach_twin.topo.nodes["web"].ip)
+    assert str(reach_twin.topo.nodes["web"].ip) in h.cmd("ip -4 -o addr show dev eth0")
+    assert len(reach_twin.net.links) == attachments
 
 
 def test_live_reachability_matches_the_rules(reach_twin):
@@ -94,9 +109,9 @@ def test_twin_stop_removes_exactly_its_objects(tmp_path):
     fds_before = len(os.listdir("/proc/self/fd"))
     twin = Twin(topo, tmp_path, "test-stop", log=lambda m: None).start()
     prefix = twin.state.prefix
-    assert leftovers(prefix)["links"]
+    assert leftovers(prefix)["namespaces"]
     twin.stop()
-    assert leftovers(prefix) == {"links": [], "processes": [], "nft_tables": []}
+    assert nothing_left(prefix), leftovers(prefix)
     # no file descriptor of the twin stays open in this process (node shells' ptys, pipes)
     assert len(os.listdir("/proc/self/fd")) <= fds_before
     after = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
@@ -117,7 +132,7 @@ def test_exception_during_build_tears_down(tmp_path, monkeypatch):
     monkeypatch.setattr(twin, "_start_services", boom)
     with pytest.raises(RuntimeError):
         twin.start()
-    assert leftovers(twin.state.prefix) == {"links": [], "processes": [], "nft_tables": []}
+    assert nothing_left(twin.state.prefix), leftovers(twin.state.prefix)
 
 
 def _wait_up(proc, timeout=120):
@@ -136,10 +151,10 @@ def test_ctrl_c_on_up_removes_the_twin(tmp_path):
                              str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     st = _wait_up(proc)
-    assert leftovers(st.prefix)["links"]
+    assert leftovers(st.prefix)["namespaces"]
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
-    assert leftovers(st.prefix) == {"links": [], "processes": [], "nft_tables": []}
+    assert nothing_left(st.prefix), leftovers(st.prefix)
 
 
 def test_down_cleans_up_after_a_killed_owner(tmp_path):
@@ -150,10 +165,10 @@ def test_down_cleans_up_after_a_killed_owner(tmp_path):
     st = _wait_up(proc)
     proc.kill()
     proc.wait()
-    assert leftovers(st.prefix)["links"], "the killed twin should still be there"
+    assert leftovers(st.prefix)["namespaces"], "the killed twin should still be there"
     r = cli("down", st.prefix)
     assert r.returncode == 0, r.stderr
-    assert leftovers(st.prefix) == {"links": [], "processes": [], "nft_tables": []}
+    assert nothing_left(st.prefix), leftovers(st.prefix)
 
 
 def test_up_detach_exec_and_down(tmp_path):
@@ -166,7 +181,7 @@ def test_up_detach_exec_and_down(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     r = cli("down", st.prefix)
     assert r.returncode == 0, r.stderr
-    assert leftovers(st.prefix) == {"links": [], "processes": [], "nft_tables": []}
+    assert nothing_left(st.prefix), leftovers(st.prefix)
 
 
 def test_missing_netem_gives_one_clear_warning(tmp_path):
@@ -181,7 +196,7 @@ def test_missing_netem_gives_one_clear_warning(tmp_path):
         assert len(msgs) == 1 and "netem is not available" in msgs[0] and "satcom" in msgs[0]
         # bandwidth is still shaped on the SATCOM link: an HTB class at 4 Mbit/s
         port = twin.port[("hq-rtr", topo.nodes["hq-rtr"].interfaces[-1].index)]
-        out = subprocess.run(["tc", "class", "show", "dev", port], capture_output=True, text=True).stdout
+        out = twin.switch_run(["tc", "class", "show", "dev", port]).stdout
         assert "htb" in out and "4Mbit" in out
     finally:
         twin.stop()

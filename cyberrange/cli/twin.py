@@ -188,7 +188,8 @@ def status():
     for s in states:
         alive = s not in dead
         t.add_row(s.prefix, s.topology, s.run_id,
-                  s.status if alive else "[red]orphaned[/]", str(len(s.node_pids)),
+                  s.status if alive else "[red]orphaned[/]",
+                  str(len(s.namespaces or s.node_pids)),
                   f"pid {s.owner_pid}" + ("" if alive else " [red](dead)[/]"),
                   f"{time.time() - s.created:.0f} s")
     console = Console()
@@ -213,12 +214,16 @@ def exec_(node, argv, ref):
     if not states:
         raise UserError("no twin is up")
     s = states[0]
-    if node not in s.node_pids:
+    nodes = s.namespaces or s.node_pids
+    if node not in nodes:
         import difflib
-        near = difflib.get_close_matches(node, list(s.node_pids), 1)
+        near = difflib.get_close_matches(node, list(nodes), 1)
         raise UserError(f"no node {node!r} in twin {s.topology}"
                         + (f" (did you mean {near[0]!r}?)" if near else ""))
-    r = subprocess.run(["mnexec", "-a", str(s.node_pids[node]), *argv])
+    if s.namespaces:               # `ip netns exec` also gives the node its own /sys view
+        r = subprocess.run(["ip", "netns", "exec", s.namespaces[node], *argv])
+    else:                          # a twin of an earlier version: a Mininet shell per node
+        r = subprocess.run(["mnexec", "-a", str(s.node_pids[node]), *argv])
     sys.exit(r.returncode)
 
 

@@ -87,7 +87,7 @@ class Interface:
 
     @property
     def devname(self) -> str:
-        """Name of the interface inside the node, Mininet prefix excluded ("eth0", "eth1.20")."""
+        """Name of the interface inside the node ("eth0", "eth1.20"), as the twin names it."""
         return f"eth{self.index}" + (f".{self.vlan}" if self.vlan is not None else "")
 
 

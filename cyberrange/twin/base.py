@@ -1,7 +1,7 @@
 """What the rest of the engine needs from a running twin: a way to run a program in a node.
 
-The Mininet twin implements it with ``mnexec -a PID`` (enter the node's namespaces); tests that
-make their own namespaces implement it with ``ip netns exec``.
+The twin implements it by starting the program inside the node's named namespace
+(``twin/netns.py``); tests that make their own namespaces implement it with ``ip netns exec``.
 """
 from __future__ import annotations
 

@@ -1,19 +1,27 @@
-"""Model -> a running Mininet twin.
+"""Model -> a running twin: named network namespaces, Linux bridges, veths, batches.
 
 ``Twin(topology, run_dir, run_id).start()`` builds, in order, each stage small and named:
 
-1. ``_build_network``  Mininet nodes (one network namespace each) and Linux-bridge switches,
-                        one switch per zone; no controller, no NAT, nothing attached to a real
-                        interface of the host.
-2. ``_configure``       addresses, IPv6 off, forwarding and routes computed from the model,
-                        nftables rulesets on firewalls.
-3. ``_shape``           HTB bandwidth on every attachment with a profile; netem where present.
-4. ``_start_sensors``   the capture points (``twin/sensors.py``): span, port-set and router-interface
-                        sensors, tcpdump each, pcaps optionally rotated.
-5. ``_start_services``  HTTP, login and DNS services, waited for until they listen.
+1. ``_build_network``  one named namespace per node (``<prefix>h<N>``) and one for the
+                        switches (``<prefix>sw``), made by one ``ip -batch``; their net
+                        sysctls (IPv6 off; forwarding on routers) written in-process; every
+                        veth pair made by a second batch straight into its two namespaces
+                        (node end ``eth<K>``, switch end ``p<N>``); the bridges and their ports
+                        by a third, inside the switch namespace. Nothing of the twin is in the
+                        host's namespace: it cannot touch a real interface.
+2. ``_configure``       per node one ``ip -batch`` (addresses, VLANs, routes), ``nft -f`` on
+                        firewalls and ``tc -batch`` where a port is shaped, run a few at a time.
+3. ``_shape``           the switch side of every shaped port: one ``tc -batch``.
+4. ``_start_sensors``   the capture points (``twin/sensors.py``), in the switch namespace.
+5. ``_start_services``  HTTP, login, DNS, ... started in their nodes, waited for until they
+                        listen (read from ``/proc/thread-self/net``, no ``ss`` per check).
+
+No node has a process of its own: programs start inside a node's namespace directly
+(``twin/netns.py``), and ``twin.net`` is a Mininet network of the same nodes, switches and links
+(``twin/mnnodes.py``) whose hosts start a shell only when asked for one.
 
 Everything created is recorded in a ``TwinState`` as it is created; ``stop()`` (also run on
-any exception during ``start()``) removes exactly those objects.
+any exception during ``start()``) removes exactly those objects (``twin/state.py``).
 """
 from __future__ import annotations
 
@@ -28,19 +36,16 @@ from pathlib import Path
 
 from cyberrange.errors import EnvironmentProblem
 from cyberrange.model.topology import Topology
-from cyberrange.twin import firewall, shaping
+from cyberrange.twin import firewall, netns, shaping
 from cyberrange.twin.shield import Shield
-from cyberrange.twin.state import (
-    TwinState,
-    netns_inode,
-    new_prefix,
-    process_start,
-    teardown,
-)
+from cyberrange.twin.state import TwinState, new_prefix, process_start, teardown
 
-REQUIRED_TOOLS = {"mnexec": "mininet", "tcpdump": "tcpdump", "nft": "nftables",
-                  "ip": "iproute2", "tc": "iproute2", "brctl": "bridge-utils",
-                  "ifconfig": "net-tools"}
+REQUIRED_TOOLS = {"tcpdump": "tcpdump", "nft": "nftables", "ip": "iproute2", "tc": "iproute2"}
+PARALLEL = 4                       # per-node configuration commands running at once
+
+IPV6_OFF = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+FORWARDING = {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0",
+              "net.ipv4.conf.default.rp_filter": "0"}
 
 
 def preflight(need_dns: bool = False) -> None:
@@ -63,9 +68,24 @@ def preflight(need_dns: bool = False) -> None:
         ) from e
 
 
-def _mac(prefix: str, node: str, index: int) -> str:
+def _mac(prefix: str, node: str, index) -> str:
     h = hashlib.sha1(f"{prefix}/{node}/{index}".encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in h[:5])
+
+
+def _batch(argv: list[str], lines: list[str], what: str, ns: str | None = None) -> None:
+    """Run ``argv`` (``ip -batch -``, ``tc -batch -``...) with ``lines`` on its stdin, in the
+    host's namespace or in ``ns``; one line of error if it fails."""
+    if not lines:
+        return
+    text = "\n".join(lines) + "\n"
+    if ns is None:
+        r = subprocess.run(argv, input=text, capture_output=True, text=True,
+                           start_new_session=True)
+    else:
+        r = netns.run(ns, argv, input=text)
+    if r.returncode:
+        raise EnvironmentProblem(f"{what} failed: {(r.stderr or r.stdout).strip()[:300]}")
 
 
 class Twin:
@@ -77,16 +97,18 @@ class Twin:
         self.run_id = run_id
         self.log = log or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
         self.warnings: list[str] = []
-        self.net = None
-        self.mn: dict[str, object] = {}          # model node -> Mininet node
-        self.switch: dict[str, object] = {}      # zone -> Mininet switch
+        self.net = None                          # a Mininet network of the same objects
+        self.ns: dict[str, str] = {}             # model node -> its namespace's name
+        self.sw_ns: str | None = None            # the switches' namespace
+        self.bridge: dict[str, str] = {}         # switch (zone or shared switch) -> bridge
         self.port_key_mac: dict[tuple, str] = {}
-        self.intf: dict[tuple[str, int], str] = {}   # (node, iface index) -> intf name in node
-        self.port: dict[tuple[str, int], str] = {}   # (node, iface index) -> switch port (root ns)
+        self.intf: dict[tuple, str] = {}         # (node, port key) -> device in the node
+        self.port: dict[tuple, str] = {}         # (node, port key) -> switch port (switch ns)
         self.sensor_procs: dict[str, subprocess.Popen] = {}
         self.sensor_files: dict[str, Path] = {}
         self.procs: list[subprocess.Popen] = []
         self.netem = False
+        self.dot1q = True
         self.state: TwinState | None = None
         self.timings: dict[str, float] = {}
         self.removed: dict = {}
@@ -97,11 +119,16 @@ class Twin:
         preflight(need_dns=any(s.type == "dns" for n in self.topo.hosts for s in n.services))
         for d in ("pcaps", "logs", "config"):
             (self.run_dir / d).mkdir(parents=True, exist_ok=True)
-        self.state = TwinState(prefix=new_prefix(), run_id=self.run_id,
+        prefix = new_prefix()
+        self.state = TwinState(prefix=prefix, run_id=self.run_id,
                                run_dir=str(self.run_dir), topology=self.topo.name,
                                owner_pid=os.getpid(), owner_start=process_start(os.getpid()))
-        self.state.nft_table = f"cyberrange_{self.state.prefix}"
-        self.state.save()
+        self.state.nft_table = f"cyberrange_{prefix}"
+        self.sw_ns = self.state.switch_ns = f"{prefix}sw"
+        self.ns = {n: f"{prefix}h{i}" for i, n in enumerate(self.topo.nodes, 1)}
+        self.state.namespaces = dict(self.ns)
+        self.state.kernel_names = dict(self.ns)
+        self.state.save()                        # before the first object: teardown can find all
         stages = [("network", self._build_network), ("configure", self._configure),
                   ("shape", self._shape), ("sensors", self._start_sensors),
                   ("services", self._start_services)]
@@ -139,24 +166,22 @@ class Twin:
             if p.poll() is None:
                 p.terminate()
         removed = teardown(self.state)
-        for p in self.procs:
+        for p in self.procs:                     # reap: they were killed with their namespace
             try:
                 p.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 p.kill()
-        if self.net is not None:
-            # Reap the node shells and close their ptys: a process that builds many twins
-            # (a test run, a campaign) would otherwise run out of file descriptors.
-            for n in list(self.mn.values()) + list(self.switch.values()):
-                try:
-                    if n.shell is not None:
-                        n.shell.wait(timeout=2)
-                        n.waitExited = False
-                        type(n).outToNode.pop(n.stdout.fileno(), None)
-                        type(n).inToNode.pop(n.stdin.fileno(), None)
-                        n.cleanup()
-                except Exception:  # noqa: BLE001 - best effort reaping
-                    pass
+        if self.net is not None:                 # close the ptys of shells someone started
+            for h in self.net.hosts:
+                if getattr(h, "shell", None) is not None:
+                    try:
+                        h.shell.wait(timeout=2)
+                        h.waitExited = False
+                        type(h).outToNode.pop(h.stdout.fileno(), None)
+                        type(h).inToNode.pop(h.stdin.fileno(), None)
+                        h.cleanup()
+                    except Exception:  # noqa: BLE001 - best effort
+                        pass
         return removed
 
     def __enter__(self):
@@ -166,14 +191,11 @@ class Twin:
         self.stop()
 
     # -- NodeRunner ----------------------------------------------------------
-    def pid(self, node: str) -> int:
-        return self.mn[node].pid
-
     def popen(self, node: str, argv: list[str], **kwargs) -> subprocess.Popen:
-        if node not in self.mn:
+        if node not in self.ns:
             raise KeyError(f"no node {node!r} in twin {self.topo.name}")
         kwargs.setdefault("start_new_session", True)
-        p = subprocess.Popen(["mnexec", "-a", str(self.pid(node)), *argv], **kwargs)
+        p = netns.popen(self.ns[node], argv, **kwargs)
         self.procs.append(p)
         return p
 
@@ -189,41 +211,35 @@ class Twin:
         return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
     def cmd(self, node: str, script: str) -> str:
-        """Run a shell script in the node's Mininet shell (fast; used while building)."""
-        return self.mn[node].cmd(script)
+        """Run a shell script in a node; its output (stdout and stderr)."""
+        r = self.run(node, ["sh", "-c", script], timeout=120)
+        return r.stdout + r.stderr
 
     def kernel_name(self, node: str) -> str:
-        return self.mn[node].name
+        """The namespace of a node (``ip netns exec NAME ...``)."""
+        return self.ns[node]
+
+    def switch_run(self, argv: list[str], input: str | None = None, timeout: float = 60):
+        """Run a command in the switches' namespace (sensors, tests)."""
+        return netns.run(self.sw_ns, argv, input=input, timeout=timeout)
+
+    def switch_popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        kwargs.setdefault("start_new_session", True)
+        return netns.popen(self.sw_ns, argv, **kwargs)
 
     # -- stages --------------------------------------------------------------
     def _build_network(self):
-        """Nodes (Mininet hosts: a shell in a new namespace each), bridges and veths.
-
-        Mininet creates each veth with a few shell round trips; for hundreds of nodes that is
-        most of the boot time. So the bridges and veth pairs are made in one ``ip -batch`` run
-        (the node end created straight into the node's namespace, its MAC set), and Mininet is
-        told about them through a Link class that skips creation. Mininet still owns the
-        nodes, their shells and its view of the links, so ``twin.net`` is an ordinary Mininet."""
-        from mininet.link import Intf, Link
-        from mininet.log import setLogLevel
-        from mininet.net import Mininet
-        from mininet.nodelib import LinuxBridge
-
-        class PrebuiltLink(Link):
-            def makeIntfPair(self, *args, **kwargs):   # made by the ip -batch below
-                return None
-
-        class QuietIntf(Intf):
-            def config(self, **params):                # configured by the node scripts
-                return {}
-
-        setLogLevel("critical")             # Mininet's own warnings are replaced by ours
-        p = self.state.prefix
-        self.net = Mininet(topo=None, controller=None, switch=LinuxBridge, build=False,
-                           autoSetMacs=False, autoStaticArp=False, waitConnected=False,
-                           inNamespace=False)
-        # One switch per zone, except zones that name a shared VLAN-aware switch.
-        self.dot1q = _dot1q_available(p) if any(
+        """Namespaces, sysctls, veths and bridges: three batches and in-process writes."""
+        p, sw_ns = self.state.prefix, self.sw_ns
+        _batch(["ip", "-batch", "-"], [f"netns add {sw_ns}"]
+               + [f"netns add {ns}" for ns in self.ns.values()], "creating the namespaces")
+        # IPv6 off before any device arrives (a moved-in device takes the namespace's
+        # defaults): no router solicitations or DAD in the captures; forwarding on routers
+        netns.sysctl(sw_ns, IPV6_OFF)
+        for node in self.topo.nodes.values():
+            netns.sysctl(self.ns[node.name], {**IPV6_OFF, **(FORWARDING if node.is_router
+                                                             else {})})
+        self.dot1q = _dot1q_available(sw_ns) if any(
             z.vlan is not None for z in self.topo.zones.values()) else True
         if not self.dot1q:
             shared = sorted({z.switch_name for z in self.topo.zones.values() if z.vlan is not None})
@@ -235,36 +251,25 @@ class Twin:
             self.log(msg)
         for zone in self.topo.zones.values():
             sw = self._switch_of(zone)
-            if sw not in self.switch:
-                kname = f"{p}s{len(self.switch) + 1}"
-                self.switch[sw] = self.net.addSwitch(kname, cls=LinuxBridge, stp=False)
-                self.state.kernel_names[f"switch:{sw}"] = kname
-            self.state.kernel_names[f"zone:{zone.name}"] = self.switch[sw].name
-        self.state.root_pids += [s.pid for s in self.switch.values()]
-        for i, node in enumerate(self.topo.nodes.values(), 1):
-            self.mn[node.name] = self.net.addHost(f"{p}h{i}", ip=None)
-            self.state.kernel_names[node.name] = f"{p}h{i}"
-            self.state.node_pids[node.name] = self.mn[node.name].pid
-            self.state.netns[node.name] = netns_inode(self.mn[node.name].pid)
-        self.state.save()
+            if sw not in self.bridge:
+                self.bridge[sw] = f"br{len(self.bridge) + 1}"
+                self.state.kernel_names[f"switch:{sw}"] = f"{sw_ns}/{self.bridge[sw]}"
+            self.state.kernel_names[f"zone:{zone.name}"] = f"{sw_ns}/{self.bridge[sw]}"
         # One link per physical port; VLAN interfaces with the same index share a trunk port.
-        self.vlan_ports: dict[str, dict[str, tuple[str, list[int]]]] = {}  # switch -> port -> mode
-        next_port = {sw: 1 for sw in self.switch}
-        plan = []
+        self.vlan_ports: dict[str, dict[str, tuple[str, list[int]]]] = {}
+        plan, pairs = [], []
         for node in self.topo.nodes.values():
-            h = self.mn[node.name]
             for index, group in self._ports(node).items():
                 zone = self.topo.zones[group[0].zone]
                 sw = self._switch_of(zone)
-                name = (f"{h.name}-eth{index}" if isinstance(index, int)
-                        else f"{h.name}-v{index[1]}")
-                port_no = next_port[sw]
-                next_port[sw] += 1
-                port = f"{self.switch[sw].name}-eth{port_no}"
-                plan.append((node.name, index, sw, name, port, port_no))
-                self.port_key_mac[(node.name, index)] = _mac(p, node.name, index)
+                name = f"eth{index}" if isinstance(index, int) else f"eth{index[0]}v{index[1]}"
+                port = f"p{len(plan) + 1}"
+                mac = self.port_key_mac[(node.name, index)] = _mac(p, node.name, index)
                 self.intf[(node.name, index)] = name
                 self.port[(node.name, index)] = port
+                plan.append((node.name, index, sw, name, port))
+                pairs.append(f"link add name {name} address {mac} netns {self.ns[node.name]} "
+                             f"type veth peer name {port} netns {sw_ns}")
                 tagged = [i.vlan for i in group if i.vlan is not None]
                 if not self.dot1q:
                     pass                      # one bridge per VLAN: nothing to tag
@@ -272,48 +277,54 @@ class Twin:
                     self.vlan_ports.setdefault(sw, {})[port] = ("trunk", tagged)
                 elif zone.vlan is not None:
                     self.vlan_ports.setdefault(sw, {})[port] = ("access", [zone.vlan])
-        lines = []
-        for sw, s in self.switch.items():
-            lines.append(f"link add name {s.name} type bridge stp_state 0 nf_call_iptables 0"
-                         f" nf_call_ip6tables 0 nf_call_arptables 0")
-        for node, index, sw, name, port, _ in plan:
-            lines.append(f"link add name {name} address {self.port_key_mac[(node, index)]} netns "
-                         f"{self.mn[node].pid} type veth peer name {port}")
-            lines.append(f"link set dev {port} master {self.switch[sw].name}")
-        batch = self.run_dir / "config" / "ip-network.batch"
-        batch.write_text("\n".join(lines) + "\n")
-        r = subprocess.run(["ip", "-batch", str(batch)], capture_output=True, text=True)
-        if r.returncode:
-            raise EnvironmentProblem(f"creating the twin's links failed: {r.stderr.strip()[:300]}")
-        ports = [s.name for s in self.switch.values()] + [pl[4] for pl in plan]
-        _sysctl_ipv6_off(ports)
-        up = [f"link set dev {port} up" for *_, port, _ in plan]
-        up += [f"link set dev {s.name} up" for s in self.switch.values()]
-        batch_up = self.run_dir / "config" / "ip-up.batch"
-        batch_up.write_text("\n".join(up) + "\n")
-        r = subprocess.run(["ip", "-batch", str(batch_up)], capture_output=True, text=True)
-        if r.returncode:
-            raise EnvironmentProblem(f"bringing the twin's ports up failed: {r.stderr.strip()[:300]}")
-        for node, index, sw, name, port, port_no in plan:
-            port1 = index if isinstance(index, int) else 1000 + index[1]
-            self.net.addLink(self.mn[node], self.switch[sw], port1=port1, port2=port_no,
-                             intfName1=name, intfName2=port, cls=PrebuiltLink, intf=QuietIntf)
-        self.net.build()
+        _batch(["ip", "-batch", "-"], pairs, "creating the twin's links")
+        lines = [f"link add name {br} type bridge stp_state 0" for br in self.bridge.values()]
+        for _node, _index, sw, _name, port in plan:
+            lines += [f"link set dev {port} master {self.bridge[sw]}", f"link set dev {port} up"]
+        lines += [f"link set dev {br} up" for br in self.bridge.values()]
+        _batch(["ip", "-batch", "-"], lines, "creating the switches", ns=sw_ns)
         self._configure_vlans()
+        self._mininet(plan)
+
+    def _mininet(self, plan) -> None:
+        """``twin.net``: the same nodes, switches and links as Mininet objects (no commands)."""
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+
+        from cyberrange.twin.mnnodes import NetnsHost, NetnsSwitch, PrebuiltLink, QuietIntf
+        setLogLevel("critical")
+        self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False,
+                           autoStaticArp=False, waitConnected=False, inNamespace=False)
+        hosts = {n: self.net.addHost(ns, cls=NetnsHost, ip=None) for n, ns in self.ns.items()}
+        switches = {sw: self.net.addSwitch(f"{self.state.prefix}s{i}", cls=NetnsSwitch,
+                                           bridge=br, ns=self.sw_ns)
+                    for i, (sw, br) in enumerate(self.bridge.items(), 1)}
+        ips = {(n.name, self._key(i)): i for n in self.topo.nodes.values() for i in n.interfaces}
+        for node, index, sw, name, port in plan:
+            port1 = index if isinstance(index, int) else 1000 + index[1]
+            link = self.net.addLink(hosts[node], switches[sw], port1=port1,
+                                    port2=int(port[1:]), intfName1=name, intfName2=port,
+                                    cls=PrebuiltLink, intf=QuietIntf)
+            link.intf1.mac = self.port_key_mac[(node, index)]
+            itf = ips.get((node, index))
+            if itf is not None:
+                link.intf1.ip, link.intf1.prefixLen = str(itf.ip), itf.prefixlen
 
     def _configure_vlans(self):
         """802.1Q on shared switches: access ports untagged in their zone's VLAN, trunks tagged."""
+        lines = []
         for sw, ports in self.vlan_ports.items():
-            br = self.switch[sw].name
-            _ip(["link", "set", "dev", br, "type", "bridge", "vlan_filtering", "1"])
+            lines.append(f"link set dev {self.bridge[sw]} type bridge vlan_filtering 1")
             for port, (mode, vlans) in ports.items():
-                subprocess.run(["bridge", "vlan", "del", "dev", port, "vid", "1"], capture_output=True)
+                lines.append(f"vlan del dev {port} vid 1")
                 for v in vlans:
-                    extra = ["pvid", "untagged"] if mode == "access" else []
-                    r = subprocess.run(["bridge", "vlan", "add", "dev", port, "vid", str(v), *extra],
-                                       capture_output=True, text=True)
-                    if r.returncode:
-                        raise EnvironmentProblem(f"bridge vlan on {port}: {r.stderr.strip()}")
+                    extra = " pvid untagged" if mode == "access" else ""
+                    lines.append(f"vlan add dev {port} vid {v}{extra}")
+        if lines:
+            ip_lines = [ln for ln in lines if ln.startswith("link ")]
+            _batch(["ip", "-batch", "-"], ip_lines, "VLAN filtering", ns=self.sw_ns)
+            _batch(["bridge", "-batch", "-"], [ln for ln in lines if ln.startswith("vlan ")],
+                   "bridge VLANs", ns=self.sw_ns)
 
     def _key(self, itf):
         """Which physical port carries an interface: its index, or (index, vlan) where VLANs
@@ -338,49 +349,39 @@ class Twin:
         return f"eth{itf.index}.{itf.vlan}"
 
     def _configure(self):
-        """Addresses, routes, forwarding, firewall rules and node-side shaping: one shell script
-        per node, sent to every node's shell at once and then collected (parallel)."""
+        """Per node: one ``ip -batch`` (addresses, VLAN devices, routes, links up), then
+        ``nft -f`` on a firewall and ``tc -batch`` for its shaped ports; a few nodes at once."""
         shaped = self._plan_shaping()
-        scripts = {}
+        jobs = []
         for node in self.topo.nodes.values():
-            lines = ["sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
-                     " net.ipv6.conf.lo.disable_ipv6=1"]
-            for key in self._ports(node):
-                phys = self.intf[(node.name, key)]
-                lines += [f"ip addr flush dev {phys}", f"ip link set {phys} up"]
+            lines = [f"link set dev {self.intf[(node.name, key)]} up" for key in self._ports(node)]
             for itf in node.interfaces:
                 dev = self._dev(node.name, itf)
                 if itf.vlan is not None and self.dot1q:
-                    lines.append(f"ip link add link {self.intf[(node.name, itf.index)]} name {dev}"
+                    lines.append(f"link add link {self.intf[(node.name, itf.index)]} name {dev}"
                                  f" type vlan id {itf.vlan}")
-                lines += [f"ip addr add {itf.cidr} dev {dev}", f"ip link set {dev} up"]
-            lines.append("ip link set lo up")
-            if node.is_router:
-                lines.append("sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0"
-                             " net.ipv4.conf.default.rp_filter=0")
-            elif node.gateway:
-                lines.append(f"ip route replace default via {node.gateway}")
-            lines += [f"ip route replace {net} via {nh}" for net, nh in node.routes]
+                lines += [f"addr add {itf.cidr} dev {dev}", f"link set dev {dev} up"]
+            lines.append("link set dev lo up")
+            if not node.is_router and node.gateway:
+                lines.append(f"route replace default via {node.gateway}")
+            lines += [f"route replace {net} via {nh}" for net, nh in node.routes]
+            commands = [(["ip", "-batch", "-"], "\n".join(lines) + "\n")]
             if node.kind == "firewall":
                 path = self.run_dir / "config" / f"{node.name}.nft"
                 path.write_text(firewall.ruleset(node))
-                lines.append(f"nft -f {path} || echo 'Error: nftables rejected {path.name}'")
-            # the node's side of every shaped port (the switch side is shaped in _shape)
-            for itf in shaped.get(node.name, []):
-                for cmd in shaping.htb_commands(self.intf[(node.name, self._key(itf))], itf.profile,
-                                                self.netem):
-                    lines.append(" ".join(cmd))
-            scripts[node.name] = " ; ".join(lines) + " ; echo __done__"
-        # send to every shell first, then collect: the nodes configure themselves in parallel
-        names = list(scripts)
-        for chunk in range(0, len(names), 64):
-            batch = names[chunk:chunk + 64]
-            for name in batch:
-                self.mn[name].sendCmd(scripts[name])
-            for name in batch:
-                out = self.mn[name].waitOutput()
-                if "__done__" not in out or "Error" in out or "RTNETLINK" in out:
-                    raise EnvironmentProblem(f"configuring {name} failed: {out.strip()[:300]}")
+                commands.append((["nft", "-f", str(path)], None))
+            tc = [" ".join(cmd[1:]) for itf in shaped.get(node.name, [])
+                  for cmd in shaping.htb_commands(self.intf[(node.name, self._key(itf))],
+                                                  itf.profile, self.netem)]
+            if tc:
+                commands.append((["tc", "-batch", "-"], "\n".join(tc) + "\n"))
+            jobs.append((node.name, self.ns[node.name], commands))
+        failed = netns.run_jobs(jobs, parallel=PARALLEL)
+        if failed:
+            name, message = failed[0]
+            raise EnvironmentProblem(f"configuring {name} failed: {message}"
+                                     + (f" (and {len(failed) - 1} more nodes)" if len(failed) > 1
+                                        else ""))
 
     def _plan_shaping(self) -> dict[str, list]:
         """Which ports get shaped (per node), whether netem exists, and the one warning if not."""
@@ -391,8 +392,7 @@ class Twin:
                     shaped.setdefault(n.name, []).append(g[0])
         if not shaped:
             return shaped
-        first_node, first = next(iter(shaped.items()))
-        self.netem = _netem_available(self.port[(first_node, self._key(first[0]))])
+        self.netem = _netem_available(self.sw_ns)
         unshaped = sorted({(i.zone, i.profile.name, i.profile.delay_ms, i.profile.loss_pct)
                            for itfs in shaped.values() for i in itfs if i.profile.needs_netem})
         if unshaped and not self.netem:
@@ -406,20 +406,16 @@ class Twin:
         return shaped
 
     def _shape(self):
-        """The switch side of every shaped port, in one ``tc -batch`` run in the root namespace."""
+        """The switch side of every shaped port, in one ``tc -batch`` in the switch namespace."""
         lines = []
         for node, itfs in getattr(self, "_shaped", {}).items():
             for itf in itfs:
                 for cmd in shaping.htb_commands(self.port[(node, self._key(itf))], itf.profile,
                                                 self.netem):
                     lines.append(" ".join(cmd[1:]))
-        if not lines:
-            return
-        batch = self.run_dir / "config" / "tc-switch-ports.batch"
-        batch.write_text("\n".join(lines) + "\n")
-        r = subprocess.run(["tc", "-batch", str(batch)], capture_output=True, text=True)
-        if r.returncode:
-            raise EnvironmentProblem(f"tc failed on a switch port: {r.stderr.strip()[:300]}")
+        if lines:
+            (self.run_dir / "config" / "tc-switch-ports.batch").write_text("\n".join(lines) + "\n")
+        _batch(["tc", "-batch", "-"], lines, "tc on the switch ports", ns=self.sw_ns)
 
     def _start_sensors(self):
         """The capture points (cyberrange.twin.sensors); ``sensor_rotate_s`` set before
@@ -505,10 +501,8 @@ class Twin:
                 waits.append((node, svc))
         deadline = time.time() + 20
         for node, svc in waits:
-            flag = "-Hlun" if svc.proto == "udp" else "-Hltn"
             while True:
-                r = self.run(node.name, ["ss", flag, f"sport = :{svc.port}"], timeout=5)
-                if r.stdout.strip():
+                if netns.listening(self.ns[node.name], svc.port, svc.proto):
                     break
                 if time.time() > deadline:
                     logt = _read(self.run_dir / "logs" / f"{node.name}-{svc.type}-{svc.port}.out")
@@ -523,49 +517,28 @@ class Twin:
 _DOT1Q: dict[str, bool] = {}
 
 
-def _dot1q_available(prefix: str) -> bool:
-    """Probe once per process: VLAN devices and VLAN-filtering bridges both work?"""
+def _dot1q_available(ns: str) -> bool:
+    """Probe once per process, inside ``ns``: VLAN devices and VLAN-filtering bridges work?"""
     if "v" not in _DOT1Q:
-        a, b, br = f"{prefix}m0a", f"{prefix}m0b", f"{prefix}s0"
-        ok = subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b],
-                            capture_output=True).returncode == 0
-        try:
-            ok = ok and subprocess.run(["ip", "link", "add", "link", a, "name", f"{a}.9", "type",
-                                        "vlan", "id", "9"], capture_output=True).returncode == 0
-            ok = ok and subprocess.run(["ip", "link", "add", br, "type", "bridge",
-                                        "vlan_filtering", "1"], capture_output=True).returncode == 0
-        finally:
-            for dev in (br, a):
-                subprocess.run(["ip", "link", "del", dev], capture_output=True)
-        _DOT1Q["v"] = ok
+        r = netns.run(ns, ["ip", "-batch", "-"], input=(
+            "link add zqa type veth peer name zqb\n"
+            "link add link zqa name zqa.9 type vlan id 9\n"
+            "link add zqbr type bridge vlan_filtering 1\n"))
+        _DOT1Q["v"] = r.returncode == 0
+        netns.run(ns, ["ip", "-force", "-batch", "-"], input="link del zqbr\nlink del zqa\n")
     return _DOT1Q["v"]
-
-
-def _ip(args: list[str]) -> None:
-    r = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if r.returncode:
-        raise EnvironmentProblem(f"ip {' '.join(args)}: {r.stderr.strip()}")
-
-
-def _sysctl_ipv6_off(devs: list[str]) -> None:
-    for d in devs:
-        try:
-            Path(f"/proc/sys/net/ipv6/conf/{d}/disable_ipv6").write_text("1")
-        except OSError:
-            pass
 
 
 _NETEM: dict[str, bool] = {}
 
 
-def _netem_available(dev: str) -> bool:
-    """Probe once per process: can this kernel add a netem qdisc?"""
+def _netem_available(ns: str) -> bool:
+    """Probe once per process, inside ``ns``: can this kernel add a netem qdisc?"""
     if "v" not in _NETEM:
-        r = subprocess.run(["tc", "qdisc", "add", "dev", dev, "root", "handle", "9:", "netem",
-                            "delay", "0ms"], capture_output=True, text=True)
+        netns.run(ns, ["ip", "link", "add", "zqn", "type", "veth", "peer", "name", "zqm"])
+        r = netns.run(ns, ["tc", "qdisc", "add", "dev", "zqn", "root", "netem", "delay", "0ms"])
         _NETEM["v"] = r.returncode == 0
-        if r.returncode == 0:
-            subprocess.run(["tc", "qdisc", "del", "dev", dev, "root"], capture_output=True)
+        netns.run(ns, ["ip", "link", "del", "zqn"])
     return _NETEM["v"]
 
 

@@ -3,7 +3,8 @@
 Three kinds (``Sensor.kind`` in the model), each writing every frame it sees exactly once:
 
 * ``span``      (zone only): an nftables *netdev ingress* ``dup`` on every switch port of the
-                zone copies each frame to a monitor veth ``<prefix>m<i>a`` where tcpdump listens.
+                zone copies each frame to a monitor veth ``m<i>a`` where tcpdump listens (all
+                of it inside the twin's switch namespace).
                 A frame enters a switch through exactly one port, so it is copied exactly once.
                 On a shared 802.1Q switch the zone's access ports are copied whole and trunk
                 ports only for frames tagged with the zone's VLAN.
@@ -47,6 +48,7 @@ import time
 from pathlib import Path
 
 from cyberrange.errors import EnvironmentProblem
+from cyberrange.twin import netns
 
 __all__ = [
     "Sensors",
@@ -176,19 +178,6 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _ip(args: list[str]) -> None:
-    r = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
-    if r.returncode:
-        raise EnvironmentProblem(f"ip {' '.join(args)}: {r.stderr.strip()}")
-
-
-def _ipv6_off(dev: str) -> None:
-    try:
-        Path(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6").write_text("1")
-    except OSError:
-        pass
-
-
 # ---------------------------------------------------------------------------- the sensors
 class Sensors:
     """The running captures of one twin (``twin.sensors``).
@@ -261,8 +250,7 @@ class Sensors:
     # -- start ---------------------------------------------------------------
     def start(self) -> Sensors:
         tw = self.twin
-        p = tw.state.prefix
-        chains = []
+        chains, monitors = [], []
         for i, sensor in enumerate(self.sensors, 1):
             self.scope[sensor.name] = self._scope(sensor)
             if sensor.kind == "interface":
@@ -274,22 +262,23 @@ class Sensors:
                                              f"in {zone}")
                 self.devs[sensor.name] = tw._dev(router, itf)
                 continue
-            mon_a, mon_b = f"{p}m{i}a", f"{p}m{i}b"
-            _ip(["link", "add", mon_a, "type", "veth", "peer", "name", mon_b])
-            for d in (mon_a, mon_b):
-                _ipv6_off(d)
-                _ip(["link", "set", d, "up"])
+            mon_a, mon_b = f"m{i}a", f"m{i}b"     # in the switch namespace (IPv6 off there)
+            monitors += [f"link add {mon_a} type veth peer name {mon_b}",
+                         f"link set {mon_a} up", f"link set {mon_b} up"]
             self.mon[sensor.name] = self.devs[sensor.name] = mon_a
-            tw.state.kernel_names[f"sensor:{sensor.name}"] = mon_a
+            tw.state.kernel_names[f"sensor:{sensor.name}"] = f"{tw.sw_ns}/{mon_a}"
             if sensor.kind == "ports":
                 chains += self.port_chains(i, sensor, mon_a)
             else:
                 chains += self.span_chains(i, sensor.zone, mon_a)
+        if monitors:
+            r = tw.switch_run(["ip", "-batch", "-"], input="\n".join(monitors) + "\n")
+            if r.returncode:
+                raise EnvironmentProblem(f"the sensors' monitor veths: {r.stderr.strip()[:300]}")
         if chains:
             script = f"table netdev {self.table} {{\n" + "\n".join(chains) + "\n}\n"
             (tw.run_dir / "config" / f"sensors-{self.table}.nft").write_text(script)
-            r = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True,
-                               check=False)
+            r = tw.switch_run(["nft", "-f", "-"], input=script)
             if r.returncode:
                 raise EnvironmentProblem(f"nftables rejected the sensor ruleset: {r.stderr.strip()}")
             self._table_made = True
@@ -317,18 +306,17 @@ class Sensors:
             argv += ["-G", str(rs)]
         if mb:
             argv += ["-C", str(mb)]
+        ns = tw.sw_ns                          # span and port sensors: the switch namespace
         if sensor.kind == "interface":
             argv.insert(1, "--immediate-mode")
-            router = sensor.interface[0]
-            argv = ["mnexec", "-a", str(tw.pid(router)), *argv]
+            ns = tw.ns[sensor.interface[0]]     # interface sensors: inside the router
         errf = self.log_dir / f"tcpdump-{sensor.name}.log"
         err = open(errf, "w")  # noqa: SIM115 - tcpdump's stderr for its whole life
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = netns.popen(ns, argv, stdout=subprocess.DEVNULL, stderr=err,
+                           stdin=subprocess.DEVNULL, start_new_session=True)
         err.close()                                  # the child has its own copy
         self.procs[sensor.name] = proc
         self.started[sensor.name] = time.time()
-        tw.state.root_pids.append(proc.pid)
 
     # -- the nftables copies -------------------------------------------------
     def _zone_ports(self, zone_name: str, nodes=None) -> tuple[list[str], list[str]]:
@@ -421,15 +409,21 @@ class Sensors:
     # -- stop ----------------------------------------------------------------
     def stop(self, drain: float = 0.3) -> dict[str, dict]:
         """Stop feeding the monitors, let the last ring block reach tcpdump, stop tcpdump
-        (it flushes and closes its file), and return everything known per sensor."""
+        (it flushes and closes its file), and return everything known per sensor.
+
+        No fixed waits: first until no frame has entered the switches for 50 ms (frames still
+        queued on shaped ports; at most ``drain`` s), then, with the copies removed, until each
+        tcpdump has taken every frame its monitor sent (captured + dropped = the monitor's TX
+        count; a part-filled TPACKET_V3 block is handed over within its 1 s timeout)."""
         if not self.procs:
             return self.final
+        if self.mon:
+            self._wait_quiet(drain)
         if self._table_made:
-            subprocess.run(["nft", "delete", "table", "netdev", self.table], capture_output=True,
-                           check=False)
+            self.twin.switch_run(["nft", "delete", "table", "netdev", self.table])
             self._table_made = False
-        wait = drain + (V3_BLOCK_TIMEOUT_S + 0.2 if self.mon else 0)
-        time.sleep(wait)
+        if self.mon:
+            self._wait_drained(V3_BLOCK_TIMEOUT_S + 0.5)
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
@@ -441,10 +435,36 @@ class Sensors:
                 proc.wait()
         for sensor in self.sensors:
             self.final[sensor.name] = self.describe(sensor)
-        for mon in self.mon.values():
-            subprocess.run(["ip", "link", "del", mon], capture_output=True, check=False)
+        if self.mon:
+            self.twin.switch_run(["ip", "-force", "-batch", "-"],
+                                 input="".join(f"link del {m}\n" for m in self.mon.values()))
         self.procs = {}
         return self.final
+
+    def _wait_quiet(self, timeout: float, quiet: float = 0.05) -> None:
+        """Until the switches' ports received nothing new for ``quiet`` s (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        before = netns.dev_counters(self.twin.sw_ns)
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = netns.dev_counters(self.twin.sw_ns)
+            if now == before:
+                return
+            before = now
+
+    def _wait_drained(self, timeout: float) -> None:
+        """Until every monitor's tcpdump has taken what the monitor sent (or ``timeout``)."""
+        sent = netns.dev_counters(self.twin.sw_ns)
+        want = {name: sent.get(mon, (0, 0))[1] for name, mon in self.mon.items()}
+        deadline = time.monotonic() + timeout
+        while want and time.monotonic() < deadline:
+            for name in list(want):
+                c = self.sample(name, timeout=max(0.05, deadline - time.monotonic()))
+                if not c or (c.get("captured") or 0) + (c.get("dropped_by_kernel") or 0) \
+                        >= want[name]:
+                    del want[name]
+            if want:
+                time.sleep(0.02)
 
     def describe(self, sensor) -> dict:
         """Counters, files (with their frames) and scope of one sensor, for the manifest."""

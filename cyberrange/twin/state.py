@@ -1,16 +1,18 @@
 """Kernel names of a twin's objects, the state file that lists them, and teardown.
 
-Every kernel object a twin creates carries the run's *prefix*: ``c`` and four hex digits
-(``c3f9a``). Mininet nodes are ``<prefix>h<N>``, switches ``<prefix>s<N>``, sensor monitor
-ports ``<prefix>m<N>``; Mininet names interfaces ``<node>-eth<K>``, so every veth and bridge
-in the root namespace starts with the prefix. Linux limits interface names to 15 bytes, which
-is why the prefix is short and model names never reach the kernel.
+Every kernel object a twin creates lives in a named network namespace whose name carries the
+run's *prefix*, ``c`` and four hex digits (``c3f9a``): node ``N`` is ``<prefix>h<N>``, the
+switches (bridges, their ports, the sensors' monitor veths and nftables table) are all in
+``<prefix>sw``. Nothing of a twin is in the host's namespace, so names inside a namespace are
+short and fixed (``eth0``, ``br3``, ``p117``, ``m2a``): always within the kernel's 15 bytes,
+never truncated, never colliding with another twin's.
 
-The state file (``/run/cyberrange/<prefix>.json``, copied into the run folder) is written as
-the twin is built, so that ``cyberrange down`` can remove a twin whose process died: it kills
-the processes in the twin's network namespaces and the ones the twin started in the root
-namespace, deletes the prefixed links and bridges and the prefixed nftables table, and nothing
-else. ``mn -c`` is never used: it would kill other users' Mininet networks.
+The state file (``/run/cyberrange/<prefix>.json``, copied into the run folder) is written
+before the first object exists, so that ``cyberrange down`` can remove a twin whose process
+died: it kills the processes inside the twin's namespaces, then deletes the namespaces (the
+kernel removes their devices with them), and nothing else. ``mn -c`` is never used: it would
+kill other users' Mininet networks. (Twins of earlier versions, with bridges and veths in the
+host's namespace and a Mininet shell per node, are still removed by the same teardown.)
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import secrets
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 STATE_DIR = Path(os.environ.get("CYBERRANGE_STATE_DIR", "/run/cyberrange"))
@@ -46,8 +48,20 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess:
 
 def _prefixes_in_use() -> set[str]:
     out = _run(["ip", "-o", "link", "show"]).stdout
-    names = re.findall(r"^\d+: ([^:@]+)", out, flags=re.M)
-    return {n[:5] for n in names if re.match(r"^c[0-9a-f]{4}[hsm]\d", n)}
+    names = re.findall(r"^\d+: ([^:@]+)", out, flags=re.M) + namespaces()
+    return {n[:5] for n in names if re.match(r"^c[0-9a-f]{4}([hsm]\d|sw$)", n)}
+
+
+NETNS_RE = re.compile(r"^c[0-9a-f]{4}(h\d+|sw)$")
+
+
+def namespaces(prefix: str | None = None) -> list[str]:
+    """Named namespaces of twins (of one prefix): ``<prefix>h<N>``, ``<prefix>sw``."""
+    try:
+        names = os.listdir("/run/netns")
+    except OSError:
+        return []
+    return sorted(n for n in names if NETNS_RE.match(n) and (prefix is None or n[:5] == prefix))
 
 
 def object_re(prefix: str) -> re.Pattern:
@@ -64,8 +78,10 @@ class TwinState:
     owner_pid: int                                   # the process that holds the Mininet objects
     created: float = field(default_factory=time.time)
     owner_start: int = 0                             # its start time (clock ticks since boot)
-    node_pids: dict[str, int] = field(default_factory=dict)      # model node -> shell pid
-    netns: dict[str, str] = field(default_factory=dict)          # model node -> netns inode
+    namespaces: dict[str, str] = field(default_factory=dict)     # model node -> netns name
+    switch_ns: str = ""                                          # the switches' netns
+    node_pids: dict[str, int] = field(default_factory=dict)      # (earlier versions: shells)
+    netns: dict[str, str] = field(default_factory=dict)          # (earlier versions: inodes)
     kernel_names: dict[str, str] = field(default_factory=dict)   # model node/zone -> kernel name
     root_pids: list[int] = field(default_factory=list)           # tcpdump etc. in the root ns
     nft_table: str = ""                                          # netdev table in the root ns
@@ -77,11 +93,13 @@ class TwinState:
 
     def save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
+        # fields are plain JSON values: no deep copy (asdict) of a 5,000-node map per save
+        text = json.dumps({f: getattr(self, f) for f in self.__dataclass_fields__})
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.write_text(text)
         os.replace(tmp, self.path)
         if self.run_dir and Path(self.run_dir).is_dir():
-            (Path(self.run_dir) / "twin-state.json").write_text(json.dumps(asdict(self), indent=1))
+            (Path(self.run_dir) / "twin-state.json").write_text(text)
 
     @classmethod
     def load(cls, path: Path) -> "TwinState":
@@ -181,44 +199,57 @@ def shells_of(prefix: str, kind: str = "hs") -> list[int]:
 
 
 def teardown(state: TwinState, grace: float = 2.0) -> dict:
-    """Remove every kernel object of one twin, and only those. Safe to call twice."""
-    removed = {"processes": 0, "links": 0, "nft": 0}
+    """Remove every kernel object of one twin, and only those. Safe to call twice.
+
+    1. every process inside the twin's namespaces (and, for twins of earlier versions, its
+       Mininet shells and the processes it started in the host's namespace): SIGTERM, wait
+       until they are gone (at most ``grace``), SIGKILL what is left;
+    2. the namespaces, in one ``ip -batch``: the kernel deletes their veths, bridges, qdiscs
+       and nftables tables with them;
+    3. (earlier versions) prefixed links and the sensors' table in the host's namespace.
+    The state file is deleted only when nothing is left, so that ``down`` can retry."""
+    from cyberrange.twin import netns
+    removed = {"processes": 0, "links": 0, "nft": 0, "namespaces": 0}
+    names = sorted(set(state.namespaces.values()) | {state.switch_ns} - {""}
+                   | set(namespaces(state.prefix)))
     # Never the namespace this process runs in, nor pid 1's (when it can be read: in some
-    # sandboxes /proc/1/ns is not readable even by root), nor the switches' (root namespace).
+    # sandboxes /proc/1/ns is not readable even by root).
     outside = {netns_inode(os.getpid()), netns_inode(1)} - {None}
-    # Mininet's host shells carry the prefix in their command line: found by it too, so that
-    # a twin whose owner died before the state file listed every node is removed whole
     host_shells = shells_of(state.prefix, "h")
+    inodes = {i for i in map(netns.inode, names) if i}
+    inodes |= {i for i in state.netns.values() if i}
+    inodes |= {i for i in map(netns_inode, host_shells) if i}
+    inodes -= outside
+    root_pids = [p for p in state.root_pids if _alive(p) and state.prefix in _cmdline(p)]
     shell_pids = set(host_shells) | set(shells_of(state.prefix, "s")) | {
         p for p in state.node_pids.values()
         if _alive(p) and f"mininet:{state.prefix}" in _cmdline(p)}
-    inodes = {i for i in state.netns.values() if i}
-    inodes |= {i for i in map(netns_inode, host_shells) if i}
-    inodes -= outside
-    # 1. processes: those started in the root namespace (sensors), then everything inside the
-    #    twin's namespaces (services, agents, traffic, and the Mininet node shells).
-    root_pids = [p for p in state.root_pids if _alive(p) and state.prefix in _cmdline(p)]
-    victims = set(root_pids) | set(shell_pids) | set(pids_in_netns(inodes))
-    victims.discard(os.getpid())
-    _kill(victims, signal.SIGTERM)
-    deadline = time.time() + grace
-    while time.time() < deadline and any(_alive(p) for p in victims):
-        time.sleep(0.05)
-    left = [p for p in victims if _alive(p)]
+    victims = (set(root_pids) | shell_pids | set(pids_in_netns(inodes))) - {os.getpid()}
+    # interactive bash ignores SIGTERM: Mininet shells get SIGKILL at once (nothing to flush)
+    shells = {p for p in victims if "mininet:" in _cmdline(p)}
+    _kill(shells, signal.SIGKILL)
+    _kill(victims - shells, signal.SIGTERM)
+    left = netns.wait_gone(victims, grace)
     _kill(left, signal.SIGKILL)
+    netns.wait_gone(left, 1.0)
     removed["processes"] = len(victims)
-    # 2. links and bridges in the root namespace that carry this twin's prefix
+    existing = [n for n in names if netns.path(n).exists()]
+    if existing:
+        r = _run_input(["ip", "-force", "-batch", "-"],
+                       "".join(f"netns del {n}\n" for n in existing))
+        removed["namespaces"] = len(existing) - r.stderr.count("Cannot remove")
+    # earlier versions: links, bridges and the sensors' table in the host's namespace
     pat = object_re(state.prefix)
     out = _run(["ip", "-o", "link", "show"]).stdout
-    names = [n for n in re.findall(r"^\d+: ([^:@]+)", out, flags=re.M) if pat.match(n)]
-    # bridges first (so their ports are free), then veths (deleting one end removes both)
-    for n in sorted(names, key=lambda n: "-eth" in n):
-        r = _run(["ip", "link", "del", n])
-        removed["links"] += r.returncode == 0
-    # 3. the sensors' nftables table
-    if state.nft_table:
-        r = _run(["nft", "delete", "table", "netdev", state.nft_table])
-        removed["nft"] += r.returncode == 0
+    links = [n for n in re.findall(r"^\d+: ([^:@]+)", out, flags=re.M) if pat.match(n)]
+    if links:
+        # bridges first (so their ports are free), then veths (deleting one end removes both)
+        links.sort(key=lambda n: "-eth" in n)
+        _run_input(["ip", "-force", "-batch", "-"], "".join(f"link del {n}\n" for n in links))
+        removed["links"] = len(links)
+    if state.nft_table and state.nft_table in _run(["nft", "list", "tables", "netdev"]).stdout:
+        removed["nft"] += _run(["nft", "delete", "table", "netdev", state.nft_table]
+                               ).returncode == 0
     left = leftovers(state.prefix)
     stray = [p for p in pids_in_netns(inodes) if _alive(p) and p != os.getpid()]
     if stray:
@@ -235,20 +266,36 @@ def teardown(state: TwinState, grace: float = 2.0) -> dict:
     return removed
 
 
+def _run_input(argv: list[str], text: str) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, input=text, capture_output=True, text=True,
+                          start_new_session=True)
+
+
 def leftovers(prefix: str | None = None) -> dict[str, list[str]]:
-    """Kernel objects that look like a twin's (any twin's, or one prefix's): for tests and doctor."""
-    pat = re.compile(rf"^{prefix}[hsm]\d" if prefix else r"^c[0-9a-f]{4}[hsm]\d")
+    """Kernel objects that look like a twin's (any twin's, or one prefix's): its namespaces,
+    processes inside them or named after it, and (earlier versions) links and nftables tables
+    in the host's namespace. Empty lists everywhere: nothing is left."""
+    from cyberrange.twin import netns
+    px = re.escape(prefix) if prefix else r"c[0-9a-f]{4}"
+    pat = re.compile(rf"^{px}[hsm]\d")
     out = _run(["ip", "-o", "link", "show"]).stdout
     links = [n for n in re.findall(r"^\d+: ([^:@]+)", out, flags=re.M) if pat.match(n)]
+    spaces = namespaces(prefix)
+    inodes = {i for i in map(netns.inode, spaces) if i} - {netns_inode(os.getpid())}
+    named = re.compile(rf"mininet:{px}h|tcpdump .*{px}m\d")
     procs = []
     for d in os.listdir("/proc"):
         if d.isdigit():
-            cl = _cmdline(int(d))
-            if re.search(r"mininet:c[0-9a-f]{4}h" if not prefix else f"mininet:{prefix}h", cl) \
-                    or (("tcpdump" in cl) and pat.pattern[1:] and re.search(
-                        (prefix or r"c[0-9a-f]{4}") + r"m\d", cl)):
+            pid = int(d)
+            cl = _cmdline(pid)
+            if named.search(cl) or (inodes and netns_inode(pid) in inodes and _alive(pid)):
                 procs.append(f"{d} {cl.strip()}")
     nft = _run(["nft", "list", "tables", "netdev"]).stdout
     tables = [t for t in re.findall(r"table netdev (\S+)", nft)
               if t.startswith("cyberrange_" + (prefix or ""))]
-    return {"links": links, "processes": procs, "nft_tables": tables}
+    return {"links": links, "processes": procs, "nft_tables": tables, "namespaces": spaces}
+
+
+def nothing_left(prefix: str | None = None) -> bool:
+    """True when no kernel object of the twin (or of any twin) is left."""
+    return not any(leftovers(prefix).values())
