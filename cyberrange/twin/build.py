@@ -278,7 +278,9 @@ class Twin:
                 elif zone.vlan is not None:
                     self.vlan_ports.setdefault(sw, {})[port] = ("access", [zone.vlan])
         _batch(["ip", "-batch", "-"], pairs, "creating the twin's links")
-        lines = [f"link add name {br} type bridge stp_state 0" for br in self.bridge.values()]
+        # bridged frames never go through netfilter's IP hooks (br_netfilter, if loaded)
+        lines = [f"link add name {br} type bridge stp_state 0 nf_call_iptables 0 "
+                 f"nf_call_ip6tables 0 nf_call_arptables 0" for br in self.bridge.values()]
         for _node, _index, sw, _name, port in plan:
             lines += [f"link set dev {port} master {self.bridge[sw]}", f"link set dev {port} up"]
         lines += [f"link set dev {br} up" for br in self.bridge.values()]
