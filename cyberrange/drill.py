@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cyberrange.run import Run
+from cyberrange.ui import NullUI
 
 
 @dataclass
@@ -348,15 +349,53 @@ def parse_run_pcaps(run: Run):
     return packets, flows, stats
 
 
-class NullUI:
-    def run_started(self, run, topo, pb):
-        pass
-
-    def phase(self, name, text):
-        pass
-
-    def attack_event(self, kind, payload):
-        pass
-
-    def warn(self, msg):
-        print(f"warning: {msg}", file=sys.stderr)
+def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int | None = None):
+    """``cyberrange attack run``: build the twin, run the playbook, write the ledger and the
+    manifest into a new run folder, tear the twin down. No benign traffic, no detection.
+    Returns ``(run, records)``. Every input and every literal target is checked first."""
+    from cyberrange.attack.playbook import load_playbook
+    from cyberrange.attack.runner import check_static, run_playbook
+    from cyberrange.model.loader import load_topology
+    from cyberrange.run import probe_runs_dir
+    from cyberrange.session import TwinSession
+    from cyberrange.twin.build import Twin, preflight
+    ui = ui or NullUI()
+    topo = load_topology(topology_path)
+    pb = load_playbook(playbook_path, topo)
+    check_static(pb, topo)
+    preflight()
+    seed = pb.seed if seed is None else seed
+    probe_runs_dir(runs_dir)
+    run = Run.create(runs_dir, topo.name, {"topology": topology_path, "playbook": playbook_path},
+                     seed=seed)
+    run.manifest.update(topology=topo.name, playbook=pb.name, kind="attack",
+                        playbook_version=pb.version, max_rate=pb.max_rate)
+    run.save()
+    ui.run_started(run, topo, pb)
+    timings = run.manifest["timings"]
+    t_start = time.monotonic()
+    twin = Twin(topo, run.dir, run.id, log=ui.warn)
+    stop_event = threading.Event()
+    with TwinSession(run, twin, ui) as session:
+        session.start()
+        session.on_cleanup("stopping the sensors",
+                           lambda: run.manifest.update(sensors=twin.stop_sensors()))
+        session.on_cleanup("stopping the attack", stop_event.set)
+        t0 = time.monotonic()
+        ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
+        run_playbook(pb, topo, twin, run.ledger_path, run.id, on_event=ui.attack_event,
+                     stop_event=stop_event, seed=seed)
+        timings["attack_s"] = round(time.monotonic() - t0, 2)
+    timings["total_s"] = round(time.monotonic() - t_start, 2)
+    from cyberrange.attack.ledger import read_ledger
+    records = read_ledger(run.ledger_path)
+    run.manifest["outcomes"] = {o: sum(1 for r in records if r["outcome"] == o)
+                                for o in dict.fromkeys(r["outcome"] for r in records)}
+    run.manifest["attack_packets"] = sum(r["packets_sent"] for r in records)
+    errors = run.manifest["outcomes"].get("error", 0)
+    if errors:
+        run.finish("failed", error=f"{errors} of {len(records)} step executions ended in error "
+                                   f"(the reasons are in ledger.jsonl)")
+    else:
+        run.finish("done")
+    return run, records

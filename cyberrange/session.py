@@ -248,3 +248,83 @@ def remove_twin(state, how: str = "killed") -> dict:
             run.finish(manifest["status"])
     _marker(state.run_id).unlink(missing_ok=True)
     return removed
+
+
+# -- twins that are already up ------------------------------------------------------------
+def select_twins(ref: str | None = None, everything: bool = False, stale: bool = False
+                 ) -> list:
+    """Live twins' states: the one named ``ref`` (prefix, run id or run folder), or every one
+    (``everything``), or those whose owner died (``stale``), or the only one when ``ref`` is
+    None. A UserError names the live twins when ``ref`` matches none or several are up."""
+    from pathlib import Path
+
+    from cyberrange.errors import UserError
+    from cyberrange.twin.state import live_states
+    states = live_states()
+    if everything:
+        return states
+    if stale:
+        return [s for s in states if not s.owner_alive]
+    if ref is None:
+        if len(states) <= 1:
+            return states
+        raise UserError("several twins are up; name one (prefix or run id) or use --all: "
+                        + ", ".join(f"{s.prefix} ({s.run_id})" for s in states))
+    hit = [s for s in states if ref in (s.prefix, s.run_id) or Path(ref).name == s.run_id]
+    if not hit:
+        raise UserError(f"no live twin {ref!r}; live: "
+                        + (", ".join(f"{s.prefix} ({s.run_id})" for s in states) or "none"))
+    return hit
+
+
+class AttachedTwin:
+    """A twin that is up in another process (``cyberrange up``, a drill), found by its state
+    file: a NodeRunner (``popen``/``run`` in a node) for ``exec`` and whatever acts on a live
+    twin. It never tears the twin down: its owner does, or ``cyberrange down``."""
+
+    def __init__(self, state):
+        self.state = state
+        self.prefix, self.run_id, self.topology = state.prefix, state.run_id, state.topology
+        self.ns = dict(state.namespaces)
+        self.sw_ns = state.switch_ns
+
+    @property
+    def nodes(self) -> list[str]:
+        return list(self.ns)
+
+    def _ns(self, node: str) -> str:
+        if node not in self.ns:
+            import difflib
+
+            from cyberrange.errors import UserError
+            near = difflib.get_close_matches(node, list(self.ns), 1)
+            raise UserError(f"no node {node!r} in twin {self.topology} ({self.prefix})"
+                            + (f" (did you mean {near[0]!r}?)" if near else ""))
+        return self.ns[node]
+
+    def popen(self, node: str, argv: list[str], **kwargs):
+        from cyberrange.twin import netns
+        kwargs.setdefault("start_new_session", True)
+        return netns.popen(self._ns(node), argv, **kwargs)
+
+    def run(self, node: str, argv: list[str], timeout: float = 30, input: str | None = None):
+        from cyberrange.twin import netns
+        return netns.run(self._ns(node), argv, input=input, timeout=timeout)
+
+    def exec_argv(self, node: str, argv: list[str]) -> list[str]:
+        """The command a terminal user runs to enter a node (``ip netns exec`` also gives the
+        program the node's own view of /sys)."""
+        return ["ip", "netns", "exec", self._ns(node), *argv]
+
+
+def attach(ref: str | None = None) -> AttachedTwin:
+    """The live twin ``ref`` (prefix, run id or run folder; None: the only one up)."""
+    from cyberrange.errors import UserError
+    states = select_twins(ref)
+    if not states:
+        raise UserError("no twin is up (cyberrange up FILE --detach starts one)")
+    if not states[0].namespaces:
+        raise UserError(f"twin {states[0].prefix} was built by an earlier version of cyberrange "
+                        f"(a Mininet shell per node); remove it with `cyberrange down "
+                        f"{states[0].prefix}`")
+    return AttachedTwin(states[0])

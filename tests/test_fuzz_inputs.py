@@ -38,7 +38,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mutate import SECRET, SECRET_MARK, Ctx, mutate  # noqa: E402

@@ -8,9 +8,10 @@ import threading
 import duckdb
 from conftest import ROOT, needs_twin
 
-from cyberrange.drill import DrillOptions, NullUI, analyse, run_drill
+from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.run import Run
 from cyberrange.twin.sensors import capture_files, count_frames
+from cyberrange.ui import NullUI
 
 pytestmark = needs_twin
 REACH = ROOT / "tests" / "data" / "good" / "reach.yaml"

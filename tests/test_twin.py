@@ -1,6 +1,7 @@
 """The twin: built for real with Mininet, probed with real connections, torn down exactly."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -62,7 +63,7 @@ def test_twin_objects_live_in_its_own_namespaces_only(reach_twin):
             assert re.search(rf"\d+: {itf.devname}\s+inet {itf.ip}/", out), (node.name, out)
         assert "inet6" not in out, (node.name, out)
     # a Mininet user finds the same network in twin.net
-    h = reach_twin.net.get(reach_twin.ns["web"])
+    h = reach_twin.net.get("web")
     assert h.IP() == str(reach_twin.topo.nodes["web"].ip)
     assert str(reach_twin.topo.nodes["web"].ip) in h.cmd("ip -4 -o addr show dev eth0")
     assert len(reach_twin.net.links) == attachments
@@ -214,3 +215,19 @@ def test_vlan_trunks_and_asymmetric_routes_agree_with_the_model(tmp_path):
     broken = [r for r in rep["reachability"] if "on the way back" in r["why"]]
     assert broken and not any(r["observed"] for r in broken)
     assert any(r["predicted"] for r in rep["reachability"] if r["src"] == "plt1-ws1")
+
+
+def test_up_cli_is_mininets_own_cli_on_the_twin(tmp_path):
+    """`up --cli`: Mininet's CLI over twin.net, nodes named as in the model; exit removes it."""
+    r = cli("up", REACH, "--cli", "--runs-dir", tmp_path, timeout=120,
+            input="nodes\nuser1 ping -c1 -W1 web\nuser1 ping -c1 -W1 admin\nexit\n")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    nodes = out.split("available nodes are:", 1)[1].split("mininet>", 1)[0].split()
+    assert set(load_topology(REACH).nodes) <= set(nodes), nodes
+    # the rules hold in the CLI too: users may ping web, not the management zone
+    assert "1 received" in out and "0 received" in out, out
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    st = json.loads((run_dir / "manifest.json").read_text())
+    assert st["status"] == "done" and st["teardown"]["complete"], st.get("teardown")
+    assert nothing_left(st["twin"]["prefix"]), leftovers(st["twin"]["prefix"])

@@ -202,7 +202,7 @@ def attack_run(playbook, topology_file, runs_dir, seed):
     """Build the twin of --topology, run PLAYBOOK in it, write the ledger, tear the twin down.
 
     Needs root. No benign traffic and no detection (that is `cyberrange drill run`)."""
-    from cyberrange.attack.runner import run_attack
+    from cyberrange.drill import run_attack
     from cyberrange.cli._console import make_console
     console = make_console()
     with _attack_ui(console) as ui:

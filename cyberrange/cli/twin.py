@@ -53,9 +53,14 @@ def _build(file, runs_dir, console):
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
 @click.option("--detach", is_flag=True, help="Return once the twin is up; remove it with `cyberrange down`.")
-def up(file, runs_dir, detach):
+@click.option("--cli", "mininet_cli", is_flag=True,
+              help="Open Mininet's CLI on the twin (`ops-ws1 ping c2-server`, `pingall`, "
+                   "`nodes`, `links`); the twin goes when the CLI exits.")
+def up(file, runs_dir, detach, mininet_cli):
     """Build the twin of topology FILE and keep it up until Ctrl-C (or `down`)."""
     console = Console(stderr=True)
+    if detach and mininet_cli:
+        raise UserError("--detach and --cli exclude each other")
     if detach:
         log = Path(runs_dir) / "up-detached.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -84,10 +89,18 @@ def up(file, runs_dir, detach):
             with console.status("building the twin"):
                 session.start()
             console.print(_twin_table(twin))
-            console.print(f"twin is up (prefix {twin.state.prefix}, run {run.id}). Ctrl-C or "
-                          f"`cyberrange down {twin.state.prefix}` removes it.")
-            while not stop.wait(0.5):
-                pass
+            if mininet_cli:             # Mininet's own CLI over the same nodes (twin.net)
+                from mininet.cli import CLI
+                from mininet.log import setLogLevel
+                setLogLevel("output")        # the CLI prints through Mininet's logger
+                console.print(f"twin is up (prefix {twin.state.prefix}); Mininet's CLI: "
+                              f"`help`, `NODE CMD`, `exit` removes the twin")
+                CLI(twin.net)
+            else:
+                console.print(f"twin is up (prefix {twin.state.prefix}, run {run.id}). Ctrl-C "
+                              f"or `cyberrange down {twin.state.prefix}` removes it.")
+                while not stop.wait(0.5):
+                    pass
     except KeyboardInterrupt:        # Ctrl-C or `down` is how an `up` twin normally ends
         if (run.manifest.get("teardown") or {}).get("complete"):
             run.manifest["ended_by"] = "signal"
@@ -101,23 +114,8 @@ def up(file, runs_dir, detach):
 
 
 def _select(ref: str | None, all_: bool, stale: bool = False) -> list[TwinState]:
-    states = live_states()
-    if all_:
-        return states
-    if stale:
-        return [s for s in states if not s.owner_alive]
-    if ref is None:
-        if len(states) == 1:
-            return states
-        if not states:
-            return []
-        raise UserError("several twins are up; name one (prefix or run id) or use --all: "
-                        + ", ".join(f"{s.prefix} ({s.run_id})" for s in states))
-    hit = [s for s in states if ref in (s.prefix, s.run_id) or Path(ref).name == s.run_id]
-    if not hit:
-        raise UserError(f"no live twin {ref!r}; live: "
-                        + (", ".join(f"{s.prefix} ({s.run_id})" for s in states) or "none"))
-    return hit
+    from cyberrange.session import select_twins
+    return select_twins(ref, everything=all_, stale=stale)
 
 
 def _is_cli(pid: int) -> bool:
@@ -210,20 +208,9 @@ def status():
 @click.option("--twin", "ref", help="Prefix or run id when several twins are up.")
 def exec_(node, argv, ref):
     """Run a command inside NODE of a running twin: cyberrange exec ops-ws1 -- ping -c1 c2-server"""
-    states = _select(ref, False)
-    if not states:
-        raise UserError("no twin is up")
-    s = states[0]
-    nodes = s.namespaces or s.node_pids
-    if node not in nodes:
-        import difflib
-        near = difflib.get_close_matches(node, list(nodes), 1)
-        raise UserError(f"no node {node!r} in twin {s.topology}"
-                        + (f" (did you mean {near[0]!r}?)" if near else ""))
-    if s.namespaces:               # `ip netns exec` also gives the node its own /sys view
-        r = subprocess.run(["ip", "netns", "exec", s.namespaces[node], *argv])
-    else:                          # a twin of an earlier version: a Mininet shell per node
-        r = subprocess.run(["mnexec", "-a", str(s.node_pids[node]), *argv])
+    from cyberrange.session import attach
+    twin = attach(ref)
+    r = subprocess.run(twin.exec_argv(node, list(argv)))
     sys.exit(r.returncode)
 
 

@@ -20,7 +20,6 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 import yaml

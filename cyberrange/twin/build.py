@@ -297,9 +297,12 @@ class Twin:
         setLogLevel("critical")
         self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False,
                            autoStaticArp=False, waitConnected=False, inNamespace=False)
-        hosts = {n: self.net.addHost(ns, cls=NetnsHost, ip=None) for n, ns in self.ns.items()}
-        switches = {sw: self.net.addSwitch(f"{self.state.prefix}s{i}", cls=NetnsSwitch,
-                                           bridge=br, ns=self.sw_ns)
+        # named as in the model (``net.get('ops-ws1')``, ``ops-ws1 ping c2-server`` in the CLI)
+        hosts = {n: self.net.addHost(n, cls=NetnsHost, ns=ns, ip=None)
+                 for n, ns in self.ns.items()}
+        switches = {sw: self.net.addSwitch(sw if sw not in hosts else f"switch-{sw}",
+                                           cls=NetnsSwitch, bridge=br, ns=self.sw_ns,
+                                           dpid=f"{i:016x}")
                     for i, (sw, br) in enumerate(self.bridge.items(), 1)}
         ips = {(n.name, self._key(i)): i for n in self.topo.nodes.values() for i in n.interfaces}
         for node, index, sw, name, port in plan:

@@ -38,7 +38,7 @@ class NetnsHost(Host):
         if self.shell is not None:
             return
         cmd = ["env", "PS1=" + chr(127), "bash", "--norc", "--noediting", "-is",
-               "mininet:" + self.name]
+               "mininet:" + self.ns]     # the prefix in ps: teardown and leftovers find it
         self.master, self.slave = pty.openpty()
         self.shell = netns.popen(self.ns, cmd, stdin=self.slave, stdout=self.slave,
                                  stderr=self.slave, close_fds=False, start_new_session=True)
@@ -67,12 +67,14 @@ class NetnsHost(Host):
         return super().sendCmd(*args, **kwargs)
 
     def popen(self, *args, **kwargs):
-        """Like Mininet's ``Node.popen``, without a shell: the program starts in the node's
-        namespace directly."""
-        argv = list(args[0]) if len(args) == 1 and isinstance(args[0], (list, tuple)) \
-            else [str(a) for a in args]
-        kwargs.setdefault("start_new_session", True)
-        return netns.popen(self.ns, argv, **kwargs)
+        """Mininet's ``Node.popen`` (a list, a string or several arguments), without a shell
+        or ``mnexec``: the program starts in the node's namespace directly."""
+        kwargs.setdefault("mncmd", [])
+        return super().popen(*args, **kwargs)
+
+    def _popen(self, cmd, **params):
+        params.setdefault("start_new_session", True)
+        return netns.popen(self.ns, list(cmd), **params)
 
     def addIntf(self, intf, port=None, moveIntfFn=None):   # noqa: N802
         """The interface was made inside the namespace already: nothing to move."""
