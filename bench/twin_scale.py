@@ -1,14 +1,18 @@
-"""Benchmark: boot + teardown time and memory of a twin at 100 and 500 nodes, against `mn`.
+"""Benchmark: boot + teardown time and memory of a twin at 200, 500 and 1,000 nodes, against
+`mn`, and of every shipped topology (the fixed cost a drill pays).
 
 Baseline (same run, same machine): Mininet's own `mn` command building a tree of the same
 number of hosts with Linux bridges and no controller, started and stopped:
     mn --topo tree,depth=2,fanout=F --switch lxbr --controller none --test none
+(`mn`'s fastest configuration for this: no controller, kernel bridges, no test traffic).
 Ours: a topology of Z zones (one bridge each) of H hosts behind one core router, built by
 cyberrange.twin.build.Twin (addresses, routes, HTB shaping on every port, IPv6 off) and torn
-down. Memory = the drop in the machine's MemAvailable at the twin's peak (kernel objects,
-shells and processes together), sampled every 50 ms; both sides are measured the same way.
+down. Memory = the drop in the machine's MemAvailable at the twin's peak (kernel objects and
+processes together), sampled every 50 ms; both sides are measured the same way.
 
-Run as root:  .venv/bin/python bench/twin_scale.py [--sizes 100,500]
+Run as root:  .venv/bin/python bench/twin_scale.py [--sizes 200,500,1000] [--ours-only 5000]
+Goals (issue 12): ours/mn <= 0.2 at 200, 500 and 1,000 nodes; 1,000 nodes < 5 s; 5,000 nodes
+boot; teardown < 0.5 s + 1 ms per node.
 Refuses to run `mn` while any other Mininet network is up: if `mn` hits an exception it runs
 its global clean-up, which would kill other Mininet networks on the machine.
 """
@@ -117,33 +121,63 @@ def run_mn(n_hosts: int) -> dict:
             "rc": r.returncode, "cmd": " ".join(cmd)}
 
 
+def run_shipped() -> list[dict]:
+    """Boot + teardown of every shipped topology (services and sensors included)."""
+    from cyberrange.model.loader import load_topology
+    rows = []
+    for path in sorted((Path(__file__).resolve().parent.parent / "topologies").glob("*.yaml")):
+        topo = load_topology(path)
+        with tempfile.TemporaryDirectory() as d:
+            twin = Twin(topo, Path(d), f"bench-{topo.name}", log=lambda m: None)
+            t0 = time.monotonic()
+            twin.start()
+            up = time.monotonic() - t0
+            t1 = time.monotonic()
+            twin.stop()
+            down = time.monotonic() - t1
+        rows.append({"topology": topo.name, "nodes": len(topo.nodes), "up_s": up, "down_s": down,
+                     "stages": twin.timings})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="100,500")
+    ap.add_argument("--sizes", default="200,500,1000", help="sizes measured against mn")
+    ap.add_argument("--ours-only", default="", help="sizes measured without mn (e.g. 5000)")
+    ap.add_argument("--no-shipped", action="store_true", help="skip the shipped topologies")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/twin_scale.py: run as root")
     rows = []
-    for n in [int(x) for x in args.sizes.split(",")]:
-        base = run_mn(n)
+    sizes = [(int(x), True) for x in args.sizes.split(",") if x] + \
+            [(int(x), False) for x in args.ours_only.split(",") if x]
+    for n, with_mn in sizes:
+        base = run_mn(n) if with_mn else {"skipped": "not run (--ours-only)"}
         ours = run_ours(n)
         rows.append((n, ours, base))
-        print(f"n={n}: ours {ours['total_s']:.1f} s ({ours['up_s']:.1f} up + {ours['down_s']:.1f} down),"
-              f" {ours['mem_mb']:.0f} MB, stages {ours['stages']}; mn {base}", flush=True)
+        print(f"n={n}: ours {ours['total_s']:.2f} s ({ours['up_s']:.2f} up + "
+              f"{ours['down_s']:.3f} down), {ours['mem_mb']:.0f} MB, stages {ours['stages']}; "
+              f"mn {base}", flush=True)
     print()
-    print(f"{'nodes':>6} | {'cyberrange up+down':>18} | {'mn (baseline)':>13} | {'ratio ours/mn':>13} |"
-          f" {'mem ours':>8} | {'mem mn':>7}")
-    print("-" * 82)
+    print(f"{'nodes':>6} | {'ours up+down':>12} | {'teardown':>8} | {'goal down':>9} | "
+          f"{'mn (baseline)':>13} | {'ours/mn':>7} | {'mem ours':>8} | {'mem mn':>7}")
+    print("-" * 92)
     for n, ours, base in rows:
-        if "skipped" in base:
-            print(f"{n:>6} | {ours['total_s']:>16.1f} s | {'skipped':>13} | {'—':>13} | "
-                  f"{ours['mem_mb']:>5.0f} MB | —")
-            continue
-        print(f"{n:>6} | {ours['total_s']:>16.1f} s | {base['total_s']:>11.1f} s | "
-              f"{ours['total_s'] / base['total_s']:>13.2f} | {ours['mem_mb']:>5.0f} MB | "
-              f"{base['mem_mb']:>4.0f} MB")
+        goal = 0.5 + 0.001 * n
+        mn = "skipped" if "skipped" in base else f"{base['total_s']:.1f} s"
+        ratio = "—" if "skipped" in base else f"{ours['total_s'] / base['total_s']:.3f}"
+        mem_mn = "—" if "skipped" in base else f"{base['mem_mb']:.0f} MB"
+        print(f"{n:>6} | {ours['total_s']:>10.2f} s | {ours['down_s']:>6.3f} s | {goal:>7.2f} s | "
+              f"{mn:>13} | {ratio:>7} | {ours['mem_mb']:>5.0f} MB | {mem_mn:>7}")
     print("\nours: hosts + 1 router, one bridge per 49 hosts, addresses, routes, HTB on every port;"
           "\nmn: tree,depth=2 of the same host count, lxbr, no controller, no addresses beyond mn's.")
+    if not args.no_shipped:
+        print(f"\n{'shipped topology':>18} | {'nodes':>5} | {'up':>7} | {'down':>7} | stages (s)")
+        print("-" * 90)
+        for r in run_shipped():
+            st = ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items())
+            print(f"{r['topology']:>18} | {r['nodes']:>5} | {r['up_s']:>5.2f} s | "
+                  f"{r['down_s']:>5.2f} s | {st}")
 
 
 if __name__ == "__main__":

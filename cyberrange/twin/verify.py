@@ -115,7 +115,7 @@ def measure_bandwidth(twin, seconds: float = 3.0) -> list[dict]:
             continue
         srv = twin.popen(server, ["iperf3", "-s", "-1", "-p", "5201"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
-        time.sleep(0.3)
+        _wait_listening(twin, server, 5201, srv)
         r = twin.run(client, ["iperf3", "-c", str(server_ip), "-p", "5201", "-t", f"{seconds:g}",
                               "-O", "1", "-J"], timeout=seconds + 20)
         try:
@@ -139,6 +139,16 @@ def measure_bandwidth(twin, seconds: float = 3.0) -> list[dict]:
                                   f"profile's {prof.bandwidth_mbit:g} Mbit/s")
         out.append(row)
     return out
+
+
+def _wait_listening(twin, node: str, port: int, proc, timeout: float = 5.0) -> None:
+    """Until ``proc`` listens on ``port`` inside ``node`` (or exits, or ``timeout``)."""
+    from cyberrange.twin import netns
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if netns.listening(twin.ns[node], port):
+            return
+        time.sleep(0.01)
 
 
 def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None,
