@@ -112,13 +112,13 @@ class Lab:
             for node, accounts in (("t1", [("admin", "admin123"), ("backup", STRONG)]),
                                    ("t2", [("operator", "Winter2024!"), ("root", STRONG)]),
                                    ("t3", [("admin", "admin123")])):
-                self.start(node, [py, "-m", "cyberrange.twin.services.ssh", "--port", "22",
+                self.start(node, [py, "-m", "cyberrange.services.ssh", "--port", "22",
                                   "--banner", SSH_BANNER, "--hostname", node,
                                   "--accounts-file", self._accounts(node, accounts),
                                   "--log", str(self.ssh_log[node]),
                                   "--host-key-dir", f"{keys}-{node}"], wait_port=22)
         if self.want["login"]:
-            self.start("t1", [py, "-m", "cyberrange.twin.services.login", "--port", "2222",
+            self.start("t1", [py, "-m", "cyberrange.services.login", "--port", "2222",
                               "--banner", LOGIN_BANNER,
                               "--accounts-file", self._accounts("login", [("admin", "admin123")]),
                               "--log", str(self.login_log)], wait_port=2222)

@@ -88,7 +88,7 @@ class Lab:
     def c2_http(self):
         if "http" not in self.services:
             log, out = self.tmp / "c2-http.jsonl", self.tmp / "c2-http-out"
-            self.start("c", [sys.executable, "-m", "cyberrange.twin.services.c2", "--mode", "http",
+            self.start("c", [sys.executable, "-m", "cyberrange.services.c2", "--mode", "http",
                              "--port", "8443", "--log", str(log), "--out", str(out)], wait_port=8443)
             self.services["http"] = (log, out)
         return self.services["http"]
@@ -96,7 +96,7 @@ class Lab:
     def c2_dns(self):
         if "dns" not in self.services:
             log, out = self.tmp / "c2-dns.jsonl", self.tmp / "c2-dns-out"
-            self.start("c", [sys.executable, "-m", "cyberrange.twin.services.c2", "--mode", "dns",
+            self.start("c", [sys.executable, "-m", "cyberrange.services.c2", "--mode", "dns",
                              "--port", "53", "--domain", "evil.example", "--log", str(log),
                              "--out", str(out)], wait_port=53, udp=True)
             self.services["dns"] = (log, out)
@@ -105,7 +105,7 @@ class Lab:
     def plc(self):
         if "plc" not in self.services:
             log = self.tmp / "plc.jsonl"
-            self.start("p", [sys.executable, "-m", "cyberrange.twin.services.modbus", "--port",
+            self.start("p", [sys.executable, "-m", "cyberrange.services.modbus", "--port",
                              "502", "--registers", json.dumps({"0": 350, "1": 72, "2": 1}),
                              "--log", str(log)], wait_port=502)
             self.services["plc"] = log

@@ -86,7 +86,7 @@ class Lab:
         accounts.write_text(json.dumps([{"user": "admin", "password": "admin123"}]))
         self.login_log = self.tmp / "login.jsonl"
         for port in (22, 2222):
-            self.start("t1", [sys.executable, "-m", "cyberrange.twin.services.login", "--port",
+            self.start("t1", [sys.executable, "-m", "cyberrange.services.login", "--port",
                               str(port), "--banner", "SSH-2.0-OpenSSH_7.4", "--accounts-file",
                               str(accounts), "--log", str(self.login_log)], wait_port=port)
         self.start("t2", [sys.executable, "-m", "http.server", "80", "--bind", T2], wait_port=80)

@@ -174,7 +174,7 @@ def test_only_allowed_flows_are_planned(path):
 # -- servers and clients, over socket pairs (no network) -----------------------------------------
 
 def test_ntp_reply_echoes_and_is_a_server_packet():
-    from cyberrange.twin.services import ntp
+    from cyberrange.services import ntp
     req = clients.ntp_request(time.time())
     out = ntp.reply(req)
     assert len(out) == 48 and out[0] & 7 == 4 and out[24:32] == req[40:48]
@@ -182,7 +182,7 @@ def test_ntp_reply_echoes_and_is_a_server_packet():
 
 
 def test_syslog_parse():
-    from cyberrange.twin.services import syslog
+    from cyberrange.services import syslog
     assert syslog.parse(b"<134>1 2026-01-01T00:00:00Z h app - - - hello\n") == (
         134, "1 2026-01-01T00:00:00Z h app - - - hello")
     assert syslog.parse(b"no pri") == (-1, "no pri")
@@ -216,7 +216,7 @@ def paired(monkeypatch):
 def test_chat_session(paired, tmp_path):
     import random
 
-    from cyberrange.twin.services.chat import Chat
+    from cyberrange.services.chat import Chat
     log = open(tmp_path / "chat.jsonl", "w")
     chat = Chat(log)
 
@@ -236,7 +236,7 @@ def test_chat_session(paired, tmp_path):
 def test_backup_upload(paired, tmp_path):
     import random
 
-    from cyberrange.twin.services import backup
+    from cyberrange.services import backup
     log = open(tmp_path / "backup.jsonl", "w")
 
     async def handle(reader, writer):

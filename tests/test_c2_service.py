@@ -1,4 +1,4 @@
-"""The C2 listener (cyberrange.twin.services.c2), spoken to over loopback: HTTP check-ins and
+"""The C2 listener (cyberrange.services.c2), spoken to over loopback: HTTP check-ins and
 uploads, DNS data/end/poll queries. No namespaces needed; nothing leaves 127.0.0.1."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _free_port(kind=socket.SOCK_STREAM) -> int:
 
 def _start(tmp_path, mode, port, extra=()):
     log, out = tmp_path / f"{mode}.jsonl", tmp_path / f"{mode}-out"
-    p = subprocess.Popen([sys.executable, "-m", "cyberrange.twin.services.c2", "--mode", mode,
+    p = subprocess.Popen([sys.executable, "-m", "cyberrange.services.c2", "--mode", mode,
                           "--bind", "127.0.0.1", "--port", str(port), "--log", str(log),
                           "--out", str(out), *extra])
     return p, log, out

@@ -24,7 +24,7 @@ def service(tmp_path):
                                     {"user": "backup", "password": "Qz8!mR2#vL"}]))
     log = tmp_path / "attempts.jsonl"
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cyberrange.twin.services.login",
+    proc = subprocess.Popen([sys.executable, "-m", "cyberrange.services.login",
                              "--port", str(port), "--bind", "127.0.0.1", "--banner", BANNER,
                              "--accounts-file", str(accounts), "--log", str(log),
                              "--hostname", "ops-files"],
@@ -174,6 +174,6 @@ def test_many_concurrent_clients(service):
 def test_bad_accounts_file(tmp_path):
     bad = tmp_path / "a.json"
     bad.write_text('{"user": "x"}')
-    r = subprocess.run([sys.executable, "-m", "cyberrange.twin.services.login", "--port", "1",
+    r = subprocess.run([sys.executable, "-m", "cyberrange.services.login", "--port", "1",
                         "--accounts-file", str(bad)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "expected a JSON list" in r.stderr

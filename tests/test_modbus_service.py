@@ -21,7 +21,7 @@ def _free_port() -> int:
 def plc(tmp_path):
     port = _free_port()
     log = tmp_path / "plc.jsonl"
-    p = subprocess.Popen([sys.executable, "-m", "cyberrange.twin.services.modbus", "--bind",
+    p = subprocess.Popen([sys.executable, "-m", "cyberrange.services.modbus", "--bind",
                           "127.0.0.1", "--port", str(port), "--registers", '{"0": 350, "1": 72}',
                           "--log", str(log)])
     deadline = time.time() + 10

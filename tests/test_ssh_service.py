@@ -1,4 +1,4 @@
-"""The twin's SSH-protocol server (cyberrange.twin.services.ssh), spoken to by paramiko.
+"""The twin's SSH-protocol server (cyberrange.services.ssh), spoken to by paramiko.
 
 Server and client both run inside a namespace this test makes (loopback only), so no packet
 leaves it. Without root the pure-Python parts (the fake shell) are still tested."""
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from cyberrange.twin.services.ssh import fake_shell
+from cyberrange.services.ssh import fake_shell
 
 BANNER = "SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.6"
 
@@ -71,7 +71,7 @@ def server(tmp_path):
 
         def start():
             p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
-                                  "cyberrange.twin.services.ssh", "--port", "2022", "--bind",
+                                  "cyberrange.services.ssh", "--port", "2022", "--bind",
                                   "127.0.0.1", "--banner", BANNER, "--accounts-file",
                                   str(accounts), "--log", str(log), "--hostname", "ops-files",
                                   "--host-key-dir", str(tmp_path / "keys")],

@@ -30,9 +30,8 @@ from cyberrange.errors import UserError
 from cyberrange.model.reach import ReachIndex
 from cyberrange.model.topology import Topology
 from cyberrange.model.yamlsrc import did_you_mean
+from cyberrange.services.registry import DEFAULT_WEIGHT, SERVICE_WEIGHT  # each service's spec
 
-SERVICE_WEIGHT = {"login": 1, "ssh": 1, "http": 2, "modbus": 2, "c2-http": 2, "dns": 3, "c2-dns": 3}
-DEFAULT_WEIGHT = 3
 EXACT_LIMIT = 200_000
 SRC, DST = "__entry__", "__jewel__"       # the virtual start and end of the path search
 

@@ -14,6 +14,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from cyberrange.services.registry import SERVICE_TYPES  # noqa: F401 (re-exported: one module each)
+
 CLASSIFICATIONS = ("UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET", "TOP SECRET")
 
 ROLES = (
@@ -21,9 +23,6 @@ ROLES = (
     "domain-controller", "file-server", "printer", "hmi", "plc", "radio-gateway",
     "foothold", "hq", "external",
 )
-
-SERVICE_TYPES = ("http", "login", "ssh", "dns", "modbus", "c2-http", "c2-dns",
-                 "ntp", "syslog", "chat", "backup")
 
 NodeKind = Literal["host", "router", "firewall"]
 Proto = Literal["tcp", "udp", "icmp", "any"]

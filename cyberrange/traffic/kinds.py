@@ -3,7 +3,8 @@
 Pure data, no imports beyond the standard library: the loader reads it to check ``benign:``
 sections, the planner to choose targets, the generator to time its requests, docs/traffic.md
 to describe them. One entry per kind; adding a kind means one entry here, one client function
-in ``cyberrange.traffic.clients`` and (if it needs a new server) one service module.
+in ``cyberrange.traffic.clients`` and (if it needs a new server) one module in
+``cyberrange/services/`` (whose spec gives its default port and protocol).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Kind:
     name: str
-    services: tuple[str, ...]      # service types it talks to (cyberrange.model SERVICE_TYPES)
+    services: tuple[str, ...]      # service types it talks to (cyberrange/services/)
     proto: str                     # tcp | udp
     pick: str                      # "one": a host keeps one server; "each": chosen per request
     periodic: bool                 # True: every ``interval`` +- jitter; False: Poisson arrivals
@@ -48,10 +49,6 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("login", ("login",), "tcp", "each", False, interval=90, needs_accounts=True,
          description="A login-service session with a valid account"),
 )}
-
-# where a service of each new type listens by default (docs and topologies)
-DEFAULT_PORTS = {"ntp": ("udp", 123), "syslog": ("udp", 514), "chat": ("tcp", 5222),
-                 "backup": ("tcp", 873)}
 
 # role-default intervals (roles.yaml) are written for this value of the v1 key benign.interval
 REFERENCE_INTERVAL = 2.0

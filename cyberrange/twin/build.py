@@ -26,7 +26,6 @@ any exception during ``start()``) removes exactly those objects (``twin/state.py
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -448,59 +447,20 @@ class Twin:
         return stats
 
     def _start_services(self):
-        py = sys.executable
+        """Start every service of every host as its spec says (``cyberrange.services``), then
+        wait until each listens."""
+        from cyberrange.services.registry import SERVICES, Launch
         waits = []
-        dns_hosts = self.run_dir / "config" / "dns-hosts"
-        dns_hosts.write_text("".join(
-            f"{itf.ip} {n.name}.{self.topo.domain} {n.name}\n"
-            for n in self.topo.nodes.values() for itf in n.interfaces[:1]))
         for node in self.topo.hosts:
             for svc in node.services:
-                logf = self.run_dir / "logs" / f"{node.name}-{svc.type}-{svc.port}.log"
-                if svc.type == "http":
-                    argv = [py, "-m", "cyberrange.twin.services.http", "--port", str(svc.port),
-                            "--banner", svc.banner or "cyberrange-httpd", "--log", str(logf)]
-                elif svc.type == "login":
-                    acc = self.run_dir / "config" / f"{node.name}-login-{svc.port}.json"
-                    acc.write_text(json.dumps([{"user": a.user, "password": a.password}
-                                               for a in svc.accounts]))
-                    argv = [py, "-m", "cyberrange.twin.services.login", "--port", str(svc.port),
-                            "--banner", svc.banner or "SSH-2.0-cyberrange", "--accounts-file",
-                            str(acc), "--log", str(logf)]
-                elif svc.type == "ssh":
-                    acc = self.run_dir / "config" / f"{node.name}-ssh-{svc.port}.json"
-                    acc.write_text(json.dumps([{"user": a.user, "password": a.password}
-                                               for a in svc.accounts]))
-                    argv = [py, "-m", "cyberrange.twin.services.ssh", "--port", str(svc.port),
-                            "--accounts-file", str(acc), "--hostname", node.name,
-                            "--host-key-dir", str(self.run_dir / "config" / "hostkeys" / node.name),
-                            "--log", str(logf)] + (["--banner", svc.banner] if svc.banner else [])
-                elif svc.type in ("c2-http", "c2-dns"):
-                    mode = svc.type.split("-")[1]
-                    argv = [py, "-m", "cyberrange.twin.services.c2", "--mode", mode,
-                            "--port", str(svc.port), "--log", str(logf),
-                            "--out", str(self.run_dir / "exfil" / node.name)]
-                    if mode == "dns":
-                        argv += ["--domain", svc.domain or "evil.example"]
-                    elif svc.banner:
-                        argv += ["--banner", svc.banner]
-                elif svc.type == "modbus":
-                    regs = getattr(svc, "registers", None) or {}
-                    argv = [py, "-m", "cyberrange.twin.services.modbus", "--port", str(svc.port),
-                            "--registers", json.dumps({str(k): v for k, v in regs.items()}),
-                            "--log", str(logf)]
-                elif svc.type in ("ntp", "syslog", "chat", "backup"):    # benign traffic's servers
-                    argv = [py, "-m", f"cyberrange.twin.services.{svc.type}",
-                            "--port", str(svc.port), "--log", str(logf)]
-                elif svc.type == "dns":
-                    argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-                            "--no-resolv", "--no-hosts", f"--addn-hosts={dns_hosts}",
-                            f"--port={svc.port}", f"--listen-address={node.ip}", "--bind-interfaces",
-                            f"--domain={self.topo.domain}", f"--local=/{self.topo.domain}/",
-                            "--pid-file=", "--user=root", f"--log-facility={logf}", "--log-queries"]
-                else:  # the loader rejects unknown types; keep the twin honest if one slips by
+                spec = SERVICES.get(svc.type)
+                if spec is None:  # the loader rejects unknown types; keep the twin honest
                     raise EnvironmentProblem(f"no implementation for service type {svc.type!r}")
-                out = open(self.run_dir / "logs" / f"{node.name}-{svc.type}-{svc.port}.out", "w")
+                name = f"{node.name}-{svc.type}-{svc.port}"
+                argv = spec.argv(Launch(node=node.name, ip=node.ip, service=svc,
+                                        topology=self.topo, run_dir=self.run_dir,
+                                        log=self.run_dir / "logs" / f"{name}.log"))
+                out = open(self.run_dir / "logs" / f"{name}.out", "w")
                 self.popen(node.name, argv, stdout=out, stderr=subprocess.STDOUT,
                            stdin=subprocess.DEVNULL)
                 waits.append((node, svc))

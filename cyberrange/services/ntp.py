@@ -1,6 +1,6 @@
 """A small NTP server for twin hosts: real NTPv4 over UDP, port 123 by default.
 
-``python -m cyberrange.twin.services.ntp --port 123 [--log FILE]``
+``python -m cyberrange.services.ntp --port 123 [--log FILE]``
 
 Answers every client request (mode 3) with a server reply (mode 4, stratum 2, reference "LOCL")
 carrying the host clock: the client's transmit timestamp echoed as the originate timestamp,
@@ -9,11 +9,18 @@ logged as a JSON line (time, peer, port, version, answered).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import struct
 import time
+
+from cyberrange.services.spec import ServiceSpec
+
+
+SERVICE = ServiceSpec(
+    "ntp", 123, lambda run: run.program("ntp", "--port", str(run.service.port), "--log", str(run.log)),
+    proto="udp", summary="NTPv4 server (benign traffic's time source)")
+
 
 NTP_EPOCH = 2208988800
 
@@ -33,10 +40,7 @@ def reply(request: bytes, now: float | None = None) -> bytes | None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--port", type=int, default=123)
-    ap.add_argument("--bind", default="0.0.0.0")
-    ap.add_argument("--log")
+    ap = SERVICE.arguments(__doc__)
     a = ap.parse_args(argv)
     log = open(a.log, "a") if a.log else None
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -1,17 +1,25 @@
 """A syslog collector for twin hosts: UDP datagrams (RFC 5424 / 3164), port 514 by default.
 
-``python -m cyberrange.twin.services.syslog --port 514 [--log FILE]``
+``python -m cyberrange.services.syslog --port 514 [--log FILE]``
 
 Receives and never answers (as syslog over UDP does). Every message is logged as a JSON line:
 time, peer, port, pri (facility * 8 + severity, -1 when absent) and the message text.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import socket
 import time
+
+from cyberrange.services.spec import ServiceSpec
+
+
+SERVICE = ServiceSpec(
+    "syslog", 514,
+    lambda run: run.program("syslog", "--port", str(run.service.port), "--log", str(run.log)),
+    proto="udp", summary="syslog collector over UDP (benign traffic's log server)")
+
 
 _PRI = re.compile(rb"^<(\d{1,3})>")
 
@@ -26,10 +34,7 @@ def parse(data: bytes) -> tuple[int, str]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--port", type=int, default=514)
-    ap.add_argument("--bind", default="0.0.0.0")
-    ap.add_argument("--log")
+    ap = SERVICE.arguments(__doc__)
     a = ap.parse_args(argv)
     log = open(a.log, "a") if a.log else None
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -1,6 +1,6 @@
 """An SSH-style, line-based login service for twin hosts (the target of password guessing).
 
-    python -m cyberrange.twin.services.login --port 22 --banner "SSH-2.0-OpenSSH_8.9p1" \\
+    python -m cyberrange.services.login --port 22 --banner "SSH-2.0-OpenSSH_8.9p1" \\
         --accounts-file accounts.json [--bind 0.0.0.0] [--log attempts.jsonl]
 
 Dialogue (every line ends with "\\n")::
@@ -19,13 +19,25 @@ garbage (over-long lines, binary) only end their own session.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import signal
 import socket
 import sys
 import time
+
+from cyberrange.services.spec import Launch, ServiceSpec
+
+
+def _argv(run: Launch) -> list[str]:
+    return run.program("login", "--port", str(run.service.port),
+                       "--banner", run.service.banner or "SSH-2.0-cyberrange",
+                       "--accounts-file", str(run.accounts_file()), "--log", str(run.log))
+
+
+SERVICE = ServiceSpec("login", 22, _argv, weight=1,
+                      summary="SSH-style line-based login (the target of password guessing)")
+
 
 MAX_LINE = 1024          # bytes; a longer line ends the session
 IDLE_TIMEOUT = 30.0      # seconds a client may stay silent
@@ -136,13 +148,9 @@ async def serve(service: LoginService, bind: str, port: int, ready=None) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cyberrange.twin.services.login",
-                                 description="SSH-style line-based login service for the twin")
-    ap.add_argument("--port", type=int, default=22, help="TCP port to listen on")
-    ap.add_argument("--bind", default="0.0.0.0", help="address to bind")
+    ap = SERVICE.arguments("SSH-style line-based login service for the twin")
     ap.add_argument("--banner", default="SSH-2.0-OpenSSH_8.9p1", help="first line sent to a client")
     ap.add_argument("--accounts-file", required=True, help='JSON [{"user": .., "password": ..}]')
-    ap.add_argument("--log", default=None, help="append one JSON line per login attempt here")
     ap.add_argument("--hostname", default=None, help="host name shown in the prompt")
     args = ap.parse_args(argv)
     try:

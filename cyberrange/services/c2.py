@@ -1,6 +1,6 @@
 """A command-and-control listener for twin hosts: HTTP beacons and uploads, or a DNS C2 server.
 
-``python -m cyberrange.twin.services.c2 --mode http --port 8443 --log F [--out DIR]``
+``python -m cyberrange.services.c2 --mode http --port 8443 --log F [--out DIR]``
 
   * ``GET|POST /<anything but /upload>`` is a beacon check-in: logged (time, peer, method, path,
     user agent, body length) and answered with a small JSON task ``{"id": n, "task": "..."}``;
@@ -11,7 +11,7 @@
   Every response closes the connection (HTTP/1.0), so the client's connection ends the same way
   each time (the server's FIN first).
 
-``python -m cyberrange.twin.services.c2 --mode dns --port 53 --domain evil.example --log F --out DIR``
+``python -m cyberrange.services.c2 --mode dns --port 53 --domain evil.example --log F --out DIR``
 
   An authoritative server for ``--domain`` that answers every query and logs it (time, peer,
   qname, qtype, kind). Names it understands (labels read right to left, below the domain):
@@ -37,6 +37,25 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from cyberrange.services.spec import Launch, ServiceSpec
+
+
+def _argv(run: Launch) -> list[str]:
+    svc = run.service
+    mode = svc.type.split("-")[1]
+    argv = run.program("c2", "--mode", mode, "--port", str(svc.port), "--log", str(run.log),
+                       "--out", str(run.run_dir / "exfil" / run.node))
+    if mode == "dns":
+        return argv + (["--domain", svc.domain] if svc.domain else [])
+    return argv + (["--banner", svc.banner] if svc.banner else [])
+
+
+C2_HTTP = ServiceSpec("c2-http", 8443, _argv, weight=2,
+                      summary="C2 listener: HTTP beacons and uploads")
+C2_DNS = ServiceSpec("c2-dns", 53, _argv, proto="udp",
+                     summary="C2 listener: an authoritative DNS server for the C2 domain")
+
 
 TASKS = ["sleep 60", "whoami", "hostname", "ipconfig /all", "netstat -an", "upload docs"]
 
@@ -225,7 +244,8 @@ def serve_dns(args) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="C2 listener (HTTP beacons/uploads or DNS C2)")
     ap.add_argument("--mode", choices=("http", "dns"), default="http")
-    ap.add_argument("--port", type=int, help="default 8443 (http) or 53 (dns)")
+    ap.add_argument("--port", type=int,
+                    help=f"default {C2_HTTP.port} (http) or {C2_DNS.port} (dns)")
     ap.add_argument("--bind", default="0.0.0.0")
     ap.add_argument("--domain", default="evil.example", help="DNS mode: the C2 domain")
     ap.add_argument("--banner", default="nginx", help="HTTP mode: Server header")
@@ -233,7 +253,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", help="folder for reassembled exfiltrated data")
     a = ap.parse_args(argv)
     if a.port is None:
-        a.port = 8443 if a.mode == "http" else 53
+        a.port = (C2_HTTP if a.mode == "http" else C2_DNS).port
     try:
         (serve_http if a.mode == "http" else serve_dns)(a)
     except KeyboardInterrupt:

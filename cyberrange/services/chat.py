@@ -1,6 +1,6 @@
 """A small line-based chat server for twin hosts (tactical chat), TCP port 5222 by default.
 
-``python -m cyberrange.twin.services.chat --port 5222 [--log FILE]``
+``python -m cyberrange.services.chat --port 5222 [--log FILE]``
 
 One command per line: ``HELLO <user>`` -> ``OK welcome <user>``; ``MSG <room> <text>`` ->
 ``ACK <n>`` (n counts messages server-wide); ``BYE`` -> ``BYE`` and the server closes;
@@ -9,10 +9,18 @@ Every command is logged as a JSON line (time, peer, user, command, room).
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
+
+from cyberrange.services.spec import ServiceSpec
+
+
+SERVICE = ServiceSpec(
+    "chat", 5222,
+    lambda run: run.program("chat", "--port", str(run.service.port), "--log", str(run.log)),
+    summary="line-based tactical chat server")
+
 
 MAX_LINE = 4096
 
@@ -73,10 +81,7 @@ async def serve(port: int, bind: str, log) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--port", type=int, default=5222)
-    ap.add_argument("--bind", default="0.0.0.0")
-    ap.add_argument("--log")
+    ap = SERVICE.arguments(__doc__)
     a = ap.parse_args(argv)
     try:
         asyncio.run(serve(a.port, a.bind, open(a.log, "a") if a.log else None))

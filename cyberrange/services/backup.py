@@ -1,6 +1,6 @@
 """A backup server for twin hosts: bulk uploads over TCP, port 873 by default.
 
-``python -m cyberrange.twin.services.backup --port 873 [--log FILE] [--max-mb 1024]``
+``python -m cyberrange.services.backup --port 873 [--log FILE] [--max-mb 1024]``
 
 A client sends ``PUT <name> <size>\\n`` and then exactly ``size`` bytes; the server answers
 ``OK <size> <sha256 hex>\\n`` (the digest of what it received) and closes. It keeps nothing: the
@@ -9,11 +9,18 @@ point is the bulk transfer on the wire. A bad header or a size above ``--max-mb`
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
 import time
+
+from cyberrange.services.spec import ServiceSpec
+
+
+SERVICE = ServiceSpec(
+    "backup", 873,
+    lambda run: run.program("backup", "--port", str(run.service.port), "--log", str(run.log)),
+    summary="bulk upload server (benign traffic's backups)")
 
 
 async def handle(reader, writer, log, max_bytes: int):
@@ -57,10 +64,7 @@ async def serve(port: int, bind: str, log, max_bytes: int) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--port", type=int, default=873)
-    ap.add_argument("--bind", default="0.0.0.0")
-    ap.add_argument("--log")
+    ap = SERVICE.arguments(__doc__)
     ap.add_argument("--max-mb", type=int, default=1024)
     a = ap.parse_args(argv)
     try:

@@ -1,6 +1,6 @@
 """A Modbus/TCP PLC for twin hosts: real MBAP framing over real TCP, port 502 by default.
 
-``python -m cyberrange.twin.services.modbus --port 502 [--registers JSON] [--unit 1] [--log FILE]``
+``python -m cyberrange.services.modbus --port 502 [--registers JSON] [--unit 1] [--log FILE]``
 
 It serves one unit with 10,000 coils, discrete inputs, holding registers and input registers and
 implements function codes 1, 2, 3, 4 (reads), 5, 6 (single writes), 15, 16 (multiple writes);
@@ -14,11 +14,24 @@ function codes is a small, stable piece of the protocol, kept here with its test
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import struct
 import time
+
+from cyberrange.services.spec import Launch, ServiceSpec
+
+
+def _argv(run: Launch) -> list[str]:
+    regs = run.service.registers or {}
+    return run.program("modbus", "--port", str(run.service.port),
+                       "--registers", json.dumps({str(k): v for k, v in regs.items()}),
+                       "--log", str(run.log))
+
+
+SERVICE = ServiceSpec("modbus", 502, _argv, weight=2,
+                      summary="Modbus/TCP PLC with initial holding registers")
+
 
 SIZE = 10_000
 
@@ -140,12 +153,9 @@ async def _serve(args) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Modbus/TCP PLC for cyberrange twins")
-    ap.add_argument("--port", type=int, default=502)
-    ap.add_argument("--bind", default="0.0.0.0")
+    ap = SERVICE.arguments("Modbus/TCP PLC for cyberrange twins")
     ap.add_argument("--unit", type=int, default=1)
     ap.add_argument("--registers", help='initial holding registers as JSON, e.g. {"0": 350}')
-    ap.add_argument("--log")
     try:
         asyncio.run(_serve(ap.parse_args(argv)))
     except KeyboardInterrupt:

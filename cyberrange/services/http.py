@@ -1,16 +1,27 @@
 """A small HTTP server for twin hosts: real TCP, real HTTP/1.1, a configurable Server banner.
 
-``python -m cyberrange.twin.services.http --port 80 --banner nginx/1.18.0 [--log FILE]``
+``python -m cyberrange.services.http --port 80 --banner nginx/1.18.0 [--log FILE]``
 Serves ``/`` (an index naming the host), ``/status`` (JSON) and ``/reports/<n>`` (a few kB,
 for the C2 report traffic); anything else is a 404. POST bodies are read and acknowledged.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cyberrange.services.spec import Launch, ServiceSpec
+
+
+def _argv(run: Launch) -> list[str]:
+    svc = run.service
+    return run.program("http", "--port", str(svc.port), "--log", str(run.log),
+                       *(["--banner", svc.banner] if svc.banner else []))
+
+
+SERVICE = ServiceSpec("http", 80, _argv, weight=2,
+                      summary="HTTP/1.1 server: /, /status, /reports/<n>; a Server banner")
 
 
 def make_handler(banner: str, log):
@@ -55,11 +66,8 @@ def make_handler(banner: str, log):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--port", type=int, default=80)
-    ap.add_argument("--bind", default="0.0.0.0")
+    ap = SERVICE.arguments(__doc__)
     ap.add_argument("--banner", default="cyberrange-httpd")
-    ap.add_argument("--log")
     a = ap.parse_args(argv)
     log = open(a.log, "a") if a.log else None
     ThreadingHTTPServer.allow_reuse_address = True
