@@ -235,6 +235,8 @@ def _write_json(path: Path, data) -> None:
 
 def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     """pcaps -> store -> detectors -> alerts -> scorecard.json + report. No twin needed.
+    The captures are read by ``telemetry.load.load_captures`` (each sensor's files as one
+    stream; the parser's counts per sensor in ``stats["sensors"]``).
     ``es`` (an ElasticsearchStore): the records, alerts and ledger also go there, and the
     reconciliation gets an ``es`` section (sent, acknowledged, spooled, replayed).
 
@@ -249,6 +251,7 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
+    from cyberrange.telemetry.load import load_captures
     ui = ui or NullUI()
     ledger = run.check_analysable()
     timings = run.manifest.setdefault("timings", {})
@@ -256,10 +259,10 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
                     manifest_keys=("timings", "telemetry", "detectors_stats")) as new:
         t0 = time.monotonic()
         ui.phase("telemetry", "parsing captures")
-        packets, flows, stats = parse_run_pcaps(run)
+        loaded = load_captures(run.dir / "pcaps", run.id)
+        packets, flows, stats = loaded
         with open_store(new[run.store_path.name]) as store:
-            store.write("packets", packets)
-            store.write("flows", flows)
+            loaded.store_into(store)
             timings["telemetry_s"] = round(time.monotonic() - t0, 2)
             run.manifest["telemetry"] = {"packets": packets.num_rows, "flows": flows.num_rows,
                                          "parser": stats}
@@ -307,46 +310,6 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
         write_report(run, card, path=new[run.report_path.name])
     run.save()
     return card
-
-
-def parse_run_pcaps(run: Run):
-    """Every sensor's capture of a run -> (packets, flows, stats), one stream per sensor.
-
-    A rotating sensor's files are joined (in capture order, complete records only) into one
-    temporary pcap first, so a flow that crossed a rotation is assembled once, exactly as in a
-    single-file capture. ``stats["sensors"]`` holds the parser's stats per sensor."""
-    from cyberrange.telemetry.pcap import parse_pcaps
-    from cyberrange.twin.sensors import capture_files, join_pcaps
-    items, temps = [], []
-    try:
-        for name, files in capture_files(run.dir / "pcaps").items():
-            if len(files) == 1:
-                items.append((files[0], name))
-                continue
-            joined = run.dir / "pcaps" / f".joined-{name}.pcap"
-            try:
-                join_pcaps(files, joined)
-            except ValueError:                      # not joinable (pcapng, mixed link types)
-                joined.unlink(missing_ok=True)
-                items += [(f, name) for f in files]
-                continue
-            temps.append(joined)
-            items.append((joined, name))
-        packets, flows, stats = parse_pcaps(items, run.id)
-    finally:
-        for t in temps:
-            t.unlink(missing_ok=True)
-    per: dict[str, dict] = {}
-    by_path = {str(p): n for p, n in items}
-    for path, s in (stats.get("files") or {}).items():
-        d = per.setdefault(by_path.get(str(path), Path(path).stem),
-                           {"frames": 0, "packets": 0, "skipped": {}})
-        d["frames"] += s.get("frames", 0)
-        d["packets"] += s.get("packets", 0)
-        for k, v in (s.get("skipped") or {}).items():
-            d["skipped"][k] = d["skipped"].get(k, 0) + v
-    stats["sensors"] = per
-    return packets, flows, stats
 
 
 def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int | None = None):

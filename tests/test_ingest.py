@@ -89,7 +89,7 @@ def test_ingest_exit_codes_via_main(tmp_path):
 
 
 def test_pcapng_keeps_its_suffix(tmp_path):
-    from cyberrange.cli.ingest import ingest_pcaps
+    from cyberrange.ingest import ingest_pcaps
     from tests.test_telemetry_corpus import GOOD, T0, pcapng_bytes
     ng = tmp_path / "cap.pcapng"
     ng.write_bytes(pcapng_bytes([(1, None)], [(0, T0 * 1_000_000, GOOD)]))

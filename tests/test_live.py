@@ -10,7 +10,7 @@ from conftest import ROOT, needs_twin
 
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.run import Run
-from cyberrange.twin.sensors import capture_files, count_frames
+from cyberrange.telemetry.files import capture_files, count_frames
 from cyberrange.ui import NullUI
 
 pytestmark = needs_twin

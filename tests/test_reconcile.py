@@ -10,15 +10,16 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from cyberrange.drill import analyse, parse_run_pcaps
+from cyberrange.drill import analyse
 from cyberrange.run import Run
 from cyberrange.score.reconcile import reconcile
-from cyberrange.twin.sensors import (
+from cyberrange.telemetry.files import (
     capture_files,
     count_frames,
     join_pcaps,
     rotation_key,
 )
+from cyberrange.telemetry.load import load_captures
 
 T0 = time.time() - 60
 SRC, DST, SPORT, DPORT = "10.0.0.1", "10.0.0.2", 40000, 9
@@ -77,7 +78,7 @@ def run(tmp_path):
 
 def _recon(run):
     ledger = [json.loads(x) for x in run.ledger_path.read_text().splitlines()]
-    packets, flows, stats = parse_run_pcaps(run)
+    packets, flows, stats = load_captures(run.dir / "pcaps", run.id)
     return reconcile(run.dir, run.manifest, ledger, packets, stats), packets, flows
 
 

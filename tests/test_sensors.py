@@ -12,9 +12,9 @@ from conftest import PY, ROOT, needs_twin
 
 from cyberrange.model.loader import load_topology
 from cyberrange.model.topology import Sensor
+from cyberrange.telemetry.files import capture_files, count_frames, join_pcaps
 from cyberrange.telemetry.pcap import parse_pcap
 from cyberrange.twin.build import Twin
-from cyberrange.twin.sensors import capture_files, count_frames, join_pcaps
 
 pytestmark = needs_twin
 REACH = ROOT / "tests" / "data" / "good" / "reach.yaml"

@@ -53,16 +53,12 @@ def detect_list(detectors_dir):
     make_console().print(t)
 
 
-def _parse(pcap: str, run_id: str):
-    from cyberrange.telemetry.pcap import parse_pcaps
-    path = Path(pcap)
-    if not path.is_file():
+def _load(pcap: str, run_id: str):
+    """An external capture's records (``telemetry.load``), or a one-line error."""
+    from cyberrange.telemetry.load import load_captures
+    if not Path(pcap).is_file():
         raise UserError(f"no such capture file: {pcap}")
-    try:
-        packets, flows, stats = parse_pcaps([(str(path), path.stem)], run_id)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"cannot read capture: {exc}", file=pcap) from None
-    return packets, flows, stats
+    return load_captures([(pcap, Path(pcap).stem)], run_id)
 
 
 def _scoreable_run(ref: str, runs_dir: str):
@@ -103,21 +99,17 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
     stats: dict = {}
     if pcap:
         run_id = "pcap-" + Path(pcap).stem
-        packets, flows, pstats = _parse(pcap, run_id)
+        loaded = _load(pcap, run_id)
         train = None
         if train_pcap:
-            tp, tf, _ = _parse(train_pcap, "train")
-            train = (tf, tp)
+            tl = _load(train_pcap, "train")
+            train = (tl.flows, tl.packets)
         with open_store(store_path or ":memory:") as store:
-            if store_path and hasattr(store, "delete"):
-                for kind in ("packets", "flows", "alerts"):
-                    store.delete(kind, run_id)
-            store.write("packets", packets)
-            store.write("flows", flows)
+            loaded.store_into(store, replace=bool(store_path))
             alerts = run_detectors(store, run_id, dets, baseline_s=baseline_s, train=train,
                                    stats=stats)
-        title = (f"{pcap}: {pstats['packets']:,} packets, {flows.num_rows:,} flows, "
-                 f"{alerts.num_rows} alerts")
+        title = (f"{pcap}: {loaded.stats['packets']:,} packets, {loaded.flows.num_rows:,} "
+                 f"flows, {alerts.num_rows} alerts")
     else:
         run = _scoreable_run(run_ref, runs_dir)
         if baseline_s is None:

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cyberrange.score.score import packet_reconciliation
-from cyberrange.twin.sensors import capture_files, count_frames
+from cyberrange.telemetry.files import capture_files, count_frames
 
 __all__ = ["benign_counts", "reconcile"]
 

@@ -3,8 +3,8 @@
 In live mode every sensor rotates its pcap every few seconds (``Sensors(rotate_s=...)``).
 :class:`LiveIngest` is a background thread that, every ``interval`` seconds, takes each sensor's
 *closed* files (tcpdump closes a file before it opens the next one, so every file but the newest
-is complete) that it has not ingested yet, parses each one (``parse_pcap``) and appends its
-packet and flow records to the run's DuckDB store.
+is complete) that it has not ingested yet, and appends each one's packet and flow records to the
+run's DuckDB store (``telemetry.load.load_captures``, as every other way captures reach a store).
 
 Exactness, and the choice made here:
 
@@ -15,7 +15,7 @@ Exactness, and the choice made here:
   two per-file pieces (and its later piece lacks the handshake). Carrying open-flow state from one
   file to the next would need the flow assembler's internals across calls; instead, when the
   drill ends, ``drill.analyse`` rebuilds the run's records from the pcaps, each sensor's files
-  joined into one stream (``twin.sensors.join_pcaps``), exactly as a run without live mode does.
+  joined into one stream (``telemetry.files.join_pcaps``), exactly as a run without live mode does.
   So the final store of a live run equals a non-live run's on the same pcaps, and live mode costs
   one extra parse of the capture, spread over the drill. ``summary()`` (kept in the manifest
   under ``live``) says how many records were stored live and how far behind the capture it was.
@@ -27,6 +27,8 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+
+from .load import load_captures
 
 __all__ = ["LiveIngest"]
 
@@ -63,7 +65,6 @@ class LiveIngest(threading.Thread):
 
     def poll(self) -> int:
         """Ingest every closed file not yet ingested; returns how many files were ingested."""
-        from cyberrange.telemetry.pcap import parse_pcap
         n = 0
         for sensor in self.sensors.sensors:
             new = [f for f in self.sensors.closed_files(sensor.name) if str(f) not in self.done]
@@ -73,12 +74,10 @@ class LiveIngest(threading.Thread):
             sample = self.sensors.sample(sensor.name) if hasattr(self.sensors, "sample") else {}
             for f in new:
                 try:
-                    packets, flows, stats = parse_pcap(str(f), sensor.name, self.run_id)
-                    with self._lock:
-                        self.store.write("packets", packets)
-                        self.store.write("flows", flows)
-                        self.packets += packets.num_rows
-                        self.flows += flows.num_rows
+                    packets, flows, stats = load_captures([(str(f), sensor.name)], self.run_id,
+                                                          self.store, lock=self._lock)
+                    self.packets += packets.num_rows
+                    self.flows += flows.num_rows
                     if self.on_records is not None:
                         self.on_records(packets, flows)
                 except Exception as exc:  # noqa: BLE001 - live view only; the end rebuilds

@@ -20,13 +20,13 @@ Three kinds (``Sensor.kind`` in the model), each writing every frame it sees exa
 Rotation: ``rotate_s`` / ``rotate_mb`` (or the ``rotate_s`` given to :class:`Sensors`, used by
 live mode) make tcpdump rotate with ``-G`` / ``-C`` and no ``-W`` (unlimited). A rotating sensor
 writes ``pcaps/<sensor>/<sensor>-%Y%m%d%H%M%S.pcap`` (``-C`` appends 1, 2, ... to a file of the same
-second); a single-file sensor ``pcaps/<sensor>.pcap``. :func:`capture_files` lists a run's files per
-sensor in capture order; :func:`join_pcaps` concatenates them into one stream (so that flows that
-cross a rotation are assembled once).
+second); a single-file sensor ``pcaps/<sensor>.pcap``. The helpers that read these files back
+(``capture_files``, ``join_pcaps``, ``count_frames``) live in ``cyberrange.telemetry.files``:
+analysis needs them without a twin.
 
 Counters: tcpdump's own (``captured``, ``received_by_filter``, ``dropped_by_kernel``) are read on
 SIGUSR1 while it runs (:meth:`Sensors.sample`) and at exit; the frames of every file are counted
-from the file (:func:`count_frames`) when the sensor stops. All go to the run manifest and into
+from the file (``count_frames``) when the sensor stops. All go to the run manifest and into
 the reconciliation (``cyberrange.score.reconcile``).
 
 Capture mode: monitor-veth sensors use libpcap's TPACKET_V3 ring (blocks of variable-size
@@ -35,140 +35,25 @@ loss). A block is handed to tcpdump when full or after 1 s, so :meth:`Sensors.st
 the nftables copies, waits for the last block, then stops tcpdump: nothing is left in the ring.
 Interface sensors cannot be cut off from their feed, so they use ``--immediate-mode``.
 
-This module imports nothing of Mininet; the file helpers work on any run folder.
+This module imports nothing of Mininet.
 """
 from __future__ import annotations
 
 import os
 import re
 import signal
-import struct
 import subprocess
 import time
 from pathlib import Path
 
 from cyberrange.errors import EnvironmentProblem
+from cyberrange.telemetry.files import count_frames, rotation_key, tcpdump_counters
 from cyberrange.twin import netns
 
-__all__ = [
-    "Sensors",
-    "capture_files",
-    "count_frames",
-    "join_pcaps",
-    "rotation_key",
-    "tcpdump_counters",
-]
+__all__ = ["Sensors"]
 
 BUFFER_KIB = 65536            # tcpdump -B: 64 MiB of ring per sensor
 V3_BLOCK_TIMEOUT_S = 1.0      # libpcap hands a part-filled TPACKET_V3 block over after to_ms
-
-
-# ---------------------------------------------------------------------------- capture files
-def rotation_key(path: Path) -> tuple:
-    """Sort key of a rotated file: (name up to .pcap, -C counter). ``x.pcap`` < ``x.pcap1``."""
-    m = re.match(r"^(.*\.pcap)(\d*)$", Path(path).name)
-    if not m:
-        return (Path(path).name, 0)
-    return (m.group(1), int(m.group(2) or 0))
-
-
-def capture_files(pcap_dir: Path) -> dict[str, list[Path]]:
-    """Every sensor's capture files in ``pcap_dir``, in capture order.
-
-    ``<sensor>.pcap`` is a single-file sensor; a folder ``<sensor>/`` holds a rotating one.
-    Hidden files (joined streams being written) are ignored."""
-    pcap_dir = Path(pcap_dir)
-    out: dict[str, list[Path]] = {}
-    if not pcap_dir.is_dir():
-        return out
-    for p in sorted(pcap_dir.iterdir()):
-        if p.name.startswith("."):
-            continue
-        if p.is_file() and p.suffix in (".pcap", ".pcapng"):
-            out.setdefault(p.stem, []).append(p)
-        elif p.is_dir():
-            files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
-                     and re.search(r"\.pcap(ng)?\d*$", f.name)]
-            if files:
-                out.setdefault(p.name, []).extend(sorted(files, key=rotation_key))
-    return out
-
-
-_MAGIC = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",
-          b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}
-
-
-def count_frames(path: Path) -> dict:
-    """Walk a classic pcap's record headers: ``{frames, bytes, complete_end, truncated}``.
-
-    ``complete_end`` is the offset just after the last complete record; ``truncated`` is true
-    when bytes follow it (a record cut short). pcapng and unknown files: ``frames`` None."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(24)
-        endian = _MAGIC.get(head[:4])
-        if endian is None or len(head) < 24:
-            return {"frames": None, "bytes": size, "complete_end": 0, "truncated": size > 0}
-        rec = struct.Struct(endian + "IIII")
-        frames, off, buf = 0, 24, b""          # off: file offset of buf[0]
-        while True:                            # large chunks; only the headers are looked at
-            chunk = fh.read(1 << 22)
-            if not chunk:
-                break
-            buf += chunk
-            pos, n = 0, len(buf)
-            while pos + 16 <= n:
-                end = pos + 16 + rec.unpack_from(buf, pos)[2]
-                if end > n:
-                    break
-                pos = end
-                frames += 1
-            off += pos
-            buf = buf[pos:]
-    return {"frames": frames, "bytes": size, "complete_end": off, "truncated": off < size}
-
-
-def join_pcaps(files: list[Path], out: Path) -> dict:
-    """Concatenate classic pcaps of one sensor (same link type) into ``out``: the first file's
-    header, then every complete record of every file in order. A cut-short tail of a file is
-    left out (it would misalign the next file) and counted. Returns ``{frames, files,
-    truncated_files}``."""
-    frames, truncated = 0, 0
-    header = None
-    with open(out, "wb") as dst:
-        for f in files:
-            c = count_frames(f)
-            if c["frames"] is None:
-                raise ValueError(f"{f}: not a classic pcap; cannot join")
-            with open(f, "rb") as src:
-                h = src.read(24)
-                if header is None:
-                    header = h
-                    dst.write(h)
-                elif h[:4] != header[:4] or h[20:24] != header[20:24]:
-                    raise ValueError(f"{f}: byte order, resolution or link type differs")
-                remaining = c["complete_end"] - 24
-                while remaining > 0:
-                    chunk = src.read(min(remaining, 1 << 22))
-                    if not chunk:
-                        break
-                    dst.write(chunk)
-                    remaining -= len(chunk)
-            frames += c["frames"]
-            truncated += bool(c["truncated"])
-    return {"frames": frames, "files": len(files), "truncated_files": truncated}
-
-
-def tcpdump_counters(text: str) -> dict:
-    """The LAST statistics block tcpdump wrote to its stderr log (on SIGUSR1 or at exit)."""
-    out = {}
-    for key, pat in (("captured", r"(\d+) packets? captured"),
-                     ("received_by_filter", r"(\d+) packets? received by filter"),
-                     ("dropped_by_kernel", r"(\d+) packets? dropped by kernel")):
-        found = re.findall(pat, text)
-        out[key] = int(found[-1]) if found else None
-    return out
 
 
 def _read(path: Path) -> str:
