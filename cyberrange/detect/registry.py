@@ -226,7 +226,7 @@ def run_detectors(store, run_id: str, detectors: list[Detector], *, write: bool 
                                "alerts": len(found), "trained": bool(det.trained)}
     table = alerts_to_table(alerts, run_id)
     if write:
-        if replace and hasattr(store, "delete"):
+        if replace:
             store.delete("alerts", run_id)
         store.write("alerts", table)
     return table

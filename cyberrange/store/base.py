@@ -11,7 +11,8 @@ import pyarrow as pa
 
 
 class EventStore(ABC):
-    """Append-only store of event records for one or more runs."""
+    """Store of event records for one or more runs: records are appended, and removed only a
+    whole run and kind at a time (``delete``)."""
 
     @abstractmethod
     def write(self, kind: str, table: pa.Table) -> int:
@@ -25,6 +26,11 @@ class EventStore(ABC):
     @abstractmethod
     def count(self, kind: str, run_id: str | None = None) -> int:
         """How many records of ``kind`` are stored."""
+
+    @abstractmethod
+    def delete(self, kind: str, run_id: str) -> int:
+        """Remove the records of ``kind`` of one run; return how many there were (re-running
+        the detectors on a run replaces its alerts, ``detect run --pcap --store`` its records)."""
 
     def close(self) -> None:  # pragma: no cover - trivial default
         pass
