@@ -29,6 +29,24 @@ Proto = Literal["tcp", "udp", "icmp", "any"]
 
 
 @dataclass(frozen=True)
+class KindTraits:
+    """What a node of one kind does. Code asks a node these (``Node.is_router``, ``.filters``,
+    ``.is_host``), never its kind's name; the name stays in the file format and in output."""
+    forwards: bool      # forwards packets between its interfaces: IP forwarding on, may end a
+                        # point-to-point link, a hop on router paths, gets the computed routes
+    filters: bool       # has ordered rules and a default action (the nftables forward chain)
+    end_system: bool    # sits in a zone behind a gateway: a role, services, benign traffic,
+                        # attack steps run on it, a row and column of the reachability matrix
+
+
+NODE_KINDS: dict[str, KindTraits] = {
+    "host": KindTraits(forwards=False, filters=False, end_system=True),
+    "router": KindTraits(forwards=True, filters=False, end_system=False),
+    "firewall": KindTraits(forwards=True, filters=True, end_system=False),
+}
+
+
+@dataclass(frozen=True)
 class SourceRef:
     """Where in which file a model element was written, for error messages."""
     file: str
@@ -185,7 +203,19 @@ class Node:
 
     @property
     def is_router(self) -> bool:
-        return self.kind in ("router", "firewall")
+        """Forwards packets between its interfaces (routers and firewalls)."""
+        return NODE_KINDS[self.kind].forwards
+
+    @property
+    def filters(self) -> bool:
+        """Judges forwarded packets by ordered ``rules`` and ``default_action`` (firewalls)."""
+        return NODE_KINDS[self.kind].filters
+
+    @property
+    def is_host(self) -> bool:
+        """An end system: has a role and a gateway, runs services and benign traffic, and is
+        where attack steps run."""
+        return NODE_KINDS[self.kind].end_system
 
 
 @dataclass
@@ -264,7 +294,7 @@ class Topology:
     # -- convenience views -------------------------------------------------
     @property
     def hosts(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.kind == "host"]
+        return [n for n in self.nodes.values() if n.is_host]
 
     @property
     def routers(self) -> list[Node]:
