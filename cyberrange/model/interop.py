@@ -39,7 +39,7 @@ import networkx as nx
 import yaml
 
 from cyberrange.errors import UserError
-from cyberrange.model.topology import ROLES, Topology
+from cyberrange.model.topology import NODE_KINDS, ROLES, Topology
 from cyberrange.model.yamlsrc import Doc, did_you_mean, load_yaml, one_line
 
 ZONE_POOL = ipaddress.ip_network("10.200.0.0/16")      # /24 per derived zone
@@ -79,11 +79,11 @@ def clab_kind(kind: str, spec: dict | None = None) -> str:
     spec = spec or {}
     labels = spec.get("labels") or {}
     for key in ("cyberrange.role", "role"):
-        if labels.get(key) in ("router", "firewall"):
+        if _forwards(labels.get(key)):
             return labels[key]
     ours = next((o for prefix, o in KIND_MAP if k.startswith(prefix)), "host")
     image = str(spec.get("image", "")).lower().rsplit("/", 1)[-1]
-    if ours == "host" and any(image.startswith(r) for r in ROUTER_IMAGES):
+    if _end_system(ours) and any(image.startswith(r) for r in ROUTER_IMAGES):
         return "router"
     return ours
 
@@ -125,8 +125,32 @@ def import_clab(path) -> str:
     kinds = {n: clab_kind(str((spec or {}).get("kind", default_kind)), spec)
              for n, spec in clab_nodes.items()}
     notes: list[str] = []
+    links = _data_links(doc, topo, clab_nodes, notes)
+    lab = _Segments(kinds)
+    lab.bridges(links, names)
+    lab.links(links, names, taken)
+    for h, extra in lab.host_extra.items():
+        notes.append(f"host {h}: kept in zone {lab.zone_of_host[h]}; also linked to {', '.join(extra)} (not imported)")
+    for n, k in kinds.items():
+        if _end_system(k) and n not in lab.zone_of_host:
+            notes.append(f"host {n}: no data link (management only), not imported")
+    out_zones, out_links = _addressed(doc, path, lab, names, taken)
+    out_nodes = _nodes(clab_nodes, default_kind, names, lab, notes)
+    return _text(path, data, out_zones, out_links, out_nodes, notes)
 
-    # link graph over clab nodes, with the interface names
+
+def _forwards(kind) -> bool:
+    """Our kind ``kind`` forwards (a router or firewall); a clab bridge is no node kind of ours."""
+    return isinstance(kind, str) and kind in NODE_KINDS and NODE_KINDS[kind].forwards
+
+
+def _end_system(kind) -> bool:
+    return isinstance(kind, str) and kind in NODE_KINDS and NODE_KINDS[kind].end_system
+
+
+def _data_links(doc: Doc, topo: dict, clab_nodes: dict, notes: list[str]) -> list[tuple]:
+    """The links between lab nodes, as ``((node, iface), (node, iface))``; links that leave the
+    lab (host, mgmt-net, macvlan, vxlan) are skipped with a note."""
     links = []
     for k, l in enumerate(topo.get("links") or []):
         eps = (l or {}).get("endpoints")
@@ -146,101 +170,138 @@ def import_clab(path) -> str:
             ends.append((node, iface))
         if ends:
             links.append(tuple(ends))
+    return links
 
-    # zones: bridges (and bridges joined to each other) first
-    bridged = nx.Graph()
-    for (a, ia), (b, ib) in links:
-        if kinds[a] == "bridge" or kinds[b] == "bridge":
-            bridged.add_edge(a, b)
-    zones: dict[str, dict] = {}          # our zone name -> {"members": [(clab node, iface)]}
-    zone_of_host: dict[str, str] = {}
-    router_ifaces: dict[str, list[str]] = {n: [] for n in clab_nodes if kinds[n] in ("router", "firewall")}
-    host_extra: dict[str, list[str]] = {}
-    for comp in nx.connected_components(bridged):
-        bridges = sorted(n for n in comp if kinds[n] == "bridge")
-        zname = names[bridges[0]]          # the bridge is not a node of ours: its name is free
-        zones[zname] = {"from": "bridge " + ", ".join(bridges)}
-        for n in sorted(comp):
-            if kinds[n] == "bridge":
-                continue
-            _attach(n, zname, kinds, zone_of_host, router_ifaces, host_extra)
-    p2p = []
-    for (a, ia), (b, ib) in links:
-        if kinds[a] == "bridge" or kinds[b] == "bridge":
-            continue
-        ra, rb = kinds[a] in ("router", "firewall"), kinds[b] in ("router", "firewall")
-        if ra and rb:
-            p2p.append((a, ia, b, ib))
-            continue
-        if ra or rb:
-            r, ri, h = (a, ia, b) if ra else (b, ib, a)
-            if h in zone_of_host:
-                host_extra.setdefault(h, []).append(f"{r}:{ri}")
-                continue
-            zname = _name(f"{names[r]}-{ri}", taken)
-            zones[zname] = {"from": f"{r} port {ri}"}
-        else:
-            if a in zone_of_host or b in zone_of_host:
-                for h, other in ((a, b), (b, a)):
-                    if h in zone_of_host and other not in zone_of_host:
-                        _attach(other, zone_of_host[h], kinds, zone_of_host, router_ifaces, host_extra)
-                continue
-            zname = _name(f"{names[a]}-{names[b]}", taken)
-            zones[zname] = {"from": f"link {a} - {b}"}
-        for n in (a, b):
-            _attach(n, zname, kinds, zone_of_host, router_ifaces, host_extra)
-    for h, extra in host_extra.items():
-        notes.append(f"host {h}: kept in zone {zone_of_host[h]}; also linked to {', '.join(extra)} (not imported)")
-    for n, k in kinds.items():
-        if k == "host" and n not in zone_of_host:
-            notes.append(f"host {n}: no data link (management only), not imported")
 
-    # addresses from the pools
+class _Segments:
+    """The zones and router links the lab's links make, and where each node attaches."""
+
+    def __init__(self, kinds: dict[str, str]):
+        self.kinds = kinds
+        self.zones: dict[str, dict] = {}     # our zone name -> {"from": what it was}
+        self.zone_of_host: dict[str, str] = {}
+        self.router_ifaces: dict[str, list[str]] = {n: [] for n, k in kinds.items()
+                                                    if _forwards(k)}
+        self.host_extra: dict[str, list[str]] = {}
+        self.p2p: list[tuple] = []           # (router a, its iface, router b, its iface)
+
+    def bridges(self, links, names) -> None:
+        """Everything attached to one bridge (or to bridges linked together) is one zone."""
+        kinds = self.kinds
+        bridged = nx.Graph()
+        for (a, ia), (b, ib) in links:
+            if kinds[a] == "bridge" or kinds[b] == "bridge":
+                bridged.add_edge(a, b)
+        for comp in nx.connected_components(bridged):
+            bridges = sorted(n for n in comp if kinds[n] == "bridge")
+            zname = names[bridges[0]]          # the bridge is not a node of ours: its name is free
+            self.zones[zname] = {"from": "bridge " + ", ".join(bridges)}
+            for n in sorted(comp):
+                if kinds[n] == "bridge":
+                    continue
+                self.attach(n, zname)
+
+    def links(self, links, names, taken) -> None:
+        """Router to router: a point-to-point link; a host on a router port or two hosts
+        linked directly: a zone of their own (or the zone one of them has already)."""
+        kinds = self.kinds
+        for (a, ia), (b, ib) in links:
+            if kinds[a] == "bridge" or kinds[b] == "bridge":
+                continue
+            ra, rb = _forwards(kinds[a]), _forwards(kinds[b])
+            if ra and rb:
+                self.p2p.append((a, ia, b, ib))
+                continue
+            if ra or rb:
+                r, ri, h = (a, ia, b) if ra else (b, ib, a)
+                if h in self.zone_of_host:
+                    self.host_extra.setdefault(h, []).append(f"{r}:{ri}")
+                    continue
+                zname = _name(f"{names[r]}-{ri}", taken)
+                self.zones[zname] = {"from": f"{r} port {ri}"}
+            else:
+                if a in self.zone_of_host or b in self.zone_of_host:
+                    for h, other in ((a, b), (b, a)):
+                        if h in self.zone_of_host and other not in self.zone_of_host:
+                            self.attach(other, self.zone_of_host[h])
+                    continue
+                zname = _name(f"{names[a]}-{names[b]}", taken)
+                self.zones[zname] = {"from": f"link {a} - {b}"}
+            for n in (a, b):
+                self.attach(n, zname)
+
+    def attach(self, n, zname) -> None:
+        kind = self.kinds[n]
+        if _forwards(kind):
+            if zname not in self.router_ifaces[n]:
+                self.router_ifaces[n].append(zname)
+        elif _end_system(kind):
+            if n in self.zone_of_host:
+                if self.zone_of_host[n] != zname:
+                    self.host_extra.setdefault(n, []).append(zname)
+            else:
+                self.zone_of_host[n] = zname
+
+
+def _addressed(doc: Doc, path: Path, lab: _Segments, names, taken) -> tuple[dict, list]:
+    """Our zones and links with subnets from the import pools."""
     zone_nets = ZONE_POOL.subnets(new_prefix=24)
     link_nets = LINK_POOL.subnets(new_prefix=30)
-    for what, count, pool, size in (("zones", len(zones), ZONE_POOL, 24),
-                                    ("router links", len(p2p), LINK_POOL, 30)):
+    for what, count, pool, size in (("zones", len(lab.zones), ZONE_POOL, 24),
+                                    ("router links", len(lab.p2p), LINK_POOL, 30)):
         if count > 2 ** (size - pool.prefixlen):
             raise doc.error(f"{count} {what} to import: more than the /{size}s of {pool} "
                             f"({2 ** (size - pool.prefixlen)})", ("topology",))
     out_zones = {}
-    for zname, z in zones.items():
+    for zname, z in lab.zones.items():
         out_zones[zname] = {"subnet": str(next(zone_nets)), "description": f"from containerlab {z['from']}"}
     if not out_zones:
         raise UserError("no host sits on a link or bridge; nothing to import as a zone", str(path))
     out_links = []
-    for a, ia, b, ib in p2p:
+    for a, ia, b, ib in lab.p2p:
         out_links.append({"name": _name(f"{names[a]}-{names[b]}", taken),
                           "endpoints": [names[a], names[b]], "subnet": str(next(link_nets)),
                           "description": f"containerlab link {a}:{ia} - {b}:{ib}"})
+    return out_zones, out_links
+
+
+def _nodes(clab_nodes: dict, default_kind: str, names, lab: _Segments, notes) -> list[dict]:
+    """Our nodes: hosts in their zone, routers and firewalls with their interfaces; nodes on no
+    data link are left out with a note."""
     out_nodes = []
+    router_ifaces, zone_of_host = lab.router_ifaces, lab.zone_of_host
     for n, spec in clab_nodes.items():
         spec = spec or {}
-        k = kinds[n]
+        k = lab.kinds[n]
         kind_text = spec.get("kind", default_kind)
         desc = f"containerlab {kind_text}" + (f" {spec['image']}" if spec.get("image") else "")
         if spec.get("mgmt-ipv4"):
             desc += f", mgmt {spec['mgmt-ipv4']}"
         labels = spec.get("labels") or {}
-        if k == "host" and n in zone_of_host:
-            node = {"name": names[n], "kind": "host", "role": _role(n, labels),
+        if _end_system(k) and n in zone_of_host:
+            node = {"name": names[n], "kind": k, "role": _role(n, labels),
                     "zone": zone_of_host[n], "description": desc}
             zone_routers = [r for r in router_ifaces if zone_of_host[n] in router_ifaces[r]]
             if len(zone_routers) > 1:
                 node["gateway"] = names[sorted(zone_routers)[0]]
             out_nodes.append(node)
-        elif k in ("router", "firewall"):
+        elif _forwards(k):
             ifaces = [{"zone": z} for z in router_ifaces[n]]
-            has_link = any(n in (a, b) for a, _, b, _ in p2p)
+            has_link = any(n in (a, b) for a, _, b, _ in lab.p2p)
             if not ifaces and not has_link:
                 notes.append(f"{k} {n}: no data link, not imported")
                 continue
             node = {"name": names[n], "kind": k, "description": desc}
             if ifaces:
                 node["interfaces"] = ifaces
-            if k == "firewall":
-                node["default"] = "allow"
+            if NODE_KINDS[k].filters:
+                node["default"] = "allow"      # the clab file has no policy
             out_nodes.append(node)
+    return out_nodes
+
+
+def _text(path: Path, data: dict, out_zones, out_links, out_nodes, notes) -> str:
+    """The topology file: a header saying where it came from and what was derived, then YAML."""
     doc = {
         "version": 1, "name": _name(str(data.get("name", path.stem.split(".")[0])), set()),
         "classification": "UNCLASSIFIED",
@@ -290,18 +351,6 @@ def _clab_shape(doc: Doc) -> tuple[dict, dict, dict]:
             raise doc.error(f"link {k + 1} must be a mapping with 'endpoints'",
                             ("topology", "links", k))
     return data, topo, clab_nodes
-
-
-def _attach(n, zname, kinds, zone_of_host, router_ifaces, host_extra):
-    if kinds[n] in ("router", "firewall"):
-        if zname not in router_ifaces[n]:
-            router_ifaces[n].append(zname)
-    elif kinds[n] == "host":
-        if n in zone_of_host:
-            if zone_of_host[n] != zname:
-                host_extra.setdefault(n, []).append(zname)
-        else:
-            zone_of_host[n] = zname
 
 
 # -- GraphML --------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ class ReachIndex:
             if dsts is not None and not any(lo <= d <= hi for lo, hi in dsts):
                 continue
             return allow, _describe(fw, k, fw.rules[k])
-        if fw.kind == "firewall":
+        if fw.filters:
             return fw.default_action == "allow", f"{fw.name} default {fw.default_action}"
         return True, f"{fw.name} forwards"
 
@@ -211,7 +211,7 @@ class ReachIndex:
                 if not ok:
                     got = (False, f"denied by {why}")
                     break
-                if router.kind == "firewall":
+                if router.filters:
                     got = (True, f"allowed by {why}")
             if got[0]:
                 back = self._reply(src_cls, dst_cls, proto, {r.name for r in p})
@@ -233,7 +233,7 @@ class ReachIndex:
         s = int(self.class_rep[dst_cls])
         d = int(self.class_rep[src_addr_cls])
         for router in back:
-            if router.name in forward or router.kind != "firewall":
+            if router.name in forward or not router.filters:
                 continue
             ok, why = self.decide(router, s, d, proto, None)
             if not ok:

@@ -57,7 +57,7 @@ def decide(fw: Node, src_ip, dst_ip, proto: str, port: int | None) -> tuple[bool
     for k, rule in enumerate(fw.rules):
         if rule.matches(src_ip, dst_ip, proto, port):
             return rule.action == "allow", _describe(fw, k, rule)
-    if fw.kind == "firewall":
+    if fw.filters:
         return fw.default_action == "allow", f"{fw.name} default {fw.default_action}"
     return True, f"{fw.name} forwards"
 
@@ -93,7 +93,7 @@ def allowed(topo: Topology, src_node_name: str, dst_ip, proto: str = "tcp",
         ok, why = decide(router, src_ip, dst_ip, proto, port)
         if not ok:
             return False, f"denied by {why}"
-        if router.kind == "firewall":
+        if router.filters:
             hops.append(f"allowed by {why}")
     back = _reply_check(topo, src_ip, dst_ip, proto, {r.name for r in path})
     if back:
@@ -116,7 +116,7 @@ def _reply_check(topo: Topology, src_ip, dst_ip, proto: str, forward: set[str]) 
         return f"no route back: {e}"
     reply_src = source_address(topo, dst, src_ip)
     for router in back:
-        if router.name in forward or router.kind != "firewall":
+        if router.name in forward or not router.filters:
             continue
         if any(i.ip == src_ip for i in router.interfaces):
             break
