@@ -31,93 +31,21 @@ def generate(n_nodes: int, seed: int = 1, version: int | None = None) -> str:
     per_bn = 5                                       # zones behind one battalion firewall
     n_bn = max(1, -(-(n_zones - bde_zones) // per_bn))
     hosts_total = n_nodes - 1 - n_bn                 # minus core router and battalion firewalls
-    zones: dict = {}
-    nodes: list = []
-    links: list = []
-    zone_names: list[str] = []
-
-    zones["bde-cp"] = {"subnet": "10.0.1.0/24", "classification": "SECRET",
-                       "description": "Brigade main command post", "profile": "lan"}
-    zones["bde-dmz"] = {"subnet": "10.0.2.0/24", "classification": "UNCLASSIFIED",
-                        "description": "Brigade DMZ", "profile": "lan"}
-    zone_names += ["bde-cp", "bde-dmz"]
-    core_ifaces = [{"zone": "bde-cp"}, {"zone": "bde-dmz"}]
-    bn_zones: dict[int, list[str]] = {}
-    for b in range(1, n_bn + 1):
-        names = []
-        for k in range(per_bn):
-            zname = f"bn{b}-cp" if k == 0 else f"bn{b}-coy{k}"
-            if len(zone_names) >= n_zones and k > 0:
-                break
-            zones[zname] = {"subnet": f"10.{b}.{k}.0/24",
-                            "classification": "SECRET" if k == 0 else "CONFIDENTIAL",
-                            "profile": "lan"}
-            zone_names.append(zname)
-            names.append(zname)
-        bn_zones[b] = names
-        links.append({"name": f"bn{b}-uplink", "endpoints": ["bde-core", f"bn{b}-fw"],
-                      "subnet": f"172.16.{b // 64}.{(b % 64) * 4}/30",
-                      "profile": LINK_PROFILES[b % len(LINK_PROFILES)]})
+    zones, zone_names, bn_zones, links = _zones(n_zones, n_bn, per_bn)
 
     # hosts, spread evenly over the zones
+    nodes: list = []
     per_zone = {z: hosts_total // len(zone_names) for z in zone_names}
     for z in zone_names[: hosts_total - sum(per_zone.values())]:
         per_zone[z] += 1
     for z in zone_names:
-        count = per_zone[z]
-        for h in range(count):
-            node = {"name": f"{z}-h{h + 1}", "kind": "host", "zone": z}
-            if z == "bde-cp" and h < 4:
-                node["name"], node["role"], svcs = [
-                    ("bde-c2", "c2-server", [{"type": "http", "port": 8080},
-                                             {"type": "login", "port": 22}]),
-                    ("bde-dns", "dns-server", [{"type": "dns", "port": 53}]),
-                    ("bde-mail", "mail-server", [{"type": "login", "port": 2222}]),
-                    ("bde-files", "file-server", [{"type": "login", "port": 22}]),
-                ][h]
-                node["services"] = svcs
-            elif z == "bde-dmz" and h < 2:
-                node["name"], node["role"] = f"dmz-web{h + 1}", "web-server"
-                node["services"] = [{"type": "http", "port": 80}]
-            elif z.endswith("-cp") and h < 3:
-                node["name"], node["role"], svcs = [
-                    (f"{z}-c2", "c2-server", [{"type": "http", "port": 8080},
-                                              {"type": "login", "port": 22}]),
-                    (f"{z}-files", "file-server", [{"type": "login", "port": 22}]),
-                    (f"{z}-admin", "workstation", [{"type": "login", "port": 22}]),
-                ][h]
-                node["services"] = svcs
-            elif h == 0:
-                node["role"] = "server"
-                node["services"] = [{"type": "http", "port": 80}]
-            else:
-                node["role"] = "workstation"
-                if rnd.random() < 0.1:
-                    node["services"] = [{"type": "login", "port": 22}]
-            nodes.append(node)
+        for h in range(per_zone[z]):
+            nodes.append(_host(z, h, rnd))
 
-    nodes.append({"name": "bde-core", "kind": "router", "interfaces": core_ifaces})
+    nodes.append({"name": "bde-core", "kind": "router",
+                  "interfaces": [{"zone": "bde-cp"}, {"zone": "bde-dmz"}]})
     for b, names in bn_zones.items():
-        coys = [z for z in names if "-coy" in z]
-        rules = [
-            {"action": "allow", "from": "bde-cp", "to": "any", "comment": "brigade CP reaches all"},
-            {"action": "allow", "from": f"bn{b}-cp-admin", "to": "any", "proto": "tcp", "port": 22,
-             "comment": "battalion admin workstation"},
-            {"action": "allow", "from": coys or f"bn{b}-cp", "to": f"bn{b}-cp-c2", "proto": "tcp",
-             "port": 8080, "comment": "COP clients"},
-            {"action": "allow", "from": "any", "to": "bde-dns", "proto": "udp", "port": 53},
-            {"action": "allow", "from": "any", "to": "any", "proto": "icmp"},
-            {"action": "deny", "from": "any", "to": f"bn{b}-cp", "proto": "tcp", "port": 22,
-             "comment": "no SSH into the battalion CP"},
-            {"action": "allow", "from": [f"bn{b}-cp", *coys], "to": ["bde-cp", "bde-dmz"],
-             "proto": "tcp", "port": [80, 8080], "comment": "web to brigade"},
-        ]
-        if coys:
-            rules.append({"action": "allow", "from": f"10.{b}.1.0/27", "to": "bde-files",
-                          "proto": "tcp", "port": 22, "comment": "1st company signals cell"})
-        nodes.append({"name": f"bn{b}-fw", "kind": "firewall",
-                      "interfaces": [{"zone": z} for z in names], "default": "deny",
-                      "rules": rules})
+        nodes.append(_firewall(b, names))
     doc = {
         "version": version, "name": f"gen-{n_nodes}",
         "classification": "SECRET",
@@ -141,6 +69,94 @@ def generate(n_nodes: int, seed: int = 1, version: int | None = None) -> str:
               f"# A brigade core router, {n_bn} battalion firewalls on WAN/SATCOM/radio uplinks,\n"
               f"# {len(zone_names)} zones of about {HOSTS_PER_ZONE} hosts.\n")
     return header + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def _zones(n_zones: int, n_bn: int, per_bn: int):
+    """The brigade's two zones, each battalion's CP and company zones, and its uplink:
+    ``(zones, zone names in order, battalion -> its zone names, links)``."""
+    zones: dict = {}
+    links: list = []
+    zone_names: list[str] = []
+    zones["bde-cp"] = {"subnet": "10.0.1.0/24", "classification": "SECRET",
+                       "description": "Brigade main command post", "profile": "lan"}
+    zones["bde-dmz"] = {"subnet": "10.0.2.0/24", "classification": "UNCLASSIFIED",
+                        "description": "Brigade DMZ", "profile": "lan"}
+    zone_names += ["bde-cp", "bde-dmz"]
+    bn_zones: dict[int, list[str]] = {}
+    for b in range(1, n_bn + 1):
+        names = []
+        for k in range(per_bn):
+            zname = f"bn{b}-cp" if k == 0 else f"bn{b}-coy{k}"
+            if len(zone_names) >= n_zones and k > 0:
+                break
+            zones[zname] = {"subnet": f"10.{b}.{k}.0/24",
+                            "classification": "SECRET" if k == 0 else "CONFIDENTIAL",
+                            "profile": "lan"}
+            zone_names.append(zname)
+            names.append(zname)
+        bn_zones[b] = names
+        links.append({"name": f"bn{b}-uplink", "endpoints": ["bde-core", f"bn{b}-fw"],
+                      "subnet": f"172.16.{b // 64}.{(b % 64) * 4}/30",
+                      "profile": LINK_PROFILES[b % len(LINK_PROFILES)]})
+    return zones, zone_names, bn_zones, links
+
+
+def _host(z: str, h: int, rnd: random.Random) -> dict:
+    """Host ``h`` of zone ``z``: the first few of the brigade CP, the DMZ and each battalion CP
+    are its servers; the first of a company zone a server; the rest workstations, one in ten
+    with a login service."""
+    node = {"name": f"{z}-h{h + 1}", "kind": "host", "zone": z}
+    if z == "bde-cp" and h < 4:
+        node["name"], node["role"], svcs = [
+            ("bde-c2", "c2-server", [{"type": "http", "port": 8080},
+                                     {"type": "login", "port": 22}]),
+            ("bde-dns", "dns-server", [{"type": "dns", "port": 53}]),
+            ("bde-mail", "mail-server", [{"type": "login", "port": 2222}]),
+            ("bde-files", "file-server", [{"type": "login", "port": 22}]),
+        ][h]
+        node["services"] = svcs
+    elif z == "bde-dmz" and h < 2:
+        node["name"], node["role"] = f"dmz-web{h + 1}", "web-server"
+        node["services"] = [{"type": "http", "port": 80}]
+    elif z.endswith("-cp") and h < 3:
+        node["name"], node["role"], svcs = [
+            (f"{z}-c2", "c2-server", [{"type": "http", "port": 8080},
+                                      {"type": "login", "port": 22}]),
+            (f"{z}-files", "file-server", [{"type": "login", "port": 22}]),
+            (f"{z}-admin", "workstation", [{"type": "login", "port": 22}]),
+        ][h]
+        node["services"] = svcs
+    elif h == 0:
+        node["role"] = "server"
+        node["services"] = [{"type": "http", "port": 80}]
+    else:
+        node["role"] = "workstation"
+        if rnd.random() < 0.1:
+            node["services"] = [{"type": "login", "port": 22}]
+    return node
+
+
+def _firewall(b: int, names: list[str]) -> dict:
+    """Battalion ``b``'s firewall: an interface in each of its zones, ordered rules."""
+    coys = [z for z in names if "-coy" in z]
+    rules = [
+        {"action": "allow", "from": "bde-cp", "to": "any", "comment": "brigade CP reaches all"},
+        {"action": "allow", "from": f"bn{b}-cp-admin", "to": "any", "proto": "tcp", "port": 22,
+         "comment": "battalion admin workstation"},
+        {"action": "allow", "from": coys or f"bn{b}-cp", "to": f"bn{b}-cp-c2", "proto": "tcp",
+         "port": 8080, "comment": "COP clients"},
+        {"action": "allow", "from": "any", "to": "bde-dns", "proto": "udp", "port": 53},
+        {"action": "allow", "from": "any", "to": "any", "proto": "icmp"},
+        {"action": "deny", "from": "any", "to": f"bn{b}-cp", "proto": "tcp", "port": 22,
+         "comment": "no SSH into the battalion CP"},
+        {"action": "allow", "from": [f"bn{b}-cp", *coys], "to": ["bde-cp", "bde-dmz"],
+         "proto": "tcp", "port": [80, 8080], "comment": "web to brigade"},
+    ]
+    if coys:
+        rules.append({"action": "allow", "from": f"10.{b}.1.0/27", "to": "bde-files",
+                      "proto": "tcp", "port": 22, "comment": "1st company signals cell"})
+    return {"name": f"bn{b}-fw", "kind": "firewall",
+            "interfaces": [{"zone": z} for z in names], "default": "deny", "rules": rules}
 
 
 def annotate(topo) -> None:
