@@ -230,7 +230,7 @@ def _step(doc: Doc, path: tuple, s: dict, earlier: list[Step], topo: Topology | 
             hosts = [n.name for n in topo.hosts]
             raise doc.error(f"unknown actor '{actor}': not a node of topology {topo.name}"
                             f"{did_you_mean(actor, hosts)}", path + ("actor",))
-        if node.kind != "host":
+        if not node.is_host:
             raise doc.error(f"actor '{actor}' is a {node.kind}; steps run on hosts",
                             path + ("actor",))
     for k, target in enumerate(s["targets"]):

@@ -386,7 +386,7 @@ class PlaybookRun:
                 if node is None:
                     raise TargetError(f"step '{step.id}': actor {ip} from {step.actor} is no "
                                       f"node of topology {self.topology.name}")
-            if node.kind != "host":
+            if not node.is_host:
                 raise TargetError(f"step '{step.id}': actor {node.name} from {step.actor} is a "
                                   f"{node.kind}; steps run on hosts")
             names.append(node.name)

@@ -62,7 +62,7 @@ def topo_check(file, as_json):
                           z.profile.name if z.profile else "-", shown)
         console.print(table)
         for r in t.routers:
-            extra = f", {len(r.rules)} rules, default {r.default_action}" if r.kind == "firewall" else ""
+            extra = f", {len(r.rules)} rules, default {r.default_action}" if r.filters else ""
             console.print(f"  {r.kind} [bold]{r.name}[/]: {len(r.interfaces)} interfaces, "
                           f"{len(r.routes)} routes{extra}")
         console.print(f"  links: {', '.join(t.links) or '-'}; sensors: "

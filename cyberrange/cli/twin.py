@@ -26,7 +26,7 @@ def _twin_table(twin) -> Table:
     for c in ("node", "kind", "role", "addresses", "services"):
         t.add_column(c)
     for n in twin.topo.nodes.values():
-        t.add_row(n.name, n.kind, n.role if n.kind == "host" else "",
+        t.add_row(n.name, n.kind, n.role if n.is_host else "",
                   ", ".join(f"{i.cidr} ({i.zone})" for i in n.interfaces),
                   ", ".join(f"{s.type}/{s.port}" for s in n.services))
     return t

@@ -74,7 +74,7 @@ def topology_tree(topo: Topology) -> Tree:
                 nt.add("software: " + ", ".join(f"{s.name} {s.version}" for s in n.software))
     routers = root.add("[bold]routers and firewalls[/]")
     for r in topo.routers:
-        extra = f", {len(r.rules)} rules, default {r.default_action}" if r.kind == "firewall" else ""
+        extra = f", {len(r.rules)} rules, default {r.default_action}" if r.filters else ""
         rt = routers.add(f"[cyan]{r.kind}[/] [bold]{r.name}[/]{extra}")
         for i in r.interfaces:
             rt.add(f"{i.devname} {i.cidr} → {i.zone}")

@@ -370,7 +370,7 @@ class Twin:
                 lines.append(f"route replace default via {node.gateway}")
             lines += [f"route replace {net} via {nh}" for net, nh in node.routes]
             commands = [(["ip", "-batch", "-"], "\n".join(lines) + "\n")]
-            if node.kind == "firewall":
+            if node.filters:
                 path = self.run_dir / "config" / f"{node.name}.nft"
                 path.write_text(firewall.ruleset(node))
                 commands.append((["nft", "-f", str(path)], None))

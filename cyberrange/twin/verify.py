@@ -95,7 +95,7 @@ def _bandwidth_pairs(topo) -> list[tuple]:
         if prof is None or len(members) < 2:
             continue
         # prefer two hosts; routers are fine (they run iperf3 too)
-        members = sorted(members, key=lambda m: (m[0].kind != "host", m[0].name))
+        members = sorted(members, key=lambda m: (not m[0].is_host, m[0].name))
         (a, _), (b, ib) = members[0], members[1]
         pairs.append((zone.name, a.name, b.name, ib.ip, prof))
     return pairs
