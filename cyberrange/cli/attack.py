@@ -13,29 +13,13 @@ from rich import box
 from rich.table import Table
 
 from cyberrange.attack.catalog import TECHNIQUES
+from cyberrange.attack.spec import type_text
 from cyberrange.cli._params import SEED, allow_outside_option
 from cyberrange.errors import UserError
 
 DOCS = "docs/techniques.md"
 OUTCOME_STYLE = {"succeeded": "green", "failed": "yellow", "blocked": "magenta",
                  "skipped": "dim", "error": "red"}
-
-
-def _families() -> dict[str, str]:
-    """technique id -> family module name."""
-    from cyberrange.attack.techniques import FAMILIES
-    out = {}
-    for fam in FAMILIES:
-        for t in importlib.import_module(f"cyberrange.attack.techniques.{fam}").SPECS:
-            out[t.id] = fam
-    return out
-
-
-def _type_text(types) -> str:
-    types = types if isinstance(types, tuple) else (types,)
-    if set(types) == {int, float}:
-        return "number"
-    return " | ".join(getattr(t, "__name__", str(t)) for t in types)
 
 
 def _anchor(tech) -> str:
@@ -60,14 +44,13 @@ def attack():
 @attack.command("list")
 def attack_list():
     """List the techniques with their ATT&CK ids, family, tactic, parameters and facts."""
-    fams = _families()
     from cyberrange.cli._console import make_console
     t = Table(box=box.SIMPLE_HEAVY)
     for c in ("technique", "name", "family", "tactic", "parameters (default)", "produces"):
         t.add_column(c)
     for tech in TECHNIQUES.values():
         params = "\n".join(f"{k} ({p.default!r})" for k, p in tech.params.items())
-        t.add_row(tech.id, tech.name, fams.get(tech.id, ""), tech.tactic, params,
+        t.add_row(tech.id, tech.name, tech.family, tech.tactic, params,
                   ", ".join(f"#{{step.{f}}}" for f in tech.produces))
     make_console().print(t)
 

