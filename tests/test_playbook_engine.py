@@ -21,20 +21,15 @@ from pathlib import Path
 import pytest
 
 from cyberrange.attack.ledger import read_ledger
-from cyberrange.attack.playbook import (
-    Condition,
+from cyberrange.attack.facts import (
     FactUnavailable,
-    Step,
-    Timing,
     expand_target,
     fact_text,
-    load_playbook,
     precondition_failure,
-    repeat_offsets,
-    schedule,
-    step_rng,
     substitute,
 )
+from cyberrange.attack.playbook import Condition, Step, Timing, load_playbook
+from cyberrange.attack.schedule import repeat_offsets, schedule, step_rng
 from cyberrange.attack.runner import merge_facts, run_playbook
 from cyberrange.errors import ContainmentError, UserError
 

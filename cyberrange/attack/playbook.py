@@ -10,24 +10,22 @@ delay | at, duration, rate, jitter, repeat, every), concurrent steps (``parallel
 ``seed`` and ``defaults.max_rate`` (the per-step rate cap). See docs/playbook-format.md.
 
 Targets, actors and params that name facts stay as written: facts only exist once earlier steps
-have run. The runtime half of the format lives here too, as pure functions the runner calls and
-tests use without root: :func:`substitute` (fact substitution), :func:`precondition_failure`,
-:func:`repeat_offsets` and :func:`start_wait` (scheduling), :func:`check_param_types`.
+have run. The run-time half of the format is beside this module: ``attack/facts.py`` (fact
+substitution, preconditions, parameter types after substitution) and ``attack/schedule.py``
+(delays, repeats, jitter).
 """
 from __future__ import annotations
 
-import copy
 import ipaddress
 import json
 import os
-import random
 import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 from cyberrange.attack.catalog import TECHNIQUES
-from cyberrange.errors import UserError
+from cyberrange.attack.spec import type_ok, type_phrase
 from cyberrange.model import inputpaths
 from cyberrange.model.topology import SourceRef, Topology
 from cyberrange.model.yamlsrc import (
@@ -324,22 +322,6 @@ def _check_target(doc: Doc, path, target: str, earlier: dict[str, Step], topo: T
                         f"\"#{{step.fact}}\"", path)
 
 
-def _type_ok(value, types) -> bool:
-    types = types if isinstance(types, tuple) else (types,)
-    if isinstance(value, bool) and bool not in types:
-        return False                      # YAML true/false is not a number here
-    return isinstance(value, types)
-
-
-def _type_name(types) -> str:
-    types = types if isinstance(types, tuple) else (types,)
-    names = {int: "an integer", float: "a number", str: "a string", list: "a list",
-             bool: "true or false", dict: "a mapping"}
-    if set(types) == {int, float}:
-        return "a number"
-    return " or ".join(names.get(t, t.__name__) for t in types)
-
-
 def _is_whole_ref(value) -> bool:
     return isinstance(value, str) and FACT_REF.match(value) is not None
 
@@ -368,7 +350,7 @@ def _resolve_files(doc: Doc, path, params: dict) -> None:
 
 
 def _params(doc: Doc, path, given: dict, technique) -> dict:
-    out = {name: copy.deepcopy(p.default) for name, p in technique.params.items()}
+    out = technique.with_defaults({})
     for name, value in given.items():
         ppath = path + ("params", name)
         if name not in technique.params:
@@ -379,8 +361,8 @@ def _params(doc: Doc, path, given: dict, technique) -> dict:
         if _is_whole_ref(value):
             continue                      # its type is checked at run time, after substitution
         want = technique.params[name].type
-        if not _type_ok(value, want):
-            raise doc.error(f"{describe(doc, ppath)}: expected {_type_name(want)}, got "
+        if not type_ok(value, want):
+            raise doc.error(f"{describe(doc, ppath)}: expected {type_phrase(want)}, got "
                             f"{type(value).__name__} {value!r}", ppath)
         if name == "ports":
             for k, port in enumerate(value):
@@ -453,192 +435,3 @@ def _timing(doc: Doc, path, t: dict, technique, params: dict, max_rate: float) -
         elif rate == 0:
             params["rate"] = max_rate     # 0, "as fast as possible", still obeys the cap
     return timing
-
-
-# --------------------------------------------------------------------------- run time: facts
-class FactUnavailable(UserError):
-    """A step refers to a fact that does not exist at run time (its step was skipped, failed
-    before producing it, or did not produce it). The runner skips the step and says why."""
-
-
-def _lookup(step_id: str, fact: str, facts: dict[str, dict], status: dict[str, str] | None):
-    if step_id not in facts:
-        how = (status or {}).get(step_id)
-        why = f"step '{step_id}' was {how}" if how else f"step '{step_id}' has not run"
-        raise FactUnavailable(f"#{{{step_id}.{fact}}} is not available ({why})")
-    if fact not in facts[step_id]:
-        raise FactUnavailable(f"#{{{step_id}.{fact}}} is not available (step '{step_id}' "
-                              f"produced {', '.join(sorted(facts[step_id])) or 'no facts'})")
-    return copy.deepcopy(facts[step_id][fact])
-
-
-def fact_text(value) -> str:
-    """The string form of a fact inserted into a longer string: scalars as text, lists joined
-    with commas, mappings as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return ",".join(fact_text(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
-
-
-def substitute(value, facts: dict[str, dict], status: dict[str, str] | None = None):
-    """``value`` with every ``#{step.fact}`` replaced. A whole-string reference becomes the
-    fact itself (type kept: a list stays a list); a reference inside a longer string inserts
-    :func:`fact_text`. Lists and mappings are walked. Raises :class:`FactUnavailable`."""
-    if isinstance(value, str):
-        m = FACT_REF.match(value)
-        if m:
-            return _lookup(*m.groups(), facts, status)
-        if "#{" not in value:
-            return value
-
-        def repl(m):
-            inner = FACT_INNER.match(m.group(1))
-            if not inner:
-                return m.group(0)
-            return fact_text(_lookup(*inner.groups(), facts, status))
-        return FACT_ANY.sub(repl, value)
-    if isinstance(value, list):
-        return [substitute(v, facts, status) for v in value]
-    if isinstance(value, dict):
-        return {k: substitute(v, facts, status) for k, v in value.items()}
-    return value
-
-
-def expand_target(entry: str, facts: dict[str, dict], status: dict[str, str] | None = None
-                  ) -> list[str]:
-    """One target entry as written -> target strings before name resolution. ``#{s.f}`` gives
-    one entry per fact item; ``"#{s.hosts}:22"`` (one reference in a longer string) gives one
-    entry per item with the text around it; items that are mappings give their
-    ``target``/``ip``/``host``."""
-    entry = str(entry).strip()
-    refs = list(FACT_ANY.finditer(entry))
-    if not refs:
-        return [entry]
-    if len(refs) == 1:
-        inner = FACT_INNER.match(refs[0].group(1))
-        if inner:
-            value = _lookup(*inner.groups(), facts, status)
-            head, tail = entry[:refs[0].start()], entry[refs[0].end():]
-            return [f"{head}{v}{tail}" for v in fact_items(value)]
-    return [substitute(entry, facts, status)]
-
-
-def fact_items(value) -> list[str]:
-    """A fact as a list of strings naming hosts or services: lists of ips / ip:port / names,
-    or mappings (credentials) by their ``target``, ``ip`` or ``host``."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        value = [value]
-    out = []
-    for v in value:
-        if isinstance(v, dict):
-            v = v.get("target") or v.get("ip") or v.get("host")
-        if v not in (None, ""):
-            out.append(str(v))
-    return out
-
-
-def is_empty(value) -> bool:
-    if value is None or value is False:
-        return True
-    try:
-        return len(value) == 0
-    except TypeError:
-        return False
-
-
-def precondition_failure(step, facts: dict[str, dict],
-                         status: dict[str, str] | None = None) -> str | None:
-    """Why ``step`` must be skipped (its ``requires``/``when`` do not hold), or None."""
-    def value_of(ref: str):
-        try:
-            return substitute(ref, facts, status), None
-        except FactUnavailable as e:
-            return None, e.message
-
-    for ref in getattr(step, "requires", []) or []:
-        value, missing = value_of(ref)
-        if missing:
-            return f"requires {ref}: {missing}"
-        if is_empty(value):
-            return f"requires {ref}: it is empty"
-    for c in getattr(step, "when", []) or []:
-        value, missing = value_of(c.fact)
-        tested = False
-        if c.not_empty is not None:
-            tested = True
-            if c.not_empty and (missing or is_empty(value)):
-                return f"when {c.fact} not_empty: {missing or 'it is empty'}"
-            if not c.not_empty and not missing and not is_empty(value):
-                return f"when {c.fact} not_empty: false: it holds {fact_text(value)[:80]}"
-        if c.min_count is not None:
-            tested = True
-            n = 0 if missing or value is None else (len(value) if hasattr(value, "__len__") else 1)
-            if n < c.min_count:
-                return f"when {c.fact} min_count {c.min_count}: it has {n}" + (
-                    f" ({missing})" if missing else "")
-        if c.has_contains:
-            tested = True
-            items = value if isinstance(value, list) else [value]
-            if missing or (c.contains not in items and str(c.contains) not in fact_items(items)):
-                return f"when {c.fact} contains {c.contains!r}: " + (missing or "it does not")
-        if not tested and (missing or is_empty(value)):
-            return f"when {c.fact}: {missing or 'it is empty'}"
-    return None
-
-
-def check_param_types(technique_id: str, params: dict) -> str | None:
-    """After substitution: a message naming the first parameter of a wrong type, or None."""
-    technique = TECHNIQUES.get(technique_id)
-    if technique is None:
-        return None
-    for name, p in technique.params.items():
-        if name in params and not _type_ok(params[name], p.type):
-            v = params[name]
-            return (f"params.{name}: expected {_type_name(p.type)} after fact substitution, "
-                    f"got {type(v).__name__} {fact_text(v)[:120]!r}")
-    return None
-
-
-# --------------------------------------------------------------------------- run time: schedule
-def step_rng(seed: int, step_id: str) -> random.Random:
-    """The random source of one step's jitter: the same seed gives the same waits, whatever
-    else runs concurrently."""
-    return random.Random(f"{seed}/{step_id}")
-
-
-def jittered(base: float, jitter: float, rng: random.Random) -> float:
-    """``base`` scaled by a factor drawn uniformly from ``[1 - jitter, 1 + jitter]``."""
-    if base <= 0 or jitter <= 0:
-        return max(base, 0.0)
-    return base * (1.0 + rng.uniform(-jitter, jitter))
-
-
-def start_wait(timing: Timing, rng: random.Random) -> float:
-    """The (jittered) wait before the first execution, for a step without ``at``."""
-    return jittered(timing.delay, timing.jitter, rng)
-
-
-def repeat_offsets(timing: Timing, rng: random.Random) -> list[float]:
-    """Start of each execution relative to the first one: ``[0, e1, e1+e2, ...]`` with every
-    interval ``every`` jittered (an absolute schedule: a slow execution does not shift later
-    ones, it only makes the next start at once)."""
-    out, t = [0.0], 0.0
-    for _ in range(max(1, int(timing.repeat)) - 1):
-        t += jittered(timing.every, timing.jitter, rng)
-        out.append(t)
-    return out
-
-
-def schedule(step, seed: int) -> tuple[float, list[float]]:
-    """``(wait before the first execution, offsets of the executions)``; ``at`` steps wait
-    ``at`` seconds from the playbook start instead (not jittered: it is a time on the plan)."""
-    timing = getattr(step, "timing", None) or Timing(delay=float(getattr(step, "delay_s", 0) or 0))
-    rng = step_rng(seed, step.id)
-    first = float(timing.at) if timing.at is not None else start_wait(timing, rng)
-    return first, repeat_offsets(timing, rng)

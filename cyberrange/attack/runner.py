@@ -13,7 +13,7 @@ through the containment guard, so an out-of-twin target ends the run before any 
 
 Per step:
 
-1. preconditions (``requires``, ``when``; :func:`playbook.precondition_failure`): if one is
+1. preconditions (``requires``, ``when``; :func:`facts.precondition_failure`): if one is
    false, or a fact the step uses is unavailable (its step was skipped or did not produce it),
    or nothing is left to attack, ONE ledger record with outcome ``skipped`` and the reason;
 2. the actor: a host name, or ``#{step.fact}`` resolved to node names (ips, ip:port, names or
@@ -44,18 +44,16 @@ import time
 
 from cyberrange.attack import guard
 from cyberrange.attack.ledger import AGENT_OUTCOMES, append_record, make_record
-from cyberrange.attack.playbook import (
-    DEFAULT_MAX_RATE,
-    FACT_REF,
+from cyberrange.attack.facts import (
     FactUnavailable,
-    _refs_in,
     check_param_types,
     expand_target,
     fact_items,
     precondition_failure,
-    schedule,
     substitute,
 )
+from cyberrange.attack.playbook import DEFAULT_MAX_RATE, FACT_REF, _refs_in
+from cyberrange.attack.schedule import schedule
 from cyberrange.errors import ContainmentError, UserError
 
 STDERR_TAIL = 4000          # characters of the agent's stderr kept in an error
