@@ -126,6 +126,20 @@ def check_static(playbook, topology) -> None:
                 guard.check_targets([entry], allowed, step=step.id)
 
 
+def check_playbook(path, topology_path=None) -> tuple:
+    """Every check a playbook gets without a twin, for ``attack validate`` and ``playbook check``
+    alike: the file itself (schema, catalogue, facts, limits) and, with a topology, its names
+    and every literal actor and target (the containment guard), as :meth:`PlaybookRun.run` does
+    before its first packet. Returns ``(playbook, topology or None)``; raises UserError."""
+    from cyberrange.attack.playbook import load_playbook
+    from cyberrange.model.loader import load_topology
+    topology = load_topology(topology_path) if topology_path else None
+    playbook = load_playbook(path, topology)
+    if topology is not None:
+        check_static(playbook, topology)
+    return playbook, topology
+
+
 def static_target_count(step, topology) -> int | None:
     """How many addresses the step's literal targets resolve to (None if they all come from
     facts); for ``attack validate``."""

@@ -1,11 +1,12 @@
-"""``cyberrange attack list|show|validate|run``: the technique catalog and playbooks.
+"""``cyberrange attack list|show|validate|run`` and ``playbook check`` (= ``attack validate``):
+the technique catalog and playbooks.
 
-Thin commands: loading and checking live in ``cyberrange.attack.playbook``, running in
-``cyberrange.attack.runner``. Bad input raises UserError (one line, exit 2).
+Thin commands: loading and checking live in ``cyberrange.attack.playbook`` (and
+``runner.check_playbook``), running in ``cyberrange.attack.runner``. Bad input raises UserError
+(one line, exit 2).
 """
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 
 import click
@@ -67,13 +68,13 @@ def attack_show(technique):
     from cyberrange.cli._console import make_console
     console = make_console()
     console.print(f"[bold]{tech.id}[/] {tech.name}")
-    console.print(f"family: {_families().get(tech.id, '?')}   tactic: {tech.tactic}   "
+    console.print(f"family: {tech.family}   tactic: {tech.tactic}   "
                   f"targets: {'ip:port services or hosts' if tech.target_kind == 'service' else 'hosts'}")
     t = Table(box=box.SIMPLE_HEAVY, title="parameters", title_justify="left")
     for c in ("name", "type", "default", "help"):
         t.add_column(c)
     for name, p in tech.params.items():
-        t.add_row(name, _type_text(p.type), repr(p.default), p.help)
+        t.add_row(name, type_text(p.type), repr(p.default), p.help)
     if not tech.params:
         t.add_row("-", "", "", "no parameters")
     console.print(t)
@@ -112,14 +113,11 @@ def _timing_text(step) -> str:
 @click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
               help="Topology file to cross-check actors and targets against (and count them).")
 def attack_validate(playbook, topology_file):
-    """Load PLAYBOOK, check it (against --topology) and summarise its steps. Exit 2 on error."""
-    from cyberrange.attack.playbook import load_playbook
-    from cyberrange.attack.runner import check_static, static_target_count
-    from cyberrange.model.loader import load_topology
-    topo = load_topology(topology_file) if topology_file else None
-    pb = load_playbook(playbook, topo)
-    if topo is not None:
-        check_static(pb, topo)
+    """Load PLAYBOOK, check it (against --topology) and summarise its steps. Exit 2 on error.
+
+    ``cyberrange playbook check`` is this same command."""
+    from cyberrange.attack.runner import check_playbook, static_target_count
+    pb, topo = check_playbook(playbook, topology_file)
     from cyberrange.cli._console import make_console
     console = make_console()
     against = f" against topology {topo.name}" if topo else ""
@@ -210,4 +208,11 @@ def attack_run(playbook, topology_file, runs_dir, seed):
         raise CheckFailed(f"run {run.id}: {run.manifest.get('error') or run.manifest.get('status')}")
 
 
-COMMANDS = [attack]
+@click.group()
+def playbook():
+    """Check attack playbook files: playbook check is attack validate."""
+
+
+playbook.add_command(attack_validate, name="check")
+
+COMMANDS = [attack, playbook]

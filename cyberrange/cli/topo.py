@@ -1,7 +1,8 @@
-"""``cyberrange topo ...`` and ``cyberrange playbook ...``: check files, ask reachability questions.
+"""``cyberrange topo ...``: check topology files, ask reachability questions.
 
-Thin commands: the work is in ``cyberrange.model`` and ``cyberrange.attack.playbook``. Bad input
-raises ``UserError``, which ``cli.main`` prints as one line and exit code 2.
+Thin commands: the work is in ``cyberrange.model``. Bad input raises ``UserError``, which
+``cli.main`` prints as one line and exit code 2. (``playbook check`` is ``attack validate``, in
+``cli/attack.py``.)
 """
 from __future__ import annotations
 
@@ -272,34 +273,4 @@ def topo_export(file, graphml):
     console.print(f"[bold green]wrote[/] {path}")
 
 
-@click.group()
-def playbook():
-    """Check attack playbook files."""
-
-
-@playbook.command("check")
-@allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
-              help="topology file to check actors and targets against")
-def playbook_check(file, topology_file):
-    """Load FILE, validate it (against --topology if given) and list its steps."""
-    from cyberrange.attack.catalog import TECHNIQUES
-    from cyberrange.attack.playbook import load_playbook
-    from cyberrange.model.loader import load_topology
-
-    t = load_topology(topology_file) if topology_file else None
-    pb = load_playbook(file, t)
-    against = f" against topology {t.name}" if t else ""
-    console.print(f"[bold green]ok[/] {file}: playbook [bold]{pb.name}[/], "
-                  f"{len(pb.steps)} steps{against}")
-    table = Table(show_edge=False)
-    for col in ("step", "technique", "actor", "targets", "delay s"):
-        table.add_column(col)
-    for s in pb.steps:
-        table.add_row(s.id, f"{s.technique} {TECHNIQUES[s.technique].name}", s.actor,
-                      ", ".join(s.targets), f"{s.delay_s:g}")
-    console.print(table)
-
-
-COMMANDS = [topo, playbook]
+COMMANDS = [topo]
