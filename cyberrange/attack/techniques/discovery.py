@@ -312,6 +312,13 @@ def connect_scan(targets: list[str], params: dict) -> Result:
         now = time.monotonic()
         for st in [st for st in pending.values() if now >= st["deadline"]]:
             finish(st, "open" if st["open"] else "filtered")
+    return _connect_result(res, probes, status)
+
+
+def _connect_result(res: Result, probes: list[tuple[str, int]],
+                    status: dict[tuple[str, int], str]) -> Result:
+    """A connect scan's facts and outcome from each probe's status (open, closed, filtered,
+    unreachable)."""
     open_ = [f"{ip}:{p}" for ip, p in probes if status.get((ip, p)) == "open"]
     counts = {k: sum(1 for v in status.values() if v == k)
               for k in ("open", "closed", "filtered", "unreachable")}

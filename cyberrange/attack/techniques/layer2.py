@@ -29,6 +29,7 @@ class Hop:
 
 def route_targets(ips: list[str], log: list[str]) -> list[Hop]:
     """Look every target up in the namespace's routing table (scapy's copy of it)."""
+    import scapy.layers.inet  # noqa: F401 - sets up scapy's routing table (conf.route)
     from scapy.config import conf
     conf.route.resync()
     hops = []

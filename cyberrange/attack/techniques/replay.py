@@ -131,9 +131,6 @@ def address_map(packets: list, ip_map, actor_ip: str, targets: list[str]) -> dic
     produces=("packets", "flows", "mapping"),
 )
 def replay(targets: list[str], params: dict) -> Result:
-    from scapy.arch import get_if_hwaddr
-    from scapy.layers.inet import ICMP, IP, TCP, UDP
-    from scapy.layers.l2 import Ether
     res = Result(start=time.time())
     path = str(params["pcap"])
     loops = max(1, int(params["loops"]))
@@ -144,22 +141,7 @@ def replay(targets: list[str], params: dict) -> Result:
             raise ReplayRefused(f"pcap {path!r} not found")
         if sender_kind not in ("fastsend", "tcpreplay"):
             raise ReplayRefused("sender must be fastsend or tcpreplay")
-        targets = _unique_ips(targets)
-        hops = route_targets(targets, res.log)
-        if not hops:
-            raise ReplayRefused("no target is routable from the actor")
-        actor_ip = hops[0].src
-        packets = read_ipv4(path, int(params["max_packets"]), res.log)
-        mapping = address_map(packets, params["ip_map"], actor_ip, targets)
-        chosen = []
-        for p in packets:
-            src, dst = mapping.get(p.src, p.src), mapping.get(p.dst, p.dst)
-            if bool(params["only_from_actor"]) and src != actor_ip:
-                continue
-            if dst not in targets:
-                raise ReplayRefused(f"a rewritten destination {dst} (pcap {p.dst}) is not a "
-                                    f"target of the step")
-            chosen.append((p, src, dst))
+        hops, mapping, chosen = _select(path, _unique_ips(targets), params, res)
         check_bounds(len(chosen) * loops, None)
     except (ReplayRefused, ValueError, OSError) as exc:
         res.outcome, res.error = "error", f"replay refused: {exc}; nothing was sent"
@@ -169,40 +151,7 @@ def replay(targets: list[str], params: dict) -> Result:
         res.outcome, res.end = "failed", time.time()
         res.log.append("no packet of the pcap is sent by the mapped actor; nothing sent")
         return res
-    by_ip = {h.ip: h for h in hops}
-    macs = resolve_hops(hops, ARP_TIMEOUT, res.log)
-    frames, keys, unresolved, too_big = [], [], set(), 0
-    syns: dict[tuple, tuple[str, bytes]] = {}
-    my_macs = {}
-    for p, src, dst in chosen:
-        h = by_ip.get(dst)
-        mac = macs.get(h.iface, {}).get(h.next_hop) if h else None
-        if mac is None:
-            unresolved.add(dst)
-            continue
-        my_macs.setdefault(h.iface, get_if_hwaddr(h.iface))
-        ip = p.copy()
-        ip.src, ip.dst = src, dst
-        del ip.chksum
-        for layer in (TCP, UDP, ICMP):
-            if layer in ip:
-                del ip[layer].chksum
-        frame = bytes(Ether(src=my_macs[h.iface], dst=mac) / ip)
-        if len(frame) > MAX_FRAME:
-            too_big += 1
-            continue
-        frames.append((h.iface, frame))
-        keys.append(five_tuple(IP(frame[14:])))
-        if TCP in ip and ip[TCP].flags & 0x12 == 0x02:      # a SYN (without ACK)
-            syns[keys[-1]] = (h.iface, bytes(
-                Ether(src=my_macs[h.iface], dst=mac)
-                / IP(src=src, dst=dst, ttl=64)
-                / TCP(sport=ip[TCP].sport, dport=ip[TCP].dport, flags="R",
-                      seq=(ip[TCP].seq + 1) & 0xFFFFFFFF, window=0)))
-    if unresolved:
-        res.log.append(f"no MAC for next hop of {', '.join(sorted(unresolved))}; their packets skipped")
-    if too_big:
-        res.log.append(f"{too_big} packets longer than {MAX_FRAME} bytes (offloaded captures) skipped")
+    frames, keys, syns = _rewrite(chosen, hops, res)
     ifaces = {i for i, _f in frames}
     if len(ifaces) > 1:
         keep = frames[0][0]
@@ -256,6 +205,73 @@ def replay(targets: list[str], params: dict) -> Result:
     res.outcome = "succeeded" if total == len(raw) * loops else "failed"
     res.end = time.time()
     return res
+
+
+def _select(path: str, targets: list[str], params: dict, res: Result):
+    """``(hops, mapping, chosen)``: the routes to the targets, the pcap-to-twin address map and
+    the packets to send as ``(packet, new source, new destination)``. Raises ReplayRefused when
+    a rewritten destination is not a target of the step."""
+    hops = route_targets(targets, res.log)
+    if not hops:
+        raise ReplayRefused("no target is routable from the actor")
+    actor_ip = hops[0].src
+    packets = read_ipv4(path, int(params["max_packets"]), res.log)
+    mapping = address_map(packets, params["ip_map"], actor_ip, targets)
+    chosen = []
+    for p in packets:
+        src, dst = mapping.get(p.src, p.src), mapping.get(p.dst, p.dst)
+        if bool(params["only_from_actor"]) and src != actor_ip:
+            continue
+        if dst not in targets:
+            raise ReplayRefused(f"a rewritten destination {dst} (pcap {p.dst}) is not a "
+                                f"target of the step")
+        chosen.append((p, src, dst))
+    return hops, mapping, chosen
+
+
+def _rewrite(chosen, hops, res: Result):
+    """``(frames, keys, syns)``: each chosen packet as an Ethernet frame to its next hop with the
+    new addresses and fresh checksums (``(iface, bytes)``), its 5-tuple, and for every SYN the
+    RST that ends its half-open connection afterwards. Packets whose next hop did not answer ARP
+    or that are longer than a frame are skipped (and logged)."""
+    from scapy.arch import get_if_hwaddr
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+    by_ip = {h.ip: h for h in hops}
+    macs = resolve_hops(hops, ARP_TIMEOUT, res.log)
+    frames, keys, unresolved, too_big = [], [], set(), 0
+    syns: dict[tuple, tuple[str, bytes]] = {}
+    my_macs = {}
+    for p, src, dst in chosen:
+        h = by_ip.get(dst)
+        mac = macs.get(h.iface, {}).get(h.next_hop) if h else None
+        if mac is None:
+            unresolved.add(dst)
+            continue
+        my_macs.setdefault(h.iface, get_if_hwaddr(h.iface))
+        ip = p.copy()
+        ip.src, ip.dst = src, dst
+        del ip.chksum
+        for layer in (TCP, UDP, ICMP):
+            if layer in ip:
+                del ip[layer].chksum
+        frame = bytes(Ether(src=my_macs[h.iface], dst=mac) / ip)
+        if len(frame) > MAX_FRAME:
+            too_big += 1
+            continue
+        frames.append((h.iface, frame))
+        keys.append(five_tuple(IP(frame[14:])))
+        if TCP in ip and ip[TCP].flags & 0x12 == 0x02:      # a SYN (without ACK)
+            syns[keys[-1]] = (h.iface, bytes(
+                Ether(src=my_macs[h.iface], dst=mac)
+                / IP(src=src, dst=dst, ttl=64)
+                / TCP(sport=ip[TCP].sport, dport=ip[TCP].dport, flags="R",
+                      seq=(ip[TCP].seq + 1) & 0xFFFFFFFF, window=0)))
+    if unresolved:
+        res.log.append(f"no MAC for next hop of {', '.join(sorted(unresolved))}; their packets skipped")
+    if too_big:
+        res.log.append(f"{too_big} packets longer than {MAX_FRAME} bytes (offloaded captures) skipped")
+    return frames, keys, syns
 
 
 def _tcpreplay(iface, frames, loops, rate, res):
