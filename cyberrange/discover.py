@@ -8,7 +8,7 @@ import pkgutil
 from types import ModuleType
 
 
-def package_modules(package: str, skip: frozenset[str] | set[str] = frozenset()) -> list[ModuleType]:
+def package_modules(package: str, skip: frozenset[str] = frozenset()) -> list[ModuleType]:
     """The modules of ``package`` (imported, sorted by name), leaving out ``skip`` and the names
     that start with ``_`` (helpers private to the package)."""
     pkg = importlib.import_module(package)

@@ -40,7 +40,8 @@ def test_the_model_uses_the_registry(tmp_path):
     assert paths.SERVICE_WEIGHT == SERVICE_WEIGHT
     entries = "".join(f"      - {{type: {t}, port: {1000 + i}}}\n" for i, t in enumerate(SERVICES))
     f = tmp_path / "all.yaml"
-    f.write_text("version: 1\nname: all-services\nclassification: UNCLASSIFIED\nzones:\n  lan: {subnet: 10.60.0.0/24}\n"
+    f.write_text("version: 1\nname: all-services\nclassification: UNCLASSIFIED\n"
+                 "zones:\n  lan: {subnet: 10.60.0.0/24}\n"
                  "nodes:\n  - name: h\n    kind: host\n    zone: lan\n    services:\n"
                  + entries)
     got = {s.type: s.proto for s in load_topology(f).nodes["h"].services}
@@ -93,3 +94,17 @@ def test_reading_the_registry_is_cheap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_topology_docs_name_every_type():
+    """docs/topology-format.md lists the service types and their default protocol."""
+    import re
+    text = (ROOT / "docs" / "topology-format.md").read_text(encoding="utf-8")
+    types_row = next(line for line in text.splitlines() if line.startswith("| `type` | `http`")
+                     or line.startswith("| `type` | `backup`"))
+    listed = re.findall(r"`([a-z0-9-]+)`", types_row.split("|")[2])
+    assert sorted(listed) == sorted(SERVICE_TYPES), types_row
+    proto_row = next(line for line in text.splitlines()
+                     if line.startswith("| `proto` | `tcp`, `udp`"))
+    udp = re.findall(r"[a-z0-9-]+", proto_row.split("|")[3].split(";")[0].split(" for ", 1)[1])
+    assert sorted(udp) == sorted(UDP_SERVICES), proto_row

@@ -17,10 +17,8 @@ import time
 from cyberrange.services.spec import ServiceSpec
 
 
-SERVICE = ServiceSpec(
-    "backup", 873,
-    lambda run: run.program("backup", "--port", str(run.service.port), "--log", str(run.log)),
-    summary="bulk upload server (benign traffic's backups)")
+SERVICE = ServiceSpec("backup", 873, lambda run: run.serve("backup"),
+                      summary="bulk upload server (benign traffic's backups)")
 
 
 async def handle(reader, writer, log, max_bytes: int):

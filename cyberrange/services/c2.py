@@ -44,8 +44,7 @@ from cyberrange.services.spec import Launch, ServiceSpec
 def _argv(run: Launch) -> list[str]:
     svc = run.service
     mode = svc.type.split("-")[1]
-    argv = run.program("c2", "--mode", mode, "--port", str(svc.port), "--log", str(run.log),
-                       "--out", str(run.run_dir / "exfil" / run.node))
+    argv = run.serve("c2", "--mode", mode, "--out", str(run.run_dir / "exfil" / run.node))
     if mode == "dns":
         return argv + (["--domain", svc.domain] if svc.domain else [])
     return argv + (["--banner", svc.banner] if svc.banner else [])

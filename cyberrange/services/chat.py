@@ -16,10 +16,8 @@ import time
 from cyberrange.services.spec import ServiceSpec
 
 
-SERVICE = ServiceSpec(
-    "chat", 5222,
-    lambda run: run.program("chat", "--port", str(run.service.port), "--log", str(run.log)),
-    summary="line-based tactical chat server")
+SERVICE = ServiceSpec("chat", 5222, lambda run: run.serve("chat"),
+                      summary="line-based tactical chat server")
 
 
 MAX_LINE = 4096

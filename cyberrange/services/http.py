@@ -16,8 +16,7 @@ from cyberrange.services.spec import Launch, ServiceSpec
 
 def _argv(run: Launch) -> list[str]:
     svc = run.service
-    return run.program("http", "--port", str(svc.port), "--log", str(run.log),
-                       *(["--banner", svc.banner] if svc.banner else []))
+    return run.serve("http", *(["--banner", svc.banner] if svc.banner else []))
 
 
 SERVICE = ServiceSpec("http", 80, _argv, weight=2,

@@ -30,9 +30,8 @@ from cyberrange.services.spec import Launch, ServiceSpec
 
 
 def _argv(run: Launch) -> list[str]:
-    return run.program("login", "--port", str(run.service.port),
-                       "--banner", run.service.banner or "SSH-2.0-cyberrange",
-                       "--accounts-file", str(run.accounts_file()), "--log", str(run.log))
+    return run.serve("login", "--banner", run.service.banner or "SSH-2.0-cyberrange",
+                     "--accounts-file", str(run.accounts_file()))
 
 
 SERVICE = ServiceSpec("login", 22, _argv, weight=1,

@@ -24,9 +24,7 @@ from cyberrange.services.spec import Launch, ServiceSpec
 
 def _argv(run: Launch) -> list[str]:
     regs = run.service.registers or {}
-    return run.program("modbus", "--port", str(run.service.port),
-                       "--registers", json.dumps({str(k): v for k, v in regs.items()}),
-                       "--log", str(run.log))
+    return run.serve("modbus", "--registers", json.dumps({str(k): v for k, v in regs.items()}))
 
 
 SERVICE = ServiceSpec("modbus", 502, _argv, weight=2,

@@ -17,9 +17,8 @@ import time
 from cyberrange.services.spec import ServiceSpec
 
 
-SERVICE = ServiceSpec(
-    "ntp", 123, lambda run: run.program("ntp", "--port", str(run.service.port), "--log", str(run.log)),
-    proto="udp", summary="NTPv4 server (benign traffic's time source)")
+SERVICE = ServiceSpec("ntp", 123, lambda run: run.serve("ntp"),
+                      proto="udp", summary="NTPv4 server (benign traffic's time source)")
 
 
 NTP_EPOCH = 2208988800

@@ -21,7 +21,7 @@ __all__ = ["SERVICES", "SERVICE_TYPES", "UDP_SERVICES", "SERVICE_WEIGHT", "DEFAU
 
 def _discover() -> dict[str, ServiceSpec]:
     found: dict[str, ServiceSpec] = {}
-    for module in package_modules(__package__, skip={"registry", "spec"}):
+    for module in package_modules(__package__, skip=frozenset({"registry", "spec"})):
         for spec in vars(module).values():
             if not isinstance(spec, ServiceSpec):
                 continue

@@ -26,9 +26,11 @@ class Launch:
     run_dir: Path               # the run folder; files the service reads go to ``config/``
     log: Path                   # the service's own log file (``logs/<node>-<type>-<port>.log``)
 
-    def program(self, module: str, *args: str) -> list[str]:
-        """``python -m cyberrange.services.<module> args...`` with this interpreter."""
-        return [sys.executable, "-m", f"cyberrange.services.{module}", *args]
+    def serve(self, module: str, *args: str) -> list[str]:
+        """``python -m cyberrange.services.<module> --port P --log L args...`` (this
+        interpreter; the options of ``ServiceSpec.arguments``)."""
+        return [sys.executable, "-m", f"cyberrange.services.{module}",
+                "--port", str(self.service.port), "--log", str(self.log), *args]
 
     def config(self, name: str, text: str) -> Path:
         """Write ``config/<name>`` of the run folder; its path."""

@@ -26,16 +26,14 @@ import socket
 import sys
 import threading
 
-
 from cyberrange.services.spec import Launch, ServiceSpec
 
 
 def _argv(run: Launch) -> list[str]:
     svc = run.service
-    return run.program("ssh", "--port", str(svc.port), "--accounts-file", str(run.accounts_file()),
-                       "--hostname", run.node,
-                       "--host-key-dir", str(run.run_dir / "config" / "hostkeys" / run.node),
-                       "--log", str(run.log), *(["--banner", svc.banner] if svc.banner else []))
+    return run.serve("ssh", "--accounts-file", str(run.accounts_file()), "--hostname", run.node,
+                     "--host-key-dir", str(run.run_dir / "config" / "hostkeys" / run.node),
+                     *(["--banner", svc.banner] if svc.banner else []))
 
 
 SERVICE = ServiceSpec("ssh", 22, _argv, weight=1,

@@ -15,10 +15,8 @@ import time
 from cyberrange.services.spec import ServiceSpec
 
 
-SERVICE = ServiceSpec(
-    "syslog", 514,
-    lambda run: run.program("syslog", "--port", str(run.service.port), "--log", str(run.log)),
-    proto="udp", summary="syslog collector over UDP (benign traffic's log server)")
+SERVICE = ServiceSpec("syslog", 514, lambda run: run.serve("syslog"),
+                      proto="udp", summary="syslog collector (benign traffic's log server)")
 
 
 _PRI = re.compile(rb"^<(\d{1,3})>")
