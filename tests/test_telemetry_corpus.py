@@ -19,7 +19,8 @@ from scapy.all import (ARP, DNS, DNSQR, Dot1AD, Dot1Q, Ether, ICMP, IP, IPv6, TC
 
 from cyberrange.errors import UserError
 from cyberrange.telemetry.capture import read_capture
-from cyberrange.telemetry.flows import FlowAssembler, community_id
+from cyberrange.telemetry.flow_reference import FlowAssembler
+from cyberrange.telemetry.flows import community_id
 from cyberrange.telemetry.pcap import decode_records, parse_pcap
 
 T0 = 1_750_000_000

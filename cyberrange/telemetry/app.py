@@ -21,6 +21,9 @@ import struct
 import numpy as np
 import pyarrow as pa
 
+from .columns import sparse_strings
+from .wire import NOMAC, T_TCP, T_UDP
+
 DNS_PORTS = (53, 5353)
 MODBUS_PORT = 502
 HTTP_METHODS = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN",
@@ -51,31 +54,30 @@ class AppFields:
     # ------------------------------------------------------------------ packet columns
     def packet_columns(self, d, pos: np.ndarray, n: int) -> dict[str, pa.Array]:
         """Columns for the packet table; ``pos[i]`` is the row of frame i (-1: no row)."""
-        from .pcap import NOMAC
         out: dict[str, pa.Array] = {}
         if self.arp:
             idx = sorted(self.arp)
             vals = [self.arp[i] for i in idx]
             rows = pos[np.asarray(idx, np.int64)]
-            out["cyberrange.arp.operation"] = _sparse(n, rows, [v[0] for v in vals])
-            out["cyberrange.arp.sender_ip"] = _sparse(n, rows, [_ip4(v[1]) for v in vals])
-            out["cyberrange.arp.sender_mac"] = _sparse(
-                n, rows, [None if v[2] == NOMAC else v[2].to_bytes(6, "big").hex(":")
-                          for v in vals])
-            out["cyberrange.arp.target_ip"] = _sparse(n, rows, [_ip4(v[3]) for v in vals])
+            for name, text in (("operation", lambda v: v[0]),
+                               ("sender_ip", lambda v: _ip4(v[1])),
+                               ("sender_mac", lambda v: None if v[2] == NOMAC
+                                else v[2].to_bytes(6, "big").hex(":")),
+                               ("target_ip", lambda v: _ip4(v[3]))):
+                out[f"cyberrange.arp.{name}"] = sparse_strings(n, rows, [text(v) for v in vals])
         if self.dns:
             idx = sorted(self.dns)
             vals = [self.dns[i] for i in idx]
             rows = pos[np.asarray(idx, np.int64)]
             for k, name in enumerate(("dns.question.name", "dns.question.type",
                                       "dns.response_code")):
-                out[name] = _sparse(n, rows, [v[k] for v in vals])
+                out[name] = sparse_strings(n, rows, [v[k] for v in vals])
         if self.http:
             idx = sorted(self.http)
             vals = [self.http[i] for i in idx]
             rows = pos[np.asarray(idx, np.int64)]
             for k, name in enumerate(("http.request.method", "url.domain", "url.path")):
-                out[name] = _sparse(n, rows, [v[k] for v in vals])
+                out[name] = sparse_strings(n, rows, [v[k] for v in vals])
         if len(self.mb_idx):
             rows = pos[self.mb_idx]
             for name, v in (("cyberrange.modbus.function_code", self.mb_fc),
@@ -100,7 +102,7 @@ class AppFields:
                     first[f] = table[i]
             rows = np.asarray(list(first), np.int64)
             for k, name in enumerate(names):
-                out[name] = _sparse(nf, rows, [v[k] for v in first.values()])
+                out[name] = sparse_strings(nf, rows, [v[k] for v in first.values()])
         if self.dns:
             rc: dict[int, str] = {}
             for i in sorted(self.dns):
@@ -108,8 +110,8 @@ class AppFields:
                 code = self.dns[i][2]
                 if f >= 0 and code is not None and f not in rc:
                     rc[f] = code
-            out["dns.response_code"] = _sparse(nf, np.asarray(list(rc), np.int64),
-                                               list(rc.values()))
+            out["dns.response_code"] = sparse_strings(nf, np.asarray(list(rc), np.int64),
+                                                      list(rc.values()))
         if len(self.mb_idx):
             req = self.mb_req
             fl = frame_flow[self.mb_idx[req]]
@@ -137,20 +139,8 @@ def _ip4(v: int):
     return None if v < 0 else socket.inet_ntoa(struct.pack(">I", v))
 
 
-def _sparse(n: int, rows: np.ndarray, values: list) -> pa.Array:
-    """A string column of n nulls with ``values`` at ``rows``."""
-    codes = np.full(n, -1, np.int32)
-    if len(rows):
-        codes[rows] = np.arange(len(rows), dtype=np.int32)
-    mask = codes < 0
-    idx = pa.array(np.where(mask, 0, codes).astype(np.int32), mask=mask)
-    dictionary = pa.array(values if values else [None], pa.string())
-    return pa.DictionaryArray.from_arrays(idx, dictionary).cast(pa.string())
-
-
 def decode_app(d) -> AppFields:
-    """Find and decode the application-layer fields of a ``pcap.Decoded``."""
-    from .pcap import T_TCP, T_UDP
+    """Find and decode the application-layer fields of a ``decode.Decoded``."""
     app = AppFields()
     app.arp = d.arp
     raw = d.rec.raw
