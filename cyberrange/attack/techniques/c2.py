@@ -177,13 +177,16 @@ _SCHED = {
 
 
 def _schedule(params: dict):
+    """``(rng, interval, jitter, count, duration)`` of a beaconing step (count 0: until the
+    duration). ValueError when it would never end or run too long."""
     count = int(params["count"])
     duration = float(params["duration"] or 0)
     if count <= 0 and duration <= 0:
         raise ValueError("give count > 0 or duration > 0")
     if count > 100_000 or duration > 86_400:
         raise ValueError("count at most 100000 and duration at most 86400 s")
-    return count if count > 0 else 10 ** 9, duration
+    return (random.Random(params["seed"]), float(params["interval"]), float(params["jitter"]),
+            count if count > 0 else 10 ** 9, duration)
 
 
 @technique(
@@ -198,10 +201,8 @@ def _schedule(params: dict):
     produces=("beacons", "tasks", "agent_id"), target_kind="service")
 def http_beacon(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
-    rng = random.Random(params["seed"])
-    interval, jitter = float(params["interval"]), float(params["jitter"])
     try:
-        count, duration = _schedule(params)
+        rng, interval, jitter, count, duration = _schedule(params)
     except ValueError as exc:
         res.outcome, res.error, res.end = "error", str(exc), time.time()
         return res
@@ -254,10 +255,8 @@ def http_beacon(targets: list[str], params: dict) -> Result:
     produces=("beacons", "tasks", "session"), target_kind="service")
 def dns_beacon(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
-    rng = random.Random(params["seed"])
-    interval, jitter = float(params["interval"]), float(params["jitter"])
     try:
-        count, duration = _schedule(params)
+        rng, interval, jitter, count, duration = _schedule(params)
     except ValueError as exc:
         res.outcome, res.error, res.end = "error", str(exc), time.time()
         return res

@@ -8,6 +8,7 @@ see docs/techniques.md.
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass, field
 
 
@@ -26,6 +27,14 @@ class Result:
         return {"outcome": self.outcome, "start": self.start, "end": self.end,
                 "flows": merge_flows(self.flows), "facts": self.facts, "error": self.error,
                 "log": self.log}
+
+
+def conclude(res: Result, found, blocked) -> Result:
+    """End ``res``: ``succeeded`` when the technique got what it came for (``found``), else
+    ``blocked`` when nothing could be reached (``blocked``), else ``failed``."""
+    res.outcome = "succeeded" if found else "blocked" if blocked else "failed"
+    res.end = time.time()
+    return res
 
 
 def flow(src, dst, proto, sport, dport, packets, nbytes) -> dict:

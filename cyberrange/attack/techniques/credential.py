@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from cyberrange.attack.spec import Param, technique
-from cyberrange.attack.techniques.common import Result, parse_services
+from cyberrange.attack.techniques.common import Result, conclude, parse_services
 from cyberrange.attack.techniques.tcp import login_attempt, ssh_session
 
 PROTOCOLS = ("login", "ssh")
@@ -35,14 +35,7 @@ def _protocol(params: dict) -> str:
 def _finish(res: Result, services, creds, dead: set) -> Result:
     res.facts = {"credentials": creds,
                  "compromised": list(dict.fromkeys(c["target"].rsplit(":", 1)[0] for c in creds))}
-    if creds:
-        res.outcome = "succeeded"
-    elif services and len(dead) == len(services):
-        res.outcome = "blocked"
-    else:
-        res.outcome = "failed"
-    res.end = time.time()
-    return res
+    return conclude(res, creds, services and len(dead) == len(services))
 
 
 _COMMON = {

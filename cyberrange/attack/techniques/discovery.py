@@ -13,7 +13,7 @@ import threading
 import time
 
 from cyberrange.attack.spec import Param, technique
-from cyberrange.attack.techniques.common import Result, _short, _unique_ips, flow
+from cyberrange.attack.techniques.common import Result, _short, _unique_ips, conclude, flow
 from cyberrange.attack.techniques.layer2 import _frames_for, _run_l2, resolve_hops, route_targets
 
 
@@ -143,14 +143,7 @@ def syn_scan(targets: list[str], params: dict) -> Result:
                  "hosts": list(dict.fromkeys(o.rsplit(":", 1)[0] for o in open_))}
     answered = bool(synacks or rsts)
     via_gw = any(h.gw for h, _i, _f, _p in built)
-    if open_:
-        res.outcome = "succeeded"
-    elif not answered and built and (via_gw or unreach):
-        res.outcome = "blocked"
-    else:
-        res.outcome = "failed"
-    res.end = time.time()
-    return res
+    return conclude(res, open_, not answered and built and (via_gw or unreach))
 
 
 # --------------------------------------------------------------------------- T1018-arp ARP scan
@@ -324,14 +317,8 @@ def _connect_result(res: Result, probes: list[tuple[str, int]],
               for k in ("open", "closed", "filtered", "unreachable")}
     res.log.append("connect scan: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     res.facts = {"open": open_, "hosts": list(dict.fromkeys(o.rsplit(":", 1)[0] for o in open_))}
-    if open_:
-        res.outcome = "succeeded"
-    elif probes and counts["filtered"] + counts["unreachable"] == len(probes):
-        res.outcome = "blocked"
-    else:
-        res.outcome = "failed"
-    res.end = time.time()
-    return res
+    return conclude(res, open_,
+                    probes and counts["filtered"] + counts["unreachable"] == len(probes))
 
 
 # --------------------------------------------------------------------------- T1046-udp
@@ -436,14 +423,7 @@ def udp_scan(targets: list[str], params: dict) -> Result:
     res.log.append(f"source port {sport}; {len(open_)} open, {len(closed_)} closed, "
                    f"{len(openf)} open|filtered, {len(filt)} filtered")
     via_gw = any(h.gw for h, _p in probes)
-    if open_:
-        res.outcome = "succeeded"
-    elif probes and not closed_ and (via_gw or filt):
-        res.outcome = "blocked"
-    else:
-        res.outcome = "failed"
-    res.end = time.time()
-    return res
+    return conclude(res, open_, probes and not closed_ and (via_gw or filt))
 
 
 # --------------------------------------------------------------------------- T1046-banner
@@ -509,11 +489,5 @@ def banner_grab(targets: list[str], params: dict) -> Result:
                                                if s in banners]}
     res.log.append(f"{len(services)} services: " + ", ".join(f"{v} {k}" for k, v in statuses.items())
                    + f"; {len(banners)} banners")
-    if banners:
-        res.outcome = "succeeded"
-    elif services and statuses.get("timeout", 0) + statuses.get("unreachable", 0) == len(services):
-        res.outcome = "blocked"
-    else:
-        res.outcome = "failed"
-    res.end = time.time()
-    return res
+    silent = statuses.get("timeout", 0) + statuses.get("unreachable", 0)
+    return conclude(res, banners, services and silent == len(services))

@@ -28,7 +28,7 @@ from cyberrange.attack.techniques.c2 import (
     jittered,
     parse_service,
 )
-from cyberrange.attack.techniques.common import Result
+from cyberrange.attack.techniques.common import Result, conclude
 
 MAX_DOCUMENT = 50_000_000
 
@@ -122,14 +122,8 @@ def http_exfil(targets: list[str], params: dict) -> Result:
     res.log.append(f"{len(pieces)} chunks of {chunk} bytes; statuses {statuses}")
     res.facts = {"bytes": sent_bytes, "chunks": len(pieces), "sha256": digest,
                  "session": session, "complete": complete}
-    if complete:
-        res.outcome = "succeeded"
-    elif not sent_bytes and set(statuses) <= {"refused", "timeout", "unreachable"}:
-        res.outcome = "blocked"
-    else:
-        res.outcome = "failed"
-    res.end = time.time()
-    return res
+    return conclude(res, complete,
+                    not sent_bytes and set(statuses) <= {"refused", "timeout", "unreachable"})
 
 
 # --------------------------------------------------------------------------- T1048 (DNS)

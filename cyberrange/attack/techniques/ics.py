@@ -15,7 +15,7 @@ import time
 
 from cyberrange.attack.spec import Param, technique
 from cyberrange.attack.techniques.c2 import parse_service, send_segments
-from cyberrange.attack.techniques.common import Result
+from cyberrange.attack.techniques.common import Result, conclude
 from cyberrange.attack.techniques.tcp import Conn
 
 CONNECT_TIMEOUT = 2.5            # seconds to wait for the PLC to accept a connection
@@ -92,24 +92,17 @@ class ModbusClient:
         return self.conn.close()
 
 
-def _open(ip, port, params, res) -> ModbusClient | None:
-    cl = ModbusClient(ip, port, int(params["unit"]))
-    if not cl.conn.established:
-        res.log.append(f"{ip}:{port}: {cl.status}")
-        res.flows.append(cl.close())
-        return None
-    return cl
-
-
-def _finish(res: Result, statuses: list[str], good: bool) -> Result:
-    if good:
-        res.outcome = "succeeded"
-    elif statuses and all(s in ("refused", "timeout", "unreachable") for s in statuses):
-        res.outcome = "blocked"
-    else:
-        res.outcome = "failed"
-    res.end = time.time()
-    return res
+def _plcs(targets: list[str], params: dict, res: Result, reached: list[bool]):
+    """``(ip:port, connected client)`` for each PLC of the targets; ``reached`` gets True or
+    False per PLC (a connection that failed is logged and counted in the flows)."""
+    for ip, port in dict.fromkeys(parse_service(t, params["port"]) for t in targets):
+        cl = ModbusClient(ip, port, int(params["unit"]))
+        reached.append(cl.conn.established)
+        if cl.conn.established:
+            yield f"{ip}:{port}", cl
+        else:
+            res.log.append(f"{ip}:{port}: {cl.status}")
+            res.flows.append(cl.close())
 
 
 @technique("T0861", "Point & Tag Identification (Modbus read holding registers)", "collection",
@@ -118,23 +111,18 @@ def _finish(res: Result, statuses: list[str], good: bool) -> Result:
 def modbus_read(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
     addr, count = int(params["address"]), int(params["count"])
-    registers, plcs, statuses = {}, [], []
-    for ip, port in dict.fromkeys(parse_service(t, params["port"]) for t in targets):
-        cl = _open(ip, port, params, res)
-        if cl is None:
-            statuses.append("unreachable")
-            continue
-        statuses.append("connected")
+    registers, plcs, reached = {}, [], []
+    for key, cl in _plcs(targets, params, res, reached):
         try:
             vals = cl.read_holding(addr, count)
-            registers[f"{ip}:{port}"] = {str(addr + i): v for i, v in enumerate(vals)}
-            plcs.append(f"{ip}:{port}")
+            registers[key] = {str(addr + i): v for i, v in enumerate(vals)}
+            plcs.append(key)
         except (ModbusError, OSError, struct.error) as exc:
-            res.log.append(f"{ip}:{port}: {exc}")
+            res.log.append(f"{key}: {exc}")
         finally:
             res.flows.append(cl.close())
     res.facts = {"registers": registers, "plcs": plcs}
-    return _finish(res, statuses, bool(plcs))
+    return conclude(res, plcs, reached and not any(reached))
 
 
 def _values(params: dict) -> list[int]:
@@ -160,14 +148,8 @@ def modbus_write(targets: list[str], params: dict) -> Result:
     addr, values = int(params["address"]), _values(params)
     repeat = max(1, int(params["repeat"]))
     interval = float(params["interval"])
-    before, after, written, plcs, statuses = {}, {}, {}, [], []
-    for ip, port in dict.fromkeys(parse_service(t, params["port"]) for t in targets):
-        key = f"{ip}:{port}"
-        cl = _open(ip, port, params, res)
-        if cl is None:
-            statuses.append("unreachable")
-            continue
-        statuses.append("connected")
+    before, after, written, plcs, reached = {}, {}, {}, [], []
+    for key, cl in _plcs(targets, params, res, reached):
         try:
             old = cl.read_holding(addr, len(values))
             before[key] = {str(addr + i): v for i, v in enumerate(old)}
@@ -187,4 +169,4 @@ def modbus_write(targets: list[str], params: dict) -> Result:
             res.flows.append(cl.close())
     res.log.append(f"wrote {values} at {addr} x{repeat}: before {before}, after {after}")
     res.facts = {"registers": after, "before": before, "written": written, "plcs": plcs}
-    return _finish(res, statuses, bool(written))
+    return conclude(res, written, reached and not any(reached))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from cyberrange.attack.spec import Param, technique
-from cyberrange.attack.techniques.common import Result, parse_services
+from cyberrange.attack.techniques.common import Result, conclude, parse_services
 from cyberrange.attack.techniques.tcp import ssh_session
 
 DEAD = ("refused", "timeout", "unreachable")
@@ -113,11 +113,4 @@ def ssh_lateral(targets: list[str], params: dict) -> Result:
     res.log.append(f"{attempts} SSH logins at {len(services)} services, {len(sessions)} sessions")
     res.facts = {"compromised": list(dict.fromkeys(compromised)), "sessions": sessions,
                  "credentials": found}
-    if sessions:
-        res.outcome = "succeeded"
-    elif services and len(dead) == len(services):
-        res.outcome = "blocked"
-    else:
-        res.outcome = "failed"
-    res.end = time.time()
-    return res
+    return conclude(res, sessions, services and len(dead) == len(services))
