@@ -29,6 +29,7 @@ from .pcap import parse_pcaps
 
 __all__ = ["Loaded", "load_captures", "run_captures"]
 
+
 @dataclass
 class Loaded:
     """The records of some captures: ``packets, flows, stats = load_captures(...)`` works too.
