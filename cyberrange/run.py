@@ -65,14 +65,11 @@ def sha256(path) -> str:
 def _versions() -> dict:
     out = {"cyberrange": __version__, "python": platform.python_version(),
            "kernel": platform.release()}
+    from importlib.metadata import PackageNotFoundError, version
     for mod in ("mininet", "scapy", "duckdb", "pyarrow", "networkx"):
-        try:
-            m = __import__(mod)
-            out[mod] = getattr(m, "__version__", None) or getattr(m, "VERSION", None)
-            if mod == "mininet":
-                from mininet.net import VERSION
-                out[mod] = VERSION
-        except Exception:  # noqa: BLE001 - versions are informative only
+        try:                 # from the package metadata: importing them is slow (scapy), and
+            out[mod] = version(mod)     # mininet changes every later logger of the process
+        except PackageNotFoundError:
             out[mod] = None
     return out
 

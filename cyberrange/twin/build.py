@@ -59,7 +59,7 @@ def preflight(need_dns: bool = False) -> None:
         raise EnvironmentProblem("missing Debian packages: " + " ".join(missing)
                                  + " (apt-get install them, or run the README's set-up command)")
     try:
-        import mininet.net  # noqa: F401
+        import cyberrange.twin.mnnodes  # noqa: F401 - Mininet, without its logger side effect
     except ImportError as e:
         raise EnvironmentProblem(
             "Mininet's Python module is not importable; install Debian's 'mininet' package and "

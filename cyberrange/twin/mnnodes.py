@@ -16,8 +16,16 @@ import os
 import pty
 import select
 
-from mininet.link import Intf, Link
-from mininet.node import Host, Switch
+import logging
+
+# mininet.log sets a process-wide logger class when it is imported; every logger made later
+# (Elasticsearch's among them) would be a MininetLogger and break. Keep the class as it was.
+_LOGGER_CLASS = logging.getLoggerClass()
+from mininet.link import Intf, Link  # noqa: E402
+from mininet.net import Mininet  # noqa: E402, F401 - imported here, under the guard above
+from mininet.node import Host, Switch  # noqa: E402
+
+logging.setLoggerClass(_LOGGER_CLASS)
 
 from cyberrange.twin import netns
 
