@@ -22,6 +22,7 @@ def nodes(ctx: Context) -> None:
     for i, n in enumerate(doc.data["nodes"]):
         path = ("nodes", i)
         kind = n["kind"]
+        host = NODE_KINDS[kind].end_system
         _keys(ctx, n, path)
         default = by_kind[kind]
         node = Node(name=n["name"], kind=kind,
@@ -30,13 +31,15 @@ def nodes(ctx: Context) -> None:
                     classification=n.get("classification"),
                     description=n.get("description", description),
                     src=doc.ref(path))
-        if node.is_host and "interfaces" not in n:
-            _host_interface(ctx, node, n, path)
+        # interfaces without an address wait for ``addressing``: routers' first, then hosts'
+        pending = ctx.pending_host if host else ctx.pending_router
+        if host and "interfaces" not in n:
+            _host_interface(ctx, node, n, path, pending)
         else:
-            _port_interfaces(ctx, node, n, path)
+            _port_interfaces(ctx, node, n, path, pending)
         if node.classification is None:
             node.classification = (topo.zones[node.interfaces[0].zone].classification
-                                   if node.is_host else topo.classification)
+                                   if host else topo.classification)
         topo.nodes[node.name] = node
 
 
@@ -44,27 +47,23 @@ def _keys(ctx: Context, n: dict, path) -> None:
     """Each key is one the node's kind may have."""
     doc, kind = ctx.doc, n["kind"]
     traits = NODE_KINDS[kind]
+    host, filters = traits.end_system, traits.filters
     for key in n:
-        if not traits.end_system and key in END_SYSTEM_KEYS:
+        if not host and key in END_SYSTEM_KEYS:
             raise doc.error(f"node {n['name']}: '{key}' is only for hosts "
                             f"(this node is a {kind})", path + (key,), key=True)
-        if traits.end_system and key in PORT_KEYS and not ctx.v2:
+        if host and key in PORT_KEYS and not ctx.v2:
             raise doc.error(f"node {n['name']}: hosts have one 'zone' (and 'ip'), "
                             f"not 'interfaces'", path + (key,), key=True)
-        if traits.end_system and key in ("zone", "ip") and "interfaces" in n:
+        if host and key in ("zone", "ip") and "interfaces" in n:
             raise doc.error(f"node {n['name']}: give either 'zone' (and 'ip') or "
                             f"'interfaces', not both", path + (key,), key=True)
-        if not traits.filters and key in FILTER_KEYS:
+        if not filters and key in FILTER_KEYS:
             raise doc.error(f"node {n['name']}: '{key}' is only for firewalls "
                             f"(this node is a {kind})", path + (key,), key=True)
 
 
-def _pending(ctx: Context, node: Node) -> list:
-    """Where the node's interfaces wait for a default address (routers first, then hosts)."""
-    return ctx.pending_host if node.is_host else ctx.pending_router
-
-
-def _host_interface(ctx: Context, node: Node, n: dict, path) -> None:
+def _host_interface(ctx: Context, node: Node, n: dict, path, pending: list) -> None:
     """A host's one interface, in the zone it names."""
     if "zone" not in n:
         raise ctx.doc.error(f"node {n['name']}: a host needs a 'zone' (or, in version 2, "
@@ -76,10 +75,10 @@ def _host_interface(ctx: Context, node: Node, n: dict, path) -> None:
     if "ip" in n:
         iface.ip = _explicit_ip(ctx, node, zone, path + ("ip",))
     else:
-        _pending(ctx, node).append((node, iface, path))
+        pending.append((node, iface, path))
 
 
-def _port_interfaces(ctx: Context, node: Node, n: dict, path) -> None:
+def _port_interfaces(ctx: Context, node: Node, n: dict, path, pending: list) -> None:
     """The interfaces of listed ports (a zone each, or a trunk's VLANs), then links' ends."""
     doc = ctx.doc
     attached: dict[str, tuple] = {}
@@ -98,7 +97,7 @@ def _port_interfaces(ctx: Context, node: Node, n: dict, path) -> None:
             if ip_path is not None:
                 iface.ip = _explicit_ip(ctx, node, zone, ip_path)
             else:
-                _pending(ctx, node).append((node, iface, ipath))
+                pending.append((node, iface, ipath))
     port = len(n.get("interfaces", []))       # links take the next ports
     for link in ctx.topo.links.values():
         if node.name in (link.a, link.b):
