@@ -111,15 +111,24 @@ class BenignTraffic:
 def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
     """Run one drill; returns the run (scored). ``ui`` receives progress callbacks.
 
+    Three steps: open the run (every input checked, nothing built yet), exercise the twin
+    (build, benign warm-up, playbook or benign-only traffic, cool-down, teardown), score it.
     The manifest always ends final: ``done``; ``failed`` when an attack step ended in error
     or the analysis failed (the caller exits 1); ``interrupted`` on Ctrl-C or SIGTERM (see
     ``session.TwinSession`` for the teardown that a second Ctrl-C cannot break)."""
-    from cyberrange.attack.runner import run_playbook
-    from cyberrange.run import probe_runs_dir
-    from cyberrange.session import TwinSession
-    from cyberrange.twin.build import Twin, preflight
-    from cyberrange.twin.shield import interruptible
     ui = ui or NullUI()
+    t_start = time.monotonic()
+    inputs, es, run = _open_run(topology_path, playbook_path, opts, ui)
+    _exercise(run, inputs, opts, ui)
+    return _score(run, inputs, es, ui, t_start)
+
+
+def _open_run(topology_path, playbook_path, opts: DrillOptions, ui):
+    """Load and cross-check every input, check Elasticsearch, the machine and the runs
+    folder, then make the run folder: ``(inputs, es store or None, run)``."""
+    from cyberrange.errors import UserError
+    from cyberrange.run import probe_runs_dir
+    from cyberrange.twin.build import preflight
     inputs = load_inputs(topology_path, playbook_path, opts.detectors_dir)
     es = None
     if opts.store:                   # URL, credentials, TLS checked before anything is built
@@ -127,12 +136,11 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
         es = open_checked(opts.store)
     preflight(need_dns=True)
     topo, pb = inputs.topology, inputs.playbook
-    seed = opts.seed if opts.seed is not None else topo.benign.seed
     if pb is None and not (opts.benign and topo.benign.enabled):
-        from cyberrange.errors import UserError
         raise UserError(f"{topology_path}: a benign-only drill needs benign traffic, but it is "
                         "disabled (--no-benign or the topology's benign.enabled: false)")
     probe_runs_dir(opts.runs_dir)
+    seed = opts.seed if opts.seed is not None else topo.benign.seed
     run = Run.create(opts.runs_dir, f"{topo.name}", {
         "topology": topology_path, "playbook": playbook_path}, seed=seed)
     baseline_s = opts.warmup_s if opts.baseline_s is None else opts.baseline_s
@@ -141,51 +149,36 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
                         detectors=[d.name for d in inputs.detectors])
     run.save()
     ui.run_started(run, topo, pb)
-    t_start = time.monotonic()
+    return inputs, es, run
+
+
+def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
+    """The twin's part of the drill, inside a TwinSession: build, (live ingest), benign
+    warm-up, the playbook (or benign-only traffic), cool-down; the session tears it down."""
+    from cyberrange.attack.runner import run_playbook
+    from cyberrange.session import TwinSession
+    from cyberrange.twin.build import Twin
+    topo, pb = inputs.topology, inputs.playbook
     timings = run.manifest["timings"]
     twin = Twin(topo, run.dir, run.id, log=ui.warn)
     if opts.live:
         twin.sensor_rotate_s = opts.live_rotate_s
     stop_event = threading.Event()
-    live = stream = None
-
-    def stop_captures():
-        try:
-            run.manifest["sensors"] = twin.stop_sensors()
-            if live is not None:
-                live.stop()                   # the thread ends; then the files closed by the stop
-                live.poll()
-                run.manifest["live"] = live.summary()
-                run.manifest["live"]["detection"] = stream.summary()
-                if hasattr(ui, "live_progress"):
-                    ui.live_progress(dict(live.progress(), final=True))
-        finally:
-            if live is not None:
-                live.close()
-
     with TwinSession(run, twin, ui) as session:
         session.start()
-        session.on_cleanup("stopping the sensors", stop_captures)
-        if opts.live:
-            from cyberrange.detect.stream import StreamingDetection
-            from cyberrange.telemetry.live import LiveIngest
-            stream = StreamingDetection(inputs.detectors, baseline_s=baseline_s,
-                                        on_alert=getattr(ui, "live_alert", None))
-            live = LiveIngest(twin.sensors, run.store_path, run.id,
-                              on_progress=getattr(ui, "live_progress", None),
-                              on_records=stream.feed)
-            live.start()
-            if hasattr(ui, "live_started"):
-                ui.live_started(live)
+        stream = _start_live(session, run, twin, inputs, ui) if opts.live else None
+        if stream is None:
+            session.on_cleanup("stopping the sensors", lambda: run.manifest.update(
+                sensors=twin.stop_sensors()))
         session.on_cleanup("stopping the attack", stop_event.set)
         if opts.benign and topo.benign.enabled:
-            benign = BenignTraffic(twin, run, seed, opts.intensity)
+            benign = BenignTraffic(twin, run, run.manifest.get("seed"), opts.intensity)
             session.on_cleanup("stopping benign traffic", lambda: run.manifest.update(
                 benign_requests=benign.stop()))
             n = benign.start()
             # the baseline ends baseline_s after the generators started (the warm-up):
             # trainable detectors learn from the records before it, whenever records begin
-            run.manifest["baseline_end"] = time.time() + baseline_s
+            run.manifest["baseline_end"] = time.time() + run.manifest["baseline_s"]
             run.save()
             if stream is not None:
                 stream.baseline_until = run.manifest["baseline_end"]
@@ -204,6 +197,41 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
             timings["benign_only_s"] = round(time.monotonic() - t0, 2)
         ui.phase("cooldown", f"cool-down {opts.cooldown_s:g} s")
         stop_event.wait(opts.cooldown_s)
+
+
+def _start_live(session, run: Run, twin, inputs: Inputs, ui):
+    """Live mode: records reach the store, and alerts the terminal, while the drill runs.
+    Registers the cleanup that stops sensors and ingest in the right order; returns the
+    streaming detection."""
+    from cyberrange.detect.stream import StreamingDetection
+    from cyberrange.telemetry.live import LiveIngest
+    stream = StreamingDetection(inputs.detectors, baseline_s=run.manifest["baseline_s"],
+                                on_alert=getattr(ui, "live_alert", None))
+    live = LiveIngest(twin.sensors, run.store_path, run.id,
+                      on_progress=getattr(ui, "live_progress", None), on_records=stream.feed)
+
+    def stop():
+        try:
+            run.manifest["sensors"] = twin.stop_sensors()
+            live.stop()                   # the thread ends; then the files closed by the stop
+            live.poll()
+            run.manifest["live"] = dict(live.summary(), detection=stream.summary())
+            if hasattr(ui, "live_progress"):
+                ui.live_progress(dict(live.progress(), final=True))
+        finally:
+            live.close()
+
+    session.on_cleanup("stopping the sensors and live ingest", stop)
+    live.start()
+    if hasattr(ui, "live_started"):
+        ui.live_started(live)
+    return stream
+
+
+def _score(run: Run, inputs: Inputs, es, ui, t_start: float) -> Run:
+    """Analyse the finished twin's run folder and end the run: ``done``, or ``failed`` when
+    the analysis failed or an attack step ended in error."""
+    from cyberrange.twin.shield import interruptible
     try:
         with interruptible():
             card = analyse(run, inputs.detectors, ui, es=es)
@@ -213,6 +241,7 @@ def run_drill(topology_path, playbook_path, opts: DrillOptions, ui=None) -> Run:
     except BaseException as e:
         run.finish("failed", error=f"analysis: {type(e).__name__}: {e}"[:2000])
         raise
+    timings = run.manifest["timings"]
     timings["total_s"] = round(time.monotonic() - t_start, 2)
     card["run"]["timings"] = timings
     _write_json(run.scorecard_path, card)

@@ -11,7 +11,7 @@ import time
 
 import paramiko
 
-from cyberrange.services.ssh import LOGIN_GRACE, MAX_AUTH_TRIES, fake_shell
+from cyberrange.services._shell import LOGIN_GRACE, MAX_AUTH_TRIES, fake_shell
 
 MAX_CONNECTIONS = 256       # concurrent sessions; more are closed at once
 SESSION_IDLE = 300.0        # seconds a logged-in session may stay without a new channel

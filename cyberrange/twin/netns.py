@@ -19,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -148,14 +147,3 @@ def run_jobs(jobs: list[tuple[str, str, list[tuple[list[str], str | None]]]],
         return []
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         return [f for f in pool.map(one, jobs) if f is not None]
-
-
-def wait_gone(pids, timeout: float) -> list[int]:
-    """Wait until none of ``pids`` is alive (zombies count as gone); return those still alive."""
-    from cyberrange.twin.state import _alive
-    deadline = time.monotonic() + timeout
-    left = [p for p in pids if _alive(p)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.005)
-        left = [p for p in left if _alive(p)]
-    return left

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cyberrange.twin import netns
+
 STATE_DIR = Path(os.environ.get("CYBERRANGE_STATE_DIR", "/run/cyberrange"))
 PREFIX_RE = re.compile(r"^c[0-9a-f]{4}$")
 
@@ -190,6 +192,16 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def wait_gone(pids, timeout: float) -> list[int]:
+    """Wait until none of ``pids`` is alive (zombies count as gone); return those still alive."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if _alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.005)
+        left = [p for p in left if _alive(p)]
+    return left
+
+
 def shells_of(prefix: str, kind: str = "hs") -> list[int]:
     """The Mininet shells (``bash ... mininet:<prefix>h3``) of one twin, alive: host shells
     (``h``, each in its own namespace), switch shells (``s``, in the root namespace)."""
@@ -208,7 +220,6 @@ def teardown(state: TwinState, grace: float = 2.0) -> dict:
        and nftables tables with them;
     3. (earlier versions) prefixed links and the sensors' table in the host's namespace.
     The state file is deleted only when nothing is left, so that ``down`` can retry."""
-    from cyberrange.twin import netns
     removed = {"processes": 0, "links": 0, "nft": 0, "namespaces": 0}
     names = sorted(set(state.namespaces.values()) | {state.switch_ns} - {""}
                    | set(namespaces(state.prefix)))
@@ -229,9 +240,9 @@ def teardown(state: TwinState, grace: float = 2.0) -> dict:
     shells = {p for p in victims if "mininet:" in _cmdline(p)}
     _kill(shells, signal.SIGKILL)
     _kill(victims - shells, signal.SIGTERM)
-    left = netns.wait_gone(victims, grace)
+    left = wait_gone(victims, grace)
     _kill(left, signal.SIGKILL)
-    netns.wait_gone(left, 1.0)
+    wait_gone(left, 1.0)
     removed["processes"] = len(victims)
     existing = [n for n in names if netns.path(n).exists()]
     if existing:
@@ -275,7 +286,6 @@ def leftovers(prefix: str | None = None) -> dict[str, list[str]]:
     """Kernel objects that look like a twin's (any twin's, or one prefix's): its namespaces,
     processes inside them or named after it, and (earlier versions) links and nftables tables
     in the host's namespace. Empty lists everywhere: nothing is left."""
-    from cyberrange.twin import netns
     px = re.escape(prefix) if prefix else r"c[0-9a-f]{4}"
     pat = re.compile(rf"^{px}[hsm]\d")
     out = _run(["ip", "-o", "link", "show"]).stdout
