@@ -25,6 +25,7 @@ Definitions (see docs/scoring.md):
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -109,126 +110,196 @@ def _ratio(num: int, den: int):
     return round(num / den, 4) if den else None
 
 
-def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: float = 2.0,
-              run_id: str | None = None, alert_truth: bool = False) -> dict:
-    """Score one run's alerts against its ledger; the result is ready for scorecard.json.
-    With ``alert_truth`` it also holds ``alert_truth``: one bool per alert row (true alert)."""
-    if run_id is None:
-        run_id = ledger[0].get("run_id") if ledger else None
-        if run_id is None and flows.num_rows:
-            run_id = flows.column("cyberrange.run_id")[0].as_py()
-    labels = label_flows(ledger, flows, slack_s)
-    fids = flows.column("cyberrange.flow_id").to_pylist()
-    observers = flows.column("observer.name").to_pylist()
-    cids = flows.column("network.community_id").to_pylist()
-    starts = _us(flows, "event.start")
-    label_of = dict(zip(fids, labels))
-    start_of = dict(zip(fids, starts))
+@dataclass
+class _Flows:
+    """The flow columns scoring reads, one list per column in row order, and each row's label."""
+    labels: list          # step_id or None (label_flows)
+    fids: list
+    observers: list
+    cids: list            # network.community_id
+    starts: list          # event.start, microseconds
 
-    # alerts
-    a_fids = alerts.column("cyberrange.flow_ids").to_pylist() if alerts.num_rows else []
-    a_names = alerts.column("rule.name").to_pylist() if alerts.num_rows else []
-    a_ts = _us(alerts, "@timestamp") if alerts.num_rows else []
-    a_src = alerts.column("source.ip").to_pylist() if alerts.num_rows else []
-    slack_us = int(slack_s * 1_000_000)
-    flowless_true: set[int] = set()
-    flagged_ids = set()
-    for ids in a_fids:
-        flagged_ids.update(ids or ())
+    @classmethod
+    def read(cls, ledger: list[dict], flows: pa.Table, slack_s: float) -> "_Flows":
+        return cls(label_flows(ledger, flows, slack_s),
+                   flows.column("cyberrange.flow_id").to_pylist(),
+                   flows.column("observer.name").to_pylist(),
+                   flows.column("network.community_id").to_pylist(),
+                   _us(flows, "event.start"))
 
-    # dedup groups: (community_id, start second) -> member flow rows
-    def group_key(i):
-        return (cids[i], round(starts[i] / 1_000_000)) if cids[i] else ("fid", fids[i])
+    def group_key(self, i: int) -> tuple:
+        """Dedup key of row ``i``: (community_id, start second); a row without one is alone."""
+        if self.cids[i]:
+            return (self.cids[i], round(self.starts[i] / 1_000_000))
+        return ("fid", self.fids[i])
 
+
+@dataclass
+class _Alerts:
+    """The alert columns scoring reads, one list per column in row order."""
+    flow_ids: list        # cyberrange.flow_ids: a list of flow ids, or None (packet evidence)
+    names: list           # rule.name
+    ts: list              # @timestamp, microseconds
+    src: list             # source.ip
+
+    @classmethod
+    def read(cls, alerts: pa.Table) -> "_Alerts":
+        if not alerts.num_rows:
+            return cls([], [], [], [])
+        return cls(alerts.column("cyberrange.flow_ids").to_pylist(),
+                   alerts.column("rule.name").to_pylist(), _us(alerts, "@timestamp"),
+                   alerts.column("source.ip").to_pylist())
+
+    def flagged(self) -> set:
+        """The ids of every flow some alert holds."""
+        ids: set = set()
+        for fids in self.flow_ids:
+            ids.update(fids or ())
+        return ids
+
+
+def _run_id_of(ledger: list[dict], flows: pa.Table) -> str | None:
+    run_id = ledger[0].get("run_id") if ledger else None
+    if run_id is None and flows.num_rows:
+        run_id = flows.column("cyberrange.run_id")[0].as_py()
+    return run_id
+
+
+def _dedup_groups(fl: _Flows, flagged_ids: set) -> dict[tuple, dict]:
+    """(community_id, start second) -> the steps its copies are labelled with, and whether any
+    copy is flagged: one entry per connection, however many sensors recorded it."""
     groups: dict[tuple, dict] = {}
-    for i in range(len(fids)):
-        g = groups.setdefault(group_key(i), {"steps": set(), "flagged": False})
-        if labels[i]:
-            g["steps"].add(labels[i])
-        if fids[i] in flagged_ids:
+    for i in range(len(fl.fids)):
+        g = groups.setdefault(fl.group_key(i), {"steps": set(), "flagged": False})
+        if fl.labels[i]:
+            g["steps"].add(fl.labels[i])
+        if fl.fids[i] in flagged_ids:
             g["flagged"] = True
+    return groups
 
-    def counts(items):
-        total = attack = flagged = fa = 0
-        for is_attack, is_flagged in items:
-            total += 1
-            attack += is_attack
-            flagged += is_flagged
-            fa += is_attack and is_flagged
-        return {"total": total, "attack": attack, "benign": total - attack, "flagged": flagged,
-                "flagged_attack": fa, "flagged_benign": flagged - fa,
-                "precision": _ratio(fa, flagged), "recall": _ratio(fa, attack)}
 
-    flow_summary = counts((bool(g["steps"]), g["flagged"]) for g in groups.values())
+def _counts(items) -> dict:
+    """Flow counts, precision and recall over ``(is_attack, is_flagged)`` pairs."""
+    total = attack = flagged = fa = 0
+    for is_attack, is_flagged in items:
+        total += 1
+        attack += is_attack
+        flagged += is_flagged
+        fa += is_attack and is_flagged
+    return {"total": total, "attack": attack, "benign": total - attack, "flagged": flagged,
+            "flagged_attack": fa, "flagged_benign": flagged - fa,
+            "precision": _ratio(fa, flagged), "recall": _ratio(fa, attack)}
+
+
+def _counts_per_observer(fl: _Flows, flagged_ids: set) -> dict[str, dict]:
     per_obs: dict[str, list] = defaultdict(list)
-    for i, fid in enumerate(fids):
-        per_obs[observers[i]].append((labels[i] is not None, fid in flagged_ids))
-    flows_per_observer = {obs: counts(items) for obs, items in sorted(per_obs.items())}
+    for i, fid in enumerate(fl.fids):
+        per_obs[fl.observers[i]].append((fl.labels[i] is not None, fid in flagged_ids))
+    return {obs: _counts(items) for obs, items in sorted(per_obs.items())}
 
-    # steps
+
+def _flow_hits(mine: set, al: _Alerts, start_of: dict) -> list[tuple[int, str]]:
+    """(time, detector) of each alert holding one of a step's flows ``mine``. An alert can be an
+    episode that keeps growing (a sweep that runs into the scan after it): it detects this step
+    only once one of the step's flows joins its evidence, so the detection time is the later of
+    the alert's own time and that flow's start."""
+    hits = []
+    for k in range(len(al.names)):
+        shared = mine.intersection(al.flow_ids[k] or ()) if mine else set()
+        if shared:
+            joined = min(start_of[f] for f in shared)
+            hits.append((max(al.ts[k], joined), al.names[k]))
+    return hits
+
+
+def _actor_hits(step: dict, al: _Alerts, slack_us: int) -> list[int]:
+    """Indexes of the alerts without flows that match ``step`` by actor and time window."""
+    if not step.get("actor_ip") or step.get("outcome") == "skipped":
+        return []
+    lo = int(float(step["start"]) * 1_000_000) - slack_us
+    hi = int(float(step["end"]) * 1_000_000) + slack_us
+    return [k for k in range(len(al.names))
+            if not al.flow_ids[k] and al.src[k] == step["actor_ip"] and lo <= al.ts[k] <= hi]
+
+
+def _step_row(step: dict, hits: list[tuple[int, str]], attack_flows: int) -> dict:
+    detected = bool(hits)
+    ttd = None
+    if detected:
+        first = min(t for t, _ in hits)
+        ttd = round(max(0.0, first / 1_000_000 - float(step["start"])), 3)
+    return {
+        "step_id": step["step_id"], "name": step.get("name"), "technique": step.get("technique"),
+        "outcome": step.get("outcome"), "detected": detected, "time_to_detect_s": ttd,
+        "detected_by": sorted({n for _, n in hits}), "attack_flows": attack_flows,
+        "executions": step["executions"], "actors": step["actors"],
+    }
+
+
+def _score_steps(ledger: list[dict], fl: _Flows, groups: dict, al: _Alerts,
+                 slack_s: float) -> tuple[list, dict, set]:
+    """The step rows, per-technique step counts, and the indexes of the alerts without flows
+    that detected a step (those alerts are true)."""
+    start_of = dict(zip(fl.fids, fl.starts))
     step_flows: dict[str, set] = defaultdict(set)
-    for fid, label in zip(fids, labels):
+    for fid, label in zip(fl.fids, fl.labels):
         if label:
             step_flows[label].add(fid)
     step_groups: dict[str, int] = defaultdict(int)
     for g in groups.values():
         for sid in g["steps"]:
             step_groups[sid] += 1
-    steps_out = []
-    techniques: dict[str, dict] = {}
+    slack_us = int(slack_s * 1_000_000)
+    steps_out, techniques, flowless_true = [], {}, set()
     for step in group_steps(ledger):
         sid = step["step_id"]
-        mine = step_flows.get(sid, set())
-        # An alert can be an episode that keeps growing (a sweep that runs into the scan after
-        # it): it detects this step only once one of the step's flows joins its evidence, so the
-        # detection time is the later of the alert's own time and that flow's start.
-        hits = []
-        for k in range(len(a_names)):
-            shared = mine.intersection(a_fids[k] or ()) if mine else set()
-            if shared:
-                joined = min(start_of[f] for f in shared)
-                hits.append((max(a_ts[k], joined), a_names[k]))
-        if step.get("actor_ip") and step.get("outcome") != "skipped":
-            lo = int(float(step["start"]) * 1_000_000) - slack_us
-            hi = int(float(step["end"]) * 1_000_000) + slack_us
-            for k in range(len(a_names)):
-                if not a_fids[k] and a_src[k] == step["actor_ip"] and lo <= a_ts[k] <= hi:
-                    hits.append((a_ts[k], a_names[k]))
-                    flowless_true.add(k)
-        detected = bool(hits)
-        ttd = None
-        if detected:
-            first = min(t for t, _ in hits)
-            ttd = round(max(0.0, first / 1_000_000 - float(step["start"])), 3)
-        steps_out.append({
-            "step_id": sid, "name": step.get("name"), "technique": step.get("technique"),
-            "outcome": step.get("outcome"), "detected": detected, "time_to_detect_s": ttd,
-            "detected_by": sorted({n for _, n in hits}), "attack_flows": step_groups.get(sid, 0),
-            "executions": step["executions"], "actors": step["actors"],
-        })
+        hits = _flow_hits(step_flows.get(sid, set()), al, start_of)
+        for k in _actor_hits(step, al, slack_us):
+            hits.append((al.ts[k], al.names[k]))
+            flowless_true.add(k)
+        row = _step_row(step, hits, step_groups.get(sid, 0))
+        steps_out.append(row)
         tech = techniques.setdefault(step.get("technique") or "unknown",
                                      {"steps": 0, "detected": 0})
         tech["steps"] += 1
-        tech["detected"] += detected
+        tech["detected"] += row["detected"]
+    return steps_out, techniques, flowless_true
 
-    # alerts: true when any of their flows is an attack flow
+
+def _judge_alerts(al: _Alerts, fl: _Flows, flowless_true: set) -> tuple[list, dict]:
+    """One bool per alert (true: it holds an attack flow, or matched a flowless step), and the
+    true/false counts per detector."""
+    label_of = dict(zip(fl.fids, fl.labels))
     by_detector: dict[str, dict] = {}
-    n_true = 0
     truth = []
-    for k, name in enumerate(a_names):
-        is_true = k in flowless_true or any(label_of.get(f) for f in (a_fids[k] or ()))
+    for k, name in enumerate(al.names):
+        is_true = k in flowless_true or any(label_of.get(f) for f in (al.flow_ids[k] or ()))
         truth.append(bool(is_true))
-        n_true += is_true
         d = by_detector.setdefault(name, {"total": 0, "true": 0, "false": 0})
         d["total"] += 1
         d["true" if is_true else "false"] += 1
+    return truth, by_detector
 
+
+def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: float = 2.0,
+              run_id: str | None = None, alert_truth: bool = False) -> dict:
+    """Score one run's alerts against its ledger; the result is ready for scorecard.json.
+    With ``alert_truth`` it also holds ``alert_truth``: one bool per alert row (true alert)."""
+    if run_id is None:
+        run_id = _run_id_of(ledger, flows)
+    fl = _Flows.read(ledger, flows, slack_s)
+    al = _Alerts.read(alerts)
+    flagged_ids = al.flagged()
+    groups = _dedup_groups(fl, flagged_ids)
+    steps_out, techniques, flowless_true = _score_steps(ledger, fl, groups, al, slack_s)
+    truth, by_detector = _judge_alerts(al, fl, flowless_true)
+    n_true = sum(truth)
     out = {
         "run_id": run_id,
         "steps": steps_out,
-        "flows": flow_summary,
-        "flows_per_observer": flows_per_observer,
-        "alerts": {"total": len(a_names), "true": n_true, "false": len(a_names) - n_true,
+        "flows": _counts((bool(g["steps"]), g["flagged"]) for g in groups.values()),
+        "flows_per_observer": _counts_per_observer(fl, flagged_ids),
+        "alerts": {"total": len(al.names), "true": n_true, "false": len(al.names) - n_true,
                    "by_detector": dict(sorted(by_detector.items()))},
         "techniques": dict(sorted(techniques.items())),
         "slack_s": slack_s,
