@@ -185,55 +185,52 @@ def _auc(labels: np.ndarray, scores: np.ndarray):
             round(float(average_precision_score(labels, scores)), 4))
 
 
-def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0,
-             on_run=None) -> Evaluation:
-    """Evaluate ``detectors`` on every run in ``run_dirs`` (folders or ``Run``s; see the module
-    docstring). ``train``: ``(flows, packets)`` every trainable detector learns from instead of
-    each run's own baseline window. ``on_run(i, n, path)`` is called before each run (progress).
-    Every run folder is checked as it is read (``Run``: manifest, ledger, store): a damaged one
-    is a UserError naming the file; one that is no drill too; unfinished ones are skipped."""
-    from ..run import Run
-    run_dirs = list(run_dirs)
-    names = [d.name for d in detectors]
-    fam = {d.name: d.family for d in detectors}
-    kind = {d.name: getattr(d, "kind", "rule") for d in detectors}
-    scoring = {d.name for d in detectors if d.scores_flows}
+def _new_technique() -> dict:
+    return {"counted": 0, "unobservable": 0, "blocked": 0, "blocked_detected": 0,
+            "detected": 0, "ttd": [], "by": defaultdict(int), "runs": set()}
 
-    tech_steps = defaultdict(lambda: {"counted": 0, "unobservable": 0, "blocked": 0,
-                                      "blocked_detected": 0, "detected": 0,
-                                      "ttd": [], "by": defaultdict(int), "runs": set()})
-    det = {n: {"alerts": 0, "true": 0, "false": 0, "seconds": 0.0, "flows_in": 0,
-               "steps_detected": 0, "ttd": []} for n in names}
-    claimed = defaultdict(lambda: {"alerts": 0, "true": 0, "false": 0})   # ATT&CK id -> counts
-    labels_all, scores_all = [], defaultdict(list)
-    benign_flows = attack_flows = flows_total = 0
-    runs_out = []
 
-    skipped = []
-    for i, path in enumerate(run_dirs):
-        if on_run:
-            on_run(i, len(run_dirs), getattr(path, "dir", path))
-        run = path if isinstance(path, Run) else Run.open(str(path))
-        why = run.not_a_drill()
-        if why:
-            raise UserError(f"{run.dir}: {why}")
-        status = run.manifest.get("status")
-        if status != "done":
-            skipped.append({"dir": str(run.dir), "status": status})
-            continue
-        rd = _load_run(run, detectors, train, default_baseline_s)
+def _median(values: list):
+    return round(statistics.median(values), 3) if values else None
+
+
+class _Corpus:
+    """What ``evaluate`` adds up over the runs of a corpus (``add_run``), and the tables it
+    makes of the sums (``evaluation``)."""
+
+    def __init__(self, detectors):
+        self.names = [d.name for d in detectors]
+        self.family = {d.name: d.family for d in detectors}
+        self.kind = {d.name: getattr(d, "kind", "rule") for d in detectors}
+        self.scoring = {d.name for d in detectors if d.scores_flows}
+        self.techniques = defaultdict(_new_technique)    # library technique -> step counts
+        self.det = {n: {"alerts": 0, "true": 0, "false": 0, "seconds": 0.0, "flows_in": 0,
+                        "steps_detected": 0, "ttd": []} for n in self.names}
+        self.claimed = defaultdict(lambda: {"alerts": 0, "true": 0, "false": 0})  # ATT&CK id
+        self.labels, self.scores = [], defaultdict(list)  # per run: flow labels, flow scores
+        self.benign_flows = self.attack_flows = self.flows_total = 0
+        self.runs: list = []
+        self.skipped: list = []
+
+    # -- adding a run ----------------------------------------------------------------------
+    def add_run(self, rd: RunData) -> None:
         start = rd.window_start_us
         flows = _after(rd.flows, start)
-        keep = None
-        if start is not None and rd.flows.num_rows:
-            ts = rd.flows.column("@timestamp").cast(pa.int64()).to_numpy()
-            keep = ts >= start
-        all_alerts = pa.concat_tables([_after(rd.alerts[n], start) for n in names]) \
-            if names else ALERT_SCHEMA.empty_table()
+        all_alerts = pa.concat_tables([_after(rd.alerts[n], start) for n in self.names]) \
+            if self.names else ALERT_SCHEMA.empty_table()
         card_all = score_run(rd.ledger, flows, all_alerts, run_id=rd.run_id)
-        benign_flows += card_all["flows"]["benign"]
-        attack_flows += card_all["flows"]["attack"]
-        flows_total += card_all["flows"]["total"]
+        self.benign_flows += card_all["flows"]["benign"]
+        self.attack_flows += card_all["flows"]["attack"]
+        self.flows_total += card_all["flows"]["total"]
+        counted = self._add_steps(rd, card_all)
+        for n in self.names:
+            self._add_detector(n, rd, flows, counted)
+        self._add_flow_scores(rd)
+        self.runs.append(_run_row(rd, card_all, counted))
+
+    def _add_steps(self, rd: RunData, card_all: dict) -> dict:
+        """Tally the run's steps by technique (all detectors' alerts together); returns
+        step_id -> whether the step counts in recall."""
         counted = {}
         for s in card_all["steps"]:
             flowless = not any(r.get("flows") for r in rd.ledger if r["step_id"] == s["step_id"])
@@ -241,7 +238,7 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
                 s["attack_flows"] > 0 or (flowless and s["outcome"] == "succeeded"))
             blocked = observable and s["outcome"] == "blocked"
             counted[s["step_id"]] = observable and not blocked
-            t = tech_steps[s["technique"] or "unknown"]
+            t = self.techniques[s["technique"] or "unknown"]
             t["runs"].add(rd.run_id)
             if blocked:                 # a firewall stopped it: shown, not in recall
                 t["blocked"] += 1
@@ -254,89 +251,134 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
             if s["detected"]:
                 t["detected"] += 1
                 t["ttd"].append(s["time_to_detect_s"])
-        per_det_steps = {}
-        for n in names:
-            alerts = _after(rd.alerts[n], start)
-            card = score_run(rd.ledger, flows, alerts, run_id=rd.run_id, alert_truth=True)
-            d = det[n]
-            d["alerts"] += card["alerts"]["total"]
-            d["true"] += card["alerts"]["true"]
-            d["false"] += card["alerts"]["false"]
-            d["seconds"] += rd.seconds[n]
-            d["flows_in"] += rd.flows.num_rows
-            hit = 0
-            for s in card["steps"]:
-                if counted.get(s["step_id"]) and s["detected"]:
-                    hit += 1
-                    tech_steps[s["technique"] or "unknown"]["by"][n] += 1
-                    d["ttd"].append(s["time_to_detect_s"])
-            d["steps_detected"] += hit
-            per_det_steps[n] = hit
-            # which alerts are true, by the ATT&CK id they claim
-            techs = alerts.column("threat.technique.id").to_pylist() if alerts.num_rows else []
-            for tech, is_true in zip(techs, card["alert_truth"]):
-                c = claimed[tech or "none"]
-                c["alerts"] += 1
-                c["true" if is_true else "false"] += 1
-        if scoring and rd.flows.num_rows:
-            lab = np.array([x is not None for x in label_flows(rd.ledger, rd.flows)])
-            sel = keep if keep is not None else np.ones(rd.flows.num_rows, bool)
-            labels_all.append(lab[sel])
-            for n in scoring:
-                scores_all[n].append(rd.flow_scores[n][sel])
-        runs_out.append({
-            "run_id": rd.run_id, "dir": str(rd.dir), "kind": rd.kind, "topology": rd.topology,
-            "playbook": rd.playbook, "baseline_s": rd.baseline_s,
-            "flows": card_all["flows"]["total"], "benign_flows": card_all["flows"]["benign"],
-            "attack_flows": card_all["flows"]["attack"],
-            "steps": sum(1 for v in counted.values() if v),
-            "detected": sum(1 for s in card_all["steps"] if counted.get(s["step_id"])
-                            and s["detected"]),
-            "alerts": card_all["alerts"]["total"], "false_alerts": card_all["alerts"]["false"],
-        })
+        return counted
 
-    labels = np.concatenate(labels_all) if labels_all else np.zeros(0, bool)
-    per10k = (lambda n: round(n / benign_flows * 10_000, 2) if benign_flows else None)
+    def _add_detector(self, n: str, rd: RunData, flows: pa.Table, counted: dict) -> None:
+        """Score detector ``n``'s alerts in the run on their own: its alerts, the counted steps
+        it detected, and which of its alerts are true by the ATT&CK id they claim."""
+        alerts = _after(rd.alerts[n], rd.window_start_us)
+        card = score_run(rd.ledger, flows, alerts, run_id=rd.run_id, alert_truth=True)
+        d = self.det[n]
+        d["alerts"] += card["alerts"]["total"]
+        d["true"] += card["alerts"]["true"]
+        d["false"] += card["alerts"]["false"]
+        d["seconds"] += rd.seconds[n]
+        d["flows_in"] += rd.flows.num_rows
+        for s in card["steps"]:
+            if counted.get(s["step_id"]) and s["detected"]:
+                d["steps_detected"] += 1
+                self.techniques[s["technique"] or "unknown"]["by"][n] += 1
+                d["ttd"].append(s["time_to_detect_s"])
+        techs = alerts.column("threat.technique.id").to_pylist() if alerts.num_rows else []
+        for tech, is_true in zip(techs, card["alert_truth"]):
+            c = self.claimed[tech or "none"]
+            c["alerts"] += 1
+            c["true" if is_true else "false"] += 1
 
-    tech_rows = []
-    for tech in sorted(tech_steps, key=lambda t: (attack_id(t) is None, t)):
-        t = tech_steps[tech]
-        aid = attack_id(tech)
-        c = claimed.get(aid) if aid else None
-        tech_rows.append({
-            "technique": tech, "attack_id": aid, "runs": len(t["runs"]),
-            "steps": t["counted"], "unobservable": t["unobservable"],
-            "blocked": t["blocked"], "blocked_detected": t["blocked_detected"],
-            "detected": t["detected"],
-            "recall": round(t["detected"] / t["counted"], 4) if t["counted"] else None,
-            "precision": round(c["true"] / c["alerts"], 4) if c and c["alerts"] else None,
-            "false_per_10k": per10k(c["false"]) if c else 0.0,
-            "median_ttd_s": round(statistics.median(t["ttd"]), 3) if t["ttd"] else None,
-            "detected_by": dict(sorted(t["by"].items(), key=lambda kv: -kv[1])),
-        })
-    det_rows = []
-    for n in names:
-        d = det[n]
-        roc = pr = None
-        if n in scoring and labels.size:
-            roc, pr = _auc(labels, np.concatenate(scores_all[n]))
-        det_rows.append({
-            "detector": n, "family": fam[n], "alerts": d["alerts"], "true": d["true"],
-            "false": d["false"], "false_per_10k": per10k(d["false"]),
-            "precision": round(d["true"] / d["alerts"], 4) if d["alerts"] else None,
-            "steps_detected": d["steps_detected"],
-            "median_ttd_s": round(statistics.median(d["ttd"]), 3) if d["ttd"] else None,
-            "roc_auc": roc, "pr_auc": pr,
-            "flows_per_s": round(d["flows_in"] / d["seconds"]) if d["seconds"] else None,
-            "kind": kind[n],
-        })
-    coverage = {}
-    for row in tech_rows:
-        t = tech_steps[row["technique"]]
-        coverage[row["technique"]] = {n: f"{t['by'].get(n, 0)}/{t['counted']}" for n in names
-                                      if t["by"].get(n)}
-    totals = {"runs": len(runs_out), "flows": flows_total, "benign_flows": benign_flows,
-              "attack_flows": attack_flows, "flow_rows_scored": int(labels.size),
-              "steps": sum(r["steps"] for r in tech_rows),
-              "detected": sum(r["detected"] for r in tech_rows), "skipped_runs": skipped}
-    return Evaluation(runs_out, tech_rows, det_rows, coverage, totals)
+    def _add_flow_scores(self, rd: RunData) -> None:
+        """The run's flow labels and each scoring detector's flow scores, evaluation window only
+        (for ROC-AUC / PR-AUC over the corpus)."""
+        if not (self.scoring and rd.flows.num_rows):
+            return
+        sel = np.ones(rd.flows.num_rows, bool)
+        if rd.window_start_us is not None:
+            sel = rd.flows.column("@timestamp").cast(pa.int64()).to_numpy() >= rd.window_start_us
+        lab = np.array([x is not None for x in label_flows(rd.ledger, rd.flows)])
+        self.labels.append(lab[sel])
+        for n in self.scoring:
+            self.scores[n].append(rd.flow_scores[n][sel])
+
+    # -- the tables ------------------------------------------------------------------------
+    def _per10k(self, n: int):
+        return round(n / self.benign_flows * 10_000, 2) if self.benign_flows else None
+
+    def _technique_rows(self) -> list[dict]:
+        rows = []
+        for tech in sorted(self.techniques, key=lambda t: (attack_id(t) is None, t)):
+            t = self.techniques[tech]
+            aid = attack_id(tech)
+            c = self.claimed.get(aid) if aid else None
+            rows.append({
+                "technique": tech, "attack_id": aid, "runs": len(t["runs"]),
+                "steps": t["counted"], "unobservable": t["unobservable"],
+                "blocked": t["blocked"], "blocked_detected": t["blocked_detected"],
+                "detected": t["detected"],
+                "recall": round(t["detected"] / t["counted"], 4) if t["counted"] else None,
+                "precision": round(c["true"] / c["alerts"], 4) if c and c["alerts"] else None,
+                "false_per_10k": self._per10k(c["false"]) if c else 0.0,
+                "median_ttd_s": _median(t["ttd"]),
+                "detected_by": dict(sorted(t["by"].items(), key=lambda kv: -kv[1])),
+            })
+        return rows
+
+    def _detector_rows(self, labels: np.ndarray) -> list[dict]:
+        rows = []
+        for n in self.names:
+            d = self.det[n]
+            roc = pr = None
+            if n in self.scoring and labels.size:
+                roc, pr = _auc(labels, np.concatenate(self.scores[n]))
+            rows.append({
+                "detector": n, "family": self.family[n], "alerts": d["alerts"],
+                "true": d["true"], "false": d["false"], "false_per_10k": self._per10k(d["false"]),
+                "precision": round(d["true"] / d["alerts"], 4) if d["alerts"] else None,
+                "steps_detected": d["steps_detected"], "median_ttd_s": _median(d["ttd"]),
+                "roc_auc": roc, "pr_auc": pr,
+                "flows_per_s": round(d["flows_in"] / d["seconds"]) if d["seconds"] else None,
+                "kind": self.kind[n],
+            })
+        return rows
+
+    def evaluation(self) -> Evaluation:
+        labels = np.concatenate(self.labels) if self.labels else np.zeros(0, bool)
+        tech_rows = self._technique_rows()
+        coverage = {}
+        for row in tech_rows:
+            t = self.techniques[row["technique"]]
+            coverage[row["technique"]] = {n: f"{t['by'].get(n, 0)}/{t['counted']}"
+                                          for n in self.names if t["by"].get(n)}
+        totals = {"runs": len(self.runs), "flows": self.flows_total,
+                  "benign_flows": self.benign_flows, "attack_flows": self.attack_flows,
+                  "flow_rows_scored": int(labels.size),
+                  "steps": sum(r["steps"] for r in tech_rows),
+                  "detected": sum(r["detected"] for r in tech_rows),
+                  "skipped_runs": self.skipped}
+        return Evaluation(self.runs, tech_rows, self._detector_rows(labels), coverage, totals)
+
+
+def _run_row(rd: RunData, card_all: dict, counted: dict) -> dict:
+    return {
+        "run_id": rd.run_id, "dir": str(rd.dir), "kind": rd.kind, "topology": rd.topology,
+        "playbook": rd.playbook, "baseline_s": rd.baseline_s,
+        "flows": card_all["flows"]["total"], "benign_flows": card_all["flows"]["benign"],
+        "attack_flows": card_all["flows"]["attack"],
+        "steps": sum(1 for v in counted.values() if v),
+        "detected": sum(1 for s in card_all["steps"] if counted.get(s["step_id"])
+                        and s["detected"]),
+        "alerts": card_all["alerts"]["total"], "false_alerts": card_all["alerts"]["false"],
+    }
+
+
+def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0,
+             on_run=None) -> Evaluation:
+    """Evaluate ``detectors`` on every run in ``run_dirs`` (folders or ``Run``s; see the module
+    docstring). ``train``: ``(flows, packets)`` every trainable detector learns from instead of
+    each run's own baseline window. ``on_run(i, n, path)`` is called before each run (progress).
+    Every run folder is checked as it is read (``Run``: manifest, ledger, store): a damaged one
+    is a UserError naming the file; one that is no drill too; unfinished ones are skipped."""
+    from ..run import Run
+    run_dirs = list(run_dirs)
+    corpus = _Corpus(detectors)
+    for i, path in enumerate(run_dirs):
+        if on_run:
+            on_run(i, len(run_dirs), getattr(path, "dir", path))
+        run = path if isinstance(path, Run) else Run.open(str(path))
+        why = run.not_a_drill()
+        if why:
+            raise UserError(f"{run.dir}: {why}")
+        status = run.manifest.get("status")
+        if status != "done":
+            corpus.skipped.append({"dir": str(run.dir), "status": status})
+            continue
+        corpus.add_run(_load_run(run, detectors, train, default_baseline_s))
+    return corpus.evaluation()
