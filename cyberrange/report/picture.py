@@ -31,6 +31,13 @@ RICH_CLASS = {"UNCLASSIFIED": "green", "RESTRICTED": "magenta", "CONFIDENTIAL": 
 MAX_HOSTS_DRAWN = 16
 
 
+def _sensors_by_zone(topo: Topology) -> dict[str, list[str]]:
+    sensors: dict[str, list[str]] = {}
+    for s in topo.sensors.values():
+        sensors.setdefault(s.zone, []).append(s.name)
+    return sensors
+
+
 # -- terminal tree -------------------------------------------------------------------------
 def _svc(s) -> str:
     return f"{s.type} {s.proto}/{s.port}"
@@ -42,9 +49,7 @@ def topology_tree(topo: Topology) -> Tree:
     root = Tree(f"[bold]{topo.name}[/] [{cls}]{topo.classification}[/]"
                 + (f" — {topo.description}" if topo.description else ""))
     jewels, entries = set(topo.crown_jewels), set(topo.entry_points)
-    sensors: dict[str, list[str]] = {}
-    for s in topo.sensors.values():
-        sensors.setdefault(s.zone, []).append(s.name)
+    sensors = _sensors_by_zone(topo)
     zones = root.add("[bold]zones[/]")
     for z in topo.zones.values():
         if z.p2p:
@@ -173,119 +178,19 @@ def draw(topo: Topology, out, title: str | None = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     matplotlib.rcParams["svg.fonttype"] = "none"       # SVG text stays text (searchable, small)
 
     g, pos = layout(topo)
-    sc = _scale(pos)
-    colours = _zone_colours(topo)
-    n_draw = g.number_of_nodes()
-    size = max(11.0, min(40.0, 3.2 * math.sqrt(n_draw)))
+    size = max(11.0, min(40.0, 3.2 * math.sqrt(g.number_of_nodes())))
     fig, ax = plt.subplots(figsize=(size, size * 0.72))
     ax.set_axis_off()
-    attach = [(a, b) for a, b, d in g.edges(data=True) if d["kind"] in ("attach", "member")]
-    nx.draw_networkx_edges(g, pos, edgelist=attach, ax=ax, edge_color="#999999", width=1.0)
-    links = [(a, b) for a, b, d in g.edges(data=True) if d["kind"] == "link"]
-    nx.draw_networkx_edges(g, pos, edgelist=links, ax=ax, edge_color="#444444", width=2.6,
-                           style="dashed")
-    nx.draw_networkx_edge_labels(g, pos, edge_labels={(a, b): g.edges[a, b]["label"] for a, b in links},
-                                 ax=ax, font_size=8, rotate=False,
-                                 bbox={"boxstyle": "round", "fc": "white", "ec": "#444444"})
-
-    def cls_of(n) -> str:
-        kind = g.nodes[n]["kind"]
-        if kind in ("zone", "hostgroup"):
-            return topo.zones[g.nodes[n]["zone"]].classification
-        return topo.nodes[n].classification or topo.classification
-
-    def fill(n):
-        z = g.nodes[n]["zone"]
-        return colours.get(z, "#dddddd") if z else "#e8e8e8"
-
-    shapes = {"host": ("o", 700), "router": ("s", 1100), "firewall": ("h", 1500),
-              "zone": ("o", 2600), "hostgroup": ("o", 1800)}
-    for kind, (marker, sz) in shapes.items():
-        ns = [n for n in g if g.nodes[n]["kind"] == kind]
-        if not ns:
-            continue
-        nx.draw_networkx_nodes(
-            g, pos, nodelist=ns, ax=ax, node_shape=marker, node_size=sz,
-            node_color=[fill(n) for n in ns], alpha=0.55 if kind == "zone" else 1.0,
-            edgecolors=[CLASS_COLOURS.get(cls_of(n), "black") for n in ns],
-            linewidths=3.0 if kind != "zone" else 2.0)
-    labels = {}
-    sensors: dict[str, list[str]] = {}
-    for s in topo.sensors.values():
-        sensors.setdefault(s.zone, []).append(s.name)
-    for n in g:
-        kind = g.nodes[n]["kind"]
-        if kind == "zone":
-            z = topo.zones[n[1]]
-            bits = [z.name, str(z.subnet)]
-            if z.vlan is not None:
-                bits.append(f"vlan {z.vlan}")
-            if z.profile:
-                bits.append(z.profile.name)
-            labels[n] = "\n".join(bits)
-        elif kind == "hostgroup":
-            labels[n] = f"{g.nodes[n]['count']} hosts"
-        elif kind == "host":
-            node = topo.nodes[n]
-            svc = ",".join(f"{s.type}/{s.port}" for s in node.services)
-            labels[n] = f"{n}\n{node.ip}" + (f"\n{svc}" if svc else "")
-        else:
-            labels[n] = n
-    sc = _scale(pos)
-    for n, text in labels.items():
-        x, y = pos[n]
-        kind = g.nodes[n]["kind"]
-        if kind == "host":
-            # outside the node, along the direction it was fanned out in
-            a = g.nodes[n]["angle"]
-            c, si = math.cos(a), math.sin(a)
-            x, y = x + 0.035 * sc * c, y + 0.035 * sc * si
-            ha = "left" if c > 0.3 else "right" if c < -0.3 else "center"
-            va = "bottom" if si > 0.3 else "top" if si < -0.3 else "center"
-            ax.text(x, y, text, fontsize=7.5, ha=ha, va=va,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
-        else:
-            ax.text(x, y, text, fontsize=8.5, ha="center", va="center",
-                    fontweight="bold" if kind in ("zone", "router", "firewall") else "normal")
-    # marks: crown jewels, entry points, sensors
-    jewels = [n for n in topo.crown_jewels if n in pos]
-    if jewels:
-        ax.scatter([pos[n][0] for n in jewels], [pos[n][1] for n in jewels], marker="*", s=520,
-                   c="gold", edgecolors="black", linewidths=1.0, zorder=5)
-    entries = [n for n in topo.entry_points if n in pos]
-    if entries:
-        ax.scatter([pos[n][0] for n in entries], [pos[n][1] for n in entries], marker="^", s=260,
-                   c="#d62728", edgecolors="black", linewidths=1.0, zorder=5)
-    for zname, names in sensors.items():
-        zn = ("zone", zname)
-        if zn in pos:
-            # beside the zone, on the side of its routers (the hosts fan out on the other side)
-            a = g.nodes[zn].get("away", 0.0) + math.pi * 0.75
-            x, y = pos[zn][0] + 0.075 * sc * math.cos(a), pos[zn][1] + 0.075 * sc * math.sin(a)
-            ax.scatter([x], [y], marker="o", s=220, c="white", edgecolors="black", zorder=6)
-            ax.scatter([x], [y], marker="o", s=60, c="black", zorder=7)
-            ax.text(x, y - 0.02 * sc, ", ".join(names), fontsize=7, ha="center", va="top",
-                    style="italic", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none",
-                                          "alpha": 0.8})
-    # legend: classifications, kinds, marks, zones
-    handles = [Line2D([], [], marker="o", ls="", mfc="white", mec=c, mew=3, ms=11, label=k)
-               for k, c in CLASS_COLOURS.items()
-               if any(cls_of(n) == k for n in g)]
-    handles += [Line2D([], [], marker=m, ls="", mfc="#e8e8e8", mec="black", ms=11, label=lbl)
-                for m, lbl in (("o", "host"), ("s", "router"), ("h", "firewall"))]
-    handles += [Line2D([], [], marker="*", ls="", mfc="gold", mec="black", ms=16, label="crown jewel"),
-                Line2D([], [], marker="^", ls="", mfc="#d62728", mec="black", ms=11, label="entry point"),
-                Line2D([], [], marker="o", ls="", mfc="black", mec="black", ms=6, label="sensor"),
-                Line2D([], [], color="#444444", ls="--", lw=2.5, label="point-to-point link")]
-    handles += [Line2D([], [], marker="o", ls="", mfc=c, mec="none", ms=11, label=f"zone {z}")
-                for z, c in colours.items()]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8,
-              title="outline = classification", title_fontsize=8, frameon=True)
+    drawing = _Drawing(topo, g, pos, ax)
+    drawing.edges()
+    drawing.nodes()
+    drawing.labels()
+    drawing.marks()
+    drawing.legend()
     ax.set_title(title or f"{topo.name} ({topo.classification})" +
                  (f"\n{topo.description}" if topo.description else ""), fontsize=11)
     ax.margins(0.12)
@@ -294,6 +199,139 @@ def draw(topo: Topology, out, title: str | None = None) -> Path:
     fig.savefig(out, dpi=110 if out.suffix.lower() == ".png" else None, bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+NODE_SHAPES = {"host": ("o", 700), "router": ("s", 1100), "firewall": ("h", 1500),
+               "zone": ("o", 2600), "hostgroup": ("o", 1800)}       # kind -> marker, size
+
+
+class _Drawing:
+    """``topo`` drawn on the axes ``ax`` from the graph and positions of ``layout``: one method
+    a layer, called in this order (what is drawn later lies on top)."""
+
+    def __init__(self, topo: Topology, g: nx.Graph, pos: dict, ax):
+        self.topo, self.g, self.pos, self.ax = topo, g, pos, ax
+        self.sc = _scale(pos)
+        self.colours = _zone_colours(topo)
+
+    def classification(self, n) -> str:
+        kind = self.g.nodes[n]["kind"]
+        if kind in ("zone", "hostgroup"):
+            return self.topo.zones[self.g.nodes[n]["zone"]].classification
+        return self.topo.nodes[n].classification or self.topo.classification
+
+    def fill(self, n):
+        z = self.g.nodes[n]["zone"]
+        return self.colours.get(z, "#dddddd") if z else "#e8e8e8"
+
+    def edges(self) -> None:
+        """Zone attachments and members thin and grey, point-to-point links dashed with their
+        name and profile."""
+        g, pos, ax = self.g, self.pos, self.ax
+        attach = [(a, b) for a, b, d in g.edges(data=True) if d["kind"] in ("attach", "member")]
+        nx.draw_networkx_edges(g, pos, edgelist=attach, ax=ax, edge_color="#999999", width=1.0)
+        links = [(a, b) for a, b, d in g.edges(data=True) if d["kind"] == "link"]
+        nx.draw_networkx_edges(g, pos, edgelist=links, ax=ax, edge_color="#444444", width=2.6,
+                               style="dashed")
+        nx.draw_networkx_edge_labels(g, pos,
+                                     edge_labels={(a, b): g.edges[a, b]["label"] for a, b in links},
+                                     ax=ax, font_size=8, rotate=False,
+                                     bbox={"boxstyle": "round", "fc": "white", "ec": "#444444"})
+
+    def nodes(self) -> None:
+        """Shape = kind, fill = zone, outline = classification."""
+        g = self.g
+        for kind, (marker, sz) in NODE_SHAPES.items():
+            ns = [n for n in g if g.nodes[n]["kind"] == kind]
+            if not ns:
+                continue
+            nx.draw_networkx_nodes(
+                g, self.pos, nodelist=ns, ax=self.ax, node_shape=marker, node_size=sz,
+                node_color=[self.fill(n) for n in ns], alpha=0.55 if kind == "zone" else 1.0,
+                edgecolors=[CLASS_COLOURS.get(self.classification(n), "black") for n in ns],
+                linewidths=3.0 if kind != "zone" else 2.0)
+
+    def label_text(self, n) -> str:
+        kind = self.g.nodes[n]["kind"]
+        if kind == "zone":
+            z = self.topo.zones[n[1]]
+            bits = [z.name, str(z.subnet)]
+            if z.vlan is not None:
+                bits.append(f"vlan {z.vlan}")
+            if z.profile:
+                bits.append(z.profile.name)
+            return "\n".join(bits)
+        if kind == "hostgroup":
+            return f"{self.g.nodes[n]['count']} hosts"
+        if kind == "host":
+            node = self.topo.nodes[n]
+            svc = ",".join(f"{s.type}/{s.port}" for s in node.services)
+            return f"{n}\n{node.ip}" + (f"\n{svc}" if svc else "")
+        return n
+
+    def labels(self) -> None:
+        """A host's label outside it, along the direction it was fanned out in; any other
+        node's label on it."""
+        texts = {n: self.label_text(n) for n in self.g}
+        for n, text in texts.items():
+            x, y = self.pos[n]
+            kind = self.g.nodes[n]["kind"]
+            if kind == "host":
+                a = self.g.nodes[n]["angle"]
+                c, si = math.cos(a), math.sin(a)
+                x, y = x + 0.035 * self.sc * c, y + 0.035 * self.sc * si
+                ha = "left" if c > 0.3 else "right" if c < -0.3 else "center"
+                va = "bottom" if si > 0.3 else "top" if si < -0.3 else "center"
+                self.ax.text(x, y, text, fontsize=7.5, ha=ha, va=va,
+                             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                                   "alpha": 0.8})
+            else:
+                self.ax.text(x, y, text, fontsize=8.5, ha="center", va="center",
+                             fontweight="bold" if kind in ("zone", "router", "firewall")
+                             else "normal")
+
+    def marks(self) -> None:
+        """Crown jewels, entry points, sensors."""
+        pos, ax, sc = self.pos, self.ax, self.sc
+        jewels = [n for n in self.topo.crown_jewels if n in pos]
+        if jewels:
+            ax.scatter([pos[n][0] for n in jewels], [pos[n][1] for n in jewels], marker="*",
+                       s=520, c="gold", edgecolors="black", linewidths=1.0, zorder=5)
+        entries = [n for n in self.topo.entry_points if n in pos]
+        if entries:
+            ax.scatter([pos[n][0] for n in entries], [pos[n][1] for n in entries], marker="^",
+                       s=260, c="#d62728", edgecolors="black", linewidths=1.0, zorder=5)
+        for zname, names in _sensors_by_zone(self.topo).items():
+            zn = ("zone", zname)
+            if zn in pos:
+                # beside the zone, on the side of its routers (the hosts fan out on the other side)
+                a = self.g.nodes[zn].get("away", 0.0) + math.pi * 0.75
+                x, y = pos[zn][0] + 0.075 * sc * math.cos(a), pos[zn][1] + 0.075 * sc * math.sin(a)
+                ax.scatter([x], [y], marker="o", s=220, c="white", edgecolors="black", zorder=6)
+                ax.scatter([x], [y], marker="o", s=60, c="black", zorder=7)
+                ax.text(x, y - 0.02 * sc, ", ".join(names), fontsize=7, ha="center", va="top",
+                        style="italic", bbox={"boxstyle": "round,pad=0.1", "fc": "white",
+                                              "ec": "none", "alpha": 0.8})
+
+    def legend(self) -> None:
+        """Classifications present, kinds, marks, zones."""
+        from matplotlib.lines import Line2D
+        handles = [Line2D([], [], marker="o", ls="", mfc="white", mec=c, mew=3, ms=11, label=k)
+                   for k, c in CLASS_COLOURS.items()
+                   if any(self.classification(n) == k for n in self.g)]
+        handles += [Line2D([], [], marker=m, ls="", mfc="#e8e8e8", mec="black", ms=11, label=lbl)
+                    for m, lbl in (("o", "host"), ("s", "router"), ("h", "firewall"))]
+        handles += [Line2D([], [], marker="*", ls="", mfc="gold", mec="black", ms=16,
+                           label="crown jewel"),
+                    Line2D([], [], marker="^", ls="", mfc="#d62728", mec="black", ms=11,
+                           label="entry point"),
+                    Line2D([], [], marker="o", ls="", mfc="black", mec="black", ms=6,
+                           label="sensor"),
+                    Line2D([], [], color="#444444", ls="--", lw=2.5, label="point-to-point link")]
+        handles += [Line2D([], [], marker="o", ls="", mfc=c, mec="none", ms=11, label=f"zone {z}")
+                    for z, c in self.colours.items()]
+        self.ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8,
+                       title="outline = classification", title_fontsize=8, frameon=True)
 
 
 def _scale(pos) -> float:
