@@ -7,19 +7,20 @@ entry in ``EXPECT`` (the outcome of each step) and, if it runs longer than ~30 s
 ``COMPRESS`` (param and timing overrides that shorten it for the test; the shipped pacing is
 realistic: minutes to an hour).
 
-Timings (2 cores, shared): the validation tests take ~10 s; each live playbook 10-35 s including the
-twin's boot and teardown, the whole file ~4.5 min (see docs/playbooks.md).
+Timings (2 cores, shared): the validation tests take ~10 s; each live playbook 3-25 s including the
+twin's boot and teardown; they run 6 at a time (``live_playbook``), the whole file ~1.5 min.
 """
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from background import Pool
 from conftest import ROOT, cli, needs_twin
 
 from cyberrange.attack.ledger import read_ledger
@@ -205,38 +206,61 @@ def compressed_copy(path: Path, out_dir: Path, extra: dict | None = None) -> Pat
     return dst
 
 
+# The live playbooks run side by side, each in a worker process of its own (tests/playbook_worker.py:
+# twin, victims' traffic, playbook, sensors, teardown), all started when this module's first live
+# test asks for one (tests/background.py); each test then checks its playbook's ledger and capture.
+# The checks below (no sensor drop, ledger == capture per 5-tuple, ARP frame counts) are what
+# would show a packet lost to the contention. 6 at a time: the playbooks mostly wait (paced steps).
+SLOTS = 6
+LIVE = "test_playbook_runs_in_its_twin_and_the_ledger_matches_the_capture"
+# rough wall times alone (s), to start the longest first
+LENGTH = {"fob_service_discovery": 25, "airbase_c2_beacon": 22, "naval_low_slow_scan": 20,
+          "fob_ops_mitm": 20}
+
+
+def _worker_argv(path: Path, out: Path) -> list:
+    out.mkdir(parents=True, exist_ok=True)
+    doc = _doc(path)
+    return [sys.executable, ROOT / "tests" / "playbook_worker.py", compressed_copy(path, out),
+            _topology_file(path), out, json.dumps(VICTIM_TRAFFIC.get(doc["name"], []))]
+
+
+@pytest.fixture(scope="module")
+def live_playbook(tmp_path_factory, request):
+    """``live_playbook(path)`` -> the worker's output folder, once the playbook has run."""
+    base = tmp_path_factory.mktemp("live-playbooks")
+    pool = Pool(SLOTS)
+    request.addfinalizer(pool.close)
+    wanted = [i.callspec.params["path"] for i in request.session.items
+              if i.module is request.module and i.originalname == LIVE]
+    for path in sorted(wanted, key=lambda p: -LENGTH.get(p.stem, 10)):
+        pool.submit(path, _worker_argv(path, base / path.stem), timeout=600, cwd=ROOT)
+
+    def get(path: Path) -> Path:
+        r = pool.result(path, None if path in pool.jobs else _worker_argv(path, base / path.stem),
+                        timeout=600, cwd=ROOT)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return base / path.stem
+    return get
+
+
+
 @needs_twin
 @pytest.mark.parametrize("path", PLAYBOOKS, ids=IDS)
-def test_playbook_runs_in_its_twin_and_the_ledger_matches_the_capture(path, tmp_path,
+def test_playbook_runs_in_its_twin_and_the_ledger_matches_the_capture(path, live_playbook,
                                                                        record_property):
     from cyberrange.score.score import packet_reconciliation
     from cyberrange.telemetry.pcap import parse_pcaps
-    from cyberrange.twin.build import Twin
 
-    topo = load_topology(_topology_file(path))
-    pb = load_playbook(compressed_copy(path, tmp_path), topo)
+    pb = load_playbook(path, load_topology(_topology_file(path)))
     run_id = f"test-pb-{pb.name}"
-    run_dir = tmp_path / "run"
-    ledger_path = run_dir / "ledger.jsonl"
-    twin = Twin(topo, run_dir, run_id, log=lambda m: None)
-    background: list[subprocess.Popen] = []
-    t0 = time.monotonic()
-    try:
-        twin.start()
-        for node, argv in VICTIM_TRAFFIC.get(pb.name, []):
-            background.append(twin.popen(node, argv, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL))
-        if background:
-            time.sleep(1.0)                   # the victims' neighbour entries exist
-        t1 = time.monotonic()
-        run_playbook(pb, topo, twin, ledger_path, run_id)
-        record_property("playbook_s", round(time.monotonic() - t1, 1))
-    finally:
-        for p in background:
-            p.terminate()
-        sensor_stats = twin.stop_sensors()
-        twin.stop()
-    record_property("total_s", round(time.monotonic() - t0, 1))
+    out = live_playbook(path)
+    result = json.loads((out / "result.json").read_text())
+    sensor_stats = result["sensor_stats"]
+    sensor_files = {n: Path(f) for n, f in result["sensor_files"].items()}
+    ledger_path = out / "run" / "ledger.jsonl"
+    record_property("playbook_s", result.get("playbook_s"))
+    record_property("total_s", result["total_s"])
     records = read_ledger(ledger_path)
 
     # every step ran with the outcome it was designed for
@@ -252,7 +276,7 @@ def test_playbook_runs_in_its_twin_and_the_ledger_matches_the_capture(path, tmp_
     # the sensors lost nothing, and saw every ledger packet: per 5-tuple, in the step's window
     for name, stats in sensor_stats.items():
         assert not stats.get("dropped"), (name, stats)
-    pcaps = [(str(f), name) for name, f in twin.sensor_files.items() if f.exists()]
+    pcaps = [(str(f), name) for name, f in sensor_files.items() if f.exists()]
     packets, _flows, _stats = parse_pcaps(pcaps, run_id)
     rows = packet_reconciliation(records, packets)
     bad = [r for r in rows if r["ledger_packets"] != r["stored_packets"]]
@@ -266,7 +290,7 @@ def test_playbook_runs_in_its_twin_and_the_ledger_matches_the_capture(path, tmp_
 
     _check_effects(pb.name, records)
     if pb.name in ARP_CHECKS:
-        _check_arp_frames(records, twin.sensor_files[ARP_CHECKS[pb.name]])
+        _check_arp_frames(records, sensor_files[ARP_CHECKS[pb.name]])
 
 
 def _check_arp_frames(records: list[dict], pcap: Path) -> None:
