@@ -6,9 +6,9 @@ the twin down, and then ``analyse`` turns the run folder into records, alerts an
 without the twin (which is why a run can be re-scored later).
 
 Live mode (``DrillOptions.live``): the sensors rotate every ``live_rotate_s`` and a background
-thread (``telemetry.live.LiveIngest``) appends each closed pcap to the store while the drill runs;
+thread (``ingest.live.LiveIngest``) appends each closed pcap to the store while the drill runs;
 ``analyse`` then rebuilds the store from the pcaps, so the final records are exact (live flow
-records are provisional: see ``telemetry/live.py``). ``analyse`` also reconciles what was sent,
+records are provisional: see ``ingest/live.py``). ``analyse`` also reconciles what was sent,
 captured and stored (``score/reconcile.py``).
 """
 from __future__ import annotations
@@ -204,7 +204,7 @@ def _start_live(session, run: Run, twin, inputs: Inputs, ui):
     Registers the cleanup that stops sensors and ingest in the right order; returns the
     streaming detection."""
     from cyberrange.detect.stream import StreamingDetection
-    from cyberrange.telemetry.live import LiveIngest
+    from cyberrange.ingest.live import LiveIngest
     stream = StreamingDetection(inputs.detectors, baseline_s=run.manifest["baseline_s"],
                                 on_alert=getattr(ui, "live_alert", None))
     live = LiveIngest(twin.sensors, run.store_path, run.id,
@@ -264,7 +264,7 @@ def _write_json(path: Path, data) -> None:
 
 def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     """pcaps -> store -> detectors -> alerts -> scorecard.json + report. No twin needed.
-    The captures are read by ``telemetry.load.load_captures`` (each sensor's files as one
+    The captures are read by ``ingest.load.load_captures`` (each sensor's files as one
     stream; the parser's counts per sensor in ``stats["sensors"]``).
     ``es`` (an ElasticsearchStore): the records, alerts and ledger also go there, and the
     reconciliation gets an ``es`` section (sent, acknowledged, spooled, replayed).
@@ -280,7 +280,7 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
-    from cyberrange.telemetry.load import load_captures
+    from cyberrange.ingest.load import load_captures
     ui = ui or NullUI()
     ledger = run.check_analysable()
     timings = run.manifest.setdefault("timings", {})

@@ -19,7 +19,7 @@ from cyberrange.model.reach import ReachIndex, allowed
 from cyberrange.model.topology import ROLES
 from cyberrange.traffic import clients
 from cyberrange.traffic.benign import generate, read_logs, summarize
-from cyberrange.traffic.kinds import KINDS
+from cyberrange.model.benign_kinds import KINDS
 from cyberrange.traffic.plan import (
     _role_defaults_raw,
     explain_benign,

@@ -375,7 +375,7 @@ def test_v1_benign_keys_unchanged():
 
 def test_schema_knows_every_kind_and_new_service():
     from cyberrange.model.topology import SERVICE_TYPES
-    from cyberrange.traffic.kinds import KINDS
+    from cyberrange.model.benign_kinds import KINDS
     defs = topology_schema()["$defs"]
     assert set(defs["trafficProfile"]["properties"]["kind"]["enum"]) == set(KINDS)
     assert set(defs["service"]["properties"]["type"]["enum"]) == set(SERVICE_TYPES)

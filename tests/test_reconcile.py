@@ -19,7 +19,7 @@ from cyberrange.telemetry.files import (
     join_pcaps,
     rotation_key,
 )
-from cyberrange.telemetry.load import load_captures
+from cyberrange.ingest.load import load_captures
 
 T0 = time.time() - 60
 SRC, DST, SPORT, DPORT = "10.0.0.1", "10.0.0.2", 40000, 9

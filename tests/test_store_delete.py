@@ -12,7 +12,7 @@ from test_store import alert_rows, packet_rows
 from cyberrange.store.base import EventStore
 from cyberrange.store.duckdb_store import DuckDBStore
 from cyberrange.store.es_store import ElasticsearchStore
-from cyberrange.telemetry.load import load_captures
+from cyberrange.ingest.load import load_captures
 
 MIXED = "tests/data/pcaps/mixed.pcap"
 

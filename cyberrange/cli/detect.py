@@ -54,8 +54,8 @@ def detect_list(detectors_dir):
 
 
 def _load(pcap: str, run_id: str):
-    """An external capture's records (``telemetry.load``), or a one-line error."""
-    from cyberrange.telemetry.load import load_captures
+    """An external capture's records (``ingest.load``), or a one-line error."""
+    from cyberrange.ingest.load import load_captures
     if not Path(pcap).is_file():
         raise UserError(f"no such capture file: {pcap}")
     return load_captures([(pcap, Path(pcap).stem)], run_id)

@@ -244,10 +244,12 @@ def verify_cmd(file, runs_dir, bandwidth, as_json):
     run = Run.create(runs_dir, f"{topo.name}-verify", {"topology": file})
     run.manifest.update(kind="verify", topology=topo.name)
     run.save()
+    from cyberrange.session import TwinSession
     with console.status("booting the twin") as st:
         rep = verify(topo, run.dir, bandwidth=bandwidth,
                      log=lambda m: console.print(f"[yellow]warning:[/] {m}"),
-                     stage_cb=lambda s: st.update(f"twin: {s}"), run=run)
+                     stage_cb=lambda s: st.update(f"twin: {s}"),
+                     session=lambda twin: TwinSession(run, twin))
     (run.dir / "verify.json").write_text(_json.dumps(rep, indent=2, default=str))
     run.manifest.update(summary=rep["summary"])
     run.finish("done")

@@ -12,7 +12,7 @@ given, one sensor each (``.pcapng`` too).
   rotation are assembled once;
 * :func:`tcpdump_counters` reads the counters tcpdump writes to its log.
 
-These helpers are what analysis needs of the captures: drill analysis (``telemetry.load``),
+These helpers are what analysis needs of the captures: drill analysis (``ingest.load``),
 the reconciliation (``score/reconcile.py``) and the sensors that write the files
 (``twin/sensors.py``) all use them. Standard library only.
 """

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 
 from cyberrange.model.topology import Node, Topology, TrafficProfile
-from cyberrange.traffic.kinds import KINDS, REFERENCE_INTERVAL
+from cyberrange.model.benign_kinds import KINDS, REFERENCE_INTERVAL
 
 ROLES_FILE = Path(__file__).parent / "roles.yaml"
 NO_TARGET_ROLES = ("external", "foothold")     # never chosen as servers from the model

@@ -152,17 +152,17 @@ def _wait_listening(twin, node: str, port: int, proc, timeout: float = 5.0) -> N
 
 
 def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None,
-           run=None) -> dict:
-    """Boot, probe, measure, tear down. With ``run`` (a Run whose folder is ``run_dir``) the
-    twin's life is a ``session.TwinSession``: signals, teardown and the manifest as in a drill."""
+           session=None) -> dict:
+    """Boot, probe, measure, tear down. ``session(twin)``: a context manager that holds the
+    twin's life (the CLI passes ``session.TwinSession`` of the run: signals, teardown and the
+    manifest as in a drill); without one, the twin is simply stopped at the end."""
     from contextlib import nullcontext
 
-    from cyberrange.session import TwinSession
     from cyberrange.twin.build import Twin
     twin = Twin(topo, run_dir, Path(run_dir).name, log=log)
     t0 = time.monotonic()
     report: dict = {"topology": topo.name}
-    with (TwinSession(run, twin) if run is not None else nullcontext()):
+    with (session(twin) if session is not None else nullcontext()):
         _measure(twin, report, t0, bandwidth, stage_cb)
     return _summarise(report)
 

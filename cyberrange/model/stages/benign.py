@@ -2,14 +2,13 @@
 per-node profiles, checked here against the model; ``cyberrange.traffic`` plans them."""
 from __future__ import annotations
 
+from cyberrange.model.benign_kinds import KINDS
 from cyberrange.model.stages.base import Context
 from cyberrange.model.topology import BenignTraffic, TrafficProfile
 from cyberrange.model.yamlsrc import did_you_mean
 
 
 def benign(ctx: Context) -> None:
-    # traffic/kinds.py is plain data (no imports): the model reads what each kind needs
-    from cyberrange.traffic.kinds import KINDS
     doc, topo = ctx.doc, ctx.topo
     default = ctx.defaults["benign"]
     b = doc.data.get("benign", {})

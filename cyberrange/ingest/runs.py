@@ -2,7 +2,7 @@
 
 ``ingest_pcaps`` makes a run of kind ``ingest``: the files are placed under ``RUN/pcaps/`` (one
 sensor each, named after the file or ``observer``), parsed into the run's store
-(``telemetry.load.load_captures``, as drills do) and the run is sealed. The run has no ledger,
+(``ingest.load.load_captures``, as drills do) and the run is sealed. The run has no ledger,
 so ``cyberrange drill score RUN`` gives a scorecard without steps that still counts alerts and
 flows. ``cyberrange ingest`` (``cli/ingest.py``) prints what this returns.
 """
@@ -86,7 +86,7 @@ def ingest_pcaps(files: list[str], runs_dir: str = "runs", observer: str | None 
     ``mode``: ``link`` (hard link, else copy), ``copy`` or ``symlink``."""
     from cyberrange.run import Run
     from cyberrange.store import open_store
-    from cyberrange.telemetry.load import load_captures
+    from cyberrange.ingest.load import load_captures
     srcs = _sources(files, observer)
     t0 = time.monotonic()
     run = Run.create(runs_dir, label or _observer_name("ingest-" + srcs[0][0].stem)[:40],

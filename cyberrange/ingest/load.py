@@ -7,7 +7,7 @@ caller goes through it:
 * ``cyberrange.ingest``: capture files named on the command line, one sensor each;
 * ``cyberrange detect run --pcap``: one file, into an in-memory store or ``--store``
   (``replace=True``: the run's earlier records and alerts go first);
-* live mode (``telemetry/live.py``): each closed file of a sensor as the drill runs, written
+* live mode (``ingest/live.py``): each closed file of a sensor as the drill runs, written
   under the ingest thread's lock.
 
 The parsing itself is ``pcap.parse_pcaps``; what this module adds is where the captures come
@@ -23,9 +23,9 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 
-from ..errors import UserError
-from .files import capture_files, join_pcaps
-from .pcap import parse_pcaps
+from cyberrange.errors import UserError
+from cyberrange.telemetry.files import capture_files, join_pcaps
+from cyberrange.telemetry.pcap import parse_pcaps
 
 __all__ = ["Loaded", "load_captures", "run_captures"]
 

@@ -4,7 +4,7 @@ In live mode every sensor rotates its pcap every few seconds (``Sensors(rotate_s
 :class:`LiveIngest` is a background thread that, every ``interval`` seconds, takes each sensor's
 *closed* files (tcpdump closes a file before it opens the next one, so every file but the newest
 is complete) that it has not ingested yet, and appends each one's packet and flow records to the
-run's DuckDB store (``telemetry.load.load_captures``, as every other way captures reach a store).
+run's DuckDB store (``ingest.load.load_captures``, as every other way captures reach a store).
 
 Exactness, and the choice made here:
 
