@@ -15,6 +15,10 @@ they do (bandwidth measurements, tests that compare the list of live twins befor
     pool.submit("fob", argv)              # starts when a slot is free, in submission order
     r = pool.result("fob")                # waits; a CompletedProcess (+ .elapsed_s)
     pool.close()                          # SIGTERM to what still runs (its teardown runs)
+
+On Ctrl-C pytest ends the session at once: ``close_all`` (called by conftest's
+``pytest_sessionfinish`` before it looks for leftover twin objects) stops every pool's drills,
+which then tear their twins down.
 """
 from __future__ import annotations
 
@@ -27,6 +31,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 
 
+_POOLS: list["Pool"] = []
+
+
+def close_all() -> None:
+    """Close every pool that is still open (a Ctrl-C ended the session before their fixtures)."""
+    for pool in list(_POOLS):
+        pool.close()
+
+
 class Pool:
     def __init__(self, slots: int):
         self.slots = slots
@@ -35,6 +48,7 @@ class Pool:
         self.procs: dict[object, subprocess.Popen] = {}
         self.lock = threading.Lock()
         self.closed = False
+        _POOLS.append(self)
 
     def submit(self, key, argv: list, timeout: float = 900, **popen) -> None:
         """Queue ``argv`` under ``key`` (once: a second submit of a key is ignored)."""
@@ -76,27 +90,31 @@ class Pool:
         return r
 
     @staticmethod
-    def _stop(p: subprocess.Popen) -> None:
-        """SIGTERM (a drill unwinds and removes its twin), then SIGKILL after a minute."""
-        if p.poll() is not None:
-            return
-        with suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+    def _stop(*procs: subprocess.Popen) -> None:
+        """SIGTERM to each (a drill unwinds and removes its twin), then SIGKILL to any that is
+        still there a minute later."""
+        for p in procs:
+            if p.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
     def close(self) -> None:
         """Cancel what has not started, stop what runs (its twin is torn down), wait."""
+        if self in _POOLS:
+            _POOLS.remove(self)
         with self.lock:
             self.closed = True
             running = list(self.procs.values())
         for f in self.jobs.values():
             f.cancel()
-        for p in running:
-            self._stop(p)
+        self._stop(*running)
         self.executor.shutdown(wait=True)
 

@@ -65,6 +65,8 @@ def pytest_sessionfinish(session, exitstatus):
     """After the whole suite no kernel object of any twin made by it may remain."""
     if can_build_twin() is not None:
         return
+    from background import close_all
+    close_all()                 # drills still running in the background (Ctrl-C) end first
     from cyberrange.twin.state import leftovers
     left = leftovers()
     if any(left.values()):
