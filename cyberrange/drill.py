@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,9 @@ class DrillOptions:
     store: str | None = None         # es://... : records also go to Elasticsearch (analyse)
     duration_s: float = 60.0         # benign-only drill (no playbook): seconds of traffic
     baseline_s: float | None = None  # trainable detectors learn from the first N s (None: warmup)
+    # called once every input has passed its checks, before the run folder and the twin exist
+    # (the CLI offers to remove stale twins there, so a refused drill prints only its error)
+    on_inputs_checked: Callable[[], None] | None = None
 
 
 @dataclass
@@ -140,6 +144,8 @@ def _open_run(topology_path, playbook_path, opts: DrillOptions, ui):
         raise UserError(f"{topology_path}: a benign-only drill needs benign traffic, but it is "
                         "disabled (--no-benign or the topology's benign.enabled: false)")
     probe_runs_dir(opts.runs_dir)
+    if opts.on_inputs_checked is not None:
+        opts.on_inputs_checked()
     seed = opts.seed if opts.seed is not None else topo.benign.seed
     run = Run.create(opts.runs_dir, f"{topo.name}", {
         "topology": topology_path, "playbook": playbook_path}, seed=seed)
@@ -275,12 +281,12 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     (``Run.staged``): an error or a crash midway leaves the previous result as it was, and the
     manifest is saved with the new counts only then."""
     from cyberrange.detect.registry import run_detectors
+    from cyberrange.ingest.load import load_captures
     from cyberrange.report.aar import write_report
     from cyberrange.run import ANALYSIS_OUTPUTS
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
-    from cyberrange.ingest.load import load_captures
     ui = ui or NullUI()
     ledger = run.check_analysable()
     timings = run.manifest.setdefault("timings", {})

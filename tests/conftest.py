@@ -21,9 +21,11 @@ def can_build_twin() -> str | None:
     for tool in ("mnexec", "tcpdump", "nft", "brctl"):
         if not shutil.which(tool):
             return f"{tool} missing"
-    try:
-        import mininet.net  # noqa: F401
-    except ImportError:
+    # found, not imported: importing mininet.log changes the logger class of every logger made
+    # later in this process (Elasticsearch's would print to stderr); cyberrange.twin.mnnodes
+    # imports it under a guard when a twin is built
+    import importlib.util
+    if importlib.util.find_spec("mininet") is None:
         return "mininet module missing"
     return None
 
@@ -72,3 +74,27 @@ def pytest_sessionfinish(session, exitstatus):
     if any(left.values()):
         print(f"\nLEFTOVER twin objects after the suite: {left}", file=sys.stderr)
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_stale_twin_left_by_the_module(request):
+    """A module should not leave a twin whose owner is gone (a drill killed by a timeout, a
+    crash): the next drill would print a stale-twin note and its kernel objects would stay
+    until a later ``down --stale``. Such a twin is removed here, and the suite ends with a
+    warning naming the module that left it (once seen on CI, a fob drill, not reproduced
+    here in 244 tests; the warning says where to look next time)."""
+    if can_build_twin() is not None:
+        yield
+        return
+    from cyberrange.twin.state import live_states
+    before = {s.prefix for s in live_states()}
+    yield
+    left = [s for s in live_states() if s.prefix not in before and not s.owner_alive]
+    if left:
+        import warnings
+        from cyberrange.session import remove_twin
+        for s in left:
+            remove_twin(s)
+        warnings.warn(f"{request.module.__name__} left stale twin(s), removed: "
+                      + ", ".join(f"{s.prefix} (run {s.run_id}, {s.run_dir})" for s in left),
+                      stacklevel=1)

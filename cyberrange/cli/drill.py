@@ -159,8 +159,9 @@ def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, basel
     opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
                         warmup_s=warmup, cooldown_s=cooldown, seed=seed, live=live,
                         live_rotate_s=rotate_s, intensity=intensity, duration_s=duration_s,
-                        baseline_s=baseline_s, store=store_url)
-    stale_twins_note(console, interactive=sys.stdin.isatty() and console.is_terminal)
+                        baseline_s=baseline_s, store=store_url,
+                        on_inputs_checked=lambda: stale_twins_note(
+                            console, interactive=sys.stdin.isatty() and console.is_terminal))
     ui = RichUI(console)
     try:
         with ui:
