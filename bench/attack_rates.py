@@ -1,8 +1,9 @@
 """Benchmark: flood and paced sending rates of fastsend against tcpreplay on the SAME packets.
 
-Lab (made here, removed at the end): two namespaces ``crt-<id>-a`` and ``crt-<id>-b`` joined by
-one veth pair; nothing in the root namespace. The packets: N distinct 60-byte UDP frames from a
-to b's MAC (N source ports), written to one pcap. Both senders run inside ``crt-<id>-a``:
+Lab (made here, removed at the end, by the tests' namespace lab engine tests/support/nslab.py):
+two namespaces ``crt-<id>-a`` and ``crt-<id>-b`` joined by one veth pair; nothing in the root
+namespace. The packets: N distinct 60-byte UDP frames from a to b's MAC (N source ports),
+written to one pcap. Both senders run inside ``crt-<id>-a``:
 
 * fastsend: ``cyberrange.attack.techniques.fastsend.FastSender`` (one AF_PACKET socket,
   sendmmsg batches of 64), the frames read from the pcap;
@@ -24,12 +25,9 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shutil
-import signal
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,11 +35,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+from nslab import Lab, LabSpec, Link, Node  # noqa: E402 - the tests' namespace lab engine
+
 PY = sys.executable
-
-
-def sh(*args, check=True, **kw):
-    return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
 
 
 # --------------------------------------------------------------------------- pcap helpers
@@ -74,61 +71,37 @@ def child(args) -> None:
 
 
 # --------------------------------------------------------------------------- the lab
-class Lab:
-    def __init__(self):
-        self.id = secrets.token_hex(3)
-        self.a, self.b = f"crt-{self.id}-a", f"crt-{self.id}-b"
+# b has no address: the frames are counted by the veth and dropped at IP routing (cheap, and no
+# ICMP comes back)
+LAB = LabSpec("bench", nodes=(Node("a", "10.97.0.1/24"), Node("b")),
+              links=(Link("a", "eth0", "b", "eth0"),))
 
-    def build(self):
-        for ns in (self.a, self.b):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-               "net.ipv6.conf.default.disable_ipv6=1")
-        sh("ip", "-n", self.a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
-           "netns", self.b)
-        sh("ip", "-n", self.a, "addr", "add", "10.97.0.1/24", "dev", "eth0")
-        # b has no address: the frames are counted by the veth and dropped at IP routing
-        # (cheap, and no ICMP comes back)
-        for ns in (self.a, self.b):
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        self.mac_a = sh("ip", "netns", "exec", self.a, "cat", "/sys/class/net/eth0/address").stdout.strip()
-        self.mac_b = sh("ip", "netns", "exec", self.b, "cat", "/sys/class/net/eth0/address").stdout.strip()
 
-    def rx_packets(self) -> int:
-        j = json.loads(sh("ip", "-n", self.b, "-s", "-j", "link", "show", "eth0").stdout)
-        return int(j[0]["stats64"]["rx"]["packets"])
-
-    def teardown(self):
-        for ns in (self.a, self.b):
-            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            sh("ip", "netns", "del", ns, check=False)
+def rx_packets(lab) -> int:
+    j = json.loads(lab.ip("b", "-s", "-j", "link", "show", "eth0").stdout)
+    return int(j[0]["stats64"]["rx"]["packets"])
 
 
 def make_frames(lab: Lab, n: int) -> list[bytes]:
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
-    return [bytes(Ether(src=lab.mac_a, dst=lab.mac_b) / IP(src="10.97.0.1", dst="10.97.0.2")
+    return [bytes(Ether(src=lab.mac["a"], dst=lab.mac["b"]) / IP(src="10.97.0.1", dst="10.97.0.2")
                   / UDP(sport=20000 + i, dport=9) / (b"\x00" * 18)) for i in range(n)]
 
 
 # --------------------------------------------------------------------------- runs
 def run_fastsend(lab, pcap, count, rate, batch):
-    p = sh("ip", "netns", "exec", lab.a, PY, str(Path(__file__).resolve()), "--child",
-           "--iface", "eth0", "--pcap", str(pcap), "--count", str(count), "--rate", str(rate),
-           "--batch", str(batch), cwd=ROOT)
+    p = lab.nsx("a", PY, str(Path(__file__).resolve()), "--child",
+                "--iface", "eth0", "--pcap", str(pcap), "--count", str(count), "--rate", str(rate),
+                "--batch", str(batch), cwd=ROOT)
     r = json.loads(p.stdout.strip().splitlines()[-1])
     return r["sent"], r["sent"] / r["elapsed"] if r["elapsed"] > 0 else 0.0
 
 
 def run_tcpreplay(lab, pcap, n_frames, count, rate):
     speed = ["--topspeed"] if rate <= 0 else [f"--pps={rate}"]
-    p = sh("ip", "netns", "exec", lab.a, "tcpreplay", "-i", "eth0", "-K",
-           f"--loop={count // n_frames}", *speed, str(pcap), check=False)
+    p = lab.nsx("a", "tcpreplay", "-i", "eth0", "-K", f"--loop={count // n_frames}", *speed,
+                str(pcap), check=False)
     sent = re.search(r"Successful packets:\s+(\d+)", p.stdout)
     pps = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", p.stdout)
     if not sent:
@@ -139,22 +112,14 @@ def run_tcpreplay(lab, pcap, n_frames, count, rate):
 class Receiver:
     """tcpdump on b's eth0 (timestamps of the paced runs)."""
 
-    def __init__(self, lab, path):
-        self.path = path
-        self.p = subprocess.Popen(["ip", "netns", "exec", lab.b, "tcpdump", "-i", "eth0", "-n",
-                                   "-B", "131072", "-s", "64", "--immediate-mode", "-Z", "root",
-                                   "-w", str(path),
-                                   "udp"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  text=True)
-        assert "listening" in self.p.stderr.readline()
+    def __init__(self, lab, name):
+        self.cap = lab.capture(name, node="b", iface="eth0", snap=64, buffer_kib=131072,
+                               flush=False, bpf=["udp"])
 
     def stop(self):
-        time.sleep(0.3)
-        self.p.send_signal(signal.SIGINT)
-        err = self.p.stderr.read()
-        self.p.wait(10)
-        m = re.search(r"(\d+) packets dropped by kernel", err)
-        ts = [t for t, _f in read_pcap(self.path)]
+        path = self.cap.stop(settle=0.3)
+        m = re.search(r"(\d+) packets dropped by kernel", self.cap.stats)
+        ts = [t for t, _f in read_pcap(path)]
         rate = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else 0.0
         return len(ts), rate, int(m.group(1)) if m else -1
 
@@ -179,8 +144,8 @@ def main(argv=None) -> int:
     if os.geteuid() != 0 or not shutil.which("tcpreplay") or not shutil.which("tcpdump"):
         print("needs root, tcpreplay and tcpdump", file=sys.stderr)
         return 2
-    lab = Lab()
     tmp = Path(tempfile.mkdtemp(prefix="crt-bench-"))
+    lab = Lab(LAB, tmp)
     try:
         lab.build()
         frames = make_frames(lab, args.frames)
@@ -191,13 +156,13 @@ def main(argv=None) -> int:
         flood = {"fastsend": [], "tcpreplay": []}
         for _ in range(args.repeat):
             for who in ("fastsend", "tcpreplay"):
-                before = lab.rx_packets()
+                before = rx_packets(lab)
                 if who == "fastsend":
                     sent, pps = run_fastsend(lab, pcap, count, 0, args.batch)
                 else:
                     sent, pps = run_tcpreplay(lab, pcap, args.frames, count, 0)
                 time.sleep(0.2)
-                got = lab.rx_packets() - before
+                got = rx_packets(lab) - before
                 flood[who].append((pps, sent, got))
                 print(f"  flood {who:9s} {pps:12,.0f} pkt/s  sent {sent:,}  delivered {got:,}",
                       flush=True)
@@ -207,7 +172,7 @@ def main(argv=None) -> int:
             n = max(args.frames, int(rate * args.seconds) // args.frames * args.frames)
             for _ in range(args.repeat):
                 for who in ("fastsend", "tcpreplay"):
-                    rx = Receiver(lab, tmp / f"rx-{who}-{rate}.pcap")
+                    rx = Receiver(lab, f"rx-{who}-{rate}")
                     if who == "fastsend":
                         sent, _ = run_fastsend(lab, pcap, n, rate, args.batch)
                     else:

@@ -33,20 +33,10 @@ from cyberrange.attack.schedule import repeat_offsets, schedule, step_rng
 from cyberrange.attack.runner import merge_facts, run_playbook
 from cyberrange.errors import ContainmentError, UserError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_attack_netns import (
-    ATTACKER,
-    T1,
-    T2,
-    T3,
-    actor_flows,
-    lab,
-    lab_topology,
-    ledger_flows,
-    packets_only,
-)
+from lab_netns import ATTACKER, LAB, T1, T2, T3, lab_topology
+from nslab import actor_flows, lab_fixture, ledger_flows, needs_netns, packets_only
 
-__all__ = ["lab"]          # the module-scoped fixture, re-used
+lab = lab_fixture(LAB)
 
 FACTS = {
     "sweep": {"hosts": ["10.99.0.21", "10.99.0.22"]},
@@ -162,7 +152,7 @@ def test_at_versus_delay():
     assert schedule(_step(timing=Timing(delay=3)), 0) == (3.0, [0.0])
     assert schedule(_step(timing=Timing(at=30, jitter=0.5)), 0)[0] == 30.0   # at: not jittered
     # v1-style step objects without timing: delay_s
-    from test_attack_netns import Step as PlainStep
+    from lab_netns import Step as PlainStep
     assert schedule(PlainStep("p", "p", "T1018", "a", ["x"], delay_s=1.5), 0) == (1.5, [0.0])
 
 
@@ -479,8 +469,8 @@ def test_fact_actor_outside_the_twin_stops_the_run(tmp_path):
 
 
 def test_static_target_outside_is_refused_before_any_step(tmp_path):
-    from test_attack_netns import Playbook as PlainPlaybook
-    from test_attack_netns import Step as PlainStep
+    from lab_netns import Playbook as PlainPlaybook
+    from lab_netns import Step as PlainStep
     pb = PlainPlaybook("p", [PlainStep("a", "a", "T1018", "attacker", ["t1"]),
                              PlainStep("b", "b", "T1018", "attacker", ["8.8.8.8"])])
     stub = StubRunner(tmp_path, {})
@@ -608,34 +598,6 @@ def test_attack_run_command_with_a_stand_in_twin(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- root: real agent
-needs_lab = pytest.mark.skipif(
-    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0
-    or not __import__("shutil").which("tcpdump"), reason="needs root and tcpdump")
-
-
-class PortCapture:
-    """tcpdump on one bridge port of the lab's switch namespace."""
-
-    def __init__(self, lab, port, path):
-        self.path = path
-        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.ns["sw"], "tcpdump", "-i", port,
-                                      "-n", "-U", "--immediate-mode", "-Z", "root", "-s", "256",
-                                      "-w", str(path)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        lab.procs.append(self.proc)
-        line = self.proc.stderr.readline()
-        assert "listening" in line, line
-
-    def stop(self):
-        import signal
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(10)
-        import scapy.layers.inet
-        import scapy.layers.l2  # noqa: F401
-        from scapy.utils import rdpcap
-        return list(rdpcap(str(self.path)))
-
-
 LAB_CAMPAIGN = """
 version: 2
 name: lab-campaign
@@ -678,19 +640,18 @@ steps:
 """
 
 
-@needs_lab
+@needs_netns
 def test_lab_campaign_ledger_equals_capture(lab, tmp_path):
-    from test_attack_netns import flush_neigh
     if not lab.firewall:
         pytest.skip("needs nft for the router's drop rule")
-    flush_neigh(lab)
+    lab.flush_neigh()
     pb = load_playbook(write(tmp_path, LAB_CAMPAIGN))
     ledger = tmp_path / "run" / "ledger.jsonl"
-    cap_a = PortCapture(lab, "pa", tmp_path / "a.pcap")
-    cap_t1 = PortCapture(lab, "p1", tmp_path / "t1.pcap")
+    cap_a = lab.capture("campaign-a", "pa")
+    cap_t1 = lab.capture("campaign-t1", "p1")
     records = run_playbook(pb, lab_topology(), lab.runner(), ledger, "lab1")
     time.sleep(0.3)
-    pkts_a, pkts_t1 = cap_a.stop(), cap_t1.stop()
+    pkts_a, pkts_t1 = cap_a.stop_packets(settle=0), cap_t1.stop_packets(settle=0)
     assert read_ledger(ledger) == records
     got = [(r["step_id"], r["repeat"], r["actor"], r["outcome"]) for r in records]
     assert got == [("sweep", 0, "attacker", "succeeded"), ("sweep", 1, "attacker", "succeeded"),

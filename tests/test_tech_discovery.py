@@ -4,31 +4,12 @@ ledger is compared with a tcpdump capture of the attacker's switch port, per 5-t
 from __future__ import annotations
 
 import pytest
-from lab import (
-    ATTACKER,
-    DEAD,
-    LOGIN_BANNER,
-    ROUTER,
-    SSH_BANNER,
-    T1,
-    T2,
-    T3,
-    actor_flows,
-    assert_exact,
-    make_lab,
-    needs_lab,
-)
+from lab import ATTACKER, DEAD, LAB, LOGIN_BANNER, ROUTER, SSH_BANNER, T1, T2, T3
+from nslab import actor_flows, assert_exact, lab_fixture, needs_netns
 
-pytestmark = needs_lab
+pytestmark = needs_netns
 
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    lab = make_lab(tmp_path_factory)
-    try:
-        yield lab
-    finally:
-        lab.teardown()
+lab = lab_fixture(LAB)
 
 
 def test_arp_scan_finds_exactly_the_live_hosts_without_ip_packets(lab):
@@ -38,11 +19,11 @@ def test_arp_scan_finds_exactly_the_live_hosts_without_ip_packets(lab):
     cap = lab.capture("arp")
     res = lab.agent("T1018-arp", [ROUTER, T1, T2, DEAD, T3],
                     {"timeout": 0.5, "rate": 200, "retries": 1})
-    pkts = cap.stop()
+    pkts = cap.stop_packets()
     assert res["outcome"] == "succeeded", res
     assert res["facts"]["hosts"] == [ROUTER, T1, T2]          # t3 is behind the router
     assert set(res["facts"]["macs"]) == {ROUTER, T1, T2}
-    assert res["flows"] == [] and actor_flows(pkts) == {}       # not one IP packet
+    assert res["flows"] == [] and actor_flows(pkts, ATTACKER) == {}       # not one IP packet
     requests = [p for p in pkts if ARP in p and p[Ether].src == mac and p[ARP].op == 1]
     # 4 on-link targets, then one retry for the dead one
     assert res["facts"]["arp_requests"] == len(requests) == 5
@@ -53,12 +34,12 @@ def test_connect_scan_finds_exactly_the_open_ports(lab):
     cap = lab.capture("connect")
     res = lab.agent("T1046-connect", [T1, T2, ROUTER, DEAD],
                     {"ports": [22, 80, 443, 2222], "rate": 200, "timeout": 1.5})
-    pkts = cap.stop()
+    pkts = cap.stop_packets()
     assert res["outcome"] == "succeeded", res
     assert sorted(res["facts"]["open"]) == sorted([f"{T1}:22", f"{T1}:2222", f"{T2}:22",
                                                    f"{T2}:80"])
     assert res["facts"]["hosts"] == [T1, T2]
-    ledger, captured = assert_exact(res, pkts)
+    ledger, captured = assert_exact(res, pkts, ATTACKER)
     # open: SYN, ACK, RST, plus one ACK per segment of a service that talks first (ssh: its
     # banner; login: banner and prompt); http waits for the client: exactly 3
     for k, (n, _b) in captured.items():
@@ -74,20 +55,20 @@ def test_connect_scan_finds_exactly_the_open_ports(lab):
 def test_connect_scan_through_a_dropping_firewall_is_blocked(lab):
     cap = lab.capture("connect-blocked")
     res = lab.agent("T1046-connect", [T3], {"ports": [22, 80], "timeout": 1.5})
-    pkts = cap.stop()
+    pkts = cap.stop_packets()
     assert res["outcome"] == "blocked", res
-    ledger, _ = assert_exact(res, pkts)
+    ledger, _ = assert_exact(res, pkts, ATTACKER)
     assert all(v[0] == 2 for v in ledger.values()), ledger      # SYN + one retransmission
 
 
 def test_udp_scan_tells_open_from_closed(lab):
     cap = lab.capture("udp")
     res = lab.agent("T1046-udp", [T1], {"ports": [53, 9999], "timeout": 1.0, "retries": 1})
-    pkts = cap.stop()
+    pkts = cap.stop_packets()
     assert res["outcome"] == "succeeded", res
     assert res["facts"]["open"] == [f"{T1}:53"]
     assert res["facts"]["closed"] == [f"{T1}:9999"]
-    ledger, _ = assert_exact(res, pkts)
+    ledger, _ = assert_exact(res, pkts, ATTACKER)
     assert {k[2] for k in ledger} == {"udp"}                     # no ICMP from the actor's kernel
     assert all(v[0] == 1 for v in ledger.values())               # both answered: no retry
 
@@ -95,14 +76,14 @@ def test_udp_scan_tells_open_from_closed(lab):
 def test_banner_grab_reads_ssh_login_and_http_banners(lab):
     cap = lab.capture("banner")
     res = lab.agent("T1046-banner", [f"{T1}:22", f"{T1}:2222", f"{T2}:80", f"{T2}:443"], {})
-    pkts = cap.stop()
+    pkts = cap.stop_packets()
     assert res["outcome"] == "succeeded", res
     b = res["facts"]["banners"]
     assert b[f"{T1}:22"] == SSH_BANNER
     assert b[f"{T1}:2222"] == LOGIN_BANNER
     assert b[f"{T2}:80"].startswith("HTTP/1.0 200") and "SimpleHTTP" in b[f"{T2}:80"]
     assert f"{T2}:443" not in b
-    assert_exact(res, pkts)
+    assert_exact(res, pkts, ATTACKER)
 
 
 def lab_has_nft():

@@ -3,24 +3,12 @@ PLC's registers, the unauthorised write really changes a register (read back ind
 in the PLC's log), and the ledger equals the capture per 5-tuple."""
 from __future__ import annotations
 
-import pytest
-from lab_c2 import (
-    ATTACKER,
-    PLC,
-    ledger_flows,
-    make_lab,
-    needs_root,
-    packets_only,
-    pcap_flows,
-    read_jsonl,
-)
+from lab_c2 import ATTACKER, LAB, PLC
+from nslab import lab_fixture, ledger_flows, needs_netns, packets_only, pcap_flows, read_jsonl
 
-pytestmark = needs_root
+pytestmark = needs_netns
 
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    yield from make_lab(tmp_path_factory)
+lab = lab_fixture(LAB)
 
 
 def _read_back(lab, addr, count):
@@ -35,19 +23,19 @@ def _read_back(lab, addr, count):
 
 
 def test_modbus_read_enumerates_registers(lab):
-    lab.plc()
+    lab.service("plc")
     cap = lab.capture("mbread")
     res = lab.agent("T0861", [f"{PLC}:502"], {"address": 0, "count": 4})
     path = cap.stop()
     assert res["outcome"] == "succeeded", res
     assert res["facts"]["registers"] == {f"{PLC}:502": {"0": 350, "1": 72, "2": 1, "3": 0}}
     assert res["facts"]["plcs"] == [f"{PLC}:502"]
-    ledger, captured = ledger_flows(res["flows"]), pcap_flows(path)
+    ledger, captured = ledger_flows(res["flows"]), pcap_flows(path, ATTACKER)
     assert captured == ledger, (captured, ledger)
 
 
 def test_modbus_write_changes_the_register(lab):
-    log = lab.plc()
+    log = lab.service("plc")
     cap = lab.capture("mbwrite")
     res = lab.agent("T0855", [PLC], {"address": 1, "value": 999})
     res2 = lab.agent("T0831", [f"{PLC}:502"], {"address": 5, "values": [11, 22, 33],
@@ -63,7 +51,7 @@ def test_modbus_write_changes_the_register(lab):
     assert writes[0] == {**writes[0], "peer": ATTACKER, "function": 6, "address": 1,
                          "values": [999], "old": [72]}
     assert [w["function"] for w in writes[1:]] == [16, 16, 16]
-    ledger, captured = ledger_flows(res["flows"] + res2["flows"]), pcap_flows(path)
+    ledger, captured = ledger_flows(res["flows"] + res2["flows"]), pcap_flows(path, ATTACKER)
     assert len(ledger) == 2 and captured == ledger, (captured, ledger)
 
 
@@ -72,4 +60,4 @@ def test_modbus_closed_port_is_blocked(lab):
     res = lab.agent("T0855", [f"{PLC}:503"], {"address": 1, "value": 1})
     path = cap.stop()
     assert res["outcome"] == "blocked", res
-    assert packets_only(pcap_flows(path)) == packets_only(ledger_flows(res["flows"]))
+    assert packets_only(pcap_flows(path, ATTACKER)) == packets_only(ledger_flows(res["flows"]))

@@ -3,15 +3,12 @@ the packets, the ledger equals the capture per 5-tuple (exact), the paced rate h
 bounds and the containment guard refuse before a single frame."""
 from __future__ import annotations
 
-import pytest
-from lab_c2 import C2, V2, frames_sent, ledger_flows, make_lab, needs_root, pcap_flows
+from lab_c2 import ATTACKER, C2, LAB, V2
+from nslab import frames_sent, lab_fixture, ledger_flows, needs_netns, pcap_flows
 
-pytestmark = needs_root
+pytestmark = needs_netns
 
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    yield from make_lab(tmp_path_factory)
+lab = lab_fixture(LAB)
 
 
 def tcp_in_segs(lab, node) -> int:
@@ -21,7 +18,7 @@ def tcp_in_segs(lab, node) -> int:
 
 
 def test_syn_flood_paced_exact_and_received(lab):
-    lab.c2_http()
+    lab.service("c2-http")
     before = tcp_in_segs(lab, "c")
     cap = lab.capture("synflood", buffer_kib=65536, snap=96)
     res = lab.agent("T1499", [f"{C2}:8443"], {"count": 20000, "rate": 20000, "sources": 16,
@@ -33,7 +30,7 @@ def test_syn_flood_paced_exact_and_received(lab):
     assert res["facts"]["packets"] == 20000
     assert abs(res["facts"]["pps"] - 20000) / 20000 < 0.05, res["log"]
     assert res["facts"]["answers"] > 0                 # SYN-ACKs came back (their RSTs suppressed)
-    ledger, captured = ledger_flows(res["flows"]), pcap_flows(path)
+    ledger, captured = ledger_flows(res["flows"]), pcap_flows(path, ATTACKER)
     # 1250 SYNs per source port + the one cleanup RST that clears the target's half-open entry
     assert len(ledger) == 16 and {v[0] for v in ledger.values()} == {1251}
     assert captured == ledger                          # packets and bytes, per 5-tuple
@@ -44,7 +41,7 @@ def test_syn_flood_paced_exact_and_received(lab):
     time.sleep(1.5)                                    # the target's first SYN-ACK retransmit
     cap2 = lab.capture("synflood-after")
     time.sleep(1.5)
-    assert pcap_flows(cap2.stop()) == {}
+    assert pcap_flows(cap2.stop(), ATTACKER) == {}
 
 
 def test_udp_flood_unpaced_exact(lab):
@@ -54,7 +51,7 @@ def test_udp_flood_unpaced_exact(lab):
     path = cap.stop(settle=0.5)
     assert res["outcome"] == "succeeded", res
     print("unpaced UDP flood:", res["log"])
-    ledger, captured = ledger_flows(res["flows"]), pcap_flows(path)
+    ledger, captured = ledger_flows(res["flows"]), pcap_flows(path, ATTACKER)
     assert cap.dropped() == 0, cap.stats
     assert captured == ledger and sum(v[0] for v in ledger.values()) == 5000
     assert all(v[1] == v[0] * (14 + 20 + 8 + 100) for v in ledger.values())
@@ -69,4 +66,4 @@ def test_flood_bounds_and_guard_refuse_before_sending(lab):
     assert too_many["outcome"] == "error" and "10,000,000" in too_many["error"]
     assert too_long["outcome"] == "error" and "300" in too_long["error"]
     assert outside["outcome"] == "error" and "outside the twin" in outside["error"]
-    assert frames_sent(path, lab.mac["a"]) == 0
+    assert frames_sent(path, lab.mac["a"], ATTACKER) == 0

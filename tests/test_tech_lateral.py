@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-from lab import T1, T2, T3, assert_exact, make_lab, needs_lab, read_jsonl
+from lab import ATTACKER, LAB, T1, T2, T3
+from nslab import assert_exact, lab_fixture, needs_netns, read_jsonl
 
-pytestmark = needs_lab
+pytestmark = needs_netns
 
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    lab = make_lab(tmp_path_factory, login=False, http=False, dns=False)
-    try:
-        yield lab
-    finally:
-        lab.teardown()
+lab = lab_fixture(LAB.without("login", "http", "dns"))
 
 
 def test_lateral_movement_with_credentials_found_by_brute_force(lab):
@@ -30,16 +23,16 @@ def test_lateral_movement_with_credentials_found_by_brute_force(lab):
     # what the engine passes for  credentials: "#{brute.credentials}"
     res = lab.agent("T1021.004", [T1, T2], {"credentials": creds, "commands": ["id", "hostname"],
                                             "pause": 0.0})
-    pkts = cap.stop()
+    pkts = cap.stop_packets()
     assert res["outcome"] == "succeeded", res
     assert res["facts"]["compromised"] == [T1]             # admin/admin123 is wrong on t2
     (session,) = res["facts"]["sessions"]
     assert session["target"] == f"{T1}:22" and session["user"] == "admin"
     assert session["outputs"] == {"id": "uid=1000(admin) gid=1000(admin) groups=1000(admin)\n",
                                   "hostname": "t1\n"}
-    ledger, _ = assert_exact(res, pkts)
+    ledger, _ = assert_exact(res, pkts, ATTACKER)
     assert len(ledger) == 2                                # one login per host
-    execs = [e for e in read_jsonl(lab.ssh_log["t1"]) if e["event"] == "exec"]
+    execs = [e for e in read_jsonl(lab.service("ssh-t1")) if e["event"] == "exec"]
     assert [e["command"] for e in execs][-2:] == ["id", "hostname"]
 
 
@@ -50,12 +43,13 @@ def test_lateral_movement_runs_from_the_compromised_host(lab):
     res = lab.agent("T1021.004", [T2], {"credentials": ["operator:Winter2024!"],
                                         "commands": ["hostname", "cat /etc/hostname"]},
                     actor="t1")
-    pkts = cap.stop()
+    pkts = cap.stop_packets()
     assert res["outcome"] == "succeeded", res
     assert res["facts"]["sessions"][0]["outputs"]["hostname"] == "t2\n"
     assert {f["src"] for f in res["flows"]} == {T1}
-    assert_exact(res, pkts, src=T1)
-    peers = {e["peer"].split(":")[0] for e in read_jsonl(lab.ssh_log["t2"]) if e["event"] == "auth"}
+    assert_exact(res, pkts, T1)
+    peers = {e["peer"].split(":")[0] for e in read_jsonl(lab.service("ssh-t2"))
+             if e["event"] == "auth"}
     assert T1 in peers
 
 
@@ -64,7 +58,7 @@ def test_lateral_movement_behind_a_firewall_is_blocked(lab):
     targets = [f"{T2}:2200"] + ([T3] if shutil.which("nft") else [])
     res = lab.agent("T1021.004", targets, {"user": "admin", "password": "admin123",
                                            "connect_timeout": 1.5})
-    pkts = cap.stop()
+    pkts = cap.stop_packets()
     assert res["outcome"] == "blocked", res
     assert res["facts"]["compromised"] == [] and res["facts"]["sessions"] == []
-    assert_exact(res, pkts)
+    assert_exact(res, pkts, ATTACKER)

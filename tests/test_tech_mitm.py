@@ -6,24 +6,12 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-from lab_c2 import (
-    ATTACKER,
-    V1,
-    V2,
-    frames_sent,
-    iter_pcap,
-    make_lab,
-    needs_root,
-    pcap_flows,
-)
+from lab_c2 import ATTACKER, LAB, V1, V2
+from nslab import frames_sent, iter_pcap, lab_fixture, needs_netns, pcap_flows
 
-pytestmark = needs_root
+pytestmark = needs_netns
 
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    yield from make_lab(tmp_path_factory)
+lab = lab_fixture(LAB)
 
 
 def neigh_mac(lab, node, ip):
@@ -70,7 +58,7 @@ def test_arp_spoofing_poisons_relays_and_restores(lab):
     assert ping.returncode == 0, ping.stdout                      # relayed through the attacker
     assert res["facts"]["intercepted_packets"] >= 6               # 3 requests + 3 replies
     assert res["facts"]["arp_frames"] == arp_replies_from(path, amac)   # poison + restore frames
-    assert res["flows"] == [] and pcap_flows(path) == {}          # no IPv4 packet of the actor's own
+    assert res["flows"] == [] and pcap_flows(path, ATTACKER) == {}  # no IPv4 packet of its own
     assert lab.nsx("a", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
     assert lab.nsx("a", "sysctl", "-n", "net.ipv4.conf.all.send_redirects").stdout.strip() == "1"
 
@@ -82,5 +70,5 @@ def test_spoofing_a_victim_outside_the_twin_is_refused(lab):
     path = cap.stop()
     assert res["outcome"] == "error" and "outside the twin" in res["error"]
     assert res2["outcome"] == "error" and "outside the twin" in res2["error"]
-    assert frames_sent(path, lab.mac["a"]) == 0                   # not one frame, not even ARP
+    assert frames_sent(path, lab.mac["a"], ATTACKER) == 0       # not one frame, not even ARP
     assert neigh_mac(lab, "v1", V2) in (None, lab.mac["v2"])

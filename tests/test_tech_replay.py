@@ -6,25 +6,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from lab_c2 import (
-    ATTACKER,
-    C2,
-    V1,
-    V2,
-    frames_sent,
-    iter_pcap,
-    ledger_flows,
-    make_lab,
-    needs_root,
-    pcap_flows,
-)
+from lab_c2 import ATTACKER, C2, LAB, V1, V2
+from nslab import frames_sent, iter_pcap, lab_fixture, ledger_flows, needs_netns, pcap_flows
 
-pytestmark = needs_root
+pytestmark = needs_netns
 
+lab = lab_fixture(LAB)
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    yield from make_lab(tmp_path_factory)
 
 OLD_ATT, OLD_T1, OLD_T2 = "192.168.7.5", "172.16.0.9", "172.16.0.10"
 
@@ -52,7 +40,7 @@ def attack_pcap(tmp_path_factory):
 
 
 def _replay_and_check(lab, attack_pcap, name, **extra):
-    lab.c2_http()
+    lab.service("c2-http")
     cap = lab.capture(name)
     at_c2 = lab.capture(name + "-c2", port="pc")       # the unmapped C2 gets nothing
     at_v1 = lab.capture(name + "-v1", port="pv1")
@@ -60,7 +48,7 @@ def _replay_and_check(lab, attack_pcap, name, **extra):
     path, p_c2, p_v1 = cap.stop(), at_c2.stop(settle=0), at_v1.stop(settle=0)
     assert res["outcome"] == "succeeded", res
     assert res["facts"]["mapping"] == {OLD_ATT: ATTACKER, OLD_T1: V1, OLD_T2: V2}
-    ledger, captured = ledger_flows(res["flows"]), pcap_flows(path)
+    ledger, captured = ledger_flows(res["flows"]), pcap_flows(path, ATTACKER)
     assert captured == ledger, (captured, ledger)
     # 8 replayed packets, plus one cleanup RST per replayed SYN's 5-tuple (5)
     assert res["facts"]["packets"] == 8
@@ -75,7 +63,7 @@ def _replay_and_check(lab, attack_pcap, name, **extra):
                  if buf[:6] == bytes.fromhex(lab.mac["v1"].replace(":", ""))
                  and buf[6:12] == bytes.fromhex(lab.mac["a"].replace(":", ""))]
     assert len(v1_frames) == 4 + 2 + 5, len(v1_frames)        # SYNs, 40002's 2, cleanup RSTs
-    assert pcap_flows(p_c2) == {}
+    assert pcap_flows(p_c2, ATTACKER) == {}
     return res
 
 
@@ -103,4 +91,4 @@ def test_replay_refuses_destinations_outside_the_twin(lab, attack_pcap):
     for r in (too_few, mapped_out, mapped_c2):
         assert r["outcome"] == "error" and "replay refused" in r["error"], r
         assert "nothing was sent" in r["error"] and r["flows"] == []
-    assert frames_sent(path, lab.mac["a"]) == 0
+    assert frames_sent(path, lab.mac["a"], ATTACKER) == 0
