@@ -7,7 +7,7 @@ plus a benign-only drill per topology, then the evaluation harness over all of t
 ``build`` runs each drill of ``CORPUS`` that is not in ``--out`` yet (a drill whose run finished is
 kept: the build can be resumed), each with ``--warmup 20`` so that trainable detectors have 20 s
 of benign baseline. Playbooks paced over minutes to an hour as shipped run with the pacing the
-playbook tests use (``tests/test_playbooks.py`` ``COMPRESS``: only intervals, delays, rates and
+playbook tests use (``tests/attack/test_playbooks.py`` ``COMPRESS``: only intervals, delays, rates and
 counts change, never what is attacked), except where ``PACING`` below keeps them slower -- the
 low-and-slow scan keeps its shipped rate of one probe every 2 s. Every drill is a real twin (root, 40-120 s each; about 25 minutes in all on
 2 cores). ``eval`` runs ``cyberrange detect eval`` over the folder and writes the tables into the
@@ -75,7 +75,7 @@ PACING = {
 
 def paced_copy(pb: str, out_dir: Path) -> Path:
     """The playbook with the test's COMPRESS and then PACING applied."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path[:0] = [str(ROOT / "tests" / "attack"), str(ROOT / "tests" / "support")]
     import test_playbooks as tp
     import yaml
     path = ROOT / "attack_playbooks" / f"{pb}.yaml"

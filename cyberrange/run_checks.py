@@ -4,7 +4,7 @@ A run folder outlives its drill and may be edited or damaged, so ``Run.open`` ch
 manifest (``check_manifest``), ``Run.check_captures`` the captures (``check_captures``) and
 ``Run.scorecard`` the scorecard (``check_scorecard``) before any reader uses them: each problem
 is one UserError naming the file and the field, never a KeyError or a traceback later.
-``tests/test_run_corruption.py`` damages a real drill's folder in 46 ways against them.
+``tests/drill/test_run_corruption.py`` damages a real drill's folder in 46 ways against them.
 """
 from __future__ import annotations
 

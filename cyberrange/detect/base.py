@@ -8,7 +8,7 @@ ledger, never a label.
 Times inside detectors are integer microseconds since the epoch (the store's resolution);
 ``Alert`` carries timezone-aware UTC datetimes because it maps 1:1 onto ``ALERT_SCHEMA``.
 
-The contract every family keeps (tests/test_detect_drills.py checks it on real drills):
+The contract every family keeps (tests/detect/test_detect_drills.py checks it on real drills):
 
 * ``detect(flows, packets)`` is a pure function of the records (and of what ``fit`` learned):
   the same records give the same alerts with the same ``alert_id`` -- the streaming runner

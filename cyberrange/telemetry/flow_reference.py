@@ -4,7 +4,7 @@
 as the rules in ``flows.py``'s docstring say; ``flows.build_flows`` (what ``parse_pcap`` uses)
 applies the same rules to all packets at once with numpy. It is slower by two orders of
 magnitude and is kept as the specification the tests hold the vectorized code to
-(``tests/test_telemetry_corpus.py``): both must give the same flow records.
+(``tests/telemetry/test_telemetry_corpus.py``): both must give the same flow records.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ contain it. Most zones are one class; a rule naming one host splits its zone in 
 A source host's class adds what decides its first hop: the zones it is attached to and its
 gateway. ``ReachIndex.verdict`` then decides (source class, destination class, proto, port) once,
 with ``decide`` on one representative address of each class, and caches it. The result equals
-``allowed`` for every member (tests/test_paths.py checks this pair by pair).
+``allowed`` for every member (tests/model/test_paths.py checks this pair by pair).
 """
 from __future__ import annotations
 

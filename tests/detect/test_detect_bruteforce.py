@@ -1,0 +1,107 @@
+"""bruteforce family, mode spray (T1110.003), on synthetic flows; mode guess is covered in
+tests/detect/test_detect.py."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from records import records
+
+from cyberrange.detect.base import SettingError
+from cyberrange.detect.bruteforce import BruteForceDetector
+from cyberrange.detect.registry import load_detector_file
+
+T0 = 1_750_000_000.0
+ATT, WS = "10.73.0.66", "10.73.0.30"
+SERVERS = ["10.73.0.10", "10.73.0.12", "10.73.0.14", "10.73.0.16"]
+_seq = iter(range(10**9))
+
+
+def attempt(t, src, dst, port=22, packets=25, duration=0.3, observer="fra-span", state="SF"):
+    n = next(_seq)
+    fid = hashlib.sha1(f"{observer}|{n}".encode()).hexdigest()[:16]
+    us = int(round(t * 1e6))
+    return {"@timestamp": us, "event.start": us, "event.end": us + int(duration * 1e6),
+            "event.duration": int(duration * 1e9), "observer.name": observer,
+            "source.ip": src, "source.port": 40000 + n % 20000, "source.packets": 13,
+            "source.bytes": 2306, "destination.ip": dst, "destination.port": port,
+            "destination.packets": packets - 13, "destination.bytes": 2500,
+            "network.transport": "tcp", "network.packets": packets, "network.bytes": 4806,
+            "network.community_id": f"1:{n}", "cyberrange.flow_id": fid,
+            "cyberrange.tcp_state": state, "cyberrange.tcp_flags": "SAFPR"}
+
+
+table = records
+
+
+def spray_round(t0, servers=SERVERS[:2], users=4, pause=1.0, src=ATT):
+    """One round of T1110.003: every account at every service once, ``pause`` apart."""
+    rows, i = [], 0
+    for dst in servers:
+        for _ in range(users):
+            rows.append(attempt(t0 + i * pause, src, dst))
+            i += 1
+    return rows
+
+
+SPRAY = BruteForceDetector("password-spray", mode="spray", window=30, threshold=7)
+GUESS = BruteForceDetector("login-bruteforce")
+
+
+def test_spray_round_alert():
+    rows = spray_round(T0)
+    (a,) = SPRAY.detect(table(rows))
+    assert a.technique == "T1110.003" and a.rule_category == "bruteforce"
+    assert a.source_ip == ATT and a.destination_ip is None
+    assert a.evidence["feature"] == "attempts_across_services" and a.evidence["value"] == 8
+    assert a.evidence["threshold"] == 7 and a.evidence["min_targets"] == 2
+    assert a.evidence["attempts_per_service"] == {f"{SERVERS[0]}:22": 4, f"{SERVERS[1]}:22": 4}
+    assert a.timestamp.timestamp() == pytest.approx(T0 + 6.0)     # the 7th attempt
+    assert len(a.flow_ids) == 8 and "password spraying" in a.message
+    assert GUESS.detect(table(rows)) == []           # 4 per service: not guessing
+
+
+def test_two_rounds_far_apart_two_alerts_stable_ids():
+    rows = spray_round(T0) + spray_round(T0 + 1800)
+    alerts = SPRAY.detect(table(rows))
+    assert len(alerts) == 2 and len({a.alert_id for a in alerts}) == 2
+    assert [a.alert_id for a in SPRAY.detect(table(rows))] == [a.alert_id for a in alerts]
+
+
+def test_wide_spray_one_attempt_per_host():
+    rows = spray_round(T0, servers=SERVERS + ["10.73.0.18", "10.73.0.20", "10.73.0.22"], users=1)
+    (a,) = SPRAY.detect(table(rows))
+    assert a.evidence["services"] == 7
+
+
+def test_guessing_one_service_is_not_spraying():
+    rows = [attempt(T0 + i * 0.3, ATT, SERVERS[0]) for i in range(30)]
+    rows += [attempt(T0 + 2, ATT, SERVERS[1])]
+    assert SPRAY.detect(table(rows)) == []           # 31 attempts on 2 services: 15 per service
+    assert len(GUESS.detect(table(rows))) == 1
+
+
+def test_operator_logins_and_two_sensors_are_quiet():
+    rows = [attempt(T0 + i * 15, WS, SERVERS[i % 4]) for i in range(20)]   # one per 15 s
+    dup = spray_round(T0 + 500, users=3)                                     # 6 sessions ...
+    dup += [dict(r, **{"observer.name": "fra-span2",
+                       "cyberrange.flow_id": r["cyberrange.flow_id"] + "x"}) for r in dup]
+    assert SPRAY.detect(table(rows + dup)) == []                             # ... not 12
+
+
+def test_scans_and_long_sessions_do_not_count():
+    rows = [attempt(T0 + i * 0.5, ATT, SERVERS[i % 4], state="S0") for i in range(12)]
+    rows += [attempt(T0 + i * 0.5, ATT, SERVERS[i % 4], duration=60) for i in range(12)]
+    assert SPRAY.detect(table(rows)) == []
+
+
+def test_settings_errors_and_shipped_instance():
+    for kw, key in [({"mode": "stuff"}, "mode"), ({"mode": "spray", "min_targets": 1},
+                                                   "min_targets"),
+                    ({"max_per_target": 0}, "max_per_target")]:
+        with pytest.raises(SettingError) as e:
+            BruteForceDetector("x", **kw)
+        assert e.value.setting == key
+    dets = {d.name: d for d in load_detector_file("detectors/bruteforce.yaml")}
+    assert dets["password-spray"].mode == "spray" and dets["login-bruteforce"].mode == "guess"
+    assert len(dets["password-spray"].detect(table(spray_round(T0)))) == 1
