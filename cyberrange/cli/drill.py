@@ -230,15 +230,74 @@ def drill_score(run_refs, detectors_dir, runs_dir):
 @drill.command("report")
 @click.argument("run_ref", metavar="RUN")
 @click.option("--runs-dir", default="runs", show_default=True)
-def drill_report(run_ref, runs_dir):
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Write the after-action report as one self-contained HTML "
+                                   "file: timeline, steps, network picture, blue team, "
+                                   "availability, detectors.")
+@click.option("--navigator", "navigator_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Write an ATT&CK Navigator layer (format 4.5): techniques "
+                                   "coloured by detected / missed / not observable.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report's content as JSON (scorecard, steps, alerts, blue actions, "
+                   "availability) instead of tables.")
+def drill_report(run_ref, runs_dir, html_path, navigator_path, as_json):
     """Show the scorecard of a finished RUN (folder, id or 'latest'); a scorecard that is not
-    one the drill wrote (damaged, another run's) is refused with one line."""
+    one the drill wrote (damaged, another run's) is refused with one line.
+
+    With --html, --navigator or --json the after-action report is built from the run folder
+    (scorecard, ledger, alerts in the store, and the blue team's actions.jsonl and
+    availability.jsonl when the drill has them); no twin needed. Run it from where the drill
+    ran, so the topology file the manifest names is found for the network picture."""
     from cyberrange.run import SCOREABLE_KINDS
     run = Run.open(run_ref, runs_dir, kinds=SCOREABLE_KINDS)
     why = run.not_scoreable()
     if why:
         raise UserError(f"{run.dir}: {why}")
-    print_scorecard(run.scorecard(), make_console())
+    card = run.scorecard()
+    if not (html_path or navigator_path or as_json):
+        print_scorecard(card, make_console())
+        return
+    from cyberrange.report import content, html, navigator
+    report = content.gather(run, card, *_alerts_with_truth(run, card))
+    written = []
+    if html_path:
+        _write(html_path, html.render(report))
+        written.append(f"after-action report: {html_path}")
+    if navigator_path:
+        _write(navigator_path, json.dumps(navigator.navigator(report), indent=2) + "\n")
+        written.append(f"ATT&CK Navigator layer: {navigator_path}")
+    if as_json:
+        click.echo(json.dumps(content.as_json(report), indent=2, default=str))
+    for line in written:
+        click.echo(line, err=as_json)
+
+
+def _alerts_with_truth(run, card) -> tuple:
+    """The run's alert records and the scorer's true/false label for each (re-scored with the
+    scorecard's slack, so the marks agree with its counts), and a note when the store cannot
+    give them: (alerts, truth, note)."""
+    from cyberrange.score.score import score_run
+    try:
+        store = run.open_store(need=("flows", "alerts"))
+    except UserError as e:
+        return None, None, f"no alert marks on the timeline: {e}"
+    try:
+        alerts = store.read("alerts", run.id)
+        flows = store.read("flows", run.id)
+    finally:
+        store.close()
+    slack = card.get("slack_s") if isinstance(card.get("slack_s"), (int, float)) else 2.0
+    scored = score_run(run.ledger(), flows, alerts, slack_s=slack, run_id=run.id,
+                       alert_truth=True)
+    return alerts, scored["alert_truth"], None
+
+
+def _write(path, text: str) -> None:
+    from pathlib import Path
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 @drill.command("verify")
