@@ -376,6 +376,13 @@ def load_topology_of(run, notes: list[str]):
     return topo
 
 
+def _origin(ledger: list[dict], times: list[float]) -> float | None:
+    """Time zero of the report: the start of the first attack step (what came before it, the
+    warm-up, reads as negative), or the first event of a run without steps."""
+    starts = [r["start"] for r in ledger if r["start"] is not None]
+    return min(starts) if starts else (min(times) if times else None)
+
+
 def gather(run, card: dict, alerts=None, alert_truth: list[bool] | None = None,
            alerts_note: str | None = None) -> dict:
     """Everything the report shows, as plain JSON-ready data (see the module docstring)."""
@@ -396,6 +403,7 @@ def gather(run, card: dict, alerts=None, alert_truth: list[bool] | None = None,
         times.append(head["baseline_end"])
     return {
         "run": head, "t0": min(times) if times else None, "t1": max(times) if times else None,
+        "origin": _origin(ledger, times),
         "steps": step_rows(card, ledger, blue), "ledger": ledger,
         "alerts": alert_summary(card, items), "actions": acts, "availability": avail,
         "blue": blue, "techniques": card.get("techniques") or {},

@@ -313,7 +313,7 @@ def _blue(c: dict) -> str:
     elif not acts:
         out.append('<p class="note">The action log is empty.</p>')
     else:
-        out.append("<h3>Action log</h3>" + _actions_table(acts, c["t0"] or 0))
+        out.append("<h3>Action log</h3>" + _actions_table(acts, c["origin"] or 0))
     if c["blue"]:
         out.append("<h3>Blue scorecard</h3>" + _kv(c["blue"]))
     else:
@@ -340,7 +340,7 @@ def _availability(c: dict) -> str:
         first = t.get("first_down")
         rows.append([_e(name), _e(t.get("probes")), _e(t.get("ok")), bar + _pct(p),
                      "—" if not isinstance(first, (int, float)) else
-                     f"{first - (c['t0'] or 0):+.2f} s", _s(t.get("down_s"), 1)]
+                     f"{first - (c['origin'] or 0):+.2f} s", _s(t.get("down_s"), 1)]
                     + ([_e(t.get("latency_ms")) if not isinstance(t.get("latency_ms"), float)
                         else f"{t['latency_ms']:.1f} ms"] if latency else []))
     note = "" if av.get("scored", True) else \
@@ -363,7 +363,7 @@ def _detectors(c: dict) -> str:
         first = d.get("first")
         rows.append([f'<span class="sw" style="background:{colours[name]}"></span>{_e(name)}',
                      _e(d.get("total")), _e(d.get("true")), _e(d.get("false")), bar,
-                     "—" if first is None else f"{first - (c['t0'] or 0):+.2f} s",
+                     "—" if first is None else f"{first - (c['origin'] or 0):+.2f} s",
                      _e(", ".join(d.get("techniques") or []) or None)])
     return _table(["detector", "alerts", "true", "false", "", "first alert", "claims"],
                   rows, num={1, 2, 3, 5}, cls="detectors")
@@ -406,8 +406,9 @@ def render(content: dict) -> str:
     topo = content.get("_topology")
     body = {
         "timeline": timeline.svg(content) + '<p class="note small">Hover a mark for details; '
-                    'click a step to find it in the table. Times are seconds from the first '
-                    'event (' + escape(utc(content["t0"])) + ').</p>',
+                    'click a step to find it in the table. Times here and below are seconds '
+                    'from the start of the first attack step (' + escape(utc(content["origin"]))
+                    + ').</p>',
         "steps": _steps(content), "network": _picture(content, topo), "blue": _blue(content),
         "availability": _availability(content), "detectors": _detectors(content),
         "flows": _flows(content), "details": _details(content),

@@ -51,11 +51,11 @@ def _tip(*lines) -> str:
 class _Canvas:
     """Coordinates and the growing list of SVG elements."""
 
-    def __init__(self, t0: float, t1: float):
+    def __init__(self, t0: float, t1: float, origin: float):
         span = max(t1 - t0, 1.0)
         self.t0, self.t1 = t0 - 0.02 * span, t1 + 0.02 * span
         self.scale = (WIDTH - LEFT - RIGHT) / (self.t1 - self.t0)
-        self.origin = t0
+        self.origin = origin
         self.y = TOP
         self.parts: list[str] = []
         self.lanes = 0
@@ -302,7 +302,7 @@ def svg(content: dict) -> str:
     """The timeline as an ``<svg>`` element; an empty run gives a short note instead."""
     if content.get("t0") is None:
         return '<p class="cr-empty">Nothing happened in time in this run: no timeline.</p>'
-    c = _Canvas(content["t0"], content["t1"])
+    c = _Canvas(content["t0"], content["t1"], content.get("origin") or content["t0"])
     colours = detector_colours(content["alerts"]["by_detector"])
     _steps(c, content)
     _alerts(c, content, colours)
