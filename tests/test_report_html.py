@@ -258,10 +258,22 @@ def test_plain_report_unchanged(runs):
     assert r.returncode == 0 and "Scorecard: attack steps" in r.stdout
 
 
-def test_report_without_the_topology_file(runs, tmp_path):
-    """Run from elsewhere: the topology's relative path is not found; the page says so."""
+def test_report_degrades_without_topology_or_store(runs, tmp_path):
+    """Run from elsewhere (the topology's relative path is not found) on a copy whose store is
+    gone and whose scorecard has an availability section but no probe file: each part that
+    lacks its source says so, the rest is there."""
+    run = tmp_path / "run"
+    shutil.copytree(runs["plain"], run)
+    (run / "store.duckdb").unlink()
+    card = json.loads((run / "scorecard.json").read_text())
+    card["availability"] = {"interval_s": 2.0, "overall": 0.5, "threads": {
+        "cop": {"kind": "mission", "probes": 4, "ok": 2, "availability": 0.5,
+                "first_down": None, "down_s": 4.0, "latency_ms": 2.5}}}
+    (run / "scorecard.json").write_text(json.dumps(card))
     out = tmp_path / "r.html"
-    r = cli("drill", "report", runs["plain"], "--html", out, cwd=tmp_path)
+    r = cli("drill", "report", run, "--html", out, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     page = out.read_text()
-    assert "No network picture" in page and "cr-timeline" in page
+    assert "No network picture" in page and "cr-timeline" in page and "cr-step" in page
+    assert "no alert marks on the timeline" in page and "store is missing" in page
+    assert "no probe records to draw" in page and "2.5 ms" in page and "50.0%" in page
