@@ -41,8 +41,8 @@ class LiveTwin:
         """The model's node ``name``, or a one-line error with the nearest name."""
         if name not in self.topo.nodes:
             from cyberrange.model.yamlsrc import did_you_mean
-            raise UserError(f"unknown node {name!r}{did_you_mean(name, self.topo.nodes)} in "
-                            f"twin {self.prefix} ({self.topo.name})")
+            raise UserError(f"unknown node {name!r} in twin {self.prefix} of {self.topo.name}"
+                            f"{did_you_mean(name, self.topo.nodes)}")
         return self.topo.nodes[name]
 
     def ns_of(self, node: str) -> str:
