@@ -277,3 +277,18 @@ def test_report_degrades_without_topology_or_store(runs, tmp_path):
     assert "No network picture" in page and "cr-timeline" in page and "cr-step" in page
     assert "no alert marks on the timeline" in page and "store is missing" in page
     assert "no probe records to draw" in page and "2.5 ms" in page and "50.0%" in page
+
+
+def test_step_reasons_are_one_line():
+    """A blocked or errored step shows its reason, one line (never a traceback)."""
+    from cyberrange.report.content import ledger_rows
+    rows = ledger_rows([
+        {"step_id": "a", "outcome": "blocked", "start": 1.0, "end": 2.0, "packets_sent": 0,
+         "blocked_reason": "isolated by A2 (ops-maint)", "error": None},
+        {"step_id": "b", "outcome": "error", "start": 2.0, "end": 3.0,
+         "error": "connection refused by 10.10.2.20:22\nmore detail"},
+        {"step_id": "c", "outcome": "skipped", "start": 3.0, "end": 3.0,
+         "skipped_reason": "no target left"}], None)
+    assert [r["reason"] for r in rows] == ["isolated by A2 (ops-maint)",
+                                           "connection refused by 10.10.2.20:22",
+                                           "no target left"]
