@@ -99,9 +99,13 @@ def live_twin(where) -> LiveTwin:
             raise UserError("no twin is up (cyberrange up FILE --detach starts one)")
         state = states[0]
     _check_up(state)
-    if topo is None:
-        topo = topology_of(state)
-    return LiveTwin(state, topo)
+    key = (state.prefix, state.created)
+    if key not in _LIVE:        # a twin's nodes and ports never change while it is up
+        _LIVE[key] = LiveTwin(state, topo if topo is not None else topology_of(state))
+    return _LIVE[key]
+
+
+_LIVE: dict[tuple[str, float], LiveTwin] = {}
 
 
 def _is_state(obj) -> bool:
