@@ -232,6 +232,9 @@ def _availability(c: _Canvas, content: dict) -> None:
                      cls="cr-avail-label")
         y_of = lambda v: top + 4 + (1 - v) * (AVAIL_H - 10)     # noqa: E731
         line = _availability_curve(pts)
+        end = av.get("end")             # probing went on to here: the last value holds till then
+        if line and isinstance(end, (int, float)) and end > line[-1][0]:
+            line.append((end, line[-1][1]))
         if line:
             path = " ".join(f"{'M' if k == 0 else 'L'}{c.x(tt):.1f},{y_of(v):.1f}"
                             for k, (tt, v) in enumerate(line))
