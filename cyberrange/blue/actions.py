@@ -23,7 +23,10 @@ record, ``applied`` or ``failed`` with the reason. The record is returned either
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 
 from cyberrange.blue import log, nft
 from cyberrange.blue.plans import Plan, plan_block, plan_isolate, plan_rule_add
@@ -66,16 +69,18 @@ def apply(twin, action: str, params: dict, actor: str = "blue", trigger: dict | 
         if p.check is not None:
             p.check(records)
         aid = log.next_id(records)
-        t0 = time.monotonic()
-        if p.run is not None:
-            out = p.run(aid)
-            result, objects, reason = ("applied" if out.ok else "failed"), out.objects, out.reason
-        else:
-            result, objects, reason = _make(p, aid)
-        rec = log.record(aid, p.action, p.params, actor, lt.prefix, result=result,
-                         reason=reason, objects=objects, applied_s=time.monotonic() - t0,
-                         trigger=trigger)
-        return log.append(lt.run_dir, rec)
+        with _uninterrupted():          # a Ctrl-C now would leave a change without its record
+            t0 = time.monotonic()
+            if p.run is not None:
+                out = p.run(aid)
+                result, objects, reason = ("applied" if out.ok else "failed"), out.objects, \
+                    out.reason
+            else:
+                result, objects, reason = _make(p, aid)
+            rec = log.record(aid, p.action, p.params, actor, lt.prefix, result=result,
+                             reason=reason, objects=objects, applied_s=time.monotonic() - t0,
+                             trigger=trigger)
+            return log.append(lt.run_dir, rec)
 
 
 def revert(twin, action_id: str, actor: str = "blue", trigger: dict | None = None,
@@ -95,21 +100,22 @@ def revert(twin, action_id: str, actor: str = "blue", trigger: dict | None = Non
         undo = log.UNDO[target["action"]]
         aid = log.next_id(records)
         others = [r for r in log.active_of(records) if r["id"] != action_id]
-        t0 = time.monotonic()
-        result, reason = "applied", None
-        for ns, script, (table, chain) in _undo_scripts(target, others):
-            try:
-                nft.run(ns, script())
-            except nft.NftError as e:
-                if nft.chain_exists(ns, table, chain):
-                    result, reason = "failed", str(e)
-                    break
-                reason = f"{chain} was already gone from {ns}"   # someone flushed it by hand
-        rec = log.record(aid, undo, {"id": action_id, **_summary(target)}, actor, lt.prefix,
-                         result=result, reason=reason, reverts=action_id,
-                         objects=target.get("objects"), applied_s=time.monotonic() - t0,
-                         trigger=trigger)
-        return log.append(lt.run_dir, rec)
+        with _uninterrupted():
+            t0 = time.monotonic()
+            result, reason = "applied", None
+            for ns, script, (table, chain) in _undo_scripts(target, others):
+                try:
+                    nft.run(ns, script())
+                except nft.NftError as e:
+                    if nft.chain_exists(ns, table, chain):
+                        result, reason = "failed", str(e)
+                        break
+                    reason = f"{chain} was already gone from {ns}"   # flushed by hand
+            rec = log.record(aid, undo, {"id": action_id, **_summary(target)}, actor,
+                             lt.prefix, result=result, reason=reason, reverts=action_id,
+                             objects=target.get("objects"), applied_s=time.monotonic() - t0,
+                             trigger=trigger)
+            return log.append(lt.run_dir, rec)
 
 
 def active(run_dir_or_twin) -> list[dict]:
@@ -151,6 +157,21 @@ def release_target(twin, ref: str) -> str:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+@contextmanager
+def _uninterrupted():
+    """SIGINT, SIGTERM and SIGHUP held back (in the main thread, where Python takes them)
+    from the kernel change to its log record; delivered when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _make(p: Plan, aid: str) -> tuple[str, list[str], str | None]:
     """Run a plan's nftables changes in order; on a refusal take back the ones made."""
     try:

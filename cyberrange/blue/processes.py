@@ -113,8 +113,11 @@ def _restart(lt, node, svc) -> Outcome:
         time.sleep(0.05)
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{label}.out", "a") as out:
+        # the action runs with SIGINT/SIGTERM/SIGHUP held back (actions._uninterrupted), and a
+        # child inherits that mask: the service must take the teardown's SIGTERM again
         proc = netns.popen(ns, command, stdout=out, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, start_new_session=True)
+                           stdin=subprocess.DEVNULL, start_new_session=True,
+                           preexec_fn=_unblock_signals)
     objects.append(f"{ns}: pid {proc.pid} started ({svc.type}/{svc.port})")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -126,6 +129,10 @@ def _restart(lt, node, svc) -> Outcome:
     tail = (logs / f"{label}.out").read_text(errors="replace").strip().splitlines()[-1:]
     return Outcome(False, objects, f"{svc.type}/{svc.port} on {node.name} did not listen "
                    f"again: {tail[0][:200] if tail else 'no output'}")
+
+
+def _unblock_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 def _processes(ns: str, argv: list[str]) -> list[tuple[int, list[str]]]:

@@ -64,9 +64,13 @@ class LiveTwin:
         return self._ports[node]
 
     def port_of(self, node: str, itf) -> str | None:
-        """The switch port that carries interface ``itf`` of ``node`` (a VLAN subinterface
-        ``eth1.20`` rides on ``eth1``'s port)."""
-        return self.ports(node).get(f"eth{itf.index}") or self.ports(node).get(itf.devname)
+        """The switch port that carries interface ``itf`` of ``node``: a VLAN subinterface
+        ``eth1.20`` rides on ``eth1``'s port; where the kernel has no 802.1Q the twin gives
+        each VLAN its own veth, ``eth1v20`` (``twin/build.py``)."""
+        ports = self.ports(node)
+        if itf.vlan is not None and f"eth{itf.index}v{itf.vlan}" in ports:
+            return ports[f"eth{itf.index}v{itf.vlan}"]
+        return ports.get(f"eth{itf.index}") or ports.get(itf.devname)
 
 
 def _links(ns: str) -> list[dict]:

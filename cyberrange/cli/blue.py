@@ -194,21 +194,31 @@ def restart(node, service, ref, actor, as_json):
               help="The twin: prefix, run id or run folder (default: the only twin up).")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 def list_(everything, ref, as_json):
-    """The active actions (block, isolate, rule add not yet undone), oldest first."""
+    """The active actions (block, isolate, rule add not yet undone), oldest first. A run
+    folder whose twin is gone is read too (--twin RUN-FOLDER)."""
+    from pathlib import Path
+
     from cyberrange.blue.actions import active, history
-    twin = _twin(ref)
-    recs = history(twin.run_dir) if everything else active(twin.run_dir)
+    from cyberrange.errors import UserError
+    try:
+        twin = _twin(ref)
+        run_dir, title = twin.run_dir, f"twin {twin.prefix} ({twin.topo.name})"
+    except UserError:
+        if not (ref and (Path(ref) / "manifest.json").is_file()):
+            raise
+        run_dir, title = Path(ref), f"run {Path(ref).name} (its twin is gone)"
+    recs = history(run_dir) if everything else active(run_dir)
     if as_json:
         click.echo(json.dumps(recs, default=str))
         return
+    import time
+
     from rich import box
     from rich.table import Table
 
     from cyberrange.cli._console import make_console
-    import time
     t = Table(box=box.SIMPLE_HEAVY, title_justify="left",
-              title=f"{'action log' if everything else 'active actions'} — twin "
-                    f"{twin.prefix} ({twin.topo.name})")
+              title=f"{'action log' if everything else 'active actions'} — {title}")
     for c in ("id", "time", "actor", "action", "what", "result"):
         t.add_column(c)
     for r in recs:
