@@ -57,6 +57,13 @@ def _craft_blue(run_dir) -> dict:
     return {"actions": acts, "ledger": led, "threads": {"cop", "web-portal"}}
 
 
+def _drop_availability(run_dir) -> None:
+    (run_dir / "availability.jsonl").unlink(missing_ok=True)
+    card = json.loads((run_dir / "scorecard.json").read_text())
+    card.pop("availability", None)
+    (run_dir / "scorecard.json").write_text(json.dumps(card))
+
+
 @pytest.fixture(scope="module")
 def runs(drill_run, tmp_path_factory):
     run_dir, _ = drill_run
@@ -64,6 +71,8 @@ def runs(drill_run, tmp_path_factory):
     blue, plain = base / "blue", base / "plain"
     shutil.copytree(run_dir, blue)
     shutil.copytree(run_dir, plain)
+    for copy in (blue, plain):         # the drill's own probes and their scorecard section out:
+        _drop_availability(copy)       # plain = a run from before probes; blue = crafted below
     return {"blue": blue, "plain": plain, "crafted": _craft_blue(blue), "base": base}
 
 
