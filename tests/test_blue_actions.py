@@ -363,12 +363,15 @@ def test_restart_restores_a_killed_service_with_its_registers(clean):
 
 # -- list ------------------------------------------------------------------------------------------
 def test_blue_list_shows_exactly_the_active_actions(clean):
-    from cyberrange.blue.actions import apply, revert
+    from cyberrange.blue.actions import apply, record_refusal, revert
     twin = clean
     a = apply(twin, "block", {"src": "user2", "dst": "web"})
     b = apply(twin, "isolate", {"node": "web", "allow": ["admin"]})
     c = apply(twin, "rule-add", {"firewall": "fw", "rule": "deny from user2 to plc"})
     apply(twin, "kill-sessions", {"node": "user2"})            # one-shot: never active
+    refused = record_refusal(twin, "isolate", {"node": "fw"}, "auto:test",
+                             "fw is on the never-isolate list", trigger={"detector": "x"})
+    assert refused["result"] == "refused" and refused["objects"] == []
     revert(twin, b["id"])
     try:
         r = blue(twin, "list", "--json")
@@ -447,7 +450,10 @@ def test_the_log_holds_every_action_with_its_result(twin):
             assert isinstance(r[k], t), (k, r)
         assert r["result"] in ("applied", "refused", "failed") and r["twin"] == twin.state.prefix
     undone = {r["reverts"] for r in recs if r["reverts"]}
-    assert {r["id"] for r in recs if r["action"] in ("block", "isolate", "rule-add")} == undone
+    assert {r["id"] for r in recs if r["action"] in ("block", "isolate", "rule-add")
+            and r["result"] == "applied"} == undone
+    assert [r["reason"] for r in recs if r["result"] == "refused"] == \
+        ["fw is on the never-isolate list"]
     assert {r["action"] for r in recs} >= {"block", "unblock", "isolate", "release", "rule-add",
                                            "rule-remove", "kill-sessions", "restart-service"}
     assert {"alice", "bob", "carol"} <= {r["actor"] for r in recs}
