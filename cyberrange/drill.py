@@ -40,6 +40,7 @@ class DrillOptions:
     store: str | None = None         # es://... : records also go to Elasticsearch (analyse)
     duration_s: float = 60.0         # benign-only drill (no playbook): seconds of traffic
     baseline_s: float | None = None  # trainable detectors learn from the first N s (None: warmup)
+    probe_interval_s: float = 2.0    # mission availability probes, on average (0: none)
     # called once every input has passed its checks, before the run folder and the twin exist
     # (the CLI offers to remove stale twins there, so a refused drill prints only its error)
     on_inputs_checked: Callable[[], None] | None = None
@@ -177,6 +178,9 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
             session.on_cleanup("stopping the sensors", lambda: run.manifest.update(
                 sensors=twin.stop_sensors()))
         session.on_cleanup("stopping the attack", stop_event.set)
+        if opts.probe_interval_s > 0:    # mission availability until the cleanup
+            from cyberrange.blue.availability import start_probes
+            start_probes(session, run, twin, topo, pb, opts.probe_interval_s, ui)
         if opts.benign and topo.benign.enabled:
             benign = BenignTraffic(twin, run, run.manifest.get("seed"), opts.intensity)
             session.on_cleanup("stopping benign traffic", lambda: run.manifest.update(
@@ -284,6 +288,7 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     from cyberrange.ingest.load import load_captures
     from cyberrange.report.aar import write_report
     from cyberrange.run import ANALYSIS_OUTPUTS
+    from cyberrange.score.availability import run_availability
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
@@ -313,6 +318,9 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
             flows_t = store.read("flows", run.id)
             packets_t = store.read("packets", run.id)
         card = score_run(ledger, flows_t, alerts)
+        avail = run_availability(run.dir, run.manifest, store_path=new[run.store_path.name])
+        if avail is not None:            # the probes of the drill (availability.jsonl)
+            card["availability"] = avail
         recon = packet_reconciliation(ledger, packets_t)
         per_sensor = reconcile(run.dir, run.manifest, ledger, packets_t, stats)
         mismatched = [r for r in recon if r["ledger_packets"] != r["stored_packets"]]

@@ -23,6 +23,7 @@ from cyberrange.cli._params import (
 )
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.errors import CheckFailed, UserError
+from cyberrange.report.availability import print_availability
 from cyberrange.report.terminal import print_scorecard
 from cyberrange.run import Run
 
@@ -145,9 +146,14 @@ def drill():
 @click.option("--store", "store_url", default=None, metavar="URL",
               help="Also send records, alerts and ledger to Elasticsearch (es://HOST:PORT, "
                    "ess:// for TLS); checked before the drill starts. See docs/elasticsearch.md.")
+@click.option("--probe-interval", "probe_interval_s", type=SECONDS, default=2.0,
+              show_default=True,
+              help="Probe every mission thread and service this often on average, from its "
+                   "clients (mission availability; 0: no probes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scorecard as JSON instead of tables.")
 def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, baseline_s,
-              duration_s, cooldown, seed, intensity, live, rotate_s, store_url, as_json):
+              duration_s, cooldown, seed, intensity, live, rotate_s, store_url, probe_interval_s,
+              as_json):
     """Build TOPOLOGY, replay PLAYBOOK, capture, detect, score, tear down.
 
     Without PLAYBOOK the drill is benign only (--duration seconds of background traffic): it
@@ -159,7 +165,7 @@ def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, basel
     opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
                         warmup_s=warmup, cooldown_s=cooldown, seed=seed, live=live,
                         live_rotate_s=rotate_s, intensity=intensity, duration_s=duration_s,
-                        baseline_s=baseline_s, store=store_url,
+                        baseline_s=baseline_s, store=store_url, probe_interval_s=probe_interval_s,
                         on_inputs_checked=lambda: stale_twins_note(
                             console, interactive=sys.stdin.isatty() and console.is_terminal))
     ui = RichUI(console)
@@ -175,6 +181,7 @@ def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, basel
         click.echo(json.dumps(card, indent=2))
     else:
         print_scorecard(card, console)
+        print_availability(card, console)
         console.print(f"scorecard: {run.scorecard_path}   report: {run.dir / 'report.md'}")
     if run.manifest.get("status") != "done":
         raise CheckFailed(f"drill {run.id} {run.manifest.get('status')}: "
@@ -225,6 +232,7 @@ def drill_score(run_refs, detectors_dir, runs_dir):
                                f"ended ({row['detail']}): scored as it is now", err=True)
         card = analyse(run, detectors)
         print_scorecard(card, console)
+        print_availability(card, console)
 
 
 @drill.command("report")
@@ -255,7 +263,9 @@ def drill_report(run_ref, runs_dir, html_path, navigator_path, as_json):
         raise UserError(f"{run.dir}: {why}")
     card = run.scorecard()
     if not (html_path or navigator_path or as_json):
-        print_scorecard(card, make_console())
+        console = make_console()
+        print_scorecard(card, console)
+        print_availability(card, console)
         return
     from cyberrange.report import content, html, navigator
     report = content.gather(run, card, *_alerts_with_truth(run, card))
