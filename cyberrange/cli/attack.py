@@ -20,7 +20,7 @@ from cyberrange.errors import UserError
 
 DOCS = "docs/techniques.md"
 OUTCOME_STYLE = {"succeeded": "green", "failed": "yellow", "blocked": "magenta",
-                 "skipped": "dim", "error": "red"}
+                 "skipped": "dim", "error": "red", "stopped": "cyan"}
 
 
 def _anchor(tech) -> str:
@@ -151,12 +151,12 @@ def _attack_ui(console):
             self.progress.update(self.task, total=3 + executions)
 
         def attack_event(self, kind, payload):
+            from cyberrange.report.terminal import step_end_suffix
             if kind != "step_end":
                 return super().attack_event(kind, payload)
             r = payload
             colour = OUTCOME_STYLE.get(r.get("outcome"), "red")
             rep = f"#{r['repeat']} " if r.get("repeat") else ""
-            detail = r.get("skipped_reason") or r.get("error") or ""
             facts = r.get("facts") or {}
             fact_txt = ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}"
                                  for k, v in facts.items())
@@ -166,7 +166,7 @@ def _attack_ui(console):
                 f"{r.get('packets_sent', 0)} packets to {len(r.get('targets') or [])} targets in "
                 f"{r.get('end', 0) - r.get('start', 0):.1f} s"
                 + (f"  ({fact_txt})" if fact_txt else "")
-                + (f"  [dim]{detail[:160]}[/]" if detail else ""))
+                + step_end_suffix(r))
             self.progress.advance(self.task)
 
     return AttackUI(console)

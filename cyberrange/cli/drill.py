@@ -24,7 +24,7 @@ from cyberrange.cli._params import (
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.errors import CheckFailed, UserError
 from cyberrange.report.availability import print_availability
-from cyberrange.report.terminal import print_scorecard
+from cyberrange.report.terminal import OUTCOME_COLOURS, print_scorecard, step_end_suffix
 from cyberrange.run import Run
 
 PHASES = ["twin", "benign", "attack", "cooldown", "teardown", "telemetry", "detect", "score"]
@@ -78,8 +78,7 @@ class RichUI:
                                  f"{step.get('technique', '')}")
         elif kind == "step_end":
             r = payload
-            colour = {"succeeded": "green", "failed": "yellow", "blocked": "magenta", "skipped": "dim"}.get(
-                r.get("outcome"), "red")
+            colour = OUTCOME_COLOURS.get(r.get("outcome"), "red")
             facts = r.get("facts") or {}
             fact_txt = ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}"
                                  for k, v in facts.items())
@@ -87,7 +86,7 @@ class RichUI:
                 f"  [{colour}]●[/] {r.get('step_id')} {r.get('technique')} "
                 f"[{colour}]{r.get('outcome')}[/] {r.get('packets_sent', 0)} packets to "
                 f"{len(r.get('targets') or [])} targets in {r.get('end', 0) - r.get('start', 0):.1f} s"
-                + (f"  ({fact_txt})" if fact_txt else ""))
+                + (f"  ({fact_txt})" if fact_txt else "") + step_end_suffix(r))
             self.progress.advance(self.task)
 
     def warn(self, msg):
