@@ -289,6 +289,7 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     from cyberrange.report.aar import write_report
     from cyberrange.run import ANALYSIS_OUTPUTS
     from cyberrange.score.availability import run_availability
+    from cyberrange.score.blue import run_blue
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
@@ -321,6 +322,7 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
         avail = run_availability(run.dir, run.manifest, store_path=new[run.store_path.name])
         if avail is not None:            # the probes of the drill (availability.jsonl)
             card["availability"] = avail
+        card["blue"] = run_blue(run.dir, run.manifest, ledger, flows_t, card)  # None: no blue
         recon = packet_reconciliation(ledger, packets_t)
         per_sensor = reconcile(run.dir, run.manifest, ledger, packets_t, stats)
         mismatched = [r for r in recon if r["ledger_packets"] != r["stored_packets"]]
