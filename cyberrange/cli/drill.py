@@ -24,6 +24,7 @@ from cyberrange.cli._params import (
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.errors import CheckFailed, UserError
 from cyberrange.report.availability import print_availability
+from cyberrange.report.blue import print_blue
 from cyberrange.report.terminal import OUTCOME_COLOURS, print_scorecard, step_end_suffix
 from cyberrange.run import Run
 
@@ -181,6 +182,7 @@ def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, basel
     else:
         print_scorecard(card, console)
         print_availability(card, console)
+        print_blue(card, console)
         console.print(f"scorecard: {run.scorecard_path}   report: {run.dir / 'report.md'}")
     if run.manifest.get("status") != "done":
         raise CheckFailed(f"drill {run.id} {run.manifest.get('status')}: "
@@ -232,6 +234,7 @@ def drill_score(run_refs, detectors_dir, runs_dir):
         card = analyse(run, detectors)
         print_scorecard(card, console)
         print_availability(card, console)
+        print_blue(card, console)
 
 
 @drill.command("report")
@@ -265,6 +268,7 @@ def drill_report(run_ref, runs_dir, html_path, navigator_path, as_json):
         console = make_console()
         print_scorecard(card, console)
         print_availability(card, console)
+        print_blue(card, console)
         return
     from cyberrange.report import content, html, navigator
     report = content.gather(run, card, *_alerts_with_truth(run, card))

@@ -121,6 +121,21 @@ def contain_step(flows: list[tuple], start: float, actions: list[Action], res: R
     return None
 
 
+def mark_after_containment(rows: list[dict]) -> None:
+    """``after_containment``: the step began once one of its actors had been contained (some
+    earlier or same step of theirs contained), and it counts (it sent something, or was
+    contained): the steps the prevention part is about."""
+    first: dict[str | None, float] = {}
+    for r in rows:
+        if r["contained"]:
+            for actor in r["actors"] or [None]:
+                first[actor] = min(first.get(actor, INF), r["contained_at"])
+    for r in rows:
+        r["after_containment"] = bool(
+            (r["observable"] or r["contained"]) and r["start"] is not None
+            and any(first.get(a, INF) <= r["start"] for a in r["actors"] or [None]))
+
+
 def steps_rows(card: dict, ledger: list[dict], actions: list[Action], res: Resolver) -> list:
     """One row per scorecard step: detection as the scorecard has it, containment, prevention."""
     by_step: dict[str, list[dict]] = {}
@@ -146,6 +161,7 @@ def steps_rows(card: dict, ledger: list[dict], actions: list[Action], res: Resol
             "containing_actions": found[2] if found else [],
             "prevented": bool(before and (s.get("outcome") in PREVENTING_OUTCOMES or sent == 0)),
         })
+    mark_after_containment(rows)
     return rows
 
 
@@ -338,13 +354,7 @@ def score_parts(rows: list[dict], acted: bool, avail: dict | None) -> dict:
                                  acted and bool(eligible), steps=len(eligible),
                                  contained=sum(r["contained"] for r in eligible),
                                  half_life_s=CONTAIN_HALF_LIFE_S)
-    first: dict[str, float] = {}
-    for r in rows:
-        if r["contained"]:
-            for actor in r["actors"] or [None]:
-                first[actor] = min(first.get(actor, INF), r["contained_at"])
-    after = [r for r in rows if (r["observable"] or r["contained"]) and r["start"] is not None
-             and any(first.get(a, INF) <= r["start"] for a in r["actors"] or [None])]
+    after = [r for r in rows if r["after_containment"]]
     parts["prevention"] = _part(sum(r["prevented"] for r in after) / len(after) if after
                                 else None, acted and bool(after), steps=len(after),
                                 prevented=sum(r["prevented"] for r in after))
