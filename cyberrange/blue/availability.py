@@ -10,9 +10,12 @@ What is probed, and from where (``plan_targets``):
 * a **service** (``services:`` of a host), as the thread ``service:<node>:<proto>/<port>``,
   from one prober node: a client of a mission thread that uses that very service (a real
   client), else another host of the service's zone (a workstation first), else the zone's
-  router, else the host
-  itself (then only the server program is checked, not the network). Entry points and the
-  playbook's actors never probe a service (their traffic is the attack's).
+  router, else the host itself (then only the server program is checked, not the network).
+
+The attackers (entry points and the playbook's actors) never probe: their probes would be in
+the attack's traffic and would teach the trainable detectors that their flows are normal (the
+historian that polls the PLCs is the Modbus playbook's actor). A thread whose clients are all
+attackers is probed from a stand-in chosen like a service's prober, named in ``via``.
 
 How (``twin/probe.py --serve``): one long-lived prober process per probing node (inside its
 namespace) takes orders on stdin and answers on stdout, so a probe costs a few packets and no
@@ -24,9 +27,11 @@ When (``AvailabilityProber``): from twin-up until the drill's cleanup, each miss
 average once per ``interval_s`` and each service once per ``SERVICE_FACTOR`` intervals (the
 threads are what the drill is about; a service often shares its traffic with one), at random
 times (Poisson arrivals, after a first few rounds over every pair): a fixed rhythm would look
-like C2 beaconing to the beacon detector. Probes to login ports (22, 2222, ...) are spaced per source (``LOGIN_GAP_S``), so that
-no detector of password guessing or spraying counts them as attempts. Probe traffic is benign
-traffic: the sensors capture it, it is not in the ledger, so it is never counted as attack.
+like C2 beaconing to the beacon detector. Login ports (22, 2222, ...) are probed at most once
+per ``LOGIN_MEAN_S`` on average and never within ``LOGIN_GAP_S`` of another login probe of the
+same source, so that no detector of password guessing or spraying counts them as attempts.
+Probe traffic is benign traffic: the sensors capture it, it is not in the ledger, so it is
+never counted as attack.
 
 Each answer becomes one line of ``availability.jsonl`` (``docs/blue-team.md``, "Mission
 availability"); ``score/availability.py`` turns the file into the scorecard's section.
@@ -44,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Target", "plan_targets", "attackers", "AvailabilityProber", "start_probes",
-           "LOGIN_PORTS", "LOGIN_GAP_S"]
+           "LOGIN_PORTS", "LOGIN_GAP_S", "LOGIN_MEAN_S"]
 
 #: ports whose short sessions the login detectors count (detectors/bruteforce.yaml, lateral.yaml)
 LOGIN_PORTS = frozenset({22, 23, 445, 2222, 3389, 5985, 5986})
@@ -53,6 +58,9 @@ LOGIN_TYPES = frozenset({"login", "ssh"})
 #: (login-bruteforce), 30 s / 5.5 s < 7 attempts across targets (password-spray)
 LOGIN_GAP_S = 5.5
 SERVICE_FACTOR = 4         # a service is probed 4 times less often than a mission thread
+#: a login port at most once per 20 s on average: Poisson arrivals with a 5.5 s floor stay
+#: irregular (the beacon detector scores regularity) only when the mean is well above the floor
+LOGIN_MEAN_S = 20.0
 SWEEP_ROUNDS = 3           # first rounds over every pair (the trainable detectors' baseline)
 PROBE_TIMEOUT_S = 4.0      # a probe that gets no answer in this time failed ("timeout")
 STOP_GRACE_S = 1.0         # at the end, probes under way get this long to answer
@@ -95,10 +103,11 @@ def _check_fields(topo, dst_node, svc) -> dict:
     return out
 
 
-def _service_prober(topo, node, svc, exclude: set[str]) -> tuple[str, str]:
-    """The node that probes ``svc`` of ``node`` and why (see the module's docstring)."""
+def _prober(topo, node, proto: str, port: int | None, exclude: set[str]) -> tuple[str, str]:
+    """The node that probes ``proto``/``port`` of ``node`` for a service (or a thread whose
+    clients are all attackers), and why (see the module's docstring)."""
     for m in topo.missions.values():
-        if node.name in m.dst and m.proto == svc.proto and m.port == svc.port:
+        if node.name in m.dst and m.proto == proto and m.port == port:
             for src in m.src:
                 if src != node.name and src not in exclude:
                     return src, f"client of mission {m.name}"
@@ -133,15 +142,24 @@ def plan_targets(topo, exclude=()) -> list[Target]:
     nodes = topo.nodes
     targets: list[Target] = []
     for m in topo.missions.values():
-        pairs = [(s, d, str(nodes[d].ip)) for s in m.src for d in m.dst if s != d]
+        # an attacker among the clients never probes: its probes would be in the attack's
+        # traffic and teach the trainable detectors that its flows are normal
+        pairs = [(s, d, str(nodes[d].ip)) for s in m.src for d in m.dst
+                 if s != d and s not in exclude]
+        via = "the thread's clients"
+        if not pairs and m.dst:
+            stand_in = {d: _prober(topo, nodes[d], m.proto, m.port, exclude) for d in m.dst}
+            pairs = [(src, d, str(nodes[d].ip)) for d, (src, _) in stand_in.items()]
+            via = (f"its clients ({', '.join(m.src)}) are the attack's, so: "
+                   + "; ".join(f"{src} ({why})" for src, why in dict(stand_in.values()).items()))
         svc = _service_at(nodes[m.dst[0]], m.proto, m.port) if m.dst else None
-        t = Target(m.name, "mission", m.proto, m.port, pairs, via="the thread's clients",
+        t = Target(m.name, "mission", m.proto, m.port, pairs, via=via,
                    **_check_fields(topo, nodes[m.dst[0]], svc))
         t.static = _static(topo, pairs, m.proto, m.port)
         targets.append(t)
     for node in topo.hosts:
         for svc in node.services:
-            src, via = _service_prober(topo, node, svc, exclude)
+            src, via = _prober(topo, node, svc.proto, svc.port, exclude)
             pairs = [(src, node.name, str(node.ip))]
             t = Target(f"service:{node.name}:{svc.proto}/{svc.port}", "service", svc.proto,
                        svc.port, pairs, via=via, **_check_fields(topo, node, svc))
@@ -246,10 +264,13 @@ class AvailabilityProber:
     # -- scheduling ------------------------------------------------------------------------
     def _gap(self, t: Target) -> float:
         """Poisson arrivals (no rhythm for the beacon detector to find): a mission thread once
-        per interval on average, a service ``SERVICE_FACTOR`` times less often; a login port's
-        probes at least ``LOGIN_GAP_S`` apart."""
+        per interval on average, a service ``SERVICE_FACTOR`` times less often, a login port
+        at most once per ``LOGIN_MEAN_S``."""
         mean = self.interval_s * (SERVICE_FACTOR if t.kind == "service" else 1)
-        return self.rng.expovariate(1 / mean) + (LOGIN_GAP_S if t.login else 0.0)
+        return self.rng.expovariate(1 / (max(mean, LOGIN_MEAN_S) if t.login else mean))
+
+    def _login_free(self, src: str) -> bool:
+        return self.login_next.get(src, 0.0) <= time.monotonic()
 
     def _schedule(self) -> None:
         rng, interval = self.rng, self.interval_s
@@ -273,19 +294,22 @@ class AvailabilityProber:
                 continue
             heapq.heappop(heap)
             t = self.targets[i]
-            pair = t.pairs[j] if j is not None else rng.choice(t.pairs)
-            if t.login:
-                now = time.monotonic()
-                free = self.login_next.get(pair[0], 0.0)
-                if free > now:                   # this source probed a login port lately
-                    heapq.heappush(heap, (free + rng.random(), n, i, j))
+            if j is not None:                    # a first-round probe of one pair
+                pair = t.pairs[j]
+                if t.login and not self._login_free(pair[0]):      # waits for its source
+                    heapq.heappush(heap, (self.login_next[pair[0]] + rng.random(), n, i, j))
                     n += 1
                     continue
-                self.login_next[pair[0]] = now + LOGIN_GAP_S
-            self._send(t, pair)
-            if j is None:
+            else:
                 heapq.heappush(heap, (max(due, time.monotonic()) + self._gap(t), n, i, None))
                 n += 1
+                free = [p for p in t.pairs if not t.login or self._login_free(p[0])]
+                if not free:                     # skipped, not delayed: a delay would make
+                    continue                     # the login probes regular (beacon-like)
+                pair = rng.choice(free)
+            if t.login:
+                self.login_next[pair[0]] = time.monotonic() + LOGIN_GAP_S
+            self._send(t, pair)
 
     def _send(self, t: Target, pair) -> None:
         src, _, ip = pair
