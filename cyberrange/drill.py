@@ -163,8 +163,10 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
     """The twin's part of the drill, inside a TwinSession: build, (live ingest), benign
     warm-up, the playbook (or benign-only traffic), cool-down; the session tears it down."""
     from cyberrange.attack.runner import run_playbook
+    from cyberrange.blue.watch import PhaseInManifest
     from cyberrange.session import TwinSession
     from cyberrange.twin.build import Twin
+    ui = PhaseInManifest(ui, run)        # `blue watch` reads the phase from the manifest
     topo, pb = inputs.topology, inputs.playbook
     timings = run.manifest["timings"]
     twin = Twin(topo, run.dir, run.id, log=ui.warn)
@@ -213,10 +215,12 @@ def _start_live(session, run: Run, twin, inputs: Inputs, ui):
     """Live mode: records reach the store, and alerts the terminal, while the drill runs.
     Registers the cleanup that stops sensors and ingest in the right order; returns the
     streaming detection."""
+    from cyberrange.blue.watch import LiveAlertLog
     from cyberrange.detect.stream import StreamingDetection
     from cyberrange.ingest.live import LiveIngest
+    on_alert = LiveAlertLog(run.dir, then=getattr(ui, "live_alert", None))  # for `blue watch`
     stream = StreamingDetection(inputs.detectors, baseline_s=run.manifest["baseline_s"],
-                                on_alert=getattr(ui, "live_alert", None))
+                                on_alert=on_alert)
     live = LiveIngest(twin.sensors, run.store_path, run.id,
                       on_progress=getattr(ui, "live_progress", None), on_records=stream.feed)
 

@@ -229,4 +229,57 @@ def list_(everything, ref, as_json):
     console.print(t if recs else ("no action logged" if everything else "no active action"))
 
 
+@blue.command("watch")
+@click.argument("ref", required=False, metavar="[RUN|TWIN]")
+@click.option("--instructor", is_flag=True,
+              help="White cell view: also the real phase and the attack steps (ground truth: "
+                   "never on the defender's screen).")
+@click.option("--once", is_flag=True, help="Draw one frame and exit (for scripts and tests).")
+@click.option("--json", "as_json", is_flag=True, help="Print one snapshot as JSON and exit.")
+@click.option("--runs-dir", default="runs", show_default=True,
+              help="Where RUN is looked for by id or 'latest'.")
+def watch(ref, instructor, once, as_json, runs_dir):
+    """The red/blue screen: live alerts, mission availability, active blue actions, phase and
+    elapsed time of a drill running in another terminal (RUN: folder, id or 'latest'; TWIN: a
+    live twin's prefix; default: the only twin up). Redrawn twice a second from the files of
+    the run folder; ends with a one-line summary when the drill ends. The defender's view has
+    no ground truth on it (the drill needs --live for its alerts)."""
+    from cyberrange.blue.watch import Watch, find_run, summary_line
+    from cyberrange.cli._console import make_console
+    from cyberrange.report.watch_view import render, run_live
+    w = Watch(find_run(ref, runs_dir), instructor=instructor)
+    if as_json:
+        click.echo(json.dumps(w.snapshot(), default=str))
+        return
+    console = make_console()
+    if once or not console.is_terminal and w.final:
+        console.print(render(w.snapshot(), console.height if console.is_terminal else None,
+                             console.width))
+        return
+    snap = run_live(console, w.snapshot) if console.is_terminal else _plain(w)
+    if snap.get("stopped"):
+        click.echo(f"stopped watching run {snap.get('run_id')} "
+                   f"(it is {snap.get('status')})")
+        return
+    click.echo(summary_line(snap))
+
+
+def _plain(w, refresh_s: float = 0.5) -> dict:
+    """Not a terminal (a log file, a pipe): no redrawing; wait for the end quietly and
+    print the last frame."""
+    import time
+    snap = w.snapshot()
+    try:
+        while not (snap.get("final") or snap.get("owner_gone")):
+            time.sleep(refresh_s)
+            snap = w.snapshot()
+    except KeyboardInterrupt:
+        snap["stopped"] = True
+    from cyberrange.cli._console import make_console
+    from cyberrange.report.watch_view import render
+    console = make_console()
+    console.print(render(snap, None, console.width))
+    return snap
+
+
 COMMANDS = [blue]
