@@ -243,7 +243,8 @@ def availability_lost(probes: list[dict], section: dict | None, actions: list[Ac
                       res: Resolver) -> dict:
     """Seconds each thread was down because of an action: a failed probe that an action in force
     would stop counts from that probe to the thread's next probe (the end of probing after its
-    last one), the way the availability section counts ``down_s``."""
+    last one), the way the availability section counts ``down_s``, but never past the action's
+    undo (seconds down while the action was in force)."""
     per_thread: dict[str, float] = {}
     per_action: dict[str, dict[str, float]] = {}
     if not actions or not probes:
@@ -268,7 +269,9 @@ def availability_lost(probes: list[dict], section: dict | None, actions: list[Ac
             a = next((a for a in active if stops(a, flow, t, active, res)), None)
             if a is None:
                 continue
-            seg = (ps[k + 1]["time"] if k + 1 < len(ps) else end) - t
+            # until the thread's next probe, but not past the action's undo: once it is
+            # undone the defence no longer holds the thread down
+            seg = min(ps[k + 1]["time"] if k + 1 < len(ps) else end, a.t1) - t
             per_thread[thread] = per_thread.get(thread, 0.0) + seg
             mine = per_action.setdefault(a.id, {})
             mine[thread] = mine.get(thread, 0.0) + seg

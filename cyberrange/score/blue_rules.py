@@ -231,8 +231,10 @@ def parse_actions(records: list[dict], res: Resolver, notes: list[str]) -> list[
                     a.firewalls = list(p["firewalls"])
             elif verb == "isolate":
                 ips = p.get("ips") or [str(x.network_address) for x in res.networks(p["node"])]
-                allow = p.get("allow_ips") or [str(net.network_address) for n in
-                                               p.get("allow") or [] for net in res.networks(n)]
+                names = p.get("allow") or []
+                names = [names] if isinstance(names, str) else names
+                allow = p.get("allow_ips") or [str(net.network_address) for n in names
+                                               for net in res.networks(n)]
                 a.ips, a.allow_ips = frozenset(map(ip_of, ips)), frozenset(map(ip_of, allow))
             else:
                 a.rule = nft_rule(p["nft"]) if p.get("nft") else text_rule(p["rule"], res)
