@@ -213,13 +213,19 @@ def test_the_defender_view_never_opens_the_ledger_and_shows_none_of_it(crafted):
 def test_the_defender_cannot_tell_warm_up_from_attack(crafted):
     from cyberrange.blue.watch import Watch
     d, manifest = crafted
-    seen = {}
-    for phase in ("twin", "benign", "attack", "cooldown", "teardown"):
-        manifest["phase"] = {"name": phase, "since": time.time()}
+    seen, since, starts = {}, {}, {}
+    for i, phase in enumerate(("twin", "benign", "attack", "cooldown", "teardown")):
+        starts[phase] = T0 + 10 * i
+        manifest["phase"] = {"name": phase, "since": starts[phase], "starts": dict(starts)}
         (d / "manifest.json").write_text(json.dumps(manifest))
-        seen[phase] = (Watch(d).snapshot()["phase"], Watch(d, True).snapshot()["phase"])
+        snap, truth = Watch(d).snapshot(), Watch(d, True).snapshot()
+        seen[phase] = (snap["phase"], truth["phase"])
+        since[phase] = (snap["phase_since"], truth["phase_since"])
     assert seen["benign"][0] == seen["attack"][0] == seen["cooldown"][0] == "exercise"
     assert len({seen[p][1] for p in ("benign", "attack", "cooldown")}) == 3, seen
+    # "exercise for ..." counts from the warm-up: its clock does not restart with the attack
+    assert since["benign"][0] == since["attack"][0] == since["cooldown"][0] == T0 + 10
+    assert since["attack"][1] == T0 + 20 and since["teardown"] == (T0 + 40, T0 + 40)
     manifest["teardown"] = {"complete": True}               # the twin is gone: the analysis
     (d / "manifest.json").write_text(json.dumps(manifest))
     assert Watch(d).snapshot()["phase"] == "scoring"
@@ -314,8 +320,9 @@ def test_the_live_alert_log_and_the_phase_in_the_manifest(tmp_path):
         pui.phase(name, f"{name} text")
         on_disk = json.loads(run.manifest_path.read_text()).get("phase")
         if name != "telemetry":
-            assert on_disk["name"] == name
+            assert on_disk["name"] == name and on_disk["starts"][name] == on_disk["since"]
     assert on_disk["name"] == "attack"            # the analysis' phases are not written
+    assert list(on_disk["starts"]) == ["twin", "benign", "attack"]
     assert [n for n, _t in ui.phases] == ["twin", "twin", "benign", "attack", "telemetry"]
     assert hasattr(pui, "live_alert") and not hasattr(pui, "live_progress")
 
@@ -385,6 +392,7 @@ def test_blue_watch_during_a_real_live_drill(tmp_path):
     assert "exercise" in phases and phases[-1] == "ended"
     assert set(phases) <= {"starting", "building the twin", "exercise", "tearing down",
                            "scoring", "ended"}, phases
+    assert len({s["phase_since"] for s in samples if s["phase"] == "exercise"}) == 1
     # the block from the third terminal is on the screen, active, with its actor
     assert blocked is not None and blocked["result"] == "applied"
     after = [s for s in during if s["now"] > blocked["time"] + 0.5]

@@ -4,8 +4,9 @@
 any process: everything it shows comes from files in the run folder, read again (only what
 was appended since) at every refresh:
 
-- ``manifest.json``: status, start, end, and the drill's phase (``phase``: ``{name, since}``,
-  written by :class:`PhaseInManifest` at each phase of the twin's part);
+- ``manifest.json``: status, start, end, and the drill's phase (``phase``: ``{name, since,
+  starts: {name: since}}``, written by :class:`PhaseInManifest` at each phase of the twin's
+  part);
 - ``live-alerts.jsonl``: every alert the streaming detection raised, as it raised it
   (:class:`LiveAlertLog`, in the drill's live path; one JSON object per line, format below);
 - ``availability.jsonl``: the mission-availability probes (``blue/availability.py``);
@@ -13,8 +14,8 @@ was appended since) at every refresh:
 
 Two views. The **defender** view holds no ground truth: it never opens the ledger or the
 playbook, it shows the phase only as "building the twin" / "exercise" / "tearing down" /
-"scoring" (benign warm-up, attack and cool-down look the same: the attack's start is
-ground truth), it does not say whether the drill has a playbook at all (benign-only drills
+"scoring" (benign warm-up, attack and cool-down look the same, and "exercise for 0:42"
+counts from the warm-up's start: the attack's start is ground truth), it does not say whether the drill has a playbook at all (benign-only drills
 look like any other), and it leaves out the manifest's playbook, inputs, warnings and error
 text (an error names attack steps). The **instructor** (white cell) view adds the real phase,
 the playbook's name and its steps: those that ended (``ledger.jsonl``: outcome, packets,
@@ -101,8 +102,9 @@ class LiveAlertLog:
 
 class PhaseInManifest:
     """A drill's progress UI, passed through, that also writes each phase of the twin's part
-    (``TWIN_PART``) into the manifest as ``phase: {name, since}`` when it begins, so that a
-    watcher in another process can show it. The analysis' phases are not written: the
+    (``TWIN_PART``) into the manifest as ``phase: {name, since, starts}`` when it begins
+    (``starts``: when each phase so far began), so that a watcher in another process can
+    show it. The analysis' phases are not written: the
     analysis saves the manifest only once its results are complete (``Run.staged``), and a
     watcher tells it from the manifest's ``teardown`` record."""
 
@@ -113,8 +115,11 @@ class PhaseInManifest:
         return getattr(self._ui, name)
 
     def phase(self, name, text):
-        if name in TWIN_PART and (self._run.manifest.get("phase") or {}).get("name") != name:
-            self._run.manifest["phase"] = {"name": name, "since": round(time.time(), 3)}
+        old = self._run.manifest.get("phase") or {}
+        if name in TWIN_PART and old.get("name") != name:
+            now = round(time.time(), 3)
+            self._run.manifest["phase"] = {"name": name, "since": now,
+                                           "starts": {**(old.get("starts") or {}), name: now}}
             with suppress(OSError):
                 self._run.save()
         self._ui.phase(name, text)
@@ -353,11 +358,21 @@ class Watch:
                 "twin": (m.get("twin") or {}).get("prefix"),
                 "status": m.get("status"), "final": self.final, "owner_gone": stale,
                 "phase": shown,
-                "phase_since": _num((m.get("phase") or {}).get("since")) if phase in names
-                and not self.final and "teardown" not in m else None,
+                "phase_since": None if self.final or "teardown" in m or phase not in names
+                else self._since(m["phase"]),
                 "started": created, "finished": end,
                 "elapsed_s": round((end or now) - created, 1) if created else None,
                 "now": round(now, 3)}
+
+    def _since(self, phase: dict) -> float | None:
+        """When the phase shown began: for the defender, "exercise" began with the first of
+        warm-up, attack and cool-down (never when the attack began)."""
+        if self.instructor or DEFENDER_PHASE.get(phase.get("name")) != "exercise":
+            return _num(phase.get("since"))
+        starts = phase.get("starts") if isinstance(phase.get("starts"), dict) else {}
+        times = [_num(starts.get(n)) for n in TWIN_PART if DEFENDER_PHASE[n] == "exercise"]
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
 
     def _actions(self) -> dict:
         from cyberrange.blue import log

@@ -211,9 +211,14 @@ def steps_panel(snap: dict) -> Panel:
     body: RenderableType = t if (snap.get("steps") or snap.get("pending")) else \
         Text("no step has ended yet" if snap.get("playbook") else "no playbook (a "
              "benign-only drill, or a twin brought up with `up`)", style="dim")
+    notes = [Text(f"error: {snap['error']}", style="red")] if snap.get("error") else []
+    notes += [Text(f"warning: {w}", style="yellow", overflow="ellipsis", no_wrap=True)
+              for w in (snap.get("warnings") or [])[-3:]]
     if not snap.get("plan_known", True):
-        body = Group(body, Text("(the playbook file was not found unchanged: steps to come "
-                                "are not shown)", style="dim"))
+        notes.append(Text("(the playbook file was not found unchanged: steps to come are not "
+                          "shown)", style="dim"))
+    if notes:
+        body = Group(body, *notes)
     return Panel(body, title=title, title_align="left", border_style="magenta")
 
 
@@ -237,8 +242,8 @@ def render(snap: dict, height: int | None = None, width: int | None = None) -> R
         rows = max(3, rows, side - 6 if wide else 3)
     if wide:
         body = Table.grid(expand=True, padding=(0, 1))
-        body.add_column(ratio=3)
-        body.add_column(ratio=2)
+        body.add_column(ratio=1)                # the alerts get what the right side leaves
+        body.add_column(width=60)
         body.add_row(alerts_panel(snap, rows), right)
     else:
         body = Group(alerts_panel(snap, rows), right)
