@@ -277,6 +277,14 @@ def test_bad_inputs_are_one_line_and_exit_2(crafted, tmp_path):
     (early / "manifest.json").write_text(json.dumps(dict(m, run_id="early")))
     r = cli("blue", "watch", early, "--once")
     assert r.returncode == 0 and "waiting for the twin" in r.stdout, r.stdout + r.stderr
+    from cyberrange.blue.watch import Watch
+    from cyberrange.errors import UserError
+    w = Watch(early)
+    assert w.snapshot()["phase"] == "starting"
+    m["phase"] = {"name": "benign", "since": time.time()}      # the twin is up: not live
+    (early / "manifest.json").write_text(json.dumps(dict(m, run_id="early")))
+    with pytest.raises(UserError, match="not run with --live"):
+        w.snapshot()
 
 
 def test_the_live_alert_log_and_the_phase_in_the_manifest(tmp_path):

@@ -316,6 +316,8 @@ class Watch:
 
     def snapshot(self) -> dict:
         self.manifest = self._manifest()
+        if not self.live:               # a watch begun while the twin was being built:
+            self.check()                # refused once the drill shows it is not live
         new = self.tails[LIVE_ALERTS].read()
         for a in new:
             self.n_alerts += 1
