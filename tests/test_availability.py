@@ -119,7 +119,8 @@ def test_every_thread_and_service_of_fob_is_planned_from_real_clients():
         (src, dst, _), = targets[name].pairs
         assert src not in topo.entry_points and src != dst
     assert targets["service:cp-dns:udp/53"].pairs[0][0] in topo.missions["name-resolution"].src
-    assert targets["service:cp-dns:udp/53"].qname == "cp-dns.fob.mil"
+    assert targets["service:cp-dns:udp/53"].checks == {
+        "cp-dns": {"service": "dns", "qname": "cp-dns.fob.mil"}}
     assert targets["service:c2-server:tcp/22"].login                    # spaced per source
     assert not any(t.static for t in targets.values())                  # all allowed by the model
 
@@ -153,7 +154,10 @@ def test_a_thread_whose_clients_are_all_attackers_is_probed_from_a_stand_in():
     assert not {p[0] for t in targets.values() for p in t.pairs} & bad
     polling = targets["fuel-polling"]
     assert {p[1] for p in polling.pairs} == set(topo.missions["fuel-polling"].dst)
-    assert "fuel-hist" in polling.via and polling.service == "modbus" and polling.registers
+    assert "fuel-hist" in polling.via and polling.service == "modbus"
+    # each PLC is checked against its own registers
+    assert polling.checks["fuel-plc1"]["registers"] == {0: 812, 1: 640, 2: 1150, 3: 1450, 4: 1}
+    assert polling.checks["fuel-plc2"]["registers"] == {0: 1030, 1: 1, 2: 0}
 
 
 # ------------------------------------------------------------------ real drills

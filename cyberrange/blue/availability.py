@@ -74,9 +74,9 @@ class Target:
     proto: str
     port: int | None
     pairs: list[tuple[str, str, str]]             # (src node, dst node, dst ip)
-    service: str | None = None                    # service type at the destination port
-    registers: dict = field(default_factory=dict)   # modbus: the values it must still hold
-    qname: str | None = None                      # dns: the name asked for
+    service: str | None = None                    # service type at the (first) destination
+    checks: dict = field(default_factory=dict)    # dst node -> what its answer must hold:
+    #                                               service type, modbus registers, dns qname
     via: str = ""                                 # how the probing node was chosen
     static: list[str] = field(default_factory=list)   # pairs the model says cannot connect
 
@@ -152,9 +152,10 @@ def plan_targets(topo, exclude=()) -> list[Target]:
             pairs = [(src, d, str(nodes[d].ip)) for d, (src, _) in stand_in.items()]
             via = (f"its clients ({', '.join(m.src)}) are the attack's, so: "
                    + "; ".join(f"{src} ({why})" for src, why in dict(stand_in.values()).items()))
-        svc = _service_at(nodes[m.dst[0]], m.proto, m.port) if m.dst else None
-        t = Target(m.name, "mission", m.proto, m.port, pairs, via=via,
-                   **_check_fields(topo, nodes[m.dst[0]], svc))
+        checks = {d: _check_fields(topo, nodes[d], _service_at(nodes[d], m.proto, m.port))
+                  for d in m.dst}
+        t = Target(m.name, "mission", m.proto, m.port, pairs, via=via, checks=checks,
+                   service=checks[m.dst[0]].get("service") if m.dst else None)
         t.static = _static(topo, pairs, m.proto, m.port)
         targets.append(t)
     for node in topo.hosts:
@@ -162,7 +163,8 @@ def plan_targets(topo, exclude=()) -> list[Target]:
             src, via = _prober(topo, node, svc.proto, svc.port, exclude)
             pairs = [(src, node.name, str(node.ip))]
             t = Target(f"service:{node.name}:{svc.proto}/{svc.port}", "service", svc.proto,
-                       svc.port, pairs, via=via, **_check_fields(topo, node, svc))
+                       svc.port, pairs, service=svc.type, via=via,
+                       checks={node.name: _check_fields(topo, node, svc)})
             t.static = _static(topo, pairs, svc.proto, svc.port) if src != node.name else []
             targets.append(t)
     return [t for t in targets if t.pairs]
@@ -312,19 +314,15 @@ class AvailabilityProber:
             self._send(t, pair)
 
     def _send(self, t: Target, pair) -> None:
-        src, _, ip = pair
+        src, dst, ip = pair
         if src in self.dead:
             return
         with self.lock:
             self._ids += 1
             oid = self._ids
             self.pending[oid] = (t, pair)
-        order = {"id": oid, "proto": t.proto, "ip": ip, "port": t.port, "service": t.service,
-                 "timeout": self.timeout_s}
-        if t.registers:
-            order["registers"] = t.registers
-        if t.qname:
-            order["qname"] = t.qname
+        order = {"id": oid, "proto": t.proto, "ip": ip, "port": t.port, "service": None,
+                 "timeout": self.timeout_s, **t.checks.get(dst, {})}
         try:
             p = self.procs[src]
             p.stdin.write(json.dumps(order) + "\n")
