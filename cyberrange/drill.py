@@ -41,6 +41,7 @@ class DrillOptions:
     duration_s: float = 60.0         # benign-only drill (no playbook): seconds of traffic
     baseline_s: float | None = None  # trainable detectors learn from the first N s (None: warmup)
     probe_interval_s: float = 2.0    # mission availability probes, on average (0: none)
+    respond: str | None = None       # a response playbook run on the live alerts (implies live)
     # called once every input has passed its checks, before the run folder and the twin exist
     # (the CLI offers to remove stale twins there, so a refused drill prints only its error)
     on_inputs_checked: Callable[[], None] | None = None
@@ -51,9 +52,10 @@ class Inputs:
     topology: object
     playbook: object
     detectors: list = field(default_factory=list)
+    response: object = None
 
 
-def load_inputs(topology_path, playbook_path, detectors_dir) -> Inputs:
+def load_inputs(topology_path, playbook_path, detectors_dir, respond_path=None) -> Inputs:
     """Load and cross-check every input; raises UserError (exit 2) before anything is built."""
     from cyberrange.attack.playbook import load_playbook
     from cyberrange.detect.registry import load_detectors
@@ -61,7 +63,11 @@ def load_inputs(topology_path, playbook_path, detectors_dir) -> Inputs:
     topo = load_topology(topology_path)
     pb = load_playbook(playbook_path, topo) if playbook_path is not None else None
     dets = load_detectors(detectors_dir)
-    return Inputs(topo, pb, dets)
+    resp = None
+    if respond_path is not None:
+        from cyberrange.blue.respond import load_response
+        resp = load_response(respond_path, topo, dets)
+    return Inputs(topo, pb, dets, resp)
 
 
 class BenignTraffic:
@@ -134,7 +140,7 @@ def _open_run(topology_path, playbook_path, opts: DrillOptions, ui):
     from cyberrange.errors import UserError
     from cyberrange.run import probe_runs_dir
     from cyberrange.twin.build import preflight
-    inputs = load_inputs(topology_path, playbook_path, opts.detectors_dir)
+    inputs = load_inputs(topology_path, playbook_path, opts.detectors_dir, opts.respond)
     es = None
     if opts.store:                   # URL, credentials, TLS checked before anything is built
         from cyberrange.store.es_store import open_checked
@@ -149,7 +155,8 @@ def _open_run(topology_path, playbook_path, opts: DrillOptions, ui):
         opts.on_inputs_checked()
     seed = opts.seed if opts.seed is not None else topo.benign.seed
     run = Run.create(opts.runs_dir, f"{topo.name}", {
-        "topology": topology_path, "playbook": playbook_path}, seed=seed)
+        "topology": topology_path, "playbook": playbook_path, "respond": opts.respond},
+        seed=seed)
     baseline_s = opts.warmup_s if opts.baseline_s is None else opts.baseline_s
     run.manifest.update(topology=topo.name, playbook=pb.name if pb else None,
                         kind="drill" if pb else "benign", baseline_s=baseline_s,
@@ -170,12 +177,16 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
     topo, pb = inputs.topology, inputs.playbook
     timings = run.manifest["timings"]
     twin = Twin(topo, run.dir, run.id, log=ui.warn)
-    if opts.live:
+    live = opts.live or inputs.response is not None       # a response acts on live alerts
+    if live:
         twin.sensor_rotate_s = opts.live_rotate_s
     stop_event = threading.Event()
     with TwinSession(run, twin, ui) as session:
         session.start()
-        stream = _start_live(session, run, twin, inputs, ui) if opts.live else None
+        stream = _start_live(session, run, twin, inputs, ui) if live else None
+        if inputs.response is not None:
+            from cyberrange.blue.respond import start_response
+            start_response(session, run, twin, inputs.response, stream, ui)
         if stream is None:
             session.on_cleanup("stopping the sensors", lambda: run.manifest.update(
                 sensors=twin.stop_sensors()))

@@ -100,6 +100,19 @@ class RichUI:
                            + (f" → {a.destination_ip}" if a.destination_ip else "")
                            + f"  [dim]{a.message}[/]")
 
+    def response_action(self, rec):
+        """--respond: an action the automated response took, refused or reverted."""
+        t = rec.get("trigger") or {}
+        what = " ".join(f"{k} {v}" for k, v in (rec.get("params") or {}).items()
+                        if k in ("src", "dst", "node", "port", "firewall", "service", "id")
+                        and v not in (None, "any"))
+        colour = {"applied": "blue", "refused": "yellow"}.get(rec.get("result"), "red")
+        after = (f", {rec['time'] - t['alert_time']:.2f} s after the {t.get('detector')} alert"
+                 if t.get("alert_time") and not rec.get("reverts") else "")
+        self.console.print(f"  [bold {colour}]⛨ {rec.get('actor')}[/] {rec.get('action')} {what}"
+                           f" ({rec.get('id')}) [{colour}]{rec.get('result')}[/]{after}"
+                           + (f"  [dim]{rec['reason']}[/]" if rec.get("reason") else ""))
+
     def live_progress(self, p):
         """Live mode: one line that says how many records reached the store so far."""
         text = (f"live: {p['packets']:,} packet and {p['flows']:,} flow records stored "
@@ -150,10 +163,15 @@ def drill():
               show_default=True,
               help="Probe every mission thread and service this often on average, from its "
                    "clients (mission availability; 0: no probes).")
+@click.option("--respond", "respond", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE",
+              help="Run this response playbook (responses/*.yaml) on the live alerts: blue "
+                   "actions during the drill, logged in actions.jsonl. Implies --live. See "
+                   "docs/response-format.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scorecard as JSON instead of tables.")
 def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, baseline_s,
               duration_s, cooldown, seed, intensity, live, rotate_s, store_url, probe_interval_s,
-              as_json):
+              respond, as_json):
     """Build TOPOLOGY, replay PLAYBOOK, capture, detect, score, tear down.
 
     Without PLAYBOOK the drill is benign only (--duration seconds of background traffic): it
@@ -163,7 +181,8 @@ def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, basel
     from cyberrange.session import stale_twins_note
     console = make_console(stderr=as_json)
     opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
-                        warmup_s=warmup, cooldown_s=cooldown, seed=seed, live=live,
+                        warmup_s=warmup, cooldown_s=cooldown, seed=seed,
+                        live=live or respond is not None, respond=respond,
                         live_rotate_s=rotate_s, intensity=intensity, duration_s=duration_s,
                         baseline_s=baseline_s, store=store_url, probe_interval_s=probe_interval_s,
                         on_inputs_checked=lambda: stale_twins_note(
