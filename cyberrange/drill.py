@@ -372,10 +372,15 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     return card
 
 
-def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int | None = None):
+def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int | None = None,
+               twin: str | None = None):
     """``cyberrange attack run``: build the twin, run the playbook, write the ledger and the
     manifest into a new run folder, tear the twin down. No benign traffic, no detection.
-    Returns ``(run, records)``. Every input and every literal target is checked first."""
+    Returns ``(run, records)``. Every input and every literal target is checked first.
+    ``twin`` (prefix, run id or run folder): run in that twin, which is already up, instead
+    (``_attack_on_live_twin``)."""
+    if twin is not None:
+        return _attack_on_live_twin(twin, topology_path, playbook_path, runs_dir, ui, seed)
     from cyberrange.attack.playbook import load_playbook
     from cyberrange.attack.runner import check_static, run_playbook
     from cyberrange.model.loader import load_topology
@@ -410,6 +415,12 @@ def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int
                      stop_event=stop_event, seed=seed)
         timings["attack_s"] = round(time.monotonic() - t0, 2)
     timings["total_s"] = round(time.monotonic() - t_start, 2)
+    return run, _finish_attack(run)
+
+
+def _finish_attack(run: Run) -> list[dict]:
+    """The ledger's outcome counts into the manifest; the run ends done, or failed when a
+    step ended in error. Returns the ledger records."""
     from cyberrange.attack.ledger import read_ledger
     records = read_ledger(run.ledger_path)
     run.manifest["outcomes"] = {o: sum(1 for r in records if r["outcome"] == o)
@@ -421,4 +432,94 @@ def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int
                                    f"(the reasons are in ledger.jsonl)")
     else:
         run.finish("done")
-    return run, records
+    return records
+
+
+def _attack_on_live_twin(ref: str, topology_path, playbook_path, runs_dir, ui, seed):
+    """``attack run --twin REF``: the playbook runs in a twin another process keeps up
+    (``cyberrange up --detach``, a drill), attached by its state file; the model is the
+    topology file the twin was built from (found and checked by its sha256, as blue actions
+    do; ``topology_path``, when given, must be that same file). The ledger and the agents'
+    logs go to a new run folder (kind ``attack``) whose manifest names the twin; the twin's
+    own run folder (its captures, its action log) and the twin are left as they are.
+    Ctrl-C or SIGTERM stops the running agents (they report what they sent) and ends the run
+    ``interrupted``; the twin stays up."""
+    from cyberrange.attack.playbook import load_playbook
+    from cyberrange.attack.runner import check_static, run_playbook
+    from cyberrange.blue.target import live_twin
+    from cyberrange.errors import UserError
+    from cyberrange.run import probe_runs_dir, sha256
+    from cyberrange.session import attach, mark_active
+    ui = ui or NullUI()
+    attached = attach(ref)
+    state = attached.state
+    topo = live_twin(state).topo          # refuses a twin that is not up or whose owner died
+    built_from = json.loads((Path(state.run_dir) / "manifest.json").read_text())["inputs"][
+        "topology"]
+    if topology_path is not None and not Path(topology_path).is_file():
+        raise UserError(f"{topology_path}: no such file")
+    if topology_path is not None and sha256(topology_path) != built_from["sha256"]:
+        raise UserError(f"{topology_path}: twin {state.prefix} was built from another topology "
+                        f"file ({built_from['path']}); leave --topology out with --twin")
+    pb = load_playbook(playbook_path, topo)
+    check_static(pb, topo)
+    seed = pb.seed if seed is None else seed
+    probe_runs_dir(runs_dir)
+    run = Run.create(runs_dir, topo.name, {"playbook": playbook_path}, seed=seed)
+    run.manifest.update(topology=topo.name, playbook=pb.name, kind="attack",
+                        playbook_version=pb.version, max_rate=pb.max_rate,
+                        twin={"prefix": state.prefix, "run_id": state.run_id,
+                              "run_dir": str(state.run_dir), "attached": True,
+                              "topology": built_from})
+    run.save()
+    mark_active(run)
+    ui.run_started(run, topo, pb)
+    t0 = time.monotonic()
+    ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps in twin {state.prefix}")
+    stop = threading.Event()
+    try:
+        _until_done(lambda: run_playbook(pb, topo, attached, run.ledger_path, run.id,
+                                         on_event=ui.attack_event, stop_event=stop, seed=seed),
+                    stop)
+    except KeyboardInterrupt:
+        run.manifest["timings"]["attack_s"] = round(time.monotonic() - t0, 2)
+        run.finish("interrupted")
+        raise
+    except BaseException as e:
+        run.finish("failed", error=f"{type(e).__name__}: {e}"[:2000])
+        raise
+    run.manifest["timings"]["attack_s"] = round(time.monotonic() - t0, 2)
+    run.manifest["timings"]["total_s"] = run.manifest["timings"]["attack_s"]
+    return run, _finish_attack(run)
+
+
+def _until_done(work, stop: threading.Event):
+    """Run ``work()`` in a thread until it returns; on Ctrl-C or SIGTERM set ``stop``, wait
+    until ``work`` has wound down (the playbook's agents report what they sent), then raise
+    KeyboardInterrupt. With no teardown to clean up after it, the work must never be left
+    running: the main thread waits on an Event, not in ``Thread.join`` (a join interrupted by
+    a signal can mark a live thread as ended, bpo-45274, and the runner's own join would then
+    return while its agents still run)."""
+    from cyberrange.twin.shield import interruptible
+    done, out = threading.Event(), {}
+
+    def run():
+        try:
+            out["value"] = work()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            out["error"] = e
+        finally:
+            done.set()
+    threading.Thread(target=run, name="attack-run", daemon=True).start()
+    try:
+        with interruptible():
+            while not done.wait(0.2):
+                pass
+    except KeyboardInterrupt:
+        stop.set()
+        while not done.wait(0.2):       # further signals are counted now, not raised
+            pass
+        raise
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")

@@ -175,19 +175,27 @@ def _attack_ui(console):
 @attack.command("run")
 @allow_outside_option
 @click.argument("playbook", type=click.Path(dir_okay=False))
-@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), required=True,
-              help="Topology file of the twin to build.")
+@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
+              help="Topology file of the twin to build (with --twin: optional, and it must be "
+                   "the file that twin was built from).")
+@click.option("--twin", "twin_ref", default=None, metavar="REF",
+              help="Run in this twin, already up (`up --detach`, a drill): prefix, run id or "
+                   "run folder. The twin is left up; the ledger goes to a new run folder.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("--seed", type=SEED, default=None, help="Jitter seed (default: the playbook's).")
-def attack_run(playbook, topology_file, runs_dir, seed):
-    """Build the twin of --topology, run PLAYBOOK in it, write the ledger, tear the twin down.
+def attack_run(playbook, topology_file, twin_ref, runs_dir, seed):
+    """Build the twin of --topology, run PLAYBOOK in it, write the ledger, tear the twin down;
+    or, with --twin, run PLAYBOOK in a twin that is already up and leave it up.
 
     Needs root. No benign traffic and no detection (that is `cyberrange drill run`)."""
     from cyberrange.drill import run_attack
     from cyberrange.cli._console import make_console
+    if topology_file is None and twin_ref is None:
+        raise UserError("attack run needs --topology FILE (build a twin for it) or --twin REF "
+                        "(a twin that is up: `cyberrange status` lists them)")
     console = make_console()
     with _attack_ui(console) as ui:
-        run, records = run_attack(topology_file, playbook, runs_dir, ui, seed)
+        run, records = run_attack(topology_file, playbook, runs_dir, ui, seed, twin=twin_ref)
     t = Table(box=box.SIMPLE_HEAVY, title=f"run {run.id}", title_justify="left")
     for c in ("step", "technique", "executions", "outcomes", "packets", "bytes"):
         t.add_column(c)
@@ -203,6 +211,10 @@ def attack_run(playbook, topology_file, runs_dir, seed):
                   str(sum(r["bytes_sent"] for r in recs)))
     console.print(t)
     console.print(f"ledger: {run.ledger_path}   manifest: {run.manifest_path}")
+    if twin_ref is not None:
+        t = run.manifest["twin"]
+        console.print(f"twin {t['prefix']} is still up (its captures and action log: "
+                      f"{t['run_dir']}); `cyberrange down {t['prefix']}` removes it")
     if run.manifest.get("status") != "done":
         from cyberrange.errors import CheckFailed
         raise CheckFailed(f"run {run.id}: {run.manifest.get('error') or run.manifest.get('status')}")
