@@ -161,8 +161,8 @@ def drill():
                    "ess:// for TLS); checked before the drill starts. See docs/elasticsearch.md.")
 @click.option("--probe-interval", "probe_interval_s", type=SECONDS, default=2.0,
               show_default=True,
-              help="Probe every mission thread and service this often on average, from its "
-                   "clients (mission availability; 0: no probes).")
+              help="Mission availability: probe every mission thread from its clients this "
+                   "often on average (services 4 times less often); 0: no probes.")
 @click.option("--respond", "respond", type=click.Path(dir_okay=False), default=None,
               metavar="FILE",
               help="Run this response playbook (responses/*.yaml) on the live alerts: blue "
