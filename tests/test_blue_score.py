@@ -219,6 +219,13 @@ def test_containment_time_is_the_action_time_minus_the_step_start(drill, tmp_pat
         assert s["time_to_detect_s"] == drill["steps"][step_id]["time_to_detect_s"]
     assert sec["actions"] == {"total": 1, "applied": 1, "refused": 0, "failed": 0, "auto": 1,
                               "manual": 0, "undos": 0}
+    # no probes, and no step began after the containment: detection and containment only,
+    # renormalised over their 60 points
+    p = sec["parts"]
+    assert [n for n, q in p.items() if q["measured"]] == ["detection", "containment"]
+    assert sec["penalty"]["total"] == 0          # the attacker's own traffic is no collateral
+    assert sec["score"] == round(100 * (30 * p["detection"]["value"]
+                                        + 30 * p["containment"]["value"]) / 60, 1)
     # in force before the brute force began: contained at once (0 s); the brute force still
     # succeeded here (the block is only in the log), so it was not prevented
     early = score(drill, tmp_path, [act("A1", brute["start"] - 1, "block",
@@ -372,18 +379,32 @@ def test_isolating_a_node_a_mission_thread_uses_costs_that_thread(drill, tmp_pat
     assert avail["measured"] and avail["value"] == availability_section(probes)["missions"]
 
 
-def test_no_blue_data_is_null_and_probes_alone_measure_only_detection_and_availability(
+def test_no_blue_data_is_null_and_without_blue_actions_there_is_no_score(
         drill, tmp_path, monkeypatch):
+    """No action log and no probes: null. Probes but nobody on duty: the parts that could be
+    measured (detection, availability), no overall score (an absent defender must not outscore
+    an idle one, whose containment is measured and 0). An empty log or a response playbook
+    is someone on duty."""
     assert score(drill, tmp_path, monkeypatch=monkeypatch) is None
     led = drill["ledger"]
     probes = probes_around(led, {})
     sec = score(drill, tmp_path, probes=probes, monkeypatch=monkeypatch)
     measured = {n for n, p in sec["parts"].items() if p["measured"]}
     assert measured == {"detection", "availability"}
-    det = sec["parts"]["detection"]["value"]
-    assert sec["score"] == round(100 * (30 * det + 20 * 1.0) / 50, 1)
+    assert sec["score"] is None and sec["on_duty"] is False
     assert not any(s["contained"] for s in sec["steps"])
     assert any("no blue actions" in n for n in sec["notes"])
+    idle = score(drill, tmp_path, actions=[], probes=probes, monkeypatch=monkeypatch)
+    det = idle["parts"]["detection"]["value"]
+    assert idle["parts"]["containment"]["measured"] and idle["parts"]["containment"]["value"] == 0
+    assert not idle["parts"]["prevention"]["measured"]          # nothing was ever contained
+    assert idle["score"] == round(100 * (30 * det + 30 * 0 + 20 * 1.0) / 80, 1)
+    responder = dict(drill["manifest"], inputs=dict(drill["manifest"]["inputs"],
+                                                    respond={"path": "r.yaml", "sha256": "0"}))
+    d = tmp_path / "crafted"
+    (d / "actions.jsonl").unlink()
+    sec = run_blue(d, responder, led, drill["flows"], dict(drill["card"], availability=None))
+    assert sec["on_duty"] and sec["parts"]["containment"]["measured"]
 
 
 def test_drill_score_writes_and_shows_the_blue_scorecard(drill, tmp_path):

@@ -26,8 +26,8 @@ def _score_colour(score: float) -> str:
 def blue_table(sec: dict) -> Table:
     """One row per attack step: detection (as the scorecard has it), containment, prevention."""
     score = sec.get("score")
-    head = "not measured" if score is None else \
-        f"[{_score_colour(score)}]{score:.1f}[/] / 100"
+    head = "no blue actions" if not sec.get("on_duty", True) else "not measured" \
+        if score is None else f"[{_score_colour(score)}]{score:.1f}[/] / 100"
     t = Table(title=f"Blue scorecard: {head}", box=box.SIMPLE_HEAVY, title_justify="left")
     for h, j in (("step", "left"), ("technique", "left"), ("outcome", "left"),
                  ("detected", "center"), ("time to detect", "right"), ("contained", "center"),
@@ -61,7 +61,11 @@ def summary_lines(sec: dict) -> list[str]:
     pen = (sec.get("penalty") or {}).get("total") or 0
     score = sec.get("score")
     lines = []
-    if score is None:
+    if not sec.get("on_duty", True):
+        lines.append("[bold]no blue actions[/] (no action log, no response playbook): no blue "
+                     "score" + (f"; measured: {', '.join(t.split('×')[0] for t in terms)}"
+                                if terms else ""))
+    elif score is None:
         lines.append("[bold]blue score[/]: not measured (no part of it could be measured)")
     else:
         lines.append(f"[bold]blue score {score:.1f}[/] = 100 × ({' + '.join(terms)}) / "
@@ -74,9 +78,7 @@ def summary_lines(sec: dict) -> list[str]:
         lines.append(f"actions: {a['total']} ({a.get('applied', 0)} applied, "
                      f"{a.get('refused', 0)} refused, {a.get('failed', 0)} failed; "
                      f"{a.get('auto', 0)} automated, {a.get('manual', 0)} manual)")
-    elif not parts.get("containment", {}).get("measured"):
-        lines.append("[dim]no blue actions: containment and prevention not measured[/]")
-    else:
+    elif sec.get("on_duty", True):
         lines.append("actions: none taken")
     lines += [f"[dim]note: {escape(str(n))}[/]" for n in sec.get("notes") or []
               if "no blue actions" not in str(n)]
@@ -125,7 +127,8 @@ def print_blue(card: dict, console: Console | None = None) -> None:
         console.print(blue_table(sec))
     else:
         score = sec.get("score")
-        console.print("[bold]Blue scorecard[/]: " + ("not measured" if score is None else
-                                                      f"{score:.1f} / 100") + " (no attack steps)")
+        head = "no blue actions" if not sec.get("on_duty", True) else "not measured" \
+            if score is None else f"{score:.1f} / 100"
+        console.print(f"[bold]Blue scorecard[/]: {head} (no attack steps)")
     for line in summary_lines(sec):
         console.print(line)

@@ -402,8 +402,9 @@ def blue_section(card: dict, ledger: list[dict], flows: pa.Table | None,
     """The scorecard's ``blue`` section from a scored run (``card``: ``score_run``'s output with
     its ``availability`` section, if any). ``on_duty``: a defender or an automated response
     was there to act (default: the run has an action log, ``records`` not None); without one
-    containment and prevention are not measured. None when nobody was on duty and the run has
-    no availability section either (a plain red drill)."""
+    containment and prevention are not measured and there is no overall ``score`` (null; the
+    measured parts are still given). None when nobody was on duty and the run has no
+    availability section either (a plain red drill without probes)."""
     avail = card.get("availability") if isinstance(card.get("availability"), dict) else None
     on_duty = records is not None if on_duty is None else on_duty
     if not on_duty and avail is None:
@@ -421,7 +422,9 @@ def blue_section(card: dict, ledger: list[dict], flows: pa.Table | None,
     pen = penalty(collateral)
     weight = sum(p["weight"] for p in parts.values())
     score = None
-    if weight:
+    # nobody on duty: no overall score, only the parts that were measured (otherwise a drill
+    # without a defender, containment unmeasured, would outscore one whose defender was idle)
+    if weight and on_duty:
         base = 100 * sum(p["weight"] * p["value"] for p in parts.values() if p["measured"])
         score = round(max(0.0, base / weight - pen["total"]), 1)
     origin = min((float(r["start"]) for r in ledger if r.get("start") is not None), default=None)
@@ -429,9 +432,9 @@ def blue_section(card: dict, ledger: list[dict], flows: pa.Table | None,
         r["contained_at_s"] = round(r["contained_at"] - origin, 3) \
             if r["contained_at"] is not None and origin is not None else None
     if not on_duty:
-        notes.append("no blue actions (no actions.jsonl): containment and prevention not "
-                      "measured")
-    return {"score": score, "parts": parts, "penalty": pen, "steps": rows,
+        notes.append("no blue actions (no actions.jsonl, no response playbook): containment "
+                      "and prevention not measured, no overall score")
+    return {"score": score, "on_duty": on_duty, "parts": parts, "penalty": pen, "steps": rows,
             "collateral": collateral, "actions": action_counts(records), "origin": origin,
             "resolved_with": "topology" if res.topo is not None else
             ("run files" if res.names else "addresses only"), "notes": notes}
