@@ -61,6 +61,7 @@ def _drop_availability(run_dir) -> None:
     (run_dir / "availability.jsonl").unlink(missing_ok=True)
     card = json.loads((run_dir / "scorecard.json").read_text())
     card.pop("availability", None)
+    card.pop("blue", None)             # a run from before blue scoring has neither section
     (run_dir / "scorecard.json").write_text(json.dumps(card))
 
 
