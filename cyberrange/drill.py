@@ -40,6 +40,8 @@ class DrillOptions:
     store: str | None = None         # es://... : records also go to Elasticsearch (analyse)
     duration_s: float = 60.0         # benign-only drill (no playbook): seconds of traffic
     baseline_s: float | None = None  # trainable detectors learn from the first N s (None: warmup)
+    probe_interval_s: float = 2.0    # mission availability probes, on average (0: none)
+    respond: str | None = None       # a response playbook run on the live alerts (implies live)
     # called once every input has passed its checks, before the run folder and the twin exist
     # (the CLI offers to remove stale twins there, so a refused drill prints only its error)
     on_inputs_checked: Callable[[], None] | None = None
@@ -50,9 +52,10 @@ class Inputs:
     topology: object
     playbook: object
     detectors: list = field(default_factory=list)
+    response: object = None
 
 
-def load_inputs(topology_path, playbook_path, detectors_dir) -> Inputs:
+def load_inputs(topology_path, playbook_path, detectors_dir, respond_path=None) -> Inputs:
     """Load and cross-check every input; raises UserError (exit 2) before anything is built."""
     from cyberrange.attack.playbook import load_playbook
     from cyberrange.detect.registry import load_detectors
@@ -60,7 +63,11 @@ def load_inputs(topology_path, playbook_path, detectors_dir) -> Inputs:
     topo = load_topology(topology_path)
     pb = load_playbook(playbook_path, topo) if playbook_path is not None else None
     dets = load_detectors(detectors_dir)
-    return Inputs(topo, pb, dets)
+    resp = None
+    if respond_path is not None:
+        from cyberrange.blue.respond import load_response
+        resp = load_response(respond_path, topo, dets)
+    return Inputs(topo, pb, dets, resp)
 
 
 class BenignTraffic:
@@ -133,7 +140,7 @@ def _open_run(topology_path, playbook_path, opts: DrillOptions, ui):
     from cyberrange.errors import UserError
     from cyberrange.run import probe_runs_dir
     from cyberrange.twin.build import preflight
-    inputs = load_inputs(topology_path, playbook_path, opts.detectors_dir)
+    inputs = load_inputs(topology_path, playbook_path, opts.detectors_dir, opts.respond)
     es = None
     if opts.store:                   # URL, credentials, TLS checked before anything is built
         from cyberrange.store.es_store import open_checked
@@ -148,7 +155,8 @@ def _open_run(topology_path, playbook_path, opts: DrillOptions, ui):
         opts.on_inputs_checked()
     seed = opts.seed if opts.seed is not None else topo.benign.seed
     run = Run.create(opts.runs_dir, f"{topo.name}", {
-        "topology": topology_path, "playbook": playbook_path}, seed=seed)
+        "topology": topology_path, "playbook": playbook_path, "respond": opts.respond},
+        seed=seed)
     baseline_s = opts.warmup_s if opts.baseline_s is None else opts.baseline_s
     run.manifest.update(topology=topo.name, playbook=pb.name if pb else None,
                         kind="drill" if pb else "benign", baseline_s=baseline_s,
@@ -162,21 +170,30 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
     """The twin's part of the drill, inside a TwinSession: build, (live ingest), benign
     warm-up, the playbook (or benign-only traffic), cool-down; the session tears it down."""
     from cyberrange.attack.runner import run_playbook
+    from cyberrange.blue.watch import PhaseInManifest
     from cyberrange.session import TwinSession
     from cyberrange.twin.build import Twin
+    ui = PhaseInManifest(ui, run)        # `blue watch` reads the phase from the manifest
     topo, pb = inputs.topology, inputs.playbook
     timings = run.manifest["timings"]
     twin = Twin(topo, run.dir, run.id, log=ui.warn)
-    if opts.live:
+    live = opts.live or inputs.response is not None       # a response acts on live alerts
+    if live:
         twin.sensor_rotate_s = opts.live_rotate_s
     stop_event = threading.Event()
     with TwinSession(run, twin, ui) as session:
         session.start()
-        stream = _start_live(session, run, twin, inputs, ui) if opts.live else None
+        stream = _start_live(session, run, twin, inputs, ui) if live else None
+        if inputs.response is not None:
+            from cyberrange.blue.respond import start_response
+            start_response(session, run, twin, inputs.response, stream, ui)
         if stream is None:
             session.on_cleanup("stopping the sensors", lambda: run.manifest.update(
                 sensors=twin.stop_sensors()))
         session.on_cleanup("stopping the attack", stop_event.set)
+        if opts.probe_interval_s > 0:    # mission availability until the cleanup
+            from cyberrange.blue.availability import start_probes
+            start_probes(session, run, twin, topo, pb, opts.probe_interval_s, ui)
         if opts.benign and topo.benign.enabled:
             benign = BenignTraffic(twin, run, run.manifest.get("seed"), opts.intensity)
             session.on_cleanup("stopping benign traffic", lambda: run.manifest.update(
@@ -209,10 +226,12 @@ def _start_live(session, run: Run, twin, inputs: Inputs, ui):
     """Live mode: records reach the store, and alerts the terminal, while the drill runs.
     Registers the cleanup that stops sensors and ingest in the right order; returns the
     streaming detection."""
+    from cyberrange.blue.watch import LiveAlertLog
     from cyberrange.detect.stream import StreamingDetection
     from cyberrange.ingest.live import LiveIngest
+    on_alert = LiveAlertLog(run.dir, then=getattr(ui, "live_alert", None))  # for `blue watch`
     stream = StreamingDetection(inputs.detectors, baseline_s=run.manifest["baseline_s"],
-                                on_alert=getattr(ui, "live_alert", None))
+                                on_alert=on_alert)
     live = LiveIngest(twin.sensors, run.store_path, run.id,
                       on_progress=getattr(ui, "live_progress", None), on_records=stream.feed)
 
@@ -284,6 +303,8 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     from cyberrange.ingest.load import load_captures
     from cyberrange.report.aar import write_report
     from cyberrange.run import ANALYSIS_OUTPUTS
+    from cyberrange.score.availability import run_availability
+    from cyberrange.score.blue import run_blue
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
@@ -313,6 +334,10 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
             flows_t = store.read("flows", run.id)
             packets_t = store.read("packets", run.id)
         card = score_run(ledger, flows_t, alerts)
+        avail = run_availability(run.dir, run.manifest, store_path=new[run.store_path.name])
+        if avail is not None:            # the probes of the drill (availability.jsonl)
+            card["availability"] = avail
+        card["blue"] = run_blue(run.dir, run.manifest, ledger, flows_t, card)  # None: no blue
         recon = packet_reconciliation(ledger, packets_t)
         per_sensor = reconcile(run.dir, run.manifest, ledger, packets_t, stats)
         mismatched = [r for r in recon if r["ledger_packets"] != r["stored_packets"]]
@@ -347,10 +372,15 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     return card
 
 
-def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int | None = None):
+def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int | None = None,
+               twin: str | None = None):
     """``cyberrange attack run``: build the twin, run the playbook, write the ledger and the
     manifest into a new run folder, tear the twin down. No benign traffic, no detection.
-    Returns ``(run, records)``. Every input and every literal target is checked first."""
+    Returns ``(run, records)``. Every input and every literal target is checked first.
+    ``twin`` (prefix, run id or run folder): run in that twin, which is already up, instead
+    (``_attack_on_live_twin``)."""
+    if twin is not None:
+        return _attack_on_live_twin(twin, topology_path, playbook_path, runs_dir, ui, seed)
     from cyberrange.attack.playbook import load_playbook
     from cyberrange.attack.runner import check_static, run_playbook
     from cyberrange.model.loader import load_topology
@@ -385,6 +415,12 @@ def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int
                      stop_event=stop_event, seed=seed)
         timings["attack_s"] = round(time.monotonic() - t0, 2)
     timings["total_s"] = round(time.monotonic() - t_start, 2)
+    return run, _finish_attack(run)
+
+
+def _finish_attack(run: Run) -> list[dict]:
+    """The ledger's outcome counts into the manifest; the run ends done, or failed when a
+    step ended in error. Returns the ledger records."""
     from cyberrange.attack.ledger import read_ledger
     records = read_ledger(run.ledger_path)
     run.manifest["outcomes"] = {o: sum(1 for r in records if r["outcome"] == o)
@@ -396,4 +432,94 @@ def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int
                                    f"(the reasons are in ledger.jsonl)")
     else:
         run.finish("done")
-    return run, records
+    return records
+
+
+def _attack_on_live_twin(ref: str, topology_path, playbook_path, runs_dir, ui, seed):
+    """``attack run --twin REF``: the playbook runs in a twin another process keeps up
+    (``cyberrange up --detach``, a drill), attached by its state file; the model is the
+    topology file the twin was built from (found and checked by its sha256, as blue actions
+    do; ``topology_path``, when given, must be that same file). The ledger and the agents'
+    logs go to a new run folder (kind ``attack``) whose manifest names the twin; the twin's
+    own run folder (its captures, its action log) and the twin are left as they are.
+    Ctrl-C or SIGTERM stops the running agents (they report what they sent) and ends the run
+    ``interrupted``; the twin stays up."""
+    from cyberrange.attack.playbook import load_playbook
+    from cyberrange.attack.runner import check_static, run_playbook
+    from cyberrange.blue.target import live_twin
+    from cyberrange.errors import UserError
+    from cyberrange.run import probe_runs_dir, sha256
+    from cyberrange.session import attach, mark_active
+    ui = ui or NullUI()
+    attached = attach(ref)
+    state = attached.state
+    topo = live_twin(state).topo          # refuses a twin that is not up or whose owner died
+    built_from = json.loads((Path(state.run_dir) / "manifest.json").read_text())["inputs"][
+        "topology"]
+    if topology_path is not None and not Path(topology_path).is_file():
+        raise UserError(f"{topology_path}: no such file")
+    if topology_path is not None and sha256(topology_path) != built_from["sha256"]:
+        raise UserError(f"{topology_path}: twin {state.prefix} was built from another topology "
+                        f"file ({built_from['path']}); leave --topology out with --twin")
+    pb = load_playbook(playbook_path, topo)
+    check_static(pb, topo)
+    seed = pb.seed if seed is None else seed
+    probe_runs_dir(runs_dir)
+    run = Run.create(runs_dir, topo.name, {"playbook": playbook_path}, seed=seed)
+    run.manifest.update(topology=topo.name, playbook=pb.name, kind="attack",
+                        playbook_version=pb.version, max_rate=pb.max_rate,
+                        twin={"prefix": state.prefix, "run_id": state.run_id,
+                              "run_dir": str(state.run_dir), "attached": True,
+                              "topology": built_from})
+    run.save()
+    mark_active(run)
+    ui.run_started(run, topo, pb)
+    t0 = time.monotonic()
+    ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps in twin {state.prefix}")
+    stop = threading.Event()
+    try:
+        _until_done(lambda: run_playbook(pb, topo, attached, run.ledger_path, run.id,
+                                         on_event=ui.attack_event, stop_event=stop, seed=seed),
+                    stop)
+    except KeyboardInterrupt:
+        run.manifest["timings"]["attack_s"] = round(time.monotonic() - t0, 2)
+        run.finish("interrupted")
+        raise
+    except BaseException as e:
+        run.finish("failed", error=f"{type(e).__name__}: {e}"[:2000])
+        raise
+    run.manifest["timings"]["attack_s"] = round(time.monotonic() - t0, 2)
+    run.manifest["timings"]["total_s"] = run.manifest["timings"]["attack_s"]
+    return run, _finish_attack(run)
+
+
+def _until_done(work, stop: threading.Event):
+    """Run ``work()`` in a thread until it returns; on Ctrl-C or SIGTERM set ``stop``, wait
+    until ``work`` has wound down (the playbook's agents report what they sent), then raise
+    KeyboardInterrupt. With no teardown to clean up after it, the work must never be left
+    running: the main thread waits on an Event, not in ``Thread.join`` (a join interrupted by
+    a signal can mark a live thread as ended, bpo-45274, and the runner's own join would then
+    return while its agents still run)."""
+    from cyberrange.twin.shield import interruptible
+    done, out = threading.Event(), {}
+
+    def run():
+        try:
+            out["value"] = work()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            out["error"] = e
+        finally:
+            done.set()
+    threading.Thread(target=run, name="attack-run", daemon=True).start()
+    try:
+        with interruptible():
+            while not done.wait(0.2):
+                pass
+    except KeyboardInterrupt:
+        stop.set()
+        while not done.wait(0.2):       # further signals are counted now, not raised
+            pass
+        raise
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")

@@ -30,6 +30,15 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+# the tests also open the HTML after-action report in a real headless browser; Debian's
+# chromium (Ubuntu ships it as a snap only: there the browser tests skip, with the reason)
+if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "setup.sh: installing chromium for the browser tests"
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ||
+    echo "setup.sh: chromium could not be installed; the browser tests will be skipped" >&2
+fi
+
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import mininet.net" 2>/dev/null; then
   rm -rf .venv
   /usr/bin/python3 -m venv --system-site-packages .venv

@@ -9,14 +9,34 @@ import pytest
 from helpers import can_build_twin
 
 
+_AT_START: dict[str, set] = {}
+
+
+def pytest_sessionstart(session):
+    """What was there before the suite (another session's twins) is not the suite's."""
+    if can_build_twin() is None:
+        from cyberrange.twin.state import leftovers
+        _AT_START.update({k: set(v) for k, v in leftovers().items()})
+
+
+def _ours(state, config) -> bool:
+    """Whether a twin was made by this test session (its run folder is under pytest's
+    temporary base folder): the suite never judges or removes another session's twins."""
+    base = str(config._tmp_path_factory.getbasetemp())
+    return str(state.run_dir or "").startswith(base)
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """After the whole suite no kernel object of any twin made by it may remain."""
+    """After the whole suite no kernel object of any twin made by it may remain (objects that
+    were there before it started, or belong to another session's live twin, are not its)."""
     if can_build_twin() is not None:
         return
     from background import close_all
     close_all()                 # drills still running in the background (Ctrl-C) end first
-    from cyberrange.twin.state import leftovers
-    left = leftovers()
+    from cyberrange.twin.state import leftovers, live_states
+    others = {s.prefix for s in live_states() if not _ours(s, session.config)}
+    left = {k: [o for o in v if o not in _AT_START.get(k, ())
+                and not any(p in o for p in others)] for k, v in leftovers().items()}
     if any(left.values()):
         print(f"\nLEFTOVER twin objects after the suite: {left}", file=sys.stderr)
         session.exitstatus = 1
@@ -35,7 +55,8 @@ def no_stale_twin_left_by_the_module(request):
     from cyberrange.twin.state import live_states
     before = {s.prefix for s in live_states()}
     yield
-    left = [s for s in live_states() if s.prefix not in before and not s.owner_alive]
+    left = [s for s in live_states() if s.prefix not in before and not s.owner_alive
+            and _ours(s, request.config)]
     if left:
         import warnings
         from cyberrange.session import remove_twin

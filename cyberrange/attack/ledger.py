@@ -12,7 +12,14 @@ Record format (every key always present)::
      "packets_sent", "bytes_sent",
      "flows": [{"src", "dst", "proto", "sport", "dport", "packets", "bytes"}],
      "facts": {...}, "error": str | null,
-     "repeat": int, "skipped_reason": str | null}
+     "repeat": int, "skipped_reason": str | null,
+     "blocked_reason": str | null, "arp_frames": int}
+
+Outcomes (docs/playbook-format.md, "Outcomes"): ``succeeded``, ``failed``, ``blocked`` (the
+defence stopped the step: ``blocked_reason``), ``error`` (the step could not run properly:
+``error``), ``stopped`` (the operator stopped the run while the step ran), ``skipped``
+(``skipped_reason``). ``error``, ``blocked_reason`` and ``skipped_reason`` are ONE line each
+(a traceback goes to the run's ``logs/agent-<step>-<actor>-<repeat>.err``, never here).
 
 One record per execution: a step with ``timing.repeat: n`` writes n records (``repeat`` 0..n-1),
 a step run from several actors (an actor fact) one per actor and repeat. ``actor`` is the node
@@ -21,7 +28,10 @@ one record with outcome ``skipped``, its reason, and no flows.
 
 ``packets_sent``/``bytes_sent`` are the sums over ``flows``. A flow counts the IPv4 packets the
 actor sent for one 5-tuple (src = actor); for ICMP, ``sport`` is the ICMP type and ``dport`` the
-code. See docs/techniques.md for how each technique counts.
+code. They count what really left the actor, also when the step was cut short (blocked, error,
+stopped): what went out before the cut. ``arp_frames`` counts the ARP frames the technique
+wrote itself (requests for next hops, an ARP scan, poisoning): they have no 5-tuple. See
+docs/techniques.md for how each technique counts.
 """
 from __future__ import annotations
 
@@ -32,10 +42,11 @@ from pathlib import Path
 
 RECORD_KEYS = ("run_id", "step_id", "name", "technique", "actor", "actor_ip", "targets",
                "start", "end", "outcome", "packets_sent", "bytes_sent", "flows", "facts", "error",
-               "repeat", "skipped_reason")
+               "repeat", "skipped_reason", "blocked_reason", "arp_frames")
 FLOW_KEYS = ("src", "dst", "proto", "sport", "dport", "packets", "bytes")
-OUTCOMES = ("succeeded", "failed", "blocked", "skipped", "error")
-AGENT_OUTCOMES = ("succeeded", "failed", "blocked", "error")   # what a technique may report
+OUTCOMES = ("succeeded", "failed", "blocked", "skipped", "error", "stopped")
+AGENT_OUTCOMES = ("succeeded", "failed", "blocked", "error", "stopped")  # what an agent reports
+REASON_MAX = 500             # characters of a one-line reason
 
 _LOCK = threading.Lock()     # one writer at a time, whatever the file (appends are rare)
 
@@ -50,9 +61,24 @@ def make_record(**fields) -> dict:
     rec["packets_sent"] = sum(int(f["packets"]) for f in flows)
     rec["bytes_sent"] = sum(int(f["bytes"]) for f in flows)
     rec["repeat"] = int(fields.get("repeat") or 0)
+    rec["arp_frames"] = int(fields.get("arp_frames") or 0)
     if rec["outcome"] not in OUTCOMES:
         raise ValueError(f"bad outcome {rec['outcome']!r}")
+    for key in ("error", "skipped_reason", "blocked_reason"):
+        if rec[key] is not None:
+            rec[key] = one_line(rec[key])
+    if rec["outcome"] != "blocked":
+        rec["blocked_reason"] = None
+    elif not rec["blocked_reason"]:
+        rec["blocked_reason"] = "the technique reported 'blocked' without saying why"
     return rec
+
+
+def one_line(text, limit: int = REASON_MAX) -> str:
+    """``text`` as one line (whitespace runs, newlines included, become one space) of at most
+    ``limit`` characters: ledger reasons are one line, a traceback never gets in."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[:limit - 3] + "..."
 
 
 def append_record(path, record: dict) -> None:
@@ -121,9 +147,10 @@ def check_record(rec) -> None:
         raise UserError(f"{where}: outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
     for key in ("start", "end"):
         want(rec, key, NUM, where)
-    for key in ("run_id", "name", "technique", "actor", "actor_ip", "error", "skipped_reason"):
+    for key in ("run_id", "name", "technique", "actor", "actor_ip", "error", "skipped_reason",
+                "blocked_reason"):
         want(rec, key, (str, None), where, required=False)
-    for key in ("packets_sent", "bytes_sent", "repeat"):
+    for key in ("packets_sent", "bytes_sent", "repeat", "arp_frames"):
         want(rec, key, (int, None), where, required=False)
     want(rec, "targets", (list, None), where, required=False)
     want(rec, "facts", (dict, None), where, required=False)

@@ -30,7 +30,11 @@ Per step:
    in parallel) and appends ONE ledger record (``repeat`` = k, fsync'ed, thread-safe).
 
 The step's facts (for later steps) are the union of its executions' facts. Outcomes are the
-technique's own (succeeded | failed | blocked | error); the runner never upgrades one.
+agent's (succeeded | failed | blocked | error | stopped: ``agent.run_technique``); the runner
+never upgrades one. Reasons in the ledger are one line: the agent's stderr (a traceback, library
+warnings) goes to ``<run>/logs/agent-<step>-<actor>-<repeat>.err`` and an ``error`` names that
+file. When the run is stopped, a running agent gets SIGTERM and reports what it sent so far
+(outcome ``stopped``), within ``STOP_GRACE_S``.
 ``on_event(kind, payload)`` gets ``("step_start", {...})`` and ``("step_end", record)``.
 """
 from __future__ import annotations
@@ -41,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from cyberrange.attack import guard
 from cyberrange.attack.ledger import AGENT_OUTCOMES, append_record, make_record
@@ -56,7 +61,7 @@ from cyberrange.attack.playbook import DEFAULT_MAX_RATE, FACT_REF, _refs_in
 from cyberrange.attack.schedule import schedule
 from cyberrange.errors import ContainmentError, UserError
 
-STDERR_TAIL = 4000          # characters of the agent's stderr kept in an error
+STOP_GRACE_S = 10           # seconds a stopped agent has to report what it sent before SIGKILL
 
 
 class TargetError(UserError):
@@ -179,13 +184,13 @@ def _run_agent(node_runner, actor: str, request: dict, stop_event=None) -> tuple
         except subprocess.TimeoutExpired:
             payload = None           # sent on the first call; later calls only wait
             if stop_event is not None and stop_event.is_set():
-                proc.terminate()
+                proc.terminate()        # the agent unwinds and reports what it sent
                 try:
-                    o, e = proc.communicate(timeout=5)
+                    o, e = proc.communicate(timeout=STOP_GRACE_S)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     o, e = proc.communicate()
-                out, err = out + (o or ""), err + (e or "") + "\n[stopped by the operator]"
+                out, err = out + (o or ""), err + (e or "")
                 break
     result = None
     for line in reversed(out.strip().splitlines()):
@@ -456,13 +461,18 @@ class PlaybookRun:
                    "max_rate": self.max_rate}
         started = time.time()
         result, stderr, rc = _run_agent(self.node_runner, actor, request, self.halt)
+        where = self._keep_stderr(step.id, actor, repeat, stderr)
         if result is None:
-            tail = stderr.strip()[-STDERR_TAIL:]
-            result = {"outcome": "error", "start": started, "end": time.time(), "flows": [],
-                      "facts": {}, "error": f"agent exited with status {rc} and no result; "
-                                            f"stderr: {tail or '(empty)'}"}
-        elif result.get("outcome") == "error" and rc != 0 and stderr.strip():
-            result["error"] = f"{result.get('error')}; stderr: {stderr.strip()[-STDERR_TAIL:]}"
+            last = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), "")
+            stopped = self.halt.is_set()
+            result = {"outcome": "stopped" if stopped else "error", "start": started,
+                      "end": time.time(), "flows": [], "facts": {},
+                      "error": None if stopped else
+                      f"the agent exited with status {rc} and no result"
+                      + (f" ({last.strip()[:200]})" if last else "")
+                      + (f"; its stderr is in {where}" if where else "")}
+        elif result.get("outcome") == "error" and where:
+            result["error"] = f"{result.get('error')} (traceback in {where})"
         if result.get("outcome") == "error" and "agent refused" in str(result.get("error")):
             # the agent's own guard disagreed with ours: treat it like ours did
             raise ContainmentError(f"step '{step.id}': {result['error']}")
@@ -476,8 +486,25 @@ class PlaybookRun:
             actor=actor, actor_ip=str(self.topology.nodes[actor].ip), targets=_ips(targets),
             start=result.get("start", started), end=result.get("end", time.time()),
             outcome=outcome, flows=result.get("flows", []), facts=result.get("facts", {}),
-            error=result.get("error"), repeat=repeat, skipped_reason=None)
+            error=result.get("error") if outcome == "error" else None, repeat=repeat,
+            skipped_reason=None, blocked_reason=result.get("blocked_reason"),
+            arp_frames=result.get("arp_frames") or 0)
         self._write(record)
+
+    def _keep_stderr(self, step_id: str, actor: str, repeat: int, stderr: str) -> str | None:
+        """Write the agent's stderr (tracebacks, library warnings) to the run's logs folder;
+        the ledger's one-line reasons point at it. Returns the path relative to the run
+        folder, or None when there was nothing to keep."""
+        if not stderr.strip():
+            return None
+        run_dir = Path(self.ledger_path).parent
+        rel = Path("logs") / f"agent-{step_id}-{actor}-{repeat}.err"
+        try:
+            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            (run_dir / rel).write_text(stderr, encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        return str(rel)
 
 
 def run_playbook(playbook, topology, node_runner, ledger_path, run_id: str,

@@ -20,7 +20,7 @@ from cyberrange.errors import UserError
 
 DOCS = "docs/techniques.md"
 OUTCOME_STYLE = {"succeeded": "green", "failed": "yellow", "blocked": "magenta",
-                 "skipped": "dim", "error": "red"}
+                 "skipped": "dim", "error": "red", "stopped": "cyan"}
 
 
 def _anchor(tech) -> str:
@@ -151,12 +151,12 @@ def _attack_ui(console):
             self.progress.update(self.task, total=3 + executions)
 
         def attack_event(self, kind, payload):
+            from cyberrange.report.terminal import step_end_suffix
             if kind != "step_end":
                 return super().attack_event(kind, payload)
             r = payload
             colour = OUTCOME_STYLE.get(r.get("outcome"), "red")
             rep = f"#{r['repeat']} " if r.get("repeat") else ""
-            detail = r.get("skipped_reason") or r.get("error") or ""
             facts = r.get("facts") or {}
             fact_txt = ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}"
                                  for k, v in facts.items())
@@ -166,7 +166,7 @@ def _attack_ui(console):
                 f"{r.get('packets_sent', 0)} packets to {len(r.get('targets') or [])} targets in "
                 f"{r.get('end', 0) - r.get('start', 0):.1f} s"
                 + (f"  ({fact_txt})" if fact_txt else "")
-                + (f"  [dim]{detail[:160]}[/]" if detail else ""))
+                + step_end_suffix(r))
             self.progress.advance(self.task)
 
     return AttackUI(console)
@@ -175,19 +175,27 @@ def _attack_ui(console):
 @attack.command("run")
 @allow_outside_option
 @click.argument("playbook", type=click.Path(dir_okay=False))
-@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), required=True,
-              help="Topology file of the twin to build.")
+@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
+              help="Topology file of the twin to build (with --twin: optional, and it must be "
+                   "the file that twin was built from).")
+@click.option("--twin", "twin_ref", default=None, metavar="REF",
+              help="Run in this twin, already up (`up --detach`, a drill): prefix, run id or "
+                   "run folder. The twin is left up; the ledger goes to a new run folder.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("--seed", type=SEED, default=None, help="Jitter seed (default: the playbook's).")
-def attack_run(playbook, topology_file, runs_dir, seed):
-    """Build the twin of --topology, run PLAYBOOK in it, write the ledger, tear the twin down.
+def attack_run(playbook, topology_file, twin_ref, runs_dir, seed):
+    """Build the twin of --topology, run PLAYBOOK in it, write the ledger, tear the twin down;
+    or, with --twin, run PLAYBOOK in a twin that is already up and leave it up.
 
     Needs root. No benign traffic and no detection (that is `cyberrange drill run`)."""
     from cyberrange.drill import run_attack
     from cyberrange.cli._console import make_console
+    if topology_file is None and twin_ref is None:
+        raise UserError("attack run needs --topology FILE (build a twin for it) or --twin REF "
+                        "(a twin that is up: `cyberrange status` lists them)")
     console = make_console()
     with _attack_ui(console) as ui:
-        run, records = run_attack(topology_file, playbook, runs_dir, ui, seed)
+        run, records = run_attack(topology_file, playbook, runs_dir, ui, seed, twin=twin_ref)
     t = Table(box=box.SIMPLE_HEAVY, title=f"run {run.id}", title_justify="left")
     for c in ("step", "technique", "executions", "outcomes", "packets", "bytes"):
         t.add_column(c)
@@ -203,6 +211,10 @@ def attack_run(playbook, topology_file, runs_dir, seed):
                   str(sum(r["bytes_sent"] for r in recs)))
     console.print(t)
     console.print(f"ledger: {run.ledger_path}   manifest: {run.manifest_path}")
+    if twin_ref is not None:
+        t = run.manifest["twin"]
+        console.print(f"twin {t['prefix']} is still up (its captures and action log: "
+                      f"{t['run_dir']}); `cyberrange down {t['prefix']}` removes it")
     if run.manifest.get("status") != "done":
         from cyberrange.errors import CheckFailed
         raise CheckFailed(f"run {run.id}: {run.manifest.get('error') or run.manifest.get('status')}")

@@ -23,7 +23,9 @@ from cyberrange.cli._params import (
 )
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.errors import CheckFailed, UserError
-from cyberrange.report.terminal import print_scorecard
+from cyberrange.report.availability import print_availability
+from cyberrange.report.blue import print_blue
+from cyberrange.report.terminal import OUTCOME_COLOURS, print_scorecard, step_end_suffix
 from cyberrange.run import Run
 
 PHASES = ["twin", "benign", "attack", "cooldown", "teardown", "telemetry", "detect", "score"]
@@ -77,8 +79,7 @@ class RichUI:
                                  f"{step.get('technique', '')}")
         elif kind == "step_end":
             r = payload
-            colour = {"succeeded": "green", "failed": "yellow", "blocked": "magenta", "skipped": "dim"}.get(
-                r.get("outcome"), "red")
+            colour = OUTCOME_COLOURS.get(r.get("outcome"), "red")
             facts = r.get("facts") or {}
             fact_txt = ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}"
                                  for k, v in facts.items())
@@ -86,7 +87,7 @@ class RichUI:
                 f"  [{colour}]●[/] {r.get('step_id')} {r.get('technique')} "
                 f"[{colour}]{r.get('outcome')}[/] {r.get('packets_sent', 0)} packets to "
                 f"{len(r.get('targets') or [])} targets in {r.get('end', 0) - r.get('start', 0):.1f} s"
-                + (f"  ({fact_txt})" if fact_txt else ""))
+                + (f"  ({fact_txt})" if fact_txt else "") + step_end_suffix(r))
             self.progress.advance(self.task)
 
     def warn(self, msg):
@@ -98,6 +99,19 @@ class RichUI:
                            f"{a.technique} {a.source_ip or ''}"
                            + (f" → {a.destination_ip}" if a.destination_ip else "")
                            + f"  [dim]{a.message}[/]")
+
+    def response_action(self, rec):
+        """--respond: an action the automated response took, refused or reverted."""
+        t = rec.get("trigger") or {}
+        what = " ".join(f"{k} {v}" for k, v in (rec.get("params") or {}).items()
+                        if k in ("src", "dst", "node", "port", "firewall", "service", "id")
+                        and v not in (None, "any"))
+        colour = {"applied": "blue", "refused": "yellow"}.get(rec.get("result"), "red")
+        after = (f", {rec['time'] - t['alert_time']:.2f} s after the {t.get('detector')} alert"
+                 if t.get("alert_time") and not rec.get("reverts") else "")
+        self.console.print(f"  [bold {colour}]⛨ {rec.get('actor')}[/] {rec.get('action')} {what}"
+                           f" ({rec.get('id')}) [{colour}]{rec.get('result')}[/]{after}"
+                           + (f"  [dim]{rec['reason']}[/]" if rec.get("reason") else ""))
 
     def live_progress(self, p):
         """Live mode: one line that says how many records reached the store so far."""
@@ -145,9 +159,19 @@ def drill():
 @click.option("--store", "store_url", default=None, metavar="URL",
               help="Also send records, alerts and ledger to Elasticsearch (es://HOST:PORT, "
                    "ess:// for TLS); checked before the drill starts. See docs/elasticsearch.md.")
+@click.option("--probe-interval", "probe_interval_s", type=SECONDS, default=2.0,
+              show_default=True,
+              help="Mission availability: probe every mission thread from its clients this "
+                   "often on average (services 4 times less often); 0: no probes.")
+@click.option("--respond", "respond", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE",
+              help="Run this response playbook (responses/*.yaml) on the live alerts: blue "
+                   "actions during the drill, logged in actions.jsonl. Implies --live. See "
+                   "docs/response-format.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scorecard as JSON instead of tables.")
 def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, baseline_s,
-              duration_s, cooldown, seed, intensity, live, rotate_s, store_url, as_json):
+              duration_s, cooldown, seed, intensity, live, rotate_s, store_url, probe_interval_s,
+              respond, as_json):
     """Build TOPOLOGY, replay PLAYBOOK, capture, detect, score, tear down.
 
     Without PLAYBOOK the drill is benign only (--duration seconds of background traffic): it
@@ -157,9 +181,10 @@ def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, basel
     from cyberrange.session import stale_twins_note
     console = make_console(stderr=as_json)
     opts = DrillOptions(detectors_dir=detectors_dir, runs_dir=runs_dir, benign=benign,
-                        warmup_s=warmup, cooldown_s=cooldown, seed=seed, live=live,
+                        warmup_s=warmup, cooldown_s=cooldown, seed=seed,
+                        live=live or respond is not None, respond=respond,
                         live_rotate_s=rotate_s, intensity=intensity, duration_s=duration_s,
-                        baseline_s=baseline_s, store=store_url,
+                        baseline_s=baseline_s, store=store_url, probe_interval_s=probe_interval_s,
                         on_inputs_checked=lambda: stale_twins_note(
                             console, interactive=sys.stdin.isatty() and console.is_terminal))
     ui = RichUI(console)
@@ -175,6 +200,8 @@ def drill_run(topology, playbook, detectors_dir, runs_dir, benign, warmup, basel
         click.echo(json.dumps(card, indent=2))
     else:
         print_scorecard(card, console)
+        print_availability(card, console)
+        print_blue(card, console)
         console.print(f"scorecard: {run.scorecard_path}   report: {run.dir / 'report.md'}")
     if run.manifest.get("status") != "done":
         raise CheckFailed(f"drill {run.id} {run.manifest.get('status')}: "
@@ -225,20 +252,84 @@ def drill_score(run_refs, detectors_dir, runs_dir):
                                f"ended ({row['detail']}): scored as it is now", err=True)
         card = analyse(run, detectors)
         print_scorecard(card, console)
+        print_availability(card, console)
+        print_blue(card, console)
 
 
 @drill.command("report")
 @click.argument("run_ref", metavar="RUN")
 @click.option("--runs-dir", default="runs", show_default=True)
-def drill_report(run_ref, runs_dir):
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Write the after-action report as one self-contained HTML "
+                                   "file: timeline, steps, network picture, blue team, "
+                                   "availability, detectors.")
+@click.option("--navigator", "navigator_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Write an ATT&CK Navigator layer (format 4.5): techniques "
+                                   "coloured by detected / missed / not observable.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report's content as JSON (scorecard, steps, alerts, blue actions, "
+                   "availability) instead of tables.")
+def drill_report(run_ref, runs_dir, html_path, navigator_path, as_json):
     """Show the scorecard of a finished RUN (folder, id or 'latest'); a scorecard that is not
-    one the drill wrote (damaged, another run's) is refused with one line."""
+    one the drill wrote (damaged, another run's) is refused with one line.
+
+    With --html, --navigator or --json the after-action report is built from the run folder
+    (scorecard, ledger, alerts in the store, and the blue team's actions.jsonl and
+    availability.jsonl when the drill has them); no twin needed. Run it from where the drill
+    ran, so the topology file the manifest names is found for the network picture."""
     from cyberrange.run import SCOREABLE_KINDS
     run = Run.open(run_ref, runs_dir, kinds=SCOREABLE_KINDS)
     why = run.not_scoreable()
     if why:
         raise UserError(f"{run.dir}: {why}")
-    print_scorecard(run.scorecard(), make_console())
+    card = run.scorecard()
+    if not (html_path or navigator_path or as_json):
+        console = make_console()
+        print_scorecard(card, console)
+        print_availability(card, console)
+        print_blue(card, console)
+        return
+    from cyberrange.report import content, html, navigator
+    report = content.gather(run, card, *_alerts_with_truth(run, card))
+    written = []
+    if html_path:
+        _write(html_path, html.render(report))
+        written.append(f"after-action report: {html_path}")
+    if navigator_path:
+        _write(navigator_path, json.dumps(navigator.navigator(report), indent=2) + "\n")
+        written.append(f"ATT&CK Navigator layer: {navigator_path}")
+    if as_json:
+        click.echo(json.dumps(content.as_json(report), indent=2, default=str))
+    for line in written:
+        click.echo(line, err=as_json)
+
+
+def _alerts_with_truth(run, card) -> tuple:
+    """The run's alert records and the scorer's true/false label for each (re-scored with the
+    scorecard's slack, so the marks agree with its counts), and a note when the store cannot
+    give them: (alerts, truth, note)."""
+    from cyberrange.score.score import score_run
+    try:
+        store = run.open_store(need=("flows", "alerts"))
+    except UserError as e:
+        return None, None, f"no alert marks on the timeline: {e}"
+    try:
+        alerts = store.read("alerts", run.id)
+        flows = store.read("flows", run.id)
+    finally:
+        store.close()
+    slack = card.get("slack_s") if isinstance(card.get("slack_s"), (int, float)) else 2.0
+    scored = score_run(run.ledger(), flows, alerts, slack_s=slack, run_id=run.id,
+                       alert_truth=True)
+    return alerts, scored["alert_truth"], None
+
+
+def _write(path, text: str) -> None:
+    from pathlib import Path
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 @drill.command("verify")

@@ -14,13 +14,18 @@ def render(run, card: dict) -> str:
              f"Topology **{m.get('topology')}**, playbook **{m.get('playbook') or '— (benign only)'}**, "
              f"detectors {', '.join(m.get('detectors') or [])}.", ""]
     lines += ["## Attack steps", "",
-              "| step | technique | outcome | detected | time to detect | detected by | attack flows |",
-              "|---|---|---|---|---:|---|---:|"]
+              "| step | technique | outcome | detected | time to detect | detected by | attack flows "
+              "| reason |",
+              "|---|---|---|---|---:|---|---:|---|"]
     for s in card.get("steps", []):
         ttd = "—" if s.get("time_to_detect_s") is None else f"{s['time_to_detect_s']:.1f} s"
+        det = ("not observable" if s.get("observable") is False
+               else "yes" if s.get("detected") else "**no**")
+        reason = " ".join(str(s.get("reason") or "").split()).replace("|", "\\|") or "—"
         lines.append(f"| {s['step_id']} | {s.get('technique')} | {s.get('outcome')} | "
-                     f"{'yes' if s.get('detected') else '**no**'} | {ttd} | "
-                     f"{', '.join(s.get('detected_by') or []) or '—'} | {s.get('attack_flows', 0)} |")
+                     f"{det} | {ttd} | "
+                     f"{', '.join(s.get('detected_by') or []) or '—'} | {s.get('attack_flows', 0)} "
+                     f"| {reason} |")
     f, a = card.get("flows", {}), card.get("alerts", {})
     lines += ["", "## Flows and alerts", "",
               "| measure | value |", "|---|---:|",

@@ -15,7 +15,38 @@ def _fmt_ratio(v) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
+OUTCOME_COLOURS = {"succeeded": "green", "failed": "yellow", "blocked": "magenta",
+                   "skipped": "dim", "stopped": "cyan"}          # anything else (error): red
+
+
+def record_reason(r: dict) -> str:
+    """The one-line reason of a ledger record or a scorecard step row ('' if none): why it was
+    blocked, errored or skipped."""
+    for key in ("reason", "blocked_reason", "error", "skipped_reason"):
+        v = r.get(key)
+        if isinstance(v, str) and v.strip():
+            return " ".join(v.split())
+    return ""
+
+
+def step_end_suffix(r: dict, limit: int = 200) -> str:
+    """What the live display adds to a finished step's line (a ledger record): the ARP frames
+    it wrote, which are no packets of a flow, and its reason (blocked, error, skipped); rich
+    markup in the reason is escaped."""
+    from rich.markup import escape
+    out = f" (+{r['arp_frames']} ARP frames)" if r.get("arp_frames") else ""
+    reason = record_reason(r)
+    if reason:
+        colour = "red" if r.get("outcome") == "error" else "dim"
+        text = reason if len(reason) <= limit else reason[:limit - 3] + "..."
+        out += f"  [{colour}]{escape(text)}[/]"
+    return out
+
+
 def scorecard_table(card: dict) -> Table:
+    from rich.markup import escape
+    steps = card.get("steps", [])
+    with_reasons = any(record_reason(s) for s in steps)
     t = Table(title="Scorecard: attack steps", box=box.SIMPLE_HEAVY, title_justify="left")
     t.add_column("step")
     t.add_column("technique")
@@ -24,11 +55,21 @@ def scorecard_table(card: dict) -> Table:
     t.add_column("time to detect", justify="right")
     t.add_column("detected by")
     t.add_column("attack flows", justify="right")
-    for s in card.get("steps", []):
-        det = "[green]yes[/]" if s.get("detected") else "[red]no[/]"
-        t.add_row(s["step_id"], s.get("technique", ""), s.get("outcome", ""), det,
-                  _fmt_s(s.get("time_to_detect_s")), ", ".join(s.get("detected_by") or []) or "—",
-                  str(s.get("attack_flows", 0)))
+    if with_reasons:
+        t.add_column("reason", overflow="fold", max_width=60)
+    for s in steps:
+        if s.get("observable") is False:    # cut short before anything was sent
+            det = "[dim]not observable[/]"
+        else:
+            det = "[green]yes[/]" if s.get("detected") else "[red]no[/]"
+        outcome = s.get("outcome", "")
+        colour = OUTCOME_COLOURS.get(outcome, "red")
+        row = [s["step_id"], s.get("technique", ""), f"[{colour}]{outcome}[/]", det,
+               _fmt_s(s.get("time_to_detect_s")), ", ".join(s.get("detected_by") or []) or "—",
+               str(s.get("attack_flows", 0))]
+        if with_reasons:
+            row.append(escape(record_reason(s)) or "—")
+        t.add_row(*row)
     return t
 
 

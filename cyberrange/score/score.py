@@ -21,6 +21,12 @@ Definitions (see docs/scoring.md):
   packets, or the ARP burst a sweep starts with) are matched by actor instead: such an alert
   detects a step when its ``source.ip`` is the step's ``actor_ip`` and its ``@timestamp`` lies
   in the step's window +- slack; such an alert is true.
+* A step is *not observable* when it did not run (``skipped``) or when it was cut short
+  (``error``, ``blocked``, ``stopped``) before it sent anything: no IPv4 packet and no ARP
+  frame over all its executions. Nothing of it was on the wire, so it cannot be detected (an
+  alert in its window is about something else) and it is left out of the per-technique step
+  counts (the step-level recall), as its row's ``observable: false`` says. A step cut short
+  after it sent something is scored like any other.
 """
 from __future__ import annotations
 
@@ -82,28 +88,66 @@ def label_flows(ledger: list[dict], flows: pa.Table, slack_s: float = 2.0) -> li
     return labels
 
 
-OUTCOME_RANK = {"succeeded": 0, "blocked": 1, "failed": 2, "error": 3, "skipped": 4}
+OUTCOME_RANK = {"succeeded": 0, "blocked": 1, "failed": 2, "stopped": 3, "error": 4,
+                "skipped": 5}
+CUT_SHORT = ("error", "blocked", "stopped")      # outcomes of a step that may have sent nothing
+REASON_KEYS = ("blocked_reason", "error", "skipped_reason")
+
+
+def _sent(rec: dict) -> tuple[int, int]:
+    """(IPv4 packets, ARP frames) one ledger record says its execution sent."""
+    packets = rec.get("packets_sent")
+    if not isinstance(packets, int):
+        packets = sum(int(f.get("packets") or 0) for f in rec.get("flows") or [])
+    arp = rec.get("arp_frames")
+    return packets, arp if isinstance(arp, int) else 0
 
 
 def group_steps(ledger: list[dict]) -> list[dict]:
     """One entry per step id, in first-seen order: a step that ran several times (repeats, or
     from several actors) is scored as one step over all its executions. Its outcome is the best
-    of its executions (succeeded > blocked > failed > error > skipped); its start is the first
-    execution's, so time to detect counts from when the step began."""
+    of its executions (succeeded > blocked > failed > stopped > error > skipped), its reason that
+    of the first execution with that outcome; its start is the first execution's, so time to
+    detect counts from when the step began. ``packets_sent``/``arp_frames`` are summed."""
     out: dict[str, dict] = {}
     for rec in ledger:
+        packets, arp = _sent(rec)
         g = out.get(rec["step_id"])
         if g is None:
-            g = out[rec["step_id"]] = {**rec, "executions": 0, "actors": []}
+            g = out[rec["step_id"]] = {**rec, "executions": 0, "actors": [], "packets_sent": 0,
+                                       "arp_frames": 0}
         else:
             g["start"] = min(g["start"], rec["start"])
             g["end"] = max(g["end"], rec["end"])
             if OUTCOME_RANK.get(rec.get("outcome"), 9) < OUTCOME_RANK.get(g.get("outcome"), 9):
                 g["outcome"] = rec.get("outcome")
+                for key in REASON_KEYS:
+                    g[key] = rec.get(key)
         g["executions"] += 1
+        g["packets_sent"] += packets
+        g["arp_frames"] += arp
         if rec.get("actor") and rec["actor"] not in g["actors"]:
             g["actors"].append(rec["actor"])
     return list(out.values())
+
+
+def observable(step: dict) -> bool:
+    """Whether anything of a (grouped) step was on the wire to be detected (module doc)."""
+    if step.get("outcome") == "skipped":
+        return False
+    if step.get("outcome") in CUT_SHORT:
+        packets, arp = _sent(step)
+        return packets > 0 or arp > 0
+    return True
+
+
+def step_reason(step: dict) -> str | None:
+    """The one-line reason a step shows with its outcome: why it was blocked, errored or
+    skipped (None for the others)."""
+    key = {"blocked": "blocked_reason", "error": "error",
+           "skipped": "skipped_reason"}.get(step.get("outcome"))
+    v = step.get(key) if key else None
+    return " ".join(str(v).split()) if v else None
 
 
 def _ratio(num: int, den: int):
@@ -214,7 +258,7 @@ def _flow_hits(mine: set, al: _Alerts, start_of: dict) -> list[tuple[int, str]]:
 
 def _actor_hits(step: dict, al: _Alerts, slack_us: int) -> list[int]:
     """Indexes of the alerts without flows that match ``step`` by actor and time window."""
-    if not step.get("actor_ip") or step.get("outcome") == "skipped":
+    if not step.get("actor_ip") or not observable(step):
         return []
     lo = int(float(step["start"]) * 1_000_000) - slack_us
     hi = int(float(step["end"]) * 1_000_000) + slack_us
@@ -223,6 +267,9 @@ def _actor_hits(step: dict, al: _Alerts, slack_us: int) -> list[int]:
 
 
 def _step_row(step: dict, hits: list[tuple[int, str]], attack_flows: int) -> dict:
+    seen = observable(step)
+    if not seen:
+        hits = []               # nothing of it was on the wire: an alert is about something else
     detected = bool(hits)
     ttd = None
     if detected:
@@ -230,8 +277,10 @@ def _step_row(step: dict, hits: list[tuple[int, str]], attack_flows: int) -> dic
         ttd = round(max(0.0, first / 1_000_000 - float(step["start"])), 3)
     return {
         "step_id": step["step_id"], "name": step.get("name"), "technique": step.get("technique"),
-        "outcome": step.get("outcome"), "detected": detected, "time_to_detect_s": ttd,
+        "outcome": step.get("outcome"), "reason": step_reason(step), "observable": seen,
+        "detected": detected, "time_to_detect_s": ttd,
         "detected_by": sorted({n for _, n in hits}), "attack_flows": attack_flows,
+        "packets_sent": step.get("packets_sent", 0), "arp_frames": step.get("arp_frames", 0),
         "executions": step["executions"], "actors": step["actors"],
     }
 
@@ -259,6 +308,8 @@ def _score_steps(ledger: list[dict], fl: _Flows, groups: dict, al: _Alerts,
             flowless_true.add(k)
         row = _step_row(step, hits, step_groups.get(sid, 0))
         steps_out.append(row)
+        if not row["observable"]:       # not in the step-level recall (module doc)
+            continue
         tech = techniques.setdefault(step.get("technique") or "unknown",
                                      {"steps": 0, "detected": 0})
         tech["steps"] += 1

@@ -155,7 +155,8 @@ def test_runner_chains_sweep_scan_brute(lab):
     for r in records:
         assert list(r) == ["run_id", "step_id", "name", "technique", "actor", "actor_ip",
                            "targets", "start", "end", "outcome", "packets_sent", "bytes_sent",
-                           "flows", "facts", "error", "repeat", "skipped_reason"]
+                           "flows", "facts", "error", "repeat", "skipped_reason",
+                           "blocked_reason", "arp_frames"]
         assert r["packets_sent"] == sum(f["packets"] for f in r["flows"])
     all_flows = [f for r in records for f in r["flows"]]
     assert packets_only(actor_flows(pkts, ATTACKER)) == packets_only(ledger_flows(all_flows))

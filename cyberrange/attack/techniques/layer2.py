@@ -11,7 +11,14 @@ import threading
 import time
 from dataclasses import dataclass
 
-from cyberrange.attack.techniques.common import _short
+from cyberrange.attack.techniques.common import (
+    Blocked,
+    Counter,
+    _short,
+    count_arp,
+    defence_reason,
+    send_or_block,
+)
 
 # --------------------------------------------------------------------------- layer-2 plumbing
 @dataclass
@@ -46,18 +53,79 @@ def route_targets(ips: list[str], log: list[str]) -> list[Hop]:
     return hops
 
 
-def arp_resolve(iface: str, src_ip: str, ips: list[str], timeout: float) -> dict[str, str]:
-    """One batched ARP request/response exchange: {ip: mac} for the ips that answered."""
-    from scapy.layers.l2 import ARP, Ether
+ETH_P_ARP = 0x0806
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def arp_exchange(iface: str, src_ip: str, ips: list[str], timeout: float,
+                 rate: float = 0.0) -> dict[str, str]:
+    """Ask every address of ``ips`` once (one ARP request each, paced at ``rate`` per second
+    when > 0), then wait ``timeout`` s for the answers: ``{ip: mac}`` of the addresses that
+    answered. Every request is counted in the running technique's ``arp_frames`` as it is
+    written, so a cut (:class:`Blocked`, raised by a send the actor's node refuses) leaves the
+    exact count."""
     from scapy.arch import get_if_hwaddr
-    from scapy.sendrecv import srp
     if not ips:
         return {}
-    mac = get_if_hwaddr(iface)
-    reqs = [Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=mac, psrc=src_ip, pdst=ip)
-            for ip in ips]
-    ans, _ = srp(reqs, iface=iface, timeout=timeout, verbose=0)
-    return {r[ARP].psrc: r[ARP].hwsrc for _s, r in ans if r[ARP].psrc in set(ips)}
+    mac = _mac_bytes(get_if_hwaddr(iface))
+    me = socket.inet_aton(src_ip)
+    rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    wanted = set(ips)
+    found: dict[str, str] = {}
+
+    def drain(wait: float) -> None:
+        rx.settimeout(wait)
+        while True:
+            try:
+                frame = rx.recv(128)
+            except (socket.timeout, BlockingIOError):
+                return
+            except OSError as exc:      # ENETDOWN: the interface went down under us
+                reason = defence_reason(exc, f"listening on {iface}")
+                if reason:
+                    raise Blocked(reason) from None
+                raise
+            rx.settimeout(0)
+            if len(frame) < 42 or frame[12:14] != b"\x08\x06" or frame[20:22] != b"\x00\x02":
+                continue
+            psrc = socket.inet_ntoa(frame[28:32])
+            if psrc in wanted and frame[38:42] == me and psrc not in found:
+                found[psrc] = ":".join(f"{b:02x}" for b in frame[22:28])
+
+    try:
+        rx.bind((iface, ETH_P_ARP))
+        tx.bind((iface, 0))
+        interval = 1.0 / rate if rate and rate > 0 else 0.0
+        t0 = time.monotonic()
+        for i, ip in enumerate(ips):
+            while interval and (delay := t0 + i * interval - time.monotonic()) > 0:
+                drain(delay)            # returns early when a frame comes
+            frame = (b"\xff" * 6 + mac + b"\x08\x06"
+                     + struct.pack("!HHBBH6s4s6s4s", 1, ETH_P_IP, 6, 4, 1, mac, me, b"\0" * 6,
+                                   socket.inet_aton(ip)))
+            send_or_block(tx.send, frame, f"ARP request for {ip}")
+            count_arp()
+            if not interval and i % 64 == 63:
+                drain(0)
+        end = time.monotonic() + timeout
+        while len(found) < len(wanted):
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            drain(min(left, 0.05))
+    finally:
+        rx.close()
+        tx.close()
+    return found
+
+
+def arp_resolve(iface: str, src_ip: str, ips: list[str], timeout: float) -> dict[str, str]:
+    """One batched ARP request/response exchange: {ip: mac} for the ips that answered."""
+    return arp_exchange(iface, src_ip, list(dict.fromkeys(ips)), timeout)
 
 
 def resolve_hops(hops: list[Hop], timeout: float, log: list[str]) -> dict[str, dict[str, str]]:
@@ -159,8 +227,11 @@ class L2Session:
 
 
 def paced_send(sessions: dict[str, L2Session], frames: list[tuple[str, bytes]], rate: float,
-               log: list[str]) -> None:
-    """Write each (iface, frame) at ``rate`` frames per second (absolute schedule, no drift)."""
+               log: list[str], sent: Counter | None = None) -> int:
+    """Write each (iface, frame) at ``rate`` frames per second (absolute schedule, no drift);
+    returns how many went out. ``sent.n`` counts them as they go: a send the actor's node
+    refuses raises :class:`Blocked` and ``sent.n`` says how many frames left before it."""
+    sent = sent if sent is not None else Counter()
     interval = 1.0 / rate if rate and rate > 0 else 0.0
     t0 = time.monotonic()
     for i, (iface, frame) in enumerate(frames):
@@ -168,11 +239,13 @@ def paced_send(sessions: dict[str, L2Session], frames: list[tuple[str, bytes]], 
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        sessions[iface].send(frame)
+        send_or_block(sessions[iface].send, frame, f"a frame out of {iface}")
+        sent.n += 1
     took = time.monotonic() - t0
     if frames:
         achieved = len(frames) / took if took > 0 else float("inf")
         log.append(f"sent {len(frames)} frames in {took:.3f}s ({achieved:.0f}/s, asked {rate}/s)")
+    return sent.n
 
 
 def _frames_for(hops, macs, build, log):
@@ -197,8 +270,9 @@ def _frames_for(hops, macs, build, log):
 
 
 # --------------------------------------------------------------------------- paced layer-2 runs
-def _run_l2(frames, rate, timeout, on_ip, log) -> None:
-    """Open sessions on the interfaces used, send paced, wait ``timeout``, close."""
+def _run_l2(frames, rate, timeout, on_ip, log, sent: Counter | None = None) -> None:
+    """Open sessions on the interfaces used, send paced, wait ``timeout``, close. ``sent.n``:
+    how many of ``frames`` (in order) went out, also after a cut."""
     if not frames:
         return
     sessions: dict[str, L2Session] = {}
@@ -206,7 +280,7 @@ def _run_l2(frames, rate, timeout, on_ip, log) -> None:
         for h, iface, _f in frames:
             if iface not in sessions:
                 sessions[iface] = L2Session(iface, h.src, on_ip)
-        paced_send(sessions, [(i, f) for _h, i, f in frames], rate, log)
+        paced_send(sessions, [(i, f) for _h, i, f in frames], rate, log, sent)
         time.sleep(timeout)
     finally:
         for iface, sess in sessions.items():
@@ -235,3 +309,46 @@ def alive_for_kernel(ips: list[str], timeout: float, log: list[str]) -> set[str]
         log.append(f"{len(silent)} on-link targets did not answer ARP (only ARP sent): "
                    + _short(silent))
     return ok
+
+
+def default_gateways() -> list[tuple[str, str]]:
+    """``[(iface, gateway ip)]`` of this namespace's default routes (from /proc/net/route)."""
+    out = []
+    try:
+        with open("/proc/net/route") as fh:
+            rows = [ln.split() for ln in fh.read().splitlines()[1:]]
+    except OSError:
+        return out
+    for r in rows:
+        if len(r) > 2 and r[1] == "00000000" and r[2] != "00000000":
+            out.append((r[0], socket.inet_ntoa(struct.pack("<I", int(r[2], 16)))))
+    return list(dict.fromkeys(out))
+
+
+def isolation_reason(timeout: float = 1.0) -> str | None:
+    """Why the actor is cut off from its network, or None. For a technique that got no answer
+    at all: a down interface or no route (``common.cut_off_reason``), or its own default
+    gateway no longer answering ARP (one request each, counted): then the silence is the
+    defence (an isolation at the switch port, say), not an empty network."""
+    from scapy.arch import get_if_addr
+    from cyberrange.attack.techniques.common import cut_off_reason
+    reason = cut_off_reason()
+    if reason:
+        return reason
+    gws = default_gateways()
+    if not gws:
+        return None
+    silent = []
+    for iface, gw in gws:
+        try:
+            src = get_if_addr(iface)
+        except (OSError, ValueError):
+            continue
+        if src in (None, "0.0.0.0"):
+            continue
+        if not arp_exchange(iface, src, [gw], timeout):
+            silent.append(f"{gw} on {iface}")
+    if silent and len(silent) == len(gws):
+        return (f"even the actor's own gateway ({', '.join(silent)}) does not answer ARP: "
+                f"the actor is cut off from its network")
+    return None

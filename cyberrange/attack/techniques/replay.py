@@ -32,7 +32,7 @@ import tempfile
 import time
 
 from cyberrange.attack.spec import Param, technique
-from cyberrange.attack.techniques.common import Result, _unique_ips, flow
+from cyberrange.attack.techniques.common import Blocked, Result, _unique_ips, conclude, flow
 from cyberrange.attack.techniques.layer2 import (
     ANSWER_WAIT,
     ARP_TIMEOUT,
@@ -164,47 +164,54 @@ def replay(targets: list[str], params: dict) -> Result:
     iface = frames[0][0]
     raw = [f for _i, f in frames]
     before = tx_dropped(iface)
-    with QuietKernel(sorted({k[1] for k in keys})) as quiet:
-        if sender_kind == "tcpreplay":
-            counts, lengths, took = _tcpreplay(iface, raw, loops, rate, res)
-        else:
-            s = FastSender(iface, raw, batch=REPLAY_BATCH)
-            try:
-                s.run(len(raw) * loops, rate)
-            finally:
-                s.close()
-            counts, lengths, took = s.counts(), s.lengths, s.elapsed
-        # a replayed SYN leaves a half-open connection on the target, whose SYN-ACK
-        # retransmissions (for about a minute) would draw RSTs from the actor's kernel after
-        # the step: clear each with one RST (seq = SYN's + 1), counted in the ledger
-        cleanup = [(k, f) for k, (i, f) in syns.items() if i == iface] \
-            if bool(params["cleanup"]) else []
-        if cleanup:
-            time.sleep(0.05)
-            c = FastSender(iface, [f for _k, f in cleanup])
-            try:
-                c.run(len(cleanup), 0)
-            finally:
-                c.close()
-        time.sleep(ANSWER_WAIT)
+    counts, lengths, took = [0] * len(raw), [len(f) for f in raw], 0.0
+    cleanup_sent: list = []
+    try:
+        with QuietKernel(sorted({k[1] for k in keys})) as quiet:
+            if sender_kind == "tcpreplay":
+                counts, lengths, took = _tcpreplay(iface, raw, loops, rate, res)
+            else:
+                s = FastSender(iface, raw, batch=REPLAY_BATCH)
+                try:
+                    s.run(len(raw) * loops, rate)
+                except Blocked as exc:      # the actor's node stopped the replay
+                    res.cut(exc.reason)
+                finally:
+                    s.close()
+                    counts, lengths, took = s.counts(), s.lengths, s.elapsed
+            # a replayed SYN leaves a half-open connection on the target, whose SYN-ACK
+            # retransmissions (for about a minute) would draw RSTs from the actor's kernel
+            # after the step: clear each with one RST (seq = SYN's + 1), counted in the ledger
+            cleanup = [(k, f) for k, (i, f) in syns.items() if i == iface] \
+                if bool(params["cleanup"]) and sum(counts) else []
+            if cleanup:
+                time.sleep(0.05)
+                c = FastSender(iface, [f for _k, f in cleanup])
+                try:
+                    c.run(len(cleanup), 0)
+                except Blocked:
+                    pass                    # blocked too: what went out is counted
+                finally:
+                    c.close()
+                    cleanup_sent = cleanup[:c.sent]
+            time.sleep(ANSWER_WAIT)
+    finally:                                # after a cut or an error too: what went out
+        for k, n, length in zip(keys, counts, lengths):
+            res.flows.append(flow(*k, n, n * length))
+        for k, f in cleanup_sent:
+            res.flows.append(flow(*k, 1, len(f)))
     if not quiet.active:
         res.log.append(f"WARNING: nft unavailable; the actor kernel's answers are not suppressed "
                        f"and not in the ledger ({quiet.error})")
     lost = tx_dropped(iface) - before
     if lost:
         res.log.append(f"WARNING: {iface} dropped {lost} frames on transmit")
-    for k, n, length in zip(keys, counts, lengths):
-        res.flows.append(flow(*k, n, n * length))
-    for k, f in cleanup:
-        res.flows.append(flow(*k, 1, len(f)))
     total = sum(counts)
     res.log.append(f"replayed {total} frames ({len(raw)} distinct x {loops}) in {took:.3f}s via "
                    f"{sender_kind}; {quiet.dropped} kernel answers suppressed")
     res.facts = {"packets": total, "flows": len({k for k in keys}),
                  "mapping": mapping, "answers": quiet.dropped}
-    res.outcome = "succeeded" if total == len(raw) * loops else "failed"
-    res.end = time.time()
-    return res
+    return conclude(res, total == len(raw) * loops, None)
 
 
 def _select(path: str, targets: list[str], params: dict, res: Result):

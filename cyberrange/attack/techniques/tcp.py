@@ -6,12 +6,14 @@ accounting".
 from __future__ import annotations
 
 import errno
+import os
 import select
 import socket
 import struct
 import time
 
-from cyberrange.attack.techniques.common import flow
+from cyberrange.attack.techniques import witness
+from cyberrange.attack.techniques.common import NODE_ERRNOS, Blocked, defence_reason, flow
 
 # --------------------------------------------------------------------------- kernel TCP connections (TCP_INFO)
 TCP_ESTABLISHED, TCP_SYN_SENT, TCP_SYN_RECV, TCP_FIN_WAIT1, TCP_FIN_WAIT2 = 1, 2, 3, 4, 5
@@ -48,20 +50,33 @@ def _syn_option_bytes() -> int:
 
 
 class Conn:
-    """One kernel TCP connection with exact packet accounting at close."""
+    """One kernel TCP connection with exact packet accounting at close.
+
+    The flow is claimed with the egress witness as soon as its source port is known, so what
+    really left counts, also when a rule in the actor's node drops the segments (TCP_INFO
+    counts them anyway) or the technique is cut short before ``close``. ``errno`` is the
+    error of a failed connect (0 otherwise). A connect the actor's own node refuses at once
+    (``common.NODE_ERRNOS``: a firewall rule, no route, a down interface) raises
+    :class:`common.Blocked`: every later connection would fail alike."""
 
     def __init__(self, ip: str, port: int, connect_timeout: float, io_timeout: float):
         self.ip, self.port, self.io_timeout = ip, port, io_timeout
+        witness.ensure()                 # before the SYN
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.established = False
         self.status = "connecting"
+        self.errno = 0
         rc = self.sock.connect_ex((ip, port))
         # the source port is bound as soon as connect() starts; read it now (a failed connect
         # releases it, and the flow needs it)
         self.src, self.sport = self.sock.getsockname()
+        witness.claim((self.src, ip, "tcp", self.sport, port))
         if rc not in (0, errno.EINPROGRESS):
-            self.status = _conn_status(rc)
+            self.status, self.errno = _conn_status(rc), rc
+            if rc in NODE_ERRNOS:        # the actor's node refuses to send: so will it next time
+                self.sock.close()
+                raise Blocked(self.defence)
             return
         _r, w, _x = select.select([], [self.sock], [], connect_timeout)
         if not w:
@@ -69,7 +84,7 @@ class Conn:
             return
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self.status = _conn_status(err)
+            self.status, self.errno = _conn_status(err), err
             return
         self.established = True
         self.status = "connected"
@@ -115,6 +130,13 @@ class Conn:
 
     def send(self, text: str) -> None:
         self.sock.sendall(text.encode())
+
+    @property
+    def defence(self) -> str | None:
+        if self.errno in NODE_ERRNOS:
+            return defence_reason(OSError(self.errno, os.strerror(self.errno)),
+                                  f"connect to {self.ip}:{self.port}")
+        return None
 
     def close(self) -> dict:
         """Abort (RST) and return this connection's flow: exact packets, estimated bytes."""
