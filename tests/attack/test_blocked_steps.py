@@ -28,7 +28,7 @@ LAB_NET = "10.98.0.0/24"
 
 
 lab = lab_fixture(LAB.without("ssh", "dns"))
-ALLOWED = LAB.allowed()
+ALLOWED = LAB.allowed
 needs_lab = needs_netns
 
 
