@@ -482,3 +482,43 @@ def test_bad_respond_and_twin_inputs_are_one_line_exit_2_and_build_nothing(tmp_p
     assert not runs.exists() or not any(runs.iterdir())
     assert not [s for s in live_states() if s.prefix not in before
                 and s.run_dir.startswith(str(tmp_path))]
+
+
+@needs_twin
+def test_two_terminals_up_then_blue_isolate_then_attack_run(tmp_path):
+    """Issue 14's manual run, as two terminals would do it: terminal 1 brings the twin up,
+    terminal 2 isolates the red team's foothold, terminal 1 runs the playbook in that twin.
+    Nothing gets through but to the management host: the sweep finds at most that host, the
+    scan ends blocked with its reason, no login is guessed, and the isolation is in the twin's
+    action log under the defender's name."""
+    from cyberrange.twin.state import leftovers, live_states
+    runs = tmp_path / "runs"
+    r = cli("up", FOB, "--detach", "--runs-dir", runs, timeout=300)
+    mine = [s for s in live_states() if s.run_dir.startswith(str(tmp_path))]
+    try:
+        assert r.returncode == 0, r.stderr
+        (state,) = mine
+        r = cli("blue", "isolate", "ops-maint", "--allow", "cp-ws1", "--twin", state.prefix,
+                "--actor", "alice", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["result"] == "applied"
+        r = cli("attack", "run", RECON, "--twin", state.prefix, "--runs-dir", runs, timeout=300)
+        (run_dir,) = [p for p in runs.iterdir() if p.is_dir() and p.name != state.run_id
+                      and p.name.startswith("2")]
+        ledger = {x["step_id"]: x for x in _jsonl(run_dir / "ledger.jsonl")}
+        # the sweep sees only what the isolation lets through: the management host
+        from cyberrange.model.loader import load_topology
+        assert set(ledger["sweep"]["facts"]["hosts"]) <= {str(load_topology(FOB).nodes["cp-ws1"].ip)}
+        assert ledger["scan"]["outcome"] == "blocked" and ledger["scan"]["blocked_reason"]
+        assert not ledger["scan"]["facts"]["open"]
+        assert ledger["brute"]["outcome"] in ("skipped", "blocked", "failed")
+        assert not ledger["brute"]["facts"].get("credentials")
+        assert "Traceback" not in (run_dir / "ledger.jsonl").read_text()
+        log = _jsonl(Path(state.run_dir) / "actions.jsonl")
+        assert [(a["action"], a["actor"], a["result"]) for a in log] == \
+            [("isolate", "alice", "applied")]
+        assert log[0]["params"]["node"] == "ops-maint"
+    finally:
+        downs = [cli("down", s.prefix) for s in mine if s.path.exists()]
+    assert all(d.returncode == 0 for d in downs), [d.stderr for d in downs]
+    assert not any(leftovers(state.prefix).values()), leftovers(state.prefix)
