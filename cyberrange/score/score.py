@@ -17,6 +17,12 @@ Definitions (see docs/scoring.md):
 * precision = flagged attack / flagged (null when nothing is flagged);
   recall = flagged attack / attack (null when there is no attack flow).
 * An alert is true when at least one of its flows is an attack flow, false otherwise.
+* On time or late: a hit (the detection moment above) counts only up to ``late_s`` (default
+  10 s) after the step's end. ``detected`` (= ``detected_on_time``), ``detected_by``,
+  ``time_to_detect_s`` and the per-technique counts use on-time hits only; a step whose only
+  hits came later is ``detected_late`` (``late_by``, ``late_detect_s`` from the step's start):
+  an alert that fired because the *next* step pushed a window over its threshold did not
+  detect this one. The alert itself is still true (it holds an attack flow).
 * Alerts *without flows* (packet evidence only: ARP scans and poisoning, which send no IP
   packets, or the ARP burst a sweep starts with) are matched by actor instead: such an alert
   detects a step when its ``source.ip`` is the step's ``actor_ip`` and its ``@timestamp`` lies
@@ -90,6 +96,7 @@ def label_flows(ledger: list[dict], flows: pa.Table, slack_s: float = 2.0) -> li
 
 OUTCOME_RANK = {"succeeded": 0, "blocked": 1, "failed": 2, "stopped": 3, "error": 4,
                 "skipped": 5}
+LATE_S = 10.0      # an alert later than this after a step's end detects it late, not on time
 CUT_SHORT = ("error", "blocked", "stopped")      # outcomes of a step that may have sent nothing
 REASON_KEYS = ("blocked_reason", "error", "skipped_reason")
 
@@ -266,27 +273,40 @@ def _actor_hits(step: dict, al: _Alerts, slack_us: int) -> list[int]:
             if not al.flow_ids[k] and al.src[k] == step["actor_ip"] and lo <= al.ts[k] <= hi]
 
 
-def _step_row(step: dict, hits: list[tuple[int, str]], attack_flows: int) -> dict:
+def _since_start(hits: list[tuple[int, str]], step: dict):
+    """Seconds from the step's start to the earliest hit, clipped at 0 (None: no hit)."""
+    if not hits:
+        return None
+    first = min(t for t, _ in hits)
+    return round(max(0.0, first / 1_000_000 - float(step["start"])), 3)
+
+
+def _step_row(step: dict, hits: list[tuple[int, str]], attack_flows: int,
+              late_s: float = LATE_S) -> dict:
     seen = observable(step)
     if not seen:
         hits = []               # nothing of it was on the wire: an alert is about something else
-    detected = bool(hits)
-    ttd = None
-    if detected:
-        first = min(t for t, _ in hits)
-        ttd = round(max(0.0, first / 1_000_000 - float(step["start"])), 3)
+    deadline = int(round((float(step["end"]) + late_s) * 1_000_000))
+    on_time = [h for h in hits if h[0] <= deadline]
+    late = [h for h in hits if h[0] > deadline]
+    detected = bool(on_time)
     return {
         "step_id": step["step_id"], "name": step.get("name"), "technique": step.get("technique"),
         "outcome": step.get("outcome"), "reason": step_reason(step), "observable": seen,
-        "detected": detected, "time_to_detect_s": ttd,
-        "detected_by": sorted({n for _, n in hits}), "attack_flows": attack_flows,
+        "detected": detected, "detected_on_time": detected,
+        "detected_late": bool(late) and not detected,
+        "time_to_detect_s": _since_start(on_time, step),
+        "detected_by": sorted({n for _, n in on_time}),
+        "late_by": sorted({n for _, n in late}),
+        "late_detect_s": _since_start(late, step),
+        "attack_flows": attack_flows,
         "packets_sent": step.get("packets_sent", 0), "arp_frames": step.get("arp_frames", 0),
         "executions": step["executions"], "actors": step["actors"],
     }
 
 
 def _score_steps(ledger: list[dict], fl: _Flows, groups: dict, al: _Alerts,
-                 slack_s: float) -> tuple[list, dict, set]:
+                 slack_s: float, late_s: float = LATE_S) -> tuple[list, dict, set]:
     """The step rows, per-technique step counts, and the indexes of the alerts without flows
     that detected a step (those alerts are true)."""
     start_of = dict(zip(fl.fids, fl.starts))
@@ -306,7 +326,7 @@ def _score_steps(ledger: list[dict], fl: _Flows, groups: dict, al: _Alerts,
         for k in _actor_hits(step, al, slack_us):
             hits.append((al.ts[k], al.names[k]))
             flowless_true.add(k)
-        row = _step_row(step, hits, step_groups.get(sid, 0))
+        row = _step_row(step, hits, step_groups.get(sid, 0), late_s)
         steps_out.append(row)
         if not row["observable"]:       # not in the step-level recall (module doc)
             continue
@@ -333,16 +353,19 @@ def _judge_alerts(al: _Alerts, fl: _Flows, flowless_true: set) -> tuple[list, di
 
 
 def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: float = 2.0,
-              run_id: str | None = None, alert_truth: bool = False) -> dict:
+              run_id: str | None = None, alert_truth: bool = False,
+              late_s: float = LATE_S) -> dict:
     """Score one run's alerts against its ledger; the result is ready for scorecard.json.
-    With ``alert_truth`` it also holds ``alert_truth``: one bool per alert row (true alert)."""
+    With ``alert_truth`` it also holds ``alert_truth``: one bool per alert row (true alert).
+    ``late_s``: a step is detected (on time) only by alerts up to this long after its end;
+    later ones make it ``detected_late`` (module doc)."""
     if run_id is None:
         run_id = _run_id_of(ledger, flows)
     fl = _Flows.read(ledger, flows, slack_s)
     al = _Alerts.read(alerts)
     flagged_ids = al.flagged()
     groups = _dedup_groups(fl, flagged_ids)
-    steps_out, techniques, flowless_true = _score_steps(ledger, fl, groups, al, slack_s)
+    steps_out, techniques, flowless_true = _score_steps(ledger, fl, groups, al, slack_s, late_s)
     truth, by_detector = _judge_alerts(al, fl, flowless_true)
     n_true = sum(truth)
     out = {
@@ -354,6 +377,7 @@ def score_run(ledger: list[dict], flows: pa.Table, alerts: pa.Table, slack_s: fl
                    "by_detector": dict(sorted(by_detector.items()))},
         "techniques": dict(sorted(techniques.items())),
         "slack_s": slack_s,
+        "late_s": late_s,
     }
     if alert_truth:
         out["alert_truth"] = truth
