@@ -85,8 +85,12 @@ def _scoreable_run(ref: str, runs_dir: str):
 @click.option("--store", "store_path", default=None,
               help="With --pcap: keep records and alerts in this DuckDB file.")
 @click.option("--json", "as_json", is_flag=True, help="Print alerts as JSON lines.")
+@click.option("--explain", is_flag=True,
+              help="Also list near-misses: candidates that scored below their detector's "
+                   "threshold, with every score component and what failed by how much "
+                   "(families that offer near_misses(): beacon).")
 def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, store_path,
-               as_json):
+               as_json, explain):
     """Run the detectors on a finished RUN (its alerts are replaced) or on --pcap FILE."""
     from cyberrange.detect.registry import load_detectors, run_detectors
     from cyberrange.store import open_store
@@ -108,6 +112,7 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
             loaded.store_into(store, replace=bool(store_path))
             alerts = run_detectors(store, run_id, dets, baseline_s=baseline_s, train=train,
                                    stats=stats)
+            misses = _near_misses(store, run_id, dets) if explain else []
         title = (f"{pcap}: {loaded.stats['packets']:,} packets, {loaded.flows.num_rows:,} "
                  f"flows, {alerts.num_rows} alerts")
     else:
@@ -120,16 +125,57 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
         with run.open_store(read_only=False) as store:
             alerts = run_detectors(store, run.id, dets, baseline_s=baseline_s,
                                    baseline_until=until, stats=stats)
+            misses = _near_misses(store, run.id, dets) if explain else []
         title = f"run {run.id}: {alerts.num_rows} alerts"
     if as_json:
         for r in alerts.to_pylist():
             click.echo(json.dumps(r, default=str))
+        for m in misses:
+            click.echo(json.dumps({"near_miss": m}, default=str))
         return
     console.print(_alerts_table(alerts, title))
+    if explain:
+        _print_near_misses(console, misses)
     untrained = [n for n, s in stats.items()
                  if not s["trained"] and any(d.name == n and d.trainable for d in dets)]
     if untrained:
         console.print(f"[yellow]note:[/] untrained (no baseline given): {', '.join(untrained)}")
+
+
+def _near_misses(store, run_id, dets) -> list[dict]:
+    """Near-misses of every detector that offers ``near_misses(flows, packets)`` (an optional
+    hook: a list of dicts with ``rule.name``, ``channel``, ``score``, the score's components and
+    ``failed``), read after ``run_detectors`` so trainable ones use what they learned."""
+    from cyberrange.detect.registry import _columns
+    hooks = [d for d in dets if callable(getattr(d, "near_misses", None))]
+    if not hooks:
+        return []
+    flows = store.read("flows", run_id, columns=_columns(store, "flows"))
+    packets = store.read("packets", run_id, columns=_columns(store, "packets")) \
+        if any(d.needs_packets for d in hooks) else None
+    out = []
+    for d in hooks:
+        out.extend(d.near_misses(flows, packets if d.needs_packets else None))
+    return out
+
+
+def _print_near_misses(console, misses: list[dict]) -> None:
+    if not misses:
+        console.print("near-misses: none (no candidate scored near a threshold)")
+        return
+    console.print(f"near-misses ({len(misses)}): below threshold, with what failed",
+                  soft_wrap=True)
+    for m in misses:
+        why = "; ".join(f"{f['check']}: {f['value']}" + (
+            f" (needed {f['needed']}, short by {f['short_by']})" if "needed" in f else "")
+            for f in m["failed"])
+        comp = (f"{m.get('connections')} conns, every {m.get('interval_median_s')} s, jitter "
+                f"{m.get('interval_jitter')} (allowed {m.get('jitter_allowed')}), "
+                f"{m.get('duration_s')} s, timing {m.get('timing_score')} size "
+                f"{m.get('size_score')} count {m.get('count_score')}") \
+            if "interval_jitter" in m else ""
+        console.print(f"  {m['rule.name']}  {m['channel']}  score {m['score']}  {comp}\n"
+                      f"    failed: {why}", highlight=False, soft_wrap=True)
 
 
 @detect.command("eval")
@@ -149,7 +195,9 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
 def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json_out, md_out):
     """Evaluate the detectors over RUNS (run folders, ids, or folders of runs) against their
     ledgers: per technique recall, precision, false alerts per 10k benign flows and time to
-    detect; per detector ROC-AUC/PR-AUC where it scores; ATT&CK coverage matrix."""
+    detect; per detector ROC-AUC/PR-AUC where it scores; ATT&CK coverage matrix. A run that
+    did not end `done` (e.g. its attack steps errored) is listed as not evaluable; exit 1 when
+    no run could be evaluated."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from cyberrange.detect.registry import load_detectors
@@ -195,6 +243,10 @@ def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json
         Path(json_out).write_text(json.dumps(ev, indent=1, default=str))
     if md_out:
         Path(md_out).write_text(evaluation_markdown(ev))
+    if not ev["totals"]["runs"]:        # every run failed or unfinished: nothing was measured
+        from cyberrange.errors import CheckFailed
+        raise CheckFailed("no run could be evaluated (see 'not evaluable' above): every goal "
+                          "is not measured")
 
 
 COMMANDS = [detect]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 GOAL_RECALL = 0.9
@@ -20,6 +21,8 @@ def _tech_cells(r: dict) -> list[str]:
         extra.append(f"{r['blocked']} blocked, {r['blocked_detected']} det.")
     if r["unobservable"]:
         extra.append(f"{r['unobservable']} unseen")
+    if r.get("late"):
+        extra.append(f"{r['late']} late")
     return [r["technique"], str(r["steps"]) + (f" (+{'; '.join(extra)})" if extra else ""),
             str(r["detected"]), _f(r["recall"]), _f(r["precision"]),
             _f(r["false_per_10k"]), _f(r["median_ttd_s"], "{:.1f} s"),
@@ -101,22 +104,78 @@ def corpus_table(ev: dict) -> Table:
     return t
 
 
-def goals(ev: dict) -> list[tuple[str, bool, str]]:
-    """The issue's goals checked against an evaluation: (goal, met, detail)."""
+def goals(ev: dict) -> list[tuple[str, bool | None, str]]:
+    """The issue's goals checked against an evaluation: (goal, met, detail). ``met`` is None
+    when the goal had no evidence (no observable step, no benign flow, nothing detected): it
+    is *not measured*, never met. The detail names the evidence behind it."""
     out = []
     attack = [r for r in ev["techniques"] if r["attack_id"] and r["steps"]]
-    low = [r["technique"] for r in attack if (r["recall"] or 0) < GOAL_RECALL]
-    out.append((f"every technique recall >= {GOAL_RECALL}", not low,
-                "all met" if not low else "below: " + ", ".join(low)))
-    noisy = [r["detector"] for r in ev["detectors"] if r["kind"] == "rule"
-             and (r["false_per_10k"] or 0) >= GOAL_FALSE_PER_10K]
-    out.append((f"rule detectors < {GOAL_FALSE_PER_10K:g} false alert per 10k benign flows",
-                not noisy, "all met" if not noisy else "above: " + ", ".join(noisy)))
-    slow = [r["technique"] for r in attack if r["attack_id"].startswith(FAST_TECHNIQUES)
-            and r["median_ttd_s"] is not None and r["median_ttd_s"] > GOAL_TTD_S]
-    out.append((f"median time to detect <= {GOAL_TTD_S:g} s for scans, floods, brute force",
-                not slow, "all met" if not slow else "slower: " + ", ".join(slow)))
+    n_steps = sum(r["steps"] for r in attack)
+    n_det = sum(r["detected"] for r in attack)
+    goal = f"every technique recall >= {GOAL_RECALL}"
+    if not n_steps:
+        out.append((goal, None, "not measured (0 observable attack steps)"))
+    else:
+        low = [f"{r['technique']} {_f(r['recall'])} ({r['detected']}/{r['steps']})"
+               for r in attack if (r["recall"] or 0) < GOAL_RECALL]
+        evidence = (f"recall {n_det / n_steps:.2f} ({n_det}/{n_steps} steps, "
+                    f"{len(attack)} techniques)")
+        out.append((goal, not low, (f"all met, {evidence}" if not low else
+                                     "below: " + ", ".join(low) + f"; overall {evidence}")))
+    benign = ev["totals"].get("benign_flows") or 0
+    rules = [r for r in ev["detectors"] if r["kind"] == "rule"]
+    goal = f"rule detectors < {GOAL_FALSE_PER_10K:g} false alert per 10k benign flows"
+    if not benign or not rules:
+        out.append((goal, None, "not measured (" + ("0 benign flows" if not benign
+                                                    else "no rule detector") + ")"))
+    else:
+        worst = max((r["false_per_10k"] or 0) for r in rules)
+        noisy = [f"{r['detector']} {_f(r['false_per_10k'])}" for r in rules
+                 if (r["false_per_10k"] or 0) >= GOAL_FALSE_PER_10K]
+        evidence = f"on {benign:,} benign flows"
+        out.append((goal, not noisy, (f"all met, worst {worst:.2f} per 10k {evidence}"
+                                      if not noisy else "above: " + ", ".join(noisy)
+                                      + f" per 10k {evidence}")))
+    fast = [r for r in attack if r["attack_id"].startswith(FAST_TECHNIQUES)]
+    timed = [r for r in fast if r["median_ttd_s"] is not None]
+    goal = f"median time to detect <= {GOAL_TTD_S:g} s for scans, floods, brute force"
+    if not timed:
+        out.append((goal, None, "not measured (" + (
+            "no scan, flood or brute-force step detected" if fast
+            else "no observable scan, flood or brute-force step") + ")"))
+    else:
+        slow = [f"{r['technique']} {r['median_ttd_s']:.1f} s" for r in timed
+                if r["median_ttd_s"] > GOAL_TTD_S]
+        n_timed = sum(r["detected"] for r in timed)
+        untimed = [r["technique"] for r in fast if r["median_ttd_s"] is None]
+        evidence = (f"over {n_timed} detected steps of {len(timed)} techniques"
+                    + (f"; not measured: {', '.join(untimed)}" if untimed else ""))
+        out.append((goal, not slow, (f"all met {evidence}" if not slow
+                                     else "slower: " + ", ".join(slow) + f"; {evidence}")))
     return out
+
+
+def goal_mark(met: bool | None, rich: bool = True) -> str:
+    if met is None:
+        return "[yellow]–[/]" if rich else "–"
+    if rich:
+        return "[green]✔[/]" if met else "[red]✘[/]"
+    return "✔" if met else "✘"
+
+
+def not_evaluable(sk: dict) -> str:
+    """One line for a run ``evaluate`` left out (its status is not ``done``)."""
+    why = f": {sk['error']}" if sk.get("error") else ""
+    return (f"{sk['dir']}: status {sk['status']!r}{why}: not evaluable for recall "
+            "(left out of every count)")
+
+
+def late_lines(ev: dict) -> list[str]:
+    """One line per step detected only after its end + late_s (not counted in recall)."""
+    tot = ev["totals"]
+    return [f"{x['run_id']} {x['step_id']} ({x['technique']}): by {', '.join(x['late_by'])} "
+            f"{x['late_detect_s']:.1f} s after its start, later than {tot.get('late_s', 10):g} s"
+            " after its end" for x in tot.get("late_steps") or []]
 
 
 def print_evaluation(ev: dict, console) -> None:
@@ -127,12 +186,14 @@ def print_evaluation(ev: dict, console) -> None:
     console.print(coverage_table(ev))
     console.print(f"{tot['runs']} runs, {tot['flows']:,} flows ({tot['benign_flows']:,} benign, "
                   f"{tot['attack_flows']:,} attack), {tot['steps']} observable steps, "
-                  f"{tot['detected']} detected")
+                  f"{tot['detected']} detected on time"
+                  + (f", {tot['late']} only late" if tot.get("late") else ""))
+    for line in late_lines(ev):
+        console.print("[yellow]late[/] " + escape(line))
     for sk in tot.get("skipped_runs") or []:
-        console.print(f"[yellow]skipped[/] {sk['dir']}: status {sk['status']!r} (not finished)")
+        console.print("[yellow]skipped[/] " + escape(not_evaluable(sk)))
     for goal, met, detail in goals(ev):
-        mark = "[green]✔[/]" if met else "[red]✘[/]"
-        console.print(f"  {mark} {goal}: {detail}")
+        console.print(f"  {goal_mark(met)} {goal}: {escape(detail)}")
 
 
 def _md_table(head, rows) -> str:
@@ -149,9 +210,13 @@ def evaluation_markdown(ev: dict) -> str:
     parts = [
         f"{tot['runs']} runs, {tot['flows']:,} flows in the evaluation windows "
         f"({tot['benign_flows']:,} benign, {tot['attack_flows']:,} attack), "
-        f"{tot['steps']} observable attack steps, {tot['detected']} detected.",
+        f"{tot['steps']} observable attack steps, {tot['detected']} detected on time"
+        + (f", {tot['late']} only late (more than {tot.get('late_s', 10):g} s after the step "
+           "ended; not in recall)" if tot.get("late") else "") + ".",
+        *[f"- late: {line}" for line in late_lines(ev)],
+        *[f"- not evaluated: {not_evaluable(sk)}" for sk in tot.get("skipped_runs") or []],
         "", "### Goals", "",
-        *[f"- {'✔' if met else '✘'} {goal}: {detail}" for goal, met, detail in goals(ev)],
+        *[f"- {goal_mark(met, rich=False)} {goal}: {detail}" for goal, met, detail in goals(ev)],
         "", "### Per technique", "",
         _md_table(TECH_HEAD, [_tech_cells(r) for r in ev["techniques"]]),
         "", "### Per detector", "",

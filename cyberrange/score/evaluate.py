@@ -10,13 +10,21 @@ Definitions (docs/detection-results.md shows them applied to the benchmark corpu
   run (a drill's benign warm-up, recorded in its manifest). Those seconds are left out of the
   evaluation for *every* detector: their flows are not counted as benign flows and alerts
   raised in them are not counted, so a detector is never scored on what it trained on.
-* **Steps.** A step counts when it put packets on the wire that the sensors saw (it has attack
-  flows) or, for steps without IP flows (ARP), when it succeeded; skipped steps and steps whose
-  traffic no sensor saw are listed as *unobservable*, steps a firewall stopped (outcome
-  ``blocked``: the attack did not happen beyond its first packets) as *blocked* with how many
-  of them were detected anyway; neither is in recall.
-* **Recall** of a technique = detected steps / counted steps; a step is detected by a detector
-  when one of its alerts holds one of the step's flows (ARP: see ``score_run``).
+* **Steps.** A step counts when packets of it were captured: it has attack flows in the store
+  (whatever its outcome: an errored or stopped step whose packets were captured is scored), or,
+  for steps without IP flows (ARP), when it sent ARP frames or succeeded. A step of which no
+  packet was captured (skipped, cut short before it sent anything, or a path no sensor sees) is
+  *unseen* (``unobservable``); a counted step that no detector caught is *missed*. Steps a
+  firewall stopped (outcome ``blocked``: the attack did not happen beyond its first packets)
+  are listed as *blocked* with how many of them were detected anyway; neither is in recall.
+* **Runs that cannot be evaluated.** A run whose manifest status is not ``done`` (``failed``:
+  e.g. its attack steps ended in error; ``interrupted``; ``running``) is not evaluated: it is
+  listed under ``totals.skipped_runs`` with its status and the manifest's error, as *not
+  evaluable for recall*. With no evaluable run every goal is *not measured*.
+* **Recall** of a technique = steps detected on time / counted steps; a step is detected by a
+  detector when one of its alerts holds one of the step's flows (ARP: see ``score_run``) no
+  later than ``late_s`` after the step's end. Steps caught only later are counted as
+  ``late`` (and listed in ``totals.late_steps``), not as detected.
 * **Time to detect** = ``score_run``'s: first alert time (or the time the step's first flow
   joined an episode) minus the step's start; the median over detected steps is reported.
 * **Precision** of a technique = true alerts / alerts among the alerts whose
@@ -42,7 +50,7 @@ import pyarrow.compute as pc
 
 from ..errors import UserError
 from ..telemetry.schema import ALERT_SCHEMA
-from .score import label_flows, score_run
+from .score import LATE_S, label_flows, score_run
 
 __all__ = ["evaluate", "expand_runs", "attack_id", "Evaluation"]
 
@@ -187,7 +195,7 @@ def _auc(labels: np.ndarray, scores: np.ndarray):
 
 def _new_technique() -> dict:
     return {"counted": 0, "unobservable": 0, "blocked": 0, "blocked_detected": 0,
-            "detected": 0, "ttd": [], "by": defaultdict(int), "runs": set()}
+            "detected": 0, "late": 0, "ttd": [], "by": defaultdict(int), "runs": set()}
 
 
 def _median(values: list):
@@ -211,6 +219,7 @@ class _Corpus:
         self.benign_flows = self.attack_flows = self.flows_total = 0
         self.runs: list = []
         self.skipped: list = []
+        self.late_steps: list = []      # steps detected only after end + late_s
 
     # -- adding a run ----------------------------------------------------------------------
     def add_run(self, rd: RunData) -> None:
@@ -234,8 +243,10 @@ class _Corpus:
         counted = {}
         for s in card_all["steps"]:
             flowless = not any(r.get("flows") for r in rd.ledger if r["step_id"] == s["step_id"])
-            observable = s["outcome"] not in ("skipped", "error") and (
-                s["attack_flows"] > 0 or (flowless and s["outcome"] == "succeeded"))
+            # captured: some of its packets are in the store (unseen otherwise)
+            observable = s["outcome"] != "skipped" and (
+                s["attack_flows"] > 0 or (flowless and s.get("observable", True) and (
+                    s.get("arp_frames", 0) > 0 or s["outcome"] == "succeeded")))
             blocked = observable and s["outcome"] == "blocked"
             counted[s["step_id"]] = observable and not blocked
             t = self.techniques[s["technique"] or "unknown"]
@@ -251,6 +262,11 @@ class _Corpus:
             if s["detected"]:
                 t["detected"] += 1
                 t["ttd"].append(s["time_to_detect_s"])
+            elif s.get("detected_late"):
+                t["late"] += 1
+                self.late_steps.append({"run_id": rd.run_id, "step_id": s["step_id"],
+                                        "technique": s["technique"], "late_by": s["late_by"],
+                                        "late_detect_s": s["late_detect_s"]})
         return counted
 
     def _add_detector(self, n: str, rd: RunData, flows: pa.Table, counted: dict) -> None:
@@ -302,7 +318,7 @@ class _Corpus:
                 "technique": tech, "attack_id": aid, "runs": len(t["runs"]),
                 "steps": t["counted"], "unobservable": t["unobservable"],
                 "blocked": t["blocked"], "blocked_detected": t["blocked_detected"],
-                "detected": t["detected"],
+                "detected": t["detected"], "late": t["late"],
                 "recall": round(t["detected"] / t["counted"], 4) if t["counted"] else None,
                 "precision": round(c["true"] / c["alerts"], 4) if c and c["alerts"] else None,
                 "false_per_10k": self._per10k(c["false"]) if c else 0.0,
@@ -342,7 +358,8 @@ class _Corpus:
                   "flow_rows_scored": int(labels.size),
                   "steps": sum(r["steps"] for r in tech_rows),
                   "detected": sum(r["detected"] for r in tech_rows),
-                  "skipped_runs": self.skipped}
+                  "late": len(self.late_steps), "late_steps": self.late_steps,
+                  "late_s": LATE_S, "skipped_runs": self.skipped}
         return Evaluation(self.runs, tech_rows, self._detector_rows(labels), coverage, totals)
 
 
@@ -378,7 +395,8 @@ def evaluate(run_dirs, detectors, *, train=None, default_baseline_s: float = 0.0
             raise UserError(f"{run.dir}: {why}")
         status = run.manifest.get("status")
         if status != "done":
-            corpus.skipped.append({"dir": str(run.dir), "status": status})
+            corpus.skipped.append({"dir": str(run.dir), "status": status,
+                                   "error": run.manifest.get("error")})
             continue
         corpus.add_run(_load_run(run, detectors, train, default_baseline_s))
     return corpus.evaluation()
