@@ -121,6 +121,7 @@ class BeaconDetector(Detector):
         "min_connections": 8,             # a series needs this many connections to be scored
         "full_count": 10,                 # connections that earn the full count score
         "jitter": 0.8,                    # estimated interval jitter at which timing scores 0
+        "jitter_max": 1.2,                # ... allowed to grow to this for long series
         "size_jitter": 0.5,               # estimated size spread at which size scores 0
         "burst": 0.05,                    # intervals below this x the median: same check-in
         "min_interval": 1.0,              # seconds: a faster series is a session, not check-ins
@@ -141,6 +142,7 @@ class BeaconDetector(Detector):
         self.min_conn = int(self._number("min_connections", minimum=3, integer=True))
         self.full_count = int(self._number("full_count", minimum=1, integer=True))
         self.jitter = float(self._number("jitter", minimum=0.001))
+        self.jitter_max = float(self._number("jitter_max", minimum=0.001))
         self.size_jitter = float(self._number("size_jitter", minimum=0.001))
         self.max_bytes = float(self._number("max_bytes", minimum=1))
         self.min_interval = float(self._number("min_interval"))
@@ -267,13 +269,18 @@ class BeaconDetector(Detector):
         ints, ig = ints[keep], ig[keep]
         skew_i, med_i, madm_i, jit_i = regularity(ig, ints, G)
         _, med_b, _, jit_b = regularity(gs, ss, G)
-        # timing: how far the estimated jitter is below `jitter`, and Bowley symmetry
-        timing = 0.8 * np.clip(1 - jit_i / self.jitter, 0, 1) + 0.2 * (1 - np.abs(skew_i))
-        timing = np.where(jit_i < self.jitter, timing, 0.0)
+        # timing: how far the estimated jitter is below the allowance, and Bowley symmetry.
+        # The allowance is `jitter` at `full_count` connections and grows with the count, as
+        # far as `jitter_max`: Poisson arrivals' estimate tightens with more intervals, so a
+        # long series may be far more jittered at the same false-alert rate (see allowance())
+        n_int = np.bincount(ig, minlength=G)
+        allowed = self.allowance(n_int + 1)
+        timing = 0.8 * np.clip(1 - jit_i / allowed, 0, 1) + 0.2 * (1 - np.abs(skew_i))
+        timing = np.where(jit_i < allowed, timing, 0.0)
         sizes = np.clip(1 - jit_b / self.size_jitter, 0, 1)
         count = np.minimum(1.0, counts / self.full_count)
-        score = timing * (0.6 + 0.2 * sizes + 0.2 * count)
-        score = np.where((counts >= self.min_conn) & (med_i >= self.min_interval), score, 0.0)
+        raw = timing * (0.6 + 0.2 * sizes + 0.2 * count)
+        score = np.where((counts >= self.min_conn) & (med_i >= self.min_interval), raw, 0.0)
         series = uso // n_obs
         best = np.full(n_series, -1.0)
         pick = np.full(n_series, -1, dtype=np.int64)
@@ -283,10 +290,28 @@ class BeaconDetector(Detector):
         chosen = rank[last]
         best[series[chosen]] = score[chosen]
         pick[series[chosen]] = chosen
+        t_first = np.full(G, np.iinfo(np.int64).max)
+        np.minimum.at(t_first, gs, ts_)
+        t_last = np.zeros(G, dtype=np.int64)
+        np.maximum.at(t_last, gs, ts_)
         detail = dict(counts=counts, med_i=med_i, madm_i=madm_i, skew_i=skew_i, med_b=med_b,
-                      jit_i=jit_i, jit_b=jit_b,
-                      timing=timing, sizes=sizes, count=count, score=score)
+                      jit_i=jit_i, jit_b=jit_b, allowed=allowed,
+                      duration=(t_last - t_first) / 1e6,
+                      timing=timing, sizes=sizes, count=count, score=score, raw=raw)
         return best, pick, detail, sinv
+
+    def allowance(self, n: np.ndarray) -> np.ndarray:
+        """Estimated jitter at which timing scores 0, for series of ``n`` connections.
+
+        ``jitter`` for short series; for long ones 1.4 x the 0.1 % quantile of the estimate for
+        Poisson arrivals with ``n`` connections (simulated with the burst rule: ~``1.46 - 3.4 /
+        sqrt(n)``, 0.40 at 10, 0.70 at 20, 0.93 at 40), at most ``jitter_max``. The estimate of
+        random arrivals tightens as the count grows, so a long series may be more jittered at
+        the same false-alert rate: 20 check-ins at +-60 % are as clear as 10 at +-40 %.
+        ``jitter_max`` <= ``jitter`` turns the growth off.
+        """
+        q001 = 1.46 - 3.4 / np.sqrt(np.maximum(np.asarray(n, dtype=np.float64), 1.0))
+        return np.clip(1.4 * q001, self.jitter, max(self.jitter, self.jitter_max))
 
     def _known(self, label) -> bool:
         kind, src, dst, port, proto = label
@@ -396,6 +421,7 @@ class BeaconDetector(Detector):
                     "timing_score": round(float(d["timing"][p]), 3),
                     "size_score": round(float(d["sizes"][p]), 3),
                     "count_score": round(float(d["count"][p]), 3),
+                    **self._components(d, p),
                     "baseline": "not in baseline" if self.trained else "untrained",
                     "flows": len(flow_ids)}
         return Alert(
@@ -404,6 +430,84 @@ class BeaconDetector(Detector):
             technique=technique, source_ip=src, destination_ip=dst_ip, message=msg,
             score=round(score, 3), evidence=evidence, flow_ids=flow_ids,
             alert_id=stable_id(self.name, channel, flow_ids[0] if flow_ids else ""))
+
+    def _components(self, d, p) -> dict:
+        """The parts of the score every alert and near-miss shows: the series' duration, the
+        jitter allowance for its count, and the thresholds they were held to."""
+        return {"duration_s": round(float(d["duration"][p]), 3),
+                "jitter_allowed": round(float(d["allowed"][p]), 3),
+                "thresholds": {"score": self.threshold, "min_connections": self.min_conn,
+                               "min_interval_s": self.min_interval,
+                               "jitter_allowed": round(float(d["allowed"][p]), 3),
+                               "size_jitter": self.size_jitter, "full_count": self.full_count,
+                               "max_bytes": self.max_bytes}}
+
+    def near_misses(self, flows: pa.Table, packets: pa.Table | None = None, *,
+                    floor: float | None = None, limit: int = 20) -> list[dict]:
+        """Series that did not alert although they look somewhat like beacons, with every score
+        component and what failed by how much (``cyberrange detect run --explain``).
+
+        A near-miss is a series with at least 4 connections, whose score without the count and
+        interval gates reached ``floor`` (default half the threshold), and that raised no alert.
+        ``failed`` lists each reason: ``{"check", "value", "needed", "short_by"}``. Sorted by
+        score, at most ``limit``. Optional hook: the CLI asks every detector that has one.
+        """
+        floor = self.threshold / 2 if floor is None else floor
+        out = []
+        if flows.num_rows == 0 and (packets is None or packets.num_rows == 0):
+            return out
+        for part, labels, g, best, pick, d, sinv in self._analyse(flows, packets):
+            for s in range(len(labels)):
+                p = pick[s]
+                if p < 0 or d["counts"][p] < 4 or d["raw"][p] < floor:
+                    continue
+                label = labels[s]
+                failed = []
+
+                def miss(check, value, needed, below=True):
+                    short = (needed - value) if below else (value - needed)
+
+                    def num(x):
+                        return x if isinstance(x, int) else round(float(x), 3)
+                    failed.append({"check": check, "value": num(value), "needed": num(needed),
+                                   "short_by": num(short)})
+                n, med = int(d["counts"][p]), float(d["med_i"][p])
+                if n < self.min_conn:
+                    miss("connections >= min_connections", n, self.min_conn)
+                if med < self.min_interval:
+                    miss("interval_median_s >= min_interval", med, self.min_interval)
+                if d["jit_i"][p] >= d["allowed"][p]:
+                    miss("interval_jitter < jitter_allowed", d["jit_i"][p], d["allowed"][p],
+                         below=False)
+                if best[s] < self.threshold:
+                    miss("score >= threshold", max(best[s], 0.0), self.threshold)
+                if d["med_b"][p] > self.max_bytes:
+                    miss("bytes_median <= max_bytes", d["med_b"][p], self.max_bytes,
+                         below=False)
+                known = self._known(label)
+                if known:
+                    failed.append({"check": "not known-good",
+                                   "value": "in baseline" if label in self.known else "allow"})
+                if not failed:
+                    continue        # it alerted
+                kind, src, dst, port, proto = label
+                channel = f"{src} -> {dst} (DNS)" if kind == "dns" else \
+                    f"{src} -> {dst}:{port}/{proto}"
+                out.append({"rule.name": self.name, "channel": channel, "source.ip": src,
+                            "destination": dst, "score": round(float(max(best[s], 0.0)), 3),
+                            "score_ungated": round(float(d["raw"][p]), 3),
+                            "connections": n, "interval_median_s": round(med, 3),
+                            "interval_madm_s": round(float(d["madm_i"][p]), 3),
+                            "interval_bowley_skew": round(float(d["skew_i"][p]), 3),
+                            "interval_jitter": round(float(d["jit_i"][p]), 3),
+                            "size_jitter": round(float(d["jit_b"][p]), 3),
+                            "bytes_median": float(d["med_b"][p]),
+                            "timing_score": round(float(d["timing"][p]), 3),
+                            "size_score": round(float(d["sizes"][p]), 3),
+                            "count_score": round(float(d["count"][p]), 3),
+                            **self._components(d, p), "failed": failed})
+        out.sort(key=lambda m: (-m["score_ungated"], m["channel"]))
+        return out[:limit]
 
     def _crossing(self, t: np.ndarray, size: np.ndarray) -> int:
         """Time of the first connection at which the series' running score reached the
