@@ -13,8 +13,10 @@ A *series* is every "connection" of one channel:
 Each series with at least ``min_connections`` connections and a median interval of at least
 ``min_interval`` seconds is scored in [0, 1] as ``timing * (0.6 + 0.2 * size + 0.2 * count)``:
 
-* timing -- ``0.8 * (1 - jitter_hat / jitter) + 0.2 * (1 - |Bowley skew|)`` of the
-  inter-connection intervals, 0 when ``jitter_hat >= jitter``. Intervals shorter than ``burst``
+* timing -- ``0.8 * (1 - jitter_hat / allowed) + 0.2 * (1 - |Bowley skew|)`` of the
+  inter-connection intervals, 0 when ``jitter_hat >= allowed``. ``allowed`` is ``jitter`` for
+  short series and grows with the count up to ``jitter_max`` (``allowance()``): random arrivals
+  look less regular the more of them there are, so a long series may be more jittered. Intervals shorter than ``burst``
   times the median interval are left out: a second connection right after a check-in (results
   posted, a retry) is part of that check-in. ``jitter_hat`` estimates the
   relative jitter: the mean of ``2 * MADM / median`` (MADM = median absolute deviation about the
@@ -36,7 +38,9 @@ A series alerts when its score reaches ``threshold``, unless it is known-good:
   ``c2-report`` role reports to the real C2 server every few seconds); for DNS also any domain
   queried that often in the baseline by all sources together (the network's own domain).
 
-One alert per series; its ``flow_ids`` hold every flow of the series. Its time is the first
+One alert per series; its ``flow_ids`` hold every flow of the series, its evidence every
+component of the score and the thresholds it was held to. ``near_misses()`` lists the series
+that came close and did not alert, with what failed by how much (``detect run --explain``). Its time is the first
 connection at which the series' running score reached the threshold.
 """
 from __future__ import annotations
