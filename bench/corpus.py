@@ -7,7 +7,7 @@ plus a benign-only drill per topology, then the evaluation harness over all of t
 ``build`` runs each drill of ``CORPUS`` that is not in ``--out`` yet (a drill whose run finished is
 kept: the build can be resumed), each with ``--warmup 20`` so that trainable detectors have 20 s
 of benign baseline. Playbooks paced over minutes to an hour as shipped run with the pacing the
-playbook tests use (``tests/attack/test_playbooks.py`` ``COMPRESS``: only intervals, delays, rates and
+playbook tests use (``tests/support/pacing.py`` ``COMPRESS``: only intervals, delays, rates and
 counts change, never what is attacked), except where ``PACING`` below keeps them slower -- the
 low-and-slow scan keeps its shipped rate of one probe every 2 s. Every drill is a real twin (root, 40-120 s each; about 25 minutes in all on
 2 cores). ``eval`` runs ``cyberrange detect eval`` over the folder and writes the tables into the
@@ -75,11 +75,11 @@ PACING = {
 
 def paced_copy(pb: str, out_dir: Path) -> Path:
     """The playbook with the test's COMPRESS and then PACING applied."""
-    sys.path[:0] = [str(ROOT / "tests" / "attack"), str(ROOT / "tests" / "support")]
-    import test_playbooks as tp
+    sys.path[:0] = [str(ROOT / "tests" / "support")]
+    import pacing
     import yaml
     path = ROOT / "attack_playbooks" / f"{pb}.yaml"
-    return tp.compressed_copy(path, out_dir, PACING.get(yaml.safe_load(path.read_text())["name"]))
+    return pacing.compressed_copy(path, out_dir, PACING.get(yaml.safe_load(path.read_text())["name"]))
 
 
 def _done(out: Path) -> dict[str, Path]:

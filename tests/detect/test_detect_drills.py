@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from background import Pool
 from helpers import PY, ROOT, needs_twin
-from test_playbooks import compressed_copy
+from pacing import compressed_copy
 
 from cyberrange.detect.registry import load_detectors
 from cyberrange.store import open_store
@@ -52,7 +52,7 @@ def quiet_limit(kind: str, benign_flows: int) -> int:
 
 
 # Slower pacing than the playbook test's where a detector needs more of the behaviour: a
-# beacon is scored after 8 check-ins, so give it 12 (merged over test_playbooks.COMPRESS).
+# beacon is scored after 8 check-ins, so give it 12 (merged over pacing.COMPRESS).
 PACING = {"airbase_c2_beacon": {"beacon": {"params": {"interval": 3}, "timing": {"duration": 36}}}}
 
 
