@@ -26,6 +26,10 @@ from pathlib import Path
 
 from cyberrange.attack.catalog import TECHNIQUES
 from cyberrange.attack.spec import type_ok, type_phrase
+from cyberrange.attack.techniques.c2 import MAX_CHECKINS
+from cyberrange.attack.techniques.credential import PROTOCOLS
+from cyberrange.attack.techniques.exfil import MAX_DOCUMENT
+from cyberrange.attack.techniques.fastsend import MAX_SECONDS as _FLOOD_SECONDS
 from cyberrange.model import inputpaths
 from cyberrange.model.topology import SourceRef, Topology
 from cyberrange.model.yamlsrc import (
@@ -258,6 +262,9 @@ def _step(doc: Doc, path: tuple, s: dict, earlier: list[Step], topo: Topology | 
     params = _params(doc, path, params, technique)
     _resolve_files(doc, path, params)
     timing = _timing(doc, path, s.get("timing", {}), technique, params, max_rate)
+    _param_checks(doc, path, s["id"], technique, params)
+    if topo is not None and "#{" not in actor:
+        _runtime_checks(doc, path, s["id"], technique, params, list(s["targets"]), actor, topo)
     return Step(id=s["id"], name=s.get("name", s["id"]), technique=s["technique"],
                 actor=actor, targets=list(s["targets"]), params=params, timing=timing,
                 requires=list(s.get("requires", [])), when=conditions,
@@ -312,6 +319,26 @@ def _check_target(doc: Doc, path, target: str, earlier: dict[str, Step], topo: T
             raise doc.error(f"target {net} lies outside topology {topo.name}'s address space",
                             path)
         return
+    name, colon, port = target.partition(":")
+    if colon:
+        # the runtime resolves a node to its address but keeps no port on a name: say how to
+        # write it (the address with the port), and keep the port in every suggestion
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise doc.error(f"bad target '{target}': port {port!r} is not 1..65535", path)
+        if topo is None:
+            raise doc.error(f"target '{target}': a node name takes no ':port'; write the node's "
+                            f"address with the port (e.g. '10.0.0.5:{port}')", path)
+        if name not in topo.nodes:
+            close = did_you_mean(name, topo.nodes)
+            hint = ""
+            if close:
+                guess = close.split("'")[1]
+                hint = (f" (did you mean '{guess}:{port}'? write it as its address, "
+                        f"'{topo.nodes[guess].ip}:{port}')")
+            raise doc.error(f"unknown target '{target}': '{name}' is not a node of topology "
+                            f"{topo.name}{hint}", path)
+        raise doc.error(f"target '{target}': a node name takes no ':port'; write its address "
+                        f"with the port: '{topo.nodes[name].ip}:{port}'", path)
     if topo is not None:
         if target not in topo.zones and target not in topo.nodes:
             names = [*topo.zones, *topo.nodes]
@@ -435,3 +462,206 @@ def _timing(doc: Doc, path, t: dict, technique, params: dict, max_rate: float) -
         elif rate == 0:
             params["rate"] = max_rate     # 0, "as fast as possible", still obeys the cap
     return timing
+
+
+# --------------------------------------------------------------------------- run-time constraints
+# What a technique refuses or cannot do at run time, checked here from the topology model (the
+# same facts the runtime uses: a node's addresses, links, gateway, routes and services), so that
+# `attack validate` says it before anything is built. Targets from facts, zones and CIDRs are
+# checked at run time only, except where a constraint is about the count or the links.
+
+DURATION_LIMIT = {            # technique -> (the largest duration in s, zero allowed)
+    "T1557.002": (3600, False),
+    "T1498": (_FLOOD_SECONDS, True),
+    "T1499": (_FLOOD_SECONDS, True),
+}
+FLOODS = ("T1498", "T1499")
+C2_DNS_DEFAULT_DOMAIN = "evil.example"     # services/c2.py --domain default (no domain: given)
+# A wrong port is no error: a playbook may try a closed port on purpose (the step then fails).
+SERVICE_NEEDS = {             # technique -> the service type a target node must run
+    "T1071.001": "c2-http", "T1041": "c2-http",
+    "T1071.004": "c2-dns", "T1048": "c2-dns",
+    "T0861": "modbus", "T0855": "modbus", "T0831": "modbus",
+}
+WHAT = {"c2-http": "HTTP C2 listener (service c2-http)", "c2-dns": "DNS C2 server "
+        "(service c2-dns)", "modbus": "Modbus server (service modbus)"}
+
+
+def _node_of_ip(topo: Topology, ip) -> object | None:
+    for n in topo.nodes.values():
+        if any(i.ip == ip for i in n.interfaces):
+            return n
+    return None
+
+
+def _literal_target(topo: Topology, target: str):
+    """A target written as a node name or an address: (ip, port or None, node or None); None
+    for facts, zones and CIDRs (their hosts are known at run time)."""
+    if "#{" in target or "/" in target or target in topo.zones:
+        return None
+    if target in topo.nodes:
+        return topo.nodes[target].ip, None, topo.nodes[target]
+    ip, _, port = target.partition(":")
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    return addr, int(port) if port.isdigit() else None, _node_of_ip(topo, addr)
+
+
+def _iface_to(node, ip):
+    """The actor's interface that a packet to ``ip`` leaves by (on-link, a route, the default
+    gateway), and whether it goes through a gateway; (None, None) when no route."""
+    for itf in node.interfaces:
+        if ip in ipaddress.ip_network(itf.cidr, strict=False):
+            return itf, False
+    hops = [gw for net, gw in node.routes if ip in net] + ([node.gateway] if node.gateway else [])
+    for gw in hops:
+        for itf in node.interfaces:
+            if gw in ipaddress.ip_network(itf.cidr, strict=False):
+                return itf, True
+    return None, None
+
+
+def _runtime_checks(doc: Doc, path: tuple, sid: str, technique, params: dict, targets: list,
+                    actor: str, topo: Topology) -> None:
+    tid = technique.id
+    actor_node = topo.nodes.get(actor)
+    lit = [(k, _literal_target(topo, str(t))) for k, t in enumerate(targets)]
+    known = [(k, t) for k, t in lit if t is not None]
+    all_literal = len(known) == len(targets)
+    # durations
+    if tid in DURATION_LIMIT and isinstance(params.get("duration"), (int, float)) \
+            and not isinstance(params.get("duration"), bool):
+        top, zero_ok = DURATION_LIMIT[tid]
+        d = params["duration"]
+        where = (path + ("timing", "duration") if "duration" in (doc.get(path + ("timing",)) or {})
+                 else path + ("params", "duration"))
+        if d > top or (d == 0 and not zero_ok):
+            span = f"0..{top:g}" if zero_ok else f"more than 0 and at most {top:g}"
+            raise doc.error(f"step {sid}: duration {d:g} s: {tid} runs {span} s per step "
+                            f"(run time refuses it)", where)
+    # ARP cache poisoning: exactly two victims, both on one of the actor's links
+    if tid == "T1557.002" and not any("#{" in str(t) for t in targets):
+        own = {i.ip for i in actor_node.interfaces} if actor_node is not None else set()
+        ips = []
+        for t in map(str, targets):       # as the runner resolves them (zones without the actor)
+            if t in topo.zones or "/" in t:
+                if t in topo.zones:
+                    ips.extend(a for a in topo.zones[t].subnet.hosts() if a not in own)
+                else:
+                    ips.extend(ipaddress.ip_network(t, strict=False).hosts())
+            else:
+                lt = _literal_target(topo, t)
+                if lt is not None:
+                    ips.append(lt[0])
+        ips = list(dict.fromkeys(ips))
+        if len(ips) != 2:
+            raise doc.error(f"step {sid}: {tid} needs exactly two victims (targets), got "
+                            f"{len(ips)}", path + ("targets",))
+        if actor_node is not None and all_literal:
+            links = []
+            for k, (ip, _port, node) in known:
+                itf, via_gw = _iface_to(actor_node, ip)
+                if itf is None or via_gw:
+                    raise doc.error(f"step {sid}: victim {targets[k]} is not on a link of the "
+                                    f"actor {actor} (ARP does not cross routers; its links: "
+                                    f"{', '.join(i.zone for i in actor_node.interfaces)})",
+                                    path + ("targets", k))
+                links.append(itf.zone)
+            if len(set(links)) > 1:
+                raise doc.error(f"step {sid}: the two victims are on different links of {actor} "
+                                f"({' and '.join(links)}); both must be on one",
+                                path + ("targets", 1))
+    # floods go out of one interface
+    if tid in FLOODS and actor_node is not None and len(actor_node.interfaces) > 1:
+        seen = {}
+        for k, t in enumerate(targets):
+            t = str(t)
+            if "#{" in t:
+                continue
+            if t in topo.zones:
+                ip = next(topo.zones[t].subnet.hosts(), None)
+            elif "/" in t:
+                ip = ipaddress.ip_network(t, strict=False).network_address
+            else:
+                lt = _literal_target(topo, t)
+                ip = lt[0] if lt else None
+            if ip is None:
+                continue
+            itf, _gw = _iface_to(actor_node, ip)
+            if itf is None:
+                continue
+            seen.setdefault(itf.devname, (k, t))
+            if len(seen) > 1:
+                (k0, t0), = [v for d, v in seen.items() if d != itf.devname][:1]
+                raise doc.error(f"step {sid}: target {t} is behind another interface of {actor} "
+                                f"({itf.devname}, zone {itf.zone}) than {t0}: a flood goes out "
+                                f"of one interface (one step per interface)",
+                                path + ("targets", k))
+    # a service the technique talks to
+    if tid in SERVICE_NEEDS:
+        stype = SERVICE_NEEDS[tid]
+        for k, (_ip, _port, node) in known:
+            if node is None:
+                continue
+            have = [s for s in node.services if s.type == stype]
+            if not have:
+                services = ", ".join(f"{s.type}/{s.port}" for s in node.services) or "none"
+                raise doc.error(f"step {sid}: target {targets[k]} ({node.name}) has no "
+                                f"{WHAT[stype]}; {tid} needs one (its services: {services})",
+                                path + ("targets", k))
+            if stype == "c2-dns":
+                domain = params.get("domain")
+                if not isinstance(domain, str) or "#{" in domain:
+                    continue
+                d = domain.strip(".").lower()
+                zones = [(s.domain or C2_DNS_DEFAULT_DOMAIN).strip(".").lower() for s in have]
+                if zones and not any(d == z or d.endswith("." + z) for z in zones):
+                    where = (path + ("params", "domain")
+                             if "domain" in (doc.get(path + ("params",)) or {})
+                             else path + ("targets", k))
+                    raise doc.error(f"step {sid}: domain '{domain}' is not the C2 domain of "
+                                    f"{node.name}'s DNS server ({', '.join(zones)}): it refuses "
+                                    f"names outside it", where)
+
+
+BEACONS = ("T1071.001", "T1071.004")
+EXFIL = ("T1041", "T1048")
+
+
+def _given(doc: Doc, path: tuple, name: str) -> tuple:
+    """Where parameter ``name`` is written (params, or timing for rate/duration), else the
+    step's technique line (a catalogue default is at fault)."""
+    for section in ("timing", "params"):
+        if name in (doc.get(path + (section,)) or {}):
+            return path + (section, name)
+    return path + ("technique",)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _param_checks(doc: Doc, path: tuple, sid: str, technique, params: dict) -> None:
+    """What a technique refuses in its parameters alone (no topology needed)."""
+    tid = technique.id
+    if tid in BEACONS and _number(params.get("count")) and _number(params.get("duration")):
+        if params["count"] > MAX_CHECKINS:
+            raise doc.error(f"step {sid}: count {params['count']:,}: a beaconing step makes at "
+                            f"most {MAX_CHECKINS:,} check-ins", _given(doc, path, "count"))
+        if params["count"] == 0 and params["duration"] == 0:
+            raise doc.error(f"step {sid}: count 0 means 'until duration', but duration is 0 "
+                            f"too: the beacon would never end (give count > 0 or duration > 0)",
+                            _given(doc, path, "count"))
+    if tid in EXFIL and params.get("data") == "" and _number(params.get("size")):
+        if not 0 < params["size"] <= MAX_DOCUMENT:
+            raise doc.error(f"step {sid}: size {params['size']:,}: the generated document is "
+                            f"1..{MAX_DOCUMENT:,} bytes (or give 'data')",
+                            _given(doc, path, "size"))
+    if technique.family == "credential" and "protocol" in technique.params:
+        protocol = params.get("protocol")
+        if isinstance(protocol, str) and "#{" not in protocol and protocol not in PROTOCOLS:
+            raise doc.error(f"step {sid}: protocol '{protocol}' is not one of "
+                            f"{', '.join(PROTOCOLS)}{did_you_mean(protocol, PROTOCOLS)}",
+                            _given(doc, path, "protocol"))

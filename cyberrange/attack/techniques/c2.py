@@ -30,6 +30,8 @@ from cyberrange.attack.techniques.tcp import Conn
 TCP_NOTSENT_LOWAT = 25
 DEAD = ("refused", "timeout", "unreachable")     # the listener cannot be reached
 UDP_FRAME_OVERHEAD = 42          # Ethernet 14 + IP 20 + UDP 8
+MAX_CHECKINS = 100_000           # check-ins of one beaconing step (playbook check refuses more)
+MAX_BEACON_SECONDS = 86_400      # its longest duration
 CUT_AFTER = 3                    # unanswered DNS polls in a row, after answers: the channel is cut
 
 
@@ -199,8 +201,9 @@ def _schedule(params: dict):
     duration = float(params["duration"] or 0)
     if count <= 0 and duration <= 0:
         raise ValueError("give count > 0 or duration > 0")
-    if count > 100_000 or duration > 86_400:
-        raise ValueError("count at most 100000 and duration at most 86400 s")
+    if count > MAX_CHECKINS or duration > MAX_BEACON_SECONDS:
+        raise ValueError(f"count at most {MAX_CHECKINS} and duration at most "
+                         f"{MAX_BEACON_SECONDS} s")
     return (random.Random(params["seed"]), float(params["interval"]), float(params["jitter"]),
             count if count > 0 else 10 ** 9, duration)
 
