@@ -15,6 +15,10 @@ def _f(v, fmt="{:.2f}", none="—"):
     return none if v is None else fmt.format(v)
 
 
+def _n(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _tech_cells(r: dict) -> list[str]:
     extra = []
     if r.get("blocked"):
@@ -119,7 +123,7 @@ def goals(ev: dict) -> list[tuple[str, bool | None, str]]:
         low = [f"{r['technique']} {_f(r['recall'])} ({r['detected']}/{r['steps']})"
                for r in attack if (r["recall"] or 0) < GOAL_RECALL]
         evidence = (f"recall {n_det / n_steps:.2f} ({n_det}/{n_steps} steps, "
-                    f"{len(attack)} techniques)")
+                    f"{_n(len(attack), 'technique')})")
         out.append((goal, not low, (f"all met, {evidence}" if not low else
                                      "below: " + ", ".join(low) + f"; overall {evidence}")))
     benign = ev["totals"].get("benign_flows") or 0
@@ -148,7 +152,7 @@ def goals(ev: dict) -> list[tuple[str, bool | None, str]]:
                 if r["median_ttd_s"] > GOAL_TTD_S]
         n_timed = sum(r["detected"] for r in timed)
         untimed = [r["technique"] for r in fast if r["median_ttd_s"] is None]
-        evidence = (f"over {n_timed} detected steps of {len(timed)} techniques"
+        evidence = (f"over {_n(n_timed, 'detected step')} of {_n(len(timed), 'technique')}"
                     + (f"; not measured: {', '.join(untimed)}" if untimed else ""))
         out.append((goal, not slow, (f"all met {evidence}" if not slow
                                      else "slower: " + ", ".join(slow) + f"; {evidence}")))

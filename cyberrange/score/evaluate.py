@@ -26,7 +26,8 @@ Definitions (docs/detection-results.md shows them applied to the benchmark corpu
   later than ``late_s`` after the step's end. Steps caught only later are counted as
   ``late`` (and listed in ``totals.late_steps``), not as detected.
 * **Time to detect** = ``score_run``'s: first alert time (or the time the step's first flow
-  joined an episode) minus the step's start; the median over detected steps is reported.
+  joined an episode) minus the step's start; the median over steps detected on time is
+  reported (a late detection has no time to detect).
 * **Precision** of a technique = true alerts / alerts among the alerts whose
   ``threat.technique.id`` is the technique's ATT&CK id (``T1046-udp`` -> ``T1046``): when a
   detector *says* T, how often is there an attack. An alert is true when it holds an attack

@@ -179,7 +179,7 @@ def test_goals_without_evidence_are_not_measured():
     g = dict((goal.split()[1], (met, d)) for goal, met, d in
              goals(_ev([_tech("T1046", 3, 0, None)], [RULE], benign=23_118)))
     assert g["technique"] == (False, "below: T1046 0.00 (0/3); overall recall 0.00 "
-                                     "(0/3 steps, 1 techniques)")
+                                     "(0/3 steps, 1 technique)")
     assert g["detectors"] == (True, "all met, worst 0.00 per 10k on 23,118 benign flows")
     assert g["time"][0] is None and "no scan, flood or brute-force step detected" in g["time"][1]
 

@@ -154,8 +154,10 @@ CORRUPTIONS = {
         lambda r: _set_manifest(r, content={"files": {"../../etc/passwd": {
             "sha256": "0" * 64, "size": 1}}}),
         (2, 2, 2), "not a path inside the run folder"),
+    # detect eval lists an unfinished run as not evaluable; with nothing else to evaluate it
+    # exits 1 (a failed check: no goal measured), never 0 on no evidence (issue 15, item 5)
     "manifest-status-running": (lambda r: _set_manifest(r, status="running"),
-                                (2, 2, 0), "'running'"),
+                                (2, 2, 1), "'running'"),
     "manifest-status-unknown": (lambda r: _set_manifest(r, status="great"),
                                 (2, 2, 2), "unknown status"),
     "ledger-deleted": (lambda r: (r / "ledger.jsonl").unlink(),
