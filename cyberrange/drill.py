@@ -270,11 +270,16 @@ def _score(run: Run, inputs: Inputs, es, ui, t_start: float) -> Run:
     timings["total_s"] = round(time.monotonic() - t_start, 2)
     card["run"]["timings"] = timings
     _write_json(run.scorecard_path, card)
-    errors = [s for s in card.get("steps", []) if s.get("outcome") == "error"]
+    # every execution counts: the scorecard merges a step's repeats and keeps its best outcome,
+    # so a step that succeeded once and errored once must still fail the drill
+    from cyberrange.attack.ledger import read_ledger
+    records = read_ledger(run.ledger_path) if run.ledger_path.exists() else []
+    errors = list(dict.fromkeys(r["step_id"] for r in records if r.get("outcome") == "error"))
     if errors:
-        run.finish("failed", error=f"{len(errors)} of {len(card['steps'])} attack steps ended "
-                                   f"in error ({', '.join(s['step_id'] for s in errors[:5])}; "
-                                   f"the reasons are in ledger.jsonl)")
+        n = sum(r.get("outcome") == "error" for r in records)
+        run.finish("failed", error=f"{n} of {len(records)} attack step executions ended in "
+                                   f"error ({', '.join(errors[:5])}; the reasons are in "
+                                   f"ledger.jsonl)")
     else:
         run.finish("done")
     return run

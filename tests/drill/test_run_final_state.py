@@ -47,7 +47,7 @@ def test_a_drill_with_an_errored_step_ends_failed_with_exit_1(tmp_path):
     assert "Traceback" not in r.stderr
     (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
     m = json.loads((run_dir / "manifest.json").read_text())
-    assert m["status"] == "failed" and "1 of 2 attack steps ended in error" in m["error"]
+    assert m["status"] == "failed" and "1 of 2 attack step executions ended in error" in m["error"]
     assert m["teardown"]["complete"] is True
     assert (run_dir / "scorecard.json").exists()          # the score is still there to read
     assert "broken" in r.stderr.splitlines()[-1], r.stderr
