@@ -62,6 +62,8 @@ def scorecard_table(card: dict) -> Table:
             det = "[dim]not observable[/]"
         else:
             det = "[green]yes[/]" if s.get("detected") else "[red]no[/]"
+            if not s.get("detected") and s.get("detected_late"):    # after end + late_s
+                det = f"[yellow]late[/] [dim]({_fmt_s(s.get('late_detect_s'))})[/]"
         outcome = s.get("outcome", "")
         colour = OUTCOME_COLOURS.get(outcome, "red")
         row = [s["step_id"], s.get("technique", ""), f"[{colour}]{outcome}[/]", det,

@@ -337,3 +337,22 @@ def test_flowless_step_is_detected_by_a_packet_evidence_alert_from_its_actor(sce
     benign = fids_of(rows, lambda r: r["destination.port"] == 443)
     card = score_run(ledger, flows, one(T0 + 31, fids=benign[:1]))
     assert not next(s for s in card["steps"] if s["step_id"] == "poison")["detected"]
+
+
+def test_the_scorecard_table_shows_a_late_detection_as_late_not_as_detected():
+    """A step detected only after its end + late_s is 'late (when)' in the terminal, neither
+    'yes' (it does not count for recall) nor a bare 'no' (something did see it)."""
+    from rich.console import Console
+
+    from cyberrange.report.terminal import scorecard_table
+    base = {"technique": "T1046", "outcome": "succeeded", "detected_by": [], "attack_flows": 5,
+            "time_to_detect_s": None}
+    card = {"steps": [dict(base, step_id="late-one", detected=False, detected_late=True,
+                           late_detect_s=31.2),
+                      dict(base, step_id="missed-one", detected=False, detected_late=False)]}
+    con = Console(width=140, record=True)
+    con.print(scorecard_table(card))
+    rows = {line.split()[0]: line for line in con.export_text().splitlines()
+            if line.strip().startswith(("late-one", "missed-one"))}
+    assert "late (31.2 s)" in rows["late-one"] and " yes " not in rows["late-one"]
+    assert "late" not in rows["missed-one"].replace("missed-one", "") and " no " in rows["missed-one"]
