@@ -19,6 +19,10 @@ At the end (``restore``, default) each victim gets ``restore_count`` correct gra
 Ledger: ARP frames are not IPv4 and have no 5-tuple; they are counted in the facts
 (``arp_frames``) and the log. Packets relayed for the victims keep the victims' addresses (they
 are the victims' traffic, not the actor's) and are not ledger flows either.
+
+Outcome: ``succeeded`` only when at least one packet between the victims came through the
+actor (``intercepted_packets`` > 0); poisoning frames sent with nothing intercepted is ``failed``
+with that reason.
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ from cyberrange.attack.techniques.layer2 import (
     isolation_reason,
     route_targets,
 )
+
+MAX_SECONDS = 3600                # the longest poisoning (playbook check refuses more)
 
 
 class Interceptor(threading.Thread):
@@ -118,8 +124,9 @@ def arp_spoof(targets: list[str], params: dict) -> Result:
     interval = max(0.05, float(params["interval"]))
     forward, restore = bool(params["forward"]), bool(params["restore"])
     restore_count = max(1, int(params["restore_count"]))
-    if not 0 < duration <= 3600:
-        res.outcome, res.error, res.end = "error", "duration must be in (0, 3600] s", time.time()
+    if not 0 < duration <= MAX_SECONDS:
+        res.outcome, res.error = "error", f"duration must be in (0, {MAX_SECONDS}] s"
+        res.end = time.time()
         return res
     ips = _unique_ips(targets)
     if len(ips) != 2:
@@ -202,9 +209,7 @@ def arp_spoof(targets: list[str], params: dict) -> Result:
     res.facts = {"victims": [a, b], "victim_macs": {a: macs[a], b: macs[b]}, "actor_mac": my_mac,
                  "arp_frames": frames, "intercepted_packets": intercepted,
                  "forwarded": forward}
-    if intercepted == 0 and not res.blocked_reason:
-        # poisoned frames went out, but no victim sent a packet through the actor: the effect
-        # (a man in the middle) was never observed, so the step did not succeed
+    if intercepted == 0 and not res.blocked_reason:     # no man in the middle was observed
         res.error = ("no packet between the victims came through the actor (0 intercepted): "
                      "the caches were not poisoned, or the victims did not talk to each other")
         return conclude(res, False, None)
