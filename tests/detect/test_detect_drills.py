@@ -47,7 +47,7 @@ FIRES = {
 def quiet_limit(kind: str, benign_flows: int) -> int:
     """False alerts an instance may raise on a benign-only drill: rule-based and statistical
     none; learned ones (their rate is stated, not promised: tens per 10k benign flows on the
-    corpus, more after this drill's short 15 s baseline) at most 100 per 10k, and at least 6."""
+    corpus, more after this drill's short 30 s baseline) at most 100 per 10k, and at least 6."""
     return 0 if kind in ("rule", "statistical") else max(6, int(benign_flows * 100 / 10_000))
 
 
@@ -75,7 +75,7 @@ class Drill:
 # benign flow counts (fob ~650, air_base ~335, logistics_depot ~280) as one at a time.
 SLOTS = 6
 # rough wall times alone (s), to start the longest first
-LENGTH = {None: 80, "airbase_c2_beacon": 60}
+LENGTH = {None: 95, "airbase_c2_beacon": 60}
 
 
 def _needs(item) -> tuple[str, str | None] | None:
@@ -97,9 +97,14 @@ def _argv(topology: str, playbook: str | None, runs: Path) -> list:
     if playbook:
         args.append(compressed_copy(ROOT / "attack_playbooks" / f"{playbook}.yaml", runs,
                                     PACING.get(playbook)))
+        warmup = 15
     else:
         args += ["--duration", "60", "--intensity", "2"]
-    return [PY, "-m", "cyberrange.cli.main", *args, "--runs-dir", runs, "--warmup", "15",
+        # the learned detectors' baseline: since the mission probes (issue 14) their short,
+        # many-pair flows are part of benign traffic, and 15 s of them left flow-anomaly at
+        # 8 false alerts on 778 air_base flows (103 per 10k, over the 100 stated below)
+        warmup = 30
+    return [PY, "-m", "cyberrange.cli.main", *args, "--runs-dir", runs, "--warmup", warmup,
             "--json"]
 
 
