@@ -282,4 +282,36 @@ def _plain(w, refresh_s: float = 0.5) -> dict:
     return snap
 
 
-COMMANDS = [blue]
+@click.group("response")
+def response():
+    """Check automated-response files (responses/*.yaml, docs/response-format.md)."""
+
+
+@response.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
+              help="Check every node, zone and rule name against this topology.")
+@click.option("--detectors", "detectors_dir", default=None, metavar="DIR",
+              help="Check every detector name a rule matches on against this folder.")
+def response_check(files, topology_file, detectors_dir):
+    """Check response files without a twin: the schema, every action and parameter and, with
+    --topology/--detectors, every name (what `drill run --respond` checks before it builds)."""
+    from cyberrange.blue.response_format import load_response
+    from cyberrange.cli._console import make_console
+    topo = dets = None
+    if topology_file:
+        from cyberrange.model.loader import load_topology
+        topo = load_topology(topology_file)
+    if detectors_dir:
+        from cyberrange.detect.registry import load_detectors
+        dets = load_detectors(detectors_dir)
+    console = make_console()
+    for f in files:
+        r = load_response(f, topo, dets)
+        against = f" against topology {topo.name}" if topo else ""
+        console.print(f"[bold green]ok[/] {f}: response [bold]{r.name}[/], {len(r.rules)} "
+                      f"rule(s){against}; at most {r.max_actions} actions; never isolates "
+                      f"{len(r.protected) if topo else len(r.never_isolate)} node(s)")
+
+
+COMMANDS = [blue, response]

@@ -13,6 +13,8 @@ playbook    attack_playbooks/*.yaml (+ pcaps/)               ``playbook check FI
 detectors   detectors/*.yaml (one file of the folder)         ``detect list --detectors DIR``
 es          an Elasticsearch config file                     ``store ping --to FILE`` (network blocked)
 clab        /work/shared/interop/containerlab/*.clab.yml     ``topo import FILE -o OUT``
+response    responses/*.yaml                                 ``response check FILE --topology TOPO
+                                                             --detectors detectors``
 =========== ================================================ ==========================================
 
 Each mutant runs in a child forked from this (pre-imported) process: one process start costs
@@ -43,7 +45,8 @@ from mutate import SECRET, SECRET_MARK, Ctx, mutate
 
 CLAB_DIR = Path("/work/shared/interop/containerlab")
 SEED = int(os.environ.get("CYBERRANGE_FUZZ_SEED", "11"))
-PER_KIND = {"topology": 120, "playbook": 110, "detectors": 70, "es": 60, "clab": 60}
+PER_KIND = {"topology": 120, "playbook": 110, "detectors": 70, "es": 60, "clab": 60,
+            "response": 60}
 TIME_LIMIT_S = 5.0
 MEMORY_LIMIT = 300 * 2**20
 WORKERS = 2
@@ -85,6 +88,9 @@ class Result:
 # -- the mutants ------------------------------------------------------------------------------
 
 def _limit(kind: str) -> int:
+    if kind == "response":
+        from cyberrange.blue.response_format import LIMITS as RESPONSE
+        return RESPONSE.max_bytes
     from cyberrange.model.yamlsrc import LIMITS
     return LIMITS[{"topology": "topology", "playbook": "playbook", "detectors": "detectors",
                    "es": "es-config", "clab": "containerlab"}[kind]].max_bytes
@@ -112,6 +118,7 @@ def _sources() -> dict[str, list[tuple[Path, Path]]]:
         "es": [(Path("es.yaml"), Path("."))],
         "clab": [(f, f.parent) for f in sorted(CLAB_DIR.glob("*.clab.yml"))] if CLAB_DIR.is_dir()
         else [],
+        "response": [(f, f.parent) for f in sorted((ROOT / "responses").glob("*.yaml"))],
     }
     return out
 
@@ -144,6 +151,13 @@ def _prepare(kind: str, source: Path, home: Path, folder: Path, tmp: Path) -> tu
         return dets / source.name, ["detect", "list", "--detectors", str(dets)]
     if kind == "es":
         return folder / "es.yaml", ["store", "ping", "--to", str(folder / "es.yaml")]
+    if kind == "response":
+        target = folder / source.name
+        name = next((ln.split(":", 1)[1].strip() for ln in source.read_text().splitlines()
+                     if ln.startswith("topology:")), "fob")
+        topo = _topology_files().get(name, ROOT / "topologies" / "fob.yaml")
+        return target, ["response", "check", str(target), "--topology", str(topo),
+                        "--detectors", str(ROOT / "detectors")]
     target = folder / source.name
     return target, ["topo", "import", str(target), "-o", str(folder / "imported.yaml")]
 
@@ -384,4 +398,5 @@ def test_fuzz_every_input_kind(tmp_path, capsys):
         for r, p in bad[:25])
     assert not bad, f"{len(bad)} of {len(results)} mutants misbehaved:\n{report}"
     assert len(results) == len(cases)
-    assert {r.case.kind for r in results} >= {"topology", "playbook", "detectors", "es"}
+    assert {r.case.kind for r in results} >= {"topology", "playbook", "detectors", "es",
+                                              "response"}
