@@ -210,8 +210,11 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
         t0 = time.monotonic()
         if pb is not None:
             ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
-            run_playbook(pb, topo, twin, run.ledger_path, run.id, on_event=ui.attack_event,
-                         stop_event=stop_event)
+            # in a worker thread, so that Ctrl-C/SIGTERM stops the agents and waits for the
+            # running steps' ledger records before the teardown (see _until_done)
+            _until_done(lambda: run_playbook(pb, topo, twin, run.ledger_path, run.id,
+                                             on_event=ui.attack_event, stop_event=stop_event),
+                        stop_event)
             timings["attack_s"] = round(time.monotonic() - t0, 2)
         else:
             run.ledger_path.touch()
