@@ -17,7 +17,9 @@ and a frame seen by several sensors counts once.
 ``mode: scan`` (ATT&CK T1018, Remote System Discovery; the library's ``T1018-arp``)
     Per asking MAC, distinct ``target_ip`` of ARP requests in a sliding ``window``; ``threshold``
     distinct targets open an alert. Trained, a MAC that asked for many addresses in the baseline
-    (a router, a monitoring host) needs ``2 x`` its baseline peak. When IP packets of another
+    (a router, a monitoring host) needs ``2 x`` its baseline peak. ``signals()`` (``signal_min``
+    > 0) keeps the episodes of at least ``signal_min`` distinct targets under the threshold
+    (trained: and more than the MAC's own baseline peak). When IP packets of another
     host to at least half of the addresses came first (within 2 s), the MAC is a router
     resolving for a remote scanner: the alert names that host as ``source.ip``.
 
@@ -42,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._signals import signal
 from .base import Alert, Detector, SettingError, find_episodes, us_to_dt
 
 ARP_COLUMNS = ["@timestamp", "observer.name", "source.mac", "destination.mac",
@@ -96,6 +99,7 @@ class ArpDetector(Detector):
         "max_ips_per_mac": 2,       # spoof: a MAC claiming more IPs than this is suspicious
         "ignore_ips": [],           # shared/virtual addresses (VRRP, HSRP, failover), IP or CIDR
         "ignore_macs": [],          # e.g. a monitoring host that ARP-scans on purpose
+        "signal_min": 0,            # scan: distinct targets of a weak signal (0: off)
     }
 
     def configure(self) -> None:
@@ -124,6 +128,9 @@ class ArpDetector(Detector):
             raise SettingError(f"setting 'ignore_macs' of {self.name!r} must be a list of MAC "
                                f"addresses, got {macs!r}", setting="ignore_macs")
         self.ignore_macs = frozenset(m.lower() for m in macs)
+        self.signal_min = int(self._number("signal_min", minimum=0, integer=True))
+        if self.signal_min and mode != "scan":
+            raise SettingError("signal_min applies to mode 'scan' only", setting="signal_min")
         self.bindings: dict[str, str] = {}        # ip -> mac, learned in fit
         self.owner: dict[str, str] = {}           # mac -> its own ip, learned in fit
         self.scan_peak: dict[str, int] = {}       # mac -> distinct targets in baseline window
@@ -219,6 +226,47 @@ class ArpDetector(Detector):
             for ep in find_episodes(events, self.window_us, threshold):
                 alerts.append(self._scan_alert(mac, ep, threshold, owners, flows, packets))
         return alerts
+
+    def signals(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
+        """Scan mode: a MAC that asked for at least ``signal_min`` distinct addresses within
+        the window without reaching its threshold (score = value / threshold)."""
+        if self.mode != "scan" or not self.signal_min:
+            return []
+        frames = arp_frames(packets)
+        if not frames:
+            return []
+        owners = _Owners(self._owners(frames, packets), self, packets)
+        out = []
+        for mac, events in sorted(self._requests(frames).items()):
+            if mac in self.ignore_macs:
+                continue
+            threshold = max(self.threshold, 2 * self.scan_peak.get(mac, 0))
+            alerted = {(e.start, e.end) for e in find_episodes(events, self.window_us,
+                                                                threshold)}
+            # a MAC that asked for k addresses in the baseline signals from k + 1 on
+            floor = max(self.signal_min, self.scan_peak.get(mac, 0) + 1)
+            if floor >= threshold:
+                continue
+            for ep in find_episodes(events, self.window_us, floor):
+                if any(a0 <= ep.end and ep.start <= a1 for a0, a1 in alerted):
+                    continue
+                own = owners.get(mac)
+                window_s = self.window_us / 1e6
+                out.append(signal(
+                    self, t0=ep.start, t1=ep.end, source_ip=own, destination_ip=None,
+                    message=(f"MAC {mac} ({own or 'IP unknown'}) sent ARP requests for "
+                             f"{len(ep.keys)} distinct addresses (at most {ep.value} within "
+                             f"{window_s:g} s, alert threshold {threshold}): below the "
+                             f"threshold"),
+                    score=ep.value / threshold, technique="T1018",
+                    evidence={"feature": "distinct_arp_targets", "value": ep.value,
+                              "threshold": threshold, "window_s": window_s, "mac": mac,
+                              "packets": len(ep.flow_ids),
+                              "sample_targets": heapq.nsmallest(10, ep.keys, key=_ip_key),
+                              **({"baseline": self.scan_peak[mac]}
+                                 if mac in self.scan_peak else {})},
+                    key=mac))
+        return out
 
     def _scan_alert(self, mac, ep, threshold, owners, flows, packets) -> Alert:
         own = owners.get(mac)
