@@ -208,7 +208,7 @@ class NoveltyDetector(Detector):
             why.append(f"it was itself just entered from {', '.join(parts['entered'])}")
         if "fan_out" in parts:
             why.append(f"{parts['fan_out']} new admin destinations within the lookback")
-        return "; ".join(why) or "an edge the baseline does not hold"
+        return "; ".join(why) or "nothing else unusual"
 
     def _evidence(self, e) -> dict:
         return {"feature": "first_seen_admin_edge", "value": f"{e['src']}->{e['dst']}:{e['port']}",
@@ -255,7 +255,7 @@ class NoveltyDetector(Detector):
             out.append(signal(
                 self, t0=e["t"], t1=e["t"], source_ip=e["src"], destination_ip=e["dst"],
                 message=(f"{e['src']} opened an admin session to {e['dst']}:{e['port']}, an "
-                         f"edge the baseline does not hold: {self._why(e['parts'])} "
+                         f"edge the baseline does not hold ({self._why(e['parts'])}) "
                          f"(score {e['score']:g}, alert at {self.alert_score:g})"),
                 score=e["score"], evidence=self._evidence(e), flow_ids=[e["fid"]],
                 technique=technique, key=f"{e['dst']}:{e['port']}"))
