@@ -34,13 +34,21 @@ Issue 15 additions (docs/detectors/portscan.md, "Baselines and small scans"):
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict, deque
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._signals import overlaps, signal, subnet_of
-from .base import Alert, Detector, SettingError, columns, find_episodes, us_to_dt
+from .base import (
+    Alert,
+    Detector,
+    Episode,
+    SettingError,
+    columns,
+    find_episodes,
+    us_to_dt,
+)
 
 PROBE_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTR", "SH", "OTH"})
 #: multicast (224-239.x), limited broadcast and x.x.x.255: nobody in particular answers them
@@ -163,12 +171,13 @@ class PortScanDetector(Detector):
         for src, events in per_source.items():
             events.sort(key=lambda e: e[0])
             protos_by_fid = {e[2]: e[3] for e in events}
-            mine = [self._alert(src, ep, protos_by_fid)
-                    for ep in find_episodes([e[:3] for e in events], self.window_us,
-                                            self.threshold)]
             if live is not None:
-                mine += self._subnet_sweeps(src, events, live, protos_by_fid, mine)
-            alerts += mine
+                alerts += [self._alert(src, ep, protos_by_fid, subnet=why)
+                           for ep, why in self._subnet_episodes(src, events, live)]
+                continue
+            alerts += [self._alert(src, ep, protos_by_fid)
+                       for ep in find_episodes([e[:3] for e in events], self.window_us,
+                                               self.threshold)]
         return alerts
 
     def _live(self, flows: pa.Table) -> dict[str, set]:
@@ -180,25 +189,50 @@ class PortScanDetector(Detector):
                 by_net[net].add(ip)
         return by_net
 
-    def _subnet_sweeps(self, src, events, live, protos_by_fid, alerted) -> list[Alert]:
-        """Episodes per (source, subnet) against the subnet's own threshold: at least
-        ``min_hosts`` and ``min_fraction`` of its live hosts (the source not counted); those
-        that overlap an alert of the source already raised are left out."""
-        per_net: dict[str, list] = defaultdict(list)
-        for e in events:
-            net = subnet_of(e[1], self.prefix)
-            if net:
-                per_net[net].append(e)
-        out = []
-        for net, evs in sorted(per_net.items()):
-            n_live = len(live.get(net, set()) - {src})
-            need = max(self.min_hosts, math.ceil(self.min_fraction * n_live))
-            if need >= self.threshold:
+    def _subnet_episodes(self, src, events, live) -> list[tuple[Episode, tuple | None]]:
+        """``find_episodes`` with a second way to cross: within the window, the hosts probed
+        in one subnet reach ``max(min_hosts, ceil(min_fraction x its live hosts))`` (the
+        source not counted). One episode either way, absorbing every probe of the source;
+        returns ``(episode, (subnet, live hosts, need) or None when the count crossed)``."""
+        need: dict = {}
+        for _, dst, _, _ in events:
+            net = subnet_of(dst, self.prefix)
+            if net and net not in need:
+                n_live = len(live.get(net, set()) - {src})
+                need[net] = (n_live, max(self.min_hosts, math.ceil(self.min_fraction * n_live)))
+        out: list = []
+        dq: deque = deque()
+        counts: Counter = Counter()
+        per_net: dict = defaultdict(set)
+        ep, why = None, None
+        for t, key, fid, _ in events:
+            while dq and dq[0][0] <= t - self.window_us:
+                _, k, _ = dq.popleft()
+                counts[k] -= 1
+                if not counts[k]:
+                    del counts[k]
+                    per_net[subnet_of(k, self.prefix)].discard(k)
+            if ep is not None and t - ep.end > self.window_us:
+                out.append((ep, why))
+                ep = None
+            dq.append((t, key, fid))
+            counts[key] += 1
+            net = subnet_of(key, self.prefix)
+            per_net[net].add(key)
+            if ep is not None:
+                ep.end = t
+                ep.flow_ids.append(fid)
+                ep.keys.add(key)
+                ep.value = max(ep.value, len(counts))
                 continue
-            for ep in find_episodes([e[:3] for e in evs], self.window_us, need):
-                if overlaps(alerted, src, ep.start, ep.end):
-                    continue
-                out.append(self._alert(src, ep, protos_by_fid, subnet=(net, n_live, need)))
+            n_live, k_need = need.get(net, (0, self.threshold))
+            if len(counts) >= self.threshold or len(per_net[net]) >= k_need:
+                why = None if len(counts) >= self.threshold else (net, n_live, k_need)
+                ep = Episode(crossed_at=t, start=dq[0][0], end=t,
+                             value=len(per_net[net]) if why else len(counts),
+                             flow_ids=[e[2] for e in dq], keys={e[1] for e in dq})
+        if ep is not None:
+            out.append((ep, why))
         return out
 
     def signals(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
@@ -261,22 +295,24 @@ class PortScanDetector(Detector):
         threshold = self.threshold
         if subnet is not None:
             net, n_live, threshold = subnet
+            in_net = {k for k in ep.keys if subnet_of(k, self.prefix) == net}
             feature = evidence["feature"] = "fraction_of_subnet_hosts"
-            evidence.update(threshold=threshold, subnet=net, live_hosts=n_live,
-                            fraction=round(len(ep.keys) / max(1, n_live), 3),
+            evidence.update(value=len(in_net), threshold=threshold, subnet=net,
+                            live_hosts=n_live, fraction=round(len(in_net) / max(1, n_live), 3),
                             min_fraction=self.min_fraction, min_hosts=self.min_hosts,
                             baseline={"trained": self.trained,
                                       "live_hosts_learned": len(self.known_hosts)})
-            msg = (f"{src} probed {len(ep.keys)} hosts of {net} ({n_live} live addresses "
-                   f"known) between {us_to_dt(ep.start):%H:%M:%S} and "
-                   f"{us_to_dt(ep.end):%H:%M:%S} UTC; at most {ep.value} within "
-                   f"{window_s:g} s (threshold {threshold}: {self.min_fraction:g} of the "
-                   f"subnet, at least {self.min_hosts}): a sweep of a small subnet")
+            msg = (f"{src} probed {len(in_net)} hosts of {net} ({n_live} live addresses "
+                   f"known){f' and {len(ep.keys) - len(in_net)} elsewhere' if len(ep.keys) > len(in_net) else ''} "
+                   f"between {us_to_dt(ep.start):%H:%M:%S} and {us_to_dt(ep.end):%H:%M:%S} UTC "
+                   f"(threshold {threshold} hosts of the subnet within {window_s:g} s: "
+                   f"{self.min_fraction:g} of its live hosts, at least {self.min_hosts}): a "
+                   f"sweep of a small subnet, {len(ep.flow_ids)} flows")
         return Alert(
             timestamp=us_to_dt(ep.crossed_at), start=us_to_dt(ep.start), end=us_to_dt(ep.end),
             rule_name=self.name, rule_category=self.family, technique=technique,
             source_ip=src, destination_ip=dst, message=msg,
-            score=round(min(1.0, ep.value / (2.0 * threshold)), 3),
+            score=round(min(1.0, evidence["value"] / (2.0 * threshold)), 3),
             evidence=evidence, flow_ids=list(ep.flow_ids))
 
 
