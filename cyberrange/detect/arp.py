@@ -30,7 +30,8 @@ be tied to the host that sent the frames. A spoofing alert is one offending MAC 
 (``destination.ip``; two victims poisoned against each other are two alerts), with the MACs and
 packet counts in the evidence and no flows. A scan alert lists as flows the IP flows the
 scanner then sent to the addresses it ARPed (a ping sweep's echoes, a SYN scan's probes; none
-for a pure ARP scan).
+for a pure ARP scan; probe-like flows only, so that a scanner's own conversations with hosts it
+ARPed are not taken for the scan).
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ import pyarrow.compute as pc
 
 from ._signals import signal
 from .base import Alert, Detector, SettingError, find_episodes, us_to_dt
+from .portscan import PortScanDetector
 
 ARP_COLUMNS = ["@timestamp", "observer.name", "source.mac", "destination.mac",
                "cyberrange.arp.operation", "cyberrange.arp.sender_ip",
@@ -403,8 +405,10 @@ def _triggered_by(packets, own_ip, targets, start, end) -> tuple[str | None, int
 
 
 def _followed_by(flows, src, targets, start, end) -> list[str]:
-    """Flows from ``src`` to the addresses it ARPed, within the scan: what the scan was for
-    (a ping sweep's echoes, a SYN scan's probes). Empty for a pure ARP scan."""
+    """Probe-like flows from ``src`` to the addresses it ARPed, within the scan: what the scan
+    was for (a ping sweep's echoes, a SYN scan's probes, unanswered UDP). Empty for a pure ARP
+    scan. Conversations are left out: a scanner with a user at it also talks to its DNS server
+    and its file server, which it ARPed too, and those flows are not the scan's."""
     if flows is None or flows.num_rows == 0 or src is None:
         return []
     ts = flows.column("event.start")
@@ -416,7 +420,13 @@ def _followed_by(flows, src, targets, start, end) -> list[str]:
                                value_set=pa.array(sorted(targets), pa.string()))),
         pc.and_kleene(pc.greater_equal(ts, lo), pc.less_equal(ts, hi)))
     sel = flows.filter(pc.fill_null(mask, False))
+    if sel.num_rows:
+        sel = sel.filter(_PROBES.probe_mask(sel))
     return sorted(sel.column("cyberrange.flow_id").to_pylist())
+
+
+_PROBES = PortScanDetector("arp/probes", mode="hosts", transports=["tcp", "udp", "icmp"],
+                           udp_probes="unanswered")
 
 
 class _Owners(dict):
