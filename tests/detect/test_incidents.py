@@ -1,0 +1,277 @@
+"""Incidents across the kill chain (issue 15, item 3): the correlator on synthetic alerts and
+signals (pure, no root), the plumbing detector -> signals table -> incidents table in a DuckDB
+store, and the incident scoring against a ledger. docs/incidents.md."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+from cyberrange.detect.base import Alert, alerts_to_table
+from cyberrange.detect.incidents import (Settings, correlate, incident_rows, observations,
+                                         run_incidents, stage_of)
+from cyberrange.detect.registry import run_detectors
+from cyberrange.score.incidents import score_incidents
+from cyberrange.store.duckdb_store import DuckDBStore
+from cyberrange.telemetry.schema import FLOW_SCHEMA
+
+T0 = datetime(2026, 12, 5, 12, 0, 0, tzinfo=timezone.utc)
+WS, SRV, LNO, OUT = "10.73.0.66", "10.73.0.10", "10.73.0.12", "10.81.250.10"
+
+
+def at(s: float) -> datetime:
+    return T0 + timedelta(seconds=s)
+
+
+def obs(t, rule, technique, src, dst, score=0.9, kind="alert", category=None, fids=(),
+        dur=1.0):
+    a = Alert(timestamp=at(t), start=at(t), end=at(t + dur), rule_name=rule,
+              rule_category=category or rule, technique=technique, source_ip=src,
+              destination_ip=dst, message=f"{rule} saw {src} -> {dst}", score=score,
+              flow_ids=list(fids) or [f"{rule}-{src}-{dst}-{t}"])
+    if kind == "signal":
+        a.kind, a.dataset = "signal", "cyberrange.signal"
+    return a
+
+
+def incidents_of(alerts=(), signals=(), settings=None, learned=frozenset()):
+    s = settings or Settings()
+    o = observations(alerts_to_table(alerts), alerts_to_table(signals), s, learned=learned)
+    return correlate(o, s)
+
+
+# -- stages ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("technique, stage", [
+    ("T1046-udp", "recon"), ("T1018", "recon"), ("T1110.001", "credential-access"),
+    ("T1557.002", "credential-access"), ("T1021.004", "lateral-movement"),
+    ("T1021", "lateral-movement"), ("T1078", "credential-access"), ("T1071.004", "c2"),
+    ("T1071", "c2"), ("T1041", "exfiltration"), ("T1048", "exfiltration"),
+    ("T0855", "impact"), ("T1499", "impact"), ("unknown", None), (None, None)])
+def test_stage_of_comes_from_the_tactic(technique, stage):
+    assert stage_of(technique) == stage
+
+
+# -- the quiet intrusion: signals none of which alerts -----------------------------------------
+
+def quiet_signals():
+    """Three guesses (a bruteforce signal: 3 of 8), the server then opening SSH to a host it
+    never talked to (a first-seen-edge signal), as the signal families would report them."""
+    return [obs(10, "login-bruteforce", "T1110.001", WS, SRV, 0.375, "signal"),
+            obs(30, "first-seen-edge", "T1021.004", WS, SRV, 0.3, "signal"),
+            obs(45, "first-seen-edge", "T1021.004", SRV, LNO, 0.5, "signal")]
+
+
+def test_signals_none_of_which_alerts_raise_one_incident():
+    (inc,) = incidents_of(signals=quiet_signals())
+    assert inc.alert_ids == [] and len(inc.signal_ids) == 3
+    assert inc.entities == [WS, SRV, LNO]
+    assert inc.pivots == [{"host": SRV, "from": WS, "to": LNO, "at": at(45).isoformat()}]
+    assert inc.stages["credential-access"] and inc.stages["lateral-movement"]
+    assert not inc.stages["recon"]
+    # noisy-OR per detector (0.375, 0.5) -> 0.6875, one further stage and one pivot: x 0.75^2
+    assert inc.score == pytest.approx(1 - 0.3125 * 0.75 ** 2, abs=1e-4)
+    assert inc.score >= Settings().threshold
+    assert inc.raised_at == int(at(45).timestamp() * 1e6)      # only the hop made it enough
+    assert len(inc.explanation) == 3
+    assert inc.explanation[0].startswith("credential-access: 12:00:10 signal login-bruteforce")
+    assert inc.summary.startswith(f"{WS} => {SRV}: credential-access -> lateral-movement")
+
+
+def test_the_same_signals_without_the_hop_stay_below_the_threshold():
+    assert incidents_of(signals=quiet_signals()[:2]) == []
+
+
+def test_one_detectors_signals_alone_never_raise_an_incident():
+    many = [obs(t, "first-seen-edge", "T1021.004", WS, f"10.73.0.{t}", 0.6, "signal")
+            for t in range(20, 60, 4)]
+    assert incidents_of(signals=many) == []
+    # each detector counts once (its strongest): ten 0.6 signals are 0.6, not 1 - 0.4^10
+    assert incidents_of(signals=many, settings=Settings(min_detectors=1)) == []
+    (inc,) = incidents_of(signals=many, settings=Settings(min_detectors=1, threshold=0.6))
+    assert inc.score == pytest.approx(0.6) and len(inc.signal_ids) == 10
+
+
+def test_learned_anomalies_alone_never_raise_an_incident():
+    learned = [obs(5, "flow-anomaly", "unknown", WS, SRV, category="iforest"),
+               obs(6, "packet-anomaly", "unknown", WS, None, category="kitnet"),
+               obs(7, "packet-anomaly", "unknown", SRV, WS, category="kitnet")]
+    assert incidents_of(learned, learned=frozenset({"iforest", "kitnet"})) == []
+    # the same rows from rule detectors raise: one incident per source (the server answering
+    # the workstation is no pivot)
+    assert len(incidents_of(learned)) == 2
+
+
+# -- one per intrusion ------------------------------------------------------------------------
+
+def intrusion():
+    return [obs(0, "arp-scan", "T1018", WS, None, fids=()),
+            obs(3, "vertical-portscan", "T1046", WS, None),
+            obs(8, "login-bruteforce", "T1110.001", WS, SRV),
+            obs(9, "lateral-movement", "T1021.004", WS, SRV),
+            obs(20, "upload-volume", "T1041", SRV, OUT)]
+
+
+def test_an_intrusion_is_one_incident_with_its_kill_chain():
+    (inc,) = incidents_of(intrusion())
+    assert [s for s, ids in inc.stages.items() if ids] == [
+        "recon", "credential-access", "lateral-movement", "exfiltration"]
+    assert inc.entities == [WS, SRV, OUT] and inc.pivots[0]["host"] == SRV
+    assert inc.severity == "critical" and inc.score > 0.99
+    assert inc.raised_at == int(at(0).timestamp() * 1e6)     # a rule alert raises at once
+    assert len(inc.alert_ids) == 5 and len(inc.explanation) == 5
+    # the pivot prefers the alert into the server that came last before it acted
+    assert inc.pivots[0]["from"] == WS and inc.pivots[0]["to"] == OUT
+
+
+def test_two_actors_sharing_only_a_destination_are_two_incidents():
+    a = [obs(0, "login-bruteforce", "T1110.001", WS, SRV),
+         obs(5, "login-bruteforce", "T1110.001", "10.73.0.67", SRV)]
+    assert len(incidents_of(a)) == 2
+
+
+def test_one_source_far_apart_in_time_is_two_incidents():
+    a = [obs(0, "vertical-portscan", "T1046", WS, None),
+         obs(2000, "vertical-portscan", "T1046", WS, None)]
+    assert len(incidents_of(a)) == 2
+    assert len(incidents_of(a, settings=Settings(link_window_s=3000))) == 1
+
+
+def test_a_host_answering_the_one_that_reached_it_is_no_pivot():
+    a = [obs(0, "login-bruteforce", "T1110.001", WS, SRV)]
+    b = [obs(5, "reply-thing", "T1071.001", SRV, WS, 0.4, "signal")]
+    (inc,) = incidents_of(a, b)
+    assert inc.pivots == [] and inc.signal_ids == []
+    loose = Settings(min_detectors=1, threshold=0.3)
+    assert len(incidents_of(a, b, settings=loose)) == 2
+    # the same signal towards a third host is a pivot: one incident
+    c = [obs(5, "reply-thing", "T1071.001", SRV, LNO, 0.4, "signal")]
+    (inc,) = incidents_of(a, c)
+    assert inc.pivots[0]["host"] == SRV and len(inc.signal_ids) == 1
+
+
+def test_incident_ids_are_stable_and_the_table_round_trips():
+    one, two = incidents_of(intrusion()), incidents_of(list(reversed(intrusion())))
+    assert one[0].incident_id == two[0].incident_id
+    from cyberrange.detect.incidents import incidents_to_table
+    (row,) = incident_rows(incidents_to_table(one, "r1"))
+    assert row["cyberrange.run_id"] == "r1" and row["related.ip"] == [WS, SRV, OUT]
+    assert row["threat.tactic.name"] == ["recon", "credential-access", "lateral-movement",
+                                         "exfiltration"]
+    assert row["stages"]["recon"] and row["pivots"][0]["host"] == SRV
+    assert row["event.severity"] == 4 and row["cyberrange.severity"] == "critical"
+
+
+# -- plumbing: detectors -> signals table -> incidents table ----------------------------------
+
+class Quiet:
+    """A stand-in detector with the ``signals`` hook: it raises one alert on the scan flows and
+    gives the quiet intrusion's signals, plus one signal that repeats its own alert."""
+    family = "quiet"
+    technique = "T1110.001"
+    kind = "rule"
+    trainable = needs_packets = scores_flows = False
+    trained = False
+
+    def __init__(self, name):
+        self.name = name
+
+    def detect(self, flows, packets=None):
+        return [obs(0, self.name, "T1046", "10.9.9.9", None, fids=["scanflow"])]
+
+    def signals(self, flows, packets=None):
+        out = [obs(s.timestamp.timestamp() - T0.timestamp(), "ignored-name", s.technique,
+                   s.source_ip, s.destination_ip, s.score, "signal", fids=s.flow_ids)
+               for s in quiet_signals()]
+        out.append(obs(0, "x", "T1046", "10.9.9.9", None, 0.4, "signal", fids=["scanflow"]))
+        out[0].kind = "alert"                  # a sloppy family: the registry fixes it
+        return out
+
+
+class Edges(Quiet):
+    family = "edges"
+
+    def detect(self, flows, packets=None):
+        return []
+
+    def signals(self, flows, packets=None):
+        return []
+
+
+def test_signals_go_to_their_own_table_and_incidents_follow():
+    with DuckDBStore(":memory:") as store:
+        stats: dict = {}
+        alerts = run_detectors(store, "r1", [Quiet("quiet-a"), Edges("edges")], stats=stats)
+        assert alerts.num_rows == 1
+        signals = store.read("signals", "r1")
+        assert signals.num_rows == 3                  # the one repeating its alert is dropped
+        assert set(signals.column("event.kind").to_pylist()) == {"signal"}
+        assert set(signals.column("rule.name").to_pylist()) == {"quiet-a"}
+        assert stats["quiet-a"]["signals"] == 3 and stats["edges"]["signals"] == 0
+        assert store.count("alerts", "r1") == 1       # signals are never alerts
+        # one detector's signals: not an incident; the scan alert: one
+        inc = run_incidents(store, "r1")
+        assert inc.num_rows == 1 and store.count("incidents", "r1") == 1
+        run_detectors(store, "r1", [Quiet("quiet-a")])
+        run_incidents(store, "r1")                    # re-running replaces, never adds
+        assert store.count("signals", "r1") == 3 and store.count("incidents", "r1") == 1
+
+
+def test_an_old_store_without_the_new_tables_reads_as_empty(tmp_path):
+    import duckdb
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute('CREATE TABLE alerts ("@timestamp" TIMESTAMPTZ)')
+    con.close()
+    with DuckDBStore(path, read_only=True) as store:
+        assert not store.has("signals") and not store.has("incidents")
+        assert store.read_or_empty("signals", "r").num_rows == 0
+
+
+# -- scoring: ground truth only in score/ -----------------------------------------------------
+
+def _flows(rows):
+    cols = {f.name: [] for f in FLOW_SCHEMA}
+    for fid, src, sport, dst, dport, t in rows:
+        r = {"cyberrange.flow_id": fid, "source.ip": src, "source.port": sport,
+             "destination.ip": dst, "destination.port": dport, "network.transport": "tcp",
+             "@timestamp": at(t), "event.start": at(t), "observer.name": "span"}
+        for f in FLOW_SCHEMA:
+            cols[f.name].append(r.get(f.name))
+    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in FLOW_SCHEMA})
+
+
+def test_incident_recall_and_false_incidents_against_the_ledger():
+    flows = _flows([("g1", WS, 40001, SRV, 22, 10), ("l1", WS, 40002, SRV, 22, 30),
+                    ("h1", SRV, 40003, LNO, 22, 45), ("b1", "10.1.1.1", 5000, "10.1.1.2", 80, 50)])
+    ledger = [{"step_id": sid, "technique": tech, "actor_ip": actor, "outcome": "succeeded",
+               "start": at(t).timestamp(), "end": at(t + 2).timestamp(),
+               "flows": [{"proto": "tcp", "src": actor, "sport": sp, "dst": dst, "dport": 22,
+                          "packets": 10}]}
+              for sid, tech, actor, sp, dst, t in (
+                  ("guess", "T1110.001", WS, 40001, SRV, 10),
+                  ("login", "T1021.004", WS, 40002, SRV, 30),
+                  ("hop", "T1021.004", SRV, 40003, LNO, 45))]
+    sig = quiet_signals()
+    for s, fid in zip(sig, ("g1", "l1", "h1")):
+        s.flow_ids = [fid]
+    noise = [obs(50, "vertical-portscan", "T1046", "10.1.1.1", None, fids=["b1"])]
+    alerts, signals = alerts_to_table(noise), alerts_to_table(sig)
+    incs = run_incidents_of(alerts, signals)
+    card = score_incidents(ledger, flows, incs, alerts, signals)
+    assert card["total"] == 2 and card["true"] == 1 and card["false"] == 1
+    assert card["is_incident"] is True and card["steps_in_incidents"] == 3
+    assert card["best"]["steps"] == ["guess", "hop", "login"] and card["best"]["share"] == 1.0
+    assert card["time_to_incident_s"] == pytest.approx(35.0, abs=0.01)   # raised at the hop
+    json.dumps(card, default=str)
+    # a benign run: every incident is false, nothing to find
+    card = score_incidents([], flows, incs, alerts, signals)
+    assert card["false"] == 2 and card["is_incident"] is None
+
+
+def run_incidents_of(alerts, signals):
+    from cyberrange.detect.incidents import incidents_to_table
+    s = Settings()
+    return incidents_to_table(correlate(observations(alerts, signals, s, frozenset()), s), "r")
