@@ -1,5 +1,6 @@
-"""``cyberrange detect list|run|eval``: the detectors on their own -- on a finished run, on an
-external capture (no twin), and evaluated over a corpus of runs against their ledgers."""
+"""``cyberrange detect list|run|incidents|eval``: the detectors on their own -- on a finished run,
+on an external capture (no twin), the incidents their alerts and signals make, and evaluated
+over a corpus of runs against their ledgers."""
 from __future__ import annotations
 
 import json
@@ -176,6 +177,37 @@ def _print_near_misses(console, misses: list[dict]) -> None:
             if "interval_jitter" in m else ""
         console.print(f"  {m['rule.name']}  {m['channel']}  score {m['score']}  {comp}\n"
                       f"    failed: {why}", highlight=False, soft_wrap=True)
+
+
+@detect.command("incidents")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--runs-dir", default="runs", show_default=True)
+@click.option("--rebuild", is_flag=True,
+              help="Correlate the run's stored alerts and signals again (and store the result) "
+                   "instead of showing the incidents its analysis stored.")
+@click.option("--json", "as_json", is_flag=True, help="Print the incidents as JSON lines.")
+def detect_incidents(run_ref, runs_dir, rebuild, as_json):
+    """The incidents of a finished RUN: its alerts and weak signals correlated by entity and
+    time, with the kill-chain stages each reached, its combined score and one line per
+    contributing observation (docs/incidents.md). What a blue team triages."""
+    from cyberrange.detect.incidents import incident_rows, run_incidents
+    from cyberrange.report.incidents import print_incidents
+    run = _scoreable_run(run_ref, runs_dir)
+    if rebuild:
+        run.check_writable(run.store_path.name)
+    with run.open_store(read_only=not rebuild, need=("flows",)) as store:
+        if rebuild or not store.has("incidents"):
+            table = run_incidents(store, run.id, write=rebuild)
+        else:
+            table = store.read("incidents", run.id)
+        n_signals = store.read_or_empty("signals", run.id).num_rows
+    rows = incident_rows(table)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r, default=str))
+        return
+    print_incidents(rows, make_console(), title=f"run {run.id}: {len(rows)} incidents "
+                                                 f"({n_signals} weak signals stored)")
 
 
 @detect.command("eval")
