@@ -275,3 +275,102 @@ def run_incidents_of(alerts, signals):
     from cyberrange.detect.incidents import incidents_to_table
     s = Settings()
     return incidents_to_table(correlate(observations(alerts, signals, s, frozenset()), s), "r")
+
+
+# -- views: terminal, HTML, Navigator (late steps), detect eval goals -------------------------
+
+def _step(**kw):
+    row = {"step_id": "scan", "name": "scan", "technique": "T1046", "attack_id": "T1046",
+           "technique_name": "Network Service Discovery", "outcome": "succeeded", "reason": None,
+           "packets": 40, "attack_flows": 20, "detected": False, "time_to_detect_s": None,
+           "detected_by": [], "observable": True, "contained": None, "time_to_contain_s": None,
+           "contained_by": None, "detected_late": True, "late_by": ["slow-portscan"],
+           "late_detect_s": 37.5}
+    row.update(kw)
+    return row
+
+
+def test_a_late_step_shows_late_in_the_html_and_the_navigator():
+    from cyberrange.report import html, navigator
+    cell = html._steps({"steps": [_step()]})
+    assert "late (37.5 s)" in cell and "slow-portscan" in cell and ">no<" not in cell
+    assert ">no<" in html._steps({"steps": [_step(detected_late=False)]})
+    entry = navigator.technique_entries([_step()])["T1046"]
+    assert entry["color"] == navigator.LATE
+    assert "late (37.5 s) by slow-portscan, not on time" in entry["comment"]
+    missed = navigator.technique_entries([_step(detected_late=False)])["T1046"]
+    assert missed["color"] == navigator.MISSED and "MISSED" in missed["comment"]
+
+
+def _card_section():
+    from cyberrange.detect.incidents import incidents_to_table
+    flows = _flows([("g1", WS, 40001, SRV, 22, 10), ("l1", WS, 40002, SRV, 22, 30),
+                    ("h1", SRV, 40003, LNO, 22, 45)])
+    ledger = [{"step_id": "hop", "technique": "T1021.004", "actor_ip": SRV,
+               "outcome": "succeeded", "start": at(45).timestamp(), "end": at(47).timestamp(),
+               "flows": [{"proto": "tcp", "src": SRV, "sport": 40003, "dst": LNO, "dport": 22,
+                          "packets": 9}]}]
+    sig = quiet_signals()
+    for s, fid in zip(sig, ("g1", "l1", "h1")):
+        s.flow_ids = [fid]
+    signals = alerts_to_table(sig)
+    table = incidents_to_table(correlate(observations(None, signals, learned=frozenset())))
+    return score_incidents(ledger, flows, table, None, signals)
+
+
+def test_the_scorecard_incidents_print_and_render():
+    from rich.console import Console
+
+    from cyberrange.report.incidents import html_section, print_scorecard_incidents
+    sec = _card_section()
+    console = Console(record=True, width=200)
+    print_scorecard_incidents({"incidents": sec}, console)
+    text = console.export_text()
+    assert "the playbook became an incident" in text and "1 true, 0 false" in text
+    assert "recon ▸ cred ▸ lateral" in text and f"{WS} ⇒ {SRV}" in text
+    assert "credential-access: 12:00:10 signal login-bruteforce" in text
+    page = html_section(sec)
+    assert "became an incident" in page and page.count("<li>") == 3
+    assert "No incidents in this scorecard" in html_section(None)
+
+
+def test_eval_incident_goals_are_not_measured_without_evidence():
+    from cyberrange.report.evaluation import incident_goals
+    assert incident_goals(None) == []          # an evaluation from before incidents
+    none = incident_goals({"per_playbook": [], "attack_runs": 0, "benign_runs": 0,
+                           "benign_incidents": 0})
+    assert [met for _, met, _ in none] == [None, None]
+    row = {"playbook": "quiet", "runs": 2, "incident": 1, "recall": 0.5, "steps": 6,
+           "steps_in_incidents": 3, "incidents": 1, "false": 0, "one_incident": 1}
+    (pb, benign) = incident_goals({"per_playbook": [row], "attack_runs": 2, "benign_runs": 3,
+                                   "benign_incidents": 0})
+    assert pb[1] is False and "quiet 1/2" in pb[2]
+    assert benign[1] is True and benign[2] == "0 incidents on 3 benign runs"
+
+
+# -- beacon's signals: its near-misses, weighted ----------------------------------------------
+
+def test_beacon_signals_are_its_near_misses_with_their_flows():
+    import sys
+
+    import numpy as np
+    from helpers import ROOT
+    sys.path.insert(0, str(ROOT / "bench"))
+    import beacon_envelope as env
+
+    from cyberrange.detect.beacon import BeaconDetector
+    empty = env._table([], env.PACKET_RECORD_SCHEMA)
+
+    def table(interval, jitter, count):
+        rows = env.Rows()
+        env.beacon(rows, np.random.default_rng(3), interval, jitter, count)
+        return rows.table()
+    det = BeaconDetector("c2-beacon")
+    few = table(120, 0.1, 6)                             # two check-ins short of a beacon
+    (s,) = det.signals(few, empty)
+    assert s.kind == "signal" and s.technique == "T1071.001" and s.destination_ip == env.C2
+    assert s.score == pytest.approx(0.5 * 6 / 8) and s.evidence["connections"] == 6
+    assert len(s.flow_ids) == 6 and "connections >= min_connections" in s.message
+    assert det.signals(table(60, 0.2, 12), empty) == []          # it alerts: no signal
+    known = BeaconDetector("c2-beacon", allow=[env.C2])           # known-good: no signal
+    assert known.signals(few, empty) == []
