@@ -10,8 +10,14 @@ import pyarrow as pa
 import pytest
 
 from cyberrange.detect.base import Alert, alerts_to_table
-from cyberrange.detect.incidents import (Settings, correlate, incident_rows, observations,
-                                         run_incidents, stage_of)
+from cyberrange.detect.incidents import (
+    Settings,
+    correlate,
+    incident_rows,
+    observations,
+    run_incidents,
+    stage_of,
+)
 from cyberrange.detect.registry import run_detectors
 from cyberrange.score.incidents import score_incidents
 from cyberrange.store.duckdb_store import DuckDBStore
