@@ -92,7 +92,9 @@ def _scoreable_run(ref: str, runs_dir: str):
                    "(families that offer near_misses(): beacon).")
 def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, store_path,
                as_json, explain):
-    """Run the detectors on a finished RUN (its alerts are replaced) or on --pcap FILE."""
+    """Run the detectors on a finished RUN (its alerts, weak signals and incidents are
+    replaced) or on --pcap FILE."""
+    from cyberrange.detect.incidents import run_incidents
     from cyberrange.detect.registry import load_detectors, run_detectors
     from cyberrange.store import open_store
     if (run_ref is None) == (pcap is None):
@@ -113,6 +115,7 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
             loaded.store_into(store, replace=bool(store_path))
             alerts = run_detectors(store, run_id, dets, baseline_s=baseline_s, train=train,
                                    stats=stats)
+            incidents = run_incidents(store, run_id)
             misses = _near_misses(store, run_id, dets) if explain else []
         title = (f"{pcap}: {loaded.stats['packets']:,} packets, {loaded.flows.num_rows:,} "
                  f"flows, {alerts.num_rows} alerts")
@@ -126,8 +129,11 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
         with run.open_store(read_only=False) as store:
             alerts = run_detectors(store, run.id, dets, baseline_s=baseline_s,
                                    baseline_until=until, stats=stats)
+            incidents = run_incidents(store, run.id)       # from the new alerts and signals
             misses = _near_misses(store, run.id, dets) if explain else []
         title = f"run {run.id}: {alerts.num_rows} alerts"
+    n_signals = sum(s.get("signals", 0) for s in stats.values())
+    title += f", {n_signals} weak signals, {incidents.num_rows} incidents"
     if as_json:
         for r in alerts.to_pylist():
             click.echo(json.dumps(r, default=str))
