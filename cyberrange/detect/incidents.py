@@ -20,13 +20,17 @@ How observations become incidents:
    pivots; a host answering the one that reached it is no pivot). Linked observations form one group (union-find). Destinations
    alone never link: two hosts talking to one busy server are not one intrusion.
 3. **Score.** Per group: each detector counts once (its strongest observation), combined by
-   noisy-OR ``1 - prod(1 - w)``; every kill-chain stage beyond the first and every pivot then
-   removes a further ``stage_bonus`` of what is left: ``1 - (1 - p) * (1 - bonus)^steps``.
+   noisy-OR ``1 - prod(1 - w)``; every kill-chain stage beyond the first (held by an
+   observation of weight ``stage_floor`` or more) and every pivot then removes a further
+   ``stage_bonus`` of what is left: ``1 - (1 - p) * (1 - bonus)^steps``.
 4. **Raised.** A group is an incident when it holds an alert of a rule or statistical detector,
    or when its combined score reaches ``threshold`` with evidence from at least
-   ``min_detectors`` detectors, one of them no learned detector -- so signals none of which
-   alerts alone can raise an incident, and neither one detector's noise nor learned anomalies
-   alone can (their false-alert rate is a configured target, not zero). Its time (``@timestamp``) is the first observation
+   ``min_detectors`` detectors, one of them no learned detector, *and the chain progressed*:
+   a pivot, or two kill-chain stages -- so signals none of which alerts alone can raise an
+   incident, while neither one detector's noise, nor learned anomalies (their false-alert rate
+   is a configured target, not zero), nor several detectors' views of one host's logins (an
+   operator's day) can. Only observations of weight ``stage_floor`` or more count a stage or
+   make a pivot: a faint rhythm is no C2 stage. Its time (``@timestamp``) is the first observation
    at which that became true.
 """
 from __future__ import annotations
@@ -101,6 +105,8 @@ class Settings:
     stage_bonus: float = 0.25        # share of the rest each further stage or pivot adds
     alert_weight: float = 0.9        # what a rule or statistical alert contributes
     learned_weight: float = 0.4      # what an alert of a learned detector contributes
+    stage_floor: float = 0.3         # weakest observation that counts a stage or makes a pivot
+    progression: bool = True         # signals alone need a pivot or two stages
 
     @classmethod
     def names(cls) -> list[str]:
@@ -253,11 +259,11 @@ def _link(obs: list[Observation], s: Settings) -> tuple[_Groups, list[tuple[int,
             last_of[a] = i
     into: dict[str, list[int]] = {}         # host -> observations into it, time order
     for i, o in enumerate(obs):
-        if o.dst and o.src and o.dst != o.src and not o.learned:
+        if o.dst and o.src and o.dst != o.src and not o.learned and o.weight >= s.stage_floor:
             into.setdefault(o.dst, []).append(i)
     pivots = []
     for i, o in enumerate(obs):
-        if not o.src or o.src not in into or o.learned:
+        if not o.src or o.src not in into or o.learned or o.weight < s.stage_floor:
             continue
         cands = [j for j in into[o.src] if obs[j].start <= o.t and obs[j].src != o.src
                  and o.start - obs[j].end <= pivot_us and j != i and obs[j].src != o.dst]
@@ -280,17 +286,18 @@ def _combine(best: dict[str, float], n_stages: int, n_pivots: int, bonus: float)
 def _raised_at(members: list[Observation], pivot_at: list[int], s: Settings) -> int | None:
     """Time of the first observation at which the group would be raised (None: never)."""
     best: dict[str, float] = {}
-    stages: set = set()
+    stages: set = set()         # stages held by an observation of weight >= stage_floor
     led = False                 # an observation that is no learned anomaly
     for o in members:
         if o.raises:
             return o.t
         best[o.rule] = max(best.get(o.rule, 0.0), o.weight)
         led = led or not o.learned
-        if o.stage:
+        if o.stage and o.weight >= s.stage_floor:
             stages.add(o.stage)
         pivots = sum(1 for t in pivot_at if t <= o.t)
-        if led and len(best) >= s.min_detectors and \
+        moved = pivots > 0 or len(stages) >= 2 or not s.progression    # the chain progressed
+        if led and moved and len(best) >= s.min_detectors and \
                 _combine(best, len(stages), pivots, s.stage_bonus) >= s.threshold:
             return o.t
     return None
@@ -322,7 +329,8 @@ def _incident(members: list[Observation], pivots: list[tuple[Observation, Observ
             if ip and ip not in entities:
                 entities.append(ip)
     reached = {st for st in STAGES if stages[st]}
-    score = _combine(best, len(reached), len(pivots), s.stage_bonus)
+    counted = {o.stage for o in members if o.stage and o.weight >= s.stage_floor}
+    score = _combine(best, len(counted), len(pivots), s.stage_bonus)
     piv = [{"host": b.src, "from": a.src, "to": b.dst, "at": _dt(b.t).isoformat()}
            for a, b in pivots]
     chain = " -> ".join(st for st in STAGES if stages[st]) or "no known stage"

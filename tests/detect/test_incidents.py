@@ -90,13 +90,32 @@ def test_the_same_signals_without_the_hop_stay_below_the_threshold():
     assert incidents_of(signals=quiet_signals()[:2]) == []
 
 
+def test_an_operators_day_is_no_incident():
+    """Several detectors' views of one host's logins -- a few short sessions, a spray-like
+    round, a first-seen admin edge, a faint rhythm -- all in one stage, no pivot: seen on the
+    benign runs with the entity-baselines signals."""
+    day = [obs(0, "password-spray", "T1110.003", WS, None, 0.8, "signal"),
+           obs(1, "login-bruteforce", "T1110.001", WS, SRV, 0.6, "signal"),
+           obs(2, "first-seen-admin-edge", "T1078", WS, SRV, 0.5, "signal"),
+           obs(9, "c2-beacon", "T1071.001", WS, SRV, 0.25, "signal")]    # below stage_floor
+    assert incidents_of(signals=day) == []
+    (inc,) = incidents_of(signals=day, settings=Settings(progression=False))
+    assert inc.score > 0.9            # the score alone would have raised it
+    # the same host then opening a session from the server it reached: a chain
+    hop = obs(30, "first-seen-admin-edge", "T1021.004", SRV, LNO, 0.5, "signal")
+    (inc,) = incidents_of(signals=day + [hop])
+    assert inc.pivots and inc.stages["lateral-movement"]
+
+
 def test_one_detectors_signals_alone_never_raise_an_incident():
     many = [obs(t, "first-seen-edge", "T1021.004", WS, f"10.73.0.{t}", 0.6, "signal")
             for t in range(20, 60, 4)]
     assert incidents_of(signals=many) == []
     # each detector counts once (its strongest): ten 0.6 signals are 0.6, not 1 - 0.4^10
-    assert incidents_of(signals=many, settings=Settings(min_detectors=1)) == []
-    (inc,) = incidents_of(signals=many, settings=Settings(min_detectors=1, threshold=0.6))
+    one = Settings(min_detectors=1, progression=False)
+    assert incidents_of(signals=many, settings=one) == []
+    (inc,) = incidents_of(signals=many, settings=Settings(min_detectors=1, threshold=0.6,
+                                                          progression=False))
     assert inc.score == pytest.approx(0.6) and len(inc.signal_ids) == 10
 
 
@@ -150,7 +169,7 @@ def test_a_host_answering_the_one_that_reached_it_is_no_pivot():
     b = [obs(5, "reply-thing", "T1071.001", SRV, WS, 0.4, "signal")]
     (inc,) = incidents_of(a, b)
     assert inc.pivots == [] and inc.signal_ids == []
-    loose = Settings(min_detectors=1, threshold=0.3)
+    loose = Settings(min_detectors=1, threshold=0.3, progression=False)
     assert len(incidents_of(a, b, settings=loose)) == 2
     # the same signal towards a third host is a pivot: one incident
     c = [obs(5, "reply-thing", "T1071.001", SRV, LNO, 0.4, "signal")]
