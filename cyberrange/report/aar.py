@@ -87,16 +87,17 @@ def _incidents(sec) -> list[str]:
     """The incidents (docs/incidents.md): one row each, then its explanation lines."""
     if not isinstance(sec, dict):
         return []
-    verdict = {True: "the playbook became an incident", False: "the playbook became **no** "
-               "incident", None: "no attack step to find"}[sec.get("is_incident")]
+    verdict = {True: "the playbook became an incident",
+               False: "the playbook became **no** incident",
+               None: "no attack step to find"}[sec.get("is_incident")]
     lines = ["", "## Incidents", "",
              f"{sec.get('total', 0)} incidents ({sec.get('true', 0)} true, "
              f"{sec.get('false', 0)} false): {verdict}; {sec.get('steps_in_incidents', 0)} of "
              f"{sec.get('steps_observable', 0)} observable steps in incidents."]
     rows = sec.get("list") or []
     if rows:
-        lines += ["", "| incident | severity | score | kill chain | hosts | alerts | signals | true "
-                  "| steps |", "|---|---|---:|---|---|---:|---:|---|---|"]
+        lines += ["", ("| incident | severity | score | kill chain | hosts | alerts | signals "
+                       "| true | steps |"), "|---|---|---:|---|---|---:|---:|---|---|"]
     for r in rows:
         hosts = " ⇒ ".join(dict.fromkeys([(r.get("entities") or ["?"])[0]]
                                          + [p["host"] for p in r.get("pivots") or []]))
