@@ -90,10 +90,10 @@ def _incidents(sec) -> list[str]:
     verdict = {True: "the playbook became an incident",
                False: "the playbook became **no** incident",
                None: "no attack step to find"}[sec.get("is_incident")]
-    lines = ["", "## Incidents", "",
-             f"{sec.get('total', 0)} incidents ({sec.get('true', 0)} true, "
-             f"{sec.get('false', 0)} false): {verdict}; {sec.get('steps_in_incidents', 0)} of "
-             f"{sec.get('steps_observable', 0)} observable steps in incidents."]
+    head = (f"{sec.get('total', 0)} incidents ({sec.get('true', 0)} true, "
+            f"{sec.get('false', 0)} false): {verdict}; {sec.get('steps_in_incidents', 0)} of "
+            f"{sec.get('steps_observable', 0)} observable steps in incidents.")
+    lines = ["", "## Incidents", "", head]
     rows = sec.get("list") or []
     if rows:
         lines += ["", ("| incident | severity | score | kill chain | hosts | alerts | signals "
