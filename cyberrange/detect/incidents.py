@@ -17,7 +17,8 @@ How observations become incidents:
    A *pivot*: an observation from host H is linked to the last observation *into* H before it
    (within ``pivot_window_s``; alerts preferred to signals) -- the destination became a source,
    so the intruder moved on (learned anomalies, which do not say what they saw, make no
-   pivots; a host answering the one that reached it is no pivot). Linked observations form one group (union-find). Destinations
+   pivots; a host answering the one that reached it is no pivot; only what reached H before
+   H first acted can be its entry, so a busy server does not chain all its clients). Linked observations form one group (union-find). Destinations
    alone never link: two hosts talking to one busy server are not one intrusion.
 3. **Score.** Per group: each detector counts once (its strongest observation), combined by
    noisy-OR ``1 - prod(1 - w)``; every kill-chain stage beyond the first (held by an
@@ -261,11 +262,18 @@ def _link(obs: list[Observation], s: Settings) -> tuple[_Groups, list[tuple[int,
     for i, o in enumerate(obs):
         if o.dst and o.src and o.dst != o.src and not o.learned and o.weight >= s.stage_floor:
             into.setdefault(o.dst, []).append(i)
+    # when each host first acted itself: only what reached it before that can be its entry
+    # (a busy server that acted all along is no foothold: else it would chain every client)
+    first_act: dict[str, int] = {}
+    for o in obs:
+        if o.src and not o.learned and o.weight >= s.stage_floor:
+            first_act.setdefault(o.src, o.t)
     pivots = []
     for i, o in enumerate(obs):
         if not o.src or o.src not in into or o.learned or o.weight < s.stage_floor:
             continue
-        cands = [j for j in into[o.src] if obs[j].start <= o.t and obs[j].src != o.src
+        entry_by = first_act[o.src]
+        cands = [j for j in into[o.src] if obs[j].start <= entry_by and obs[j].src != o.src
                  and o.start - obs[j].end <= pivot_us and j != i and obs[j].src != o.dst]
         if not cands:
             continue

@@ -399,3 +399,23 @@ def test_beacon_signals_are_its_near_misses_with_their_flows():
     assert det.signals(table(60, 0.2, 12), empty) == []          # it alerts: no signal
     known = BeaconDetector("c2-beacon", allow=[env.C2])           # known-good: no signal
     assert known.signals(few, empty) == []
+
+
+def test_a_busy_server_does_not_chain_all_its_clients():
+    """Weak first-seen edges into and out of one server for an hour (a busy hub, acting all
+    along): no pivot through it, so 300 hosts do not become one incident; the same server
+    reached once and then acting is a pivot (test above)."""
+    import random
+    rnd = random.Random(1)
+    hub = "10.9.9.9"
+    sig = []
+    for k in range(3000):
+        t, peer = rnd.uniform(0, 3600), f"10.0.{k % 300 // 250}.{k % 250}"
+        src, dst = (peer, hub) if rnd.random() < 0.5 else (hub, peer)
+        sig.append(obs(t, f"edge{k % 3}", "T1021", src, dst, rnd.uniform(0.05, 0.6), "signal"))
+    sig.append(obs(-5, "edge0", "T1021", hub, "10.0.0.1", 0.5, "signal"))    # acts first
+    o = observations(None, alerts_to_table(sig), learned=frozenset())
+    from cyberrange.detect.incidents import _link
+    _, pivots = _link(o, Settings())
+    assert pivots == []
+    assert incidents_of(signals=sig) == []
