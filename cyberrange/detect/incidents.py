@@ -27,7 +27,7 @@ How observations become incidents:
 4. **Raised.** A group is an incident when it holds an alert of a rule or statistical detector,
    or when its combined score reaches ``threshold`` with evidence from at least
    ``min_detectors`` detectors, one of them no learned detector, *and the chain progressed*:
-   a pivot, or two kill-chain stages -- so signals none of which alerts alone can raise an
+   a pivot, or two kill-chain stages towards different destinations -- so signals none of which alerts alone can raise an
    incident, while neither one detector's noise, nor learned anomalies (their false-alert rate
    is a configured target, not zero), nor several detectors' views of one host's logins (an
    operator's day) can. Only observations of weight ``stage_floor`` or more count a stage or
@@ -291,10 +291,18 @@ def _combine(best: dict[str, float], n_stages: int, n_pivots: int, bonus: float)
     return 1.0 - rest * (1.0 - bonus) ** steps
 
 
+def _progressed(seen: set) -> bool:
+    """Two kill-chain stages seen towards different destinations: the chain moved on. Two
+    detectors' readings of the same sessions (short logins to a server read as guessing by
+    one and as a new edge by another) are one step, whatever stages they name."""
+    return any(s1 != s2 and d1 != d2 for s1, d1 in seen for s2, d2 in seen)
+
+
 def _raised_at(members: list[Observation], pivot_at: list[int], s: Settings) -> int | None:
     """Time of the first observation at which the group would be raised (None: never)."""
     best: dict[str, float] = {}
     stages: set = set()         # stages held by an observation of weight >= stage_floor
+    seen: set = set()           # (stage, destination) of those observations
     led = False                 # an observation that is no learned anomaly
     for o in members:
         if o.raises:
@@ -303,9 +311,10 @@ def _raised_at(members: list[Observation], pivot_at: list[int], s: Settings) -> 
         led = led or not o.learned
         if o.stage and o.weight >= s.stage_floor:
             stages.add(o.stage)
+            seen.add((o.stage, o.dst))
         pivots = sum(1 for t in pivot_at if t <= o.t)
-        moved = pivots > 0 or len(stages) >= 2 or not s.progression    # the chain progressed
-        if led and moved and len(best) >= s.min_detectors and \
+        if led and (pivots or _progressed(seen) or not s.progression) and \
+                len(best) >= s.min_detectors and \
                 _combine(best, len(stages), pivots, s.stage_bonus) >= s.threshold:
             return o.t
     return None

@@ -101,6 +101,11 @@ def test_an_operators_day_is_no_incident():
     assert incidents_of(signals=day) == []
     (inc,) = incidents_of(signals=day, settings=Settings(progression=False))
     assert inc.score > 0.9            # the score alone would have raised it
+    # two detectors reading the same sessions as two stages (short logins: guessing; a new
+    # edge: lateral movement) -- one step, not a progression (seen on a held-out benign host)
+    same = [obs(0, "login-bruteforce", "T1110.001", LNO, SRV, 0.6, "signal"),
+            obs(0, "first-seen-admin-edge", "T1021.004", LNO, SRV, 0.5, "signal")]
+    assert incidents_of(signals=same) == []
     # the same host then opening a session from the server it reached: a chain
     hop = obs(30, "first-seen-admin-edge", "T1021.004", SRV, LNO, 0.5, "signal")
     (inc,) = incidents_of(signals=day + [hop])
