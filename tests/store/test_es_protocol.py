@@ -79,7 +79,8 @@ def _field(props: dict, dotted: str) -> dict:
 def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     store = make_store(fake, tmp_path)
     report = store.init()
-    assert len(report["installed"]) == 9 and not report["unchanged"]
+    n_templates = 1 + 2 * len(KINDS)         # settings + a component and an index template each
+    assert len(report["installed"]) == n_templates == 13 and not report["unchanged"]
     assert sorted(report["indices_created"]) == sorted(f"cyberrange-{k}" for k in KINDS)
     comps = fake.component_templates
     packets = comps["cyberrange-ecs-packets"]["template"]["mappings"]["properties"]
@@ -105,7 +106,13 @@ def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     assert _field(alerts, "cyberrange.flow_ids")["type"] == "keyword"
     assert _field(ledger, "actor_ip")["type"] == "ip"
     assert _field(ledger, "flows.dport")["type"] == "long"
-    for kind, props in (("packets", packets), ("flows", flows), ("alerts", alerts)):
+    incidents = comps["cyberrange-ecs-incidents"]["template"]["mappings"]["properties"]
+    signals = comps["cyberrange-ecs-signals"]["template"]["mappings"]["properties"]
+    assert _field(incidents, "related.ip")["type"] == "ip"          # the incident's entities
+    assert _field(incidents, "cyberrange.explanation")["type"] == "match_only_text"
+    assert _field(signals, "cyberrange.score")["type"] == "double"
+    for kind, props in (("packets", packets), ("flows", flows), ("alerts", alerts),
+                        ("signals", signals), ("incidents", incidents)):
         for f in RECORD_SCHEMAS[kind]:                 # every column has a mapping
             assert "type" in _field(props, f.name), (kind, f.name)
     tmpl = fake.index_templates["cyberrange-flows"]
@@ -114,7 +121,7 @@ def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     puts = len(fake.paths("PUT"))
     again = store.init()
     assert not again["installed"] and not again["indices_created"]
-    assert len(again["unchanged"]) == 9
+    assert len(again["unchanged"]) == n_templates
     assert len(fake.paths("PUT")) == puts                  # nothing sent the second time
 
 
@@ -348,7 +355,7 @@ def test_protocol_tls_self_signed_refused_then_trusted_with_ca(tmp_path, capsys,
         assert code == 0 and "TLS verified" in out
         monkeypatch.setenv("CYBERRANGE_ES_CA", fake.cert)
         code, out = run_cli(["store", "init", "--to", url], capsys)
-        assert code == 0 and "9 installed" in out
+        assert code == 0 and "13 installed" in out
     finally:
         fake.close()
 
