@@ -9,8 +9,8 @@ How observations become incidents:
 
 1. **Observations.** Every alert and every weak signal (``kind="signal"``, see
    ``registry.collect_signals``) of the run, each with a kill-chain *stage* from the ATT&CK
-   tactic of its technique (``stage_of``: the technique catalogue, then ``EXTRA_STAGES``) and a
-   *weight*: a rule or statistical alert ``alert_weight``, an alert of a learned detector
+   tactic of its technique (``stage_of``: ``TECHNIQUE_TACTICS``, the library's catalogue,
+   then ``EXTRA_STAGES``) and a *weight*: a rule or statistical alert ``alert_weight``, an alert of a learned detector
    ``learned_weight`` (they raise false alerts at a configured rate: alone they are weak), a
    signal its own score (how close it came to its detector's threshold).
 2. **Links.** Two observations with the same source within ``link_window_s`` are one actor's.
@@ -78,22 +78,32 @@ SEVERITIES = ("low", "medium", "high", "critical")
 LATE_STAGES = frozenset({"lateral-movement", "c2", "exfiltration", "impact"})
 
 
+#: the ATT&CK tactic of every technique the attack library runs, as its catalogue names it.
+#: Kept here because detectors may not import the attack side (which holds the ground truth);
+#: tests/detect/test_incidents.py checks it against cyberrange.attack.catalog.
+TECHNIQUE_TACTICS = {
+    "T0831": "impact", "T0855": "impair-process-control", "T0861": "collection",
+    "T1018": "discovery", "T1021.004": "lateral-movement", "T1041": "exfiltration",
+    "T1046": "discovery", "T1048": "exfiltration", "T1071.001": "command-and-control",
+    "T1071.004": "command-and-control", "T1110.001": "credential-access",
+    "T1110.003": "credential-access", "T1498": "impact", "T1499": "impact",
+    "T1557.002": "credential-access",
+}
+
+
 def stage_of(technique: str | None) -> str | None:
     """The kill-chain stage of an ATT&CK (or library) technique id; None when unknown.
     ``T1046-udp`` and ``T1110.001`` are looked up as such, then by their ATT&CK parent."""
     if not technique:
         return None
-    from ..attack.catalog import TECHNIQUES
-    for tid in (technique, technique.split("-", 1)[0]):
-        t = TECHNIQUES.get(tid)
-        if t is not None and TACTIC_STAGES.get(t.tactic):
-            return TACTIC_STAGES[t.tactic]
     base = technique.split("-", 1)[0]
+    tactic = TECHNIQUE_TACTICS.get(technique) or TECHNIQUE_TACTICS.get(base)
+    if tactic and TACTIC_STAGES.get(tactic):
+        return TACTIC_STAGES[tactic]
     parent = base.split(".", 1)[0]
     return EXTRA_STAGES.get(base) or EXTRA_STAGES.get(parent) or next(
-        (TACTIC_STAGES.get(t.tactic) for tid, t in sorted(TECHNIQUES.items())
-         if tid.split("-", 1)[0].split(".", 1)[0] == parent and TACTIC_STAGES.get(t.tactic)),
-        None)
+        (TACTIC_STAGES[t] for tid, t in sorted(TECHNIQUE_TACTICS.items())
+         if tid.split(".", 1)[0] == parent and TACTIC_STAGES.get(t)), None)
 
 
 @dataclass

@@ -424,3 +424,16 @@ def test_a_busy_server_does_not_chain_all_its_clients():
     _, pivots = _link(o, Settings())
     assert pivots == []
     assert incidents_of(signals=sig) == []
+
+
+def test_the_tactic_table_of_the_correlator_is_the_attack_catalogues():
+    """detect/ may not import the attack side, so the correlator keeps its own copy of the
+    library's technique tactics: it must say what the catalogue says, for every technique."""
+    from cyberrange.attack.catalog import TECHNIQUES
+    from cyberrange.detect.incidents import TACTIC_STAGES, TECHNIQUE_TACTICS, stage_of
+    for tid, t in TECHNIQUES.items():
+        if tid == "replay":                  # a harness capability, not ATT&CK
+            continue
+        base = tid.split("-", 1)[0]
+        assert TECHNIQUE_TACTICS.get(base) == t.tactic, tid
+        assert stage_of(tid) == TACTIC_STAGES[t.tactic], tid
