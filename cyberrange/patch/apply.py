@@ -18,7 +18,6 @@ import re
 
 from cyberrange.model.stages.document import check_counts, topology_schema, version_keys
 from cyberrange.model.yamlsrc import Doc, describe, did_you_mean, schema_error
-from cyberrange.patch.changeset import ChangeSet
 
 LOGIN_TYPES = ("login", "ssh")
 _TOKENS = re.compile(r"[\s,>]+")
@@ -48,7 +47,7 @@ def _shift(doc: Doc, list_path: tuple, start: int, delta: int) -> None:
         table.update(moved)
 
 
-def _graft(doc: Doc, cs: ChangeSet, src: tuple, dst: tuple, key: bool = True) -> None:
+def _graft(doc: Doc, cs, src: tuple, dst: tuple, key: bool = True) -> None:
     """Give ``dst`` (and everything under it) the positions of ``src`` in the change set."""
     n = len(src)
     for mine, theirs in ((doc.values, cs.doc.values), (doc.keys, cs.doc.keys)):
@@ -61,12 +60,12 @@ def _graft(doc: Doc, cs: ChangeSet, src: tuple, dst: tuple, key: bool = True) ->
         doc.keys[dst] = _pos(cs, src)
 
 
-def _pos(cs: ChangeSet, path: tuple) -> tuple:
+def _pos(cs, path: tuple) -> tuple:
     file, line, col = cs.doc.where(path)
     return (line, col, file)
 
 
-def _insert(doc: Doc, cs: ChangeSet, list_path: tuple, at: int, value, src: tuple) -> None:
+def _insert(doc: Doc, cs, list_path: tuple, at: int, value, src: tuple) -> None:
     items = doc.get(list_path)
     _shift(doc, list_path, at, +1)
     items.insert(at, copy.deepcopy(value))
@@ -79,7 +78,7 @@ def _delete(doc: Doc, list_path: tuple, at: int) -> None:
     _shift(doc, list_path, at + 1, -1)
 
 
-def _set(doc: Doc, cs: ChangeSet, path: tuple, value, src: tuple) -> None:
+def _set(doc: Doc, cs, path: tuple, value, src: tuple) -> None:
     """``path`` = a copy of ``value`` (a key of a mapping), positioned at ``src``."""
     parent = doc.get(path[:-1])
     parent[path[-1]] = copy.deepcopy(value)
@@ -87,7 +86,7 @@ def _set(doc: Doc, cs: ChangeSet, path: tuple, value, src: tuple) -> None:
     _graft(doc, cs, src, path)
 
 
-def _ensure_list(doc: Doc, cs: ChangeSet, path: tuple, src: tuple) -> list:
+def _ensure_list(doc: Doc, cs, path: tuple, src: tuple) -> list:
     parent = doc.get(path[:-1])
     if path[-1] not in parent:
         parent[path[-1]] = []
@@ -96,7 +95,7 @@ def _ensure_list(doc: Doc, cs: ChangeSet, path: tuple, src: tuple) -> list:
 
 
 # -- finding things ---------------------------------------------------------------------------
-def _node(doc: Doc, cs: ChangeSet, at: tuple, name: str, kind: str | None = None) -> int:
+def _node(doc: Doc, cs, at: tuple, name: str, kind: str | None = None) -> int:
     nodes = doc.data.get("nodes") or []
     for i, n in enumerate(nodes):
         if isinstance(n, dict) and n.get("name") == name:
@@ -112,7 +111,7 @@ def _node(doc: Doc, cs: ChangeSet, at: tuple, name: str, kind: str | None = None
                    f"{did_you_mean(name, names)}", at)
 
 
-def _rule_index(doc: Doc, cs: ChangeSet, op: dict, at: tuple, ni: int) -> int:
+def _rule_index(doc: Doc, cs, op: dict, at: tuple, ni: int) -> int:
     rules = doc.data["nodes"][ni].get("rules") or []
     n = op["rule"]
     if n > len(rules):
@@ -129,7 +128,7 @@ def _rule_index(doc: Doc, cs: ChangeSet, op: dict, at: tuple, ni: int) -> int:
     return n - 1
 
 
-def _service(doc: Doc, cs: ChangeSet, op: dict, at: tuple, ni: int,
+def _service(doc: Doc, cs, op: dict, at: tuple, ni: int,
              types: tuple[str, ...] = ()) -> list[int]:
     """Indexes of the node's services the operation selects: the one on ``port`` (``proto``),
     or with ``types`` and no port, every service of those types."""
@@ -179,7 +178,7 @@ def references(doc: Doc, name: str, skip: tuple) -> tuple | None:
     return min(found, key=lambda p: doc.where(p))
 
 
-def _unreferenced(doc: Doc, cs: ChangeSet, at: tuple, name: str, skip: tuple) -> None:
+def _unreferenced(doc: Doc, cs, at: tuple, name: str, skip: tuple) -> None:
     ref = references(doc, name, skip)
     if ref is not None:
         file, line, _ = doc.where(ref)
@@ -310,7 +309,7 @@ def _profile(doc, cs, op, at):
     _set(doc, cs, path, op["profile"], at + ("profile",))
 
 
-def _taken(doc: Doc, cs: ChangeSet, name: str, at: tuple) -> None:
+def _taken(doc: Doc, cs, name: str, at: tuple) -> None:
     """Zones, links and nodes share one namespace."""
     for i, n in enumerate(doc.data.get("nodes") or []):
         if n.get("name") == name:
@@ -374,7 +373,7 @@ OPERATIONS = {
 }
 
 
-def apply_change(doc: Doc, cs: ChangeSet) -> None:
+def apply_change(doc: Doc, cs) -> None:
     """Apply every operation of ``cs`` to ``doc`` in order, then check the patched document
     against the topology schema (an error in what the change brought in points at the change)."""
     if doc.data.get("name") != cs.topology:

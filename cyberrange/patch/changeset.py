@@ -49,6 +49,11 @@ class ChangeSet:
     def error(self, message: str, path=(), key: bool = False):
         return self.doc.error(message, path, key)
 
+    def apply_to(self, doc: Doc) -> None:
+        """Patch a topology document (called by ``model.loader.load_topology``)."""
+        from cyberrange.patch.apply import apply_change
+        apply_change(doc, self)
+
     def summary(self) -> list[str]:
         """One short line per operation: ``add-rule fob-fw #4``."""
         out = []
