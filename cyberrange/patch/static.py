@@ -237,6 +237,7 @@ def static_validate(topology_path, cs: ChangeSet, k: int = 5) -> StaticResult:
     res.checks += _jewel_checks(before, after, g_b, g_a)
     res.checks += _service_checks(before, after, ix_b, ix_a)
     res.checks += _lint_checks(new)
+    res.checks += _behaviour_checks(before, after)
     res.checks.append(_effect_check(res))
     t["checks"] = time.perf_counter() - t0
     return res
@@ -411,6 +412,9 @@ def _effect_check(res: StaticResult) -> Check:
         opened = sum(c.kind == "opened" for c in res.cells)
         parts.append(f"{opened} cell(s) opened, {cells - opened} closed of {res.cells_total}")
     parts += other
+    switched = [c.name for c in res.checks if c.group == "behaviours"]
+    if switched:
+        parts.append(f"{len(switched)} behaviour(s) switched")
     return Check("effect", "effect", "pass", "; ".join(parts))
 
 
@@ -431,4 +435,32 @@ def _content_changes(before: Topology, after: Topology) -> list[str]:
                 ("routes", sorted(map(str, b.static_routes)), sorted(map(str, a.static_routes)))):
             if fb != fa:
                 out.append(f"{name} {what} changed")
+    return out
+
+
+def behaviours_of(topo: Topology) -> dict[tuple[str, str, int], list]:
+    """(node, service type, port) -> the catalogue entries (services/behaviours.yaml) in force."""
+    from cyberrange.services._behaviours import matching
+    return {(n.name, s.type, s.port): matching(n.software, s.type)
+            for n in topo.hosts for s in n.services}
+
+
+def _behaviour_checks(before: Topology, after: Topology) -> list[Check]:
+    """A service whose catalogue behaviour the change switches: a pass when it leaves a
+    weakness, a fail when it takes one on (a downgrade, or a new service of a weak version)."""
+    b, a = behaviours_of(before), behaviours_of(after)
+    out = []
+    for key in sorted(a):
+        ids_b = [x.id for x in b.get(key, [])]
+        ids_a = [x.id for x in a[key]]
+        if ids_a == ids_b:
+            continue
+        new_weak = [x.id for x in a[key] if x.weakness and x.id not in ids_b]
+        name = f"behaviour {key[0]} {key[1]}/{key[2]}"
+        why = f"{', '.join(ids_b) or 'default'} -> {', '.join(ids_a) or 'default'}"
+        if new_weak:
+            out.append(Check(name, "behaviours", "fail",
+                             f"takes on a weakness ({', '.join(new_weak)}): {why}"))
+        else:
+            out.append(Check(name, "behaviours", "pass", why))
     return out
