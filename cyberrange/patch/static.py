@@ -207,10 +207,12 @@ def _key(f) -> tuple:
     return (f.code, f.element.split(" rule ")[0], _NUMBERS.sub(r"\1 N", f.message))
 
 
-def static_validate(topology_path, cs: ChangeSet, k: int = 5) -> StaticResult:
+def static_validate(topology_path, cs: ChangeSet, k: int = 5,
+                    detectors_dir="detectors") -> StaticResult:
     import time
     t = {}
     t0 = time.perf_counter()
+    detector_checks = _detector_checks(cs, detectors_dir)
     before = load_topology(topology_path)
     after = load_topology(topology_path, change=cs)
     t["load"] = time.perf_counter() - t0
@@ -238,6 +240,7 @@ def static_validate(topology_path, cs: ChangeSet, k: int = 5) -> StaticResult:
     res.checks += _service_checks(before, after, ix_b, ix_a)
     res.checks += _lint_checks(new)
     res.checks += _behaviour_checks(before, after)
+    res.checks += detector_checks
     res.checks.append(_effect_check(res))
     t["checks"] = time.perf_counter() - t0
     return res
@@ -463,4 +466,24 @@ def _behaviour_checks(before: Topology, after: Topology) -> list[Check]:
                              f"takes on a weakness ({', '.join(new_weak)}): {why}"))
         else:
             out.append(Check(name, "behaviours", "pass", why))
+    return out
+
+
+def _detector_checks(cs: ChangeSet, detectors_dir) -> list[Check]:
+    """``set-detector`` operations, checked against the detectors folder (errors point into
+    the change set); a detector switched off is a warning: the live run shows what it misses."""
+    from cyberrange.patch.files import check_detector_ops, detector_ops
+    ops = detector_ops(cs)
+    if not ops:
+        return []
+    check_detector_ops(cs, detectors_dir)
+    out = []
+    for _, op in ops:
+        if op.get("enabled") is False:
+            out.append(Check(f"detector {op['detector']}", "detectors", "warn",
+                             "switched off: run the live validation to see what it stops "
+                             "seeing"))
+        else:
+            out.append(Check(f"detector {op['detector']}", "detectors", "pass",
+                             f"settings changed: {', '.join(sorted(op.get('settings') or {}))}"))
     return out
