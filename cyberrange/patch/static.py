@@ -100,29 +100,41 @@ class StaticResult:
 
 
 # -- reachability -----------------------------------------------------------------------------
-def _cells(topo: Topology, ix: ReachIndex) -> dict[tuple, tuple]:
-    m = reach_matrix(topo, index=ix)
-    out = {}
-    for row, cells in zip(m.rows, m.cells):
-        for col, cell in zip(m.columns, cells):
-            svc = "icmp" if col.proto == "icmp" else f"{col.service} {col.proto}/{col.port}"
-            out[(row.name, col.node, svc)] = (m.state(cell), col.zone, cell[2])
-    return out
+def _svc(col) -> str:
+    return "icmp" if col.proto == "icmp" else f"{col.service} {col.proto}/{col.port}"
 
 
-def matrix_diff(before: Topology, after: Topology, ix_b: ReachIndex, ix_a: ReachIndex
-                ) -> tuple[list[CellChange], int]:
+def matrix_diff(before: Topology, after: Topology, ix_b: ReachIndex, ix_a: ReachIndex,
+                matrices: tuple | None = None) -> tuple[list[CellChange], int]:
     """Every cell whose verdict the change moves (new and removed services and zones count as
-    ``absent`` on the side that lacks them), and the number of cells compared."""
-    b, a = _cells(before, ix_b), _cells(after, ix_a)
+    ``absent`` on the side that lacks them), and the number of cells compared. Cells are
+    matched by (source zone, destination host, service) without copying the matrices."""
+    m_b, m_a = matrices or (reach_matrix(before, index=ix_b), reach_matrix(after, index=ix_a))
+    rows_b = {r.name: k for k, r in enumerate(m_b.rows)}
+    rows_a = {r.name: k for k, r in enumerate(m_a.rows)}
+    cols_b = {(c.node, c.proto, c.port, c.service): k for k, c in enumerate(m_b.columns)}
+    cols_a = {(c.node, c.proto, c.port, c.service): k for k, c in enumerate(m_a.columns)}
+    absent = ("absent", None, "")
     out = []
-    for key in sorted(set(b) | set(a)):
-        sb, zb, wb = b.get(key, ("absent", None, ""))
-        sa, za, wa = a.get(key, ("absent", None, ""))
-        if sb == sa or {sb, sa} <= {"absent", "deny", "self"}:
-            continue
-        out.append(CellChange(key[0], key[1], za or zb, key[2], sb, sa, wa or wb))
-    return out, len(set(b) | set(a))
+    rows = list(dict.fromkeys([*rows_b, *rows_a]))
+    cols = list(dict.fromkeys([*cols_b, *cols_a]))
+    for r in rows:
+        rb, ra = rows_b.get(r), rows_a.get(r)
+        for c in cols:
+            cb, ca = cols_b.get(c), cols_a.get(c)
+            b = m_b.cells[rb][cb] if rb is not None and cb is not None else None
+            a = m_a.cells[ra][ca] if ra is not None and ca is not None else None
+            if b is not None and a is not None and b[:2] == a[:2]:
+                continue
+            sb = (m_b.state(b), m_b.columns[cb].zone, b[2]) if b is not None else absent
+            sa = (m_a.state(a), m_a.columns[ca].zone, a[2]) if a is not None else absent
+            if sb[0] == sa[0] or {sb[0], sa[0]} <= {"absent", "deny", "self"}:
+                continue
+            col = m_a.columns[ca] if ca is not None else m_b.columns[cb]
+            out.append(CellChange(r, c[0], sa[1] or sb[1], _svc(col), sb[0], sa[0],
+                                  sa[2] or sb[2]))
+    out.sort(key=lambda x: (x.src_zone, x.dst_node, x.service))
+    return out, len(rows) * len(cols)
 
 
 # -- flows (expect, missions) -----------------------------------------------------------------
@@ -218,7 +230,8 @@ def static_validate(topology_path, cs: ChangeSet, k: int = 5,
     t["load"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ix_b, ix_a = ReachIndex(before), ReachIndex(after)
-    cells, total = matrix_diff(before, after, ix_b, ix_a)
+    matrices = (reach_matrix(before, index=ix_b), reach_matrix(after, index=ix_a))
+    cells, total = matrix_diff(before, after, ix_b, ix_a, matrices)
     t["reachability"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     g_b, g_a = attack_graph(before, ix_b), attack_graph(after, ix_a)
@@ -237,7 +250,7 @@ def static_validate(topology_path, cs: ChangeSet, k: int = 5,
     res.checks += _expect_checks(cs, before, after, ix_b, ix_a)
     res.checks += _mission_checks(before, after, ix_b, ix_a)
     res.checks += _jewel_checks(before, after, g_b, g_a)
-    res.checks += _service_checks(before, after, ix_b, ix_a)
+    res.checks += _service_checks(before, after, matrices)
     res.checks += _lint_checks(new)
     res.checks += _behaviour_checks(before, after)
     res.checks += detector_checks
@@ -344,12 +357,11 @@ def _jewel_checks(before, after, g_b, g_a) -> list[Check]:
     return out
 
 
-def _service_checks(before, after, ix_b, ix_a) -> list[Check]:
+def _service_checks(before, after, matrices) -> list[Check]:
     """A service that moved (same node and type, the old port gone, a new one there): every
     source zone that reached the old port must reach the new one."""
     out = []
-    zones_b = reach_matrix(before, index=ix_b)
-    zones_a = reach_matrix(after, index=ix_a)
+    zones_b, zones_a = matrices
 
     def reached(m, node, proto, port):
         col = next((k for k, c in enumerate(m.columns) if c.node == node and c.proto == proto
