@@ -443,8 +443,9 @@ def _content_changes(before: Topology, after: Topology) -> list[str]:
         for what, fb, fa in (
                 ("services", [(s.type, s.proto, s.port, s.banner, s.registers) for s in b.services],
                  [(s.type, s.proto, s.port, s.banner, s.registers) for s in a.services]),
-                ("accounts", [(s.port, [(x.user, x.password) for x in s.accounts]) for s in b.services],
-                 [(s.port, [(x.user, x.password) for x in s.accounts]) for s in a.services]),
+                ("accounts", sorted((s.type, x.user, x.password) for s in b.services
+                                    for x in s.accounts),
+                 sorted((s.type, x.user, x.password) for s in a.services for x in s.accounts)),
                 ("software", [(s.name, str(s.version)) for s in b.software],
                  [(s.name, str(s.version)) for s in a.software]),
                 ("routes", sorted(map(str, b.static_routes)), sorted(map(str, a.static_routes)))):
