@@ -133,3 +133,15 @@ def test_malformed_headers(tmp_path, capsys, head, words):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {path}:") and words in err, err
+
+
+def test_change_check_lints_the_patched_topology(capsys):
+    changes = ROOT / "topologies" / "changes"
+    with pytest.raises(SystemExit) as e:
+        main(["change", "check", FOB, str(changes / "fob_restrict_dns.yaml"), "--json"])
+    assert e.value.code == 0
+    with pytest.raises(SystemExit) as e:
+        main(["change", "check", FOB, str(changes / "fob_break_cop.yaml"), "--json"])
+    assert e.value.code == 1                      # the mission thread cop is blocked
+    out = capsys.readouterr().out
+    assert '"code": "mission-blocked"' in out
