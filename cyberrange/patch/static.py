@@ -216,7 +216,12 @@ def _best(topo, g, jewel) -> int | None:
 
 # -- checks -----------------------------------------------------------------------------------
 def _key(f) -> tuple:
-    return (f.code, f.element.split(" rule ")[0], _NUMBERS.sub(r"\1 N", f.message))
+    """A finding's identity across before and after: its code, the position of the element it
+    is about (positions of the topology's own elements do not move; what the change brings in
+    is positioned in the change set), and its message with rule and line numbers left out
+    (an inserted rule renumbers the later ones)."""
+    where = (f.ref.file, f.ref.line) if f.ref else ("", 0)
+    return (f.code, *where, _NUMBERS.sub(r"\1 N", f.message))
 
 
 def static_validate(topology_path, cs: ChangeSet, k: int = 5,
@@ -398,7 +403,7 @@ def _service_checks(before, after, matrices) -> list[Check]:
 def _lint_checks(new) -> list[Check]:
     out = []
     for f in new:
-        status = "fail" if f.severity == "error" else "warn"
+        status = {"error": "fail", "warning": "warn"}.get(f.severity, "pass")
         if f.code == "mission-blocked":
             continue                      # the mission checks say it, with before/after
         out.append(Check(f"lint {f.code} {f.element}", "lint", status,
