@@ -54,6 +54,8 @@ def _graft(doc: Doc, cs, src: tuple, dst: tuple, key: bool = True) -> None:
         for p, pos in theirs.items():
             if p[:n] == src and (key or len(p) > n or theirs is cs.doc.values):
                 mine[dst + p[n:]] = (pos[0], pos[1], pos[2] if len(pos) > 2 else cs.file)
+    if doc.label(dst):                        # inside a block instance: the change is not
+        doc.context[dst] = ""                 # part of it (errors must not say it is)
     if dst not in doc.values:                 # a value made up by the operation (a new list)
         doc.values[dst] = _pos(cs, src)
     if dst not in doc.keys and isinstance(dst[-1], str):

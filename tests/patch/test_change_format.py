@@ -145,3 +145,20 @@ def test_change_check_lints_the_patched_topology(capsys):
     assert e.value.code == 1                      # the mission thread cop is blocked
     out = capsys.readouterr().out
     assert '"code": "mission-blocked"' in out
+
+
+def test_a_change_reaches_nodes_of_includes_and_block_instances(tmp_path):
+    full = str(ROOT / "tests" / "data" / "v2" / "good" / "full.yaml")
+    head = "version: 1\nname: t\ntopology: v2-full\nchanges:\n"
+    ok = _write(tmp_path, "  - {op: set-software, node: hq-dns, name: dnsmasq, version: '2.90'}\n"
+                          "  - {op: add-rule, firewall: plt2-fw, position: 1, rule: {action: deny,"
+                          " from: any, to: plt2-ws1}}\n", head=head)
+    t = load_topology(full, change=load_change(ok))
+    assert t.nodes["plt2-fw"].rules[0].action == "deny"
+    assert [(s.name, s.version) for s in t.nodes["hq-dns"].software][-1] == ("dnsmasq", "2.90")
+    bad = _write(tmp_path, "  - {op: add-rule, firewall: plt2-fw, rule: {action: allow, from: any,"
+                           " to: plt2-wsx}}\n", head=head)
+    with pytest.raises(UserError) as e:
+        load_topology(full, change=load_change(bad))
+    assert e.value.file == bad and e.value.line == 5
+    assert e.value.message.startswith("unknown zone or node 'plt2-wsx'"), e.value.message
