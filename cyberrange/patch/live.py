@@ -153,7 +153,7 @@ def _availability(p: PlaybookRuns) -> list[Check]:
     for name in sorted(set(before) | set(after)):
         b, a = before.get(name), after.get(name)
         kind = (a or b)["kind"]
-        label = f"{kind} {name} ({p.playbook})"
+        label = f"{'' if name.startswith(kind + ':') else kind + ' '}{name} ({p.playbook})"
         if a is None:
             out.append(Check(label, f"live-{kind}", "warn", "not probed on the patched twin "
                                                            "(the change removed it)"))

@@ -112,6 +112,10 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _live_seconds(live) -> float:
+    return sum(live.timings.values()) if live is not None else 0.0
+
+
 def junit(res, live=None) -> str:
     """JUnit XML: one ``testsuite`` per change, one ``testcase`` per check (a failed check is a
     ``failure``, a warning is a passing case with ``system-out``)."""
@@ -119,7 +123,7 @@ def junit(res, live=None) -> str:
     suite = ET.Element("testsuite", name=f"patch-validation.{res.change.name}",
                        tests=str(len(checks)),
                        failures=str(sum(c.status == "fail" for c in checks)), errors="0",
-                       time=f"{sum(res.timings.values()):.3f}")
+                       time=f"{sum(res.timings.values()) + _live_seconds(live):.3f}")
     for c in checks:
         case = ET.SubElement(suite, "testcase", classname=f"{res.topology}.{c.group}",
                              name=c.name)

@@ -9,17 +9,32 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import yaml
 from helpers import ROOT, needs_twin
 
 pytestmark = needs_twin
 
 
+def _short_playbook(tmp_path) -> str:
+    """The shipped fuel-PLC playbook with its delays and the 5-minute hold cut short (the
+    steps, actors, targets and writes are the same)."""
+    pb = yaml.safe_load((ROOT / "attack_playbooks" / "airbase_fuel_plc.yaml").read_text())
+    for step in pb["steps"]:
+        step.pop("timing", None)
+        if step["id"] == "hold":
+            step["params"].update(repeat=2, interval=1)
+    out = tmp_path / "airbase_fuel_plc.yaml"
+    out.write_text(yaml.safe_dump(pb, sort_keys=False))
+    return str(out)
+
+
 def test_plc_firmware_upgrade_blocks_the_historian_writes_live(tmp_path):
     junit = tmp_path / "v.xml"
+    playbook = _short_playbook(tmp_path)
     r = subprocess.run(
         [sys.executable, "-m", "cyberrange.cli.main", "validate", "topologies/air_base.yaml",
          "topologies/changes/air_base_plc_firmware.yaml",
-         "--playbook", "attack_playbooks/airbase_fuel_plc.yaml", "--runs-dir",
+         "--playbook", playbook, "--runs-dir",
          str(tmp_path / "runs"), "--warmup", "5", "--json", "--junit", str(junit)],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
