@@ -384,9 +384,15 @@ def test_protocol_store_push_exports_a_run_idempotently(fake, tmp_path, capsys):
                                  "cyberrange.run_id", pa.array([run.id] * packets.num_rows))
     flows = flows.set_column(flows.schema.get_field_index("cyberrange.run_id"),
                              "cyberrange.run_id", pa.array([run.id] * flows.num_rows))
+    from cyberrange.detect.base import Alert, alerts_to_table, us_to_dt
+    at = us_to_dt(int(T0 * 1e6))
+    signal = Alert(at, at, at, "login-bruteforce", "bruteforce", "T1110.001", "10.0.0.5",
+                   "10.0.0.9", "3 guesses", 0.3, {"feature": "attempts", "value": 3},
+                   kind="signal", dataset="cyberrange.signal")
     with DuckDBStore(run.store_path) as local:
         local.write("packets", packets)
         local.write("flows", flows)
+        local.write("signals", alerts_to_table([signal], run.id))   # store push sends them too
     (run.dir / "ledger.jsonl").write_text(json.dumps(
         {"run_id": run.id, "step_id": "a", "start": T0, "end": T0 + 2, "outcome": "succeeded",
          "targets": [], "flows": [], "facts": {}}) + "\n")
@@ -399,6 +405,8 @@ def test_protocol_store_push_exports_a_run_idempotently(fake, tmp_path, capsys):
         assert section["zero_loss"] and section["stored"]["packets"] == packets.num_rows
     assert len(fake.docs("cyberrange-packets")) == packets.num_rows
     assert len(fake.docs("cyberrange-ledger")) == 1
+    (sig,) = fake.docs("cyberrange-signals").values()
+    assert sig["rule"]["name"] == "login-bruteforce" and sig["event"]["kind"] == "signal"
     led = next(iter(fake.docs("cyberrange-ledger").values()))
     assert led["cyberrange"]["run_id"] == run.id and led["@timestamp"].endswith("Z")
 
