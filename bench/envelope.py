@@ -61,23 +61,36 @@ def generate(out: Path, split: str, n: int) -> int:
 
 
 def finished(split_dir: Path) -> dict[str, Path]:
-    """Scenario name -> its finished run folder."""
+    """Scenario name -> its finished run folder: status ``done``, or ``failed`` only because
+    some steps ended in error (the drill ran to its end and was scored; the errored steps are
+    left out of recall by ``envelope_eval``, the others are data points like any)."""
     found = {}
     for env in sorted(split_dir.glob("*/envelope.json")):
         man = env.parent / "manifest.json"
-        if man.exists() and json.loads(man.read_text()).get("status") == "done":
+        if not man.exists():
+            continue
+        m = json.loads(man.read_text())
+        ok = m.get("status") == "done" or (
+            m.get("status") == "failed" and "ended in error" in str(m.get("error"))
+            and (env.parent / "scorecard.json").exists())
+        if ok:
             found[json.loads(env.read_text())["name"]] = env.parent
     return found
 
 
-def _run_one(split_dir: Path, pb: Path, plan: dict) -> tuple[int, float, list]:
-    """One drill under the machine lock: (exit code, seconds the lock was held, new dirs)."""
-    args = CLI + ["drill", "run", plan["topology_file"], str(pb), "--seed", str(plan["seed"]),
-                  "--warmup", str(WARMUP), "--intensity", str(plan["intensity"]),
-                  "--runs-dir", str(split_dir), "--json"]
+def _run_one(split_dir: Path, pb: Path) -> tuple[int, float, list, dict]:
+    """One drill under the machine lock: (exit code, seconds the lock was held, new run dirs,
+    the plan). The plan is read once the lock is held, with the hash of the playbook the
+    drill is given, so plan and playbook cannot drift apart while the drill waits."""
+    import hashlib
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         t0 = time.monotonic()
+        plan = json.loads(pb.with_suffix(".plan.json").read_text())
+        plan["playbook_sha256"] = hashlib.sha256(pb.read_bytes()).hexdigest()
+        args = CLI + ["drill", "run", plan["topology_file"], str(pb), "--seed",
+                      str(plan["seed"]), "--warmup", str(WARMUP), "--intensity",
+                      str(plan["intensity"]), "--runs-dir", str(split_dir), "--json"]
         before = set(split_dir.iterdir())
         try:
             r = subprocess.run(["timeout", "900"] + args, cwd=ROOT, capture_output=True,
@@ -88,7 +101,7 @@ def _run_one(split_dir: Path, pb: Path, plan: dict) -> tuple[int, float, list]:
     new = [p for p in set(split_dir.iterdir()) - before if (p / "manifest.json").exists()]
     if r.returncode != 0:
         print(r.stderr[-1500:], flush=True)
-    return r.returncode, held, new
+    return r.returncode, held, new, plan
 
 
 def run(out: Path, split: str, budget_min: float | None, only: list[str]) -> int:
@@ -99,13 +112,13 @@ def run(out: Path, split: str, budget_min: float | None, only: list[str]) -> int
     log = split_dir / "twin-time.jsonl"
     for pb in sorted(pdir.glob("*.yaml")):
         name = pb.stem
+        done = finished(split_dir)      # again: another invocation may have run it meanwhile
         if (only and name not in only) or name in done:
             continue
         if budget_min is not None and used >= budget_min * 60:
             print(f"budget of {budget_min} min used: stop before {name}", flush=True)
             break
-        plan = json.loads((pdir / f"{name}.plan.json").read_text())
-        code, held, new = _run_one(split_dir, pb, plan)
+        code, held, new, plan = _run_one(split_dir, pb)
         used += held
         for d in new:
             (d / "envelope.json").write_text(json.dumps({"name": name, **plan}, indent=1))
@@ -127,11 +140,13 @@ def twin_minutes(out: Path, split: str) -> float:
     return sum(json.loads(x)["twin_s"] for x in log.read_text().splitlines() if x) / 60
 
 
-def evaluate(out: Path, markdown: Path | None, detectors: str, img: Path) -> int:
+def evaluate(out: Path, markdown: Path | None, detectors: str, img: Path,
+             no_learned: bool = False) -> int:
     from cyberrange.detect.registry import load_detectors
     from cyberrange.score import envelope_eval as ee
     t0 = time.monotonic()
-    dets = load_detectors(detectors)
+    dets = [d for d in load_detectors(detectors)
+            if not (no_learned and getattr(d, "kind", "rule") == "learned")]
     result = {}
     for split in ("tuning", "eval"):
         runs = sorted(finished(out / split).values())
@@ -176,6 +191,8 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=[], help="run: only these scenario names")
     ap.add_argument("--detectors", default="detectors", help="eval: detector folder")
     ap.add_argument("--markdown", default=None, type=Path, help="eval: page to write into")
+    ap.add_argument("--no-learned", action="store_true",
+                    help="eval: leave the learned detectors out (faster; 'any' = rules)")
     ap.add_argument("--img", default=ROOT / "docs" / "img", type=Path,
                     help="eval: folder of the PNG curves")
     a = ap.parse_args()
@@ -184,7 +201,7 @@ def main() -> int:
         return generate(a.out, a.split, a.n)
     if a.action == "run":
         return run(a.out, a.split, a.budget_min, a.only)
-    return evaluate(a.out, a.markdown, a.detectors, a.img)
+    return evaluate(a.out, a.markdown, a.detectors, a.img, a.no_learned)
 
 
 if __name__ == "__main__":

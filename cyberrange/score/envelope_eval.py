@@ -47,19 +47,20 @@ __all__ = [
 TARGET = 0.9
 MIN_N = 2
 #: bin edges of each family's main parameter (the last bin is open at the top)
-EDGES = {
-    "scan": [0.1, 0.5, 2, 10, 50], "sweep": [1, 8, 16, 40, 100], "arp-scan": [0.5, 2, 8, 30],
-    "guess": [2, 5, 8, 15, 25], "spray": [2, 5, 8, 12], "udp-flood": [30, 150, 500, 1000, 2500],
-    "syn-flood": [30, 150, 500, 1000, 2500], "http-beacon": [2, 5, 10, 20],
-    "dns-beacon": [2, 5, 10, 20], "dns-exfil": [0.2, 0.5, 1, 3, 8],
-    "upload": [4096, 32768, 65536, 196608], "modbus-write": [1, 2, 3, 5],
-    "valid-login": [1],
+EDGES = {    # three bins each, around today's thresholds (detectors/*.yaml)
+    "scan": [0.1, 1, 10], "sweep": [1, 6, 16], "arp-scan": [0.5, 1.6, 8], "guess": [2, 8, 16],
+    "spray": [2, 7, 12], "udp-flood": [30, 250, 1000], "syn-flood": [30, 250, 1000],
+    "http-beacon": [2, 8, 20], "dns-beacon": [2, 8, 20], "dns-exfil": [0.2, 1, 5],
+    "upload": [4096, 65536, 196608], "modbus-write": [1, 3, 6], "valid-login": [1],
 }
 
 
 # ---------------------------------------------------------------------------- per step
 def _counts(s: dict, flowless: bool) -> tuple[bool, str | None]:
-    """Whether a scored step is in recall, and why not (evaluate._Corpus._add_steps' rule)."""
+    """Whether a scored step is in recall, and why not (evaluate._Corpus._add_steps' rule;
+    and a step that ended in ``error`` is left out: it did not run as drawn)."""
+    if s["outcome"] == "error":
+        return False, "error"
     captured = s["outcome"] != "skipped" and (
         s["attack_flows"] > 0 or (flowless and s.get("observable", True) and (
             s.get("arp_frames", 0) > 0 or s["outcome"] == "succeeded")))
@@ -99,6 +100,19 @@ def _after(table: pa.Table, start_us):
     return after(table, start_us)
 
 
+def _check_plan(run, plan: dict) -> None:
+    """The plan must be the one of the playbook the drill ran: same hash (when recorded) and
+    the same step ids as the ledger (every step writes a record, a skipped one too)."""
+    from ..errors import UserError
+    sha = ((run.manifest.get("inputs") or {}).get("playbook") or {}).get("sha256")
+    if plan.get("playbook_sha256") and sha and plan["playbook_sha256"] != sha:
+        raise UserError(f"{run.dir}/envelope.json: plan of another playbook (sha256 differs)")
+    ran = {r["step_id"] for r in run.ledger()}
+    if ran - set(plan["steps"]):
+        raise UserError(f"{run.dir}/envelope.json: steps {sorted(ran - set(plan['steps']))} "
+                        "ran but are not in the plan")
+
+
 def evaluate_split(run_dirs, detectors, on_run=None) -> dict:
     """Re-run ``detectors`` on each finished run of a split and return its step outcomes."""
     from ..run import Run
@@ -111,6 +125,7 @@ def evaluate_split(run_dirs, detectors, on_run=None) -> dict:
             on_run(i, len(run_dirs), Path(d))
         plan = json.loads((Path(d) / "envelope.json").read_text())
         run = Run.open(str(d))
+        _check_plan(run, plan)
         rd = _load_run(run, detectors, None, 0.0)
         flows = _after(rd.flows, rd.window_start_us)
         tables = [_after(rd.alerts[n.name], rd.window_start_us) for n in detectors]
@@ -357,11 +372,11 @@ def _secondary(rows: list, fam: str) -> str:
     """Recall by each recorded parameter other than the main one, in two or three groups."""
     f = FAMILIES[fam]
     parts = []
-    counted = [o for o in rows if o["counted"]]
     for p in f.params:
         if p == f.main:
             continue
-        vals = [o["params"].get(p) for o in counted if p in o["params"]]
+        counted = [o for o in rows if o["counted"] and p in o["params"]]
+        vals = [o["params"][p] for o in counted]
         if not vals:
             continue
         if all(isinstance(v, (bool, str)) for v in vals):
