@@ -100,6 +100,28 @@ def _after(table: pa.Table, start_us):
     return after(table, start_us)
 
 
+def _by_actor(rows: list[dict], ledger: list, alerts: pa.Table, slack_s: float = 2.0) -> None:
+    """For steps without IP flows (ARP scans): the detectors that alerted on the step's actor
+    during the step (+- slack, up to ``LATE_S`` after it), whatever flows the alert lists.
+    ``score_run`` matches such steps only with alerts that list *no* flows; an ``arp-scan``
+    alert on a busy actor lists the actor's own benign flows that followed its requests, and
+    then detects nothing there. Shown beside the official count, never instead of it."""
+    if not alerts.num_rows:
+        return
+    ts = [t.timestamp() for t in alerts.column("@timestamp").to_pylist()]
+    src = alerts.column("source.ip").to_pylist()
+    names = alerts.column("rule.name").to_pylist()
+    for row in rows:
+        recs = [r for r in ledger if r["step_id"] == row["step_id"]]
+        if not recs or any(r.get("flows") for r in recs):
+            continue
+        ip = recs[0].get("actor_ip")
+        lo = min(float(r["start"]) for r in recs) - slack_s
+        hi = max(float(r["end"]) for r in recs) + LATE_S
+        row["by_actor"] = sorted({n for t, s, n in zip(ts, src, names)
+                                  if s == ip and lo <= t <= hi})
+
+
 def _check_plan(run, plan: dict) -> None:
     """The plan must be the one of the playbook the drill ran: same hash (when recorded) and
     the same step ids as the ledger (every step writes a record, a skipped one too)."""
@@ -132,6 +154,7 @@ def evaluate_split(run_dirs, detectors, on_run=None) -> dict:
         alerts = pa.concat_tables(tables) if tables else ALERT_SCHEMA.empty_table()
         card = score_run(rd.ledger, flows, alerts, run_id=rd.run_id)
         rows = step_outcomes(rd.ledger, card, plan, kinds, rd.run_id)
+        _by_actor(rows, rd.ledger, alerts)
         outcomes += rows
         runs.append({"run_id": rd.run_id, "name": plan["name"], "topology": plan["topology"],
                      "intensity": plan["intensity"], "steps": len(rows),
@@ -334,6 +357,14 @@ def plot_curves(result: dict, folder: Path) -> dict:
                                       ("recall_rules", "tab:orange", "rule/statistical")):
                 ys = [b[key] for b in bins if b["n"]]
                 ax.plot(xs, ys, style, marker="o", color=color, label=f"{label} ({sp})")
+            if sp == "eval":
+                for x, b in zip(xs, [b for b in bins if b["n"]]):
+                    ax.annotate(f"n={b['n']}", (x, b["recall"]), textcoords="offset points",
+                                xytext=(4, -12), fontsize=7)
+                env = envelope(bins, f.harder)
+                if env["bins"] and env["edge"] is not None:
+                    ax.axvline(env["edge"], color="tab:green", lw=1, ls="--",
+                               label=f"envelope edge (eval): {_num(env['edge'])}")
             for o in rows:
                 ax.plot(float(o["params"][f.main]), (1.06 if o["detected"] else -0.06) - y0,
                         "|", color="tab:green" if o["detected"] else "tab:red", alpha=0.7)
@@ -372,10 +403,14 @@ def _secondary(rows: list, fam: str) -> str:
     """Recall by each recorded parameter other than the main one, in two or three groups."""
     f = FAMILIES[fam]
     parts = []
-    for p in f.params:
+    # the benign intensity of the drill and the quiet period before an actor's second step
+    rows = [{**o, "params": {**o["params"], "intensity": o.get("intensity"),
+                             **({"quiet_before": o["quiet_before"]} if o.get("quiet_before")
+                                else {})}} for o in rows if o["family"] == fam]
+    for p in (*f.params, "intensity", "quiet_before"):
         if p == f.main:
             continue
-        counted = [o for o in rows if o["counted"] and p in o["params"]]
+        counted = [o for o in rows if o["counted"] and o["params"].get(p) is not None]
         vals = [o["params"][p] for o in counted]
         if not vals:
             continue
@@ -438,6 +473,13 @@ def markdown(result: dict, today: dict, pngs: dict, img_rel: str = "img") -> str
                     f"{k} {v}" for k, v in sorted(t["not_counted"].items())))
             if t["late"]:
                 extra.append(f"{label}: {t['late']} step(s) detected only late (> 10 s after)")
+        actor = [o for o in ev["outcomes"] + tu["outcomes"]
+                 if o["family"] == fam and o["counted"] and "by_actor" in o]
+        if actor:
+            extra.append(f"steps without IP flows alerted on by actor and time (any flows "
+                         f"listed), both splits: {sum(bool(o['by_actor']) for o in actor)}/"
+                         f"{len(actor)} ({', '.join(sorted({n for o in actor for n in o['by_actor']})) or 'none'})"
+                         f" -- not counted as detected: see the note on ARP scans")
         sec = _secondary(ev["outcomes"] + tu["outcomes"], fam)
         lines += [""]
         if sec:
