@@ -48,8 +48,12 @@ def generate(out: Path, split: str, n: int) -> int:
     from cyberrange.score.envelope import draw_scenario, split_seeds
     pdir = out / split / "playbooks"
     pdir.mkdir(parents=True, exist_ok=True)
+    ran = finished(out / split)
     for i, seed in enumerate(split_seeds(split, n)):
         topo = ROOT / "topologies" / f"{TOPOLOGIES[i % len(TOPOLOGIES)]}.yaml"
+        if f"envelope-{split}-{seed}" in ran:       # keep the file that ran (its run has a copy)
+            print(f"envelope-{split}-{seed}: has run {ran[f'envelope-{split}-{seed}'].name}")
+            continue
         scn = draw_scenario(seed, split, str(topo.relative_to(ROOT)))
         pb = pdir / f"{scn.playbook['name']}.yaml"
         pb.write_text(scn.playbook_yaml())
@@ -87,7 +91,8 @@ def _run_one(split_dir: Path, pb: Path) -> tuple[int, float, list, dict]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         t0 = time.monotonic()
         plan = json.loads(pb.with_suffix(".plan.json").read_text())
-        plan["playbook_sha256"] = hashlib.sha256(pb.read_bytes()).hexdigest()
+        raw = pb.read_bytes()
+        plan["playbook_sha256"] = hashlib.sha256(raw).hexdigest()
         args = CLI + ["drill", "run", plan["topology_file"], str(pb), "--seed",
                       str(plan["seed"]), "--warmup", str(WARMUP), "--intensity",
                       str(plan["intensity"]), "--runs-dir", str(split_dir), "--json"]
@@ -101,7 +106,7 @@ def _run_one(split_dir: Path, pb: Path) -> tuple[int, float, list, dict]:
     new = [p for p in set(split_dir.iterdir()) - before if (p / "manifest.json").exists()]
     if r.returncode != 0:
         print(r.stderr[-1500:], flush=True)
-    return r.returncode, held, new, plan
+    return r.returncode, held, new, {**plan, "_playbook_bytes": raw}
 
 
 def run(out: Path, split: str, budget_min: float | None, only: list[str]) -> int:
@@ -120,8 +125,10 @@ def run(out: Path, split: str, budget_min: float | None, only: list[str]) -> int
             break
         code, held, new, plan = _run_one(split_dir, pb)
         used += held
-        for d in new:
+        raw = plan.pop("_playbook_bytes")
+        for d in new:       # the plan and the exact playbook the drill ran, with the run
             (d / "envelope.json").write_text(json.dumps({"name": name, **plan}, indent=1))
+            (d / "envelope-playbook.yaml").write_bytes(raw)
         with log.open("a") as f:
             f.write(json.dumps({"name": name, "exit": code, "twin_s": round(held, 1),
                                 "runs": [d.name for d in new],

@@ -35,7 +35,9 @@ __all__ = ["FAMILIES", "SPACES", "SPLITS", "Scenario", "draw_scenario", "split_s
 SPLITS = {"tuning": 1000, "eval": 9000}
 SPLIT_SIZE = 1000
 LANES = 4                 # non-beacon actors running at the same time
-DRILL_S = 220.0           # target length of the attack phase of one drill (s)
+DRILL_S = 320.0           # target length of the attack phase of one drill (s)
+SECOND_STEP = 0.6         # chance that an actor runs a second step after a quiet period
+GENERATOR = 2             # in every plan: bump when a change alters the draws of a seed
 STEP_MAX_S = 80.0         # longest non-beacon step (s)
 BEACON_MAX_S = 260.0      # longest beacon (s)
 QUIET = (35.0, 90.0)      # quiet period between an actor's two steps (s), > every short window
@@ -521,7 +523,7 @@ def draw_scenario(seed: int, split: str, topology_file: str, families=None) -> S
         at = free[k] + rng.uniform(*START_GAP)
         add(actor, d1, at)
         end = at + d1.seconds
-        if rng.random() < 0.35:      # a second step of the other class after a quiet period
+        if rng.random() < SECOND_STEP:   # a second step of the other class after a quiet period
             rest = others if d1.family in scans else scans
             d2 = _draw_for(rng, off, actor, rest, used)
             if d2 is not None:
@@ -535,7 +537,7 @@ def draw_scenario(seed: int, split: str, topology_file: str, families=None) -> S
           "description": f"Detection-envelope drill ({split} split, seed {seed}): "
                          f"{len(steps)} steps with drawn parameters",
           "topology": topo.name, "seed": seed, "defaults": {"max_rate": 20000}, "steps": steps}
-    plan = {"seed": seed, "split": split, "topology": topo.name,
+    plan = {"generator": GENERATOR, "seed": seed, "split": split, "topology": topo.name,
             "topology_file": str(topology_file), "intensity": intensity,
             "expected_s": round(max([s["at"] + s["expected_s"] for s in plan_steps.values()]
                                     or [0.0]), 1),
