@@ -66,25 +66,34 @@ class Family:
     params: tuple
     scan_class: bool = False
     beacon: bool = False
+    also: tuple = ()          # more envelope axes: (parameter, harder end, unit)
 
 
 FAMILIES = {f.name: f for f in [
     Family("scan", ("T1046", "T1046-udp", "T1046-connect"), "rate", "low", "probes/s",
-           ("rate", "probes", "ports", "hosts", "protocol"), scan_class=True),
+           ("rate", "probes", "ports", "hosts", "protocol"), scan_class=True,
+           also=(("probes", "low", "probes"),)),
     Family("sweep", ("T1018",), "addresses", "low", "addresses",
-           ("addresses", "rate", "onlink"), scan_class=True),
+           ("addresses", "rate", "onlink"), scan_class=True,
+           also=(("rate", "low", "addresses/s"),)),
     Family("arp-scan", ("T1018-arp",), "rate", "low", "requests/s",
-           ("rate", "addresses"), scan_class=True),
-    Family("guess", ("T1110.001",), "guesses", "low", "guesses", ("guesses", "pause")),
+           ("rate", "addresses"), scan_class=True, also=(("addresses", "low", "addresses"),)),
+    Family("guess", ("T1110.001",), "guesses", "low", "guesses", ("guesses", "pause"),
+           also=(("pause", "high", "s between guesses"),)),
     Family("spray", ("T1110.003",), "width", "low", "attempts/round",
            ("width", "services", "accounts", "rounds", "pause", "round_pause")),
-    Family("udp-flood", ("T1498",), "pps", "low", "packets/s", ("pps", "duration", "sources")),
-    Family("syn-flood", ("T1499",), "pps", "low", "packets/s", ("pps", "duration", "sources")),
+    Family("udp-flood", ("T1498",), "pps", "low", "packets/s", ("pps", "duration", "sources"),
+           also=(("duration", "low", "s"),)),
+    Family("syn-flood", ("T1499",), "pps", "low", "packets/s", ("pps", "duration", "sources"),
+           also=(("duration", "low", "s"),)),
     Family("http-beacon", ("T1071.001",), "interval", "high", "s",
-           ("interval", "jitter", "count"), beacon=True),
+           ("interval", "jitter", "count"), beacon=True,
+           also=(("jitter", "high", "(fraction)"), ("count", "low", "check-ins"))),
     Family("dns-beacon", ("T1071.004",), "interval", "high", "s",
-           ("interval", "jitter", "count"), beacon=True),
-    Family("dns-exfil", ("T1048",), "rate", "low", "queries/s", ("rate", "queries", "chars")),
+           ("interval", "jitter", "count"), beacon=True,
+           also=(("jitter", "high", "(fraction)"), ("count", "low", "polls"))),
+    Family("dns-exfil", ("T1048",), "rate", "low", "queries/s", ("rate", "queries", "chars"),
+           also=(("queries", "low", "queries"),)),
     Family("upload", ("T1041",), "size", "low", "bytes", ("size", "chunk", "rate")),
     Family("modbus-write", ("T0855",), "writes", "low", "writes", ("writes", "interval")),
     Family("valid-login", ("T1021.004",), "commands", "low", "commands", ("commands",)),

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .envelope import FAMILIES, SPACES
+from .envelope import FAMILIES
 from .score import LATE_S, score_run
 
 __all__ = [
@@ -52,6 +52,12 @@ EDGES = {    # three bins each, around today's thresholds (detectors/*.yaml)
     "spray": [2, 7, 12], "udp-flood": [30, 250, 1000], "syn-flood": [30, 250, 1000],
     "http-beacon": [2, 8, 20], "dns-beacon": [2, 8, 20], "dns-exfil": [0.2, 1, 5],
     "upload": [4096, 65536, 196608], "modbus-write": [1, 3, 6], "valid-login": [1],
+    # the other axes (FAMILIES[f].also)
+    "scan:probes": [1, 8, 12], "sweep:rate": [0.5, 2, 10], "arp-scan:addresses": [1, 16, 64],
+    "guess:pause": [0.05, 0.5, 2.5], "udp-flood:duration": [1, 2, 4],
+    "syn-flood:duration": [1, 2, 4], "http-beacon:jitter": [0, 0.3, 0.6],
+    "http-beacon:count": [3, 8, 12], "dns-beacon:jitter": [0, 0.3, 0.6],
+    "dns-beacon:count": [3, 8, 12], "dns-exfil:queries": [1, 10, 30],
 }
 
 
@@ -203,6 +209,8 @@ def envelope(bins: list[dict], harder: str, key: str = "recall", target: float =
         order.reverse()
         side = ">="
     passed, stop = [], "every bin passed"
+    while order and not bins[order[0]]["n"]:     # nothing drawn at the easy end: start below
+        order.pop(0)
     for k in order:
         b = bins[k]
         if b["n"] < min_n:
@@ -212,11 +220,13 @@ def envelope(bins: list[dict], harder: str, key: str = "recall", target: float =
             stop = f"bin {_range_text(b)}: recall {b[key]:.2f}"
             break
         passed.append(k)
+    if not order:
+        return {"edge": None, "side": side, "bins": 0, "all": False, "stop": "no step"}
     if not passed:
         return {"edge": None, "side": side, "bins": 0, "all": False, "stop": stop}
     last = bins[passed[-1]]
     edge = last["lo"] if harder != "high" else last["hi"]
-    return {"edge": edge, "side": side, "bins": len(passed), "all": len(passed) == len(bins),
+    return {"edge": edge, "side": side, "bins": len(passed), "all": len(passed) == len(order),
             "stop": stop}
 
 
@@ -232,21 +242,32 @@ def _range_text(b: dict) -> str:
     return f"[{_num(b['lo'])}, {_num(b['hi'])})"
 
 
-def envelope_text(env: dict, family: str) -> str:
+def axes(family: str) -> list[tuple]:
+    """The envelope axes of a family: (parameter, harder end, unit), the main one first."""
     f = FAMILIES[family]
+    return [(f.main, f.harder, f.unit), *f.also]
+
+
+def _axis(family: str, param: str | None) -> tuple:
+    return next(a for a in axes(family) if param in (None, a[0]))
+
+
+def envelope_text(env: dict, family: str, param: str | None = None) -> str:
+    name, _, unit = _axis(family, param)
     if not env["bins"]:
         return f"none ({env['stop']})"
     if env["edge"] is None:
-        return f"every {f.main} measured"
-    return f"{f.main} {env['side']} {_num(env['edge'])} {f.unit}"
+        return f"every {name} measured"
+    return f"{name} {env['side']} {_num(env['edge'])} {unit}"
 
 
-def family_table(outcomes: list[dict], family: str) -> dict:
-    f = FAMILIES[family]
+def family_table(outcomes: list[dict], family: str, param: str | None = None) -> dict:
+    name, harder, _ = _axis(family, param)
     mine = [o for o in outcomes if o["family"] == family]
-    bins = bin_outcomes(mine, f.main, EDGES[family])
+    edges = EDGES[family] if name == FAMILIES[family].main else EDGES[f"{family}:{name}"]
+    bins = bin_outcomes(mine, name, edges)
     ttd = [o["ttd"] for o in mine if o["counted"] and o["detected"] and o["ttd"] is not None]
-    return {"family": family, "techniques": sorted({o["technique"] for o in mine}),
+    return {"family": family, "param": name, "techniques": sorted({o["technique"] for o in mine}),
             "steps": len(mine), "counted": sum(o["counted"] for o in mine),
             "detected": sum(o["detected"] for o in mine if o["counted"]),
             "detected_rules": sum(o["detected_rules"] for o in mine if o["counted"]),
@@ -254,8 +275,8 @@ def family_table(outcomes: list[dict], family: str) -> dict:
             "late": sum(o.get("late", False) for o in mine if o["counted"]),
             "runs": len({o["run_id"] for o in mine if o["counted"]}),
             "median_ttd": round(statistics.median(ttd), 1) if ttd else None,
-            "bins": bins, "envelope": envelope(bins, f.harder),
-            "envelope_rules": envelope(bins, f.harder, key="recall_rules")}
+            "bins": bins, "envelope": envelope(bins, harder),
+            "envelope_rules": envelope(bins, harder, key="recall_rules")}
 
 
 # ---------------------------------------------------------------------------- today's thresholds
@@ -332,9 +353,9 @@ def today_envelopes(folder: Path) -> dict:
 
 # ---------------------------------------------------------------------------- curves (PNG)
 def plot_curves(result: dict, folder: Path) -> dict:
-    """One PNG per family measured: recall per bin of the main parameter, evaluation split
+    """One PNG per family measured, one panel per axis: recall per bin, evaluation split
     (solid) and tuning split (dashed), any detector and rule/statistical detectors only; every
-    step as a dot at 1 (detected) or 0 (missed). Returns family -> file name."""
+    step as a tick at the top (detected) or the bottom (missed). Returns family -> file name."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -344,44 +365,52 @@ def plot_curves(result: dict, folder: Path) -> dict:
                for sp in ("eval", "tuning") if sp in result}
         if not any(per.values()):
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-        log = SPACES.get(fam, {}).get(f.main, (0, 0, ""))[-1] == "log" or fam in (
-            "sweep", "guess", "udp-flood", "syn-flood", "upload")
-        for sp, style, y0 in (("eval", "-", 0.0), ("tuning", "--", 0.04)):
-            rows = per.get(sp) or []
-            if not rows:
-                continue
-            bins = bin_outcomes(rows, f.main, EDGES[fam])
-            xs = [_mid(b, rows, f.main, log) for b in bins if b["n"]]
-            for key, color, label in (("recall", "tab:blue", "any detector"),
-                                      ("recall_rules", "tab:orange", "rule/statistical")):
-                ys = [b[key] for b in bins if b["n"]]
-                ax.plot(xs, ys, style, marker="o", color=color, label=f"{label} ({sp})")
-            if sp == "eval":
-                for x, b in zip(xs, [b for b in bins if b["n"]]):
-                    ax.annotate(f"n={b['n']}", (x, b["recall"]), textcoords="offset points",
-                                xytext=(4, -12), fontsize=7)
-                env = envelope(bins, f.harder)
-                if env["bins"] and env["edge"] is not None:
-                    ax.axvline(env["edge"], color="tab:green", lw=1, ls="--",
-                               label=f"envelope edge (eval): {_num(env['edge'])}")
-            for o in rows:
-                ax.plot(float(o["params"][f.main]), (1.06 if o["detected"] else -0.06) - y0,
-                        "|", color="tab:green" if o["detected"] else "tab:red", alpha=0.7)
-        ax.axhline(TARGET, color="grey", lw=0.8, ls=":")
-        if log:
-            ax.set_xscale("log")
-        ax.set_ylim(-0.15, 1.15)
-        ax.set_xlabel(f"{f.main} ({f.unit}); harder: {f.harder}")
-        ax.set_ylabel("recall (on time)")
-        ax.set_title(f"{fam} ({', '.join(f.techniques)})")
-        ax.legend(fontsize=7, loc="best")
+        ax_list = axes(fam)
+        fig, panels = plt.subplots(1, len(ax_list), figsize=(5.2 * len(ax_list), 3.6), dpi=100,
+                                   squeeze=False)
+        for ax, (param, harder, unit) in zip(panels[0], ax_list):
+            _panel(ax, per, fam, param, harder, unit)
+        fig.suptitle(f"{fam} ({', '.join(f.techniques)}): recall on time", fontsize=10)
         fig.tight_layout()
         name = f"envelope-{fam}.png"
         fig.savefig(folder / name)
         plt.close(fig)
         out[fam] = name
     return out
+
+
+def _panel(ax, per: dict, fam: str, param: str, harder: str, unit: str) -> None:
+    edges = EDGES[fam] if param == FAMILIES[fam].main else EDGES[f"{fam}:{param}"]
+    values = [float(o["params"][param]) for rows in per.values() for o in rows]
+    log = bool(values) and min(values) > 0 and max(values) / min(values) > 20
+    for sp, style, y0 in (("eval", "-", 0.0), ("tuning", "--", 0.04)):
+        rows = per.get(sp) or []
+        if not rows:
+            continue
+        bins = bin_outcomes(rows, param, edges)
+        xs = [_mid(b, rows, param, log) for b in bins if b["n"]]
+        for key, color, label in (("recall", "tab:blue", "any detector"),
+                                  ("recall_rules", "tab:orange", "rule/statistical")):
+            ax.plot(xs, [b[key] for b in bins if b["n"]], style, marker="o", color=color,
+                    label=f"{label} ({sp})")
+        if sp == "eval":
+            for x, b in zip(xs, [b for b in bins if b["n"]]):
+                ax.annotate(f"n={b['n']}", (x, b["recall"]), textcoords="offset points",
+                            xytext=(4, -12), fontsize=7)
+            env = envelope(bins, harder)
+            if env["bins"] and env["edge"] is not None:
+                ax.axvline(env["edge"], color="tab:green", lw=1, ls="--",
+                           label=f"envelope edge (eval): {_num(env['edge'])}")
+        for o in rows:
+            ax.plot(float(o["params"][param]), (1.06 if o["detected"] else -0.06) - y0, "|",
+                    color="tab:green" if o["detected"] else "tab:red", alpha=0.7)
+    ax.axhline(TARGET, color="grey", lw=0.8, ls=":")
+    if log:
+        ax.set_xscale("log")
+    ax.set_ylim(-0.15, 1.15)
+    ax.set_xlabel(f"{param} ({unit}); harder: {harder}")
+    ax.set_ylabel("recall (on time)")
+    ax.legend(fontsize=6, loc="best")
 
 
 def _mid(b: dict, rows: list, param: str, log: bool) -> float:
@@ -426,67 +455,92 @@ def _secondary(rows: list, fam: str) -> str:
     return "; ".join(parts)
 
 
+def _ttd(x) -> str:
+    return f"{_num(x)} s" if x is not None else "—"
+
+
+def _summary(ev: dict, tu: dict, today: dict) -> list[str]:
+    lines = ["### Envelopes (recall >= 0.9 on >= 2 steps per bin, evaluation split)", "",
+             ("| family | techniques | parameter [unit] | today's thresholds "
+              "(detectors/*.yaml) | envelope, any detector | envelope, rule/statistical | "
+              "tuning split, any | counted (eval) | detected | median TTD |"),
+             "|---|---|---|---|---|---|---|---:|---:|---:|"]
+    for fam, f in FAMILIES.items():
+        for k, (param, harder, unit) in enumerate(axes(fam)):
+            te = family_table(ev["outcomes"], fam, param)
+            tt = family_table(tu["outcomes"], fam, param)
+            head = (f"| {fam} | {', '.join(f.techniques)} | " if k == 0 else "| ″ | | ")
+            lines.append(
+                f"{head}{param} [{unit}], harder {harder} | {today.get(fam, '') if k == 0 else '″'} | "
+                f"{envelope_text(te['envelope'], fam, param)} | "
+                f"{envelope_text(te['envelope_rules'], fam, param)} | "
+                f"{envelope_text(tt['envelope'], fam, param)} | {te['counted']} | "
+                f"{te['detected']} | {_ttd(te['median_ttd'])} |")
+    return lines
+
+
+def _bin_table(te: dict, tt: dict) -> list[str]:
+    lines = [("| bin | eval: any | eval: rules | eval: TTD | eval: detected by | "
+              "tuning: any | tuning: rules |"), "|---|---:|---:|---:|---|---:|---:|"]
+    for be, bt in zip(te["bins"], tt["bins"]):
+        by = ", ".join(f"{k} {v}" for k, v in list(be["by"].items())[:4]) or "—"
+        rules = f"{be['detected_rules']}/{be['n']}" if be["n"] else "—"
+        rules_t = f"{bt['detected_rules']}/{bt['n']}" if bt["n"] else "—"
+        lines.append(f"| {_range_text(be)} | {_cell(be)} | {rules} | {_ttd(be['median_ttd'])} | "
+                     f"{by} | {_cell(bt)} | {rules_t} |")
+    return lines
+
+
+def _notes(ev: dict, tu: dict, fam: str, te: dict, tt: dict) -> list[str]:
+    extra = []
+    for label, t in (("eval", te), ("tuning", tt)):
+        if t["not_counted"]:
+            extra.append(f"{label}: not counted " + ", ".join(
+                f"{k} {v}" for k, v in sorted(t["not_counted"].items())))
+        if t["late"]:
+            extra.append(f"{label}: {t['late']} step(s) detected only late (> 10 s after)")
+    actor = [o for o in ev["outcomes"] + tu["outcomes"]
+             if o["family"] == fam and o["counted"] and "by_actor" in o]
+    if actor:
+        names = ", ".join(sorted({n for o in actor for n in o["by_actor"]})) or "none"
+        extra.append(f"steps without IP flows alerted on by actor and time (whatever flows the "
+                     f"alert lists), both splits: {sum(bool(o['by_actor']) for o in actor)}/"
+                     f"{len(actor)} ({names}); not counted as detected: see the note on ARP "
+                     f"scans")
+    lines = []
+    sec = _secondary(ev["outcomes"] + tu["outcomes"], fam)
+    if sec:
+        lines.append(f"By other parameters (both splits, detected/counted): {sec}.")
+    if extra:
+        lines.append("; ".join(extra) + ".")
+    return lines
+
+
 def markdown(result: dict, today: dict, pngs: dict, img_rel: str = "img") -> str:
-    ev, tu = result.get("eval", {"outcomes": [], "runs": []}), result.get(
-        "tuning", {"outcomes": [], "runs": []})
+    empty = {"outcomes": [], "runs": []}
+    ev, tu = result.get("eval", empty), result.get("tuning", empty)
     lines = []
     for sp, r in (("evaluation", ev), ("tuning", tu)):
         n = len(r["outcomes"])
         c = sum(o["counted"] for o in r["outcomes"])
         lines.append(f"- {sp} split: {len(r['runs'])} drills, {n} steps drawn, {c} counted "
-                     f"(captured, not blocked), {r.get('twin_minutes', '?')} min of twin time.")
-    lines += ["", "### Envelopes (recall >= 0.9, evaluation split)", "",
-              ("| family | techniques | main parameter | today's thresholds (detectors/*.yaml) | "
-              "envelope, any detector | envelope, rule/statistical | tuning split, any | "
-              "steps counted (eval) | detected | median TTD |"),
-              "|---|---|---|---|---|---|---|---:|---:|---:|"]
-    for fam, f in FAMILIES.items():
-        te, tt = family_table(ev["outcomes"], fam), family_table(tu["outcomes"], fam)
-        lines.append(f"| {fam} | {', '.join(f.techniques)} | {f.main} ({f.unit}) | "
-                     f"{today.get(fam, '')} | {envelope_text(te['envelope'], fam)} | "
-                     f"{envelope_text(te['envelope_rules'], fam)} | "
-                     f"{envelope_text(tt['envelope'], fam)} | {te['counted']} | "
-                     f"{te['detected']} | {_num(te['median_ttd']) if te['median_ttd'] is not None else '—'} s |")
-    lines += ["", "### Recall against the main parameter", "",
+                     f"(captured, not blocked, no error), {r.get('twin_minutes', '?')} min of "
+                     f"twin time.")
+    lines += ["", *_summary(ev, tu, today), "", "### Recall against each parameter", "",
               ("Each cell: detected on time / counted steps (recall). *rules*: rule and "
-              "statistical detectors only. TTD: median time to detect, evaluation split."), ""]
+               "statistical detectors only. TTD: median time to detect, evaluation split."), ""]
     for fam, f in FAMILIES.items():
-        te, tt = family_table(ev["outcomes"], fam), family_table(tu["outcomes"], fam)
-        if not te["steps"] and not tt["steps"]:
+        if not any(o["family"] == fam for o in ev["outcomes"] + tu["outcomes"]):
             continue
-        lines += [f"#### {fam} ({', '.join(f.techniques)}): {f.main} in {f.unit}", ""]
+        lines += [f"#### {fam} ({', '.join(f.techniques)})", ""]
         if fam in pngs:
             lines += [f"![{fam}]({img_rel}/{pngs[fam]})", ""]
-        lines += [("| bin | eval: any | eval: rules | eval: TTD | eval: detected by | "
-                  "tuning: any | tuning: rules |"), "|---|---:|---:|---:|---|---:|---:|"]
-        for be, bt in zip(te["bins"], tt["bins"]):
-            by = ", ".join(f"{k} {v}" for k, v in list(be["by"].items())[:4]) or "—"
-            rules = f"{be['detected_rules']}/{be['n']}" if be["n"] else "—"
-            rules_t = f"{bt['detected_rules']}/{bt['n']}" if bt["n"] else "—"
-            ttd = f"{be['median_ttd']} s" if be["median_ttd"] is not None else "—"
-            lines.append(f"| {_range_text(be)} | {_cell(be)} | {rules} | {ttd} | {by} | "
-                         f"{_cell(bt)} | {rules_t} |")
-        extra = []
-        for label, t in (("eval", te), ("tuning", tt)):
-            if t["not_counted"]:
-                extra.append(f"{label}: not counted " + ", ".join(
-                    f"{k} {v}" for k, v in sorted(t["not_counted"].items())))
-            if t["late"]:
-                extra.append(f"{label}: {t['late']} step(s) detected only late (> 10 s after)")
-        actor = [o for o in ev["outcomes"] + tu["outcomes"]
-                 if o["family"] == fam and o["counted"] and "by_actor" in o]
-        if actor:
-            extra.append(f"steps without IP flows alerted on by actor and time (any flows "
-                         f"listed), both splits: {sum(bool(o['by_actor']) for o in actor)}/"
-                         f"{len(actor)} ({', '.join(sorted({n for o in actor for n in o['by_actor']})) or 'none'})"
-                         f" -- not counted as detected: see the note on ARP scans")
-        sec = _secondary(ev["outcomes"] + tu["outcomes"], fam)
-        lines += [""]
-        if sec:
-            lines.append(f"By other parameters (both splits, detected/counted): {sec}.")
-        if extra:
-            lines.append("; ".join(extra) + ".")
-        lines.append("")
+        for param, harder, unit in axes(fam):
+            te = family_table(ev["outcomes"], fam, param)
+            tt = family_table(tu["outcomes"], fam, param)
+            lines += [f"{param} ({unit}; harder: {harder}):", "", *_bin_table(te, tt), ""]
+        te, tt = family_table(ev["outcomes"], fam), family_table(tu["outcomes"], fam)
+        lines += [*_notes(ev, tu, fam, te, tt), ""]
     lines += _blind(ev, tu) + _runs(ev, tu)
     return "\n".join(lines) + "\n"
 
