@@ -177,3 +177,19 @@ def test_todays_envelopes_read_the_detector_yaml(tmp_path):
     mine = today_envelopes(tmp_path)
     assert ">= 20 distinct ports in 5 s (tcp): >= 20 probes at >= 4 probes/s" in mine["scan"]
     assert "`slow-portscan`: not configured" in mine["scan"]
+
+
+def test_every_axis_has_bins_and_a_second_axis_gets_its_own_envelope():
+    from cyberrange.score.envelope_eval import EDGES, axes
+    for fam in FAMILIES:
+        for k, (param, harder, _) in enumerate(axes(fam)):
+            assert (fam if k == 0 else f"{fam}:{param}") in EDGES and harder in ("low", "high")
+    # a fast scan of 3 probes is missed; scans of 12+ probes are seen at any rate
+    outs = [dict(_o(r, d), params={"rate": r, "probes": p})
+            for r, p, d in ((85, 3, False), (0.9, 21, True), (22, 12, True), (113, 25, True),
+                            (3.5, 13, True))]
+    by_rate = family_table(outs, "scan")
+    by_probes = family_table(outs, "scan", "probes")
+    assert by_rate["param"] == "rate" and by_probes["param"] == "probes"
+    assert by_rate["envelope"]["bins"] == 0                # [10, inf): 2 of 3
+    assert envelope_text(by_probes["envelope"], "scan", "probes") == "probes >= 12 probes"
