@@ -82,13 +82,30 @@ def finished(split_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _run_one(split_dir: Path, pb: Path) -> tuple[int, float, list, dict]:
+def _take_lock():
+    """The machine lock, held: an open file of ``LOCK`` with an exclusive flock on it. A lock
+    taken on a file that someone removed and created again meanwhile locks nothing: take it
+    again on the file that is there now."""
+    while True:
+        f = open(LOCK, "a")  # noqa: SIM115 - closed by the caller (with)
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            if os.fstat(f.fileno()).st_ino == os.stat(LOCK).st_ino:
+                return f
+        except FileNotFoundError:
+            pass
+        f.close()
+
+
+def _run_one(split_dir: Path, pb: Path, stop_at: str | None = None) -> tuple:
     """One drill under the machine lock: (exit code, seconds the lock was held, new run dirs,
     the plan). The plan is read once the lock is held, with the hash of the playbook the
     drill is given, so plan and playbook cannot drift apart while the drill waits."""
     import hashlib
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    lock = _take_lock()
+    with lock:
+        if _past(stop_at):           # waited for the lock past the stop time: leave it
+            return None, 0.0, [], {}
         t0 = time.monotonic()
         plan = json.loads(pb.with_suffix(".plan.json").read_text())
         raw = pb.read_bytes()
@@ -109,7 +126,17 @@ def _run_one(split_dir: Path, pb: Path) -> tuple[int, float, list, dict]:
     return r.returncode, held, new, {**plan, "_playbook_bytes": raw}
 
 
-def run(out: Path, split: str, budget_min: float | None, only: list[str]) -> int:
+def _past(stop_at: str | None) -> bool:
+    """Whether the UTC wall clock is past ``stop_at`` (HH:MM, today)."""
+    if not stop_at:
+        return False
+    now = datetime.datetime.now(datetime.timezone.utc)
+    h, m = (int(x) for x in stop_at.split(":"))
+    return (now.hour, now.minute) >= (h, m)
+
+
+def run(out: Path, split: str, budget_min: float | None, only: list[str],
+        stop_at: str | None = None) -> int:
     split_dir = out / split
     pdir = split_dir / "playbooks"
     done = finished(split_dir)
@@ -123,7 +150,10 @@ def run(out: Path, split: str, budget_min: float | None, only: list[str]) -> int
         if budget_min is not None and used >= budget_min * 60:
             print(f"budget of {budget_min} min used: stop before {name}", flush=True)
             break
-        code, held, new, plan = _run_one(split_dir, pb)
+        code, held, new, plan = _run_one(split_dir, pb, stop_at)
+        if code is None:
+            print(f"past {stop_at} UTC: stop before {name}", flush=True)
+            break
         used += held
         raw = plan.pop("_playbook_bytes")
         for d in new:       # the plan and the exact playbook the drill ran, with the run
@@ -195,6 +225,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=8, help="generate: scenarios of the split")
     ap.add_argument("--budget-min", type=float, default=None,
                     help="run: stop starting drills after this many minutes of twin time")
+    ap.add_argument("--stop-at", default=None, metavar="HH:MM",
+                    help="run: start no drill after this UTC time")
     ap.add_argument("--only", nargs="*", default=[], help="run: only these scenario names")
     ap.add_argument("--detectors", default="detectors", help="eval: detector folder")
     ap.add_argument("--markdown", default=None, type=Path, help="eval: page to write into")
@@ -207,7 +239,7 @@ def main() -> int:
     if a.action == "generate":
         return generate(a.out, a.split, a.n)
     if a.action == "run":
-        return run(a.out, a.split, a.budget_min, a.only)
+        return run(a.out, a.split, a.budget_min, a.only, a.stop_at)
     return evaluate(a.out, a.markdown, a.detectors, a.img, a.no_learned)
 
 
