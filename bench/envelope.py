@@ -97,14 +97,15 @@ def _take_lock():
         f.close()
 
 
-def _run_one(split_dir: Path, pb: Path, stop_at: str | None = None) -> tuple:
+def _run_one(split_dir: Path, pb: Path, deadline=None) -> tuple:
     """One drill under the machine lock: (exit code, seconds the lock was held, new run dirs,
     the plan). The plan is read once the lock is held, with the hash of the playbook the
     drill is given, so plan and playbook cannot drift apart while the drill waits."""
     import hashlib
     lock = _take_lock()
     with lock:
-        if _past(stop_at):           # waited for the lock past the stop time: leave it
+        if deadline and datetime.datetime.now(datetime.timezone.utc) >= deadline:
+            # waited for the lock past the stop time: leave it
             return None, 0.0, [], {}
         t0 = time.monotonic()
         plan = json.loads(pb.with_suffix(".plan.json").read_text())
@@ -126,13 +127,14 @@ def _run_one(split_dir: Path, pb: Path, stop_at: str | None = None) -> tuple:
     return r.returncode, held, new, {**plan, "_playbook_bytes": raw}
 
 
-def _past(stop_at: str | None) -> bool:
-    """Whether the UTC wall clock is past ``stop_at`` (HH:MM, today)."""
+def _deadline(stop_at: str | None):
+    """The next UTC moment at ``stop_at`` (HH:MM) from now; None without one."""
     if not stop_at:
-        return False
+        return None
     now = datetime.datetime.now(datetime.timezone.utc)
     h, m = (int(x) for x in stop_at.split(":"))
-    return (now.hour, now.minute) >= (h, m)
+    at = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    return at if at > now else at + datetime.timedelta(days=1)
 
 
 def run(out: Path, split: str, budget_min: float | None, only: list[str],
@@ -141,6 +143,7 @@ def run(out: Path, split: str, budget_min: float | None, only: list[str],
     pdir = split_dir / "playbooks"
     done = finished(split_dir)
     used = 0.0
+    deadline = _deadline(stop_at)
     log = split_dir / "twin-time.jsonl"
     for pb in sorted(pdir.glob("*.yaml")):
         name = pb.stem
@@ -150,7 +153,7 @@ def run(out: Path, split: str, budget_min: float | None, only: list[str],
         if budget_min is not None and used >= budget_min * 60:
             print(f"budget of {budget_min} min used: stop before {name}", flush=True)
             break
-        code, held, new, plan = _run_one(split_dir, pb, stop_at)
+        code, held, new, plan = _run_one(split_dir, pb, deadline)
         if code is None:
             print(f"past {stop_at} UTC: stop before {name}", flush=True)
             break
