@@ -145,7 +145,10 @@ def run(out: Path, split: str, budget_min: float | None, only: list[str],
     used = 0.0
     deadline = _deadline(stop_at)
     log = split_dir / "twin-time.jsonl"
-    for pb in sorted(pdir.glob("*.yaml")):
+    order = sorted(pdir.glob("*.yaml"))
+    if only:        # in the order given (the scenarios that cover most families first)
+        order = [pdir / f"{n}.yaml" for n in only if (pdir / f"{n}.yaml").exists()]
+    for pb in order:
         name = pb.stem
         done = finished(split_dir)      # again: another invocation may have run it meanwhile
         if (only and name not in only) or name in done:
