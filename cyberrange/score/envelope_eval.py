@@ -1,0 +1,576 @@
+"""Detection envelopes, part 2: recall against each drawn parameter (reads ground truth).
+
+For every finished envelope drill the detectors are re-run on the stored records (exactly as
+``detect eval`` does: ``evaluate._load_run``; the warm-up is the trainable detectors' baseline
+and is left out for all), each step is scored against the ledger (``score_run``: detected *on
+time*, i.e. by an alert no later than ``late_s`` = 10 s after the step's end) and joined with the
+parameters drawn for it (the plan, ``envelope.json`` in the run folder). Then, per family:
+
+* **bins** of the main parameter (``FAMILIES[f].main``, edges ``EDGES``): steps, detected,
+  recall (any detector), recall of the rule and statistical detectors alone (learned detectors
+  left out: they cost 15-50 false alerts per 10k benign flows), median time to detect;
+* the **envelope**: from the easy end of the parameter (``harder`` says which end is hard)
+  towards the hard end, the bins whose recall is >= 0.9 with at least ``MIN_N`` steps; the
+  envelope ends at the first bin that fails (or has too few steps: not measured). It is
+  reported as the edge of the last bin that passed ("rate >= 2.2 probes/s").
+
+A step counts (is in recall) when packets of it were captured (attack flows in the store, or
+ARP frames / success for a step without flows) and a firewall did not stop it (``blocked``):
+the rule of ``evaluate._Corpus._add_steps``. Steps that do not count are listed by reason.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+
+from .envelope import FAMILIES
+from .score import LATE_S, score_run
+
+__all__ = [
+    "EDGES",
+    "MIN_N",
+    "bin_outcomes",
+    "envelope",
+    "evaluate_split",
+    "family_table",
+    "markdown",
+    "plot_curves",
+    "step_outcomes",
+    "today_envelopes",
+]
+
+TARGET = 0.9
+MIN_N = 2
+#: bin edges of each family's main parameter (the last bin is open at the top)
+EDGES = {    # three bins each, around today's thresholds (detectors/*.yaml)
+    "scan": [0.1, 1, 10], "sweep": [1, 6, 16], "arp-scan": [0.5, 1.6, 8], "guess": [2, 8, 16],
+    "spray": [2, 7, 12], "udp-flood": [30, 250, 1000], "syn-flood": [30, 250, 1000],
+    "http-beacon": [2, 8, 20], "dns-beacon": [2, 8, 20], "dns-exfil": [0.2, 1, 5],
+    "upload": [4096, 65536, 196608], "modbus-write": [1, 3, 6], "valid-login": [1],
+    # the other axes (FAMILIES[f].also)
+    "scan:probes": [1, 8, 12], "sweep:rate": [0.5, 2, 10], "arp-scan:addresses": [1, 16, 64],
+    "guess:pause": [0.05, 0.5, 2.5], "udp-flood:duration": [1, 2, 4],
+    "syn-flood:duration": [1, 2, 4], "http-beacon:jitter": [0, 0.3, 0.6],
+    "http-beacon:count": [3, 8, 12], "dns-beacon:jitter": [0, 0.3, 0.6],
+    "dns-beacon:count": [3, 8, 12], "dns-exfil:queries": [1, 10, 30],
+}
+
+
+# ---------------------------------------------------------------------------- per step
+def _counts(s: dict, flowless: bool) -> tuple[bool, str | None]:
+    """Whether a scored step is in recall, and why not (evaluate._Corpus._add_steps' rule;
+    and a step that ended in ``error`` is left out: it did not run as drawn)."""
+    if s["outcome"] == "error":
+        return False, "error"
+    captured = s["outcome"] != "skipped" and (
+        s["attack_flows"] > 0 or (flowless and s.get("observable", True) and (
+            s.get("arp_frames", 0) > 0 or s["outcome"] == "succeeded")))
+    if not captured:
+        return False, f"unseen ({s['outcome']})"
+    if s["outcome"] == "blocked":
+        return False, "blocked"
+    return True, None
+
+
+def step_outcomes(ledger: list, card: dict, plan: dict, kinds: dict, run_id: str) -> list[dict]:
+    """One row per planned step: its drawn parameters and what the detectors made of it."""
+    rows = []
+    by_id = {s["step_id"]: s for s in card["steps"]}
+    for sid, p in plan["steps"].items():
+        s = by_id.get(sid)
+        row = {"run_id": run_id, "step_id": sid, "family": p["family"],
+               "technique": p["technique"], "topology": plan["topology"],
+               "intensity": plan["intensity"], "actor_role": p.get("actor_role"),
+               "params": dict(p["params"]), "quiet_before": p.get("quiet_before")}
+        if s is None:
+            rows.append({**row, "counted": False, "why": "not in ledger", "detected": False,
+                         "detected_rules": False, "ttd": None, "by": [], "late": False})
+            continue
+        flowless = not any(r.get("flows") for r in ledger if r["step_id"] == sid)
+        counted, why = _counts(s, flowless)
+        rules = [n for n in s["detected_by"] if kinds.get(n, "rule") != "learned"]
+        rows.append({**row, "counted": counted, "why": why, "outcome": s["outcome"],
+                     "detected": bool(s["detected"]), "detected_rules": bool(rules),
+                     "ttd": s["time_to_detect_s"], "by": s["detected_by"],
+                     "late": bool(s.get("detected_late")), "late_by": s.get("late_by", [])})
+    return rows
+
+
+def _after(table: pa.Table, start_us):
+    from .evaluate import _after as after
+    return after(table, start_us)
+
+
+def _by_actor(rows: list[dict], ledger: list, alerts: pa.Table, slack_s: float = 2.0) -> None:
+    """For steps without IP flows (ARP scans): the detectors that alerted on the step's actor
+    during the step (+- slack, up to ``LATE_S`` after it), whatever flows the alert lists.
+    ``score_run`` matches such steps only with alerts that list *no* flows; an ``arp-scan``
+    alert on a busy actor lists the actor's own benign flows that followed its requests, and
+    then detects nothing there. Shown beside the official count, never instead of it."""
+    if not alerts.num_rows:
+        return
+    ts = [t.timestamp() for t in alerts.column("@timestamp").to_pylist()]
+    src = alerts.column("source.ip").to_pylist()
+    names = alerts.column("rule.name").to_pylist()
+    for row in rows:
+        recs = [r for r in ledger if r["step_id"] == row["step_id"]]
+        if not recs or any(r.get("flows") for r in recs):
+            continue
+        ip = recs[0].get("actor_ip")
+        lo = min(float(r["start"]) for r in recs) - slack_s
+        hi = max(float(r["end"]) for r in recs) + LATE_S
+        row["by_actor"] = sorted({n for t, s, n in zip(ts, src, names)
+                                  if s == ip and lo <= t <= hi})
+
+
+def _check_plan(run, plan: dict) -> None:
+    """The plan must be the one of the playbook the drill ran: same hash (when recorded) and
+    the same step ids as the ledger (every step writes a record, a skipped one too)."""
+    from ..errors import UserError
+    sha = ((run.manifest.get("inputs") or {}).get("playbook") or {}).get("sha256")
+    if plan.get("playbook_sha256") and sha and plan["playbook_sha256"] != sha:
+        raise UserError(f"{run.dir}/envelope.json: plan of another playbook (sha256 differs)")
+    ran = {r["step_id"] for r in run.ledger()}
+    if ran - set(plan["steps"]):
+        raise UserError(f"{run.dir}/envelope.json: steps {sorted(ran - set(plan['steps']))} "
+                        "ran but are not in the plan")
+
+
+def evaluate_split(run_dirs, detectors, on_run=None) -> dict:
+    """Re-run ``detectors`` on each finished run of a split and return its step outcomes."""
+    from ..run import Run
+    from ..telemetry.schema import ALERT_SCHEMA
+    from .evaluate import _load_run
+    kinds = {d.name: getattr(d, "kind", "rule") for d in detectors}
+    outcomes, runs = [], []
+    for i, d in enumerate(run_dirs):
+        if on_run:
+            on_run(i, len(run_dirs), Path(d))
+        plan = json.loads((Path(d) / "envelope.json").read_text())
+        run = Run.open(str(d))
+        _check_plan(run, plan)
+        rd = _load_run(run, detectors, None, 0.0)
+        flows = _after(rd.flows, rd.window_start_us)
+        tables = [_after(rd.alerts[n.name], rd.window_start_us) for n in detectors]
+        alerts = pa.concat_tables(tables) if tables else ALERT_SCHEMA.empty_table()
+        card = score_run(rd.ledger, flows, alerts, run_id=rd.run_id)
+        rows = step_outcomes(rd.ledger, card, plan, kinds, rd.run_id)
+        _by_actor(rows, rd.ledger, alerts)
+        outcomes += rows
+        runs.append({"run_id": rd.run_id, "name": plan["name"], "topology": plan["topology"],
+                     "intensity": plan["intensity"], "steps": len(rows),
+                     "counted": sum(r["counted"] for r in rows),
+                     "benign_flows": card["flows"]["benign"],
+                     "false_alerts": card["alerts"]["false"]})
+    return {"runs": runs, "outcomes": outcomes, "late_s": LATE_S}
+
+
+# ---------------------------------------------------------------------------- bins and envelope
+def bin_outcomes(outcomes: list[dict], param: str, edges: list[float]) -> list[dict]:
+    """Counted outcomes binned by ``params[param]``: bin k holds edges[k] <= x < edges[k+1]
+    (the first bin also holds what lies below, the last everything above)."""
+    bins = [{"lo": e, "hi": edges[k + 1] if k + 1 < len(edges) else None, "n": 0,
+             "detected": 0, "detected_rules": 0, "ttd": [], "by": Counter()}
+            for k, e in enumerate(edges)]
+    for o in outcomes:
+        if not o["counted"] or param not in o["params"]:
+            continue
+        x = float(o["params"][param])
+        k = max([i for i, e in enumerate(edges) if x >= e] or [0])
+        b = bins[k]
+        b["n"] += 1
+        b["detected"] += o["detected"]
+        b["detected_rules"] += o["detected_rules"]
+        if o["detected"] and o["ttd"] is not None:
+            b["ttd"].append(o["ttd"])
+        b["by"].update(o["by"])
+    for b in bins:
+        b["recall"] = round(b["detected"] / b["n"], 3) if b["n"] else None
+        b["recall_rules"] = round(b["detected_rules"] / b["n"], 3) if b["n"] else None
+        b["median_ttd"] = round(statistics.median(b["ttd"]), 1) if b["ttd"] else None
+        b["by"] = dict(b["by"].most_common())
+        del b["ttd"]
+    return bins
+
+
+def envelope(bins: list[dict], harder: str, key: str = "recall", target: float = TARGET,
+             min_n: int = MIN_N) -> dict:
+    """The range, from the easy end, where every bin has recall >= ``target`` on >= ``min_n``
+    steps. ``{"edge": x, "side": ">=" | "<", "bins": k, "stop": why}``; edge None: no bin."""
+    order = list(range(len(bins)))
+    if harder == "high":        # easy end: low values
+        side = "<"
+    else:
+        order.reverse()
+        side = ">="
+    passed, stop = [], "every bin passed"
+    while order and not bins[order[0]]["n"]:     # nothing drawn at the easy end: start below
+        order.pop(0)
+    for k in order:
+        b = bins[k]
+        if b["n"] < min_n:
+            stop = f"bin {_range_text(b)}: {b['n']} step(s), fewer than {min_n}"
+            break
+        if (b[key] or 0) < target:
+            stop = f"bin {_range_text(b)}: recall {b[key]:.2f}"
+            break
+        passed.append(k)
+    if not order:
+        return {"edge": None, "side": side, "bins": 0, "all": False, "stop": "no step"}
+    if not passed:
+        return {"edge": None, "side": side, "bins": 0, "all": False, "stop": stop}
+    last = bins[passed[-1]]
+    edge = last["lo"] if harder != "high" else last["hi"]
+    return {"edge": edge, "side": side, "bins": len(passed), "all": len(passed) == len(order),
+            "stop": stop}
+
+
+def _num(x) -> str:
+    if x is None:
+        return "∞"
+    if x >= 10000:
+        return f"{x / 1024:.0f} KiB" if x >= 4096 and x % 1024 == 0 else f"{x:,.0f}"
+    return f"{x:g}"
+
+
+def _range_text(b: dict) -> str:
+    return f"[{_num(b['lo'])}, {_num(b['hi'])})"
+
+
+def axes(family: str) -> list[tuple]:
+    """The envelope axes of a family: (parameter, harder end, unit), the main one first."""
+    f = FAMILIES[family]
+    return [(f.main, f.harder, f.unit), *f.also]
+
+
+def _axis(family: str, param: str | None) -> tuple:
+    return next(a for a in axes(family) if param in (None, a[0]))
+
+
+def envelope_text(env: dict, family: str, param: str | None = None) -> str:
+    name, _, unit = _axis(family, param)
+    if not env["bins"]:
+        return f"none ({env['stop']})"
+    if env["edge"] is None:
+        return f"every {name} measured"
+    return f"{name} {env['side']} {_num(env['edge'])} {unit}"
+
+
+def family_table(outcomes: list[dict], family: str, param: str | None = None) -> dict:
+    name, harder, _ = _axis(family, param)
+    mine = [o for o in outcomes if o["family"] == family]
+    edges = EDGES[family] if name == FAMILIES[family].main else EDGES[f"{family}:{name}"]
+    bins = bin_outcomes(mine, name, edges)
+    ttd = [o["ttd"] for o in mine if o["counted"] and o["detected"] and o["ttd"] is not None]
+    return {"family": family, "param": name, "techniques": sorted({o["technique"] for o in mine}),
+            "steps": len(mine), "counted": sum(o["counted"] for o in mine),
+            "detected": sum(o["detected"] for o in mine if o["counted"]),
+            "detected_rules": sum(o["detected_rules"] for o in mine if o["counted"]),
+            "not_counted": dict(Counter(o["why"] for o in mine if not o["counted"])),
+            "late": sum(o.get("late", False) for o in mine if o["counted"]),
+            "runs": len({o["run_id"] for o in mine if o["counted"]}),
+            "median_ttd": round(statistics.median(ttd), 1) if ttd else None,
+            "bins": bins, "envelope": envelope(bins, harder),
+            "envelope_rules": envelope(bins, harder, key="recall_rules")}
+
+
+# ---------------------------------------------------------------------------- today's thresholds
+def _settings(folder: Path) -> dict:
+    """Detector name -> its settings (and enabled flag), from ``folder/*.yaml``."""
+    import yaml
+    out = {}
+    for path in sorted(folder.glob("*.y*ml")):
+        for d in (yaml.safe_load(path.read_text()) or {}).get("detectors") or []:
+            out[d["name"]] = {**(d.get("settings") or {}), "_enabled": d.get("enabled", True)}
+    return out
+
+
+def _rule(s: dict, name: str, text) -> str:
+    d = s.get(name)
+    if d is None:
+        return f"`{name}`: not configured"
+    if not d["_enabled"]:
+        return f"`{name}`: disabled"
+    try:
+        return f"`{name}`: " + text(d)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return f"`{name}`: settings changed (see its YAML)"
+
+
+TODAY = {      # family -> [(detector, what its fixed thresholds promise)]
+    "scan": [("vertical-portscan", lambda d: f">= {d['threshold']} distinct ports in "
+              f"{d['window']} s ({'/'.join(d['transports'])}): >= {d['threshold']} probes at >= "
+              f"{d['threshold'] / d['window']:g} probes/s"),
+             ("slow-portscan", lambda d: f">= {d['threshold']} distinct (host, port) in "
+              f"{d['window']} s, {'/'.join(d['transports'])} only")],
+    "sweep": [("horizontal-sweep", lambda d: f">= {d['threshold']} hosts in {d['window']} s "
+               f"({'/'.join(d['transports'])}): >= {d['threshold']} addresses at >= "
+               f"{d['threshold'] / d['window']:g}/s"),
+              ("arp-scan", lambda d: f"on-link only: >= {d['threshold']} ARP requests in "
+               f"{d['window']} s")],
+    "arp-scan": [("arp-scan", lambda d: f">= {d['threshold']} distinct IPs asked in "
+                  f"{d['window']} s: >= {d['threshold'] / d['window']:g} requests/s and >= "
+                  f"{d['threshold']} addresses")],
+    "guess": [("login-bruteforce", lambda d: f">= {d['threshold']} attempts in {d['window']} s "
+               f"at one service (ports {d['ports']}): >= {d['threshold']} guesses at >= "
+               f"{d['threshold'] / d['window']:g}/s")],
+    "spray": [("password-spray", lambda d: f">= {d['threshold']} attempts in {d['window']} s "
+               f"over >= {d['min_targets']} services, <= {d['max_per_target']} each")],
+    "udp-flood": [("udp-flood", lambda d: f">= {d['pps']} datagrams/s or {d['bps']} B/s to one "
+                   f"host for {d['sustain']} s")],
+    "syn-flood": [("syn-flood", lambda d: f">= {d['pps']} SYN/s or {d['flows']} half-open flows/s "
+                   f"to one ip:port for {d['sustain']} s")],
+    "http-beacon": [("c2-beacon", lambda d: f"score >= {d['threshold']}, >= "
+                     f"{d['min_connections']} check-ins, jitter scoring 0 at ±{d['jitter']:.0%}")],
+    "dns-beacon": [("dns-c2-txt", lambda d: f">= {d['min_distinct']} new TXT names per domain in "
+                    f"{d['window']} s"),
+                   ("c2-beacon", lambda d: f"DNS series: >= {d['min_connections']} queries")],
+    "dns-exfil": [("dns-tunnel", lambda d: f">= {d['min_distinct']} new names in {d['window']} s "
+                   f"(>= {d['min_distinct'] / d['window']:.2g} queries/s) with mean label length "
+                   f">= {d['length']} or entropy >= {d['entropy']}")],
+    "upload": [("upload-volume", lambda d: f">= {d['min_bytes']} B in {d['window']} s "
+                f"(and z >= {d['z']} against the host's baseline)")],
+    "modbus-write": [("modbus-allowlist", lambda d: f"any write from a client not in the "
+                      f"baseline/allow-list; a hold: {d['hold_writes']} writes in "
+                      f"{d['hold_window']} s")],
+    "valid-login": [("lateral-movement", lambda d: f"a session on a new edge only after >= "
+                     f"{d['min_probes']} probes or >= {d['min_failures']} failures from the "
+                     f"source (require: {d['require']}): a lone valid login is not flagged")],
+}
+
+
+def today_envelopes(folder: Path) -> dict:
+    """Family -> what the shipped detectors' fixed thresholds promise (from the YAML)."""
+    s = _settings(Path(folder))
+    return {fam: "; ".join(_rule(s, name, text) for name, text in rules)
+            for fam, rules in TODAY.items()}
+
+
+# ---------------------------------------------------------------------------- curves (PNG)
+def plot_curves(result: dict, folder: Path) -> dict:
+    """One PNG per family measured, one panel per axis: recall per bin, evaluation split
+    (solid) and tuning split (dashed), any detector and rule/statistical detectors only; every
+    step as a tick at the top (detected) or the bottom (missed). Returns family -> file name."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out = {}
+    for fam, f in FAMILIES.items():
+        per = {sp: [o for o in result[sp]["outcomes"] if o["family"] == fam and o["counted"]]
+               for sp in ("eval", "tuning") if sp in result}
+        if not any(per.values()):
+            continue
+        ax_list = axes(fam)
+        fig, panels = plt.subplots(1, len(ax_list), figsize=(5.2 * len(ax_list), 3.6), dpi=100,
+                                   squeeze=False)
+        for ax, (param, harder, unit) in zip(panels[0], ax_list):
+            _panel(ax, per, fam, param, harder, unit)
+        fig.suptitle(f"{fam} ({', '.join(f.techniques)}): recall on time", fontsize=10)
+        fig.tight_layout()
+        name = f"envelope-{fam}.png"
+        fig.savefig(folder / name)
+        plt.close(fig)
+        out[fam] = name
+    return out
+
+
+def _panel(ax, per: dict, fam: str, param: str, harder: str, unit: str) -> None:
+    edges = EDGES[fam] if param == FAMILIES[fam].main else EDGES[f"{fam}:{param}"]
+    values = [float(o["params"][param]) for rows in per.values() for o in rows]
+    log = bool(values) and min(values) > 0 and max(values) / min(values) > 20
+    for sp, style, y0 in (("eval", "-", 0.0), ("tuning", "--", 0.04)):
+        rows = per.get(sp) or []
+        if not rows:
+            continue
+        bins = bin_outcomes(rows, param, edges)
+        xs = [_mid(b, rows, param, log) for b in bins if b["n"]]
+        for key, color, label in (("recall", "tab:blue", "any detector"),
+                                  ("recall_rules", "tab:orange", "rule/statistical")):
+            ax.plot(xs, [b[key] for b in bins if b["n"]], style, marker="o", color=color,
+                    label=f"{label} ({sp})")
+        if sp == "eval":
+            for x, b in zip(xs, [b for b in bins if b["n"]]):
+                ax.annotate(f"n={b['n']}", (x, b["recall"]), textcoords="offset points",
+                            xytext=(4, -12), fontsize=7)
+            env = envelope(bins, harder)
+            if env["bins"] and env["edge"] is not None:
+                ax.axvline(env["edge"], color="tab:green", lw=1, ls="--",
+                           label=f"envelope edge (eval): {_num(env['edge'])}")
+        for o in rows:
+            ax.plot(float(o["params"][param]), (1.06 if o["detected"] else -0.06) - y0, "|",
+                    color="tab:green" if o["detected"] else "tab:red", alpha=0.7)
+    ax.axhline(TARGET, color="grey", lw=0.8, ls=":")
+    if log:
+        ax.set_xscale("log")
+    ax.set_ylim(-0.15, 1.15)
+    ax.set_xlabel(f"{param} ({unit}); harder: {harder}")
+    ax.set_ylabel("recall (on time)")
+    ax.legend(fontsize=6, loc="best")
+
+
+def _mid(b: dict, rows: list, param: str, log: bool) -> float:
+    """Where a bin is drawn: the median of the parameter values in it."""
+    xs = [float(o["params"][param]) for o in rows
+          if float(o["params"][param]) >= (b["lo"] if b["lo"] is not None else -math.inf)
+          and (b["hi"] is None or float(o["params"][param]) < b["hi"])]
+    return statistics.median(xs) if xs else float(b["lo"])
+
+
+# ---------------------------------------------------------------------------- markdown
+def _cell(b: dict) -> str:
+    if not b["n"]:
+        return "—"
+    return f"{b['detected']}/{b['n']} ({b['recall']:.2f})"
+
+
+def _secondary(rows: list, fam: str) -> str:
+    """Recall by each recorded parameter other than the main one, in two or three groups."""
+    f = FAMILIES[fam]
+    parts = []
+    # the benign intensity of the drill and the quiet period before an actor's second step
+    rows = [{**o, "params": {**o["params"], "intensity": o.get("intensity"),
+                             **({"quiet_before": o["quiet_before"]} if o.get("quiet_before")
+                                else {})}} for o in rows if o["family"] == fam]
+    for p in (*f.params, "intensity", "quiet_before"):
+        if p == f.main:
+            continue
+        counted = [o for o in rows if o["counted"] and o["params"].get(p) is not None]
+        vals = [o["params"][p] for o in counted]
+        if not vals:
+            continue
+        if all(isinstance(v, (bool, str)) for v in vals):
+            groups = {str(v): [o for o in counted if o["params"].get(p) == v] for v in set(vals)}
+        else:
+            cut = statistics.median(float(v) for v in vals)
+            groups = {f"< {_num(cut)}": [o for o in counted if float(o["params"][p]) < cut],
+                      f">= {_num(cut)}": [o for o in counted if float(o["params"][p]) >= cut]}
+        txt = ", ".join(f"{k} {sum(o['detected'] for o in g)}/{len(g)}"
+                        for k, g in sorted(groups.items()) if g)
+        parts.append(f"{p}: {txt}")
+    return "; ".join(parts)
+
+
+def _ttd(x) -> str:
+    return f"{_num(x)} s" if x is not None else "—"
+
+
+def _summary(ev: dict, tu: dict, today: dict) -> list[str]:
+    lines = ["### Envelopes (recall >= 0.9 on >= 2 steps per bin, evaluation split)", "",
+             ("| family | techniques | parameter [unit] | today's thresholds "
+              "(detectors/*.yaml) | envelope, any detector | envelope, rule/statistical | "
+              "tuning split, any | counted (eval) | detected | median TTD |"),
+             "|---|---|---|---|---|---|---|---:|---:|---:|"]
+    for fam, f in FAMILIES.items():
+        for k, (param, harder, unit) in enumerate(axes(fam)):
+            te = family_table(ev["outcomes"], fam, param)
+            tt = family_table(tu["outcomes"], fam, param)
+            head = (f"| {fam} | {', '.join(f.techniques)} | " if k == 0 else "| ″ | | ")
+            lines.append(
+                f"{head}{param} [{unit}], harder {harder} | {today.get(fam, '') if k == 0 else '″'} | "
+                f"{envelope_text(te['envelope'], fam, param)} | "
+                f"{envelope_text(te['envelope_rules'], fam, param)} | "
+                f"{envelope_text(tt['envelope'], fam, param)} | {te['counted']} | "
+                f"{te['detected']} | {_ttd(te['median_ttd'])} |")
+    return lines
+
+
+def _bin_table(te: dict, tt: dict) -> list[str]:
+    lines = [("| bin | eval: any | eval: rules | eval: TTD | eval: detected by | "
+              "tuning: any | tuning: rules |"), "|---|---:|---:|---:|---|---:|---:|"]
+    for be, bt in zip(te["bins"], tt["bins"]):
+        by = ", ".join(f"{k} {v}" for k, v in list(be["by"].items())[:4]) or "—"
+        rules = f"{be['detected_rules']}/{be['n']}" if be["n"] else "—"
+        rules_t = f"{bt['detected_rules']}/{bt['n']}" if bt["n"] else "—"
+        lines.append(f"| {_range_text(be)} | {_cell(be)} | {rules} | {_ttd(be['median_ttd'])} | "
+                     f"{by} | {_cell(bt)} | {rules_t} |")
+    return lines
+
+
+def _notes(ev: dict, tu: dict, fam: str, te: dict, tt: dict) -> list[str]:
+    extra = []
+    for label, t in (("eval", te), ("tuning", tt)):
+        if t["not_counted"]:
+            extra.append(f"{label}: not counted " + ", ".join(
+                f"{k} {v}" for k, v in sorted(t["not_counted"].items())))
+        if t["late"]:
+            extra.append(f"{label}: {t['late']} step(s) detected only late (> 10 s after)")
+    actor = [o for o in ev["outcomes"] + tu["outcomes"]
+             if o["family"] == fam and o["counted"] and "by_actor" in o]
+    if actor:
+        names = ", ".join(sorted({n for o in actor for n in o["by_actor"]})) or "none"
+        extra.append(f"steps without IP flows alerted on by actor and time (whatever flows the "
+                     f"alert lists), both splits: {sum(bool(o['by_actor']) for o in actor)}/"
+                     f"{len(actor)} ({names}); not counted as detected: see the note on ARP "
+                     f"scans")
+    lines = []
+    sec = _secondary(ev["outcomes"] + tu["outcomes"], fam)
+    if sec:
+        lines.append(f"By other parameters (both splits, detected/counted): {sec}.")
+    if extra:
+        lines.append("; ".join(extra) + ".")
+    return lines
+
+
+def markdown(result: dict, today: dict, pngs: dict, img_rel: str = "img") -> str:
+    empty = {"outcomes": [], "runs": []}
+    ev, tu = result.get("eval", empty), result.get("tuning", empty)
+    lines = []
+    for sp, r in (("evaluation", ev), ("tuning", tu)):
+        n = len(r["outcomes"])
+        c = sum(o["counted"] for o in r["outcomes"])
+        lines.append(f"- {sp} split: {len(r['runs'])} drills, {n} steps drawn, {c} counted "
+                     f"(captured, not blocked, no error), {r.get('twin_minutes', '?')} min of "
+                     f"twin time.")
+    lines += ["", *_summary(ev, tu, today), "", "### Recall against each parameter", "",
+              ("Each cell: detected on time / counted steps (recall). *rules*: rule and "
+               "statistical detectors only. TTD: median time to detect, evaluation split."), ""]
+    for fam, f in FAMILIES.items():
+        if not any(o["family"] == fam for o in ev["outcomes"] + tu["outcomes"]):
+            continue
+        lines += [f"#### {fam} ({', '.join(f.techniques)})", ""]
+        if fam in pngs:
+            lines += [f"![{fam}]({img_rel}/{pngs[fam]})", ""]
+        for param, harder, unit in axes(fam):
+            te = family_table(ev["outcomes"], fam, param)
+            tt = family_table(tu["outcomes"], fam, param)
+            lines += [f"{param} ({unit}; harder: {harder}):", "", *_bin_table(te, tt), ""]
+        te, tt = family_table(ev["outcomes"], fam), family_table(tu["outcomes"], fam)
+        lines += [*_notes(ev, tu, fam, te, tt), ""]
+    lines += _blind(ev, tu) + _runs(ev, tu)
+    return "\n".join(lines) + "\n"
+
+
+def _blind(ev: dict, tu: dict) -> list[str]:
+    """What no detector saw: families never detected, and the techniques nobody drew."""
+    from ..attack.catalog import TECHNIQUES
+    rows = ["### What the detectors do not see", "",
+            ("| family | counted steps (both splits) | detected on time | missed, by its main "
+            "parameter |"), "|---|---:|---:|---|"]
+    allout = ev["outcomes"] + tu["outcomes"]
+    for fam, f in FAMILIES.items():
+        mine = [o for o in allout if o["family"] == fam and o["counted"]]
+        missed = sorted(float(o["params"][f.main]) for o in mine if not o["detected"])
+        if not mine or not missed:
+            continue
+        rows.append(f"| {fam} | {len(mine)} | {len(mine) - len(missed)} | "
+                    f"{', '.join(_num(x) for x in missed[:12])}{' ...' if len(missed) > 12 else ''} |")
+    drawn = {t for f in FAMILIES.values() for t in f.techniques}
+    rest = sorted(set(TECHNIQUES) - drawn)
+    rows += ["", f"Not drawn (no envelope measured): {', '.join(rest)}.", ""]
+    return rows
+
+
+def _runs(ev: dict, tu: dict) -> list[str]:
+    rows = ["### Runs", "", ("| split | run | scenario | topology | intensity | steps | counted | "
+            "benign flows | false alerts |"), "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for sp, r in (("eval", ev), ("tuning", tu)):
+        for x in r["runs"]:
+            rows.append(f"| {sp} | {x['run_id']} | {x['name']} | {x['topology']} | "
+                        f"{x['intensity']} | {x['steps']} | {x['counted']} | "
+                        f"{x['benign_flows']} | {x['false_alerts']} |")
+    return rows + [""]

@@ -1,0 +1,195 @@
+"""Detection envelopes without a twin: the scenario draws (deterministic, disjoint splits, real
+playbooks that pass ``playbook check``), and the binning / envelope arithmetic on hand-made
+outcome lists (cyberrange/score/envelope.py, envelope_eval.py; docs/detection-envelopes.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cyberrange.attack.runner import check_playbook
+from cyberrange.score.envelope import FAMILIES, SPLITS, draw_scenario, split_seeds
+from cyberrange.score.envelope_eval import (
+    bin_outcomes,
+    envelope,
+    envelope_text,
+    family_table,
+    step_outcomes,
+    today_envelopes,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGIES = sorted((ROOT / "topologies").glob("*.yaml"))
+
+
+def test_same_seed_same_playbook_other_seed_other_draws():
+    topo = str(ROOT / "topologies" / "fob.yaml")
+    a, b = draw_scenario(9001, "eval", topo), draw_scenario(9001, "eval", topo)
+    assert a.playbook_yaml() == b.playbook_yaml() and a.plan == b.plan
+    c = draw_scenario(9002, "eval", topo)
+    assert c.plan["steps"] != a.plan["steps"]
+
+
+def test_splits_are_disjoint_and_bounded():
+    tuning, ev = set(split_seeds("tuning", 1000)), set(split_seeds("eval", 1000))
+    assert len(tuning) == len(ev) == 1000 and not tuning & ev
+    assert len(SPLITS) == 2
+    with pytest.raises(ValueError):
+        split_seeds("eval", 1001)
+    with pytest.raises(ValueError):
+        split_seeds("test", 3)
+
+
+@pytest.mark.parametrize("topo", TOPOLOGIES, ids=lambda p: p.stem)
+def test_generated_playbooks_pass_playbook_check(topo, tmp_path):
+    """Two draws per shipped topology and split, each checked like `playbook check` does:
+    schema, catalogue, limits, the topology's names, the run-time constraints, containment."""
+    for split, seed in (("eval", SPLITS["eval"] + 17), ("tuning", SPLITS["tuning"] + 5)):
+        scn = draw_scenario(seed, split, str(topo))
+        path = tmp_path / f"{split}.yaml"
+        path.write_text(scn.playbook_yaml())
+        pb, _ = check_playbook(str(path), str(topo))
+        assert len(pb.steps) == len(scn.plan["steps"]) >= 3
+        assert all(s.parallel and s.timing.at is not None for s in pb.steps)
+
+
+def test_each_step_has_its_own_actor_but_for_a_quiet_second_step():
+    """Detectors key their windows by source: one actor does at most one scan-class step and
+    one other step, the second after a quiet period longer than every short window (35 s+)."""
+    for i, topo in enumerate(TOPOLOGIES):
+        plan = draw_scenario(SPLITS["eval"] + 100 + i, "eval", str(topo)).plan
+        by_actor: dict = {}
+        for p in plan["steps"].values():
+            by_actor.setdefault(p["actor"], []).append(p)
+        for steps in by_actor.values():
+            assert len(steps) <= 2
+            if len(steps) == 2:
+                a, b = sorted(steps, key=lambda p: p["at"])
+                assert FAMILIES[a["family"]].scan_class != FAMILIES[b["family"]].scan_class
+                assert b["quiet_before"] >= 35 and b["at"] >= a["at"] + a["expected_s"] + 35
+        hit = {t for p in plan["steps"].values() if not FAMILIES[p["family"]].scan_class
+               for t in p["targets"]}
+        assert not hit & set(by_actor), "an actor is flooded or logged in to by another step"
+
+
+def test_draws_cover_wide_ranges():
+    """Over a split's worth of draws the main parameters span both sides of today's thresholds."""
+    rows = []
+    for i in range(24):
+        topo = TOPOLOGIES[i % len(TOPOLOGIES)]
+        rows += draw_scenario(SPLITS["tuning"] + i, "tuning", str(topo)).plan["steps"].values()
+    rates = [p["params"]["rate"] for p in rows if p["family"] == "scan"]
+    assert min(rates) < 0.5 and max(rates) > 20          # vertical-portscan's edge is 1.2/s
+    pps = [p["params"]["pps"] for p in rows if p["family"] in ("udp-flood", "syn-flood")]
+    assert min(pps) < 200 and max(pps) > 1500            # flood thresholds 500 / 1000 pps
+    guesses = [p["params"]["guesses"] for p in rows if p["family"] == "guess"]
+    assert min(guesses) < 8 <= max(guesses)              # login-bruteforce's threshold is 8
+    protos = {p["params"]["protocol"] for p in rows if p["family"] == "scan"}
+    assert {"tcp-syn", "udp"} <= protos
+
+
+def _o(x, detected, rules=None, counted=True, ttd=1.0, family="scan", by=("slow-portscan",)):
+    return {"family": family, "technique": "T1046", "params": {"rate": x}, "counted": counted,
+            "detected": detected, "detected_rules": detected if rules is None else rules,
+            "ttd": ttd if detected else None, "by": list(by) if detected else [],
+            "run_id": "r", "why": None if counted else "blocked", "late": False}
+
+
+def test_binning_counts_only_counted_steps_in_the_right_bins():
+    outs = [_o(0.05, False), _o(0.3, False), _o(1, True, ttd=4), _o(3, True, ttd=2),
+            _o(3, True, rules=False, ttd=6), _o(100, True), _o(100, False, counted=False)]
+    bins = bin_outcomes(outs, "rate", [0.1, 2, 10])
+    assert [b["n"] for b in bins] == [3, 2, 1]          # 0.05 falls into the first bin
+    assert [b["detected"] for b in bins] == [1, 2, 1]
+    assert bins[1]["recall"] == 1.0 and bins[1]["recall_rules"] == 0.5
+    assert bins[1]["median_ttd"] == 4.0 and bins[0]["median_ttd"] == 4.0
+    assert bins[2]["hi"] is None and bins[0]["by"] == {"slow-portscan": 1}
+
+
+def test_envelope_from_the_easy_end_stops_at_the_first_failing_bin():
+    outs = ([_o(0.2, False), _o(0.3, True)] + [_o(1, True)] * 3 + [_o(5, True)] * 2
+            + [_o(50, True)] * 4)
+    bins = bin_outcomes(outs, "rate", [0.1, 0.5, 2, 10])
+    env = envelope(bins, "low")                 # low rates are hard: walk down from the top
+    assert env["edge"] == 0.5 and env["bins"] == 3 and not env["all"]
+    assert "recall 0.50" in env["stop"]
+    assert envelope_text(env, "scan") == "rate >= 0.5 probes/s"
+    # a bin with one step stops the envelope: not measured is not detected
+    bins = bin_outcomes([_o(50, True)] * 3 + [_o(5, True)], "rate", [0.1, 2, 10])
+    env = envelope(bins, "low")
+    assert env["edge"] == 10 and "fewer than 2" in env["stop"]
+    # nothing passes
+    assert envelope(bin_outcomes([_o(50, False)] * 3, "rate", [0.1, 10]), "low")["bins"] == 0
+
+
+def test_envelope_when_high_values_are_hard():
+    outs = [dict(_o(0, True), params={"interval": x}) for x in (3, 4, 8, 9)] + \
+        [dict(_o(0, False), params={"interval": x}) for x in (30, 35)]
+    bins = bin_outcomes(outs, "interval", [2, 5, 10, 20])
+    env = envelope(bins, "high")
+    assert env["edge"] == 10 and env["side"] == "<"
+    assert envelope_text(env, "http-beacon") == "interval < 10 s"
+    ok = bin_outcomes(outs[:4], "interval", [2, 5])
+    assert envelope(ok, "high")["all"] and envelope_text(envelope(ok, "high"), "http-beacon") \
+        == "every interval measured"
+
+
+def test_step_outcomes_join_the_plan_and_apply_the_counting_rule():
+    plan = {"topology": "fob", "intensity": 2, "steps": {
+        "scan-1": {"family": "scan", "technique": "T1046", "actor": "ops-ws1", "at": 3,
+                   "params": {"rate": 2.0}},
+        "arp-scan-2": {"family": "arp-scan", "technique": "T1018-arp", "actor": "ops-ws2",
+                       "at": 3, "params": {"rate": 9.0}},
+        "guess-3": {"family": "guess", "technique": "T1110.001", "actor": "ops-ws3", "at": 3,
+                    "params": {"guesses": 4}},
+        "sweep-4": {"family": "sweep", "technique": "T1018", "actor": "cp-ws1", "at": 3,
+                    "params": {"addresses": 6}}}}
+    ledger = [{"step_id": "scan-1", "flows": [{"proto": "tcp"}]},
+              {"step_id": "arp-scan-2", "flows": []}, {"step_id": "guess-3", "flows": [{}]}]
+    card = {"steps": [
+        {"step_id": "scan-1", "outcome": "failed", "attack_flows": 5, "detected": True,
+         "time_to_detect_s": 2.5, "detected_by": ["packet-anomaly"], "detected_late": False},
+        {"step_id": "arp-scan-2", "outcome": "succeeded", "attack_flows": 0, "arp_frames": 14,
+         "detected": False, "time_to_detect_s": None, "detected_by": [], "detected_late": True,
+         "late_by": ["arp-scan"]},
+        {"step_id": "guess-3", "outcome": "blocked", "attack_flows": 2, "detected": True,
+         "time_to_detect_s": 0.1, "detected_by": ["login-bruteforce"]}]}
+    rows = {r["step_id"]: r for r in step_outcomes(ledger, card, plan,
+                                                   {"packet-anomaly": "learned"}, "run1")}
+    assert rows["scan-1"]["counted"] and rows["scan-1"]["detected"]
+    assert not rows["scan-1"]["detected_rules"]          # only a learned detector saw it
+    assert rows["arp-scan-2"]["counted"] and rows["arp-scan-2"]["late"]
+    assert not rows["arp-scan-2"]["detected"]
+    assert not rows["guess-3"]["counted"] and rows["guess-3"]["why"] == "blocked"
+    assert not rows["sweep-4"]["counted"] and rows["sweep-4"]["why"] == "not in ledger"
+    t = family_table(list(rows.values()), "scan")
+    assert (t["counted"], t["detected"], t["detected_rules"]) == (1, 1, 0)
+
+
+def test_todays_envelopes_read_the_detector_yaml(tmp_path):
+    today = today_envelopes(ROOT / "detectors")
+    assert ">= 12 distinct ports in 10 s" in today["scan"]
+    assert ">= 8 attempts in 20 s" in today["guess"]
+    assert "lone valid login is not flagged" in today["valid-login"]
+    (tmp_path / "p.yaml").write_text(
+        "detectors:\n  - name: vertical-portscan\n    family: portscan\n    settings:\n"
+        "      threshold: 20\n      window: 5\n      transports: [tcp]\n")
+    mine = today_envelopes(tmp_path)
+    assert ">= 20 distinct ports in 5 s (tcp): >= 20 probes at >= 4 probes/s" in mine["scan"]
+    assert "`slow-portscan`: not configured" in mine["scan"]
+
+
+def test_every_axis_has_bins_and_a_second_axis_gets_its_own_envelope():
+    from cyberrange.score.envelope_eval import EDGES, axes
+    for fam in FAMILIES:
+        for k, (param, harder, _) in enumerate(axes(fam)):
+            assert (fam if k == 0 else f"{fam}:{param}") in EDGES and harder in ("low", "high")
+    # a fast scan of 3 probes is missed; scans of 12+ probes are seen at any rate
+    outs = [dict(_o(r, d), params={"rate": r, "probes": p})
+            for r, p, d in ((85, 3, False), (0.9, 21, True), (22, 12, True), (113, 25, True),
+                            (3.5, 13, True))]
+    by_rate = family_table(outs, "scan")
+    by_probes = family_table(outs, "scan", "probes")
+    assert by_rate["param"] == "rate" and by_probes["param"] == "probes"
+    assert by_rate["envelope"]["bins"] == 0                # [10, inf): 2 of 3
+    assert envelope_text(by_probes["envelope"], "scan", "probes") == "probes >= 12 probes"
