@@ -69,10 +69,12 @@ def spawn_owner(lab_dir: Path, say=print) -> dict:
     """Start the owner process of ``lab_dir``'s twin and wait until it says ready."""
     t0 = time.monotonic()
     log = lab_dir / "owner.log"
+    from cyberrange.labs.solution import cli_env
     with open(log, "a") as out:
         proc = subprocess.Popen([sys.executable, "-m", "cyberrange.cli.main", "lab", "_own",
                                  str(lab_dir)], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env=cli_env())
     try:
         return _wait_ready(proc, log, t0)
     except BaseException:            # Ctrl-C while waiting: the owner tears its twin down
