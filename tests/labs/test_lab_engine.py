@@ -206,3 +206,49 @@ def test_find_the_scanner_proven(tmp_path):
     r = prove_lab("find-the-scanner", tmp_path / "runs")
     assert r["wrong_answers_tested"] == 2 and r["score"] == 30
     assert r["solved_s"] < 90, r
+
+
+def _cli(*argv, cwd=None):
+    r = subprocess.run([sys.executable, "-m", "cyberrange.cli.main", *argv], cwd=cwd or ROOT,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                       text=True, timeout=300, check=False)
+    return r
+
+
+@twin
+def test_trainee_cli_workflow_survives_restart(tmp_path):
+    """A trainee's session through the CLI: start, a wrong answer, a hint, a shell command, SQL
+    over the traffic, alerts; `lab restart` rebuilds the twin and keeps all of it; stop leaves
+    nothing; the instructor's report names the run."""
+    from cyberrange.twin.state import nothing_left
+    runs = tmp_path / "runs"
+    r = _cli("lab", "start", "find-the-scanner", "--trainee", "bob", "--runs-dir", str(runs))
+    assert r.returncode == 0, r.stderr
+    assert "Find the port scanner" in r.stdout and "steps:" not in r.stdout   # no solution
+    lab_dir = next(runs.iterdir())
+    try:
+        r = _cli("lab", "submit", "scanner", "10.10.2.20")
+        assert r.returncode == 1 and "wrong answer" in r.stderr and "2 tries left" in r.stderr
+        assert _cli("lab", "hint", "scanner").returncode == 0
+        r = _cli("lab", "shell", "ops-maint", "ip", "-br", "addr")
+        assert r.returncode == 0 and "10.10.2.66" in r.stdout, r.stderr
+        time.sleep(8)                              # the scan runs; rotated captures close
+        r = _cli("lab", "query", 'SELECT "source.ip", count(DISTINCT "destination.port") AS '
+                 'ports FROM flows GROUP BY 1 ORDER BY 2 DESC LIMIT 3')
+        assert r.returncode == 0, r.stderr
+        assert "10.10.2.66" in r.stdout.split("\n", 4)[3], r.stdout       # the top scanner
+        r = _cli("lab", "alerts", "--technique", "T1046")
+        assert r.returncode == 0, r.stderr
+        r = _cli("lab", "restart")
+        assert r.returncode == 0, r.stderr
+        prog = json.loads(_cli("lab", "progress", "--json").stdout)
+        assert prog["summary"]["wrong"] == 1 and prog["summary"]["hints"] == 1
+        assert prog["summary"]["twins"] == 2
+        r = _cli("lab", "verify", "block")
+        assert r.returncode == 1 and "fail" in r.stdout
+    finally:
+        r = _cli("lab", "stop", "--run", str(lab_dir))
+    assert r.returncode == 0, r.stderr
+    assert all(nothing_left(t["prefix"]) for t in progress.read(lab_dir)["twins"])
+    r = _cli("lab", "report", str(runs), "--html", str(tmp_path / "r.html"))
+    assert r.returncode == 0 and "bob" in r.stdout and "stopped" in r.stdout
