@@ -295,8 +295,8 @@ def test_live_and_static_check_kinds_on_the_lab_twin(tmp_path):
         (lab_dir / "work" / "quiet.yaml").write_text(
             (ROOT / "detectors" / "portscan.yaml").read_text().replace("threshold: 12",
                                                                        "threshold: 500"))
-        det2 = ok("detector", file="scan.yaml", fires_on=["T1110"])
-        assert not det2[0] and "missed T1110" in det2[1], det2
+        det2 = ok("detector", file="quiet.yaml", fires_on=["T1046"])
+        assert not det2[0] and "missed T1046" in det2[1], det2
         (lab_dir / "work" / "bad.yaml").write_text("detectors: [{name: x, family: nope}]\n")
         bad = ok("detector", file="bad.yaml", fires_on=["T1046"])
         assert not bad[0] and "bad.yaml" in bad[1], bad
