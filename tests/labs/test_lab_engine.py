@@ -304,3 +304,25 @@ def test_live_and_static_check_kinds_on_the_lab_twin(tmp_path):
     finally:
         session.stop(active)
     assert nothing_left(info["prefix"])
+
+
+@twin
+def test_owner_killed_then_lab_stop_removes_everything(tmp_path):
+    """A crash of the lab's owner (SIGKILL: no cleanup ran) leaves a twin; `lab stop` finds
+    the lab anyway and removes every kernel object; the progress is still there."""
+    import signal
+
+    from cyberrange.twin.state import nothing_left
+    lab = load_lab(LAB)
+    lab_dir, info = session.start(LAB, "dave", tmp_path / "runs")
+    trainee.submit(lab, lab_dir, "scanner", "10.10.2.66")
+    os.kill(info["pid"], signal.SIGKILL)
+    end = time.time() + 10
+    while time.time() < end and session.active_labs():
+        time.sleep(0.1)
+    with pytest.raises(UserError, match="no lab is running"):
+        session.find_active(info["prefix"])
+    r = _cli("lab", "stop", "--run", info["prefix"])
+    assert r.returncode == 0, r.stderr
+    assert nothing_left(info["prefix"])
+    assert "scanner" in progress.read(lab_dir)["done"]
