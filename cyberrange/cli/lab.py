@@ -160,11 +160,13 @@ def lab_stop(ref):
 @lab.command("restart")
 @_run_option
 def lab_restart(ref):
-    """Rebuild the lab's twin and restart its scenario; answers, hints and passes are kept."""
-    from cyberrange.labs import session
-    a = _active(ref)
+    """Rebuild the lab's twin and restart its scenario; answers, hints and passes are kept.
+    A stopped lab comes back with --run LAB_RUN_FOLDER."""
+    from cyberrange.labs import progress, session
+    stopped = ref is not None and progress.path_of(ref).is_file() and not any(
+        a.dir == Path(ref).resolve() for a in _all_active())
     with make_console().status("rebuilding the lab's twin"):
-        info = session.restart(a)
+        info = session.resume(Path(ref)) if stopped else session.restart(_active(ref))
     click.echo(f"lab restarted in {info['start_s']:.1f} s (twin {info['prefix']}); progress kept")
 
 
@@ -245,7 +247,8 @@ def lab_submit(task, answer, ref):
         click.echo(f"correct: task {task} answered" + (" — task done" if r["done"] else
                                                         " (its other checks: lab verify)"))
     else:
-        raise CheckFailed(f"wrong answer to {task}; {r['tries_left']} tries left")
+        n = r["tries_left"]
+        raise CheckFailed(f"wrong answer to {task}; {n} {'try' if n == 1 else 'tries'} left")
 
 
 @lab.command("hint")

@@ -319,6 +319,17 @@ def stop(active: ActiveLab) -> dict:
     return td
 
 
+def resume(lab_dir: Path, say=print) -> dict:
+    """A stopped lab run gets a new twin and scenario; its progress goes on."""
+    from cyberrange.twin.build import preflight
+    lab_dir = Path(lab_dir).resolve()
+    load_lab(progress.read(lab_dir)["lab_file"])      # the lab still loads
+    preflight(need_dns=True)
+    with progress.updating(lab_dir) as p:
+        p["stopped"] = None
+    return spawn_owner(lab_dir, say)
+
+
 def restart(active: ActiveLab, say=print) -> dict:
     """A new twin for the same lab run: progress (answers, hints, passes) is kept."""
     td = stop_twin(active)

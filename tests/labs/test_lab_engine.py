@@ -309,7 +309,8 @@ def test_live_and_static_check_kinds_on_the_lab_twin(tmp_path):
 @twin
 def test_owner_killed_then_lab_stop_removes_everything(tmp_path):
     """A crash of the lab's owner (SIGKILL: no cleanup ran) leaves a twin; `lab stop` finds
-    the lab anyway and removes every kernel object; the progress is still there."""
+    the lab anyway and removes every kernel object; the progress is still there, and
+    `lab restart --run DIR` brings the stopped lab back with it."""
     import signal
 
     from cyberrange.twin.state import nothing_left
@@ -326,6 +327,13 @@ def test_owner_killed_then_lab_stop_removes_everything(tmp_path):
     assert r.returncode == 0, r.stderr
     assert nothing_left(info["prefix"])
     assert "scanner" in progress.read(lab_dir)["done"]
+    r = _cli("lab", "restart", "--run", str(lab_dir))      # a stopped lab comes back
+    assert r.returncode == 0, r.stderr
+    prog = progress.read(lab_dir)
+    assert len(prog["twins"]) == 2 and "scanner" in prog["done"] and prog["stopped"] is None
+    r = _cli("lab", "stop", "--run", str(lab_dir))
+    assert r.returncode == 0, r.stderr
+    assert all(nothing_left(t["prefix"]) for t in progress.read(lab_dir)["twins"])
 
 
 @twin
