@@ -209,6 +209,17 @@ def test_find_the_scanner_proven(tmp_path):
     assert r["solved_s"] < 90, r
 
 
+def _wait_step(lab_dir: Path, step: str, timeout: float = 60) -> None:
+    from cyberrange.attack.ledger import read_ledger
+    end = time.time() + timeout
+    while time.time() < end:
+        twin_dir = Path(progress.read(lab_dir)["twins"][-1]["run_dir"])
+        if any(x["step_id"] == step for x in read_ledger(twin_dir / "ledger.jsonl")):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"step {step} did not run in {timeout} s")
+
+
 def _cli(*argv, cwd=None):
     r = subprocess.run([sys.executable, "-m", "cyberrange.cli.main", *argv], cwd=cwd or ROOT,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
@@ -233,7 +244,8 @@ def test_trainee_cli_workflow_survives_restart(tmp_path):
         assert _cli("lab", "hint", "scanner").returncode == 0
         r = _cli("lab", "shell", "ops-maint", "ip", "-br", "addr")
         assert r.returncode == 0 and "10.10.2.66" in r.stdout, r.stderr
-        time.sleep(8)                              # the scan runs; rotated captures close
+        _wait_step(lab_dir, "scan")                  # the scan has run ...
+        time.sleep(6)                              # ... and its 5-s capture files are closed
         r = _cli("lab", "query", 'SELECT "source.ip", count(DISTINCT "destination.port") AS '
                  'ports FROM flows GROUP BY 1 ORDER BY 2 DESC LIMIT 3')
         assert r.returncode == 0, r.stderr
@@ -260,7 +272,6 @@ def test_live_and_static_check_kinds_on_the_lab_twin(tmp_path):
     """Every check kind on a running lab, each seen both passing and failing: mission, rule,
     service, reach (firewall-filtered), step, and a trainee detector run over the lab's
     records and scored against its ledger."""
-    from cyberrange.attack.ledger import read_ledger
     from cyberrange.twin.state import nothing_left
     lab = load_lab(LAB)
     lab_dir, info = session.start(LAB, "carol", tmp_path / "runs")
@@ -282,10 +293,7 @@ def test_live_and_static_check_kinds_on_the_lab_twin(tmp_path):
         r = ok("reach", **{"from": "ops-maint", "to": "c2-server", "proto": "tcp", "port": 22,
                            "expect": "closed"})
         assert r[0] and "filtered" in r[1], r
-        end = time.time() + 40
-        while time.time() < end and not any(
-                x["step_id"] == "scan" for x in read_ledger(active.twin_dir / "ledger.jsonl")):
-            time.sleep(0.5)
+        _wait_step(lab_dir, "scan")
         time.sleep(6)                          # the scan's captures rotate out (5 s)
         assert ok("step", step="scan", outcome="succeeded")[0]
         assert not ok("step", step="scan", outcome="blocked")[0]
