@@ -210,8 +210,11 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
         t0 = time.monotonic()
         if pb is not None:
             ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
-            run_playbook(pb, topo, twin, run.ledger_path, run.id, on_event=ui.attack_event,
-                         stop_event=stop_event)
+            # in a worker thread, so that Ctrl-C/SIGTERM stops the agents and waits for the
+            # running steps' ledger records before the teardown (see _until_done)
+            _until_done(lambda: run_playbook(pb, topo, twin, run.ledger_path, run.id,
+                                             on_event=ui.attack_event, stop_event=stop_event),
+                        stop_event)
             timings["attack_s"] = round(time.monotonic() - t0, 2)
         else:
             run.ledger_path.touch()
@@ -293,7 +296,8 @@ def _write_json(path: Path, data) -> None:
 
 
 def analyse(run: Run, detectors, ui=None, es=None) -> dict:
-    """pcaps -> store -> detectors -> alerts -> scorecard.json + report. No twin needed.
+    """pcaps -> store -> detectors -> alerts (+ weak signals -> incidents) -> scorecard.json +
+    report. No twin needed.
     The captures are read by ``ingest.load.load_captures`` (each sensor's files as one
     stream; the parser's counts per sensor in ``stats["sensors"]``).
     ``es`` (an ElasticsearchStore): the records, alerts and ledger also go there, and the
@@ -304,12 +308,14 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     report are built beside the old ones and renamed over them only once all three are complete
     (``Run.staged``): an error or a crash midway leaves the previous result as it was, and the
     manifest is saved with the new counts only then."""
+    from cyberrange.detect.incidents import run_incidents
     from cyberrange.detect.registry import run_detectors
     from cyberrange.ingest.load import load_captures
     from cyberrange.report.aar import write_report
     from cyberrange.run import ANALYSIS_OUTPUTS
     from cyberrange.score.availability import run_availability
     from cyberrange.score.blue import run_blue
+    from cyberrange.score.incidents import score_incidents
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
@@ -335,10 +341,13 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
                                    baseline_until=run.manifest.get("baseline_end"))
             run.manifest["detectors_stats"] = det_stats
             timings["detect_s"] = round(time.monotonic() - t0, 2)
+            incidents = run_incidents(store, run.id)        # alerts + signals -> incidents
+            signals = store.read_or_empty("signals", run.id)
             ui.phase("score", "scoring alerts against the ledger")
             flows_t = store.read("flows", run.id)
             packets_t = store.read("packets", run.id)
         card = score_run(ledger, flows_t, alerts)
+        card["incidents"] = score_incidents(ledger, flows_t, incidents, alerts, signals)
         avail = run_availability(run.dir, run.manifest, store_path=new[run.store_path.name])
         if avail is not None:            # the probes of the drill (availability.jsonl)
             card["availability"] = avail
@@ -367,7 +376,8 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
         if es is not None:
             from cyberrange.store.es_store import mirror_run
             ui.phase("score", f"sending records to {es.config.url}")
-            card["reconciliation"]["es"] = mirror_run(es, run, packets, flows, alerts, ledger)
+            card["reconciliation"]["es"] = mirror_run(es, run, packets, flows, alerts, ledger,
+                                                       signals=signals, incidents=incidents)
         card["run"] = {k: run.manifest.get(k) for k in ("run_id", "topology", "playbook",
                                                          "timings", "warnings", "telemetry",
                                                          "benign_requests")}

@@ -42,6 +42,7 @@ from cyberrange.run_checks import check_captures, check_manifest, check_scorecar
 from cyberrange.shapes import file_kind, read_json_object
 
 LEDGER = "ledger.jsonl"
+SEALED_LOGS = ("actions.jsonl", "availability.jsonl")   # the blue score reads them
 SCOREABLE_KINDS = ("drill", "benign", "ingest")
 OTHER_KINDS = {"twin": "a twin brought up with `cyberrange up`",
                "verify": "a `cyberrange twin verify` run"}
@@ -402,9 +403,11 @@ class Run:
 
     # ------------------------------------------------------------------ the seal
     def content_files(self) -> list[str]:
-        """What the seal covers, relative to the run folder: ledger.jsonl and every capture file
-        under pcaps/ (hidden files, such as joined streams being written, left out)."""
-        out = [LEDGER] if self.ledger_path.is_file() else []
+        """What the seal covers, relative to the run folder: ledger.jsonl, the defender's action
+        log and the mission-availability probes (the blue score is computed from them) when the
+        run has them, and every capture file under pcaps/ (hidden files, such as joined streams
+        being written, left out)."""
+        out = [rel for rel in (LEDGER, *SEALED_LOGS) if (self.dir / rel).is_file()]
         pdir = self.dir / "pcaps"
         if pdir.is_dir():
             for p in sorted(pdir.rglob("*")):

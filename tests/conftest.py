@@ -22,8 +22,8 @@ def pytest_sessionstart(session):
 def _ours(state, config) -> bool:
     """Whether a twin was made by this test session (its run folder is under pytest's
     temporary base folder): the suite never judges or removes another session's twins."""
-    base = str(config._tmp_path_factory.getbasetemp())
-    return str(state.run_dir or "").startswith(base)
+    base = str(config._tmp_path_factory.getbasetemp()).rstrip("/") + "/"
+    return str(state.run_dir or "").startswith(base)     # pytest-36/ is not pytest-368/
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -34,7 +34,10 @@ def pytest_sessionfinish(session, exitstatus):
     from background import close_all
     close_all()                 # drills still running in the background (Ctrl-C) end first
     from cyberrange.twin.state import leftovers, live_states
-    others = {s.prefix for s in live_states() if not _ours(s, session.config)}
+    # another session's live twin is named in its objects by its prefix (links, namespaces)
+    # or by its run folder (the command lines of its tcpdump, services and generators)
+    others = {m for s in live_states() if not _ours(s, session.config)
+              for m in (s.prefix, str(s.run_dir or "") or s.prefix)}
     left = {k: [o for o in v if o not in _AT_START.get(k, ())
                 and not any(p in o for p in others)] for k, v in leftovers().items()}
     if any(left.values()):

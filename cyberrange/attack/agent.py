@@ -29,7 +29,7 @@ raises, the agent still has them. ``common.Blocked`` (raised where a send or a c
 the defence: an errno only the actor's own node gives, ``common.defence_reason``) ends the step
 ``blocked`` with that reason; any other exception ends it ``error`` with ONE line
 (``Type: message``) and the traceback on stderr. SIGTERM (the
-runner stopping a run) ends it ``stopped``, after the technique has unwound. Last, the egress
+runner stopping a run) or SIGINT (a terminal's Ctrl-C reaches the agents too) ends it ``stopped``, after the technique has unwound. Last, the egress
 witness corrects the flows it was asked to watch (``techniques/witness.py``); a step that did
 not succeed and whose packets never left the actor is ``blocked``.
 """
@@ -89,7 +89,7 @@ _STOPPABLE = False           # main() turned SIGTERM into Stopped (not when a te
 
 
 class Stopped(BaseException):
-    """SIGTERM: the operator stopped the run. A BaseException, so that no technique's
+    """SIGTERM or SIGINT: the operator stopped the run. A BaseException, so that no technique's
     ``except Exception`` swallows it; its ``finally`` blocks still record what was sent."""
 
 
@@ -120,7 +120,8 @@ def run_technique(spec, targets: list[str], params: dict) -> dict:
             res.error = common.one_line(f"{type(exc).__name__}: {exc}")
         res.end = time.time()
     if _STOPPABLE:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the result is being finished
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)          # the result is being finished
     if not isinstance(res, common.Result):              # a stand-in (tests)
         return res.to_dict()
     res.flows, local_drops = witness.settle(common.merge_flows(res.flows), res.log)
@@ -138,7 +139,10 @@ def main() -> int:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout = sys.stderr
     global _STOPPABLE
-    signal.signal(signal.SIGTERM, _stop)
+    # SIGTERM from the runner; SIGINT from a terminal's Ctrl-C, which reaches the whole
+    # process group, agents included: both stop the technique, which reports what it sent
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
     _STOPPABLE = True
     try:
         request = json.loads(sys.stdin.read() or "{}")
@@ -156,7 +160,8 @@ def main() -> int:
                   "facts": {}, "error": " ".join(f"{type(exc).__name__}: {exc}".split())[:500],
                   "log": []}
         code = 1
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)     # the result is on its way out
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)            # the result is on its way out
     out.write(json.dumps(result) + "\n")
     out.flush()
     return code

@@ -85,6 +85,87 @@ def check_against_topology(doc: Doc, path: tuple, sid: str, technique, params: d
         _one_interface(doc, path, sid, targets, actor, actor_node, topo)
     if tid in SERVICE_NEEDS:
         _service(doc, path, sid, tid, params, targets, topo)
+    if tid == "replay" and isinstance(params.get("pcap"), str) and params["pcap"] \
+            and "#{" not in params["pcap"] and actor_node is not None:
+        _replay_map(doc, path, sid, params, targets, actor_node, topo)
+
+
+def pcap_addresses(path: str, limit: int) -> list[str]:
+    """The IPv4 addresses of a pcap's first ``limit`` IPv4 packets, in order of first
+    appearance (each packet's source, then its destination), as the replay maps them; read
+    with dpkt, no packet is built. Raises ValueError for a file that is not a pcap."""
+    import socket
+
+    import dpkt
+    seen: dict[str, None] = {}
+    n = 0
+    with open(path, "rb") as f:
+        try:
+            reader = dpkt.pcap.Reader(f)
+        except (ValueError, dpkt.dpkt.NeedData) as e:
+            raise ValueError(f"not a pcap file ({e})") from None
+        link = reader.datalink()
+        for _, buf in reader:
+            try:
+                if link in (dpkt.pcap.DLT_RAW, 101, 12, 14):
+                    ip = dpkt.ip.IP(buf)
+                elif link == 113:                                   # Linux cooked capture
+                    ip = dpkt.sll.SLL(buf).data
+                else:
+                    ip = dpkt.ethernet.Ethernet(buf).data
+            except (dpkt.dpkt.UnpackError, dpkt.dpkt.NeedData):
+                continue
+            if not isinstance(ip, dpkt.ip.IP):
+                continue
+            for a in (ip.src, ip.dst):
+                seen.setdefault(socket.inet_ntoa(a), None)
+            n += 1
+            if n >= limit:
+                break
+    return list(seen)
+
+
+def _replay_map(doc: Doc, path: tuple, sid: str, params: dict, targets: list, actor_node,
+                topo: Topology) -> None:
+    """The replay's address map, as run time builds it (``replay.address_map``): with
+    ``ip_map: auto`` one target per pcap address besides its first source; with an explicit
+    map every pcap address mapped, to the actor or a target. Judged when every target is a
+    node or an address (a zone's or a CIDR's host count is known at run time)."""
+    limit = params.get("max_packets") if _number(params.get("max_packets")) else 100000
+    try:
+        seen = pcap_addresses(params["pcap"], int(limit))
+    except (OSError, ValueError) as e:
+        raise doc.error(f"step {sid}: pcap {params['pcap']}: {e}",
+                        _given(doc, path, "pcap")) from None
+    if not seen:
+        raise doc.error(f"step {sid}: pcap {params['pcap']} has no IPv4 packet to replay",
+                        _given(doc, path, "pcap"))
+    lits = [_literal_target(topo, str(t)) for t in targets]
+    if any(x is None for x in lits):
+        return
+    target_ips = {str(x[0]) for x in lits}
+    ip_map = params.get("ip_map")
+    if ip_map in (None, "", "auto", {}):
+        first = next(iter(seen))        # the first packet's source
+        others = [a for a in seen if a != first]
+        if len(others) > len(target_ips):
+            raise doc.error(f"step {sid}: the pcap has {len(others)} addresses besides its "
+                            f"first source ({', '.join(others[:6])}{'...' if len(others) > 6 else ''})"
+                            f" but the step has {len(target_ips)} target(s): ip_map auto needs "
+                            f"one target per address (run time refuses it)",
+                            path + ("targets",))
+        return
+    if isinstance(ip_map, dict):
+        unmapped = [a for a in seen if a not in {str(k) for k in ip_map}]
+        if unmapped:
+            raise doc.error(f"step {sid}: pcap addresses not in ip_map: {', '.join(unmapped[:6])} "
+                            f"(run time refuses it)", _given(doc, path, "ip_map"))
+        allowed = target_ips | {str(i.ip) for i in actor_node.interfaces}
+        bad = sorted({str(v) for v in ip_map.values()} - allowed)
+        if bad:
+            raise doc.error(f"step {sid}: ip_map maps to {', '.join(bad)}, neither the actor's "
+                            f"address nor a target of the step (run time refuses it)",
+                            _given(doc, path, "ip_map"))
 
 
 def _duration(doc: Doc, path: tuple, sid: str, tid: str, params: dict) -> None:

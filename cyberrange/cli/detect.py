@@ -1,5 +1,6 @@
-"""``cyberrange detect list|run|eval``: the detectors on their own -- on a finished run, on an
-external capture (no twin), and evaluated over a corpus of runs against their ledgers."""
+"""``cyberrange detect list|run|incidents|eval``: the detectors on their own -- on a finished run,
+on an external capture (no twin), the incidents their alerts and signals make, and evaluated
+over a corpus of runs against their ledgers."""
 from __future__ import annotations
 
 import json
@@ -91,7 +92,9 @@ def _scoreable_run(ref: str, runs_dir: str):
                    "(families that offer near_misses(): beacon).")
 def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, store_path,
                as_json, explain):
-    """Run the detectors on a finished RUN (its alerts are replaced) or on --pcap FILE."""
+    """Run the detectors on a finished RUN (its alerts, weak signals and incidents are
+    replaced) or on --pcap FILE."""
+    from cyberrange.detect.incidents import run_incidents
     from cyberrange.detect.registry import load_detectors, run_detectors
     from cyberrange.store import open_store
     if (run_ref is None) == (pcap is None):
@@ -112,6 +115,7 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
             loaded.store_into(store, replace=bool(store_path))
             alerts = run_detectors(store, run_id, dets, baseline_s=baseline_s, train=train,
                                    stats=stats)
+            incidents = run_incidents(store, run_id)
             misses = _near_misses(store, run_id, dets) if explain else []
         title = (f"{pcap}: {loaded.stats['packets']:,} packets, {loaded.flows.num_rows:,} "
                  f"flows, {alerts.num_rows} alerts")
@@ -125,8 +129,11 @@ def detect_run(run_ref, pcap, train_pcap, baseline_s, detectors_dir, runs_dir, s
         with run.open_store(read_only=False) as store:
             alerts = run_detectors(store, run.id, dets, baseline_s=baseline_s,
                                    baseline_until=until, stats=stats)
+            incidents = run_incidents(store, run.id)       # from the new alerts and signals
             misses = _near_misses(store, run.id, dets) if explain else []
         title = f"run {run.id}: {alerts.num_rows} alerts"
+    n_signals = sum(s.get("signals", 0) for s in stats.values())
+    title += f", {n_signals} weak signals, {incidents.num_rows} incidents"
     if as_json:
         for r in alerts.to_pylist():
             click.echo(json.dumps(r, default=str))
@@ -176,6 +183,37 @@ def _print_near_misses(console, misses: list[dict]) -> None:
             if "interval_jitter" in m else ""
         console.print(f"  {m['rule.name']}  {m['channel']}  score {m['score']}  {comp}\n"
                       f"    failed: {why}", highlight=False, soft_wrap=True)
+
+
+@detect.command("incidents")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--runs-dir", default="runs", show_default=True)
+@click.option("--rebuild", is_flag=True,
+              help="Correlate the run's stored alerts and signals again (and store the result) "
+                   "instead of showing the incidents its analysis stored.")
+@click.option("--json", "as_json", is_flag=True, help="Print the incidents as JSON lines.")
+def detect_incidents(run_ref, runs_dir, rebuild, as_json):
+    """The incidents of a finished RUN: its alerts and weak signals correlated by entity and
+    time, with the kill-chain stages each reached, its combined score and one line per
+    contributing observation (docs/incidents.md). What a blue team triages."""
+    from cyberrange.detect.incidents import incident_rows, run_incidents
+    from cyberrange.report.incidents import print_incidents
+    run = _scoreable_run(run_ref, runs_dir)
+    if rebuild:
+        run.check_writable(run.store_path.name)
+    with run.open_store(read_only=not rebuild, need=("flows",)) as store:
+        if rebuild or not store.has("incidents"):
+            table = run_incidents(store, run.id, write=rebuild)
+        else:
+            table = store.read("incidents", run.id)
+        n_signals = store.read_or_empty("signals", run.id).num_rows
+    rows = incident_rows(table)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r, default=str))
+        return
+    print_incidents(rows, make_console(), title=f"run {run.id}: {len(rows)} incidents "
+                                                 f"({n_signals} weak signals stored)")
 
 
 @detect.command("eval")

@@ -27,8 +27,9 @@ def _register():
         store,
         topo,
         twin,
+        validate,
     )
-    for mod in (topo, attack, twin, drill, detect, ingest, store, blue, lab):
+    for mod in (topo, attack, twin, drill, detect, ingest, store, blue, validate, lab):
         for cmd in getattr(mod, "COMMANDS", []):
             cli.add_command(cmd)
 

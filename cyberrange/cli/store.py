@@ -91,6 +91,8 @@ def store_push(run_ref, target, runs_dir, as_json):
         for kind in ("packets", "flows", "alerts"):
             names = local.stored_schema(kind).names
             tables[kind] = local.read(kind, run.id, columns=list(names))
+        for kind in ("signals", "incidents"):       # a run scored before issue 15 has none
+            tables[kind] = local.read_or_empty(kind, run.id)
     ledger = read_ledger(run.ledger_path) if run.ledger_path.exists() else None
     total = sum(t.num_rows for t in tables.values()) + len(ledger or [])
     console = make_console(stderr=as_json)
@@ -102,7 +104,8 @@ def store_push(run_ref, target, runs_dir, as_json):
             task = progress.add_task(run.id, total=total)
             es.bulk.on_chunk = lambda n: progress.advance(task, n)
             section = push_run(es, run.id, tables["packets"], tables["flows"],
-                               tables["alerts"], ledger)
+                               tables["alerts"], ledger, signals=tables["signals"],
+                               incidents=tables["incidents"])
     finally:
         es.client.close()
     if as_json:

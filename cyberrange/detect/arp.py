@@ -17,7 +17,9 @@ and a frame seen by several sensors counts once.
 ``mode: scan`` (ATT&CK T1018, Remote System Discovery; the library's ``T1018-arp``)
     Per asking MAC, distinct ``target_ip`` of ARP requests in a sliding ``window``; ``threshold``
     distinct targets open an alert. Trained, a MAC that asked for many addresses in the baseline
-    (a router, a monitoring host) needs ``2 x`` its baseline peak. When IP packets of another
+    (a router, a monitoring host) needs ``2 x`` its baseline peak. ``signals()`` (``signal_min``
+    > 0) keeps the episodes of at least ``signal_min`` distinct targets under the threshold
+    (trained: and more than the MAC's own baseline peak). When IP packets of another
     host to at least half of the addresses came first (within 2 s), the MAC is a router
     resolving for a remote scanner: the alert names that host as ``source.ip``.
 
@@ -28,7 +30,8 @@ be tied to the host that sent the frames. A spoofing alert is one offending MAC 
 (``destination.ip``; two victims poisoned against each other are two alerts), with the MACs and
 packet counts in the evidence and no flows. A scan alert lists as flows the IP flows the
 scanner then sent to the addresses it ARPed (a ping sweep's echoes, a SYN scan's probes; none
-for a pure ARP scan).
+for a pure ARP scan; probe-like flows only, so that a scanner's own conversations with hosts it
+ARPed are not taken for the scan).
 """
 from __future__ import annotations
 
@@ -42,7 +45,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._signals import signal
 from .base import Alert, Detector, SettingError, find_episodes, us_to_dt
+from .portscan import PortScanDetector
 
 ARP_COLUMNS = ["@timestamp", "observer.name", "source.mac", "destination.mac",
                "cyberrange.arp.operation", "cyberrange.arp.sender_ip",
@@ -96,6 +101,7 @@ class ArpDetector(Detector):
         "max_ips_per_mac": 2,       # spoof: a MAC claiming more IPs than this is suspicious
         "ignore_ips": [],           # shared/virtual addresses (VRRP, HSRP, failover), IP or CIDR
         "ignore_macs": [],          # e.g. a monitoring host that ARP-scans on purpose
+        "signal_min": 0,            # scan: distinct targets of a weak signal (0: off)
     }
 
     def configure(self) -> None:
@@ -124,6 +130,9 @@ class ArpDetector(Detector):
             raise SettingError(f"setting 'ignore_macs' of {self.name!r} must be a list of MAC "
                                f"addresses, got {macs!r}", setting="ignore_macs")
         self.ignore_macs = frozenset(m.lower() for m in macs)
+        self.signal_min = int(self._number("signal_min", minimum=0, integer=True))
+        if self.signal_min and mode != "scan":
+            raise SettingError("signal_min applies to mode 'scan' only", setting="signal_min")
         self.bindings: dict[str, str] = {}        # ip -> mac, learned in fit
         self.owner: dict[str, str] = {}           # mac -> its own ip, learned in fit
         self.scan_peak: dict[str, int] = {}       # mac -> distinct targets in baseline window
@@ -219,6 +228,47 @@ class ArpDetector(Detector):
             for ep in find_episodes(events, self.window_us, threshold):
                 alerts.append(self._scan_alert(mac, ep, threshold, owners, flows, packets))
         return alerts
+
+    def signals(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
+        """Scan mode: a MAC that asked for at least ``signal_min`` distinct addresses within
+        the window without reaching its threshold (score = value / threshold)."""
+        if self.mode != "scan" or not self.signal_min:
+            return []
+        frames = arp_frames(packets)
+        if not frames:
+            return []
+        owners = _Owners(self._owners(frames, packets), self, packets)
+        out = []
+        for mac, events in sorted(self._requests(frames).items()):
+            if mac in self.ignore_macs:
+                continue
+            threshold = max(self.threshold, 2 * self.scan_peak.get(mac, 0))
+            alerted = {(e.start, e.end) for e in find_episodes(events, self.window_us,
+                                                                threshold)}
+            # a MAC that asked for k addresses in the baseline signals from k + 1 on
+            floor = max(self.signal_min, self.scan_peak.get(mac, 0) + 1)
+            if floor >= threshold:
+                continue
+            for ep in find_episodes(events, self.window_us, floor):
+                if any(a0 <= ep.end and ep.start <= a1 for a0, a1 in alerted):
+                    continue
+                own = owners.get(mac)
+                window_s = self.window_us / 1e6
+                out.append(signal(
+                    self, t0=ep.start, t1=ep.end, source_ip=own, destination_ip=None,
+                    message=(f"MAC {mac} ({own or 'IP unknown'}) sent ARP requests for "
+                             f"{len(ep.keys)} distinct addresses (at most {ep.value} within "
+                             f"{window_s:g} s, alert threshold {threshold}): below the "
+                             f"threshold"),
+                    score=ep.value / threshold, technique="T1018",
+                    evidence={"feature": "distinct_arp_targets", "value": ep.value,
+                              "threshold": threshold, "window_s": window_s, "mac": mac,
+                              "packets": len(ep.flow_ids),
+                              "sample_targets": heapq.nsmallest(10, ep.keys, key=_ip_key),
+                              **({"baseline": self.scan_peak[mac]}
+                                 if mac in self.scan_peak else {})},
+                    key=mac))
+        return out
 
     def _scan_alert(self, mac, ep, threshold, owners, flows, packets) -> Alert:
         own = owners.get(mac)
@@ -355,8 +405,10 @@ def _triggered_by(packets, own_ip, targets, start, end) -> tuple[str | None, int
 
 
 def _followed_by(flows, src, targets, start, end) -> list[str]:
-    """Flows from ``src`` to the addresses it ARPed, within the scan: what the scan was for
-    (a ping sweep's echoes, a SYN scan's probes). Empty for a pure ARP scan."""
+    """Probe-like flows from ``src`` to the addresses it ARPed, within the scan: what the scan
+    was for (a ping sweep's echoes, a SYN scan's probes, unanswered UDP). Empty for a pure ARP
+    scan. Conversations are left out: a scanner with a user at it also talks to its DNS server
+    and its file server, which it ARPed too, and those flows are not the scan's."""
     if flows is None or flows.num_rows == 0 or src is None:
         return []
     ts = flows.column("event.start")
@@ -368,7 +420,13 @@ def _followed_by(flows, src, targets, start, end) -> list[str]:
                                value_set=pa.array(sorted(targets), pa.string()))),
         pc.and_kleene(pc.greater_equal(ts, lo), pc.less_equal(ts, hi)))
     sel = flows.filter(pc.fill_null(mask, False))
+    if sel.num_rows:
+        sel = sel.filter(_PROBES.probe_mask(sel))
     return sorted(sel.column("cyberrange.flow_id").to_pylist())
+
+
+_PROBES = PortScanDetector("arp/probes", mode="hosts", transports=["tcp", "udp", "icmp"],
+                           udp_probes="unanswered")
 
 
 class _Owners(dict):

@@ -513,6 +513,64 @@ class BeaconDetector(Detector):
         out.sort(key=lambda m: (-m["score_ungated"], m["channel"]))
         return out[:limit]
 
+    def signals(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
+        """Weak signals for the incident correlator (docs/incidents.md): the near-misses that
+        are neither known-good nor bulk transfers, each scored by how close it came:
+        ``0.5 x min(1, ungated score / threshold) x min(1, connections / min_connections)``
+        (at most 0.5: a rhythm short of a beacon is common in benign traffic)."""
+        out = []
+        for m in self.near_misses(flows, packets, limit=1_000_000):
+            checks = {f["check"] for f in m["failed"]}
+            if checks & {"not known-good", "bytes_median <= max_bytes"}:
+                continue
+            rows = self._channel_flows(flows, m)
+            if rows is None or not rows.num_rows:
+                continue
+            t = ts_us(rows, "event.start")
+            fids = list(dict.fromkeys(f for f in rows.column("cyberrange.flow_id").to_pylist()
+                                      if f))
+            closeness = min(1.0, m["score_ungated"] / self.threshold) * \
+                min(1.0, m["connections"] / self.min_conn)
+            why = "; ".join(f"{f['check']}: {f['value']}" + (
+                f" (needed {f['needed']})" if "needed" in f else "") for f in m["failed"])
+            dns = m["channel"].endswith("(DNS)")
+            out.append(Alert(
+                timestamp=us_to_dt(int(t.min())), start=us_to_dt(int(t.min())),
+                end=us_to_dt(int(t.max())), rule_name=self.name, rule_category=self.family,
+                technique="T1071.004" if dns else "T1071.001", source_ip=m["source.ip"],
+                destination_ip=None if dns else m["destination"],
+                message=f"{m['channel']}: {m['connections']} connections every "
+                        f"{m['interval_median_s']} s, a rhythm short of a beacon ({why})",
+                score=round(0.5 * closeness, 3), kind="signal", dataset="cyberrange.signal",
+                evidence={"feature": "beacon_score_ungated", "value": m["score_ungated"],
+                          "threshold": self.threshold, "channel": m["channel"],
+                          "connections": m["connections"], "failed": m["failed"]},
+                flow_ids=fids, alert_id=stable_id(self.name, "signal", m["channel"],
+                                                  fids[0] if fids else "")))
+        return out
+
+    def _channel_flows(self, flows: pa.Table, m: dict) -> pa.Table | None:
+        """The flows of a near-miss's series: its address pair, port and transport, or (DNS)
+        its source's queries under the registered domain."""
+        src = pc.fill_null(pc.equal(flows.column("source.ip"), m["source.ip"]), False)
+        if m["channel"].endswith("(DNS)"):
+            names = flows.column("dns.question.name") \
+                if "dns.question.name" in flows.column_names else None
+            if names is None:
+                return None
+            q = flows.filter(pc.and_(src, pc.is_valid(names)))
+            if not q.num_rows:
+                return q
+            reg = registered_domain(q.column("dns.question.name").combine_chunks(),
+                                    self.domain_labels)
+            return q.filter(pc.fill_null(pc.equal(reg, m["destination"]), False))
+        port, proto = m["channel"].rsplit(":", 1)[1].split("/")
+        keep = pc.and_(src, pc.fill_null(pc.and_(
+            pc.equal(flows.column("destination.ip"), m["destination"]),
+            pc.and_(pc.equal(flows.column("destination.port"), int(port)),
+                    pc.equal(flows.column("network.transport"), proto))), False))
+        return flows.filter(keep)
+
     def _crossing(self, t: np.ndarray, size: np.ndarray) -> int:
         """Time of the first connection at which the series' running score reached the
         threshold (checked at up to 64 prefixes)."""

@@ -42,6 +42,7 @@ from collections import defaultdict, deque
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._signals import overlaps, signal
 from .base import Alert, Detector, SettingError, columns, find_episodes, us_to_dt
 
 ESTABLISHED_STATES = frozenset({"SF", "S1", "S2", "S3", "RSTO", "RSTR"})
@@ -69,6 +70,10 @@ def login_attempts(flows: pa.Table, ports, max_duration_ns: int, max_packets: in
     return flows.filter(pc.fill_null(mask, False))
 
 
+def _us(dt) -> int:
+    return round(dt.timestamp() * 1_000_000)
+
+
 def session_key(cid, t_us, fid):
     """One connection recorded by several sensors: same community id and start second."""
     return (cid, round(t_us / 1_000_000)) if cid else fid
@@ -86,7 +91,10 @@ class BruteForceDetector(Detector):
         "max_packets": 40,              # a session with more packets is not a guess
         "min_targets": 2,               # spray: distinct services within the window
         "max_per_target": 5,            # spray: most attempts on one service within the window
+        "novice_threshold": 0,          # trained: threshold of a source with no baseline login
+        "signal_min": 0,                # signals(): attempts of a weak signal (0: off)
     }
+    trainable = True                    # learns the login clients of the baseline
 
     def configure(self) -> None:
         mode = self.settings["mode"]
@@ -102,6 +110,27 @@ class BruteForceDetector(Detector):
         self.max_packets = int(self._number("max_packets", minimum=1, integer=True))
         self.min_targets = int(self._number("min_targets", minimum=2, integer=True))
         self.max_per_target = self._number("max_per_target", minimum=1)
+        self.novice_threshold = int(self._number("novice_threshold", minimum=0, integer=True))
+        if self.novice_threshold == 1 or self.novice_threshold > self.threshold:
+            raise SettingError(f"setting 'novice_threshold' of {self.name!r} must be 0 (off) "
+                               f"or 2..threshold ({self.threshold}), got "
+                               f"{self.novice_threshold}", setting="novice_threshold")
+        self.signal_min = int(self._number("signal_min", minimum=0, integer=True))
+        self.clients: set[str] = set()          # sources with login attempts in the baseline
+
+    def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
+        self.clients = set()
+        if flows is not None and flows.num_rows:
+            sel = login_attempts(flows, self.ports, self.max_duration_ns, self.max_packets)
+            self.clients = set(pc.unique(sel.column("source.ip")).to_pylist()) - {None}
+        self.trained = True
+
+    def threshold_of(self, src) -> int:
+        """The source's threshold: ``novice_threshold`` for a source the trained baseline never
+        saw make a login attempt, ``threshold`` otherwise."""
+        if self.novice_threshold and self.trained and src not in self.clients:
+            return self.novice_threshold
+        return self.threshold
 
     def _attempts(self, flows: pa.Table) -> dict[str, list]:
         if flows.num_rows == 0:
@@ -133,27 +162,107 @@ class BruteForceDetector(Detector):
                 alerts.extend(self._spray(src, events))
             return alerts
         for (src, dst, port), events in groups.items():
-            for ep in find_episodes(events, self.window_us, self.threshold):
+            for ep in find_episodes(events, self.window_us, self.threshold_of(src)):
                 alerts.append(self._alert(src, dst, port, ep))
         return alerts
 
+    def signals(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
+        """Sub-threshold guessing or spraying, and a longer session after short ones (see the
+        module docstring); nothing an alert of the same source already covers."""
+        if not self.signal_min or flows.num_rows == 0:
+            return []
+        alerts = self.detect(flows)
+        groups = self._attempts(flows)
+        out = []
+        window_s = self.window_us / 1e6
+        for group, events in sorted(groups.items()):
+            src = group if self.mode == "spray" else group[0]
+            thr = self.threshold_of(src)
+            weight = 0.5 if self.trained and src in self.clients else 1.0
+            if self.signal_min >= thr:
+                continue
+            if self.mode == "spray":
+                eps = [(_us(a.start), _us(a.end), a.evidence["value"], a.flow_ids, None)
+                       for a in self._spray(src, events, threshold=self.signal_min)]
+            else:
+                eps = [(e.start, e.end, e.value, e.flow_ids, f"{group[1]}:{group[2]}")
+                       for e in find_episodes(events, self.window_us, self.signal_min)]
+            for t0, t1, value, fids, service in eps:
+                if overlaps(alerts, src, t0, t1):
+                    continue
+                what = f"to {service}" if service else "across services"
+                out.append(signal(
+                    self, t0=t0, t1=t1, source_ip=src,
+                    destination_ip=group[1] if service else None,
+                    message=(f"{src} made {value} short login attempts {what} within "
+                             f"{window_s:g} s (alert threshold {thr}): below the threshold"),
+                    score=weight * value / thr, flow_ids=fids, key=service or "spray",
+                    evidence={"feature": "short_sessions" if service else
+                              "attempts_across_services", "value": value, "threshold": thr,
+                              "window_s": window_s, "weight": weight,
+                              "baseline": {"trained": self.trained,
+                                           "login_client": src in self.clients}}))
+        if self.mode == "guess":
+            out += self._after_short(flows, groups, alerts)
+        return out
+
+    def _after_short(self, flows, groups, alerts) -> list[Alert]:
+        """A session to a login port that is not a guess (longer or bigger) right after
+        ``signal_min`` or more short ones to the same service: a login that may have worked."""
+        mask = pc.and_kleene(pc.is_in(flows.column("destination.port"),
+                                      value_set=pa.array(sorted(self.ports), pa.int32())),
+                             established(flows))
+        long_ = pc.or_kleene(
+            pc.greater_equal(pc.fill_null(flows.column("event.duration"), 0),
+                             self.max_duration_ns),
+            pc.greater(pc.fill_null(flows.column("network.packets"), 0), self.max_packets))
+        sel = flows.filter(pc.fill_null(pc.and_kleene(mask, long_), False))
+        c = columns(sel, ["event.start", "source.ip", "destination.ip", "destination.port",
+                          "cyberrange.flow_id"])
+        out, seen = [], set()
+        for t, src, dst, port, fid in sorted(zip(*c.values())):
+            before = [e for e in groups.get((src, dst, port), [])
+                      if t - self.window_us <= e[0] < t]
+            n = len({e[1] for e in before})
+            if n < self.signal_min or (src, dst, port, before[0][0]) in seen or \
+                    overlaps(alerts, src, before[0][0], t):
+                continue
+            seen.add((src, dst, port, before[0][0]))
+            out.append(signal(
+                self, t0=before[0][0], t1=t, source_ip=src, destination_ip=dst,
+                message=(f"{src} held a longer session with {dst}:{port} right after {n} "
+                         f"short login sessions to it: a login that may have worked"),
+                score=0.5 * min(1.0, n / self.threshold_of(src)), key=f"after|{port}",
+                flow_ids=[e[2] for e in before] + [fid],
+                evidence={"feature": "session_after_short_sessions", "value": n,
+                          "threshold": self.signal_min, "window_s": self.window_us / 1e6}))
+        return out
+
     def _alert(self, src, dst, port, ep) -> Alert:
         window_s = self.window_us / 1_000_000
+        thr = self.threshold_of(src)
+        novice = thr != self.threshold
         msg = (f"{src} opened {len(ep.keys)} short login sessions to {dst}:{port} between "
                f"{us_to_dt(ep.start):%H:%M:%S} and {us_to_dt(ep.end):%H:%M:%S} UTC; at most "
-               f"{ep.value} within {window_s:g} s (threshold {self.threshold})")
-        evidence = {"feature": "short_sessions", "value": ep.value, "threshold": self.threshold,
+               f"{ep.value} within {window_s:g} s (threshold {thr}"
+               f"{': a source that made no login in the baseline' if novice else ''})")
+        evidence = {"feature": "short_sessions", "value": ep.value, "threshold": thr,
                     "window_s": window_s, "sessions": len(ep.keys), "flows": len(ep.flow_ids),
                     "port": port}
+        if self.novice_threshold and self.trained:
+            evidence["baseline"] = {"login_client": not novice,
+                                    "login_clients": len(self.clients),
+                                    "threshold": self.threshold}
         return Alert(
             timestamp=us_to_dt(ep.crossed_at), start=us_to_dt(ep.start), end=us_to_dt(ep.end),
             rule_name=self.name, rule_category=self.family, technique=self.technique,
             source_ip=src, destination_ip=dst, message=msg,
-            score=round(min(1.0, ep.value / (2.0 * self.threshold)), 3),
+            score=round(min(1.0, ep.value / (2.0 * thr)), 3),
             evidence=evidence, flow_ids=list(ep.flow_ids))
 
-    def _spray(self, src, events) -> list[Alert]:
+    def _spray(self, src, events, threshold: int | None = None) -> list[Alert]:
         """Sliding window over one source's attempts: count sessions and distinct services."""
+        threshold = threshold or self.threshold_of(src)
         alerts = []
         win: deque = deque()
         sessions: dict = defaultdict(int)          # session key -> events in window
@@ -182,9 +291,10 @@ class BruteForceDetector(Detector):
                 ep["targets"].setdefault(target, set()).add(key)
                 ep["value"] = max(ep["value"], n)
                 ep["peak_targets"] = max(ep["peak_targets"], k)
-            elif n >= self.threshold and k >= self.min_targets and \
+            elif n >= threshold and k >= self.min_targets and \
                     max(len(v) for v in targets.values()) <= self.max_per_target:
                 ep = {"crossed": t, "start": win[0][0], "end": t, "value": n, "peak_targets": k,
+                      "threshold": threshold,
                       "fids": [e[2] for e in win], "sessions": {e[1] for e in win},
                       "targets": {}}
                 for e in win:
@@ -195,16 +305,18 @@ class BruteForceDetector(Detector):
 
     def _spray_alert(self, src, ep) -> Alert:
         window_s = self.window_us / 1_000_000
+        thr = ep["threshold"]
         per = {f"{d}:{p}": len(k) for (d, p), k in sorted(ep["targets"].items())}
         hosts = sorted({d for d, _ in ep["targets"]})
         msg = (f"{src} made {len(ep['sessions'])} short login attempts against "
                f"{len(per)} services on {len(hosts)} hosts between "
                f"{us_to_dt(ep['start']):%H:%M:%S} and {us_to_dt(ep['end']):%H:%M:%S} UTC, "
                f"at most {max(per.values())} per service; up to {ep['value']} within "
-               f"{window_s:g} s (threshold {self.threshold} across >= {self.min_targets} "
-               f"services): password spraying")
+               f"{window_s:g} s (threshold {thr} across >= {self.min_targets} "
+               f"services{'; a source with no login in the baseline' if thr != self.threshold else ''}"
+               f"): password spraying")
         evidence = {"feature": "attempts_across_services", "value": ep["value"],
-                    "threshold": self.threshold, "min_targets": self.min_targets,
+                    "threshold": thr, "min_targets": self.min_targets,
                     "max_per_target": self.max_per_target, "window_s": window_s,
                     "services": len(per), "peak_services": ep["peak_targets"],
                     "attempts_per_service": per, "sessions": len(ep["sessions"]),
@@ -215,6 +327,6 @@ class BruteForceDetector(Detector):
             end=us_to_dt(ep["end"]), rule_name=self.name, rule_category=self.family,
             technique="T1110.003", source_ip=src,
             destination_ip=hosts[0] if len(hosts) == 1 else None, message=msg,
-            score=round(min(1.0, ep["value"] / (2.0 * self.threshold)), 3),
+            score=round(min(1.0, ep["value"] / (2.0 * thr)), 3),
             evidence=evidence, flow_ids=list(ep["fids"]),
             alert_id=hashlib.sha1(text.encode()).hexdigest())

@@ -22,8 +22,17 @@ more than ``gap`` seconds apart form an episode; an episode with at least ``sust
 raises ONE alert, whose ``flow_ids`` hold every counted flow of the target during the episode.
 The alert's time is when the ``sustain``-th hot bin crossed the threshold (estimated from the
 bin's rate: start of the bin, or of the first flow in it, plus the time the threshold took).
+
+Baseline-relative thresholds (issue 15; ``relative`` > 0): ``fit`` learns each target's peak
+rate per bin in the benign baseline (0 for a target it did not see). Trained, a target's
+``pps`` threshold is ``min(pps, max(min_pps, relative x its baseline peak))`` and likewise
+``flows`` with ``min_flows``: a few hundred packets per second against a host that normally sees
+a few is a flood, while a target busy in the baseline keeps at most the absolute threshold
+(never less reach than untrained). Untrained, the absolute ``pps``/``flows`` apply.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pyarrow as pa
@@ -48,7 +57,11 @@ class FloodDetector(Detector):
         "per_port": True,       # syn: target = destination ip:port (false: destination ip)
         "sustain": 2,           # hot bins an episode needs before it alerts
         "gap": 5,               # seconds: hot bins further apart start a new episode
+        "relative": 0,          # trained: x the target's baseline peak (0: absolute only)
+        "min_pps": 0,           # trained: the relative pps threshold is at least this
+        "min_flows": 0,         # trained, syn: the relative flows threshold is at least this
     }
+    trainable = True
 
     def configure(self) -> None:
         mode = self.settings["mode"]
@@ -79,6 +92,36 @@ class FloodDetector(Detector):
         self.per_port = per_port and mode == "syn"
         self.sustain = int(self._number("sustain", minimum=1, integer=True))
         self.gap_us = int(self._number("gap", minimum=0) * 1_000_000)
+        self.relative = float(self._number("relative"))
+        self.min_pps = float(self._number("min_pps"))
+        self.min_flows = float(self._number("min_flows"))
+        if self.relative and not (self.min_pps or self.min_flows):
+            raise SettingError(f"{self.name!r}: 'relative' needs a floor: set 'min_pps' (or "
+                               f"'min_flows') above 0", setting="relative")
+        self.peaks: dict[tuple, tuple[float, float]] = {}    # target -> baseline (pps, flows)
+
+    def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
+        """Each target's peak packet and half-open-flow rate per bin in the baseline."""
+        self.peaks = {}
+        prep = self._prepare(flows) if flows is not None and flows.num_rows else None
+        if prep is not None:
+            _, start, end, pkts, byts, target, obs, labels = prep
+            tgt, _, rp, _, rf = self._bin_rates(start, end, pkts, byts, target, obs)
+            for t, p, f in zip(tgt, rp, rf):
+                old = self.peaks.get(labels[t], (0.0, 0.0))
+                self.peaks[labels[t]] = (max(old[0], float(p)), max(old[1], float(f)))
+        self.trained = True
+
+    def _thresholds(self, label) -> tuple[float, float]:
+        """(pps, flows) thresholds of one target: absolute, or relative to its baseline."""
+        if not (self.relative and self.trained):
+            return self.pps, self.flows_thr
+        p, f = self.peaks.get(label, (0.0, 0.0))
+        pps = min(self.pps or math.inf, max(self.min_pps, self.relative * p)) \
+            if self.min_pps else self.pps
+        flows = min(self.flows_thr or math.inf, max(self.min_flows, self.relative * f)) \
+            if self.min_flows and self.flows_thr else self.flows_thr
+        return pps, flows
 
     def _given(self) -> set:
         return {k for k, v in self.settings.items() if v != self.SETTINGS[k]}
@@ -155,13 +198,21 @@ class FloodDetector(Detector):
         rate_f = np.maximum.reduceat(f[order], cut) * scale
         return tgt[order][cut], bins[order][cut], rate_p, rate_b, rate_f
 
-    def _hot(self, rate_p, rate_b, rate_f):
+    def _hot(self, rate_p, rate_b, rate_f, tgt=None, labels=None):
+        """Hot bins and how far past its threshold each bin is (the largest ratio); with
+        ``tgt``/``labels`` the pps and flows thresholds are the target's own (_thresholds)."""
         hot = np.zeros(len(rate_p), dtype=bool)
         ratio = np.zeros(len(rate_p))
-        for thr, r in ((self.pps, rate_p), (self.bps, rate_b), (self.flows_thr, rate_f)):
-            if thr:
-                hot |= r >= thr
-                ratio = np.maximum(ratio, r / thr)
+        thr_p = np.full(len(rate_p), self.pps)
+        thr_f = np.full(len(rate_p), self.flows_thr)
+        if tgt is not None and self.relative and self.trained:
+            per = np.array([self._thresholds(lb) for lb in labels]).reshape(-1, 2)
+            thr_p, thr_f = per[tgt, 0], per[tgt, 1]
+        for thr, r in ((thr_p, rate_p), (np.full(len(rate_p), self.bps), rate_b),
+                       (thr_f, rate_f)):
+            on = thr > 0
+            hot |= on & (r >= np.where(on, thr, np.inf))
+            ratio = np.maximum(ratio, np.where(on, r / np.where(on, thr, 1.0), 0.0))
         return hot, ratio
 
     # -- API ---------------------------------------------------------------------------------
@@ -173,7 +224,7 @@ class FloodDetector(Detector):
             return []
         sel, start, end, pkts, byts, target, obs, labels = prep
         tgt, bins, rp, rb, rf = self._bin_rates(start, end, pkts, byts, target, obs)
-        hot, ratio = self._hot(rp, rb, rf)
+        hot, ratio = self._hot(rp, rb, rf, tgt, labels)
         idx = np.flatnonzero(hot)
         if len(idx) == 0:
             return []
@@ -221,10 +272,11 @@ class FloodDetector(Detector):
         target = f"{dst}:{port}" if port is not None else dst
         # the feature that is furthest past its threshold at the peak
         cand = []
-        if self.pps:
-            cand.append(("syn_pps" if self.mode == "syn" else "pps", rp[peak], self.pps))
-        if self.flows_thr:
-            cand.append(("half_open_flows_per_s", rf[peak], self.flows_thr))
+        thr_p, thr_f = self._thresholds(label)
+        if thr_p:
+            cand.append(("syn_pps" if self.mode == "syn" else "pps", rp[peak], thr_p))
+        if thr_f:
+            cand.append(("half_open_flows_per_s", rf[peak], thr_f))
         if self.bps:
             cand.append(("bytes_per_s", rb[peak], self.bps))
         feature, value, thr = max(cand, key=lambda c: c[1] / c[2])
@@ -232,7 +284,13 @@ class FloodDetector(Detector):
         what = "SYN flood" if self.mode == "syn" else "UDP flood"
         unit = {"syn_pps": "SYN/s", "pps": "packets/s", "half_open_flows_per_s":
                 "half-open flows/s", "bytes_per_s": "bytes/s"}[feature]
-        msg = (f"{what} against {target}: {value:,.0f} {unit} at peak (threshold {thr:g}) "
+        note = ""
+        if self.relative and self.trained and thr < (self.pps if feature.endswith("pps")
+                                                     else self.flows_thr or math.inf):
+            base = self.peaks.get(label, (0.0, 0.0))
+            note = (f", relative: its baseline peak was "
+                    f"{base[0 if feature.endswith('pps') else 1]:,.1f}/s")
+        msg = (f"{what} against {target}: {value:,.0f} {unit} at peak (threshold {thr:g}{note}) "
                f"in {len(ep)} of {window_s:g} s bins between {us_to_dt(t0):%H:%M:%S} and "
                f"{us_to_dt(t1):%H:%M:%S} UTC, {len(flow_ids)} flows, {pkts:,} packets from "
                f"{srcs or f'{len(sources)} sources'}")
@@ -244,6 +302,13 @@ class FloodDetector(Detector):
                     "mode": self.mode, "target": target, "sources": len(sources)}
         if self.mode == "syn":
             evidence["peak_half_open_flows_per_s"] = round(float(rf[peak]), 1)
+        if self.relative and self.trained:
+            base = self.peaks.get(label, (0.0, 0.0))
+            evidence["baseline"] = {"peak_pps": round(base[0], 1),
+                                    "peak_half_open_flows_per_s": round(base[1], 1),
+                                    "relative": self.relative, "min_pps": self.min_pps,
+                                    "min_flows": self.min_flows,
+                                    "absolute": {"pps": self.pps, "flows": self.flows_thr}}
         return Alert(
             timestamp=us_to_dt(t_cross), start=us_to_dt(t0), end=us_to_dt(t1),
             rule_name=self.name, rule_category=self.family, technique=self.technique,

@@ -11,6 +11,9 @@ File format (one or more files, every ``*.yaml`` / ``*.yml`` of the folder)::
 
 Errors name the file and line: ``detectors/x.yaml:7:18: unknown setting 'treshold' ...``.
 ``run_detectors`` is the only function that moves data: store -> detectors -> alerts -> store.
+Detectors that have the optional ``signals(flows, packets)`` hook also give weak signals
+(sub-threshold observations, docs/incidents.md): ``run_detectors`` stores them in the
+``signals`` table; they are never alerts.
 """
 from __future__ import annotations
 
@@ -22,17 +25,17 @@ import pyarrow as pa
 
 from ..errors import UserError
 from ..model.yamlsrc import load_yaml
-from .base import Detector, SettingError, alerts_to_table
+from .base import Alert, Detector, SettingError, alerts_to_table
 
-__all__ = ["FAMILIES", "register", "load_detectors", "load_detector_file", "run_detectors",
-           "baseline_window"]
+__all__ = ["FAMILIES", "baseline_window", "collect_signals", "load_detector_file",
+           "load_detectors", "register", "run_detectors"]
 
 FAMILIES: dict[str, type[Detector]] = {}
 
 ENTRY_KEYS = ("name", "family", "settings", "enabled", "description")
 
 #: modules of this package that hold no detector family
-NOT_FAMILIES = frozenset({"base", "registry", "stream", "features", "__init__"})
+NOT_FAMILIES = frozenset({"base", "registry", "stream", "features", "incidents", "__init__"})
 
 
 def register(cls: type[Detector]) -> type[Detector]:
@@ -203,9 +206,10 @@ def run_detectors(store, run_id: str, detectors: list[Detector], *, write: bool 
     records of another (benign) run, or else the first ``baseline_s`` seconds of this run (a
     drill's warm-up, during which only benign traffic runs; ``baseline_until``, epoch seconds,
     ends it at the warm-up's recorded end instead). Neither: they run untrained.
-    With ``replace`` (default) earlier alerts of the run are removed first when the store
-    supports ``delete``, so re-running detection does not duplicate alerts. ``stats``, when
-    given, receives ``{detector name: {"seconds", "alerts", "trained"}}``.
+    With ``replace`` (default) earlier alerts (and signals) of the run are removed first, so
+    re-running detection does not duplicate them. Weak signals of the detectors that have the
+    ``signals`` hook (``collect_signals``) go to the store's ``signals`` table. ``stats``, when
+    given, receives ``{detector name: {"seconds", "alerts", "signals", "trained"}}``.
     """
     import time
     flows = store.read("flows", run_id, columns=_columns(store, "flows"))
@@ -214,22 +218,54 @@ def run_detectors(store, run_id: str, detectors: list[Detector], *, write: bool 
         if need_packets else None
     if train is None and (baseline_s or baseline_until) and any(d.trainable for d in detectors):
         train = baseline_window(flows, packets, baseline_s, baseline_until)
-    alerts = []
+    alerts, signals = [], []
     for det in detectors:
         t0 = time.perf_counter()
         if det.trainable and train is not None:
             det.fit(train[0], train[1] if det.needs_packets else None)
         found = det.detect(flows, packets if det.needs_packets else None)
         alerts.extend(found)
+        weak = collect_signals(det, flows, packets if det.needs_packets else None, found)
+        signals.extend(weak)
         if stats is not None:
             stats[det.name] = {"seconds": round(time.perf_counter() - t0, 4),
-                               "alerts": len(found), "trained": bool(det.trained)}
+                               "alerts": len(found), "signals": len(weak),
+                               "trained": bool(det.trained)}
     table = alerts_to_table(alerts, run_id)
     if write:
         if replace:
             store.delete("alerts", run_id)
         store.write("alerts", table)
+        if store.has("signals"):
+            if replace:
+                store.delete("signals", run_id)
+            store.write("signals", alerts_to_table(signals, run_id))
     return table
+
+
+def collect_signals(det: Detector, flows: pa.Table, packets: pa.Table | None,
+                    alerts: list[Alert]) -> list[Alert]:
+    """The weak signals of one detector (its optional ``signals(flows, packets)`` hook; none
+    without it), held to the contract (docs/incidents.md): ``kind`` "signal", dataset
+    ``cyberrange.signal``, ``rule_name`` the instance name, a score in (0, 1). A signal whose
+    flows all lie in one of the detector's own ``alerts`` is dropped: an observation that
+    raised an alert is not also a signal."""
+    hook = getattr(det, "signals", None)
+    if not callable(hook):
+        return []
+    alerted = set()
+    for a in alerts:
+        alerted.update(a.flow_ids or ())
+    out = []
+    for sig in hook(flows, packets) or ():
+        if sig.flow_ids and alerted.issuperset(sig.flow_ids):
+            continue
+        sig.kind, sig.dataset, sig.rule_name = "signal", "cyberrange.signal", det.name
+        sig.rule_category = sig.rule_category or det.family
+        sig.technique = sig.technique or det.technique
+        sig.score = min(max(float(sig.score), 1e-3), 0.999)
+        out.append(sig)
+    return out
 
 
 def _columns(store, kind: str) -> list[str] | None:

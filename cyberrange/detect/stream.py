@@ -10,6 +10,12 @@ streaming code of their own: detectors are pure functions of their records (the 
   already reported the same (source, destination, technique) and this alert starts no later
   than ``merge_gap_s`` after the reported one's last evidence (a long episode whose first
   flows left the horizon gets a new id; it is still one alert).
+* Each detector sees as far back as it needs (``lookback_s``): at least ``horizon_s``, twice
+  its longest ``*window`` setting (a slow scan counted over 600 s sees 1,200 s), and for
+  beacons ``BEACON_LOOKBACK_S`` (eight check-ins at up to 225 s apart); a detector may state
+  its own ``lookback_s``. At most ``MAX_LOOKBACK_S``; packets (for the families that read
+  them) at most ``MAX_PACKET_LOOKBACK_S``. Before this a 120 s horizon for every family hid
+  every beacon slower than one check-in per 15 s and every slow scan from the live view.
 * Trainable detectors learn once, from the records of the first ``baseline_s`` seconds, as
   soon as the stream has passed them; before that they do not run (an untrained model would
   only alert on the baseline it is about to learn from).
@@ -27,7 +33,30 @@ import pyarrow.compute as pc
 
 from .base import Alert, Detector
 
-__all__ = ["StreamingDetection"]
+__all__ = ["StreamingDetection", "lookback_s"]
+
+BEACON_LOOKBACK_S = 1800.0
+MAX_LOOKBACK_S = 3600.0
+MAX_PACKET_LOOKBACK_S = 600.0
+
+
+def lookback_s(det: Detector, horizon_s: float) -> float:
+    """How many seconds of records ``det`` is given in the live stream (see the module doc)."""
+    own = getattr(det, "lookback_s", None)
+    if isinstance(own, (int, float)) and not isinstance(own, bool) and own > 0:
+        return min(float(own), MAX_LOOKBACK_S)
+    need = float(horizon_s)
+    if det.family == "beacon":
+        need = max(need, BEACON_LOOKBACK_S)
+    for key, value in det.settings.items():
+        if key.endswith("window") and isinstance(value, (int, float)) \
+                and not isinstance(value, bool):
+            need = max(need, 2.0 * float(value))
+    return min(need, MAX_LOOKBACK_S)
+
+
+def _packet_lookback_s(det: Detector, horizon_s: float) -> float:
+    return min(lookback_s(det, horizon_s), max(MAX_PACKET_LOOKBACK_S, horizon_s))
 
 
 def _us(table: pa.Table, name: str = "@timestamp"):
@@ -39,6 +68,14 @@ class StreamingDetection:
                  baseline_s: float | None = None, merge_gap_s: float = 60.0, on_alert=None):
         self.detectors = detectors
         self.horizon_us = int(horizon_s * 1_000_000)
+        self.lookback_us = {id(d): (int(lookback_s(d, horizon_s) * 1_000_000),
+                                    int(_packet_lookback_s(d, horizon_s) * 1_000_000))
+                            for d in detectors}
+        self.flow_keep_us = max((b[0] for b in self.lookback_us.values()),
+                                default=self.horizon_us)
+        self.packet_keep_us = max((self.lookback_us[id(d)][1] for d in detectors
+                                   if d.needs_packets), default=self.horizon_us)
+        self.newest: int | None = None
         self.baseline_s = baseline_s or 0.0
         self.baseline_until: float | None = None   # epoch s: set when the warm-up's end is known
         self.merge_gap_us = int(merge_gap_s * 1_000_000)
@@ -86,12 +123,12 @@ class StreamingDetection:
 
     # -- internals -----------------------------------------------------------------------------
     def _trim(self, newest: int) -> None:
-        cutoff = newest - self.horizon_us
-        for buf in (self.flows, self.packets):
+        self.newest = newest if self.newest is None else max(self.newest, newest)
+        for buf, keep in ((self.flows, self.flow_keep_us), (self.packets, self.packet_keep_us)):
             if not buf:
                 continue
             table = pa.concat_tables(buf, promote_options="default")
-            buf[:] = [table.filter(pc.greater_equal(_us(table), cutoff))]
+            buf[:] = [table.filter(pc.greater_equal(_us(table), self.newest - keep))]
 
     def _train(self) -> None:
         from .registry import baseline_window
@@ -115,10 +152,21 @@ class StreamingDetection:
             packets = self.packets[0] if len(self.packets) == 1 else \
                 pa.concat_tables(self.packets, promote_options="default")
         new: list[Alert] = []
+        cuts: dict[tuple, pa.Table | None] = {}     # (which, look-back µs) -> the records
+
+        def since(which: str, table, back: int):
+            if table is None:
+                return None
+            if (which, back) not in cuts:
+                cuts[which, back] = table.filter(pc.greater_equal(_us(table), self.newest - back))
+            return cuts[which, back]
         for det in self.detectors:
             if det.trainable and not self.trained:
                 continue
-            for a in det.detect(flows, packets if det.needs_packets else None):
+            back_f, back_p = self.lookback_us[id(det)]
+            f = since("flows", flows, back_f)
+            p = since("packets", packets, back_p) if det.needs_packets else None
+            for a in det.detect(f, p if det.needs_packets else None):
                 if self._is_new(a):
                     new.append(a)
         now = time.time()

@@ -75,10 +75,17 @@ STAGES = (
 )
 
 
-def load_topology(path) -> Topology:
-    """Read, validate and complete the topology in ``path``; raise ``UserError`` on bad input."""
+def load_topology(path, change=None) -> Topology:
+    """Read, validate and complete the topology in ``path``; raise ``UserError`` on bad input.
+
+    ``change`` (a ``patch.changeset.ChangeSet``, or anything with ``apply_to(doc)``) is applied
+    to the document once includes and block instances are merged, before the model is built:
+    the model is the patched topology, and errors about what the change brought in point into
+    the change set. (Handed in, not imported: the patch package sits above the model.)"""
     ctx = Context(load_yaml(path, "topology"))
     for stage in STAGES:
+        if change is not None and stage is topology:
+            change.apply_to(ctx.doc)
         stage(ctx)
     return ctx.topo
 

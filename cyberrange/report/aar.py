@@ -20,12 +20,15 @@ def render(run, card: dict) -> str:
     for s in card.get("steps", []):
         ttd = "—" if s.get("time_to_detect_s") is None else f"{s['time_to_detect_s']:.1f} s"
         det = ("not observable" if s.get("observable") is False
-               else "yes" if s.get("detected") else "**no**")
+               else "yes" if s.get("detected") else
+               f"late ({s['late_detect_s']:.1f} s)" if s.get("detected_late")
+               and isinstance(s.get("late_detect_s"), (int, float)) else "**no**")
         reason = " ".join(str(s.get("reason") or "").split()).replace("|", "\\|") or "—"
         lines.append(f"| {s['step_id']} | {s.get('technique')} | {s.get('outcome')} | "
                      f"{det} | {ttd} | "
                      f"{', '.join(s.get('detected_by') or []) or '—'} | {s.get('attack_flows', 0)} "
                      f"| {reason} |")
+    lines += _incidents(card.get("incidents"))
     f, a = card.get("flows", {}), card.get("alerts", {})
     lines += ["", "## Flows and alerts", "",
               "| measure | value |", "|---|---:|",
@@ -78,6 +81,34 @@ def render(run, card: dict) -> str:
     for w in m.get("warnings") or []:
         lines += ["", f"> warning: {w}"]
     return "\n".join(lines) + "\n"
+
+
+def _incidents(sec) -> list[str]:
+    """The incidents (docs/incidents.md): one row each, then its explanation lines."""
+    if not isinstance(sec, dict):
+        return []
+    verdict = {True: "the playbook became an incident",
+               False: "the playbook became **no** incident",
+               None: "no attack step to find"}[sec.get("is_incident")]
+    head = (f"{sec.get('total', 0)} incidents ({sec.get('true', 0)} true, "
+            f"{sec.get('false', 0)} false): {verdict}; {sec.get('steps_in_incidents', 0)} of "
+            f"{sec.get('steps_observable', 0)} observable steps in incidents.")
+    lines = ["", "## Incidents", "", head]
+    rows = sec.get("list") or []
+    if rows:
+        lines += ["", ("| incident | severity | score | kill chain | hosts | alerts | signals "
+                       "| true | steps |"), "|---|---|---:|---|---|---:|---:|---|---|"]
+    for r in rows:
+        hosts = " ⇒ ".join(dict.fromkeys([(r.get("entities") or ["?"])[0]]
+                                         + [p["host"] for p in r.get("pivots") or []]))
+        lines.append(f"| {r['incident_id'][:8]} | {r['severity']} | {r['score']:.2f} | "
+                     f"{' → '.join(r.get('stages') or []) or '—'} | {hosts} | {r['alerts']} | "
+                     f"{r['signals']} | {'yes' if r.get('true') else 'no'} | "
+                     f"{', '.join(r.get('steps') or []) or '—'} |")
+    for r in rows:
+        lines += ["", f"**{r['incident_id'][:8]}** {r['summary']}", ""]
+        lines += [f"- {x}".replace("|", "\\|") for x in r.get("explanation") or []]
+    return lines
 
 
 def write_report(run, card: dict, path=None):

@@ -156,7 +156,59 @@ def goals(ev: dict) -> list[tuple[str, bool | None, str]]:
                     + (f"; not measured: {', '.join(untimed)}" if untimed else ""))
         out.append((goal, not slow, (f"all met {evidence}" if not slow
                                      else "slower: " + ", ".join(slow) + f"; {evidence}")))
+    out += incident_goals(ev["totals"].get("incidents"))
     return out
+
+
+def incident_goals(inc: dict | None) -> list[tuple[str, bool | None, str]]:
+    """Issue 15's incident goals: every playbook becomes an incident; no incident on a benign
+    run. None when the evaluation has no incident section (made before incidents existed)."""
+    if inc is None:
+        return []
+    out = []
+    goal = "every playbook becomes an incident"
+    rows = inc.get("per_playbook") or []
+    if not rows:
+        out.append((goal, None, "not measured (no run with an observable attack step)"))
+    else:
+        missed = [f"{r['playbook']} {r['incident']}/{r['runs']}" for r in rows
+                  if r["incident"] < r["runs"]]
+        evidence = (f"{sum(r['incident'] for r in rows)}/{inc['attack_runs']} runs of "
+                    f"{_n(len(rows), 'playbook')}")
+        out.append((goal, not missed, f"all met, {evidence}" if not missed else
+                    "no incident: " + ", ".join(missed) + f"; {evidence}"))
+    goal = "0 incidents per benign run"
+    if not inc.get("benign_runs"):
+        out.append((goal, None, "not measured (no benign run)"))
+    else:
+        n, runs = inc["benign_incidents"], inc["benign_runs"]
+        out.append((goal, n == 0, f"{n} incidents on {_n(runs, 'benign run')}"))
+    return out
+
+
+INC_HEAD = ["playbook", "runs", "became an incident", "incident recall", "steps in incidents",
+            "all steps in one", "incidents", "false incidents"]
+
+
+def _inc_cells(r: dict) -> list[str]:
+    return [r["playbook"], str(r["runs"]), str(r["incident"]), _f(r["recall"]),
+            f"{r['steps_in_incidents']}/{r['steps']}", f"{r['one_incident']}/{r['runs']}",
+            str(r["incidents"]), str(r["false"])]
+
+
+def incident_table(ev: dict) -> Table | None:
+    inc = ev["totals"].get("incidents")
+    if not inc or not inc.get("per_playbook"):
+        return None
+    t = Table(title="Incidents per playbook (alerts + weak signals, correlated)",
+              box=box.SIMPLE_HEAVY, title_justify="left")
+    for h in INC_HEAD:
+        t.add_column(h, justify="left" if h == "playbook" else "right")
+    for r in inc["per_playbook"]:
+        cells = _inc_cells(r)
+        cells[3] = f"[{'green' if r['recall'] == 1 else 'red'}]{cells[3]}[/]"
+        t.add_row(*cells)
+    return t
 
 
 def goal_mark(met: bool | None, rich: bool = True) -> str:
@@ -188,6 +240,9 @@ def print_evaluation(ev: dict, console) -> None:
     console.print(technique_table(ev))
     console.print(detector_table(ev))
     console.print(coverage_table(ev))
+    it = incident_table(ev)
+    if it is not None:
+        console.print(it)
     console.print(f"{tot['runs']} runs, {tot['flows']:,} flows ({tot['benign_flows']:,} benign, "
                   f"{tot['attack_flows']:,} attack), {tot['steps']} observable steps, "
                   f"{tot['detected']} detected on time"
@@ -229,6 +284,10 @@ def evaluation_markdown(ev: dict) -> str:
         _md_table(["technique"] + used,
                   [[tech] + [row.get(n, "·") for n in used]
                    for tech, row in ev["coverage"].items()]),
+        *(["", "### Incidents per playbook", "",
+           _md_table(INC_HEAD, [_inc_cells(r) for r in
+                                (tot.get("incidents") or {}).get("per_playbook") or []])]
+          if (tot.get("incidents") or {}).get("per_playbook") else []),
         "", "### Runs", "",
         _md_table(["run", "kind", "topology", "playbook", "flows", "benign", "attack", "steps",
                    "detected", "false alerts"],

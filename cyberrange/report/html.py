@@ -3,7 +3,8 @@ of ``timeline.py`` and the network picture of ``netmap.py``) and a few lines of 
 tooltips and a time cursor. It fetches nothing: it can be mailed, archived or opened offline.
 
 Sections, each left out (with a one-line note) when the run has nothing for it: header and key
-figures, timeline, attack steps, network picture, blue team (action log and the scorecard's
+figures, timeline, attack steps (a step detected only late shows "late (N s)"), incidents (the
+kill-chain view, ``report/incidents.py``), network picture, blue team (action log and the scorecard's
 ``blue`` section), mission availability, detectors, flows and capture, notes and run details.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import time
 from html import escape
 
-from cyberrange.report import netmap, timeline
+from cyberrange.report import incidents, netmap, timeline
 from cyberrange.report.content import utc
 from cyberrange.report.picture import CLASS_COLOURS
 
@@ -48,6 +49,7 @@ tr.hl td{background:#fff6d6}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;
 color:#fff;white-space:nowrap}
 .yes{color:var(--green);font-weight:600}.no{color:var(--red);font-weight:600}
+.late{color:var(--amber);font-weight:600}
 .muted,.note{color:var(--muted)}.reason{color:var(--muted);font-size:12px;display:block}
 .small{font-size:12px}
 .split{display:inline-flex;border-radius:4px;overflow:hidden;vertical-align:middle}
@@ -212,8 +214,15 @@ def _kpis(c: dict) -> str:
         cards.append(("steps detected", f"{len(det)} / {len(obs)}",
                       "good" if obs and len(det) == len(obs) else "bad" if obs else ""))
         cards.append(("mean time to detect", _s(sum(ttd) / len(ttd)) if ttd else "—", ""))
+    late = [s for s in obs if not s["detected"] and s.get("detected_late")]
+    if late:
+        cards.append(("steps detected late", f"{len(late)} / {len(obs)}", "warn"))
     cards.append(("alerts true / false", f"{_e(a['true'])} / {_e(a['false'])}",
                   "warn" if a.get("false") else "good"))
+    inc = c.get("incidents")
+    if isinstance(inc, dict):
+        cards.append(("incidents true / false", f"{_e(inc.get('true'))} / {_e(inc.get('false'))}",
+                      "bad" if inc.get("is_incident") is False or inc.get("false") else "good"))
     cards.append(("flow precision / recall",
                   f"{_ratio(f.get('precision'))} / {_ratio(f.get('recall'))}", ""))
     cap = c["run"].get("capture")
@@ -264,9 +273,14 @@ def _steps(c: dict) -> str:
                    if s["technique_name"] else ""))
         detected = _yesno(s["detected"]) if s["observable"] else \
             '<span class="muted" title="the step sent nothing a sensor could see">not observable</span>'
+        by = _e(", ".join(s["detected_by"]) or None)
+        if s["observable"] and not s["detected"] and s.get("detected_late"):
+            detected = (f'<span class="late" title="detected only after the step ended plus the '
+                        f'scorecard&#39;s late_s: not on time">late ({_s(s.get("late_detect_s"), 1)})'
+                        f'</span>')
+            by = f'<span class="muted">{_e(", ".join(s.get("late_by") or []) or None)} (late)</span>'
         row = [f'<b>{_e(s["step_id"])}</b>', tech, _e(s["name"]), _badge(s["outcome"]) + reason,
-               _e(s["packets"]), _e(s["attack_flows"]), detected, _s(s["time_to_detect_s"]),
-               _e(", ".join(s["detected_by"]) or None)]
+               _e(s["packets"]), _e(s["attack_flows"]), detected, _s(s["time_to_detect_s"]), by]
         if show_blue:
             by = f'<span class="reason">{_e(s["contained_by"])}</span>' if s["contained_by"] else ""
             row += [_yesno(s["contained"]) + by, _s(s["time_to_contain_s"])]
@@ -395,7 +409,8 @@ def _details(c: dict) -> str:
                       "finished": utc(r["finished"])})
 
 
-SECTIONS = [("timeline", "Timeline"), ("steps", "Attack steps"), ("network", "Network picture"),
+SECTIONS = [("timeline", "Timeline"), ("steps", "Attack steps"), ("incidents", "Incidents"),
+            ("network", "Network picture"),
             ("blue", "Blue team"), ("availability", "Mission availability"),
             ("detectors", "Detectors"), ("flows", "Flows and capture"),
             ("details", "Notes and run details")]
@@ -409,7 +424,8 @@ def render(content: dict) -> str:
                     'click a step to find it in the table. Times here and below are seconds '
                     'from the start of the first attack step (' + escape(utc(content["origin"]))
                     + ').</p>',
-        "steps": _steps(content), "network": _picture(content, topo), "blue": _blue(content),
+        "steps": _steps(content), "incidents": incidents.html_section(content.get("incidents")),
+        "network": _picture(content, topo), "blue": _blue(content),
         "availability": _availability(content), "detectors": _detectors(content),
         "flows": _flows(content), "details": _details(content),
     }

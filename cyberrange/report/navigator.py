@@ -4,6 +4,8 @@ playbook used, coloured by what the detectors made of it.
 - green: every step of the technique that sent something was detected;
 - amber: some were, some were missed (score = the detected share, 0-100);
 - red: none was detected;
+- yellow: none on time, but some only late (after the step's end + the scorecard's ``late_s``);
+  the comment says "late (N s)";
 - grey: no step of it sent anything a sensor could see (blocked or refused before the first
   packet, skipped, errored): there was nothing to detect.
 
@@ -19,8 +21,10 @@ from cyberrange.report.content import attack_domain
 
 VERSIONS = {"attack": "14", "navigator": "4.9.1", "layer": "4.5"}
 DETECTED, PARTLY, MISSED, NOT_OBSERVABLE = "#31a354", "#fdae61", "#e34a33", "#bdbdbd"
+LATE = "#fee08b"
 LEGEND = [{"label": "detected", "color": DETECTED}, {"label": "partly detected", "color": PARTLY},
           {"label": "missed", "color": MISSED},
+          {"label": "detected late only (not on time)", "color": LATE},
           {"label": "not observable (nothing sent)", "color": NOT_OBSERVABLE}]
 
 
@@ -32,6 +36,10 @@ def _step_note(s: dict) -> str:
         ttd = s["time_to_detect_s"]
         what = (f"detected in {ttd:.2f} s" if isinstance(ttd, (int, float)) else "detected") \
             + (f" by {', '.join(s['detected_by'])}" if s["detected_by"] else "")
+    elif s.get("detected_late"):
+        late = s.get("late_detect_s")
+        what = (f"late ({late:.1f} s)" if isinstance(late, (int, float)) else "late") + \
+            (f" by {', '.join(s['late_by'])}" if s.get("late_by") else "") + ", not on time"
     else:
         what = "MISSED"
     return f"{variant}{s['step_id']} ({s['outcome']}): {what}"
@@ -51,11 +59,15 @@ def technique_entries(steps: list[dict]) -> dict[str, dict]:
             colour, score = NOT_OBSERVABLE, None
         else:
             score = round(100 * len(hit) / len(seen))
-            colour = DETECTED if len(hit) == len(seen) else PARTLY if hit else MISSED
+            late = [s for s in seen if not s["detected"] and s.get("detected_late")]
+            colour = DETECTED if len(hit) == len(seen) else PARTLY if hit else \
+                LATE if late else MISSED
         entry = {"techniqueID": tid, "color": colour, "comment": "; ".join(map(_step_note, group)),
                  "enabled": True,
                  "metadata": [{"name": "steps", "value": str(len(group))},
-                              {"name": "detected", "value": f"{len(hit)} of {len(seen)} observable"}]}
+                              {"name": "detected", "value": f"{len(hit)} of {len(seen)} observable"},
+                              {"name": "late", "value": str(sum(
+                                  1 for s in seen if not s["detected"] and s.get("detected_late")))}]}
         if score is not None:
             entry["score"] = score
         out[tid] = entry
@@ -73,7 +85,8 @@ def layer(content: dict, domain: str, techniques: list[dict]) -> dict:
         "domain": domain,
         "description": (f"Drill {r['run_id']}: topology {r['topology']}, playbook "
                         f"{r['playbook']}. Techniques coloured by detection: green detected, "
-                        "amber partly, red missed, grey not observable; score = percent of "
+                        "amber partly, red missed, yellow detected late only, grey not observable; "
+                        "score = percent of "
                         "observable steps detected."),
         "sorting": 3,
         "layout": {"layout": "side", "showID": True, "showName": True,

@@ -86,7 +86,8 @@ class _Marks:
 
     def arrow(self, src, dst, step, colour) -> None:
         a, b = self.at(src), self.at(dst)
-        if a is None or b is None or a == b:
+        # positions are numpy arrays: compare them element-wise (``a == b`` is an array)
+        if a is None or b is None or (float(a[0]), float(a[1])) == (float(b[0]), float(b[1])):
             return
         self.ax.annotate("", xy=b, xytext=a, zorder=7, gid=f"cr-path-{src}-{dst}",
                          arrowprops={"arrowstyle": "-|>,head_length=0.7,head_width=0.35",

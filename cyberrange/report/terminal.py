@@ -150,6 +150,8 @@ def print_scorecard(card: dict, console: Console | None = None) -> None:
     console = console or Console()
     run = card.get("run", {})
     console.print(scorecard_table(card))
+    from cyberrange.report.incidents import print_scorecard_incidents
+    print_scorecard_incidents(card, console)
     console.print(summary_table(card))
     rt = reconciliation_table(card)
     if rt is not None:

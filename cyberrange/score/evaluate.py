@@ -36,6 +36,11 @@ Definitions (docs/detection-results.md shows them applied to the benchmark corpu
   benign flows summed over every run of the corpus (benign-only runs included).
 * **ROC-AUC / PR-AUC** (detectors that score flows): over every flow of the corpus (evaluation
   window, one row per flow and sensor), label = attack flow, score = the detector's flow score.
+* **Incidents** (``score.incidents``): the alerts and weak signals of all detectors together,
+  evaluation window only, correlated into incidents (``detect.incidents``). *Incident recall*
+  of a playbook = runs in which it became an incident / its runs with an observable step;
+  *incidents per benign run* = incidents of runs with no observable attack step / such runs
+  (goal 0); ``false`` incidents hold no observation tied to a step.
 """
 from __future__ import annotations
 
@@ -125,6 +130,7 @@ class RunData:
     ledger: list
     flows: pa.Table
     alerts: dict = field(default_factory=dict)        # detector name -> alerts table
+    signals: dict = field(default_factory=dict)       # detector name -> weak signals table
     flow_scores: dict = field(default_factory=dict)   # detector name -> np.ndarray
     seconds: dict = field(default_factory=dict)       # detector name -> seconds
     window_start_us: int | None = None                # evaluation starts after the baseline
@@ -165,12 +171,15 @@ def _load_run(run, detectors, train, default_baseline_s) -> RunData:
     fit_on = train if train is not None else (
         baseline_window(flows, packets, rd.baseline_s, until) if end is not None else None)
     from ..detect.base import alerts_to_table
+    from ..detect.registry import collect_signals
     for det in detectors:
         t0 = time.perf_counter()
         if det.trainable and fit_on is not None:
             det.fit(fit_on[0], fit_on[1] if det.needs_packets else None)
         found = det.detect(flows, packets if det.needs_packets else None)
         rd.alerts[det.name] = alerts_to_table(found, run_id)
+        rd.signals[det.name] = alerts_to_table(
+            collect_signals(det, flows, packets if det.needs_packets else None, found), run_id)
         if det.scores_flows:
             rd.flow_scores[det.name] = np.asarray(
                 det.score_flows(flows, packets if det.needs_packets else None), dtype=float)
@@ -221,6 +230,7 @@ class _Corpus:
         self.runs: list = []
         self.skipped: list = []
         self.late_steps: list = []      # steps detected only after end + late_s
+        self.incidents = _IncidentTally()
 
     # -- adding a run ----------------------------------------------------------------------
     def add_run(self, rd: RunData) -> None:
@@ -236,7 +246,11 @@ class _Corpus:
         for n in self.names:
             self._add_detector(n, rd, flows, counted)
         self._add_flow_scores(rd)
-        self.runs.append(_run_row(rd, card_all, counted))
+        signals = pa.concat_tables([_after(rd.signals[n], start) for n in self.names]) \
+            if self.names else ALERT_SCHEMA.empty_table()
+        inc = self.incidents.add(rd, flows, all_alerts, signals)
+        self.runs.append(dict(_run_row(rd, card_all, counted), incidents=inc["total"],
+                              false_incidents=inc["false"], is_incident=inc["is_incident"]))
 
     def _add_steps(self, rd: RunData, card_all: dict) -> dict:
         """Tally the run's steps by technique (all detectors' alerts together); returns
@@ -360,8 +374,48 @@ class _Corpus:
                   "steps": sum(r["steps"] for r in tech_rows),
                   "detected": sum(r["detected"] for r in tech_rows),
                   "late": len(self.late_steps), "late_steps": self.late_steps,
-                  "late_s": LATE_S, "skipped_runs": self.skipped}
+                  "late_s": LATE_S, "skipped_runs": self.skipped,
+                  "incidents": self.incidents.totals()}
         return Evaluation(self.runs, tech_rows, self._detector_rows(labels), coverage, totals)
+
+
+class _IncidentTally:
+    """Incident recall per playbook and incidents per benign run, over the corpus."""
+
+    def __init__(self):
+        self.playbooks: dict = defaultdict(lambda: {"runs": 0, "incident": 0, "steps": 0,
+                                                    "steps_in_incidents": 0, "incidents": 0,
+                                                    "false": 0, "one_incident": 0})
+        self.benign_runs = self.benign_incidents = 0
+
+    def add(self, rd: RunData, flows: pa.Table, alerts: pa.Table, signals: pa.Table) -> dict:
+        from ..detect.incidents import correlate, incidents_to_table, observations
+        from .incidents import score_incidents
+        table = incidents_to_table(correlate(observations(alerts, signals)), rd.run_id)
+        sec = score_incidents(rd.ledger, flows, table, alerts, signals)
+        if sec["is_incident"] is None:          # nothing of an attack to find: benign
+            self.benign_runs += 1
+            self.benign_incidents += sec["total"]
+            return sec
+        p = self.playbooks[rd.playbook or "unknown"]
+        p["runs"] += 1
+        p["incident"] += bool(sec["is_incident"])
+        p["steps"] += sec["steps_observable"]
+        p["steps_in_incidents"] += sec["steps_in_incidents"]
+        p["incidents"] += sec["total"]
+        p["false"] += sec["false"]
+        p["one_incident"] += bool(sec["best"] and sec["best"]["share"] == 1.0)
+        return sec
+
+    def totals(self) -> dict:
+        rows = [{"playbook": name, **p, "recall": round(p["incident"] / p["runs"], 4)}
+                for name, p in sorted(self.playbooks.items())]
+        runs = sum(r["runs"] for r in rows)
+        return {"per_playbook": rows, "attack_runs": runs,
+                "recall": round(sum(r["incident"] for r in rows) / runs, 4) if runs else None,
+                "benign_runs": self.benign_runs, "benign_incidents": self.benign_incidents,
+                "per_benign_run": round(self.benign_incidents / self.benign_runs, 4)
+                if self.benign_runs else None}
 
 
 def _run_row(rd: RunData, card_all: dict, counted: dict) -> dict:

@@ -26,12 +26,19 @@ import socket
 import sys
 import time
 
+from cyberrange.services import _behaviours as behaviours
 from cyberrange.services.spec import Launch, ServiceSpec
 
 
 def _argv(run: Launch) -> list[str]:
+    extra = behaviours.for_service(run.topology, run.node, "login").get("default_accounts", [])
+    accounts = run.accounts_file()
+    if extra:                   # factory accounts of this software version (behaviours.yaml)
+        mine = json.loads(accounts.read_text())
+        users = {a["user"] for a in mine}
+        accounts.write_text(json.dumps(mine + [a for a in extra if a["user"] not in users]))
     return run.serve("login", "--banner", run.service.banner or "SSH-2.0-cyberrange",
-                     "--accounts-file", str(run.accounts_file()))
+                     "--accounts-file", str(accounts))
 
 
 SERVICE = ServiceSpec("login", 22, _argv, weight=1,

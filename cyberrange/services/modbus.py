@@ -19,12 +19,17 @@ import json
 import struct
 import time
 
+from cyberrange.services import _behaviours as behaviours
 from cyberrange.services.spec import Launch, ServiceSpec
 
 
 def _argv(run: Launch) -> list[str]:
     regs = run.service.registers or {}
-    return run.serve("modbus", "--registers", json.dumps({str(k): v for k, v in regs.items()}))
+    argv = run.serve("modbus", "--registers", json.dumps({str(k): v for k, v in regs.items()}))
+    writers = behaviours.for_service(run.topology, run.node, "modbus").get("writers", "any")
+    if writers != "any":        # the firmware enforces the allow-list (behaviours.yaml)
+        argv += ["--writers", ",".join(behaviours.writer_addresses(run.topology, writers))]
+    return argv
 
 
 SERVICE = ServiceSpec("modbus", 502, _argv, weight=2,
@@ -32,11 +37,14 @@ SERVICE = ServiceSpec("modbus", 502, _argv, weight=2,
 
 
 SIZE = 10_000
+WRITES = (5, 6, 15, 16)
 
 
 class PLC:
-    def __init__(self, registers: dict[int, int] | None = None, unit: int = 1, log=None):
+    def __init__(self, registers: dict[int, int] | None = None, unit: int = 1, log=None,
+                 writers: set[str] | None = None):
         self.unit = unit
+        self.writers = writers          # None: anyone may write; else the allowed clients
         self.coils = bytearray(SIZE)
         self.discrete = bytearray(SIZE)
         self.holding = [0] * SIZE
@@ -64,6 +72,9 @@ class PLC:
         def exc(code: int) -> bytes:
             self._log(peer=peer, function=fc, exception=code)
             return bytes([fc | 0x80, code])
+        if fc in WRITES and self.writers is not None and peer not in self.writers:
+            self._log(peer=peer, function=fc, refused="not on the writer allow-list")
+            return exc(1)
         try:
             if fc in (1, 2, 3, 4):
                 addr, count = struct.unpack("!HH", data[:4])
@@ -144,7 +155,8 @@ class PLC:
 async def _serve(args) -> None:
     log = open(args.log, "a") if args.log else None
     registers = json.loads(args.registers) if args.registers else {}
-    plc = PLC(registers, unit=args.unit, log=log)
+    writers = None if args.writers is None else {w for w in args.writers.split(",") if w}
+    plc = PLC(registers, unit=args.unit, log=log, writers=writers)
     server = await asyncio.start_server(plc.serve_client, args.bind, args.port, reuse_address=True)
     async with server:
         await server.serve_forever()
@@ -154,6 +166,8 @@ def main(argv=None) -> None:
     ap = SERVICE.arguments("Modbus/TCP PLC for cyberrange twins")
     ap.add_argument("--unit", type=int, default=1)
     ap.add_argument("--registers", help='initial holding registers as JSON, e.g. {"0": 350}')
+    ap.add_argument("--writers", default=None,
+                    help="comma-separated client addresses allowed to write (default: anyone)")
     try:
         asyncio.run(_serve(ap.parse_args(argv)))
     except KeyboardInterrupt:

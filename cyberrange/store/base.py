@@ -1,7 +1,7 @@
 """The EventStore interface. DuckDB (embedded, default) and Elasticsearch implement it.
 
 Records travel as Arrow tables whose columns follow ``cyberrange.telemetry.schema``.
-Kinds: ``packets``, ``flows``, ``alerts``.
+Kinds: ``packets``, ``flows``, ``alerts``, ``signals`` (weak signals) and ``incidents``.
 """
 from __future__ import annotations
 
@@ -31,6 +31,18 @@ class EventStore(ABC):
     def delete(self, kind: str, run_id: str) -> int:
         """Remove the records of ``kind`` of one run; return how many there were (re-running
         the detectors on a run replaces its alerts, ``detect run --pcap --store`` its records)."""
+
+    def has(self, kind: str) -> bool:
+        """Whether the store can hold ``kind`` (a file written before a kind existed, opened
+        read-only, cannot: reading it then gives no records, see ``read_or_empty``)."""
+        return True
+
+    def read_or_empty(self, kind: str, run_id: str | None = None) -> pa.Table:
+        """``read``, or an empty table of the kind when the store does not hold it."""
+        if not self.has(kind):
+            from ..telemetry.schema import SCHEMAS
+            return SCHEMAS[kind].empty_table()
+        return self.read(kind, run_id)
 
     def close(self) -> None:  # pragma: no cover - trivial default
         pass

@@ -4,7 +4,8 @@ Packet and flow records live in the tables ``packet_records`` and ``flow_records
 every column of ``RECORD_SCHEMAS`` (core + added fields, see ``cyberrange.telemetry.schema``).
 The views ``packets`` and ``flows`` show the core columns (``PACKET_SCHEMA`` / ``FLOW_SCHEMA``,
 unchanged since the first version), so SQL written against them keeps working; ``alerts`` is a
-table. The view ``arp_bindings`` lists the IP/MAC pairs ARP senders announced (``source.ip``,
+table, and so are ``signals`` (weak signals, in the alert layout) and ``incidents``
+(``cyberrange.detect.incidents``). The view ``arp_bindings`` lists the IP/MAC pairs ARP senders announced (``source.ip``,
 ``source.mac``, first and last seen, packets) per sensor and run. The dotted ECS names are kept
 as column names (always quoted in SQL: ``SELECT "source.ip" FROM flows``).
 
@@ -67,11 +68,12 @@ class DuckDBStore(EventStore):
             parent = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(parent, exist_ok=True)
         self.con = duckdb.connect(self.path, read_only=read_only)
+        self._read_only = read_only
         self.con.execute("SET TimeZone = 'UTC'").fetchall()
         self._lock = threading.Lock()
         # kind -> (table that holds the rows, schema of that table)
         self._where: dict[str, tuple[str, pa.Schema]] = {}
-        existing = {r[0]: r[1] for r in self.con.execute(
+        self._existing = existing = {r[0]: r[1] for r in self.con.execute(
             "SELECT table_name, table_type FROM information_schema.tables "
             "WHERE table_schema = 'main'").fetchall()}
         for kind, core in SCHEMAS.items():
@@ -107,6 +109,13 @@ class DuckDBStore(EventStore):
             if f.name not in have:
                 self.con.execute(f"ALTER TABLE {table} ADD COLUMN {quote(f.name)} "
                                  f"{duckdb_type(f.type)}").fetchall()
+
+    def has(self, kind: str) -> bool:
+        """Whether the file holds ``kind``: a file written before signals and incidents
+        existed, opened read-only, does not (a writable one gets the tables on opening)."""
+        _schema(kind)
+        table = self._where[kind][0]
+        return not self._read_only or table in self._existing
 
     def stored_schema(self, kind: str) -> pa.Schema:
         """Every column stored for ``kind`` (core + added fields)."""

@@ -22,8 +22,9 @@ from ..telemetry.schema import RECORD_SCHEMAS
 
 __all__ = ["KINDS", "OVERRIDES", "field_type", "mappings_for", "ledger_mappings", "templates"]
 
-#: every kind the Elasticsearch backend keeps: the three record kinds and the ledger
-KINDS = ("packets", "flows", "alerts", "ledger")
+#: every kind the Elasticsearch backend keeps: the record kinds (weak signals and incidents
+#: included, docs/incidents.md) and the ledger
+KINDS = ("packets", "flows", "alerts", "signals", "incidents", "ledger")
 
 #: ECS types that the Arrow type alone cannot tell
 OVERRIDES: dict[str, dict] = {
@@ -36,6 +37,10 @@ OVERRIDES: dict[str, dict] = {
     "message": {"type": "match_only_text"},              # ECS: match_only_text
     "cyberrange.evidence": {"type": "keyword", "index": False, "doc_values": False},
     "url.path": {"type": "wildcard"},                    # ECS: wildcard
+    "related.ip": {"type": "ip"},                        # ECS: ip (incident entities)
+    "cyberrange.explanation": {"type": "match_only_text"},
+    "cyberrange.stages": {"type": "keyword", "index": False, "doc_values": False},
+    "cyberrange.pivots": {"type": "keyword", "index": False, "doc_values": False},
 }
 
 

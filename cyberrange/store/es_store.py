@@ -60,7 +60,8 @@ def doc_id(*parts: str) -> str:
 def table_docs(kind: str, table: pa.Table, index: str) -> list[tuple[bytes, bytes]]:
     """Arrow records -> bulk (action, source) lines. Dotted names are nested, nulls left out.
 
-    Ids: flows by ``cyberrange.flow_id``, alerts by ``cyberrange.alert_id``, packets by their
+    Ids: flows by ``cyberrange.flow_id``, alerts and signals by ``cyberrange.alert_id``,
+    incidents by ``cyberrange.incident_id``, packets by their
     whole content; each with the run id and the how-manieth occurrence of that key in this
     table, so two identical packet records stay two documents and writing the same table
     again replaces instead of adding."""
@@ -71,7 +72,9 @@ def table_docs(kind: str, table: pa.Table, index: str) -> list[tuple[bytes, byte
             col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ")  # keeps the microseconds
         cols[name] = col.to_pylist()
     names = table.column_names
-    key_col = {"flows": "cyberrange.flow_id", "alerts": "cyberrange.alert_id"}.get(kind)
+    key_col = {"flows": "cyberrange.flow_id", "alerts": "cyberrange.alert_id",
+               "signals": "cyberrange.alert_id",
+               "incidents": "cyberrange.incident_id"}.get(kind)
     seen: dict[str, int] = {}
     out = []
     for i in range(table.num_rows):
@@ -356,15 +359,17 @@ def _schema(kind: str) -> pa.Schema:
 
 def push_run(store: ElasticsearchStore, run_id: str, packets: pa.Table | None,
              flows: pa.Table | None, alerts: pa.Table | None, ledger: list[dict] | None,
-             progress=None) -> dict:
+             progress=None, signals: pa.Table | None = None,
+             incidents: pa.Table | None = None) -> dict:
     """Send a run's records to the cluster (replaying its spool first) and reconcile: the
-    ``es`` section of the drill's reconciliation report. ``progress(kind, done, total)``."""
+    ``es`` section of the drill's reconciliation report. ``progress(kind, done, total)``.
+    ``signals``/``incidents``: the run's weak signals and incidents, when it has them."""
     t0 = time.monotonic()
     replay = store.replay() if store.bulk.spooled_files() else {"replayed": 0, "files": 0}
     per_kind = {}
     totals = {k: 0 for k in ("sent", "acknowledged", "retried", "spooled", "rejected")}
     for kind, data in (("packets", packets), ("flows", flows), ("alerts", alerts),
-                       ("ledger", ledger)):
+                       ("signals", signals), ("incidents", incidents), ("ledger", ledger)):
         if data is None:
             continue
         if kind == "ledger":
@@ -418,13 +423,15 @@ def open_checked(target: str, spool_dir=None, **kwargs) -> ElasticsearchStore:
     return store
 
 
-def mirror_run(store: ElasticsearchStore, run, packets, flows, alerts, ledger) -> dict:
+def mirror_run(store: ElasticsearchStore, run, packets, flows, alerts, ledger,
+               signals=None, incidents=None) -> dict:
     """A drill's records to the cluster at the end of ``analyse`` (DuckDB stays the run's local
     store); the spool is ``runs/<id>/es-spool``. Never raises: a failure becomes the section's
     verdict, and the spooled records wait for ``cyberrange store push``."""
     store.spool_dir = Path(run.dir) / "es-spool"
     try:
-        return push_run(store, run.id, packets, flows, alerts, ledger)
+        return push_run(store, run.id, packets, flows, alerts, ledger, signals=signals,
+                        incidents=incidents)
     except Exception as exc:  # noqa: BLE001 - the drill's results are on disk whatever happens
         msg = exc.message if isinstance(exc, UserError) else explain(exc, store.config)
         return {"url": store.config.url, "zero_loss": False, "verdict": f"not sent: {msg}",

@@ -80,7 +80,36 @@ ALERT_SCHEMA = pa.schema([
     ("cyberrange.run_id", pa.string()),
 ])
 
-SCHEMAS = {"packets": PACKET_SCHEMA, "flows": FLOW_SCHEMA, "alerts": ALERT_SCHEMA}
+# Weak signals (issue 15): sub-threshold observations of detectors, one row each, in the alert
+# layout (``event.kind`` "signal", ``event.dataset`` "cyberrange.signal"). Never alerts: they count
+# neither as detections nor as false alerts; the incident correlator reads them.
+SIGNAL_SCHEMA = ALERT_SCHEMA
+
+# One row per incident: alerts and signals of a run correlated by entity and time
+# (``cyberrange.detect.incidents``; docs/incidents.md).
+INCIDENT_SCHEMA = pa.schema([
+    ("@timestamp", TS),                     # when the combined score reached the threshold
+    ("event.kind", pa.string()),            # "alert"
+    ("event.dataset", pa.string()),         # "cyberrange.incident"
+    ("event.start", TS),                    # first contributing observation
+    ("event.end", TS),                      # last contributing observation
+    ("event.severity", pa.int32()),         # ECS: 1 low .. 4 critical
+    ("cyberrange.severity", pa.string()),   # low | medium | high | critical
+    ("cyberrange.incident_id", pa.string()),
+    ("cyberrange.score", pa.float64()),     # combined score in [0, 1]
+    ("related.ip", pa.list_(pa.string())),  # entities, in order of first appearance
+    ("threat.tactic.name", pa.list_(pa.string())),  # kill-chain stages reached, in chain order
+    ("cyberrange.stages", pa.string()),     # JSON: stage -> [alert/signal ids]
+    ("cyberrange.pivots", pa.string()),     # JSON: [{"host", "from", "to", "at"}]
+    ("message", pa.string()),               # one-line summary
+    ("cyberrange.explanation", pa.list_(pa.string())),  # one line per contributing observation
+    ("cyberrange.alert_ids", pa.list_(pa.string())),
+    ("cyberrange.signal_ids", pa.list_(pa.string())),
+    ("cyberrange.run_id", pa.string()),
+])
+
+SCHEMAS = {"packets": PACKET_SCHEMA, "flows": FLOW_SCHEMA, "alerts": ALERT_SCHEMA,
+           "signals": SIGNAL_SCHEMA, "incidents": INCIDENT_SCHEMA}
 
 # ---- added fields (telemetry v2). They follow the core columns above, which never change, so
 # code that builds or reads only the core columns keeps working. ``parse_pcap`` returns
@@ -129,4 +158,5 @@ FLOW_RECORD_SCHEMA = pa.schema(list(FLOW_SCHEMA) + list(FLOW_EXTRA_SCHEMA))
 
 #: every column a record kind may carry (what the store keeps and what parse_pcap returns)
 RECORD_SCHEMAS = {"packets": PACKET_RECORD_SCHEMA, "flows": FLOW_RECORD_SCHEMA,
-                  "alerts": ALERT_SCHEMA}
+                  "alerts": ALERT_SCHEMA, "signals": SIGNAL_SCHEMA,
+                  "incidents": INCIDENT_SCHEMA}

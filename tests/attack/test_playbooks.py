@@ -51,6 +51,8 @@ EXPECT: dict[str, dict[str, str]] = {
     "naval-low-slow-scan": {"admin": "succeeded", "otdmz": "succeeded", "otseg": "blocked"},
     "coalition-password-spray": {"sweep": "succeeded", "scan": "succeeded", "spray": "succeeded",
                                  "spray-usa": "blocked", "login": "succeeded"},
+    "coalition-quiet-valid-accounts": {"guess": "succeeded", "login": "succeeded",
+                                       "hop": "succeeded"},
 }
 
 # Background traffic the victims of a MitM must have: Linux only updates neighbour entries that
@@ -283,3 +285,11 @@ def _check_effects(name: str, records: list[dict]) -> None:
         assert {(c["target"], c["user"]) for c in creds} == {("10.73.0.10:22", "logistique"),
                                                              ("10.73.0.12:22", "liaison")}
         assert sorted(_facts(records, "login")["compromised"]) == ["10.73.0.10", "10.73.0.12"]
+    elif name == "coalition-quiet-valid-accounts":       # 3 guesses, the third right; the hop
+        guess = next(r for r in records if r["step_id"] == "guess")
+        assert len(guess["flows"]) == 3                   # from the logistics server itself
+        assert _facts(records, "guess")["credentials"] == [
+            {"target": "10.73.0.10:22", "user": "logistique", "password": "Summer2024!"}]
+        hop = next(r for r in records if r["step_id"] == "hop")
+        assert hop["actor"] == "fra-log" and hop["actor_ip"] == "10.73.0.10"
+        assert _facts(records, "hop")["compromised"] == ["10.73.0.12"]

@@ -443,3 +443,81 @@ def test_credential_protocol(tmp_path, topo, tid):
           targets: [b1]
           params: {{protocol: shh}}
         """, 8, "step g", "protocol 'shh'", "did you mean 'ssh'?")
+
+
+# --------------------------------------------------------------------------- replay
+def _pcap(path, pairs):
+    """A pcap of one UDP packet per (src, dst) pair."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+    wrpcap(str(path), [Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=s, dst=d)
+                       / UDP(sport=1000, dport=53) for s, d in pairs])
+
+
+def test_replay_auto_map_needs_one_target_per_pcap_address(tmp_path, topo):
+    _pcap(tmp_path / "scan.pcap", [("192.0.2.1", "192.0.2.10"), ("192.0.2.1", "192.0.2.11"),
+                                   ("192.0.2.10", "192.0.2.1")])
+    refused(tmp_path, topo, """\
+        - id: rp
+          technique: replay
+          actor: a1
+          targets: [a2]
+          params: {pcap: scan.pcap}
+        """, 7, "step rp", "2 addresses besides its first source", "1 target(s)")
+    passes(tmp_path, topo, """\
+        - id: rp
+          technique: replay
+          actor: a1
+          targets: [a2, a3]
+          params: {pcap: scan.pcap}
+        """)
+
+
+def test_replay_explicit_map_covers_every_address_and_maps_only_to_actor_or_targets(
+        tmp_path, topo):
+    _pcap(tmp_path / "two.pcap", [("192.0.2.1", "192.0.2.10")])
+    a1, a2 = (str(topo.nodes[n].ip) for n in ("a1", "a2"))
+    refused(tmp_path, topo, f"""\
+        - id: rp
+          technique: replay
+          actor: a1
+          targets: [a2]
+          params: {{pcap: two.pcap, ip_map: {{192.0.2.1: {a1}}}}}
+        """, 8, "step rp", "pcap addresses not in ip_map: 192.0.2.10")
+    msg = refused(tmp_path, topo, f"""\
+        - id: rp
+          technique: replay
+          actor: a1
+          targets: [a2]
+          params: {{pcap: two.pcap, ip_map: {{192.0.2.1: {a1}, 192.0.2.10: 10.71.2.5}}}}
+        """, 8, "step rp", "ip_map maps to 10.71.2.5", "neither the actor")
+    assert a1 not in msg.split("maps to")[1]
+    passes(tmp_path, topo, f"""\
+        - id: rp
+          technique: replay
+          actor: a1
+          targets: [a2]
+          params: {{pcap: two.pcap, ip_map: {{192.0.2.1: {a1}, 192.0.2.10: {a2}}}}}
+        """)
+
+
+def test_replay_of_a_file_that_is_not_a_pcap_is_refused(tmp_path, topo):
+    (tmp_path / "notes.pcap").write_text("these are not packets\n")
+    refused(tmp_path, topo, """\
+        - id: rp
+          technique: replay
+          actor: a1
+          targets: [a2]
+          params: {pcap: notes.pcap}
+        """, 8, "step rp", "not a pcap file")
+
+
+def test_the_shipped_replay_pcap_maps_as_at_run_time():
+    """The address order validate reads (dpkt) is the replay's own (scapy)."""
+    from cyberrange.attack.constraints import pcap_addresses
+    from cyberrange.attack.techniques.replay import read_ipv4
+    pcap = str(ROOT / "attack_playbooks" / "pcaps" / "worm_scan.pcap")
+    pkts = read_ipv4(pcap, 100000, [])
+    assert pcap_addresses(pcap, 100000) == list(dict.fromkeys(
+        a for p in pkts for a in (p.src, p.dst)))

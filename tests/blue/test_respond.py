@@ -314,6 +314,20 @@ def test_contain_scanner_blocks_the_scanner_before_the_brute_force(drills):
     assert m["response"]["applied"] == 1 and m["response"]["in_force_at_end"] == [block["id"]]
     assert m["response"]["response_s"]["median"] < 1.0
     assert m["teardown"]["complete"]
+    # the seal covers what the blue score is computed from: an action log edited afterwards
+    # is reported by `drill verify` like an edited ledger
+    assert {"actions.jsonl", "availability.jsonl", "ledger.jsonl"} <= set(m["content"]["files"])
+    r = cli("drill", "verify", run_dir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    actions = run_dir / "actions.jsonl"
+    kept = actions.read_bytes()
+    actions.write_bytes(kept.replace(b'"auto:contain-scanner"', b'"auto:contain-scannex"'))
+    try:
+        r = cli("drill", "verify", run_dir)
+        assert r.returncode == 1 and "actions.jsonl" in r.stdout and "changed" in r.stdout, \
+            r.stdout + r.stderr
+    finally:
+        actions.write_bytes(kept)
     print(f"\nscan alert {trig['alert_time'] - ledger['scan']['start']:.2f} s after the scan "
           f"began (event {trig['event_time'] - ledger['scan']['start']:.2f} s), block applied "
           f"{block['time'] - trig['alert_time']:.3f} s after the alert, "

@@ -256,13 +256,14 @@ def test_run_detectors_writes_alerts(tmp_path):
         dets = load_detectors("detectors")
         out = run_detectors(store, "r1", dets)
         assert out.schema.equals(ALERT_SCHEMA)
-        # (other families may flag these synthetic flows too; this test is about these three
-        # and the slow scan instance, which sees the same 100-port scan)
+        # (other families may flag these synthetic flows too; this test is about these three,
+        # the slow scan instance, which sees the same 100-port scan, and the slow sweep, which
+        # sees the ping sweep: it counts ICMP too since issue 15)
         ours = [n for n, c in zip(out.column("rule.name").to_pylist(),
                                   out.column("rule.category").to_pylist())
                 if c in ("portscan", "bruteforce")]
         assert sorted(ours) == ["horizontal-sweep", "login-bruteforce", "slow-portscan",
-                                "vertical-portscan"]
+                                "slow-sweep", "vertical-portscan"]
         n = out.num_rows
         assert store.count("alerts", "r1") == n
         run_detectors(store, "r1", dets)                    # re-running replaces, not appends

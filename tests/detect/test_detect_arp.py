@@ -165,14 +165,22 @@ def test_arp_scan_lists_the_probes_that_followed():
     for i, ip in enumerate(["10.10.2.1", "10.10.2.2", "10.10.2.3", "10.10.3.9"]):
         us = int((T0 + 41 + i * 0.01) * 1e6)
         rows.append({"@timestamp": us, "event.start": us, "source.ip": MAINT,
-                     "destination.ip": ip, "network.transport": "icmp",
+                     "source.port": 8, "destination.ip": ip, "network.transport": "icmp",
                      "cyberrange.flow_id": hashlib.sha1(ip.encode()).hexdigest()[:16]})
+    # the scanner's own conversation with a host it ARPed (its file server answers): not a probe
+    us = int((T0 + 41.5) * 1e6)
+    rows.append({"@timestamp": us, "event.start": us, "source.ip": MAINT, "source.port": 40001,
+                 "destination.ip": "10.10.2.4", "destination.port": 445,
+                 "network.transport": "tcp", "cyberrange.tcp_state": "SF",
+                 "cyberrange.tcp_flags": "SAFP", "source.packets": 9, "destination.packets": 9,
+                 "cyberrange.flow_id": "conversation0001"})
     cols = {f.name: (pa.array([r.get(f.name) for r in rows], pa.int64()).cast(f.type)
                      if pa.types.is_timestamp(f.type) else
                      pa.array([r.get(f.name) for r in rows], f.type)) for f in FLOW_RECORD_SCHEMA}
     flows = pa.table(cols, schema=FLOW_RECORD_SCHEMA)
     (a,) = SCAN.detect(flows, packets(arp_scan(T0 + 40)))
     assert len(a.flow_ids) == 3 and a.evidence["flows"] == 3     # 10.10.3.9 was not ARPed
+    assert "conversation0001" not in a.flow_ids
 
 
 def test_busy_asker_in_baseline_needs_twice_its_peak():
@@ -208,7 +216,8 @@ def test_shipped_instances_and_alert_table():
     pk = packets(benign_arp() + arp_scan(T0 + 40) + poison(T0 + 60))
     alerts = [a for d in dets.values() for a in d.detect(NO_FLOWS, pk)]
     t = alerts_to_table(alerts, "r1")
-    assert t.schema.equals(ALERT_SCHEMA) and t.num_rows == 3
+    # the fast scan is seen by arp-scan and by arp-slow-scan (its 10-minute window holds it too)
+    assert t.schema.equals(ALERT_SCHEMA) and t.num_rows == 4
     assert set(t.column("threat.technique.id").to_pylist()) == {"T1018", "T1557.002"}
 
 

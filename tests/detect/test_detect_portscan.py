@@ -62,7 +62,10 @@ def test_slow_scan_evades_the_fast_instances_but_not_the_slow_ones():
     (s,) = DETS["slow-sweep"].detect(table(slow_pass(T0, ports=(22,)) +
                                            [flow(T0 + 100 + i * 30, ATT, f"10.40.4.{100 + i}",
                                                  445) for i in range(6)]))
-    assert s.evidence["feature"] == "distinct_dst_hosts" and s.evidence["value"] == 9
+    # the three hosts that answer are all the subnet's live hosts: the fraction rule crosses
+    # at the third (issue 15), and the one episode absorbs the rest of the sweep
+    assert s.evidence["feature"] == "fraction_of_subnet_hosts" and s.evidence["value"] == 9
+    assert s.evidence["targets"] == 9 and s.timestamp.timestamp() == T0 + 2 * 2.0
 
 
 def test_retries_and_conversations_stay_quiet_in_long_windows():

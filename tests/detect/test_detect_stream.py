@@ -6,11 +6,12 @@ from test_detect import ATTACKER, T0, VICTIM, WS, flow, logins, table, vertical_
 
 from cyberrange.detect.base import Alert, Detector, us_to_dt
 from cyberrange.detect.portscan import PortScanDetector
-from cyberrange.detect.stream import StreamingDetection
+from cyberrange.detect.stream import StreamingDetection, lookback_s
 
 
-def batches(rows, seconds):
+def batches(rows, seconds, make=None):
     """Rows cut into consecutive batches of ``seconds`` by flow start (like pcap rotation)."""
+    make = make or table
     rows = sorted(rows, key=lambda r: r["@timestamp"])
     out, cur, edge = [], [], rows[0]["@timestamp"] + seconds * 1e6
     for r in rows:
@@ -19,7 +20,7 @@ def batches(rows, seconds):
             cur, edge = [], edge + seconds * 1e6
         cur.append(r)
     out.append(cur)
-    return [table(b) for b in out]
+    return [make(b) for b in out]
 
 
 def test_a_scan_spread_over_batches_is_reported_once_when_it_crosses_the_threshold():
@@ -107,3 +108,41 @@ def test_trainable_detectors_learn_once_from_the_baseline_window_then_run():
     # three per-flow alerts of the same detector, source and target 1 s apart: one episode
     assert {a.source_ip for a in got} == {ATTACKER} and len(got) == 1
     assert all(a.destination_ip == VICTIM for a in got)
+
+
+def test_a_slow_beacon_is_seen_live_although_it_outlasts_the_horizon():
+    """One check-in a minute: 8 check-ins take 7 minutes, far past the 120 s horizon; the
+    beacon family looks back BEACON_LOOKBACK_S, so the live view raises it as the final store
+    does, and the same detector held to the horizon alone (the old behaviour) does not."""
+    from test_detect_beacon import browsing, flows_t, http_beacon
+
+    from cyberrange.detect.beacon import BeaconDetector
+    from cyberrange.detect.stream import BEACON_LOOKBACK_S, lookback_s
+    rows = http_beacon(n=12, interval=60.0, jitter=0.3) + browsing(seconds=800)
+    final = [a for a in BeaconDetector("c2-beacon").detect(flows_t(rows))]
+    assert len(final) == 1
+
+    def live(det):
+        got = []
+        stream = StreamingDetection([det], horizon_s=120, on_alert=got.append)
+        for b in batches(rows, 10.0, flows_t):
+            stream.feed(None, b)
+        return got
+    det = BeaconDetector("c2-beacon")
+    assert lookback_s(det, 120) == BEACON_LOOKBACK_S
+    got = live(det)
+    assert len(got) == 1 and got[0].source_ip == final[0].source_ip
+    held = BeaconDetector("c2-beacon")
+    held.lookback_s = 120
+    assert live(held) == []
+
+
+def test_a_slow_scan_rule_gets_twice_its_window_live():
+    det = PortScanDetector("slow", mode="ports", window=600, threshold=12)
+    assert lookback_s(det, 120) == 1200
+    rows = vertical_scan(t0=T0, ports=range(1, 41), rate=0.1)      # one probe every 10 s
+    got = []
+    stream = StreamingDetection([det], horizon_s=120, on_alert=got.append)
+    for b in batches(rows, 10.0):
+        stream.feed(None, b)
+    assert len(got) == 1 and got[0].source_ip == ATTACKER

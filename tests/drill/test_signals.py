@@ -130,6 +130,42 @@ def test_a_second_signal_during_the_teardown_is_acknowledged_and_the_teardown_fi
     assert "interrupted: the twin was removed" in out, out
 
 
+# the second step scans slowly (about 30 s): Ctrl-C lands while it runs
+RUNNING = PLAYBOOK.replace("""  - id: later
+    technique: T1018
+    actor: user1
+    targets: [mgmt]
+    params: {timeout: 0.5}
+    timing: {delay: 60}""", """  - id: later
+    technique: T1046
+    actor: user1
+    targets: [web, ssh]
+    params: {ports: [%s], timeout: 0.5, rate: 5}""" % ", ".join(map(str, range(1000, 1150))))
+
+
+def test_ctrl_c_while_a_step_runs_keeps_that_steps_ledger_record(tmp_path):
+    """The agents are stopped and their record written before the teardown, with what they
+    sent: the playbook runs in a worker thread (a signal interrupting a thread join once let
+    the teardown start while a step was still running), and an agent takes the terminal's
+    SIGINT as a stop (it used to die of it without a result: a ``stopped`` record with no
+    packets although probes had gone out)."""
+    d = Drill(tmp_path, RUNNING)
+    st = d.wait_state("up")
+    d.wait_ledger()                          # the sweep is written: the scan has begun
+    time.sleep(4.0)
+    d.signal(signal.SIGINT)
+    out = d.output()
+    assert d.proc.returncode == 130, out
+    assert "Traceback" not in out, out
+    assert nothing_left(st.prefix), leftovers(st.prefix)
+    ledger = [json.loads(x) for x in (d.run_dir / "ledger.jsonl").read_text().splitlines()
+              if x.strip()]
+    later = [r for r in ledger if r["step_id"] == "later"]
+    assert later and later[0]["outcome"] == "stopped", ledger
+    assert later[0]["packets_sent"] > 0, json.dumps(later[0])
+    assert d.manifest()["status"] == "interrupted"
+
+
 def test_a_third_ctrl_c_forces_the_quit_and_names_the_command_that_finishes_the_job(tmp_path):
     d = Drill(tmp_path)
     st = d.wait_state("up")

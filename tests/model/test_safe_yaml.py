@@ -308,7 +308,7 @@ steps:
   - id: r
     technique: replay
     actor: ops-maint
-    targets: [ops-files]
+    targets: [ops-files, c2-server]   # the shipped capture has two hosts besides its source
     params: {{pcap: {pcap}}}
 """
 
@@ -320,10 +320,11 @@ def test_pcap_outside_the_tree_is_refused(tmp_path, secret):
         pb = write(tree / "p.yaml", PLAYBOOK.format(pcap=pcap))
         e = error_of(load_playbook, pb, fob)
         assert "params.pcap" in e.message and "is outside" in e.message and e.line == 9
-    write(tree / "caps" / "x.pcap", b"\xd4\xc3\xb2\xa1")
+    shipped = ROOT / "attack_playbooks" / "pcaps" / "worm_scan.pcap"          # the library
+    # a real capture: validate reads a replay's pcap (its addresses) once the path is allowed
+    write(tree / "caps" / "x.pcap", shipped.read_bytes())
     pb.write_text(PLAYBOOK.format(pcap="caps/x.pcap"))
     assert load_playbook(pb, fob).steps[0].params["pcap"] == str((tree / "caps" / "x.pcap").resolve())
-    shipped = ROOT / "attack_playbooks" / "pcaps" / "worm_scan.pcap"          # the library
     pb.write_text(PLAYBOOK.format(pcap=shipped))
     assert load_playbook(pb, fob).steps[0].params["pcap"] == str(shipped.resolve())
 

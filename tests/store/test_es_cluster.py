@@ -13,6 +13,8 @@ import secrets
 import pyarrow as pa
 import pytest
 
+from cyberrange.store.es_mappings import KINDS
+
 URL = os.environ.get("CYBERRANGE_ES_URL")
 pytestmark = pytest.mark.skipif(
     not URL, reason="real-cluster suite: set CYBERRANGE_ES_URL (see compose.yaml) to run it; "
@@ -29,9 +31,9 @@ def store(tmp_path):
     yield s
     c = s.client
     c.options(ignore_status=404).indices.delete(index=f"{prefix}-*")
-    for kind in ("packets", "flows", "alerts", "ledger"):
+    for kind in KINDS:
         c.options(ignore_status=404).indices.delete_index_template(name=f"{prefix}-{kind}")
-    for name in ["settings"] + [f"ecs-{k}" for k in ("packets", "flows", "alerts", "ledger")]:
+    for name in ["settings"] + [f"ecs-{k}" for k in KINDS]:
         c.options(ignore_status=404).cluster.delete_component_template(name=f"{prefix}-{name}")
     c.close()
 

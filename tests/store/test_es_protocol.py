@@ -79,7 +79,8 @@ def _field(props: dict, dotted: str) -> dict:
 def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     store = make_store(fake, tmp_path)
     report = store.init()
-    assert len(report["installed"]) == 9 and not report["unchanged"]
+    n_templates = 1 + 2 * len(KINDS)         # settings + a component and an index template each
+    assert len(report["installed"]) == n_templates == 13 and not report["unchanged"]
     assert sorted(report["indices_created"]) == sorted(f"cyberrange-{k}" for k in KINDS)
     comps = fake.component_templates
     packets = comps["cyberrange-ecs-packets"]["template"]["mappings"]["properties"]
@@ -105,7 +106,13 @@ def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     assert _field(alerts, "cyberrange.flow_ids")["type"] == "keyword"
     assert _field(ledger, "actor_ip")["type"] == "ip"
     assert _field(ledger, "flows.dport")["type"] == "long"
-    for kind, props in (("packets", packets), ("flows", flows), ("alerts", alerts)):
+    incidents = comps["cyberrange-ecs-incidents"]["template"]["mappings"]["properties"]
+    signals = comps["cyberrange-ecs-signals"]["template"]["mappings"]["properties"]
+    assert _field(incidents, "related.ip")["type"] == "ip"          # the incident's entities
+    assert _field(incidents, "cyberrange.explanation")["type"] == "match_only_text"
+    assert _field(signals, "cyberrange.score")["type"] == "double"
+    for kind, props in (("packets", packets), ("flows", flows), ("alerts", alerts),
+                        ("signals", signals), ("incidents", incidents)):
         for f in RECORD_SCHEMAS[kind]:                 # every column has a mapping
             assert "type" in _field(props, f.name), (kind, f.name)
     tmpl = fake.index_templates["cyberrange-flows"]
@@ -114,7 +121,7 @@ def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     puts = len(fake.paths("PUT"))
     again = store.init()
     assert not again["installed"] and not again["indices_created"]
-    assert len(again["unchanged"]) == 9
+    assert len(again["unchanged"]) == n_templates
     assert len(fake.paths("PUT")) == puts                  # nothing sent the second time
 
 
@@ -348,7 +355,7 @@ def test_protocol_tls_self_signed_refused_then_trusted_with_ca(tmp_path, capsys,
         assert code == 0 and "TLS verified" in out
         monkeypatch.setenv("CYBERRANGE_ES_CA", fake.cert)
         code, out = run_cli(["store", "init", "--to", url], capsys)
-        assert code == 0 and "9 installed" in out
+        assert code == 0 and "13 installed" in out
     finally:
         fake.close()
 
@@ -377,9 +384,15 @@ def test_protocol_store_push_exports_a_run_idempotently(fake, tmp_path, capsys):
                                  "cyberrange.run_id", pa.array([run.id] * packets.num_rows))
     flows = flows.set_column(flows.schema.get_field_index("cyberrange.run_id"),
                              "cyberrange.run_id", pa.array([run.id] * flows.num_rows))
+    from cyberrange.detect.base import Alert, alerts_to_table, us_to_dt
+    at = us_to_dt(int(T0 * 1e6))
+    signal = Alert(at, at, at, "login-bruteforce", "bruteforce", "T1110.001", "10.0.0.5",
+                   "10.0.0.9", "3 guesses", 0.3, {"feature": "attempts", "value": 3},
+                   kind="signal", dataset="cyberrange.signal")
     with DuckDBStore(run.store_path) as local:
         local.write("packets", packets)
         local.write("flows", flows)
+        local.write("signals", alerts_to_table([signal], run.id))   # store push sends them too
     (run.dir / "ledger.jsonl").write_text(json.dumps(
         {"run_id": run.id, "step_id": "a", "start": T0, "end": T0 + 2, "outcome": "succeeded",
          "targets": [], "flows": [], "facts": {}}) + "\n")
@@ -392,6 +405,8 @@ def test_protocol_store_push_exports_a_run_idempotently(fake, tmp_path, capsys):
         assert section["zero_loss"] and section["stored"]["packets"] == packets.num_rows
     assert len(fake.docs("cyberrange-packets")) == packets.num_rows
     assert len(fake.docs("cyberrange-ledger")) == 1
+    (sig,) = fake.docs("cyberrange-signals").values()
+    assert sig["rule"]["name"] == "login-bruteforce" and sig["event"]["kind"] == "signal"
     led = next(iter(fake.docs("cyberrange-ledger").values()))
     assert led["cyberrange"]["run_id"] == run.id and led["@timestamp"].endswith("Z")
 

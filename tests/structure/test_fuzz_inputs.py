@@ -15,6 +15,7 @@ es          an Elasticsearch config file                     ``store ping --to F
 clab        /work/shared/interop/containerlab/*.clab.yml     ``topo import FILE -o OUT``
 response    responses/*.yaml                                 ``response check FILE --topology TOPO
                                                              --detectors detectors``
+change      topologies/changes/*.yaml                        ``change check TOPO FILE``
 =========== ================================================ ==========================================
 
 Each mutant runs in a child forked from this (pre-imported) process: one process start costs
@@ -46,7 +47,7 @@ from mutate import SECRET, SECRET_MARK, Ctx, mutate
 CLAB_DIR = Path("/work/shared/interop/containerlab")
 SEED = int(os.environ.get("CYBERRANGE_FUZZ_SEED", "11"))
 PER_KIND = {"topology": 120, "playbook": 110, "detectors": 70, "es": 60, "clab": 60,
-            "response": 60}
+            "response": 60, "change": 60}
 TIME_LIMIT_S = 5.0
 MEMORY_LIMIT = 300 * 2**20
 WORKERS = 2
@@ -91,6 +92,9 @@ def _limit(kind: str) -> int:
     if kind == "response":
         from cyberrange.blue.response_format import LIMITS as RESPONSE
         return RESPONSE.max_bytes
+    if kind == "change":
+        from cyberrange.patch.changeset import LIMITS as CHANGE
+        return CHANGE.max_bytes
     from cyberrange.model.yamlsrc import LIMITS
     return LIMITS[{"topology": "topology", "playbook": "playbook", "detectors": "detectors",
                    "es": "es-config", "clab": "containerlab"}[kind]].max_bytes
@@ -119,6 +123,7 @@ def _sources() -> dict[str, list[tuple[Path, Path]]]:
         "clab": [(f, f.parent) for f in sorted(CLAB_DIR.glob("*.clab.yml"))] if CLAB_DIR.is_dir()
         else [],
         "response": [(f, f.parent) for f in sorted((ROOT / "responses").glob("*.yaml"))],
+        "change": [(f, f.parent) for f in sorted((ROOT / "topologies" / "changes").glob("*.yaml"))],
     }
     return out
 
@@ -158,6 +163,12 @@ def _prepare(kind: str, source: Path, home: Path, folder: Path, tmp: Path) -> tu
         topo = _topology_files().get(name, ROOT / "topologies" / "fob.yaml")
         return target, ["response", "check", str(target), "--topology", str(topo),
                         "--detectors", str(ROOT / "detectors")]
+    if kind == "change":
+        target = folder / source.name
+        name = next((ln.split(":", 1)[1].strip() for ln in source.read_text().splitlines()
+                     if ln.startswith("topology:")), "fob")
+        topo = _topology_files().get(name, ROOT / "topologies" / "fob.yaml")
+        return target, ["change", "check", str(topo), str(target)]
     target = folder / source.name
     return target, ["topo", "import", str(target), "-o", str(folder / "imported.yaml")]
 
@@ -399,4 +410,4 @@ def test_fuzz_every_input_kind(tmp_path, capsys):
     assert not bad, f"{len(bad)} of {len(results)} mutants misbehaved:\n{report}"
     assert len(results) == len(cases)
     assert {r.case.kind for r in results} >= {"topology", "playbook", "detectors", "es",
-                                              "response"}
+                                              "response", "change"}
