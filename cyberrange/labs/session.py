@@ -35,6 +35,15 @@ READY_TIMEOUT_S = 300
 SENSOR_ROTATE_S = 5          # captures are closed (readable whole) at least this often
 
 
+def cli_env() -> dict:
+    """The environment of a ``cyberrange`` subprocess: this very package first on the path
+    (a worktree's code, not an installed copy)."""
+    import cyberrange
+    root = str(Path(cyberrange.__file__).resolve().parents[1])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:40] or "trainee"
 
@@ -69,7 +78,6 @@ def spawn_owner(lab_dir: Path, say=print) -> dict:
     """Start the owner process of ``lab_dir``'s twin and wait until it says ready."""
     t0 = time.monotonic()
     log = lab_dir / "owner.log"
-    from cyberrange.labs.solution import cli_env
     with open(log, "a") as out:
         proc = subprocess.Popen([sys.executable, "-m", "cyberrange.cli.main", "lab", "_own",
                                  str(lab_dir)], stdin=subprocess.DEVNULL, stdout=out,

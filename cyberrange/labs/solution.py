@@ -8,39 +8,34 @@ trainee file into ``work/``), ``verify`` (``all`` or a task: as ``lab verify``).
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import cyberrange
 from cyberrange.errors import UserError
 from cyberrange.labs import trainee
 from cyberrange.labs.format import load_solution
-
-
-def cli_env() -> dict:
-    """The environment of a ``cyberrange`` subprocess: this very package first on the path."""
-    root = str(Path(cyberrange.__file__).resolve().parents[1])
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+from cyberrange.labs.session import cli_env
 
 
 def cli_argv(argv: list[str], prefix: str, lab_dir: Path) -> list[str]:
-    """``argv`` with the lab's twin named when the verb takes ``--twin`` or ``--run``."""
-    from cyberrange.cli.main import _register, cli
-    _register()
-    cmd, rest = cli, list(argv)
-    while rest and hasattr(cmd, "commands") and rest[0] in cmd.commands:
-        cmd = cmd.commands[rest.pop(0)]
-    opts = {o for p in getattr(cmd, "params", []) for o in getattr(p, "opts", [])}
-    extra = []
-    if "--twin" in opts and "--twin" not in argv:
-        extra = ["--twin", prefix]
-    elif "--run" in opts and "--run" not in argv:
-        extra = ["--run", str(lab_dir)]
-    return [sys.executable, "-m", "cyberrange.cli.main", *argv, *extra]
+    """``argv`` with the lab's twin named when the verb takes ``--twin`` or ``--run`` (asked
+    of the verb's own ``--help``: the engine does not import the CLI above it)."""
+    base = [sys.executable, "-m", "cyberrange.cli.main"]
+    words = [a for a in argv if not a.startswith("-")][:3]
+    helptext = ""
+    for n in range(len(words), 0, -1):          # the longest prefix of words that is a verb
+        r = subprocess.run([*base, *words[:n], "--help"], env=cli_env(), capture_output=True,
+                           text=True, timeout=60, check=False)
+        if r.returncode == 0:
+            helptext = r.stdout
+            break
+    if "--twin" in helptext and "--twin" not in argv:
+        return [*base, *argv, "--twin", prefix]
+    if "--run " in helptext and "--run" not in argv:
+        return [*base, *argv, "--run", str(lab_dir)]
+    return [*base, *argv]
 
 
 def run_solution(lab, active, say=print) -> list[dict]:
