@@ -23,12 +23,13 @@ def _register():
         detect,
         drill,
         ingest,
+        lab,
         store,
         topo,
         twin,
         validate,
     )
-    for mod in (topo, attack, twin, drill, detect, ingest, store, blue, validate):
+    for mod in (topo, attack, twin, drill, detect, ingest, store, blue, validate, lab):
         for cmd in getattr(mod, "COMMANDS", []):
             cli.add_command(cmd)
 
