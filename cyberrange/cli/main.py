@@ -17,8 +17,18 @@ def cli():
 
 
 def _register():
-    from cyberrange.cli import attack, blue, detect, drill, ingest, store, topo, twin  # noqa: F401
-    for mod in (topo, attack, twin, drill, detect, ingest, store, blue):
+    from cyberrange.cli import (
+        attack,
+        blue,
+        detect,
+        drill,
+        ingest,
+        lab,
+        store,
+        topo,
+        twin,
+    )
+    for mod in (topo, attack, twin, drill, detect, ingest, store, blue, lab):
         for cmd in getattr(mod, "COMMANDS", []):
             cli.add_command(cmd)
 
