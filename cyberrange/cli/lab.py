@@ -148,7 +148,7 @@ def lab_start(name, trainee, runs_dir):
 def lab_stop(ref):
     """Stop the lab: its twin and every kernel object it made are removed; progress stays."""
     from cyberrange.labs import session
-    a = _active(ref)
+    a = session.find_active(ref, alive_only=False)     # an owner that died: its twin too
     td = session.stop(a)
     click.echo(f"lab stopped (twin {a.prefix}): {td.get('processes', 0)} processes, "
                f"{td.get('links', 0)} links removed; progress kept in {a.dir}")

@@ -32,11 +32,15 @@ def snapshot(lab_dir: Path, twin_dir: Path) -> dict:
         items = []
         for name, paths in files.items():
             joined = Path(td) / f"{name}.pcap"
-            try:
-                join_pcaps(paths, joined)
-            except ValueError:
-                continue
-            items.append((str(joined), name))
+            paths = [p for p in paths if p.stat().st_size >= 24]   # a header at least
+            for upto in (len(paths), len(paths) - 1):   # the newest file may be half-made
+                try:
+                    if upto > 0:
+                        join_pcaps(paths[:upto], joined)
+                        items.append((str(joined), name))
+                    break
+                except ValueError:
+                    continue
         if not items:
             raise UserError(f"no captures yet in {twin_dir}/pcaps (the sensors write every "
                             f"few seconds; try again)")

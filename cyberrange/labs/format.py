@@ -344,6 +344,9 @@ def _task(doc, path, t: dict, topo, steps: dict, start_files: list[str]) -> Task
         _check(doc, cpath, c, topo, steps)
         checks.append(Check(c["type"], {k: v for k, v in c.items() if k != "type"},
                             doc.pos(cpath)[0]))
+    if all(c.spec.get("keep") for c in checks):
+        raise doc.error("every check of this task is 'keep: true' (holds before the trainee "
+                        "acts): the task would be solved by default", path + ("checks",))
     answers = [c for c in checks if c.type == "answer"]
     if len(answers) > 1:
         raise doc.error("a task takes one answer (one 'answer' check); split it into tasks",

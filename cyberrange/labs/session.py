@@ -69,10 +69,12 @@ def spawn_owner(lab_dir: Path, say=print) -> dict:
     """Start the owner process of ``lab_dir``'s twin and wait until it says ready."""
     t0 = time.monotonic()
     log = lab_dir / "owner.log"
+    from cyberrange.labs.solution import cli_env
     with open(log, "a") as out:
         proc = subprocess.Popen([sys.executable, "-m", "cyberrange.cli.main", "lab", "_own",
                                  str(lab_dir)], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env=cli_env())
     try:
         return _wait_ready(proc, log, t0)
     except BaseException:            # Ctrl-C while waiting: the owner tears its twin down
@@ -243,20 +245,22 @@ class ActiveLab:
         return attach(self.prefix)
 
 
-def active_labs() -> list[ActiveLab]:
+def active_labs(alive_only: bool = True) -> list[ActiveLab]:
+    """The labs whose twin is up (``alive_only=False``: also those whose owner died)."""
     from cyberrange.twin.state import live_states
     out = []
     for s in live_states():
         m = _manifest(s.run_dir)
-        if m.get("kind") == "lab" and m.get("lab_dir") and s.owner_alive:
+        if m.get("kind") == "lab" and m.get("lab_dir") and (s.owner_alive or not alive_only):
             out.append(ActiveLab(s, m))
     return out
 
 
-def find_active(ref: str | None = None) -> ActiveLab:
+def find_active(ref: str | None = None, alive_only: bool = True) -> ActiveLab:
     """The lab named by ``ref`` (prefix, twin run id, lab run folder or its name, lab name,
-    trainee) among the labs up; the only one when ``ref`` is None."""
-    labs = active_labs()
+    trainee) among the labs up; the only one when ``ref`` is None. ``alive_only=False`` also
+    finds a lab whose owner process died (``lab stop`` removes its twin)."""
+    labs = active_labs(alive_only)
     if ref is not None:
         labs = [a for a in labs if ref in (a.prefix, a.state.run_id, a.dir.name, str(a.dir),
                                             a.manifest.get("lab"), a.manifest.get("trainee"))
@@ -287,7 +291,7 @@ def stop_twin(active: ActiveLab, timeout: float = 60.0) -> dict:
     except ProcessLookupError:
         pass
     end = time.time() + timeout
-    while time.time() < end and (active.state.path.exists() or _alive(pid)):
+    while time.time() < end and _alive(pid):        # the owner tears its twin down
         time.sleep(0.2)
     if active.state.path.exists():
         return dict(remove_twin(active.state, how="killed"), forced=True)
