@@ -8,6 +8,7 @@ a record still being written is left out) and ingests them as ``drill run``'s an
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ def snapshot(lab_dir: Path, twin_dir: Path) -> dict:
     files = capture_files(Path(twin_dir) / "pcaps")
     run_id = Path(twin_dir).name
     out = Path(lab_dir) / STORE
-    tmp = out.with_name(f".{STORE}.tmp")
+    tmp = out.with_name(f".{STORE}.{os.getpid()}.tmp")       # two terminals may query at once
     tmp.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="cr-labq-") as td:
         items = []

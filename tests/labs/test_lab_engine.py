@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -252,3 +253,76 @@ def test_trainee_cli_workflow_survives_restart(tmp_path):
     assert all(nothing_left(t["prefix"]) for t in progress.read(lab_dir)["twins"])
     r = _cli("lab", "report", str(runs), "--html", str(tmp_path / "r.html"))
     assert r.returncode == 0 and "bob" in r.stdout and "stopped" in r.stdout
+
+
+@twin
+def test_live_and_static_check_kinds_on_the_lab_twin(tmp_path):
+    """Every check kind on a running lab, each seen both passing and failing: mission, rule,
+    service, reach (firewall-filtered), step, and a trainee detector run over the lab's
+    records and scored against its ledger."""
+    from cyberrange.attack.ledger import read_ledger
+    from cyberrange.twin.state import nothing_left
+    lab = load_lab(LAB)
+    lab_dir, info = session.start(LAB, "carol", tmp_path / "runs")
+    active = session.find_active(info["prefix"])
+    try:
+        ctx = checks.Context(lab, lab_dir, active)
+        task = lab.task("block")
+
+        def ok(kind, **spec):
+            return checks.run_check(ctx, task, _spec_check(kind, **spec))
+        assert ok("mission", thread="cop")[0], ok("mission", thread="cop")
+        m = ok("mission", thread="cop", expect="down")
+        assert not m[0] and "mission probes answered" in m[1]
+        assert ok("rule", firewall="fob-fw", match="tcp  dport 8080")[0]
+        assert not ok("rule", firewall="fob-fw", match="tcp dport 31337")[0]
+        assert ok("rule", firewall="fob-fw", match="tcp dport 31337", expect="absent")[0]
+        assert ok("service", node="c2-server", port=8080, expect="running")[0]
+        assert not ok("service", node="c2-server", port=8081, expect="running")[0]
+        r = ok("reach", **{"from": "ops-maint", "to": "c2-server", "proto": "tcp", "port": 22,
+                           "expect": "closed"})
+        assert r[0] and "filtered" in r[1], r
+        end = time.time() + 40
+        while time.time() < end and not any(
+                x["step_id"] == "scan" for x in read_ledger(active.twin_dir / "ledger.jsonl")):
+            time.sleep(0.5)
+        time.sleep(6)                          # the scan's captures rotate out (5 s)
+        assert ok("step", step="scan", outcome="succeeded")[0]
+        assert not ok("step", step="scan", outcome="blocked")[0]
+        (lab_dir / "work" / "scan.yaml").write_text(
+            (ROOT / "detectors" / "portscan.yaml").read_text())
+        det = ok("detector", file="scan.yaml", fires_on=["T1046"], max_false_alerts=0)
+        assert det[0], det
+        (lab_dir / "work" / "quiet.yaml").write_text(re.sub(   # too quiet to ever fire
+            r"threshold: \d+", "threshold: 100000", (ROOT / "detectors" / "portscan.yaml")
+            .read_text()))
+        det2 = ok("detector", file="quiet.yaml", fires_on=["T1046"])
+        assert not det2[0] and "missed T1046" in det2[1], det2
+        (lab_dir / "work" / "bad.yaml").write_text("detectors: [{name: x, family: nope}]\n")
+        bad = ok("detector", file="bad.yaml", fires_on=["T1046"])
+        assert not bad[0] and "bad.yaml" in bad[1], bad
+    finally:
+        session.stop(active)
+    assert nothing_left(info["prefix"])
+
+
+@twin
+def test_owner_killed_then_lab_stop_removes_everything(tmp_path):
+    """A crash of the lab's owner (SIGKILL: no cleanup ran) leaves a twin; `lab stop` finds
+    the lab anyway and removes every kernel object; the progress is still there."""
+    import signal
+
+    from cyberrange.twin.state import nothing_left
+    lab = load_lab(LAB)
+    lab_dir, info = session.start(LAB, "dave", tmp_path / "runs")
+    trainee.submit(lab, lab_dir, "scanner", "10.10.2.66")
+    os.kill(info["pid"], signal.SIGKILL)
+    end = time.time() + 10
+    while time.time() < end and session.active_labs():
+        time.sleep(0.1)
+    with pytest.raises(UserError, match="no lab is running"):
+        session.find_active(info["prefix"])
+    r = _cli("lab", "stop", "--run", info["prefix"])
+    assert r.returncode == 0, r.stderr
+    assert nothing_left(info["prefix"])
+    assert "scanner" in progress.read(lab_dir)["done"]
