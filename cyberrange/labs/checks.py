@@ -162,7 +162,7 @@ def _rule(ctx, task, spec):
         for rec in actions.active(ctx.twin_dir):
             p = rec.get("params") or {}
             if rec.get("actor") != "lab-stage" and p.get("firewall") == fw and \
-                    want in _norm(json.dumps(p.get("rule"))):
+                    want in _norm(f"{json.dumps(p.get('rule'))} {p.get('nft', '')}"):
                 found = True
     ok = found if spec.get("expect", "present") == "present" else not found
     return ok, f"'{spec['match']}' {'found' if found else 'not found'} on {fw}"

@@ -334,6 +334,16 @@ def _stage(doc, path, s: dict, topo) -> dict:
             _node(doc, path + (k,), params[k], topo,
                   "firewall" if k == "firewall" else "node",
                   ("firewall", "router") if k == "firewall" else None)
+    if action == "rule-add":                # the rule as `blue rule add` reads it, now
+        from cyberrange.blue.rules import parse_rule, rule_mapping
+        if not topo.nodes[params["firewall"]].filters:
+            raise doc.error(f"'{params['firewall']}' filters nothing (not a firewall)",
+                            path + ("firewall",))
+        given = params["rule"]
+        try:
+            parse_rule(topo, given if isinstance(given, dict) else rule_mapping(str(given)))
+        except UserError as e:
+            raise doc.error(f"staged rule: {e.message}", path + ("rule",)) from None
     return {"blue": action, "params": params, "line": doc.pos(path)[0]}
 
 

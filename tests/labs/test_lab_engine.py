@@ -326,3 +326,40 @@ def test_owner_killed_then_lab_stop_removes_everything(tmp_path):
     assert r.returncode == 0, r.stderr
     assert nothing_left(info["prefix"])
     assert "scanner" in progress.read(lab_dir)["done"]
+
+
+@twin
+def test_staged_state_is_applied_and_not_the_trainees(tmp_path):
+    """A lab's stage: a weak firewall rule (blue rule-add, actor lab-stage) opens what the
+    topology closes, a command plants a file; neither counts as the trainee's action."""
+    import shutil
+
+    from cyberrange.twin.state import nothing_left
+    planted = tmp_path / "planted.txt"
+    d = tmp_path / "labs" / "staged"
+    shutil.copytree(LAB, d)
+    text = (d / "lab.yaml").read_text().replace("name: find-the-scanner", "name: staged")
+    text = text.replace("tasks:\n", "  stage:\n"
+                        "    - {blue: rule-add, firewall: fob-fw, rule: \"allow from ops-maint to "
+                        "c2-server proto tcp port 22\"}\n"
+                        f"    - {{exec: [sh, -c, \"echo beacon > {planted}\"], node: ops-files}}\n"
+                        "tasks:\n", 1)
+    (d / "lab.yaml").write_text(text)
+    lab = load_lab(d)
+    assert len(lab.stage) == 2
+    lab_dir, info = session.start(d, "erin", tmp_path / "runs")
+    active = session.find_active(info["prefix"])
+    try:
+        assert planted.read_text().strip() == "beacon"
+        ctx = checks.Context(lab, lab_dir, active)
+        task = lab.task("block")
+        r = checks.run_check(ctx, task, _spec_check(
+            "reach", **{"from": "ops-maint", "to": "c2-server", "proto": "tcp", "port": 22,
+                        "expect": "open"}))
+        assert r[0], r                            # the weak rule lets the laptop in
+        assert checks.run_check(ctx, task, _spec_check(
+            "rule", firewall="fob-fw", match="tcp dport 22 accept"))[0]
+        assert not checks.run_check(ctx, task, _spec_check("blue", action="rule-add"))[0]
+    finally:
+        session.stop(active)
+    assert nothing_left(info["prefix"])

@@ -29,7 +29,7 @@ scenario:
   playbooks:
     - {file: attack_playbooks/recon_bruteforce.yaml, at: 2, seed: 3}
   stage:
-    - {blue: rule-add, firewall: fob-fw, rule: "tcp dport 2222 accept"}
+    - {blue: rule-add, firewall: fob-fw, rule: "allow from ops-maint to c2-server proto tcp port 22"}
 tasks:
   - id: scanner
     title: Which host scans?
@@ -68,8 +68,10 @@ CASES = [
      "{type: mission, thread: coop}  # <-"),
     ("reach-no-port", "proto: tcp, port: 22, expect: closed}", "proto: tcp, expect: closed}  # <-"),
     ("negative-hint-cost", "{text: look at SYNs, cost: 2}", "{text: look at SYNs, cost: -2}  # <-"),
-    ("stage-unknown-key", "{blue: rule-add, firewall: fob-fw, rule: \"tcp dport 2222 accept\"}",
-     "{blue: rule-add, firewal: fob-fw, rule: \"x\"}  # <-"),
+    ("stage-unknown-key", "{blue: rule-add, firewall: fob-fw, rule:",
+     "{blue: rule-add, firewal: fob-fw, rule: \"x\"}  # <-\n    - {blue: rule-add, firewall: fob-fw, rule:"),
+    ("stage-bad-rule", "ops-maint to c2-server proto tcp port 22\"}",
+     "ops-mant to c2-server proto tcp port 22\"}  # <-"),
     ("duplicate-yaml-key", "minutes: 5\n", "minutes: 5\nminutes: 6  # <-\n"),
     ("only-keep-checks", ("      - {type: reach, from: ops-maint, to: ops-files, proto: tcp, "
                           "port: 22, expect: closed}\n"
