@@ -29,7 +29,7 @@ LAYERS = [
     {"score", "report", "ingest", "session"},         # ground truth meets alerts; captures -> store
     {"blue"},                                         # defender actions on a live twin
     {"drill"},                                        # a whole drill
-    {"patch"},                                        # change sets; a change rehearsed on twins
+    {"patch", "labs"},                                # change sets rehearsed on twins; labs
     {"cli"},                                          # commands
 ]
 MAX_MODULE_LINES = 600
