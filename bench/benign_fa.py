@@ -50,7 +50,7 @@ SEEDS = {"tuning": 1000, "eval": 2000}
 TOPOLOGIES = ["air_base", "brigade", "coalition_mpe", "fob", "logistics_depot", "naval_vessel"]
 #: split -> (duration s, intensity, drills per topology). eval: >= 20,000 benign flows after
 #: the warm-ups over the 6 topologies in ~30 min of twin time; tuning: about half of that.
-PLAN = {"tuning": (100, 5, 1), "eval": (240, 5, 1)}
+PLAN = {"tuning": (100, 5, 1), "eval": (200, 5, 1)}
 
 
 def drills(split: str) -> list[dict]:
@@ -102,11 +102,30 @@ def build(split: str, runs: Path, python: str, only: list[str] | None) -> int:
 
 
 def _targets(detectors) -> dict:
-    return {d.name: (getattr(d, "fa_target", None) if getattr(d, "kind", "rule") == "learned"
-                     else 0.0) for d in detectors}
+    """Goal per instance: 0 for rule and statistical detectors, the target for calibrated
+    learned ones, none for the in-sample rule (shown for comparison)."""
+    out = {}
+    for d in detectors:
+        if getattr(d, "kind", "rule") != "learned":
+            out[d.name] = 0.0
+        else:
+            out[d.name] = d.fa_target if d.settings.get("calibration") == "target" else None
+    return out
 
 
-def measure(split: str, runs: Path, detectors_dir: str, json_path: str | None) -> int:
+def _before(detectors) -> list:
+    """For every calibrated learned detector, a twin instance with the in-sample rule it
+    replaced (``<name>@in-sample``): the before/after comparison on the same records."""
+    out = []
+    for d in detectors:
+        legacy = getattr(d, "legacy_calibration", None)
+        if legacy and d.settings.get("calibration") == "target":
+            out.append(type(d)(f"{d.name}@in-sample", **{**d.settings, "calibration": legacy}))
+    return out
+
+
+def measure(split: str, runs: Path, detectors_dir: str, json_path: str | None,
+            before: bool = False) -> int:
     from cyberrange.detect.registry import load_detectors
     from cyberrange.score.evaluate import evaluate
     dirs = [p for p in (_done(f) for f in sorted((runs / split).glob("*-s*"))
@@ -114,6 +133,7 @@ def measure(split: str, runs: Path, detectors_dir: str, json_path: str | None) -
     if not dirs:
         sys.exit(f"no finished drill under {runs / split}: run `build --split {split}` first")
     detectors = load_detectors(detectors_dir)
+    detectors += _before(detectors) if before else []
     targets = _targets(detectors)
     t0 = time.perf_counter()
     ev = evaluate(dirs, detectors)
@@ -132,6 +152,8 @@ def measure(split: str, runs: Path, detectors_dir: str, json_path: str | None) -
                      "met": met})
     per_run = [{k: x[k] for k in ("run_id", "topology", "benign_flows", "false_alerts")}
                for x in ev.runs]
+    for x, d in zip(per_run, ev.runs, strict=True):
+        x["dir"] = d["dir"]
     _print(split, rows, per_run, took)
     if json_path:
         Path(json_path).write_text(json.dumps(
@@ -153,13 +175,13 @@ def _print(split: str, rows: list, per_run: list, took: float) -> None:
     for r in per_run:
         print(f"  {r['topology']:<16} {r['run_id']:<28} {r['benign_flows']:>6} flows "
               f"{r['false_alerts']:>4} false alerts (all detectors)")
-    head = f"{'detector':<22} {'family':<11} {'kind':<11} {'false':>5} {'flows':>7} " \
+    head = f"{'detector':<26} {'family':<11} {'kind':<11} {'false':>5} {'flows':>7} " \
            f"{'per 10k':>8} {'95% ub':>7} {'goal':>6}  met"
     print(head + "\n" + "-" * len(head))
     for r in rows:
         goal = "-" if r["goal_per_10k"] is None else f"{r['goal_per_10k']:g}"
         met = {True: "yes", False: "NO", None: "-"}[r["met"]]
-        print(f"{r['detector']:<22} {r['family']:<11} {r['kind']:<11} {r['false_alerts']:>5} "
+        print(f"{r['detector']:<26} {r['family']:<11} {r['kind']:<11} {r['false_alerts']:>5} "
               f"{r['benign_flows']:>7,} {_fmt(r['false_per_10k']):>8} "
               f"{_fmt(r['upper95_per_10k']):>7} {goal:>6}  {met}")
 
@@ -176,6 +198,8 @@ def main() -> int:
     ap.add_argument("--detectors", default=str(ROOT / "detectors"))
     ap.add_argument("--only", nargs="*", help="build: only these topologies")
     ap.add_argument("--json", help="measure: also write the results here")
+    ap.add_argument("--before", action="store_true",
+                    help="measure: also the learned detectors with their in-sample rule")
     ap.add_argument("--python", default=sys.executable, help="build: interpreter of the drills")
     a = ap.parse_args()
     if a.action == "plan":
@@ -186,7 +210,7 @@ def main() -> int:
         if shutil.which("flock") is None:
             sys.exit("flock not found")
         return build(a.split, a.runs, a.python, a.only)
-    return measure(a.split, a.runs, a.detectors, a.json)
+    return measure(a.split, a.runs, a.detectors, a.json, a.before)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,7 @@ class IsolationForestDetector(Detector):
     technique = UNKNOWN_TECHNIQUE
     trainable = True
     scores_flows = True
+    legacy_calibration = "quantile"      # the in-sample rule before the false-alert target
     SETTINGS = {
         "n_estimators": 200,     # trees
         "max_samples": 256,      # flows per tree (the paper's default)
@@ -131,7 +132,7 @@ class IsolationForestDetector(Detector):
             raise SettingError(f"setting 'quantile' of {self.name!r} must be <= 1",
                                setting="quantile")
         self.margin = float(self._number("margin", minimum=0))
-        configure_calibration(self, "quantile")
+        configure_calibration(self, self.legacy_calibration)
         self.contamination = float(self._number("contamination", minimum=0.0001))
         if self.contamination > 0.5:
             raise SettingError(f"setting 'contamination' of {self.name!r} must be <= 0.5",

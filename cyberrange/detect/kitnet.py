@@ -53,6 +53,7 @@ class KitNETDetector(Detector):
     needs_packets = True
     trainable = True
     scores_flows = True
+    legacy_calibration = "lognormal"     # the in-sample rule before the false-alert target
     SETTINGS = {
         "max_cluster": 10,          # m: most features per ensemble autoencoder
         "hidden_ratio": 0.75,       # hidden units per input of every autoencoder
@@ -79,7 +80,7 @@ class KitNETDetector(Detector):
         self.batch_size = int(self._number("batch_size", minimum=1, integer=True))
         self.lr = float(self._number("learning_rate", minimum=0))
         self.sigma = float(self._number("threshold_sigma", minimum=0))
-        configure_calibration(self, "lognormal")
+        configure_calibration(self, self.legacy_calibration)
         self.window_us = int(self._number("window", minimum=0.001) * 1_000_000)
         self.min_packets = int(self._number("min_packets", minimum=1, integer=True))
         self.grace = int(self._number("grace_packets", minimum=100, integer=True))
