@@ -17,9 +17,11 @@ finished run (manifest status ``done``) is skipped; an unfinished one is moved a
 (``*.failed``) and built again. Each drill takes the lock on its own (``flock``), so another
 user of the twin can take turns between drills.
 
-**Plan.** Long drills at high intensity: a drill costs ~25-40 s of build and teardown whatever
-its length, and the benign flow rate grows with ``--intensity``. ``PLAN`` sizes each split from
-a measured rate (fob, intensity 4: see ``docs/detectors/learned-calibration.md``).
+**Plan.** Long drills at high intensity: a drill costs ~10-15 s of build, capture parsing,
+detection and teardown whatever its length, plus its warm-up, and the benign flow rate grows
+with ``--intensity`` (measured: fob at intensity 4, 2,570 benign flows in 120 s; at 5, air_base
+~16 and brigade ~30 flows/s). ``PLAN`` sizes each split from those rates: eval = 6 x (30 s +
+200 s) ~ 25 min of twin time for >= 20,000 benign flows after the warm-ups.
 
 **Measure.** ``cyberrange.score.evaluate`` over the split's runs: the detectors re-run on each
 run's stored records, trainable ones learn from the run's own warm-up (its first ``W``
@@ -49,7 +51,7 @@ WARMUP = 30                       # s: the learned detectors' baseline in every 
 SEEDS = {"tuning": 1000, "eval": 2000}
 TOPOLOGIES = ["air_base", "brigade", "coalition_mpe", "fob", "logistics_depot", "naval_vessel"]
 #: split -> (duration s, intensity, drills per topology). eval: >= 20,000 benign flows after
-#: the warm-ups over the 6 topologies in ~30 min of twin time; tuning: about half of that.
+#: the warm-ups over the 6 topologies in ~25 min of twin time; tuning: about half of that.
 PLAN = {"tuning": (100, 5, 1), "eval": (200, 5, 1)}
 
 
