@@ -86,8 +86,8 @@ CALIBRATION_SETTINGS = {
     "calibration": "target",     # target | the family's older in-sample rule
     "false_alert_target": 10,    # false alerts per 10k benign flows the threshold aims at
     "confidence": 0.9,           # that the held-out order statistic holds
-    "folds": 4,                  # baseline time blocks; each after the first is scored by a
-                                 # model trained on the blocks before it
+    "folds": 4,                  # baseline time blocks; those in its second half are scored
+                                 # by a model trained on the blocks before them
     "clustering": "scattered",   # how flagged benign events may group into alerts: scattered|worst
     "max_share": 0.05,           # never let more than this share of benign events exceed it
 }
@@ -130,7 +130,7 @@ def calibrate(detector, held_out: np.ndarray, times_us: np.ndarray, sources: lis
     cal.clustering = detector.clustering
     # the held-out baseline itself, with its real sources and timing (correlated anomalies
     # included), must stay within the target: no lower than where it would raise more alerts
-    allowed = int(detector.fa_target * flows // 10_000)
+    allowed = int(detector.fa_target * flows * ok.mean() // 10_000) if len(ok) else 0
     codes = np.unique(np.asarray([str(x) for x in sources]), return_inverse=True)[1]
     quiet = quiet_threshold(held_out[ok], np.asarray(times_us, np.int64)[ok], codes[ok], gap_us,
                             min_events, allowed)
