@@ -26,7 +26,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._learned import (
+    CALIBRATION_SETTINGS,
     UNKNOWN_TECHNIQUE,
+    blocked_folds,
+    calibrate,
+    configure_calibration,
+    dedup_flows,
     episodes,
     ratio_score,
     robust_center_scale,
@@ -106,11 +111,13 @@ class IsolationForestDetector(Detector):
     technique = UNKNOWN_TECHNIQUE
     trainable = True
     scores_flows = True
+    legacy_calibration = "quantile"      # the in-sample rule before the false-alert target
     SETTINGS = {
         "n_estimators": 200,     # trees
         "max_samples": 256,      # flows per tree (the paper's default)
-        "quantile": 0.95,        # trained: threshold = this quantile of baseline scores ...
-        "margin": 0.0,           # ... plus this margin (score units)
+        **CALIBRATION_SETTINGS,  # trained: threshold for false_alert_target (or: quantile)
+        "quantile": 0.95,        # calibration quantile: this quantile of in-sample scores ...
+        "margin": 0.0,           # ... plus this margin (score units; added in both modes)
         "contamination": 0.01,   # untrained: share of the run's own flows taken as outliers
         "window": 10,            # seconds: anomalous flows of a source this close = one episode
         "min_flows": 5,          # anomalous flows an episode needs to raise an alert
@@ -125,6 +132,7 @@ class IsolationForestDetector(Detector):
             raise SettingError(f"setting 'quantile' of {self.name!r} must be <= 1",
                                setting="quantile")
         self.margin = float(self._number("margin", minimum=0))
+        configure_calibration(self, self.legacy_calibration)
         self.contamination = float(self._number("contamination", minimum=0.0001))
         if self.contamination > 0.5:
             raise SettingError(f"setting 'contamination' of {self.name!r} must be <= 0.5",
@@ -150,8 +158,28 @@ class IsolationForestDetector(Detector):
         base_q = float(np.quantile(scores, self.quantile))
         self.model = {"forest": forest, "threshold": base_q + self.margin,
                       "baseline_quantile": base_q, "center_scale": robust_center_scale(X),
-                      "flows": len(X)}
+                      "flows": len(X), "calibration": {"method": "quantile (in-sample)"}}
+        if self.calibration == "target":
+            cal = self._calibrate(X, flows)
+            self.model["threshold"] = cal.threshold + self.margin
+            self.model["calibration"] = {**cal.evidence(), "target_per_10k": self.fa_target}
         self.trained = True
+
+    def _calibrate(self, X: np.ndarray, flows: pa.Table):
+        """Out-of-sample scores of the baseline flows (time blocks, each scored by a forest
+        fitted on the other blocks) -> the threshold for ``false_alert_target`` (see
+        ``_learned.conservative_threshold``)."""
+        start = pc.fill_null(pc.cast(flows.column("event.start").cast(
+            pa.timestamp("us", tz="UTC")), pa.int64()), 0).to_numpy(zero_copy_only=False)
+        order = np.argsort(start, kind="stable")
+        Xt = X[order]
+        oos = np.full(len(Xt), np.nan)
+        for train, test in blocked_folds(len(Xt), min(self.folds, len(Xt))):
+            if len(train) >= 2:
+                oos[test] = -self._forest(Xt[train], "auto").decision_function(Xt[test])
+        src = flows.column("source.ip").to_pylist()
+        return calibrate(self, oos, start[order], [src[i] for i in order], dedup_flows(flows),
+                         self.min_flows, self.window_us)
 
     def _model_for(self, X: np.ndarray) -> dict:
         if self.model is not None:
@@ -199,6 +227,7 @@ class IsolationForestDetector(Detector):
                 "baseline": (round(model["baseline_quantile"], 4)
                              if model["baseline_quantile"] is not None else None),
                 "baseline_flows": model["flows"] if self.model is not None else 0,
+                "calibration": model.get("calibration"),
                 "window_s": self.window_us / 1e6, "min_flows": self.min_flows,
             }
             if self.model is None:

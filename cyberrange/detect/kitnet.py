@@ -33,7 +33,16 @@ import pyarrow.compute as pc
 
 from ._kitnet_model import KitNET
 from ._kitsune_features import LAMBDAS, extract, feature_names, packet_keys
-from ._learned import UNKNOWN_TECHNIQUE, episodes, ratio_score
+from ._learned import (
+    CALIBRATION_SETTINGS,
+    UNKNOWN_TECHNIQUE,
+    blocked_folds,
+    calibrate,
+    configure_calibration,
+    dedup_flows,
+    episodes,
+    ratio_score,
+)
 from .base import Alert, Detector, SettingError, us_to_dt
 
 
@@ -44,13 +53,16 @@ class KitNETDetector(Detector):
     needs_packets = True
     trainable = True
     scores_flows = True
+    legacy_calibration = "lognormal"     # the in-sample rule before the false-alert target
     SETTINGS = {
         "max_cluster": 10,          # m: most features per ensemble autoencoder
         "hidden_ratio": 0.75,       # hidden units per input of every autoencoder
         "epochs": 10,               # minibatch passes over the grace-period packets
         "batch_size": 32,
         "learning_rate": 0.1,
-        "threshold_sigma": 4.0,     # threshold = exp(mu + this * sigma) of baseline log RMSE
+        **CALIBRATION_SETTINGS,     # trained: threshold for false_alert_target (or: lognormal)
+        "clustering": "worst",      # a flow's packets are flagged together, never scattered
+        "threshold_sigma": 4.0,     # lognormal: exp(mu + this * sigma) of baseline log RMSE
         "window": 10,               # seconds: anomalous packets of a source this close = episode
         "min_packets": 5,           # anomalous packets an episode needs to raise an alert
         "grace_packets": 20000,     # untrained: the run's first packets are the grace period
@@ -68,6 +80,7 @@ class KitNETDetector(Detector):
         self.batch_size = int(self._number("batch_size", minimum=1, integer=True))
         self.lr = float(self._number("learning_rate", minimum=0))
         self.sigma = float(self._number("threshold_sigma", minimum=0))
+        configure_calibration(self, self.legacy_calibration)
         self.window_us = int(self._number("window", minimum=0.001) * 1_000_000)
         self.min_packets = int(self._number("min_packets", minimum=1, integer=True))
         self.grace = int(self._number("grace_packets", minimum=100, integer=True))
@@ -95,24 +108,56 @@ class KitNETDetector(Detector):
         return X
 
     # -- training
-    def _train(self, X: np.ndarray) -> dict:
+    def _net(self, X: np.ndarray) -> KitNET:
         if len(X) > self.max_train:
             X = X[np.linspace(0, len(X) - 1, self.max_train).astype(int)]
         net = KitNET(self.max_cluster, self.hidden_ratio, self.seed)
         net.fit(X, epochs=self.epochs, batch=self.batch_size, lr=self.lr)
+        return net
+
+    def _train(self, X: np.ndarray) -> dict:
+        if len(X) > self.max_train:
+            X = X[np.linspace(0, len(X) - 1, self.max_train).astype(int)]
+        net = self._net(X)
         rmse, groups = net.execute(X)
         logs = np.log(np.maximum(rmse, 1e-12))
         mu, sd = float(logs.mean()), float(logs.std())
         return {"net": net, "threshold": float(np.exp(mu + self.sigma * sd)),
                 "log_mu": mu, "log_sigma": sd, "packets": len(X),
-                "group_baseline": np.median(groups, 0) + 1e-12}
+                "group_baseline": np.median(groups, 0) + 1e-12,
+                "calibration": {"method": "lognormal (in-sample)"}}
 
     def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
         if packets is None or packets.num_rows < 100:
             return                                  # too little to learn from: untrained
-        self.model = self._train(self._features(packet_keys(packets)))
+        keys = packet_keys(packets)
+        X = self._features(keys)                    # rows in time order
+        self.model = self._train(X)
+        if self.calibration == "target":
+            cal = self._calibrate(X, flows, packets, keys)
+            self.model["threshold"] = float(np.exp(cal.threshold))
+            self.model["calibration"] = {**cal.evidence(), "target_per_10k": self.fa_target,
+                                         "score": "log RMSE"}
         self.trained = True
         self._cache = None
+
+    def _calibrate(self, X: np.ndarray, flows: pa.Table | None, packets: pa.Table, keys: dict):
+        """Out-of-sample log RMSEs of the baseline packets (time blocks, each scored by a model
+        trained on the other blocks) -> the threshold for ``false_alert_target``. The target
+        is per 10k flows (the baseline's deduplicated flows; without flow records, its
+        distinct flow ids): the per-packet budget comes from the packets' own sources and
+        timing (``_learned.calibrate``)."""
+        oos = np.full(len(X), np.nan)
+        for train, test in blocked_folds(len(X), self.folds):
+            if len(train) >= 100:
+                rmse, _ = self._net(X[train]).execute(X[test])
+                oos[test] = np.log(np.maximum(rmse, 1e-12))
+        if flows is not None and flows.num_rows:
+            n_flows = dedup_flows(flows)
+        else:
+            n_flows = len(set(packets.column("cyberrange.flow_id").to_pylist()) - {None})
+        ts, src, _ = _times_sources(packets, keys)
+        return calibrate(self, oos, ts, src, n_flows, self.min_packets, self.window_us)
 
     # -- execution
     def _run(self, packets: pa.Table):
@@ -149,12 +194,7 @@ class KitNETDetector(Detector):
         flagged = rmse > thr
         if not flagged.any():
             return []
-        order = pa.array(keys["order"])
-        ts = pc.cast(packets.column("@timestamp").cast(pa.timestamp("us", tz="UTC")),
-                     pa.int64()).take(order).to_numpy(zero_copy_only=False)
-        src = pc.coalesce(*[packets.column(c) for c in
-                            ("source.ip", "cyberrange.arp.sender_ip", "source.mac")
-                            if c in packets.column_names]).take(order).to_pylist()
+        ts, src, order = _times_sources(packets, keys)
         dst = pc.coalesce(packets.column("destination.ip"), packets.column("destination.mac")) \
             .take(order).to_pylist()
         fids = packets.column("cyberrange.flow_id").take(order).to_pylist()
@@ -182,6 +222,7 @@ class KitNETDetector(Detector):
                 "packets": len(rows), "flows": len(flow_ids), "top_groups": top,
                 "trained": self.model is not None, "baseline_packets": model["packets"],
                 "threshold_sigma": self.sigma, "window_s": self.window_us / 1e6,
+                "calibration": model.get("calibration") if self.model is not None else None,
             }
             if ep.source and src_ip is None:
                 evidence["source_mac"] = ep.source
@@ -202,6 +243,18 @@ class KitNETDetector(Detector):
                 technique=self.technique, source_ip=src_ip, destination_ip=dst_ip, message=msg,
                 score=ratio_score(value, thr), evidence=evidence, flow_ids=flow_ids))
         return alerts
+
+
+def _times_sources(packets: pa.Table, keys: dict):
+    """Packet times (us) and sources (IP; ARP sender IP; MAC) in the features' time order, and
+    that order as an arrow array."""
+    order = pa.array(keys["order"])
+    ts = pc.cast(packets.column("@timestamp").cast(pa.timestamp("us", tz="UTC")),
+                 pa.int64()).take(order).to_numpy(zero_copy_only=False)
+    src = pc.coalesce(*[packets.column(c) for c in
+                        ("source.ip", "cyberrange.arp.sender_ip", "source.mac")
+                        if c in packets.column_names]).take(order).to_pylist()
+    return ts, src, order
 
 
 def _ip(value):
