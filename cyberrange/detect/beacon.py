@@ -417,15 +417,7 @@ class BeaconDetector(Detector):
         evidence = {"feature": "beacon_score", "value": round(score, 3),
                     "threshold": self.threshold, "channel": channel, "connections": n,
                     "interval_median_s": round(float(d["med_i"][p]), 3),
-                    "interval_madm_s": round(float(d["madm_i"][p]), 3),
-                    "interval_bowley_skew": round(float(d["skew_i"][p]), 3),
-                    "interval_jitter": round(float(d["jit_i"][p]), 3),
-                    "size_jitter": round(float(d["jit_b"][p]), 3),
-                    "bytes_median": float(d["med_b"][p]),
-                    "timing_score": round(float(d["timing"][p]), 3),
-                    "size_score": round(float(d["sizes"][p]), 3),
-                    "count_score": round(float(d["count"][p]), 3),
-                    **self._components(d, p),
+                    **self._measures(d, p), **self._components(d, p),
                     "baseline": "not in baseline" if self.trained else "untrained",
                     "flows": len(flow_ids)}
         return Alert(
@@ -445,6 +437,19 @@ class BeaconDetector(Detector):
                                "jitter_allowed": round(float(d["allowed"][p]), 3),
                                "size_jitter": self.size_jitter, "full_count": self.full_count,
                                "max_bytes": self.max_bytes}}
+
+    @staticmethod
+    def _measures(d: dict, p: int) -> dict:
+        """The series' measured interval, size and part scores (alert evidence and
+        near-misses alike)."""
+        return {"interval_madm_s": round(float(d["madm_i"][p]), 3),
+                "interval_bowley_skew": round(float(d["skew_i"][p]), 3),
+                "interval_jitter": round(float(d["jit_i"][p]), 3),
+                "size_jitter": round(float(d["jit_b"][p]), 3),
+                "bytes_median": float(d["med_b"][p]),
+                "timing_score": round(float(d["timing"][p]), 3),
+                "size_score": round(float(d["sizes"][p]), 3),
+                "count_score": round(float(d["count"][p]), 3)}
 
     def near_misses(self, flows: pa.Table, packets: pa.Table | None = None, *,
                     floor: float | None = None, limit: int = 20) -> list[dict]:
@@ -501,15 +506,8 @@ class BeaconDetector(Detector):
                             "destination": dst, "score": round(float(max(best[s], 0.0)), 3),
                             "score_ungated": round(float(d["raw"][p]), 3),
                             "connections": n, "interval_median_s": round(med, 3),
-                            "interval_madm_s": round(float(d["madm_i"][p]), 3),
-                            "interval_bowley_skew": round(float(d["skew_i"][p]), 3),
-                            "interval_jitter": round(float(d["jit_i"][p]), 3),
-                            "size_jitter": round(float(d["jit_b"][p]), 3),
-                            "bytes_median": float(d["med_b"][p]),
-                            "timing_score": round(float(d["timing"][p]), 3),
-                            "size_score": round(float(d["sizes"][p]), 3),
-                            "count_score": round(float(d["count"][p]), 3),
-                            **self._components(d, p), "failed": failed})
+                            **self._measures(d, p), **self._components(d, p),
+                            "failed": failed})
         out.sort(key=lambda m: (-m["score_ungated"], m["channel"]))
         return out[:limit]
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from cyberrange.errors import UserError
 from cyberrange.labs import progress
 from cyberrange.labs.format import load_lab
+from cyberrange.twin.state import pid_alive
 
 STAGE_ACTOR = "lab-stage"
 READY_TIMEOUT_S = 300
@@ -299,25 +300,11 @@ def stop_twin(active: ActiveLab, timeout: float = 60.0) -> dict:
     except ProcessLookupError:
         pass
     end = time.time() + timeout
-    while time.time() < end and _alive(pid):        # the owner tears its twin down
+    while time.time() < end and pid_alive(pid):        # the owner tears its twin down
         time.sleep(0.2)
     if active.state.path.exists():
         return dict(remove_twin(active.state, how="killed"), forced=True)
     return _manifest(active.twin_dir).get("teardown") or {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:                                  # a zombie child of ours has ended
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def stop(active: ActiveLab) -> dict:

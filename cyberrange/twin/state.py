@@ -171,7 +171,8 @@ def _kill(pids, sig=signal.SIGTERM) -> None:
             pass
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except OSError:
@@ -182,6 +183,9 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+_alive = pid_alive
 
 
 def _cmdline(pid: int) -> str:
