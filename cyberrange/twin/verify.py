@@ -72,6 +72,12 @@ def explain(r: dict, topo=None) -> str:
 
 def check_reachability(twin) -> list[dict]:
     plan = plan_probes(twin.topo)
+    if twin.netem or twin.relay_ports:         # delay is emulated: wait for the slowest path
+        from cyberrange.twin.linkcheck import probe_timeout
+        timeout = probe_timeout(twin.topo)
+        for probes in plan.values():
+            for p in probes:
+                p["timeout"] = timeout
     with ThreadPoolExecutor(max_workers=8) as ex:
         futures = {src: ex.submit(_run_probes, twin, src, probes) for src, probes in plan.items()}
         results = []
@@ -152,7 +158,8 @@ def _wait_listening(twin, node: str, port: int, proc, timeout: float = 5.0) -> N
 
 
 def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None,
-           session=None) -> dict:
+           session=None, links: bool = True, link_emulation: str = "relay",
+           accept_unemulated: bool = False, link_probes: int = 1000) -> dict:
     """Boot, probe, measure, tear down. ``session(twin)``: a context manager that holds the
     twin's life (the CLI passes ``session.TwinSession`` of the run: signals, teardown and the
     manifest as in a drill); without one, the twin is simply stopped at the end."""
@@ -160,14 +167,17 @@ def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None,
 
     from cyberrange.twin.build import Twin
     twin = Twin(topo, run_dir, Path(run_dir).name, log=log)
+    twin.link_emulation = link_emulation
     t0 = time.monotonic()
-    report: dict = {"topology": topo.name}
+    report: dict = {"topology": topo.name, "link_emulation": link_emulation}
+    link_opts = {"probes": link_probes, "accept_unemulated": accept_unemulated} if links else None
     with (session(twin) if session is not None else nullcontext()):
-        _measure(twin, report, t0, bandwidth, stage_cb)
+        _measure(twin, report, t0, bandwidth, stage_cb, link_opts)
     return _summarise(report)
 
 
-def _measure(twin, report: dict, t0: float, bandwidth: bool, stage_cb) -> None:
+def _measure(twin, report: dict, t0: float, bandwidth: bool, stage_cb,
+             link_opts: dict | None = None) -> None:
     try:
         twin.start(stage_cb=stage_cb)
         report["boot_s"] = round(time.monotonic() - t0, 2)
@@ -181,6 +191,14 @@ def _measure(twin, report: dict, t0: float, bandwidth: bool, stage_cb) -> None:
             if stage_cb:
                 stage_cb("bandwidth")
             report["bandwidth"] = measure_bandwidth(twin)
+        if link_opts is not None:
+            from cyberrange.twin.linkcheck import measure_links
+            if stage_cb:
+                stage_cb("delay, jitter and loss")
+            t2 = time.monotonic()
+            report["links"] = measure_links(twin, **link_opts)
+            report["links_s"] = round(time.monotonic() - t2, 2)
+            report["netem"] = twin.netem
     finally:
         twin.stop()
 
@@ -194,7 +212,10 @@ def _summarise(report: dict) -> dict:
         "disagree": sum(not r["agree"] for r in reach_rows),
         "bandwidth_measured": len(bw),
         "bandwidth_agree": sum(b["agree"] for b in bw),
+        "links_checked": len(report.get("links", [])),
+        "links_agree": sum(bool(r.get("agree")) for r in report.get("links", [])),
     }
     report["ok"] = (report["summary"]["disagree"] == 0
-                    and report["summary"]["bandwidth_agree"] == len(bw))
+                    and report["summary"]["bandwidth_agree"] == len(bw)
+                    and report["summary"]["links_agree"] == report["summary"]["links_checked"])
     return report
