@@ -152,27 +152,35 @@ def _why(check: str, row: dict) -> str:
 
 def measure_links(twin, probes: int = 1000, budget_s: float = BUDGET_S,
                   accept_unemulated: bool = False) -> list[dict]:
-    """One row per profiled zone (see the module's docstring)."""
-    from cyberrange.twin import linkemu
-    rows = []
-    for zone, client, server, ip, prof in link_pairs(twin.topo):
-        count, interval = plan(prof, probes, budget_s)
-        # sub-millisecond delay alone is the veth's own (linkemu.relay_needed)
-        emulated = (twin.netem or twin.link_emulation == "relay"
-                    or not linkemu.relay_needed(prof))
-        wait = max(2, math.ceil(4 * (2 * prof.delay_ms + 2 * prof.jitter_ms) / 1000) + 1)
-        twin.run(client, ["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", str(wait), str(ip)],
-                 timeout=30)
-        r = twin.run(client, ["ping", "-n", "-c", str(count), "-i", f"{interval:g}",
-                              "-W", str(wait), str(ip)],
-                     timeout=count * interval + wait + 30)
-        rtts, lost = parse_ping(r.stdout, count)
-        row = {"zone": zone, "client": client, "server": server, "profile": prof.name,
-               "delay_ms": prof.delay_ms, "jitter_ms": prof.jitter_ms, "loss": prof.loss_pct,
-               "interval_s": interval}
-        row.update(judge(prof, rtts, lost, emulated))
+    """One row per profiled zone (see the module's docstring); the zones are measured at
+    once (each ping stays inside its own zone)."""
+    from concurrent.futures import ThreadPoolExecutor
+    pairs = link_pairs(twin.topo)
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(pairs)))) as ex:
+        rows = list(ex.map(lambda p: _measure_one(twin, p, probes, budget_s), pairs))
+    for row in rows:
         if row["status"] == "not emulated" and accept_unemulated:
             row.update(agree=True, accepted=True,
                        explanation=row["explanation"] + " (accepted by --accept-unemulated)")
-        rows.append(row)
     return rows
+
+
+def _measure_one(twin, pair, probes: int, budget_s: float) -> dict:
+    from cyberrange.twin import linkemu
+    zone, client, server, ip, prof = pair
+    count, interval = plan(prof, probes, budget_s)
+    # sub-millisecond delay alone is the veth's own (linkemu.relay_needed)
+    emulated = (twin.netem or twin.link_emulation == "relay"
+                or not linkemu.relay_needed(prof))
+    wait = max(2, math.ceil(4 * (2 * prof.delay_ms + 2 * prof.jitter_ms) / 1000) + 1)
+    twin.run(client, ["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", str(wait), str(ip)],
+             timeout=30)
+    r = twin.run(client, ["ping", "-n", "-c", str(count), "-i", f"{interval:g}",
+                          "-W", str(wait), str(ip)],
+                 timeout=count * interval + wait + 30)
+    rtts, lost = parse_ping(r.stdout, count)
+    row = {"zone": zone, "client": client, "server": server, "profile": prof.name,
+           "delay_ms": prof.delay_ms, "jitter_ms": prof.jitter_ms, "loss": prof.loss_pct,
+           "interval_s": interval}
+    row.update(judge(prof, rtts, lost, emulated))
+    return row
