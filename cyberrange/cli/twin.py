@@ -317,7 +317,7 @@ def _print_verify(rep: dict, console: Console) -> None:
     s = rep["summary"]
     mark = "[green]the twin agrees with the model[/]" if rep["ok"] else "[red]disagreements found[/]"
     console.print(f"{s['agree']}/{s['probes']} probes agree; bandwidth {s['bandwidth_agree']}/"
-                  f"{s['bandwidth_measured']} within 15%; links {s['links_agree']}/"
+                  f"{s['bandwidth_measured']} within 5%; links {s['links_agree']}/"
                   f"{s['links_checked']}; boot {rep.get('boot_s')} s — {mark}")
 
 
