@@ -485,8 +485,8 @@ def convert_clab(path) -> ClabImport:
             notes.append(f"host {node['name']}: on {len(zones)} links, one interface in each of "
                          f"{', '.join(zones)} (default route in {zones[0]})")
     if not out_nodes:
-        why = "; ".join(notes) or "no node of the lab has a data link"
-        raise UserError(f"nothing to import: no node stays in the twin ({why})", str(path))
+        why = "; ".join(dropped) or "no node of the lab has a data link"
+        raise UserError(f"nothing to import, no node of the lab stays in the twin: {why}", str(path))
     if not out_zones:
         notes.append("routers only: imported as routers and point-to-point links, no zone "
                      "(add hosts and zones by hand to run drills)")
