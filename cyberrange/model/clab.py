@@ -282,12 +282,15 @@ def data_links(doc: Doc, topo: dict, nodes: dict, notes: list[str], dropped: lis
             if node not in nodes:
                 raise doc.error(f"link {k + 1}: unknown node '{node}'"
                                 f"{did_you_mean(node, nodes)}", ("topology", "links", k, "endpoints", j))
+        if ends[0][0] == ends[1][0]:
+            outside.append(f"{k + 1} (both ends on {ends[0][0]})")
+            continue
         links.append(tuple(ends))
         for key in link:
             if key not in ("endpoints", "type"):
                 unread.setdefault("topology.links", Counter())[key] += 1
     if outside:
-        notes.append(f"links that leave the lab (not part of the twin): {', '.join(outside)}")
+        notes.append(f"links that leave the lab or loop back (not part of the twin): {', '.join(outside)}")
         dropped.append(f"links leaving the lab: {', '.join(outside)}")
     return links
 

@@ -255,3 +255,15 @@ def test_every_import_passes_topo_check(tmp_path, name):
     _, t = _import(tmp_path, name)
     errors = [f for f in lint(t) if f.severity == "error"]
     assert not errors
+
+
+def test_a_link_from_a_node_to_itself_is_left_out(tmp_path):
+    f = tmp_path / "x.clab.yml"
+    f.write_text("name: x\ntopology:\n  nodes: {a: {kind: srl}, b: {kind: srl}}\n  links:\n"
+                 "    - endpoints: ['a:e1-1', 'a:e1-2']\n    - endpoints: ['a:e1-3', 'b:e1-1']\n")
+    r = convert_clab(f)
+    out = tmp_path / "x.yaml"
+    out.write_text(r.text)
+    t = load_topology(out)
+    assert [(lk.a, lk.b) for lk in t.links.values()] == [("a", "b")]
+    assert "1 (both ends on a)" in r.warning(f)
