@@ -248,6 +248,12 @@ def _unread_keys(topo: dict, nodes: dict[str, ClabNode]) -> dict[str, Counter]:
     return out
 
 
+def _some(names: list[str], most: int = 12) -> str:
+    """``a, b, c`` or, for a long list, its first ``most`` and how many more."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
 def _endpoint(ep) -> tuple[str, str]:
     if isinstance(ep, dict):
         return str(ep.get("node", "")), str(ep.get("interface", ""))
@@ -291,7 +297,7 @@ def data_links(doc: Doc, topo: dict, nodes: dict, notes: list[str], dropped: lis
                 unread.setdefault("topology.links", Counter())[key] += 1
     if outside:
         notes.append(f"links that leave the lab or loop back (not part of the twin): {', '.join(outside)}")
-        dropped.append(f"links leaving the lab: {', '.join(outside)}")
+        dropped.append(f"links leaving the lab: {_some(outside)}")
     return links
 
 
@@ -481,7 +487,7 @@ def convert_clab(path) -> ClabImport:
     _mgmt_note(data, {n: cn for n, cn in nodes.items() if n not in left_out}, notes, unread)
     if left_out:
         notes.append(f"nodes with no data link (management only), not imported: {', '.join(left_out)}")
-        dropped.append(f"nodes with no data link: {', '.join(left_out)}")
+        dropped.append(f"nodes with no data link: {_some(left_out)}")
     for node in out_nodes:
         if node["kind"] == "host" and "interfaces" in node:
             zones = [i["zone"] for i in node["interfaces"]]
