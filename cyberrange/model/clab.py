@@ -45,76 +45,37 @@ import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 import networkx as nx
 import yaml
 
 from cyberrange.errors import UserError
-from cyberrange.model.topology import NODE_KINDS, ROLES
+from cyberrange.model.clab_kinds import (
+    KIND_MAP,
+    ROLE_LABELS,
+    clab_kind,
+    end_system,
+    forwards,
+    host_role,
+    known_kind,
+)
+from cyberrange.model.topology import NODE_KINDS
 from cyberrange.model.yamlsrc import Doc, did_you_mean, load_yaml, one_line
+
+__all__ = ["KIND_MAP", "ClabImport", "ClabNode", "clab_kind", "convert_clab", "import_clab",
+           "known_kind", "resolve_nodes"]
 
 ZONE_POOL = ipaddress.ip_network("10.200.0.0/16")      # /24 per derived zone
 LINK_POOL = ipaddress.ip_network("172.31.0.0/16")      # /30 per router-router link
 
-# containerlab kind (glob, lower case) -> our kind; the first match wins. Firewalls before the
-# routers (``vr-pan`` before ``vr-*``). Kinds nobody lists here import as hosts, with a note.
-KIND_MAP: list[tuple[str, str]] = [
-    ("bridge", "bridge"), ("ovs-bridge", "bridge"),
-    ("fortinet_*", "firewall"), ("vr-fortios", "firewall"), ("vr-forti*", "firewall"),
-    ("paloalto_*", "firewall"), ("vr-pan", "firewall"), ("vr-paloalto*", "firewall"),
-    ("juniper_vsrx", "firewall"), ("vr-vsrx", "firewall"), ("vr-juniper_vsrx", "firewall"),
-    ("checkpoint_*", "firewall"), ("cisco_ftdv", "firewall"), ("vr-ftdv", "firewall"),
-    ("cisco_asav", "firewall"), ("vr-asav", "firewall"),
-    ("srl", "router"), ("nokia_*", "router"), ("ceos", "router"), ("arista_*", "router"),
-    ("crpd", "router"), ("juniper_*", "router"), ("vr-*", "router"), ("vr_*", "router"),
-    ("frr", "router"), ("sonic*", "router"), ("dell_*", "router"), ("cisco_*", "router"),
-    ("xrd", "router"), ("cvx", "router"), ("cumulus_cvx", "router"), ("vyos*", "router"),
-    ("openbsd", "router"), ("freebsd", "router"), ("mikrotik_*", "router"),
-    ("huawei_*", "router"), ("ipinfusion_*", "router"), ("6wind_*", "router"),
-    ("fdio_vpp", "router"), ("rare", "router"), ("aruba_*", "router"), ("generic_vm", "host"),
-    ("linux", "host"), ("host", "host"), ("ext-container", "host"), ("k8s-kind", "host"),
-    ("keysight_ixia-c*", "host"), ("ostinato", "host"),
-]
-
-ROLE_HINTS: list[tuple[str, str]] = [
-    ("c2", "c2-server"), ("web", "web-server"), ("www", "web-server"), ("dns", "dns-server"),
-    ("mail", "mail-server"), ("smtp", "mail-server"), ("dc", "domain-controller"),
-    ("ad", "domain-controller"), ("file", "file-server"), ("nas", "file-server"),
-    ("print", "printer"), ("hmi", "hmi"), ("plc", "plc"), ("radio", "radio-gateway"),
-    ("srv", "server"), ("server", "server"), ("db", "server"),
-]
-
-ROUTER_IMAGES = ("frr", "vyos", "bird", "quagga", "openbgpd", "gobgp")
-ROLE_LABELS = ("cyberrange.role", "role", "graph-role")
 # link types / brief endpoint names that leave the lab (containerlab links/link.go)
 OUTSIDE = ("host", "mgmt-net", "macvlan", "vxlan", "vxlan-stitch", "dummy")
 # node-level keys the import reads: they shape the kind, zone, role or description
 READ_KEYS = {"kind", "group", "labels"}
 MGMT_KEYS = {"mgmt-ipv4", "mgmt_ipv4", "mgmt-ipv6", "mgmt_ipv6"}
-
-
-def clab_kind(kind: str, spec: dict | None = None) -> str:
-    """Our kind for a clab node (``host``, ``router``, ``firewall`` or ``bridge``): by its
-    kind; a role label ``router``/``firewall`` wins; an end system with a routing-suite image
-    (FRR, VyOS, BIRD, ...) is a router."""
-    spec = spec or {}
-    labels = spec.get("labels") or {}
-    for key in ("cyberrange.role", "role"):
-        if _forwards(labels.get(key)):
-            return labels[key]
-    ours = known_kind(kind) or "host"
-    image = str(spec.get("image", "")).lower().rsplit("/", 1)[-1]
-    if _end_system(ours) and any(image.startswith(r) for r in ROUTER_IMAGES):
-        return "router"
-    return ours
-
-
-def known_kind(kind: str) -> str | None:
-    """Our kind for a containerlab kind name, None when :data:`KIND_MAP` does not know it."""
-    k = str(kind).lower()
-    return next((ours for pattern, ours in KIND_MAP if fnmatchcase(k, pattern)), None)
+# an address a node's exec gives an interface: `ip addr add 192.168.11.2/24 dev eth1`
+ADDR_RE = re.compile(r"\bip\s+(?:-4\s+)?a(?:ddr(?:ess)?)?\s+add\s+([0-9.]+/\d+)\s+dev\s+(\S+)")
 
 
 @dataclass
@@ -127,6 +88,7 @@ class ClabNode:
     labels: dict
     mgmt: str                    # mgmt-ipv4 (or ipv6) or ""
     ours: str = ""               # host, router, firewall, bridge
+    addrs: dict = field(default_factory=dict)    # iface -> IPv4Interface, from exec
 
 
 @dataclass
@@ -217,6 +179,13 @@ def resolve_nodes(doc: Doc, topo: dict) -> tuple[dict[str, ClabNode], dict[str, 
             labels.update(lv.get("labels") or {})
         mgmt = next((str(spec[k]) for k in sorted(MGMT_KEYS) if spec.get(k)), "")
         node = ClabNode(name, kind, group, image, labels, mgmt)
+        for lv in reversed(levels):            # exec: defaults, kind, group, node, in order
+            for cmd in lv.get("exec") if isinstance(lv.get("exec"), list) else []:
+                for addr, dev in ADDR_RE.findall(str(cmd)):
+                    try:
+                        node.addrs.setdefault(dev, ipaddress.IPv4Interface(addr))
+                    except ValueError:
+                        pass
         node.ours = clab_kind(kind, {"image": image, "labels": labels})
         out[name] = node
     return out, _unread_keys(topo, out)
@@ -302,15 +271,6 @@ def data_links(doc: Doc, topo: dict, nodes: dict, notes: list[str], dropped: lis
 
 
 # -- from links to zones ----------------------------------------------------------------------
-def _forwards(kind) -> bool:
-    """Our kind ``kind`` forwards (a router or firewall); a clab bridge is no node kind of ours."""
-    return isinstance(kind, str) and kind in NODE_KINDS and NODE_KINDS[kind].forwards
-
-
-def _end_system(kind) -> bool:
-    return isinstance(kind, str) and kind in NODE_KINDS and NODE_KINDS[kind].end_system
-
-
 def _name(raw: str, taken: set[str]) -> str:
     """A valid, unused name of ours: lowercase letter first, then a-z 0-9 '-', up to 31."""
     n = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-") or "n"
@@ -326,41 +286,33 @@ def _name(raw: str, taken: set[str]) -> str:
     return n
 
 
-def _role(name: str, labels: dict) -> str:
-    for key in ROLE_LABELS:
-        if labels.get(key) in ROLES:
-            return labels[key]
-    words = re.split(r"[^a-z0-9]+", name.lower())
-    for hint, role in ROLE_HINTS:
-        if any(w == hint or w.startswith(hint) for w in words):
-            return role
-    return "workstation"
-
-
 class _Segments:
     """The zones and router links the lab's links make, and where each node attaches."""
 
     def __init__(self, kinds: dict[str, str]):
         self.kinds = kinds
         self.zones: dict[str, dict] = {}     # our zone name -> {"from": what it was}
-        self.host_zones: dict[str, list[str]] = {n: [] for n, k in kinds.items() if _end_system(k)}
-        self.router_ifaces: dict[str, list[str]] = {n: [] for n, k in kinds.items() if _forwards(k)}
+        self.host_zones: dict[str, list[str]] = {n: [] for n, k in kinds.items() if end_system(k)}
+        self.router_ifaces: dict[str, list[str]] = {n: [] for n, k in kinds.items() if forwards(k)}
         self.p2p: list[tuple] = []           # (router a, its iface, router b, its iface)
+        self.ports: dict[tuple, str] = {}    # (host, zone) -> the host's clab interface
 
     def bridges(self, links, names) -> None:
         """Everything attached to one bridge (or to bridges linked together) is one zone."""
         kinds = self.kinds
         bridged = nx.Graph()
-        for (a, _ia), (b, _ib) in links:
+        for (a, ia), (b, ib) in links:
             if kinds[a] == "bridge" or kinds[b] == "bridge":
                 bridged.add_edge(a, b)
+                bridged.nodes[a].setdefault("iface", ia)
+                bridged.nodes[b].setdefault("iface", ib)
         for comp in sorted(nx.connected_components(bridged), key=min):
             bridges = sorted(n for n in comp if kinds[n] == "bridge")
             zname = names[bridges[0]]          # the bridge is not a node of ours: its name is free
             self.zones[zname] = {"from": "bridge " + ", ".join(bridges)}
             for n in sorted(comp):
                 if kinds[n] != "bridge":
-                    self.attach(n, zname)
+                    self.attach(n, zname, bridged.nodes[n]["iface"])
 
     def links(self, links, names, taken) -> None:
         """Router to router: a point-to-point link; a host on a router port: a zone of its own;
@@ -370,7 +322,7 @@ class _Segments:
         for (a, ia), (b, ib) in links:
             if kinds[a] == "bridge" or kinds[b] == "bridge":
                 continue
-            ra, rb = _forwards(kinds[a]), _forwards(kinds[b])
+            ra, rb = forwards(kinds[a]), forwards(kinds[b])
             if ra and rb:
                 self.p2p.append((a, ia, b, ib))
                 continue
@@ -381,28 +333,60 @@ class _Segments:
             else:
                 zname = _name(f"{names[a]}-{names[b]}", taken)
                 self.zones[zname] = {"from": f"link {a}:{ia} - {b}:{ib}"}
-            for n in (a, b):
-                self.attach(n, zname)
+            for n, i in ((a, ia), (b, ib)):
+                self.attach(n, zname, i)
 
-    def attach(self, n, zname) -> None:
+    def attach(self, n, zname, iface) -> None:
         kind = self.kinds[n]
-        if _forwards(kind):
+        if forwards(kind):
             if zname not in self.router_ifaces[n]:
                 self.router_ifaces[n].append(zname)
-        elif _end_system(kind) and zname not in self.host_zones[n]:
+        elif end_system(kind) and zname not in self.host_zones[n]:
             self.host_zones[n].append(zname)
+            self.ports[(n, zname)] = iface
+
+    def lab_addresses(self, nodes: dict[str, ClabNode], notes: list[str]) -> tuple[dict, dict]:
+        """The lab's own addresses where a host's exec gives them: ``(zone -> subnet, (host,
+        zone) -> ip)``. The first address in a zone gives its subnet; an address outside it,
+        taken twice, or a subnet overlapping another zone's is left to the pools, with a note."""
+        subnets: dict[str, ipaddress.IPv4Network] = {}
+        ips: dict[tuple, ipaddress.IPv4Address] = {}
+        for (n, zone), iface in self.ports.items():
+            a = nodes[n].addrs.get(iface)
+            if a is None or a.network.prefixlen > 30 or a.ip in (a.network.network_address,
+                                                                 a.network.broadcast_address):
+                continue
+            net = subnets.get(zone)
+            if net is None:
+                clash = next((z for z, other in subnets.items() if other.overlaps(a.network)), None)
+                if clash:
+                    notes.append(f"{n} {iface} {a}: overlaps zone {clash}, zone {zone} numbered from the pool")
+                    continue
+                net = subnets[zone] = a.network
+            if a.ip in net and a.ip not in ips.values():
+                ips[(n, zone)] = a.ip
+            else:
+                notes.append(f"{n} {iface} {a}: not usable in zone {zone} ({net}), address left to the import")
+        if ips:
+            notes.append("addresses from exec (ip addr add): " + _some(
+                [f"{n} {ip}" for (n, _z), ip in ips.items()]))
+        return subnets, ips
 
 
-def _addressed(doc: Doc, lab: _Segments, names, taken) -> tuple[dict, list]:
-    """Our zones and links with subnets from the import pools."""
-    zone_nets = ZONE_POOL.subnets(new_prefix=24)
-    link_nets = LINK_POOL.subnets(new_prefix=30)
+def _addressed(doc: Doc, lab: _Segments, names, taken, given: dict) -> tuple[dict, list]:
+    """Our zones and links: subnets the lab gives (``given``), else from the import pools
+    (skipping what overlaps a given one)."""
+    def free(pool, size):
+        return (s for s in pool.subnets(new_prefix=size)
+                if not any(s.overlaps(g) for g in given.values()))
+    zone_nets, link_nets = free(ZONE_POOL, 24), free(LINK_POOL, 30)
     for what, count, pool, size in (("zones", len(lab.zones), ZONE_POOL, 24),
                                     ("router links", len(lab.p2p), LINK_POOL, 30)):
         if count > 2 ** (size - pool.prefixlen):
             raise doc.error(f"{count} {what} to import: more than the /{size}s of {pool} "
                             f"({2 ** (size - pool.prefixlen)})", ("topology",))
-    out_zones = {zname: {"subnet": str(next(zone_nets)), "description": f"from containerlab {z['from']}"}
+    out_zones = {zname: {"subnet": str(given.get(zname) or next(zone_nets)),
+                         "description": f"from containerlab {z['from']}"}
                  for zname, z in lab.zones.items()}
     out_links = []
     for a, ia, b, ib in lab.p2p:
@@ -412,7 +396,7 @@ def _addressed(doc: Doc, lab: _Segments, names, taken) -> tuple[dict, list]:
     return out_zones, out_links
 
 
-def _nodes(nodes: dict[str, ClabNode], names, lab: _Segments) -> tuple[list[dict], list[str]]:
+def _nodes(nodes: dict[str, ClabNode], names, lab: _Segments, ips: dict) -> tuple[list[dict], list[str]]:
     """Our nodes: hosts in their zones, routers and firewalls with their interfaces; and the
     nodes left out because no data link reaches them."""
     out_nodes, left_out = [], []
@@ -426,17 +410,18 @@ def _nodes(nodes: dict[str, ClabNode], names, lab: _Segments) -> tuple[list[dict
             desc += f", mgmt {cn.mgmt}"
         if k == "bridge":
             continue
-        if _end_system(k):
+        if end_system(k):
             # several links: the default route goes out of the first zone that has a router
             zones = sorted(host_zones[n], key=lambda z: not any(z in i for i in router_ifaces.values()))
             if not zones:
                 left_out.append(n)
                 continue
-            node = {"name": names[n], "kind": k, "role": _role(n, cn.labels)}
+            node = {"name": names[n], "kind": k, "role": host_role(n, cn.labels)}
+            ifaces = [{"zone": z, **({"ip": str(ips[(n, z)])} if (n, z) in ips else {})} for z in zones]
             if len(zones) == 1:
-                node["zone"] = zones[0]
+                node.update(ifaces[0])
             else:
-                node["interfaces"] = [{"zone": z} for z in zones]
+                node["interfaces"] = ifaces
             node["description"] = desc
             zone_routers = sorted(r for r in router_ifaces if zones[0] in router_ifaces[r])
             if len(zone_routers) > 1:
@@ -482,8 +467,9 @@ def convert_clab(path) -> ClabImport:
     lab = _Segments({n: cn.ours for n, cn in nodes.items()})
     lab.bridges(links, names)
     lab.links(links, names, taken)
-    out_zones, out_links = _addressed(doc, lab, names, taken)
-    out_nodes, left_out = _nodes(nodes, names, lab)
+    given, ips = lab.lab_addresses(nodes, notes)
+    out_zones, out_links = _addressed(doc, lab, names, taken, given)
+    out_nodes, left_out = _nodes(nodes, names, lab, ips)
     _mgmt_note(data, {n: cn for n, cn in nodes.items() if n not in left_out}, notes, unread)
     if left_out:
         notes.append(f"nodes with no data link (management only), not imported: {', '.join(left_out)}")

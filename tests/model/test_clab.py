@@ -170,6 +170,10 @@ def test_roles_gateways_and_multi_homed_hosts(tmp_path):
     _, t = _import(tmp_path, "frr01")
     assert t.nodes["pc1"].role == "workstation"
     assert t.nodes["pc2"].gateway == _ip_in(t, "router2", "router2-eth3")
+    # the PCs' own addresses from their exec lines; the router takes .1, the PCs' next hop
+    assert [str(t.nodes[f"pc{i}"].ip) for i in (1, 2, 3)] == ["192.168.11.2", "192.168.12.2", "192.168.13.2"]
+    assert str(t.zones["router1-eth3"].subnet) == "192.168.11.0/24"
+    assert str(t.nodes["pc1"].gateway) == "192.168.11.1"
 
 
 def test_inheritance_node_group_kind_defaults(tmp_path):
@@ -189,6 +193,11 @@ def test_inheritance_node_group_kind_defaults(tmp_path):
     assert any("brand-new-os" in n and "imported as a host" in n for n in result.notes)
     assert any("management network inherit-mgmt (172.30.30.0/24)" in n for n in result.notes)
     assert t.nodes["fw1"].default_action == "allow"
+    # exec addresses: u1's numbers zone sw; u2's is outside it, e2's overlaps it: both noted
+    assert str(t.zones["sw"].subnet) == "10.9.0.0/24" and str(d["u1"].ip) == "10.9.0.5"
+    assert str(d["u2"].ip) != "10.8.0.7" and str(t.zones["e1-eth2"].subnet).startswith("10.200.")
+    assert any("u2 eth1 10.8.0.7/24: not usable in zone sw" in n for n in result.notes)
+    assert any("e2 eth1 10.9.0.9/16: overlaps zone sw" in n for n in result.notes)
 
 
 def test_a_node_without_kind_is_refused(tmp_path):
