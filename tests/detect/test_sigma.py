@@ -142,3 +142,7 @@ def test_cli_detect_export_writes_rules_and_lists_what_it_cannot(tmp_path):
     assert "modbus-allowlist (hold check) [modbus]" in r.stdout
     (rule,) = SigmaCollection.load_ruleset([str(out)]).rules
     assert rule.title.startswith("modbus-allowlist:")
+    r = cli("detect", "export", "--sigma", out, "--detectors", ROOT / "detectors", "--json")
+    doc = json.loads(r.stdout)
+    assert [p.rsplit("/", 1)[1] for p in doc["rules"]] == ["modbus-allowlist-writers.yml"]
+    assert {x["detector"] for x in doc["refused"]} >= {"vertical-portscan", "dns-tunnel"}
