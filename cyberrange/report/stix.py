@@ -1,22 +1,21 @@
 """A run as a STIX 2.1 bundle (``drill report RUN --stix FILE``), built with the ``stix2``
 library so every object is checked by it as it is made.
 
-| STIX object | one per | from |
-|---|---|---|
-| `identity` | run (`identity_class: system`) | the range: topology and run id; every other object's `created_by_ref` |
-| `attack-pattern` | ATT&CK technique id played or alerted on | the scorecard's steps and the alerts' `threat.technique.id` (variants such as `T1046-connect` -> `T1046`); `external_references` `mitre-attack` (Enterprise) or `mitre-ics-attack` (ICS, `T0xxx`) with the technique's URL |
-| `indicator` | attacker address | the ledger's `actor_ip` of every step that ran, and the targets of command-and-control and exfiltration steps (the attacker's servers); pattern `[ipv4-addr:value = '...']` |
-| `indicator` | C2 domain | the `domain` parameter of the playbook's steps; pattern `[domain-name:value = '...']` |
-| `relationship` `indicates` | (indicator, technique) | an actor's address indicates the techniques of its steps; a C2 address or domain those of the steps that used it |
-| `sighting` | (detector, technique) | the run's alerts: `sighting_of_ref` the attack-pattern, `count`, `first_seen`/`last_seen`, `where_sighted_refs` the range |
-| `sighting` | (detector, indicator) | alerts whose source or destination is an attacker address: `sighting_of_ref` the indicator |
+- an ``identity`` for the range (the run), which made every object and sighted every alert;
+- an ``attack-pattern`` per ATT&CK technique the playbook played or an alert claimed, with
+  ``external_references`` ``mitre-attack`` (Enterprise) or ``mitre-ics-attack`` (``T0xxx``);
+- an ``indicator`` per attacker address (the ledger's actor addresses, and the targets of C2 and
+  exfiltration steps: the attacker's servers) and per C2 domain (the playbook's ``domain``
+  parameters), with ``indicates`` relationships to the techniques they took part in;
+- a ``sighting`` per (detector, technique) of the attack-pattern and per (detector, address) of
+  the indicator, with ``count``, ``first_seen`` and ``last_seen`` of the alerts.
 
-Ids are UUIDv5 of the run id and what the object stands for, so the same run gives the same
-bundle and two runs' bundles never share an id (their attack-patterns join through the ATT&CK
-``external_id``). An alert
-without an ATT&CK id and without an attacker address in it is sighted nowhere; it is counted in
-the notes this module returns. The ledger (ground truth) is read here as in the rest of the
-after-action report: this is reporting, not detection.
+The field-by-field mapping is in docs/exports.md. Ids are UUIDv5 of the run id and what the
+object stands for, so the same run gives the same bundle and two runs' bundles never share an
+id (their attack-patterns join through the ATT&CK ``external_id``). An alert without an ATT&CK
+id and without an attacker address in it is sighted nowhere; it is counted in the notes this
+module returns. The ledger (ground truth) is read here as in the rest of the after-action
+report: this is reporting, not detection.
 """
 from __future__ import annotations
 
@@ -67,7 +66,8 @@ def attack_pattern(run_id: str, tid: str, names: list[str], identity: str, when:
     domain = attack_domain(tid)
     played = "; ".join(names)
     return stix2.AttackPattern(
-        id=_id("attack-pattern", run_id, tid), created=when, modified=when, created_by_ref=identity,
+        id=_id("attack-pattern", run_id, tid), created=when, modified=when,
+        created_by_ref=identity,
         name=attack_name(tid, names),
         description=f"As the range plays or detects it: {played}" if played else None,
         external_references=[{"source_name": SOURCE_NAME[domain], "external_id": tid,
@@ -152,7 +152,8 @@ def load_playbook_of(run, notes: list[str]):
 def _indicator(run_id, kind: str, value: str, what: str, identity: str, when, valid_from):
     pattern = f"[{kind}:value = '{value}']"
     return stix2.Indicator(
-        id=_id("indicator", run_id, kind, value), created=when, modified=when, created_by_ref=identity,
+        id=_id("indicator", run_id, kind, value), created=when, modified=when,
+        created_by_ref=identity,
         name=f"{what} {value}", pattern=pattern, pattern_type="stix",
         valid_from=valid_from, indicator_types=["malicious-activity"])
 
