@@ -67,6 +67,8 @@ def test_sigma_lucene_query_matches_the_detector_flows_in_a_real_drill(fuel_dril
         (query,) = backend.convert(collection)
         technique = collection.rules[0].custom_attributes["cyberrange"]["technique"]
         got = {d["cyberrange"]["flow_id"] for d in docs if ev.matches(query, d)}
+        print(f"{path.name}: {len(got)} of {len(docs)} flows matched, detector "
+              f"{len(want.get(technique, ()))}: {query[:160]}")
         assert got, (path.name, query)
         assert got == want.get(technique, set()), (path.name, query, len(got),
                                                    len(want.get(technique, ())))
