@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import PY, ROOT, cli, needs_twin
+from helpers import ROOT, cli, needs_twin
 from lucene_eval import Evaluator, flatten_types
 from pacing import compressed_copy
 from sigma.backends.elasticsearch import LuceneBackend
@@ -31,13 +31,10 @@ pytestmark = needs_twin
 
 @pytest.fixture(scope="module")
 def fuel_drill(tmp_path_factory):
-    import subprocess
     runs = tmp_path_factory.mktemp("sigma-drill")
     pb = compressed_copy(ROOT / "attack_playbooks" / "airbase_fuel_plc.yaml", runs)
-    r = subprocess.run([PY, "-m", "cyberrange.cli.main", "drill", "run",
-                        ROOT / "topologies" / "air_base.yaml", pb, "--runs-dir", runs,
-                        "--warmup", "15", "--json"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=900)
+    r = cli("drill", "run", ROOT / "topologies" / "air_base.yaml", pb, "--runs-dir", runs,
+            "--warmup", "15", "--json", timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     (run_dir,) = [p.parent for p in runs.glob("*/manifest.json")]
     return run_dir
