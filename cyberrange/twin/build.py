@@ -478,10 +478,12 @@ class Twin:
                                               q, r, prof.delay_ms, prof.jitter_ms,
                                               prof.loss_pct))
         self.relay_stats = self.run_dir / "logs" / "linkemu.json"
+        self.relay_specs = {sp.name: sp for sp in specs}
         self.relay_proc = linkemu.start(self.switch_popen, specs,
                                         seed=getattr(self, "link_seed", 0),
                                         stats=self.relay_stats,
-                                        log=self.run_dir / "logs" / "linkemu.log")
+                                        log=self.run_dir / "logs" / "linkemu.log",
+                                        control=self.run_dir / "config" / "linkemu-control.json")
         self.procs.append(self.relay_proc)
 
     def _start_sensors(self):

@@ -119,12 +119,13 @@ def relay_needed(profile) -> bool:
     return bool(profile.jitter_ms or profile.loss_pct or profile.delay_ms >= 1.0)
 
 
-def start(popen, specs: list[LinkSpec], seed: int, stats, log, timeout: float = 10.0):
+def start(popen, specs: list[LinkSpec], seed: int, stats, log, timeout: float = 10.0,
+          control=None):
     """Start the relay with ``popen`` (a namespace's popen) and wait until its sockets are
     bound; raise EnvironmentProblem with its last line if it does not come up."""
     from cyberrange.errors import EnvironmentProblem
     argv = [sys.executable, "-m", "cyberrange.twin.linkemu", "--seed", str(seed),
-            "--stats", str(stats)]
+            "--stats", str(stats)] + (["--control", str(control)] if control else [])
     for sp in specs:
         argv += ["--link", sp.arg()]
     out = open(log, "w")
@@ -177,6 +178,7 @@ class Relay:
     stats_every: float = 0.0
     directions: list[Direction] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    controls: int = 0
 
     def open(self) -> None:
         for i, ln in enumerate(self.links):
@@ -190,7 +192,28 @@ class Relay:
             # enters another (b>a, passed on at once): each path sees the profile exactly once
             self.directions.append(Direction(ln.name, "b>a", sb, sa, 0.0, 0.0, 0.0, 0.0, rng))
 
-    def run(self, stop: list[bool]) -> None:
+    def control(self, path: str) -> None:
+        """Apply a control file: ``{"links": {NAME: {"delay_ms", "jitter_ms", "loss_pct",
+        "duplicate_pct"}}}`` replaces those values of each named link's emulated direction
+        (a DDIL schedule's degradation steps; ``twin/ddil.py`` writes it, then sends SIGUSR1)."""
+        try:
+            with open(path) as f:
+                body = json.load(f)
+        except (OSError, ValueError) as e:
+            print(f"linkemu: control file {path}: {e}", file=sys.stderr, flush=True)
+            return
+        for d in self.directions:
+            new = body.get("links", {}).get(d.link)
+            if new is None or d.way != "a>b":
+                continue
+            d.delay = float(new.get("delay_ms", d.delay * 1e3)) / 1e3
+            d.jitter = float(new.get("jitter_ms", d.jitter * 1e3)) / 1e3
+            d.loss = float(new.get("loss_pct", d.loss * 100)) / 100
+            d.dup = float(new.get("duplicate_pct", d.dup * 100)) / 100
+        self.controls += 1
+
+    def run(self, stop: list[bool], reload: list[bool] | None = None,
+            control_path: str | None = None) -> None:
         by_fd = {d.src.fileno(): d for d in self.directions}
         ep = select.epoll()
         for fd in by_fd:
@@ -200,6 +223,9 @@ class Relay:
         index = {id(d): k for k, d in enumerate(self.directions)}
         next_stats = time.monotonic() + self.stats_every if self.stats_every else None
         while not stop[0]:
+            if reload and reload[0] and control_path:
+                reload[0] = False
+                self.control(control_path)
             now = time.monotonic()
             timeout = 0.5
             if heap:
@@ -259,6 +285,7 @@ class Relay:
             return
         body = {"pid": os.getpid(), "seed": self.seed, "started": self.started,
                 "written": time.time(), "cpu_s": round(time.process_time(), 3),
+                "controls": self.controls,
                 "links": [vars(ln) for ln in self.links],
                 "directions": [d.stats() for d in self.directions]}
         tmp = f"{self.stats_path}.tmp"
@@ -273,21 +300,26 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stats", default=None)
     ap.add_argument("--stats-every", type=float, default=2.0)
+    ap.add_argument("--control", default=None, help="a control file read on SIGUSR1")
     args = ap.parse_args(argv)
     relay = Relay(args.link, seed=args.seed, stats_path=args.stats, stats_every=args.stats_every)
-    stop = [False]
+    stop, reload = [False], [False]
 
     def _stop(_sig, _frm):
         stop[0] = True
+
+    def _reload(_sig, _frm):
+        reload[0] = True
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGUSR1, _reload)
     try:
         relay.open()
     except OSError as e:
         print(f"linkemu: cannot open the link devices: {e}", file=sys.stderr)
         return 2
     print("linkemu: ready", flush=True)
-    relay.run(stop)
+    relay.run(stop, reload, args.control)
     return 0
 
 
