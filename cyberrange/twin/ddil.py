@@ -13,31 +13,21 @@ link) does, now, and appends one line to ``logs/links.jsonl`` of the run:
 Frames a state drops are dropped before the bridge, so the sensors never capture them (ledger
 = capture holds: what a sensor sees crossed the link).
 
-``Schedule(events)`` expands a list of timed events (outage windows, degradation steps,
-intermittent on/off patterns; see ``parse_events``) into state changes, and ``run(control,
-t0, stop)`` applies them at their times in a thread.
+``parse_events`` (``model/linkevents.py``) expands a list of timed events (outage windows,
+degradation steps, intermittent on/off patterns) into state changes, and ``run(control,
+changes, t0, stop)`` applies them at their times.
 """
 from __future__ import annotations
 
 import json
 import threading
 import time
-from dataclasses import dataclass, field
 
 from cyberrange.errors import EnvironmentProblem
+from cyberrange.model.linkevents import Change, parse_events  # noqa: F401 - re-exported
 
 STATES = ("up", "down", "jammed", "degraded")
 TABLE = "cyberrange_ddil"
-
-
-@dataclass
-class Change:
-    """One state change of one zone at ``at`` seconds after the schedule's start."""
-    at: float
-    zone: str
-    state: str
-    values: dict = field(default_factory=dict)      # degraded: delay, jitter, loss, bandwidth
-    reason: str = ""
 
 
 class LinkControl:
@@ -162,71 +152,6 @@ class LinkControl:
         r = self.twin.switch_run(argv, input=text)
         if r.returncode:
             raise EnvironmentProblem(f"DDIL, {what}: {(r.stderr or r.stdout).strip()[:300]}")
-
-
-# -- schedules ---------------------------------------------------------------------------
-
-def parse_events(events: list[dict], zones) -> list[Change]:
-    """A schedule's events → state changes in time order. Each event is one of
-
-    * ``{at: S, zone: Z, state: down|jammed|up, for: S}`` (``for`` optional: back up after);
-    * ``{at: S, zone: Z, degrade: {delay: MS, jitter: MS, loss: %, bandwidth: MBIT}, for: S}``;
-    * ``{at: S, zone: Z, intermittent: {on: S, off: S}, until: S}`` (down for ``off`` every
-      ``on + off`` seconds, starting up);
-
-    Changes at the same time keep the order of their events in the list. Raises ValueError
-    naming the event's index and key on a bad one."""
-    out: list[Change] = []
-    for i, ev in enumerate(events):
-        where = f"link_events[{i}]"
-        if not isinstance(ev, dict):
-            raise ValueError(f"{where}: want a mapping")
-        zone = ev.get("zone")
-        if zone not in zones:
-            raise ValueError(f"{where}.zone: no zone or link {zone!r}")
-        at = _num(ev, "at", where, 0.0)
-        dur = _num(ev, "for", where, None)
-        if "intermittent" in ev:
-            pat = ev["intermittent"] or {}
-            on, off = _num(pat, "on", where + ".intermittent"), _num(pat, "off",
-                                                                      where + ".intermittent")
-            until = _num(ev, "until", where)
-            if on <= 0 or off <= 0 or until <= at:
-                raise ValueError(f"{where}: intermittent needs on > 0, off > 0, until > at")
-            t = at + on
-            while t < until:
-                out.append(Change(t, zone, "down", reason="intermittent"))
-                out.append(Change(min(t + off, until), zone, "up", reason="intermittent"))
-                t += on + off
-            continue
-        if "degrade" in ev:
-            vals = ev["degrade"] or {}
-            bad = set(vals) - {"delay", "jitter", "loss", "bandwidth"}
-            if bad or not vals:
-                raise ValueError(f"{where}.degrade: keys are delay, jitter, loss, bandwidth")
-            for k, v in vals.items():
-                if not isinstance(v, (int, float)) or v < 0 or (k == "loss" and v > 100):
-                    raise ValueError(f"{where}.degrade.{k}: want a number >= 0")
-            out.append(Change(at, zone, "degraded", dict(vals), "degrade"))
-        else:
-            state = ev.get("state")
-            if state not in ("down", "jammed", "up"):
-                raise ValueError(f"{where}.state: want down, jammed or up")
-            out.append(Change(at, zone, state, reason=state))
-        if dur is not None:
-            out.append(Change(at + dur, zone, "up", reason=f"end of {where}"))
-    return sorted(out, key=lambda c: c.at)
-
-
-def _num(d: dict, key: str, where: str, default=...):
-    if key not in d:
-        if default is ...:
-            raise ValueError(f"{where}.{key}: missing")
-        return default
-    v = d[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        raise ValueError(f"{where}.{key}: want a number of seconds >= 0")
-    return float(v)
 
 
 def run(control: LinkControl, changes: list[Change], t0: float, stop: threading.Event,

@@ -41,7 +41,7 @@ def test_schedules_expand_in_time_order():
     ({"at": 1, "zone": "sat", "degrade": {"colour": 1}}, "link_events[0].degrade"),
     ({"at": 1, "zone": "sat", "degrade": {"loss": 101}}, "link_events[0].degrade.loss"),
     ({"at": 1, "zone": "sat", "intermittent": {"on": 0, "off": 1}, "until": 5},
-     "link_events[0]: intermittent"),
+     "link_events[0].intermittent: intermittent needs"),
     ({"at": 1, "zone": "sat", "intermittent": {"on": 1, "off": 1}}, "link_events[0].until"),
     ("down", "link_events[0]: want a mapping"),
 ])
