@@ -25,7 +25,7 @@ def run_query(run, sql: str) -> tuple[list[str], list[tuple]]:
     import duckdb
 
     from cyberrange.store.views import open_views
-    con = open_views(run.store_path, _ledger(run))
+    con = open_views(run.store_path, _ledger(run), run.dir / "availability.jsonl")
     try:
         cur = con.execute(sql)
         if cur.description is None:
@@ -68,7 +68,8 @@ def _plain(v):
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV with a header line.")
 def query(run_ref, sql, runs_dir, as_json, as_csv):
     """Run SQL over RUN's store (a run folder, id or 'latest') through snake_case views: flows,
-    packets, alerts, signals, incidents, dns, http, arp_bindings, ledger, ledger_flows. Without
+    packets, alerts, signals, incidents, dns, http, arp_bindings, ledger, ledger_flows,
+    availability (when the run probed its missions). Without
     SQL: list the views and their columns. Examples: docs/hunting-queries.md."""
     from cyberrange.run import Run
     from cyberrange.store.views import open_views, view_columns
@@ -76,7 +77,7 @@ def query(run_ref, sql, runs_dir, as_json, as_csv):
         raise UserError("give --json or --csv, not both")
     run = Run.open(run_ref, runs_dir)
     if sql is None:
-        con = open_views(run.store_path, _ledger(run))
+        con = open_views(run.store_path, _ledger(run), run.dir / "availability.jsonl")
         try:
             views = view_columns(con)
         finally:

@@ -16,6 +16,7 @@ own tables. ``docs/hunting-queries.md`` lists them with example queries.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from datetime import datetime, timezone
@@ -78,11 +79,12 @@ def _select(columns: list[str]) -> str:
                      f"AS {n}" for c, n in zip(columns, names))
 
 
-def open_views(store_path: str | os.PathLike, ledger: list[dict] | None = None
-               ) -> duckdb.DuckDBPyConnection:
+def open_views(store_path: str | os.PathLike, ledger: list[dict] | None = None,
+               availability: str | os.PathLike | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the store attached read-only as ``store`` and the
     snake_case views (``VIEWS``; ``ledger`` and ``ledger_flows`` when ledger records are given,
-    either spelling, see ``attack.ledger``)."""
+    either spelling, see ``attack.ledger``; ``availability`` from a run's mission probes,
+    ``availability.jsonl``, when its path is given: empty when the run has no such file)."""
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     path = str(store_path).replace("'", "''")
@@ -112,7 +114,45 @@ def open_views(store_path: str | os.PathLike, ledger: list[dict] | None = None
         con.execute(sql + (f" WHERE {where}" if where else ""))
     if ledger is not None:
         _ledger_views(con, ledger)
+    if availability is not None:                     # no probes in the run: an empty view
+        _availability_view(con, availability)
     return con
+
+
+def _availability_view(con, path) -> None:
+    """One row per mission probe (``blue/availability.py``); lines that are not whole JSON
+    objects (a probe file being written) are left out."""
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") if os.path.isfile(path) else \
+            io.StringIO() as fh:
+        for line in fh:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(r, dict) or not isinstance(r.get("time"), (int, float)):
+                continue
+            rows.append({"timestamp": datetime.fromtimestamp(r["time"], timezone.utc),
+                         "thread": r.get("thread"), "source_node": r.get("src"),
+                         "destination_node": r.get("dst"), "destination_ip": r.get("dst_ip"),
+                         "network_transport": r.get("proto"), "destination_port": r.get("port"),
+                         "ok": bool(r.get("ok")), "latency_ms": r.get("latency_ms"),
+                         "reason": r.get("reason")})
+    schema = pa.schema([("timestamp", pa.timestamp("us", tz="UTC")), ("thread", pa.string()),
+                        ("source_node", pa.string()), ("destination_node", pa.string()),
+                        ("destination_ip", pa.string()), ("network_transport", pa.string()),
+                        ("destination_port", pa.int64()), ("ok", pa.bool_()),
+                        ("latency_ms", pa.float64()), ("reason", pa.string())])
+    for r in rows:
+        for k in ("destination_port",):
+            r[k] = r[k] if isinstance(r[k], int) and not isinstance(r[k], bool) else None
+        r["latency_ms"] = float(r["latency_ms"]) if isinstance(r["latency_ms"], (int, float)) \
+            and not isinstance(r["latency_ms"], bool) else None
+        for k in ("thread", "source_node", "destination_node", "destination_ip",
+                  "network_transport", "reason"):
+            r[k] = None if r[k] is None else str(r[k])
+    con.register("_availability", pa.Table.from_pylist(rows, schema=schema))
+    con.execute("CREATE VIEW availability AS SELECT * FROM _availability")
 
 
 def _ledger_views(con, records: list[dict]) -> None:

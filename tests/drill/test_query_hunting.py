@@ -38,7 +38,8 @@ def test_every_hunting_query_runs_on_a_real_drill(drill_run):
     from cyberrange.attack.ledger import read_ledger
     from cyberrange.store.views import open_views
     run_dir, _ = drill_run
-    con = open_views(run_dir / "store.duckdb", read_ledger(run_dir / "ledger.jsonl"))
+    con = open_views(run_dir / "store.duckdb", read_ledger(run_dir / "ledger.jsonl"),
+                     run_dir / "availability.jsonl")
     try:
         for title, cols, rows, sql in page_queries():
             cur = con.execute(sql)

@@ -138,3 +138,18 @@ def test_query_never_writes_the_store(run, capsys):
                            capsys)
     assert code == 2 and "read-only" in err.lower(), err
     assert run.store_path.read_bytes() == before
+
+
+def test_availability_view_from_the_probe_file(run, capsys):
+    sql = ("SELECT thread, count(*) AS probes, count(*) FILTER (WHERE ok) AS answered "
+           "FROM availability GROUP BY ALL ORDER BY thread")
+    code, out, _ = run_cli(["query", str(run.dir), sql, "--json"], capsys)
+    assert code == 0 and json.loads(out) == []            # no probes in the run: empty
+    probe = {"thread": "cop", "src": "ws1", "dst": "cop", "dst_ip": "10.0.0.9", "proto": "tcp",
+             "port": 443, "latency_ms": 1.5, "reason": None}
+    (run.dir / "availability.jsonl").write_text(
+        json.dumps(dict(probe, time=1.0e9, ok=True)) + "\n"
+        + json.dumps(dict(probe, time=1.0e9 + 5, ok=False, reason="timeout")) + "\n"
+        + '{"time": 1000000010, "thread": "co')             # a line still being written
+    code, out, _ = run_cli(["query", str(run.dir), sql, "--json"], capsys)
+    assert code == 0 and json.loads(out) == [{"thread": "cop", "probes": 2, "answered": 1}]
