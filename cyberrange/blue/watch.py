@@ -39,7 +39,6 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-from cyberrange.attack.ledger import unchecked_record
 from cyberrange.errors import UserError
 
 __all__ = ["LIVE_ALERTS", "LiveAlertLog", "PhaseInManifest", "Tail", "Watch", "find_run",
@@ -393,7 +392,8 @@ class Watch:
     # -- the instructor's extra: ground truth ----------------------------------------------
     def _truth(self) -> dict:
         m = self.manifest
-        for r in map(unchecked_record, self.tails[LEDGER].read()):   # either spelling
+        from cyberrange.attack.ledger import unchecked_record   # instructor only: the defender
+        for r in map(unchecked_record, self.tails[LEDGER].read()):   # view never imports it
             self.steps.append({k: r.get(k) for k in (
                 "step_id", "name", "technique", "actor", "repeat", "outcome", "packets_sent",
                 "start", "end", "error", "blocked_reason", "skipped_reason")})
