@@ -15,7 +15,8 @@ PAGE = ROOT / "docs" / "hunting-queries.md"
 def page_queries() -> list[tuple[str, list[str], str, str]]:
     """``(title, columns, rows, sql)`` of each query of the page."""
     out, title = [], None
-    for m in re.finditer(r"^### (.+)$|^```sql\n(.*?)^```", PAGE.read_text(), re.DOTALL | re.MULTILINE):
+    pattern = re.compile(r"^### ([^\n]+)$|^```sql\n(.*?)^```", re.DOTALL | re.MULTILINE)
+    for m in pattern.finditer(PAGE.read_text()):
         if m.group(1):
             title = m.group(1)
             continue
@@ -40,8 +41,10 @@ def test_every_hunting_query_runs_on_a_real_drill(drill_run):
     run_dir, _ = drill_run
     con = open_views(run_dir / "store.duckdb", read_ledger(run_dir / "ledger.jsonl"),
                      run_dir / "availability.jsonl")
+    queries = page_queries()
+    assert len(queries) >= 8
     try:
-        for title, cols, rows, sql in page_queries():
+        for title, cols, rows, sql in queries:
             cur = con.execute(sql)
             assert [d[0] for d in cur.description] == cols, title
             got = cur.fetchall()
@@ -58,7 +61,7 @@ def test_query_verb_on_the_drill_finds_the_bruteforce_source(drill_run):
     run_dir, _ = drill_run
     attacker = read_ledger(run_dir / "ledger.jsonl")[-1]["source.ip"]
     sql = next(s for t, _, _, s in page_queries() if t.startswith("5."))
-    r = cli("query", str(run_dir), sql, "--json", timeout=120)
+    r = cli("query", "--json", "--", str(run_dir), sql, timeout=120)   # SQL starts with "--"
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert rows[0]["source_ip"] == attacker and rows[0]["attempts"] >= 5, rows
