@@ -74,7 +74,14 @@ class LinkControl:
             return rec
 
     def _carrier(self, ports, up: bool) -> None:
-        lines = [f"link set dev {p[2]} {'up' if up else 'down'}" for p in ports]
+        """The bridge port and, on a relayed link, the node's own peer (``q<N>``): the node
+        sees its carrier go either way."""
+        devs = []
+        for node, key, port, _dev, _itf in ports:
+            devs.append(port)
+            if (node, key) in self.twin.relay_ports:
+                devs.append(self.twin.relay_ports[(node, key)][0])
+        lines = [f"link set dev {d} {'up' if up else 'down'}" for d in devs]
         self._sw(["ip", "-batch", "-"], "\n".join(lines) + "\n", "setting the link state")
 
     def _drops(self, zone: str, ports, loss: float | None, notes: list[str]) -> None:

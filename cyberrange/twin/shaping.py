@@ -50,4 +50,17 @@ def htb_commands(dev: str, profile: LinkProfile, netem: bool) -> list[list[str]]
         if profile.loss_pct:
             args += ["loss", f"{profile.loss_pct:g}%"]
         cmds.append(["tc", "qdisc", "add", "dev", dev, *parent, "netem", *args])
+    elif profile.bandwidth_mbit and class_rate_bit(profile) < SLOW_LINK_BIT:
+        # a slow radio's modem buffers about a second of traffic, not the 1000 packets of a
+        # default queue (80 s at 9.6 kbit/s): excess is dropped, latency stays bounded
+        cmds.append(["tc", "qdisc", "add", "dev", dev, *parent, "bfifo", "limit",
+                     str(queue_bytes(class_rate_bit(profile)))])
     return cmds
+
+
+SLOW_LINK_BIT = 1_000_000
+
+
+def queue_bytes(rate_bit: int) -> int:
+    """The queue of a slow link: one second of its rate, at least three full frames."""
+    return int(max(3 * FRAME, rate_bit / 8))
