@@ -1,16 +1,19 @@
 """Benchmark: false alerts per 10k benign flows of EVERY detector instance, on a benign corpus
 with a tuning split and a separate evaluation split.
 
-    # 1. build the benign-only drills (needs root; one at a time under /tmp/cr-twin.lock)
+    # 1. build the benign-only drills (needs root; one at a time under /tmp/cr-twin.lock, or
+    #    under a slot wrapper that the caller holds: --lock '')
     .venv/bin/python bench/benign_fa.py build --split tuning
     .venv/bin/python bench/benign_fa.py build --split eval
+    twinslot timeout 900 .venv/bin/python bench/benign_fa.py build --split tuning --only fob --lock ''
     # 2. measure (no twin: re-runs the detectors on the stored records)
     .venv/bin/python bench/benign_fa.py measure --split tuning --json out.json
 
 **Corpus.** Every shipped topology (``topologies/*.yaml``) gets benign-only drills (``drill run
 TOPOLOGY --duration S --intensity I --seed N --warmup W``, no playbook) into
 ``RUNS/<split>/<topology>-s<seed>/`` (default ``RUNS`` = ``/work/runs-benign``, outside the
-repository). The two splits use disjoint seeds (``SEEDS``): the benign traffic of the evaluation
+repository). The two splits use disjoint seeds (``SEEDS``; tuning has two rounds of 100 s
+drills, seeds 1000-1005 and 1100-1105, evaluation one round of 200 s, 2000-2005): the benign traffic of the evaluation
 drills is drawn independently of the tuning drills'. Tune detector settings on ``tuning`` only;
 ``eval`` is read once, to report. ``build`` is resumable: a drill whose folder already holds a
 finished run (manifest status ``done``) is skipped; an unfinished one is moved aside
