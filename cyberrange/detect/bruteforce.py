@@ -39,6 +39,7 @@ Attempts are selected with Arrow compute; only they reach Python.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 from collections import defaultdict, deque
@@ -84,6 +85,14 @@ def _us(dt) -> int:
     return round(dt.timestamp() * 1_000_000)
 
 
+def _first_us(flows: pa.Table) -> int:
+    """Start of the records (us): the earliest ``event.start``; 0 when there is none."""
+    if not flows.num_rows:
+        return 0
+    lo = pc.min(flows.column("event.start").cast(pa.timestamp("us")).cast(pa.int64())).as_py()
+    return lo or 0
+
+
 def poisson_quantile(mu: float, alpha: float) -> int:
     """The smallest ``n`` with P(N >= n) <= ``alpha`` for N ~ Poisson(``mu``)."""
     n, term, cdf = 0, math.exp(-mu), 0.0
@@ -115,6 +124,8 @@ class BruteForceDetector(Detector):
         "novice_threshold": 0,          # trained: threshold of a source with no baseline login
         "rate_alpha": 0,                # trained: threshold >= the (1 - alpha) quantile of the
                                         # source's baseline pace per window (0: off)
+        "pace_history": 0,              # spray, with rate_alpha: seconds of the client's own
+                                        # attempts before the window that also set its pace
         "signal_min": 0,                # signals(): attempts of a weak signal (0: off)
     }
     trainable = True                    # learns the login clients of the baseline
@@ -138,6 +149,7 @@ class BruteForceDetector(Detector):
             raise SettingError(f"setting 'max_share' of {self.name!r} must be a fraction in "
                                f"(0, 1], got {self.max_share!r}", setting="max_share")
         self.rate_alpha = self._number("rate_alpha", minimum=0)
+        self.history_us = int(self._number("pace_history", minimum=0) * 1_000_000)
         if self.rate_alpha >= 0.5:
             raise SettingError(f"setting 'rate_alpha' of {self.name!r} must be 0 (off) or a "
                                f"small probability below 0.5, got {self.rate_alpha!r}",
@@ -184,6 +196,23 @@ class BruteForceDetector(Detector):
             return self.threshold
         return max(self.threshold, poisson_quantile(mu, self.rate_alpha))
 
+    def threshold_at(self, src, t: int, times: list, t_first: int) -> tuple[int, float | None]:
+        """The spray threshold of ``src`` for a window ending at ``t`` (us), and the pace behind
+        it (attempts per window). For a login client with ``pace_history``: also its own pace
+        over the ``pace_history`` seconds before the window (``times``: the start times of its
+        distinct attempts, sorted; history counts from ``t_first``, the records' first flow,
+        and only once it is a window long) -- a workstation busier than its warm-up showed."""
+        thr, mu = self.threshold_of(src), self.expected(src)
+        if mu is None or not self.history_us:
+            return thr, mu
+        hi = t - self.window_us
+        lo = max(t - self.history_us, t_first)
+        if hi - lo >= self.window_us:
+            n = bisect.bisect_left(times, hi) - bisect.bisect_left(times, lo)
+            mu = max(mu, n * self.window_us / (hi - lo))
+            thr = max(thr, poisson_quantile(mu, self.rate_alpha))
+        return thr, mu
+
     def _attempts(self, flows: pa.Table, by_source: bool = False) -> dict:
         if flows.num_rows == 0:
             return {}
@@ -210,8 +239,9 @@ class BruteForceDetector(Detector):
         groups = self._attempts(flows)
         alerts = []
         if self.mode == "spray":
+            t_first = _first_us(flows)
             for src, events in sorted(groups.items()):
-                alerts.extend(self._spray(src, events))
+                alerts.extend(self._spray(src, events, t_first=t_first))
             return alerts
         for (src, dst, port), events in groups.items():
             for ep in find_episodes(events, self.window_us, self.threshold_of(src)):
@@ -308,9 +338,14 @@ class BruteForceDetector(Detector):
             score=round(min(1.0, ep.value / (2.0 * thr)), 3),
             evidence=evidence, flow_ids=list(ep.flow_ids))
 
-    def _spray(self, src, events, threshold: int | None = None) -> list[Alert]:
-        """Sliding window over one source's attempts: count sessions and distinct services."""
-        threshold = threshold or self.threshold_of(src)
+    def _spray(self, src, events, threshold: int | None = None, t_first: int = 0
+               ) -> list[Alert]:
+        """Sliding window over one source's attempts: count sessions and distinct services.
+        ``threshold``: a fixed one (signals), else the source's (``threshold_at``)."""
+        first: dict = {}
+        for e in events:
+            first.setdefault(e[1], e[0])
+        times = sorted(first.values())
         alerts = []
         win: deque = deque()
         sessions: dict = defaultdict(int)          # session key -> events in window
@@ -332,6 +367,8 @@ class BruteForceDetector(Detector):
             sessions[key] += 1
             targets[target].add(key)
             n, k = len(sessions), len(targets)
+            thr, pace = (threshold, None) if threshold else \
+                self.threshold_at(src, t, times, t_first)
             if ep is not None:
                 ep["end"] = t
                 ep["fids"].append(fid)
@@ -339,10 +376,10 @@ class BruteForceDetector(Detector):
                 ep["targets"].setdefault(target, set()).add(key)
                 ep["value"] = max(ep["value"], n)
                 ep["peak_targets"] = max(ep["peak_targets"], k)
-            elif n >= threshold and k >= self.min_targets and \
+            elif n >= thr and k >= self.min_targets and \
                     self._spread(max(len(v) for v in targets.values()), n):
                 ep = {"crossed": t, "start": win[0][0], "end": t, "value": n, "peak_targets": k,
-                      "threshold": threshold,
+                      "threshold": thr, "pace": pace,
                       "fids": [e[2] for e in win], "sessions": {e[1] for e in win},
                       "targets": {}}
                 for e in win:
@@ -351,14 +388,14 @@ class BruteForceDetector(Detector):
             alerts.append(self._spray_alert(src, ep))
         return alerts
 
-    def _why(self, src, thr: int) -> str:
+    def _why(self, src, thr: int, pace: float | None = None) -> str:
         """Why the source's threshold is not ``threshold`` (for alert messages)."""
         if thr == self.threshold:
             return ""
         if src not in self.clients:
             return "; a source with no login in the baseline"
-        return (f"; a login client at {self.expected(src):.2g} attempts per window in the "
-                f"baseline")
+        pace = self.expected(src) if pace is None else pace
+        return f"; a login client whose own pace is {pace:.2g} attempts per window"
 
     def _baseline_evidence(self, src) -> dict:
         mu = self.expected(src)
@@ -386,7 +423,7 @@ class BruteForceDetector(Detector):
                f"{us_to_dt(ep['start']):%H:%M:%S} and {us_to_dt(ep['end']):%H:%M:%S} UTC, "
                f"at most {max(per.values())} per service; up to {ep['value']} within "
                f"{window_s:g} s (threshold {thr} across >= {self.min_targets} "
-               f"services{self._why(src, thr)}): password spraying")
+               f"services{self._why(src, thr, ep.get('pace'))}): password spraying")
         evidence = {"feature": "attempts_across_services", "value": ep["value"],
                     "threshold": thr, "min_targets": self.min_targets,
                     "max_per_target": self.max_per_target or None,
@@ -396,6 +433,9 @@ class BruteForceDetector(Detector):
                     "flows": len(ep["fids"])}
         if self.trained and (self.novice_threshold or self.rate_alpha):
             evidence["baseline"] = self._baseline_evidence(src)
+            if ep.get("pace") is not None:
+                evidence["baseline"]["pace_per_window"] = round(ep["pace"], 2)
+                evidence["baseline"]["pace_history_s"] = self.history_us / 1e6 or None
         text = f"{self.name}|{src}|{ep['fids'][0]}"
         return Alert(
             timestamp=us_to_dt(ep["crossed"]), start=us_to_dt(ep["start"]),

@@ -172,4 +172,28 @@ def test_a_busy_login_client_is_held_to_its_own_pace():
     (a,) = shipped.detect(table(spray_round(T0 + 100, users=6, src=WS)))   # 12 in 11 s
     assert a.evidence["threshold"] == 10 and a.timestamp.timestamp() == pytest.approx(T0 + 109)
     assert a.evidence["baseline"]["baseline_attempts"] == 2
-    assert "a login client at" in a.message
+    assert "a login client whose own pace is" in a.message
+
+
+def test_a_client_busier_than_its_warm_up_is_held_to_its_running_pace():
+    """A 30 s warm-up is a thin estimate of a workstation's pace (tuning split: 2 logins in the
+    warm-up, then 13 in 100 s). With ``pace_history`` the client's own attempts of the 10 min
+    before the window count too; a spray well above that pace is still caught."""
+    shipped = {d.name: d for d in load_detector_file("detectors/bruteforce.yaml")}["password-spray"]
+    assert shipped.history_us == 600 * 10**6
+    base = [attempt(T0, WS, SERVERS[0]), attempt(T0 + 14, WS, SERVERS[1]),
+            attempt(T0 + 29.5, ATT, "10.73.0.99", port=80)]
+    shipped.fit(table(base))
+    assert shipped.threshold_of(WS) == 10
+    steady = [attempt(T0 + 30 + i * 7.5, WS, SERVERS[i % 3]) for i in range(40)]   # 4 per 30 s
+    burst = [attempt(T0 + 400 + g, WS, SERVERS[i % 3])
+             for i, g in enumerate([0, 2, 4, 7, 9, 12, 15, 18, 22, 26])]           # 10 in 26 s
+    rows = base + steady + burst
+    assert shipped.detect(table(rows)) == []
+    no_history = BruteForceDetector("x", mode="spray", window=30, threshold=7,
+                                    novice_threshold=5, rate_alpha=1e-4)
+    no_history.fit(table(base))
+    assert len(no_history.detect(table(rows))) == 1          # 10 >= its warm-up's 10
+    (a,) = shipped.detect(table(rows + spray_round(T0 + 500, users=8, src=WS)))   # 16 in 16 s
+    assert a.evidence["baseline"]["pace_per_window"] > 3
+    assert a.evidence["threshold"] > 10 and a.evidence["value"] >= a.evidence["threshold"]
