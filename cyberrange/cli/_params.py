@@ -61,3 +61,41 @@ def allow_outside_option(f):
                         callback=remember,
                         help="also accept included / referenced files below DIR (repeatable; "
                              "or CYBERRANGE_INPUT_PATHS=DIR:DIR)")(f)
+
+
+class ContentRef(click.ParamType):
+    """A content file given by path or by name: ``fob``, ``recon_bruteforce``, found in
+    ``--content-path``, ``$CYBERRANGE_PATH`` and the built-in content (``cyberrange.content``).
+    A path that does not exist is passed on unchanged, for the loader's own error."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.name = kind
+
+    def convert(self, value, param, ctx):
+        from cyberrange import content
+        return content.resolve(self.kind, value)
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        from cyberrange import content
+        return [*(CompletionItem(n) for n in content.names(self.kind) if n.startswith(incomplete)),
+                CompletionItem(incomplete, type="file")]
+
+
+TOPOLOGY = ContentRef("topology")
+PLAYBOOK = ContentRef("playbook")
+RESPONSE = ContentRef("response")
+CHANGE = ContentRef("change")
+
+
+def _detectors_dir(ctx, param, value):
+    from cyberrange import content
+    return content.detectors_dir(value)
+
+
+#: ``--detectors DIR`` with no default in the current folder: the built-in detectors, or the
+#: first content root (``--content-path``, ``$CYBERRANGE_PATH``) with a ``detectors/`` folder
+DETECTORS = {"default": None, "callback": _detectors_dir, "metavar": "DIR",
+             "show_default": "built-in, or the first content root's detectors/"}

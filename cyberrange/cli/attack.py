@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cyberrange.attack.catalog import TECHNIQUES
 from cyberrange.attack.spec import type_text
-from cyberrange.cli._params import SEED, allow_outside_option
+from cyberrange.cli._params import PLAYBOOK, SEED, TOPOLOGY, allow_outside_option
 from cyberrange.errors import UserError
 
 DOCS = "docs/techniques.md"
@@ -109,8 +109,8 @@ def _timing_text(step) -> str:
 
 @attack.command("validate")
 @allow_outside_option
-@click.argument("playbook", type=click.Path(dir_okay=False))
-@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
+@click.argument("playbook", type=PLAYBOOK)
+@click.option("--topology", "topology_file", type=TOPOLOGY, default=None,
               help="Topology file to cross-check actors and targets against (and count them).")
 def attack_validate(playbook, topology_file):
     """Load PLAYBOOK, check it (against --topology) and summarise its steps. Exit 2 on error.
@@ -174,8 +174,8 @@ def _attack_ui(console):
 
 @attack.command("run")
 @allow_outside_option
-@click.argument("playbook", type=click.Path(dir_okay=False))
-@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
+@click.argument("playbook", type=PLAYBOOK)
+@click.option("--topology", "topology_file", type=TOPOLOGY, default=None,
               help="Topology file of the twin to build (with --twin: optional, and it must be "
                    "the file that twin was built from).")
 @click.option("--twin", "twin_ref", default=None, metavar="REF",

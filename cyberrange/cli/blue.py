@@ -11,6 +11,7 @@ import os
 
 import click
 
+from cyberrange.cli._params import RESPONSE, TOPOLOGY
 from cyberrange.errors import CheckFailed
 
 PROTOS = ("tcp", "udp", "icmp", "any")
@@ -288,8 +289,8 @@ def response():
 
 
 @response.command("check")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
+@click.argument("files", nargs=-1, required=True, type=RESPONSE)
+@click.option("--topology", "topology_file", type=TOPOLOGY, default=None,
               help="Check every node, zone and rule name against this topology.")
 @click.option("--detectors", "detectors_dir", default=None, metavar="DIR",
               help="Check every detector name a rule matches on against this folder.")

@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from cyberrange.cli._console import make_console
-from cyberrange.cli._params import SECONDS
+from cyberrange.cli._params import DETECTORS, SECONDS
 from cyberrange.errors import UserError
 
 
@@ -36,7 +36,7 @@ def _alerts_table(alerts, title: str) -> Table:
 
 
 @detect.command("list")
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
+@click.option("--detectors", "detectors_dir", **DETECTORS,
               help="Folder of detector YAML files.")
 def detect_list(detectors_dir):
     """The configured detector instances, their families and what they learn or score."""
@@ -81,7 +81,7 @@ def _scoreable_run(ref: str, runs_dir: str):
 @click.option("--baseline", "baseline_s", type=SECONDS, default=None,
               help="Trainable detectors learn from the first N seconds (default: a run's "
                    "warm-up; 0 with --pcap unless given).")
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
+@click.option("--detectors", "detectors_dir", **DETECTORS)
 @click.option("--runs-dir", default="runs", show_default=True)
 @click.option("--store", "store_path", default=None,
               help="With --pcap: keep records and alerts in this DuckDB file.")
@@ -218,7 +218,7 @@ def detect_incidents(run_ref, runs_dir, rebuild, as_json):
 
 @detect.command("eval")
 @click.argument("runs", nargs=-1, required=True)
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
+@click.option("--detectors", "detectors_dir", **DETECTORS)
 @click.option("--runs-dir", default="runs", show_default=True)
 @click.option("--train", "train_ref", default=None,
               help="A benign run every trainable detector learns from (default: each run's "

@@ -15,10 +15,14 @@ from rich.progress import (
 
 from cyberrange.cli._console import make_console
 from cyberrange.cli._params import (
+    DETECTORS,
     INTENSITY,
+    PLAYBOOK,
     POSITIVE_SECONDS,
+    RESPONSE,
     SECONDS,
     SEED,
+    TOPOLOGY,
     allow_outside_option,
 )
 from cyberrange.drill import DrillOptions, analyse, run_drill
@@ -131,9 +135,9 @@ def drill():
 
 @drill.command("run")
 @allow_outside_option
-@click.argument("topology", type=click.Path(dir_okay=False))
-@click.argument("playbook", type=click.Path(dir_okay=False), required=False)
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
+@click.argument("topology", type=TOPOLOGY)
+@click.argument("playbook", type=PLAYBOOK, required=False)
+@click.option("--detectors", "detectors_dir", **DETECTORS,
               help="Folder of detector YAML files.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("--benign/--no-benign", default=True, show_default=True,
@@ -163,7 +167,7 @@ def drill():
               show_default=True,
               help="Mission availability: probe every mission thread from its clients this "
                    "often on average (services 4 times less often); 0: no probes.")
-@click.option("--respond", "respond", type=click.Path(dir_okay=False), default=None,
+@click.option("--respond", "respond", type=RESPONSE, default=None,
               metavar="FILE",
               help="Run this response playbook (responses/*.yaml) on the live alerts: blue "
                    "actions during the drill, logged in actions.jsonl. Implies --live. See "
@@ -225,7 +229,7 @@ def _say_how_it_ended(run, console) -> None:
 
 @drill.command("score")
 @click.argument("run_refs", nargs=-1, required=True, metavar="RUN...")
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
+@click.option("--detectors", "detectors_dir", **DETECTORS)
 @click.option("--runs-dir", default="runs", show_default=True)
 def drill_score(run_refs, detectors_dir, runs_dir):
     """Re-parse, re-detect and re-score finished runs (folders, ids, 'latest', or a folder of

@@ -214,10 +214,10 @@ def lab_alerts(det_dir, technique, src, ref):
     """Run detectors over the lab's traffic so far; the alerts, filtered."""
     from cyberrange.detect.registry import load_detector_file, load_detectors
     from cyberrange.labs import data
-    from cyberrange.labs.format import CHECKOUT
     a = _active(ref)
     x = a.lab()
-    p = Path(det_dir) if det_dir else CHECKOUT / "detectors"
+    from cyberrange import content
+    p = Path(content.detectors_dir(det_dir))
     dets = load_detector_file(p) if p.is_file() else load_detectors(p)
     data.snapshot(a.dir, a.twin_dir)
     table = data.alerts(a.dir, dets, data.baseline_until(a.manifest, x)).to_pylist()

@@ -10,10 +10,25 @@ from cyberrange import __version__
 from cyberrange.errors import CheckFailed, EnvironmentProblem, UserError
 
 
+def _content_path(ctx, param, value):
+    from cyberrange import content
+    content.set_option_roots(value)
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="cyberrange")
+@click.version_option(__version__, "-V", "--version", prog_name="cyberrange")
+@click.option("--content-path", "content_path", multiple=True, metavar="DIR",
+              type=click.Path(file_okay=False, exists=True), callback=_content_path,
+              expose_value=False, is_eager=True,
+              help="A folder with your own topologies/, attack_playbooks/, detectors/, labs/, "
+                   "responses/ (repeatable): its files are found by name before the built-in "
+                   "ones. Also: CYBERRANGE_PATH=DIR:DIR. See docs/cli.md.")
 def cli():
-    """cyberrange: a network digital twin for red/blue drills, labs and patch validation."""
+    """cyberrange: a network digital twin for red/blue drills, labs and patch validation.
+
+    Topologies, playbooks, response files and labs are given by path or by name
+    (`cyberrange drill run fob recon_bruteforce`)."""
 
 
 def _register():

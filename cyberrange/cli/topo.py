@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cyberrange.cli._params import allow_outside_option
+from cyberrange.cli._params import TOPOLOGY, allow_outside_option
 
 console = Console()
 
@@ -26,7 +26,7 @@ def topo():
 
 @topo.command("check")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--json", "as_json", is_flag=True, help="print the summary and findings as JSON")
 def topo_check(file, as_json):
     """Load FILE, validate it, lint it and print a summary and the findings.
@@ -92,7 +92,7 @@ def _print_findings(findings) -> None:
 
 @topo.command("reach")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--from", "src", default=None, metavar="ZONE|NODE",
               help="source: a zone or node (matrix rows); a node for a single query")
 @click.option("--to", "dst", default=None, metavar="ZONE|NODE|IP",
@@ -174,7 +174,7 @@ def _print_matrix(m) -> None:
 
 @topo.command("paths")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--from", "sources", multiple=True, metavar="NODE",
               help="entry point (repeatable; default: the topology's entry_points)")
 @click.option("--to", "targets", multiple=True, metavar="NODE",
@@ -210,7 +210,7 @@ def topo_paths(file, sources, targets, k, as_json):
 
 @topo.command("show")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 def topo_show(file):
     """A tree of FILE: zones, nodes (role, address, services, software), routers, links;
     ★ crown jewels, ⚑ entry points, 👁 sensors."""
@@ -222,7 +222,7 @@ def topo_show(file):
 
 @topo.command("graph")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="picture to write: .svg or .png")
 def topo_graph(file, out):
@@ -261,7 +261,7 @@ def topo_import(file, out):
 
 @topo.command("export")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--graphml", "graphml", required=True, type=click.Path(dir_okay=False),
               help="GraphML file to write (nodes, zones, interfaces with profiles)")
 def topo_export(file, graphml):

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cyberrange.cli._console import make_console
-from cyberrange.cli._params import allow_outside_option
+from cyberrange.cli._params import TOPOLOGY, allow_outside_option
 from cyberrange.errors import UserError
 from cyberrange.twin.state import TwinState, live_states
 
@@ -50,7 +50,7 @@ def _build(file, runs_dir, console):
 
 @click.command("up")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
 @click.option("--detach", is_flag=True, help="Return once the twin is up; remove it with `cyberrange down`.")
 @click.option("--cli", "mininet_cli", is_flag=True,
@@ -221,7 +221,7 @@ def twin_group():
 
 @twin_group.command("verify")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
 @click.option("--bandwidth/--no-bandwidth", default=True, show_default=True,
               help="Also measure shaped links with iperf3.")
