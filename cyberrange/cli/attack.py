@@ -1,4 +1,4 @@
-"""``cyberrange attack list|show|validate|run`` and ``playbook check`` (= ``attack validate``):
+"""``cyberrange attack list|show|run`` and ``playbook check`` (``attack validate``: deprecated):
 the technique catalog and playbooks.
 
 Thin commands: loading and checking live in ``cyberrange.attack.playbook`` (and
@@ -15,7 +15,13 @@ from rich.table import Table
 
 from cyberrange.attack.catalog import TECHNIQUES
 from cyberrange.attack.spec import type_text
-from cyberrange.cli._params import PLAYBOOK, SEED, TOPOLOGY, allow_outside_option
+from cyberrange.cli._params import (
+    PLAYBOOK,
+    SEED,
+    TOPOLOGY,
+    allow_outside_option,
+    deprecated_alias,
+)
 from cyberrange.errors import UserError
 
 DOCS = "docs/techniques.md"
@@ -39,7 +45,7 @@ def _anchor(tech) -> str:
 
 @click.group()
 def attack():
-    """Attack techniques and playbooks: list, show, validate, run."""
+    """Attack techniques and playbooks: list, show, run (check a playbook: playbook check)."""
 
 
 @attack.command("list")
@@ -115,7 +121,7 @@ def _timing_text(step) -> str:
 def attack_validate(playbook, topology_file):
     """Load PLAYBOOK, check it (against --topology) and summarise its steps. Exit 2 on error.
 
-    ``cyberrange playbook check`` is this same command."""
+    ``cyberrange attack validate`` is the deprecated name of this command."""
     from cyberrange.attack.runner import check_playbook, static_target_count
     pb, topo = check_playbook(playbook, topology_file)
     from cyberrange.cli._console import make_console
@@ -174,25 +180,23 @@ def _attack_ui(console):
 
 @attack.command("run")
 @allow_outside_option
-@click.argument("playbook", type=PLAYBOOK)
+@click.argument("refs", nargs=-1, required=True, metavar="[TOPOLOGY] PLAYBOOK")
 @click.option("--topology", "topology_file", type=TOPOLOGY, default=None,
-              help="Topology file of the twin to build (with --twin: optional, and it must be "
-                   "the file that twin was built from).")
+              help="With --twin: the file that twin was built from (optional). Without --twin "
+                   "deprecated: give TOPOLOGY first, as `drill run` does.")
 @click.option("--twin", "twin_ref", default=None, metavar="REF",
               help="Run in this twin, already up (`up --detach`, a drill): prefix, run id or "
                    "run folder. The twin is left up; the ledger goes to a new run folder.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("--seed", type=SEED, default=None, help="Jitter seed (default: the playbook's).")
-def attack_run(playbook, topology_file, twin_ref, runs_dir, seed):
-    """Build the twin of --topology, run PLAYBOOK in it, write the ledger, tear the twin down;
-    or, with --twin, run PLAYBOOK in a twin that is already up and leave it up.
+def attack_run(refs, topology_file, twin_ref, runs_dir, seed):
+    """Build the twin of TOPOLOGY, run PLAYBOOK in it, write the ledger, tear the twin down;
+    or, with --twin (no TOPOLOGY), run PLAYBOOK in a twin that is already up and leave it up.
 
     Needs root. No benign traffic and no detection (that is `cyberrange drill run`)."""
-    from cyberrange.drill import run_attack
     from cyberrange.cli._console import make_console
-    if topology_file is None and twin_ref is None:
-        raise UserError("attack run needs --topology FILE (build a twin for it) or --twin REF "
-                        "(a twin that is up: `cyberrange status` lists them)")
+    from cyberrange.drill import run_attack
+    topology_file, playbook = _topology_and_playbook(refs, topology_file, twin_ref)
     console = make_console()
     with _attack_ui(console) as ui:
         run, records = run_attack(topology_file, playbook, runs_dir, ui, seed, twin=twin_ref)
@@ -220,11 +224,32 @@ def attack_run(playbook, topology_file, twin_ref, runs_dir, seed):
         raise CheckFailed(f"run {run.id}: {run.manifest.get('error') or run.manifest.get('status')}")
 
 
+def _topology_and_playbook(refs, topology_file, twin_ref):
+    """``attack run TOPOLOGY PLAYBOOK`` (as ``drill run``), ``attack run PLAYBOOK --twin REF``,
+    and the old ``attack run PLAYBOOK --topology TOPOLOGY`` (with a deprecation line)."""
+    from cyberrange.cli._params import deprecated
+    if len(refs) > 2:
+        raise click.UsageError(f"expected [TOPOLOGY] PLAYBOOK, got {len(refs)} arguments")
+    if len(refs) == 2:
+        if topology_file is not None:
+            raise UserError("give the topology once: as TOPOLOGY or as --topology, not both")
+        return TOPOLOGY.convert(refs[0], None, None), PLAYBOOK.convert(refs[1], None, None)
+    if topology_file is None and twin_ref is None:
+        raise UserError("attack run needs --topology FILE, or TOPOLOGY before PLAYBOOK (build "
+                        "a twin for it), or --twin REF (a twin that is up: `cyberrange status` "
+                        "lists them)")
+    if topology_file is not None and twin_ref is None:
+        deprecated("attack run PLAYBOOK --topology TOPOLOGY", "attack run TOPOLOGY PLAYBOOK")
+    return topology_file, PLAYBOOK.convert(refs[0], None, None)
+
+
 @click.group()
 def playbook():
-    """Check attack playbook files: playbook check is attack validate."""
+    """Check attack playbook files (`attack validate` is the deprecated name)."""
 
 
 playbook.add_command(attack_validate, name="check")
+attack.add_command(deprecated_alias(attack_validate, "attack validate", "playbook check"),
+                   name="validate")      # one validation verb per file kind: `KIND check`
 
 COMMANDS = [attack, playbook]

@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from cyberrange.cli._console import make_console
-from cyberrange.cli._params import DETECTORS, SECONDS
+from cyberrange.cli._params import DETECTORS, SECONDS, store_spec
 from cyberrange.errors import UserError
 
 
@@ -83,8 +83,10 @@ def _scoreable_run(ref: str, runs_dir: str):
                    "warm-up; 0 with --pcap unless given).")
 @click.option("--detectors", "detectors_dir", **DETECTORS)
 @click.option("--runs-dir", default="runs", show_default=True)
-@click.option("--store", "store_path", default=None,
-              help="With --pcap: keep records and alerts in this DuckDB file.")
+@click.option("--store", "store_path", default=None, metavar="duckdb:PATH",
+              callback=lambda ctx, param, value: store_spec(value),
+              help="With --pcap: keep records and alerts in this DuckDB file (a bare PATH: the "
+                   "old spelling).")
 @click.option("--json", "as_json", is_flag=True, help="Print alerts as JSON lines.")
 @click.option("--explain", is_flag=True,
               help="Also list near-misses: candidates that scored below their detector's "

@@ -128,6 +128,16 @@ class RichUI:
             self.console.print(f"[cyan]{text}[/] (the final store is rebuilt from the pcaps)")
 
 
+def _es_only(value):
+    """``drill run --store``: an Elasticsearch copy; the DuckDB store is the run folder's."""
+    if value is not None and str(value).startswith("duckdb:"):
+        raise click.BadParameter("a drill keeps its DuckDB store in its run folder "
+                                 "(store.duckdb); --store adds an Elasticsearch copy: "
+                                 "es://HOST:PORT, ess://HOST:PORT or a config file",
+                                 param_hint="'--store'")
+    return value
+
+
 @click.group()
 def drill():
     """Red/blue drills: run a playbook against a twin and score the detectors."""
@@ -161,8 +171,10 @@ def drill():
 @click.option("--rotate", "rotate_s", type=POSITIVE_SECONDS, default=2.0, show_default=True,
               help="Live mode: rotate every sensor's pcap at least this often (seconds).")
 @click.option("--store", "store_url", default=None, metavar="URL",
+              callback=lambda ctx, param, value: _es_only(value),
               help="Also send records, alerts and ledger to Elasticsearch (es://HOST:PORT, "
-                   "ess:// for TLS); checked before the drill starts. See docs/elasticsearch.md.")
+                   "ess:// for TLS, or a config file); checked before the drill starts. The "
+                   "DuckDB store is always the run folder's. See docs/elasticsearch.md.")
 @click.option("--probe-interval", "probe_interval_s", type=SECONDS, default=2.0,
               show_default=True,
               help="Mission availability: probe every mission thread from its clients this "

@@ -25,8 +25,8 @@ TO_HELP = ("The cluster: es://HOST:PORT, ess://HOST:PORT (TLS) or an ES config f
 
 
 def _to_option(f):
-    return click.option("--to", "target", envvar="CYBERRANGE_ES_URL", default=None,
-                        metavar="URL", help=TO_HELP)(f)
+    from cyberrange.cli._params import es_store_option
+    return es_store_option(f)         # --store URL (--to URL: the old name)
 
 
 @click.group()

@@ -110,7 +110,7 @@ def test_installed_cli_finds_builtin_content_by_name_outside_the_checkout(instal
     assert "_content/detectors" in r.stdout and "portscan" in r.stdout
     r = _cr(installed, "topo", "check", "fob")
     assert r.returncode == 0, r.stderr
-    r = _cr(installed, "attack", "validate", "recon_bruteforce", "--topology", "fob")
+    r = _cr(installed, "playbook", "check", "recon_bruteforce", "--topology", "fob")
     assert r.returncode == 0, r.stderr
     r = _cr(installed, "lab", "list")
     assert r.returncode == 0 and "arp-mitm" in r.stdout, r.stderr
