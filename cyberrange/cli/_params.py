@@ -170,3 +170,15 @@ def es_store_option(f):
                              "config file (default: $CYBERRANGE_ES_URL). Credentials: "
                              "CYBERRANGE_ES_API_KEY, or CYBERRANGE_ES_USER and "
                              "CYBERRANGE_ES_PASSWORD. (--to: the old name.)")(f)
+
+
+def json_option(help: str = "Print the result as JSON on stdout (errors too: "
+                            "{\"error\", \"file\", \"line\"})."):
+    """``--json``: the one spelling of "machine-readable on stdout" (a flag, never a file)."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def echo_json(data) -> None:
+    """One JSON document on stdout."""
+    import json
+    click.echo(json.dumps(data, indent=2, default=str))

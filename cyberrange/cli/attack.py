@@ -21,6 +21,8 @@ from cyberrange.cli._params import (
     TOPOLOGY,
     allow_outside_option,
     deprecated_alias,
+    echo_json,
+    json_option,
 )
 from cyberrange.errors import UserError
 
@@ -49,9 +51,14 @@ def attack():
 
 
 @attack.command("list")
-def attack_list():
+@json_option()
+def attack_list(as_json):
     """List the techniques with their ATT&CK ids, family, tactic, parameters and facts."""
     from cyberrange.cli._console import make_console
+    if as_json:
+        return echo_json([{"id": t.id, "name": t.name, "family": t.family, "tactic": t.tactic,
+                           "params": {k: p.default for k, p in t.params.items()},
+                           "produces": list(t.produces)} for t in TECHNIQUES.values()])
     t = Table(box=box.SIMPLE_HEAVY)
     for c in ("technique", "name", "family", "tactic", "parameters (default)", "produces"):
         t.add_column(c)
@@ -64,7 +71,8 @@ def attack_list():
 
 @attack.command("show")
 @click.argument("technique")
-def attack_show(technique):
+@json_option()
+def attack_show(technique, as_json):
     """Show one TECHNIQUE: its parameters (type, default, help), targets and facts."""
     from cyberrange.model.yamlsrc import did_you_mean
     tech = TECHNIQUES.get(technique)
@@ -72,6 +80,13 @@ def attack_show(technique):
         raise UserError(f"unknown technique '{technique}'{did_you_mean(technique, TECHNIQUES)} "
                         f"(known: {', '.join(TECHNIQUES)})")
     from cyberrange.cli._console import make_console
+    if as_json:
+        return echo_json({"id": tech.id, "name": tech.name, "family": tech.family,
+                          "tactic": tech.tactic, "target_kind": tech.target_kind,
+                          "params": {k: {"type": type_text(p.type), "default": p.default,
+                                         "help": p.help}
+                                     for k, p in tech.params.items()},
+                          "produces": list(tech.produces)})
     console = make_console()
     console.print(f"[bold]{tech.id}[/] {tech.name}")
     console.print(f"family: {tech.family}   tactic: {tech.tactic}   "
@@ -118,12 +133,19 @@ def _timing_text(step) -> str:
 @click.argument("playbook", type=PLAYBOOK)
 @click.option("--topology", "topology_file", type=TOPOLOGY, default=None,
               help="Topology file to cross-check actors and targets against (and count them).")
-def attack_validate(playbook, topology_file):
+@json_option()
+def attack_validate(playbook, topology_file, as_json):
     """Load PLAYBOOK, check it (against --topology) and summarise its steps. Exit 2 on error.
 
     ``cyberrange attack validate`` is the deprecated name of this command."""
     from cyberrange.attack.runner import check_playbook, static_target_count
     pb, topo = check_playbook(playbook, topology_file)
+    if as_json:
+        return echo_json({"ok": True, "file": playbook, "playbook": pb.name,
+                          "version": pb.version, "topology": topo.name if topo else None,
+                          "seed": pb.seed, "max_rate": pb.max_rate,
+                          "steps": [{"id": s.id, "technique": s.technique, "actor": s.actor,
+                                     "targets": list(s.targets)} for s in pb.steps]})
     from cyberrange.cli._console import make_console
     console = make_console()
     against = f" against topology {topo.name}" if topo else ""
@@ -189,7 +211,8 @@ def _attack_ui(console):
                    "run folder. The twin is left up; the ledger goes to a new run folder.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("--seed", type=SEED, default=None, help="Jitter seed (default: the playbook's).")
-def attack_run(refs, topology_file, twin_ref, runs_dir, seed):
+@json_option("Print the run and its ledger records as JSON on stdout (progress on stderr).")
+def attack_run(refs, topology_file, twin_ref, runs_dir, seed, as_json):
     """Build the twin of TOPOLOGY, run PLAYBOOK in it, write the ledger, tear the twin down;
     or, with --twin (no TOPOLOGY), run PLAYBOOK in a twin that is already up and leave it up.
 
@@ -197,7 +220,7 @@ def attack_run(refs, topology_file, twin_ref, runs_dir, seed):
     from cyberrange.cli._console import make_console
     from cyberrange.drill import run_attack
     topology_file, playbook = _topology_and_playbook(refs, topology_file, twin_ref)
-    console = make_console()
+    console = make_console(stderr=as_json)
     with _attack_ui(console) as ui:
         run, records = run_attack(topology_file, playbook, runs_dir, ui, seed, twin=twin_ref)
     t = Table(box=box.SIMPLE_HEAVY, title=f"run {run.id}", title_justify="left")
@@ -215,6 +238,9 @@ def attack_run(refs, topology_file, twin_ref, runs_dir, seed):
                   str(sum(r["bytes_sent"] for r in recs)))
     console.print(t)
     console.print(f"ledger: {run.ledger_path}   manifest: {run.manifest_path}")
+    if as_json:
+        echo_json({"run_id": run.id, "run_dir": str(run.dir), "status": run.manifest.get(
+            "status"), "twin": run.manifest.get("twin"), "ledger": records})
     if twin_ref is not None:
         t = run.manifest["twin"]
         console.print(f"twin {t['prefix']} is still up (its captures and action log: "

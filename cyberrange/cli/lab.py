@@ -17,6 +17,7 @@ from rich import box
 from rich.table import Table
 
 from cyberrange.cli._console import make_console
+from cyberrange.cli._params import echo_json, json_option
 from cyberrange.errors import CheckFailed, UserError
 
 RUN_HELP = ("The running lab: twin prefix, lab run folder or its name, lab name or trainee "
@@ -56,24 +57,33 @@ def lab():
 
 
 @lab.command("list")
-@click.option("--dir", "folder", default=None, help="Folder of labs (default: ./labs).")
-def lab_list(folder):
+@click.option("--dir", "folder", default=None,
+              help="Folder of labs (default: every content root's labs/, docs/cli.md).")
+@json_option()
+def lab_list(folder, as_json):
     """The labs: level, estimated time, techniques, points."""
     from cyberrange.labs.format import lab_files, load_lab
     t = Table(box=box.SIMPLE)
     for c in ("lab", "level", "minutes", "topology", "techniques", "tasks", "points", "title"):
         t.add_column(c)
-    bad = 0
+    bad, rows = 0, []
     for f in lab_files(folder):
         try:
             x = load_lab(f)
         except UserError as e:
             bad += 1
             t.add_row(f.parent.name, "[red]invalid[/]", "", "", "", "", "", str(e)[:80])
+            rows.append({"lab": f.parent.name, "file": str(f), "error": str(e)})
             continue
+        rows.append({"lab": x.name, "file": str(f), "level": x.level, "minutes": x.minutes,
+                     "topology": x.topology.name, "techniques": list(x.techniques),
+                     "tasks": len(x.tasks), "points": x.points, "title": x.title})
         t.add_row(x.name, x.level, str(x.minutes), x.topology.name, ", ".join(x.techniques),
                   str(len(x.tasks)), str(x.points), x.title)
-    make_console().print(t if t.row_count else "no labs found")
+    if as_json:
+        echo_json(rows)
+    else:
+        make_console().print(t if t.row_count else "no labs found")
     if bad:
         raise CheckFailed(f"{bad} lab(s) do not load (`cyberrange lab check FILE` says why)")
 
@@ -107,7 +117,8 @@ def _tasks_table(c, x) -> None:
 
 @lab.command("check")
 @click.argument("file")
-def lab_check(file):
+@json_option()
+def lab_check(file, as_json):
     """Check a lab file (and its solution.yaml if any) without building anything."""
     from cyberrange.labs.format import SOLUTION, load_lab, load_solution
     x = load_lab(file)
@@ -115,6 +126,10 @@ def lab_check(file):
     if (x.dir / SOLUTION).is_file():
         s = load_solution(x)
         sol = f", solution of {len(s.steps)} steps"
+    if as_json:
+        return echo_json({"ok": True, "file": str(x.file), "tasks": len(x.tasks),
+                          "checks": len(x.checks()), "playbooks": len(x.playbooks),
+                          "staged": len(x.stage), "solution": bool(sol)})
     click.echo(f"ok {x.file}: {len(x.tasks)} tasks, {len(x.checks())} checks, "
                f"{len(x.playbooks)} playbooks, {len(x.stage)} staged{sol}")
 

@@ -14,7 +14,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cyberrange.cli._params import TOPOLOGY, allow_outside_option
+from cyberrange.cli._params import (
+    TOPOLOGY,
+    allow_outside_option,
+    echo_json,
+    json_option,
+)
 
 console = Console()
 
@@ -225,13 +230,16 @@ def topo_show(file):
 @click.argument("file", type=TOPOLOGY)
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="picture to write: .svg or .png")
-def topo_graph(file, out):
+@json_option()
+def topo_graph(file, out, as_json):
     """Draw FILE: nodes coloured by zone, outlined by classification; routers, firewalls,
     sensors, crown jewels and entry points marked; links labelled with their profile."""
     from cyberrange.model.loader import load_topology
     from cyberrange.report.picture import draw
 
     path = draw(load_topology(file), out)
+    if as_json:
+        return echo_json({"wrote": str(path)})
     console.print(f"[bold green]wrote[/] {path}")
 
 
@@ -264,12 +272,15 @@ def topo_import(file, out):
 @click.argument("file", type=TOPOLOGY)
 @click.option("--graphml", "graphml", required=True, type=click.Path(dir_okay=False),
               help="GraphML file to write (nodes, zones, interfaces with profiles)")
-def topo_export(file, graphml):
+@json_option()
+def topo_export(file, graphml, as_json):
     """Export FILE's model as GraphML (for yEd, Gephi, networkx, ...)."""
     from cyberrange.model.interop import export_graphml
     from cyberrange.model.loader import load_topology
 
     path = export_graphml(load_topology(file), graphml)
+    if as_json:
+        return echo_json({"wrote": str(path)})
     console.print(f"[bold green]wrote[/] {path}")
 
 
