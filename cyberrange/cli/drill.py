@@ -24,6 +24,8 @@ from cyberrange.cli._params import (
     SEED,
     TOPOLOGY,
     allow_outside_option,
+    echo_json,
+    json_option,
 )
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.errors import CheckFailed, UserError
@@ -243,7 +245,8 @@ def _say_how_it_ended(run, console) -> None:
 @click.argument("run_refs", nargs=-1, required=True, metavar="RUN...")
 @click.option("--detectors", "detectors_dir", **DETECTORS)
 @click.option("--runs-dir", default="runs", show_default=True)
-def drill_score(run_refs, detectors_dir, runs_dir):
+@json_option("Print the new scorecards as a JSON list on stdout (tables are left out).")
+def drill_score(run_refs, detectors_dir, runs_dir, as_json):
     """Re-parse, re-detect and re-score finished runs (folders, ids, 'latest', or a folder of
     runs); no twin needed.
 
@@ -259,6 +262,7 @@ def drill_score(run_refs, detectors_dir, runs_dir):
         raise UserError(f"nothing to score: no finished drill among {', '.join(run_refs)}")
     detectors = load_detectors(detectors_dir)
     console = make_console()
+    cards = []
     for run in runs:
         run.check_analysable()                  # before the warnings: a refusal is one line
         if run.sealed():
@@ -267,9 +271,14 @@ def drill_score(run_refs, detectors_dir, runs_dir):
                     click.echo(f"warning: {run.dir / row['file']} {row['state']} since the drill "
                                f"ended ({row['detail']}): scored as it is now", err=True)
         card = analyse(run, detectors)
+        if as_json:
+            cards.append(card)
+            continue
         print_scorecard(card, console)
         print_availability(card, console)
         print_blue(card, console)
+    if as_json:
+        echo_json(cards)
 
 
 @drill.command("report")

@@ -15,7 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from cyberrange.cli._console import make_console
-from cyberrange.cli._params import TOPOLOGY, allow_outside_option
+from cyberrange.cli._params import (
+    TOPOLOGY,
+    allow_outside_option,
+    echo_json,
+    json_option,
+)
 from cyberrange.errors import UserError
 from cyberrange.twin.state import TwinState, live_states
 
@@ -176,9 +181,20 @@ def down(ref, all_, stale):
 
 
 @click.command("status")
-def status():
+@json_option()
+def status(as_json):
     """List the twins that are up on this machine."""
     states = live_states()
+    if as_json:
+        from cyberrange.session import stale_runs
+        return echo_json({"twins": [{"prefix": s.prefix, "topology": s.topology,
+                                     "run_id": s.run_id, "run_dir": s.run_dir,
+                                     "status": s.status if s.owner_alive else "orphaned",
+                                     "nodes": len(s.namespaces or s.node_pids),
+                                     "owner_pid": s.owner_pid, "owner_alive": s.owner_alive,
+                                     "age_s": round(time.time() - s.created, 1)}
+                                    for s in states],
+                          "stale_runs": [m.get("run_id") for m in stale_runs()]})
     t = Table(box=box.SIMPLE)
     for c in ("prefix", "topology", "run", "status", "nodes", "owner", "age"):
         t.add_column(c)

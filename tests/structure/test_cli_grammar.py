@@ -20,7 +20,7 @@ EXEMPT = {
     "up": "keeps a twin in the foreground until Ctrl-C (its --detach prints the prefix)",
 }
 # verbs that do not have --json yet (docs/cli.md, "Not yet"): this list may only shrink
-TODO = {"topo show", "topo import", "down", "status", "drill score", "lab show", "lab start", "lab stop",
+TODO = {"topo show", "topo import", "down", "lab show", "lab start", "lab stop",
         "lab restart", "lab query", "lab alerts", "lab submit", "lab hint", "lab verify",
         "lab report"}
 
@@ -151,3 +151,17 @@ def test_content_by_name_from_any_folder(tmp_path):
     r = _cli_in(tmp_path, "--content-path", mine, "topo", "check", "air_base")   # extends
     assert r.returncode == 0, r.stderr
     assert not [p for p in tmp_path.iterdir() if p != mine], "a check wrote into the folder"
+
+
+def test_shell_completion_offers_verbs_and_content_names(tmp_path):
+    """What docs/cli.md tells bash, zsh and fish users to load: click's completion, with the
+    content names (``fob``) besides files."""
+    for shell in ("bash", "zsh", "fish"):
+        r = _cli_in(tmp_path, env={"_CYBERRANGE_COMPLETE": f"{shell}_source"})
+        assert r.returncode == 0 and "_CYBERRANGE_COMPLETE" in r.stdout, (shell, r.stderr)
+    r = _cli_in(tmp_path, env={"_CYBERRANGE_COMPLETE": "bash_complete",
+                               "COMP_WORDS": "cyberrange drill run f", "COMP_CWORD": "3"})
+    assert "plain,fob" in r.stdout.splitlines(), r.stdout
+    r = _cli_in(tmp_path, env={"_CYBERRANGE_COMPLETE": "bash_complete",
+                               "COMP_WORDS": "cyberrange play", "COMP_CWORD": "1"})
+    assert "plain,playbook" in r.stdout.splitlines(), r.stdout
