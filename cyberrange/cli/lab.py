@@ -90,10 +90,19 @@ def lab_list(folder, as_json):
 
 @lab.command("show")
 @click.argument("name")
-def lab_show(name):
+@json_option()
+def lab_show(name, as_json):
     """A lab's briefing, objectives and tasks (never its solution)."""
     from cyberrange.labs.format import load_lab
     x = load_lab(name)
+    if as_json:
+        return echo_json({"lab": x.name, "title": x.title, "level": x.level,
+                          "minutes": x.minutes, "topology": x.topology.name,
+                          "techniques": list(x.techniques), "objectives": list(x.objectives),
+                          "briefing": x.briefing, "points": x.points,
+                          "tasks": [{"id": t.id, "title": t.title, "points": t.points,
+                                     "hints": len(t.hints), "checks": len(t.checks),
+                                     "text": t.text} for t in x.tasks]})
     c = make_console()
     c.print(f"[bold]{x.title}[/] ({x.name}) — {x.level}, about {x.minutes} min, topology "
             f"{x.topology.name}, techniques {', '.join(x.techniques) or '-'}")
@@ -140,15 +149,18 @@ def lab_check(file, as_json):
               "(default: $SUDO_USER or $USER).")
 @click.option("--runs-dir", default="runs/labs", show_default=True,
               help="Where the lab run folder goes.")
-def lab_start(name, trainee, runs_dir):
+@json_option()
+def lab_start(name, trainee, runs_dir, as_json):
     """Build the lab's twin, start its scenario and print the briefing."""
     from cyberrange.labs import session
     from cyberrange.labs.format import load_lab
     trainee = trainee or os.environ.get("SUDO_USER") or os.environ.get("USER") or "trainee"
-    c = make_console()
+    c = make_console(stderr=as_json)
     with c.status("building the lab's twin"):
         lab_dir, info = session.start(name, trainee, runs_dir)
     x = load_lab(name)
+    if as_json:
+        return echo_json({"lab": x.name, "trainee": trainee, "run_dir": str(lab_dir), **info})
     c.print(f"lab [bold]{x.name}[/] is up in {info['start_s']:.1f} s (twin {info['prefix']}); "
             f"trainee {trainee}; run folder {lab_dir}")
     c.print(x.briefing.rstrip())
@@ -160,13 +172,17 @@ def lab_start(name, trainee, runs_dir):
 
 @lab.command("stop")
 @_run_option
-def lab_stop(ref):
+@json_option()
+def lab_stop(ref, as_json):
     """Stop the lab: its twin and every kernel object it made are removed; progress stays."""
     from cyberrange.labs import session
     a = session.find_active(ref, alive_only=False)     # an owner that died: its twin too
     td = session.stop(a)
-    click.echo(f"lab stopped (twin {a.prefix}): {td.get('processes', 0)} processes, "
-               f"{td.get('links', 0)} links removed; progress kept in {a.dir}")
+    if as_json:
+        echo_json({"stopped": a.prefix, "run_dir": str(a.dir), "teardown": td})
+    else:
+        click.echo(f"lab stopped (twin {a.prefix}): {td.get('processes', 0)} processes, "
+                   f"{td.get('links', 0)} links removed; progress kept in {a.dir}")
     if td.get("left"):
         raise CheckFailed(f"{td['left']} objects could not be removed: `cyberrange down "
                           f"{a.prefix}`")
@@ -174,14 +190,17 @@ def lab_stop(ref):
 
 @lab.command("restart")
 @_run_option
-def lab_restart(ref):
+@json_option()
+def lab_restart(ref, as_json):
     """Rebuild the lab's twin and restart its scenario; answers, hints and passes are kept.
     A stopped lab comes back with --run LAB_RUN_FOLDER."""
     from cyberrange.labs import progress, session
     stopped = ref is not None and progress.path_of(ref).is_file() and not any(
         a.dir == Path(ref).resolve() for a in _all_active())
-    with make_console().status("rebuilding the lab's twin"):
+    with make_console(stderr=True).status("rebuilding the lab's twin"):
         info = session.resume(Path(ref)) if stopped else session.restart(_active(ref))
+    if as_json:
+        return echo_json(info)
     click.echo(f"lab restarted in {info['start_s']:.1f} s (twin {info['prefix']}); progress kept")
 
 
@@ -204,12 +223,15 @@ def lab_shell(node, argv, ref):
 @click.argument("sql")
 @click.option("--limit", default=50, show_default=True, help="Rows shown at most.")
 @_run_option
-def lab_query(sql, limit, ref):
+@json_option()
+def lab_query(sql, limit, ref, as_json):
     """SQL over the lab's traffic so far (DuckDB: tables packets, flows; docs/labs.md)."""
     from cyberrange.labs import data
     a = _active(ref)
     snap = data.snapshot(a.dir, a.twin_dir)
     cols, rows = data.query(a.dir, sql, limit)
+    if as_json:
+        return echo_json([dict(zip(cols, r)) for r in rows])
     t = Table(box=box.SIMPLE, caption=f"{len(rows)} row(s); snapshot of {snap['packets']} "
                                       f"packets, {snap['flows']} flows")
     for col in cols:
@@ -225,7 +247,8 @@ def lab_query(sql, limit, ref):
 @click.option("--technique", default=None, help="Only alerts of this ATT&CK technique.")
 @click.option("--src", default=None, help="Only alerts whose source IP is this.")
 @_run_option
-def lab_alerts(det_dir, technique, src, ref):
+@json_option()
+def lab_alerts(det_dir, technique, src, ref, as_json):
     """Run detectors over the lab's traffic so far; the alerts, filtered."""
     from cyberrange.detect.registry import load_detector_file, load_detectors
     from cyberrange.labs import data
@@ -239,6 +262,8 @@ def lab_alerts(det_dir, technique, src, ref):
     rows = [r for r in table if (technique is None or str(r.get("threat.technique.id") or "")
                                  .startswith(technique))
             and (src is None or r.get("source.ip") == src)]
+    if as_json:
+        return echo_json(rows)
     t = Table(box=box.SIMPLE, caption=f"{len(rows)} of {len(table)} alert(s)")
     for col in ("time", "detector", "technique", "source", "destination", "score"):
         t.add_column(col)
@@ -253,15 +278,18 @@ def lab_alerts(det_dir, technique, src, ref):
 @click.argument("task")
 @click.argument("answer")
 @_run_option
-def lab_submit(task, answer, ref):
+@json_option()
+def lab_submit(task, answer, ref, as_json):
     """Submit ANSWER to TASK; a wrong answer is refused and counted (tries are limited)."""
     from cyberrange.labs.trainee import submit
     x, d, _ = _lab_and_dir(ref)
     r = submit(x, d, task, answer)
-    if r["ok"]:
+    if as_json:
+        echo_json({"task": task, **r})
+    if r["ok"] and not as_json:
         click.echo(f"correct: task {task} answered" + (" — task done" if r["done"] else
                                                         " (its other checks: lab verify)"))
-    else:
+    elif not r["ok"]:
         n = r["tries_left"]
         raise CheckFailed(f"wrong answer to {task}; {n} {'try' if n == 1 else 'tries'} left")
 
@@ -269,18 +297,22 @@ def lab_submit(task, answer, ref):
 @lab.command("hint")
 @click.argument("task")
 @_run_option
-def lab_hint(task, ref):
+@json_option()
+def lab_hint(task, ref, as_json):
     """The next hint of TASK (each costs points, shown before you take it in `lab progress`)."""
     from cyberrange.labs.trainee import hint
     x, d, _ = _lab_and_dir(ref)
     h = hint(x, d, task)
+    if as_json:
+        return echo_json({"task": task, **h})
     click.echo(f"hint {h['index']}/{h['of']} for {task} (-{h['cost']} points): {h['text']}")
 
 
 @lab.command("verify")
 @click.argument("task", required=False)
 @_run_option
-def lab_verify(task, ref):
+@json_option()
+def lab_verify(task, ref, as_json):
     """Run the checks of TASK (default: every task not done yet); record the passes."""
     from cyberrange.labs.trainee import verify
     x, d, a = _lab_and_dir(ref)
@@ -292,7 +324,10 @@ def lab_verify(task, ref):
         check = x.task(r["task"]).checks[r["check"]]
         t.add_row(r["task"], check.describe(), "[green]pass[/]" if r["ok"] else "[red]fail[/]",
                   r["detail"])
-    make_console().print(t if results else "every task is done")
+    if as_json:
+        echo_json(results)
+    else:
+        make_console().print(t if results else "every task is done")
     if any(not r["ok"] for r in results):
         raise CheckFailed(f"{sum(not r['ok'] for r in results)} of {len(results)} checks fail")
 
@@ -330,12 +365,16 @@ def lab_progress(as_json, ref):
 @click.option("--csv", "csv_path", default=None, help="Also write the table as CSV.")
 @click.option("--html", "html_path", default=None, help="Also write an HTML page.")
 @click.option("--lab", "lab_name", default=None, help="Only runs of this lab.")
-def lab_report(runs_dir, csv_path, html_path, lab_name):
+@json_option()
+def lab_report(runs_dir, csv_path, html_path, lab_name, as_json):
     """Instructor's summary over trainees' lab runs: score, tasks, hints, time, wrong answers."""
     from cyberrange.labs import instructor
     rows, problems = instructor.collect(runs_dir, lab_name)
-    c = make_console()
-    c.print(instructor.table(rows))
+    c = make_console(stderr=as_json)
+    if as_json:
+        echo_json({"runs": rows, "skipped": [str(p) for p in problems]})
+    else:
+        c.print(instructor.table(rows))
     for p in problems:
         c.print(f"[yellow]skipped[/] {p}")
     if csv_path:

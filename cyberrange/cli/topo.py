@@ -216,13 +216,26 @@ def topo_paths(file, sources, targets, k, as_json):
 @topo.command("show")
 @allow_outside_option
 @click.argument("file", type=TOPOLOGY)
-def topo_show(file):
+@json_option()
+def topo_show(file, as_json):
     """A tree of FILE: zones, nodes (role, address, services, software), routers, links;
     ★ crown jewels, ⚑ entry points, 👁 sensors."""
     from cyberrange.model.loader import load_topology
     from cyberrange.report.picture import topology_tree
 
-    console.print(topology_tree(load_topology(file)))
+    t = load_topology(file)
+    if as_json:
+        return echo_json({
+            "file": file, "topology": t.name, "classification": t.classification,
+            "zones": [{"name": z.name, "subnet": str(z.subnet), "classification":
+                       z.classification, "link": bool(z.p2p),
+                       "members": [n.name for n, _ in t.members(z.name)]}
+                      for z in t.zones.values()],
+            "nodes": {name: n.kind for name, n in t.nodes.items()},
+            "routers": [{"name": r.name, "kind": r.kind, "interfaces": len(r.interfaces),
+                         "routes": len(r.routes), "rules": len(r.rules)} for r in t.routers],
+            "sensors": [{"name": s.name, "zone": s.zone} for s in t.sensors.values()]})
+    console.print(topology_tree(t))
 
 
 @topo.command("graph")

@@ -136,7 +136,8 @@ def _is_cli(pid: int) -> bool:
 @click.option("--all", "all_", is_flag=True, help="Remove every twin of this machine made by cyberrange.")
 @click.option("--stale", is_flag=True,
               help="Remove every twin whose owning process died (SIGKILL, a crash, a forced quit).")
-def down(ref, all_, stale):
+@json_option("Print what was removed as JSON on stdout (the lines go to stderr as always).")
+def down(ref, all_, stale, as_json):
     """Remove a twin (by prefix or run id): its namespaces, links, bridges and processes.
 
     The twin's run folder is finalised: a run whose owner died ends `killed`, with the
@@ -151,8 +152,10 @@ def down(ref, all_, stale):
                           f"that died; its manifest now says {status}")
     if not states:
         console.print("no stale twin" if stale else "no twin is up")
+        if as_json:
+            echo_json({"removed": []})
         return
-    left = 0
+    left, done = 0, []
     for s in states:
         # ask the owning process first (it tears down cleanly), then sweep what is left
         try:
@@ -171,10 +174,13 @@ def down(ref, all_, stale):
         else:
             removed = {"processes": "by owner", "links": "by owner", "left": 0}
         left += bool(removed.get("left"))
+        done.append({"prefix": s.prefix, "topology": s.topology, "run_id": s.run_id, **removed})
         console.print(f"removed twin {s.prefix} ({s.topology}, run {s.run_id}): "
                       f"{removed.get('processes')} processes, {removed.get('links')} links"
                       + (f"; {removed['left']} objects could not be removed: "
                          f"{removed.get('left_objects')}" if removed.get("left") else ""))
+    if as_json:
+        echo_json({"removed": done})
     if left:
         from cyberrange.errors import CheckFailed
         raise CheckFailed(f"{left} twin(s) not fully removed (see above)")
