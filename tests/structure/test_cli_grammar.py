@@ -163,3 +163,18 @@ def test_shell_completion_offers_verbs_and_content_names(tmp_path):
     r = _cli_in(tmp_path, env={"_CYBERRANGE_COMPLETE": "bash_complete",
                                "COMP_WORDS": "cyberrange play", "COMP_CWORD": "1"})
     assert "plain,playbook" in r.stdout.splitlines(), r.stdout
+
+
+def test_store_takes_a_scheme_and_the_old_bare_path(tmp_path):
+    pcap = ROOT / "attack_playbooks" / "pcaps" / "worm_scan.pcap"
+    r = cli("detect", "run", "--pcap", pcap, "--store", f"duckdb:{tmp_path / 'a.duckdb'}",
+            "--json")
+    assert r.returncode == 0 and "deprecated" not in r.stderr, r.stderr
+    assert (tmp_path / "a.duckdb").stat().st_size > 0 and json.loads(r.stdout.splitlines()[0])
+    r = cli("detect", "run", "--pcap", pcap, "--store", tmp_path / "b.duckdb", "--json")
+    assert r.returncode == 0 and (tmp_path / "b.duckdb").is_file(), r.stderr
+    assert r.stderr.startswith(f"note: `--store {tmp_path / 'b.duckdb'}` is deprecated")
+    r = cli("drill", "run", "fob", "--store", f"duckdb:{tmp_path / 'c.duckdb'}", "--json",
+            "--runs-dir", tmp_path / "runs")         # refused while parsing: nothing is built
+    assert r.returncode == 2 and "a drill keeps its DuckDB store" in json.loads(r.stdout)["error"]
+    assert not (tmp_path / "runs").exists()
