@@ -309,4 +309,34 @@ def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json
                           "is not measured")
 
 
+@detect.command("export")
+@click.option("--sigma", "sigma_dir", type=click.Path(file_okay=False), required=True,
+              metavar="DIR", help="Write Sigma rules (one .yml per rule) into DIR.")
+@click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
+              help="Folder of detector YAML files.")
+@click.option("--run", "run_ref", default=None, metavar="RUN",
+              help="Bake in the allow-lists the trainable detectors learn from this run's "
+                   "warm-up (as the drill trained them); default: configured lists only.")
+@click.option("--runs-dir", default="runs", show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"rules": [files], "refused": [{detector, family, part, reason}]}.')
+def detect_export(sigma_dir, detectors_dir, run_ref, runs_dir, as_json):
+    """Sigma rules for the detectors one Sigma detection can express over the ECS flow fields,
+    and the reason for each one it cannot (docs/exports.md)."""
+    from cyberrange.detect.registry import load_detectors
+    from cyberrange.detect.sigma import write_rules
+    run = _scoreable_run(run_ref, runs_dir) if run_ref else None
+    written, refused = write_rules(sigma_dir, load_detectors(detectors_dir), run)
+    if as_json:
+        click.echo(json.dumps({"rules": written, "refused": refused}, indent=2))
+        return
+    for path in written:
+        click.echo(f"Sigma rule: {path}")
+    click.echo(f"{len(written)} rule(s) written; not expressible as Sigma:")
+    for r in refused:
+        part = "" if r["part"] == "all" else f" ({r['part']} check)"
+        click.echo(f"  {r['detector']}{part} [{r['family']}]: {r['reason']}")
+
+
 COMMANDS = [detect]
+

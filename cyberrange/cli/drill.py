@@ -291,10 +291,14 @@ def drill_score(run_refs, detectors_dir, runs_dir, as_json):
 @click.option("--navigator", "navigator_path", type=click.Path(dir_okay=False), default=None,
               metavar="FILE", help="Write an ATT&CK Navigator layer (format 4.5): techniques "
                                    "coloured by detected / missed / not observable.")
+@click.option("--stix", "stix_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Write a STIX 2.1 bundle: ATT&CK attack-patterns, indicators "
+                                   "for the attacker's addresses and C2 domains, sightings for "
+                                   "the alerts (docs/exports.md).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report's content as JSON (scorecard, steps, alerts, blue actions, "
                    "availability) instead of tables.")
-def drill_report(run_ref, runs_dir, html_path, navigator_path, as_json):
+def drill_report(run_ref, runs_dir, html_path, navigator_path, stix_path, as_json):
     """Show the scorecard of a finished RUN (folder, id or 'latest'); a scorecard that is not
     one the drill wrote (damaged, another run's) is refused with one line.
 
@@ -308,7 +312,7 @@ def drill_report(run_ref, runs_dir, html_path, navigator_path, as_json):
     if why:
         raise UserError(f"{run.dir}: {why}")
     card = run.scorecard()
-    if not (html_path or navigator_path or as_json):
+    if not (html_path or navigator_path or stix_path or as_json):
         console = make_console()
         print_scorecard(card, console)
         print_availability(card, console)
@@ -323,6 +327,9 @@ def drill_report(run_ref, runs_dir, html_path, navigator_path, as_json):
     if navigator_path:
         _write(navigator_path, json.dumps(navigator.navigator(report), indent=2) + "\n")
         written.append(f"ATT&CK Navigator layer: {navigator_path}")
+    if stix_path:
+        from cyberrange.report import stix
+        written += stix.write(stix_path, run, report)
     if as_json:
         click.echo(json.dumps(content.as_json(report), indent=2, default=str))
     for line in written:

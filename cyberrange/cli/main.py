@@ -47,6 +47,7 @@ def _register():
     for mod in (topo, attack, twin, drill, detect, ingest, store, blue, validate, lab):
         for cmd in getattr(mod, "COMMANDS", []):
             cli.add_command(cmd)
+    cli.add_command(__import__("cyberrange.cli.query", fromlist=["query"]).query)
 
 
 def json_requested(argv=None) -> bool:

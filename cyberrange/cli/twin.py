@@ -247,8 +247,19 @@ def twin_group():
 @click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
 @click.option("--bandwidth/--no-bandwidth", default=True, show_default=True,
               help="Also measure shaped links with iperf3.")
+@click.option("--links/--no-links", default=True, show_default=True,
+              help="Also measure delay, jitter and loss of every profiled zone with ping.")
+@click.option("--link-emulation", type=click.Choice(["relay", "shape"]), default="relay",
+              show_default=True, help="Without netem: emulate delay/jitter/loss in userspace "
+              "(relay) or shape bandwidth only (shape: those values are then failed checks).")
+@click.option("--accept-unemulated", is_flag=True,
+              help="Count a profile value the twin cannot emulate as accepted, not failed "
+              "(recorded in the report).")
+@click.option("--link-probes", type=click.IntRange(20, 100_000), default=1000,
+              show_default=True, help="Echo requests per link (fewer on slow links: 20 s budget).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-def verify_cmd(file, runs_dir, bandwidth, as_json):
+def verify_cmd(file, runs_dir, bandwidth, links, link_emulation, accept_unemulated, link_probes,
+               as_json):
     """Boot FILE's twin, measure reachability and bandwidth, compare with the static model.
 
     Exits 0 when everything agrees, 1 when something does not (each disagreement explained)."""
@@ -268,7 +279,9 @@ def verify_cmd(file, runs_dir, bandwidth, as_json):
     run.save()
     from cyberrange.session import TwinSession
     with console.status("booting the twin") as st:
-        rep = verify(topo, run.dir, bandwidth=bandwidth,
+        rep = verify(topo, run.dir, bandwidth=bandwidth, links=links,
+                     link_emulation=link_emulation, accept_unemulated=accept_unemulated,
+                     link_probes=link_probes,
                      log=lambda m: console.print(f"[yellow]warning:[/] {m}"),
                      stage_cb=lambda s: st.update(f"twin: {s}"),
                      session=lambda twin: TwinSession(run, twin))
@@ -280,9 +293,11 @@ def verify_cmd(file, runs_dir, bandwidth, as_json):
     else:
         _print_verify(rep, console)
     if not rep["ok"]:
-        raise CheckFailed(f"the twin disagrees with the model: {rep['summary']['disagree']} "
-                          f"reachability and {rep['summary']['bandwidth_measured'] - rep['summary']['bandwidth_agree']}"
-                          f" bandwidth disagreements (details in {run.dir / 'verify.json'})")
+        s = rep["summary"]
+        raise CheckFailed(f"the twin disagrees with the model: {s['disagree']} reachability, "
+                          f"{s['bandwidth_measured'] - s['bandwidth_agree']} bandwidth and "
+                          f"{s['links_checked'] - s['links_agree']} link disagreements "
+                          f"(details in {run.dir / 'verify.json'})")
 
 
 def _print_verify(rep: dict, console: Console) -> None:
@@ -319,10 +334,35 @@ def _print_verify(rep: dict, console: Console) -> None:
                       f"{row.get('expected_mbit', '')}", f"{row.get('measured_mbit', '—')}",
                       f"{row.get('ratio', '—')}", verdict)
         console.print(b)
+    if rep.get("links"):
+        _print_links(rep["links"], console)
     s = rep["summary"]
     mark = "[green]the twin agrees with the model[/]" if rep["ok"] else "[red]disagreements found[/]"
     console.print(f"{s['agree']}/{s['probes']} probes agree; bandwidth {s['bandwidth_agree']}/"
-                  f"{s['bandwidth_measured']} within 15%; boot {rep.get('boot_s')} s — {mark}")
+                  f"{s['bandwidth_measured']} within 5%; links {s['links_agree']}/"
+                  f"{s['links_checked']}; boot {rep.get('boot_s')} s — {mark}")
+
+
+def _print_links(rows: list[dict], console: Console) -> None:
+    t = Table(title="Links: profile vs measured (ping)", box=box.SIMPLE_HEAVY,
+              title_justify="left")
+    for c in ("zone/link", "profile", "probes", "RTT ms (exp.)", "RTT σ ms (exp.)",
+              "loss % (exp.)", "99 % interval", "verdict"):
+        t.add_column(c)
+    for r in rows:
+        verdict = ("[green]agree[/]" if r.get("agree") and not r.get("accepted") else
+                   "[yellow]accepted[/]" if r.get("accepted") else
+                   f"[red]{'not emulated' if r.get('status') == 'not emulated' else 'disagree'}[/]")
+        ci = r.get("loss_ci99") or ["—", "—"]
+        t.add_row(r["zone"], r["profile"], str(r.get("probes", "")),
+                  f"{r.get('rtt_ms', '—')} ({r['expected_rtt_ms']:g})",
+                  f"{r.get('rtt_std_ms', '—')} ({r['expected_rtt_std_ms']:g})",
+                  f"{r.get('loss_pct', '—')} ({r['expected_loss_pct']:g})",
+                  f"{ci[0]}–{ci[1]}", verdict)
+    console.print(t)
+    for r in rows:
+        if r.get("explanation") and not r.get("agree"):
+            console.print(f"  [red]✗[/] {r['zone']}: {r['explanation']}")
 
 
 COMMANDS = [up, down, status, exec_, twin_group]
