@@ -312,7 +312,7 @@ def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json
 @detect.command("export")
 @click.option("--sigma", "sigma_dir", type=click.Path(file_okay=False), required=True,
               metavar="DIR", help="Write Sigma rules (one .yml per rule) into DIR.")
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
+@click.option("--detectors", "detectors_dir", **DETECTORS,
               help="Folder of detector YAML files.")
 @click.option("--run", "run_ref", default=None, metavar="RUN",
               help="Bake in the allow-lists the trainable detectors learn from this run's "
