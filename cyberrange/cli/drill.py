@@ -15,11 +15,17 @@ from rich.progress import (
 
 from cyberrange.cli._console import make_console
 from cyberrange.cli._params import (
+    DETECTORS,
     INTENSITY,
+    PLAYBOOK,
     POSITIVE_SECONDS,
+    RESPONSE,
     SECONDS,
     SEED,
+    TOPOLOGY,
     allow_outside_option,
+    echo_json,
+    json_option,
 )
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.errors import CheckFailed, UserError
@@ -124,6 +130,16 @@ class RichUI:
             self.console.print(f"[cyan]{text}[/] (the final store is rebuilt from the pcaps)")
 
 
+def _es_only(value):
+    """``drill run --store``: an Elasticsearch copy; the DuckDB store is the run folder's."""
+    if value is not None and str(value).startswith("duckdb:"):
+        raise click.BadParameter("a drill keeps its DuckDB store in its run folder "
+                                 "(store.duckdb); --store adds an Elasticsearch copy: "
+                                 "es://HOST:PORT, ess://HOST:PORT or a config file",
+                                 param_hint="'--store'")
+    return value
+
+
 @click.group()
 def drill():
     """Red/blue drills: run a playbook against a twin and score the detectors."""
@@ -131,9 +147,9 @@ def drill():
 
 @drill.command("run")
 @allow_outside_option
-@click.argument("topology", type=click.Path(dir_okay=False))
-@click.argument("playbook", type=click.Path(dir_okay=False), required=False)
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
+@click.argument("topology", type=TOPOLOGY)
+@click.argument("playbook", type=PLAYBOOK, required=False)
+@click.option("--detectors", "detectors_dir", **DETECTORS,
               help="Folder of detector YAML files.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("--benign/--no-benign", default=True, show_default=True,
@@ -157,13 +173,15 @@ def drill():
 @click.option("--rotate", "rotate_s", type=POSITIVE_SECONDS, default=2.0, show_default=True,
               help="Live mode: rotate every sensor's pcap at least this often (seconds).")
 @click.option("--store", "store_url", default=None, metavar="URL",
+              callback=lambda ctx, param, value: _es_only(value),
               help="Also send records, alerts and ledger to Elasticsearch (es://HOST:PORT, "
-                   "ess:// for TLS); checked before the drill starts. See docs/elasticsearch.md.")
+                   "ess:// for TLS, or a config file); checked before the drill starts. The "
+                   "DuckDB store is always the run folder's. See docs/elasticsearch.md.")
 @click.option("--probe-interval", "probe_interval_s", type=SECONDS, default=2.0,
               show_default=True,
               help="Mission availability: probe every mission thread from its clients this "
                    "often on average (services 4 times less often); 0: no probes.")
-@click.option("--respond", "respond", type=click.Path(dir_okay=False), default=None,
+@click.option("--respond", "respond", type=RESPONSE, default=None,
               metavar="FILE",
               help="Run this response playbook (responses/*.yaml) on the live alerts: blue "
                    "actions during the drill, logged in actions.jsonl. Implies --live. See "
@@ -225,9 +243,10 @@ def _say_how_it_ended(run, console) -> None:
 
 @drill.command("score")
 @click.argument("run_refs", nargs=-1, required=True, metavar="RUN...")
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
+@click.option("--detectors", "detectors_dir", **DETECTORS)
 @click.option("--runs-dir", default="runs", show_default=True)
-def drill_score(run_refs, detectors_dir, runs_dir):
+@json_option("Print the new scorecards as a JSON list on stdout (tables are left out).")
+def drill_score(run_refs, detectors_dir, runs_dir, as_json):
     """Re-parse, re-detect and re-score finished runs (folders, ids, 'latest', or a folder of
     runs); no twin needed.
 
@@ -243,6 +262,7 @@ def drill_score(run_refs, detectors_dir, runs_dir):
         raise UserError(f"nothing to score: no finished drill among {', '.join(run_refs)}")
     detectors = load_detectors(detectors_dir)
     console = make_console()
+    cards = []
     for run in runs:
         run.check_analysable()                  # before the warnings: a refusal is one line
         if run.sealed():
@@ -251,9 +271,14 @@ def drill_score(run_refs, detectors_dir, runs_dir):
                     click.echo(f"warning: {run.dir / row['file']} {row['state']} since the drill "
                                f"ended ({row['detail']}): scored as it is now", err=True)
         card = analyse(run, detectors)
+        if as_json:
+            cards.append(card)
+            continue
         print_scorecard(card, console)
         print_availability(card, console)
         print_blue(card, console)
+    if as_json:
+        echo_json(cards)
 
 
 @drill.command("report")

@@ -14,7 +14,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cyberrange.cli._params import allow_outside_option
+from cyberrange.cli._params import (
+    TOPOLOGY,
+    allow_outside_option,
+    echo_json,
+    json_option,
+)
 
 console = Console()
 
@@ -26,7 +31,7 @@ def topo():
 
 @topo.command("check")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--json", "as_json", is_flag=True, help="print the summary and findings as JSON")
 def topo_check(file, as_json):
     """Load FILE, validate it, lint it and print a summary and the findings.
@@ -92,7 +97,7 @@ def _print_findings(findings) -> None:
 
 @topo.command("reach")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--from", "src", default=None, metavar="ZONE|NODE",
               help="source: a zone or node (matrix rows); a node for a single query")
 @click.option("--to", "dst", default=None, metavar="ZONE|NODE|IP",
@@ -174,7 +179,7 @@ def _print_matrix(m) -> None:
 
 @topo.command("paths")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--from", "sources", multiple=True, metavar="NODE",
               help="entry point (repeatable; default: the topology's entry_points)")
 @click.option("--to", "targets", multiple=True, metavar="NODE",
@@ -210,28 +215,44 @@ def topo_paths(file, sources, targets, k, as_json):
 
 @topo.command("show")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
-def topo_show(file):
+@click.argument("file", type=TOPOLOGY)
+@json_option()
+def topo_show(file, as_json):
     """A tree of FILE: zones, nodes (role, address, services, software), routers, links;
     ★ crown jewels, ⚑ entry points, 👁 sensors."""
     from cyberrange.model.loader import load_topology
     from cyberrange.report.picture import topology_tree
 
-    console.print(topology_tree(load_topology(file)))
+    t = load_topology(file)
+    if as_json:
+        return echo_json({
+            "file": file, "topology": t.name, "classification": t.classification,
+            "zones": [{"name": z.name, "subnet": str(z.subnet), "classification":
+                       z.classification, "link": bool(z.p2p),
+                       "members": [n.name for n, _ in t.members(z.name)]}
+                      for z in t.zones.values()],
+            "nodes": {name: n.kind for name, n in t.nodes.items()},
+            "routers": [{"name": r.name, "kind": r.kind, "interfaces": len(r.interfaces),
+                         "routes": len(r.routes), "rules": len(r.rules)} for r in t.routers],
+            "sensors": [{"name": s.name, "zone": s.zone} for s in t.sensors.values()]})
+    console.print(topology_tree(t))
 
 
 @topo.command("graph")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="picture to write: .svg or .png")
-def topo_graph(file, out):
+@json_option()
+def topo_graph(file, out, as_json):
     """Draw FILE: nodes coloured by zone, outlined by classification; routers, firewalls,
     sensors, crown jewels and entry points marked; links labelled with their profile."""
     from cyberrange.model.loader import load_topology
     from cyberrange.report.picture import draw
 
     path = draw(load_topology(file), out)
+    if as_json:
+        return echo_json({"wrote": str(path)})
     console.print(f"[bold green]wrote[/] {path}")
 
 
@@ -268,15 +289,18 @@ def topo_import(file, out):
 
 @topo.command("export")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--graphml", "graphml", required=True, type=click.Path(dir_okay=False),
               help="GraphML file to write (nodes, zones, interfaces with profiles)")
-def topo_export(file, graphml):
+@json_option()
+def topo_export(file, graphml, as_json):
     """Export FILE's model as GraphML (for yEd, Gephi, networkx, ...)."""
     from cyberrange.model.interop import export_graphml
     from cyberrange.model.loader import load_topology
 
     path = export_graphml(load_topology(file), graphml)
+    if as_json:
+        return echo_json({"wrote": str(path)})
     console.print(f"[bold green]wrote[/] {path}")
 
 

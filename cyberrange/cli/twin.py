@@ -15,7 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from cyberrange.cli._console import make_console
-from cyberrange.cli._params import allow_outside_option
+from cyberrange.cli._params import (
+    TOPOLOGY,
+    allow_outside_option,
+    echo_json,
+    json_option,
+)
 from cyberrange.errors import UserError
 from cyberrange.twin.state import TwinState, live_states
 
@@ -50,7 +55,7 @@ def _build(file, runs_dir, console):
 
 @click.command("up")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
 @click.option("--detach", is_flag=True, help="Return once the twin is up; remove it with `cyberrange down`.")
 @click.option("--cli", "mininet_cli", is_flag=True,
@@ -131,7 +136,8 @@ def _is_cli(pid: int) -> bool:
 @click.option("--all", "all_", is_flag=True, help="Remove every twin of this machine made by cyberrange.")
 @click.option("--stale", is_flag=True,
               help="Remove every twin whose owning process died (SIGKILL, a crash, a forced quit).")
-def down(ref, all_, stale):
+@json_option("Print what was removed as JSON on stdout (the lines go to stderr as always).")
+def down(ref, all_, stale, as_json):
     """Remove a twin (by prefix or run id): its namespaces, links, bridges and processes.
 
     The twin's run folder is finalised: a run whose owner died ends `killed`, with the
@@ -146,8 +152,10 @@ def down(ref, all_, stale):
                           f"that died; its manifest now says {status}")
     if not states:
         console.print("no stale twin" if stale else "no twin is up")
+        if as_json:
+            echo_json({"removed": []})
         return
-    left = 0
+    left, done = 0, []
     for s in states:
         # ask the owning process first (it tears down cleanly), then sweep what is left
         try:
@@ -166,19 +174,33 @@ def down(ref, all_, stale):
         else:
             removed = {"processes": "by owner", "links": "by owner", "left": 0}
         left += bool(removed.get("left"))
+        done.append({"prefix": s.prefix, "topology": s.topology, "run_id": s.run_id, **removed})
         console.print(f"removed twin {s.prefix} ({s.topology}, run {s.run_id}): "
                       f"{removed.get('processes')} processes, {removed.get('links')} links"
                       + (f"; {removed['left']} objects could not be removed: "
                          f"{removed.get('left_objects')}" if removed.get("left") else ""))
+    if as_json:
+        echo_json({"removed": done})
     if left:
         from cyberrange.errors import CheckFailed
         raise CheckFailed(f"{left} twin(s) not fully removed (see above)")
 
 
 @click.command("status")
-def status():
+@json_option()
+def status(as_json):
     """List the twins that are up on this machine."""
     states = live_states()
+    if as_json:
+        from cyberrange.session import stale_runs
+        return echo_json({"twins": [{"prefix": s.prefix, "topology": s.topology,
+                                     "run_id": s.run_id, "run_dir": s.run_dir,
+                                     "status": s.status if s.owner_alive else "orphaned",
+                                     "nodes": len(s.namespaces or s.node_pids),
+                                     "owner_pid": s.owner_pid, "owner_alive": s.owner_alive,
+                                     "age_s": round(time.time() - s.created, 1)}
+                                    for s in states],
+                          "stale_runs": [m.get("run_id") for m in stale_runs()]})
     t = Table(box=box.SIMPLE)
     for c in ("prefix", "topology", "run", "status", "nodes", "owner", "age"):
         t.add_column(c)
@@ -221,7 +243,7 @@ def twin_group():
 
 @twin_group.command("verify")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
 @click.option("--bandwidth/--no-bandwidth", default=True, show_default=True,
               help="Also measure shaped links with iperf3.")

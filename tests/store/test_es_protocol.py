@@ -308,7 +308,7 @@ def test_protocol_credentials_sent_and_never_shown(fake, tmp_path, monkeypatch, 
     fake.require_auth = ("basic", "elastic", SECRET)
     open_checked(url)
     assert fake.requests[-1]["headers"]["authorization"].startswith("Basic ")
-    code, err = run_cli(["store", "ping", "--to", url], capsys)
+    code, err = run_cli(["store", "ping", "--store", url], capsys)
     assert code == 0 and SECRET not in err
 
 
@@ -336,7 +336,7 @@ def run_cli(argv, capsys) -> tuple[int, str]:
 def test_protocol_bad_input_is_one_line_exit_2(url, env, words, monkeypatch, capsys):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    code, err = run_cli(["store", "ping", "--to", url], capsys)
+    code, err = run_cli(["store", "ping", "--store", url], capsys)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert words in err
@@ -347,15 +347,15 @@ def test_protocol_tls_self_signed_refused_then_trusted_with_ca(tmp_path, capsys,
     fake = FakeES(tls=True)
     try:
         url = fake.url.replace("https://", "ess://") + "?auth=none"
-        code, err = run_cli(["store", "ping", "--to", url], capsys)
+        code, err = run_cli(["store", "ping", "--store", url], capsys)
         assert code == 2 and err.count("\n") == 1
         assert "TLS certificate of Elasticsearch at https://127.0.0.1" in err
         assert "CYBERRANGE_ES_CA" in err
         assert fake.requests == []                     # refused in the handshake
-        code, out = run_cli(["store", "ping", "--to", url + f"&ca={fake.cert}"], capsys)
+        code, out = run_cli(["store", "ping", "--store", url + f"&ca={fake.cert}"], capsys)
         assert code == 0 and "TLS verified" in out
         monkeypatch.setenv("CYBERRANGE_ES_CA", fake.cert)
-        code, out = run_cli(["store", "init", "--to", url], capsys)
+        code, out = run_cli(["store", "init", "--store", url], capsys)
         assert code == 0 and "13 installed" in out
     finally:
         fake.close()
@@ -398,7 +398,7 @@ def test_protocol_store_push_exports_a_run_idempotently(fake, tmp_path, capsys):
         {"run_id": run.id, "step_id": "a", "start": T0, "end": T0 + 2, "outcome": "succeeded",
          "targets": [], "flows": [], "facts": {}}) + "\n")
     argv = ["store", "push", run.id, "--runs-dir", str(tmp_path / "runs"), "--json",
-            "--to", es_url(fake)]
+            "--store", es_url(fake)]
     for _ in range(2):
         code, out = run_cli(argv, capsys)
         assert code == 0, out

@@ -155,7 +155,7 @@ def _prepare(kind: str, source: Path, home: Path, folder: Path, tmp: Path) -> tu
         shutil.copytree(home, dets)
         return dets / source.name, ["detect", "list", "--detectors", str(dets)]
     if kind == "es":
-        return folder / "es.yaml", ["store", "ping", "--to", str(folder / "es.yaml")]
+        return folder / "es.yaml", ["store", "ping", "--store", str(folder / "es.yaml")]
     if kind == "response":
         target = folder / source.name
         name = next((ln.split(":", 1)[1].strip() for ln in source.read_text().splitlines()
