@@ -10,7 +10,7 @@ JAM = ROOT / "tests" / "data" / "good" / "links_jam.yaml"
 
 
 def test_validate_checks_link_events_against_the_topology():
-    r = cli("attack", "validate", JAM, "--topology", LINKS)
+    r = cli("playbook", "check", JAM, "--topology", LINKS)
     assert r.returncode == 0, r.stderr
 
 
