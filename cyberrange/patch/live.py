@@ -23,6 +23,7 @@ from cyberrange.patch.static import Check
 
 AVAILABILITY_TOLERANCE = 0.05     # a drop of 5 points of availability is noise on a 2-core box
 SIGNIFICANCE = 0.05               # a larger drop fails only if chance explains it this rarely
+                                  # or less (3/3 -> 0/3 probes: p = 0.05, fails)
 SUCCESS = "succeeded"
 
 
@@ -235,7 +236,7 @@ def _availability(p: PlaybookRuns) -> list[Check]:
         elif av_b is not None and av_a < av_b - AVAILABILITY_TOLERANCE:
             p_value = drop_p_value(b.get("ok"), b.get("probes"), a.get("ok"), a.get("probes"))
             counts = f"availability {av_b:.0%} -> {av_a:.0%} ({_counts(b)} -> {_counts(a)})"
-            if p_value < SIGNIFICANCE:
+            if p_value <= SIGNIFICANCE:
                 out.append(Check(label, f"live-{kind}", "fail", counts))
             else:
                 out.append(Check(label, f"live-{kind}", "warn",

@@ -35,8 +35,11 @@ FOB_PB = "fob_patch_rehearsal.yaml"
 BRIGADE_PB = "brigade_patch_rehearsal.yaml"
 AIR_PB = "airbase_fuel_plc.yaml"
 
-# change -> (verdict, {step: (before, after)}, failing live checks). Step outcomes are what the
-# change is for; for a FAIL, the failing live checks are exactly these (static ones aside).
+# change -> (topology, verdict, {step: (before, after)}, failing live checks). Step outcomes
+# are what the change is for; for a FAIL, these live checks must fail, and only these or the
+# ones in ALSO (a consequence of the same breakage, probed less often) may.
+COP_SERVICE = f"service:c2-server:tcp/8080 ({FOB_PB})"
+ALSO = {"fob_break_cop": {COP_SERVICE}, "fob_move_cop_port": {f"mission hq-cop-feed ({FOB_PB})"}}
 EXPECTED = {
     "fob_close_ssh_ops_c2": ("fob", "PASS", {"ssh-c2": ("blocked", "blocked")}, set()),
     "fob_rotate_passwords": ("fob", "PASS", {"brute": ("succeeded", "failed")}, set()),
@@ -44,8 +47,7 @@ EXPECTED = {
     "fob_break_cop": ("fob", "FAIL", {}, {f"mission cop ({FOB_PB})"}),
     "fob_open_ssh_admin": ("fob", "FAIL", {"ssh-c2": ("blocked", "succeeded")},
                            {f"step {FOB_PB}:ssh-c2 (T1046-connect)"}),
-    "fob_move_cop_port": ("fob", "FAIL", {}, {f"mission cop ({FOB_PB})",
-                                              f"mission hq-cop-feed ({FOB_PB})"}),
+    "fob_move_cop_port": ("fob", "FAIL", {}, {f"mission cop ({FOB_PB})"}),
     "brigade_restrict_intel": ("brigade", "PASS", {"intel": ("succeeded", "blocked")}, set()),
     "brigade_open_fires_to_bn": ("brigade", "FAIL", {"fdc": ("blocked", "succeeded")},
                                  {f"step {BRIGADE_PB}:fdc (T1046-connect)"}),
@@ -120,7 +122,8 @@ def test_each_example_gets_its_verdict_live_for_its_reason(validations, change):
     for sid, (before, after) in steps.items():
         assert (table[sid]["before"], table[sid]["after"]) == (before, after), table[sid]
     live_fail = {c["name"] for c in res["live"]["checks"] if c["status"] == "fail"}
-    assert live_fail == failing, [c for c in res["live"]["checks"] if c["status"] != "pass"]
+    assert failing <= live_fail <= failing | ALSO.get(change, set()), \
+        [c for c in res["live"]["checks"] if c["status"] != "pass"]
     checks = {c["name"]: c for c in res["checks"]}
     for sid in steps:
         if f"expect blocked: {sid}" in checks:       # the change set's own expectation
