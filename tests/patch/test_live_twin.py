@@ -88,6 +88,14 @@ def _validate(topo: str, playbook: str, tmp) -> dict:
     suites = ET.parse(junit).getroot().findall("testsuite")
     assert len(suites) == len(changes)
     print(f"\nlive validation of {topo}: {len(changes)} change(s), {seconds:.0f} s")
+    for name, res in by_file.items():        # the table of docs/patch-validation.md
+        run = res["live"]["runs"][0]
+        moved = [f"{s['step']} {s['before']}->{s['after']}" for s in run["steps"]
+                 if s["change"] != "same"]
+        fails = [c["reason"] for c in res["live"]["checks"] if c["status"] == "fail"]
+        print(f"  {name}: {res['verdict']} | {'; '.join(moved) or '-'} | "
+              f"{'; '.join(fails) or '-'} | baseline {run['seconds'][0]} s, "
+              f"patched {run['seconds'][1]} s")
     return {"changes": by_file, "seconds": seconds, "rc": r.returncode}
 
 
