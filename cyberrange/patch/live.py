@@ -118,14 +118,20 @@ def run_drills(jobs: list[DrillJob], opts, workers: int = 1, ui=None) -> dict:
         return {j: _drill(j, opts, ui) for j in jobs}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
+    from cyberrange.twin.shield import interruptible
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
         futures = {j: pool.submit(_drill, j, opts, ui) for j in jobs}
         try:
-            return {j: f.result() for j, f in futures.items()}
+            with interruptible():         # SIGTERM/SIGHUP here unwind like Ctrl-C
+                return {j: f.result() for j, f in futures.items()}
         except BaseException:
             for f in futures.values():
                 f.cancel()
+            # no signal is passed on: Ctrl-C and `timeout` signal the whole process group,
+            # so each running drill tears its own twin down; a signal to this process alone
+            # lets them finish (the pool waits for them) and cancels the drills not started
             raise
 
 
