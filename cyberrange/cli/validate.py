@@ -7,26 +7,25 @@ from pathlib import Path
 
 import click
 
-from cyberrange.cli._params import Number, allow_outside_option
+from cyberrange.cli._params import (CHANGE, DETECTORS, PLAYBOOK, TOPOLOGY, Number,
+                                     allow_outside_option)
 from cyberrange.errors import UserError
 
 
 @click.command("validate")
 @allow_outside_option
-@click.argument("topology", type=click.Path(dir_okay=False))
-@click.argument("changes", metavar="CHANGE...", nargs=-1, required=True,
-                type=click.Path(dir_okay=False))
+@click.argument("topology", type=TOPOLOGY)
+@click.argument("changes", metavar="CHANGE...", nargs=-1, required=True, type=CHANGE)
 @click.option("--static-only", is_flag=True,
               help="only the static checks (no twin, no root)")
-@click.option("--playbook", "playbooks", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--playbook", "playbooks", multiple=True, type=PLAYBOOK,
               help="live: run this playbook on the baseline and the patched twin (repeatable; "
                    "needs root); without any, only the static checks run")
 @click.option("--seed", type=int, default=None,
               help="live: benign traffic seed for every twin (default: the topology's)")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="live: where the runs of the twins go")
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
-              type=click.Path(file_okay=False), help="the detectors folder")
+@click.option("--detectors", "detectors_dir", **DETECTORS, help="the detectors folder")
 @click.option("--warmup", default=10.0, show_default=True, type=Number(0, 3600, unit="s"),
               help="live: seconds of benign traffic before each playbook")
 @click.option("--cooldown", default=2.0, show_default=True, type=Number(0, 3600, unit="s"),
@@ -147,8 +146,8 @@ def change():
 
 @change.command("check")
 @allow_outside_option
-@click.argument("topology", type=click.Path(dir_okay=False))
-@click.argument("change_file", metavar="CHANGE", type=click.Path(dir_okay=False))
+@click.argument("topology", type=TOPOLOGY)
+@click.argument("change_file", metavar="CHANGE", type=CHANGE)
 @click.option("--json", "as_json", is_flag=True, help="print the findings as JSON")
 def change_check(topology, change_file, as_json):
     """Apply CHANGE to TOPOLOGY and check the patched result as `topo check` does (exit 1
