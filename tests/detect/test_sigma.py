@@ -3,7 +3,7 @@ rules are valid Sigma (parsed by pySigma), convert with pySigma's Elasticsearch 
 (Lucene and ES|QL), and the Lucene query -- parsed by the luqum Lucene parser and evaluated with
 Elasticsearch's field semantics by ``tests/support/lucene_eval.py`` (no cluster here) --
 matches the same flows as the detector, on synthetic records covering every branch of the
-modbus checks. The same comparison on a real drill is in ``test_sigma_drill.py``."""
+modbus checks. The same comparison on a real drill is in ``test_detect_drills.py`` (it shares the air base Modbus drill)."""
 from __future__ import annotations
 
 import json
