@@ -260,7 +260,8 @@ def topo_graph(file, out, as_json):
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="topology file to write (our YAML, format v2)")
-def topo_import(file, out):
+@json_option()
+def topo_import(file, out, as_json):
     """Import a containerlab topology (FILE.clab.yml) into our format, and check it loads.
 
     What the file says that the twin does not carry is listed in one warning on stderr;
@@ -278,6 +279,14 @@ def topo_import(file, out):
     t = load_topology(out)
     kinds = Counter(n.kind for n in t.nodes.values())
     kinds.update(zone=len(t.zones) - len(t.links), link=len(t.links))
+    if as_json:
+        warning = result.warning(file)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
+        return echo_json({"wrote": str(out), "topology": t.name,
+                          "counts": {k: kinds[k] for k in ("zone", "link", "host", "router",
+                                                           "firewall")},
+                          "notes": list(result.notes), "not_imported": warning or None})
     console.print(f"[bold green]wrote[/] {out}: " + ", ".join(
         f"{kinds[k]} {k}{'s' * (kinds[k] != 1)}" for k in ("zone", "link", "host", "router", "firewall")
         if kinds[k] or k == "zone"))

@@ -20,7 +20,7 @@ EXEMPT = {
     "up": "keeps a twin in the foreground until Ctrl-C (its --detach prints the prefix)",
 }
 # verbs that do not have --json yet (docs/cli.md, "Not yet"): this list may only shrink
-TODO = {"topo import"}      # left to the containerlab import's rewrite (issue 18, item 3)
+TODO: set[str] = set()
 
 
 def _leaves(cmd=None, path=()):
