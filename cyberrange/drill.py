@@ -177,6 +177,7 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
     topo, pb = inputs.topology, inputs.playbook
     timings = run.manifest["timings"]
     twin = Twin(topo, run.dir, run.id, log=ui.warn)
+    twin.link_seed = run.manifest.get("seed") or 0        # the link relay's drops and delays
     live = opts.live or inputs.response is not None       # a response acts on live alerts
     if live:
         twin.sensor_rotate_s = opts.live_rotate_s
@@ -214,8 +215,10 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
             ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
             # in a worker thread, so that Ctrl-C/SIGTERM stops the agents and waits for the
             # running steps' ledger records before the teardown (see _until_done)
+            # --seed is the run's one seed: benign traffic, the playbook's jitter, the links
             _until_done(lambda: run_playbook(pb, topo, twin, run.ledger_path, run.id,
-                                             on_event=ui.attack_event, stop_event=stop_event),
+                                             on_event=ui.attack_event, stop_event=stop_event,
+                                             seed=opts.seed),
                         stop_event)
             timings["attack_s"] = round(time.monotonic() - t0, 2)
         else:

@@ -164,7 +164,9 @@ def drill():
               help="Without a PLAYBOOK (benign-only drill): seconds of benign traffic.")
 @click.option("--cooldown", type=SECONDS, default=2.0, show_default=True,
               help="Seconds after the last step before capture stops.")
-@click.option("--seed", type=SEED, default=None, help="Seed for benign traffic (default: the topology's).")
+@click.option("--seed", type=SEED, default=None,
+              help="The run's seed: benign traffic, the playbook's jitter and the link relay's "
+                   "draws (default: the topology's for traffic, the playbook's for jitter).")
 @click.option("--intensity", type=INTENSITY, default=None,
               help="Scale every benign traffic rate (default: the topology's; 2 = twice as busy).")
 @click.option("--live", is_flag=True,

@@ -22,7 +22,7 @@ from cyberrange.errors import UserError
               help="live: run this playbook on the baseline and the patched twin (repeatable; "
                    "needs root); without any, only the static checks run")
 @click.option("--seed", type=int, default=None,
-              help="live: benign traffic seed for every twin (default: the topology's)")
+              help="live: the seed of every twin's run (benign traffic, jitter, links)")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="live: where the runs of the twins go")
 @click.option("--detectors", "detectors_dir", **DETECTORS, help="the detectors folder")
