@@ -183,7 +183,8 @@ def _show(label: str, t: dict) -> None:
     if t["per_playbook"]:
         print("  per playbook: " + ", ".join(f"{k} {v}" for k, v in t["per_playbook"].items()))
     for r in t["runs"]:
-        if r["false_signals"] or r["false_rule"] or (r["kind"] == "attack" and not r["recalled"]):
+        if r["false_signals"] or r["false_rule"] or (r["kind"] == "attack" and not r["recalled"]) \
+                or (r["kind"] == "envelope" and r["covered"] < r["steps"]):
             print(f"  {r['kind']} {r['run']}: {r['incidents']} incidents, {r['true']} true, "
                   f"false by rule {r['false_rule']}, by signals {r['false_signals']}, steps "
                   f"{r['covered']}/{r['steps']}")
