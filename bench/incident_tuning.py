@@ -17,14 +17,19 @@ incident exists (``detect eval``'s incident recall). ``--envelope``: envelope dr
 actors and techniques in one run) -- what counts is the share of observable steps tied into
 some incident. ``--benign``: benign-only drills -- every incident is false.
 
+**Rules blind.** Every attack run is also scored as if every rule and statistical detector had
+missed it (only learned alerts and signals left): with a rule alert any settings raise an
+incident, so these copies are what tells the settings apart on the attack side.
+
 **What the settings decide.** A rule or statistical alert raises an incident whatever the
 settings; the settings decide (a) which groups of signals and learned anomalies are raised,
 (b) how observations are grouped. So false incidents are split into *by rule* (a rule false
 alert: the detectors' problem, constant here) and *by signals* (raised without a rule alert: the
 correlator's problem), and the sweep minimises, in order: false incidents raised by signals
 (tuning runs of every kind), attack runs not recalled, envelope steps not in an incident,
-attack runs whose steps are split over several incidents, then the distance to the current
-defaults (no change without evidence).
+attack runs whose steps are split over several incidents, rules-blind runs not recalled and
+their steps not in an incident, then the distance to the current defaults (no change without
+evidence).
 """
 from __future__ import annotations
 
@@ -41,8 +46,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from cyberrange.detect.incidents import Settings, correlate, observations
+from cyberrange.detect.incidents import (
+    Settings,
+    correlate,
+    learned_categories,
+    observations,
+)
 from cyberrange.score.evaluate import _after, _load_run, expand_runs
 from cyberrange.score.incidents import _observation_steps
 from cyberrange.score.score import group_steps, observable
@@ -94,9 +105,21 @@ def load(paths: list[str], kind: str, detectors) -> list[Case]:
         steps = {s["step_id"] for s in group_steps(rd.ledger) if observable(s)}
         out.append(Case(run.dir.name, kind if steps or kind == "benign" else "benign",
                         rd.playbook, alerts, signals, dict(tied), steps))
+        if kind == "attack" and steps:
+            out.append(blind(out[-1]))
         print(f"  {kind:8} {run.dir.name}: {alerts.num_rows} alerts, {signals.num_rows} "
               f"signals, {len(steps)} steps ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
     return out
+
+
+def blind(case: Case) -> Case:
+    """The run as if every rule and statistical detector had missed it: only the learned
+    detectors' alerts and the weak signals are left -- the case the settings decide alone
+    (with a rule alert, any settings raise the incident)."""
+    keep = pc.is_in(case.alerts.column("rule.category"),
+                    value_set=pa.array(sorted(learned_categories()), pa.string()))
+    return dataclasses.replace(case, name=case.name + " (rules blind)", kind="blind",
+                               alerts=case.alerts.filter(keep))
 
 
 def outcome(case: Case, s: Settings) -> dict:
@@ -139,6 +162,11 @@ def tally(cases: list[Case], s: Settings) -> dict:
             t["whole"] += o["whole"]
             per_pb[c.playbook][0] += o["recalled"]
             per_pb[c.playbook][1] += 1
+        elif c.kind == "blind":
+            t["blind_runs"] += 1
+            t["blind_recalled"] += o["recalled"]
+            t["blind_steps"] += o["steps"]
+            t["blind_covered"] += o["covered"]
         else:
             t["env_steps"] += o["steps"]
             t["env_covered"] += o["covered"]
@@ -150,7 +178,9 @@ def _key(t: dict) -> tuple:
     tt = t["totals"]
     return (tt.get("false_signals", 0), tt.get("attack_runs", 0) - tt.get("recalled", 0),
             tt.get("env_steps", 0) - tt.get("env_covered", 0),
-            tt.get("attack_runs", 0) - tt.get("whole", 0))
+            tt.get("attack_runs", 0) - tt.get("whole", 0),
+            tt.get("blind_runs", 0) - tt.get("blind_recalled", 0),
+            tt.get("blind_steps", 0) - tt.get("blind_covered", 0))
 
 
 def sweep(cases: list[Case]) -> tuple[Settings, dict, int]:
@@ -179,11 +209,14 @@ def _show(label: str, t: dict) -> None:
           f"(whole intrusion in one incident: {tt.get('whole', 0)}); envelope steps in incidents "
           f"{tt.get('env_covered', 0)}/{tt.get('env_steps', 0)}; false incidents raised by "
           f"signals {tt.get('false_signals', 0)}, by a rule false alert {tt.get('false_rule', 0)}; "
-          f"incidents per benign run {tt.get('benign_incidents', 0)}/{tt.get('benign_runs', 0)}")
+          f"incidents per benign run {tt.get('benign_incidents', 0)}/{tt.get('benign_runs', 0)}; "
+          f"rules blind: runs recalled {tt.get('blind_recalled', 0)}/{tt.get('blind_runs', 0)}, "
+          f"steps in incidents {tt.get('blind_covered', 0)}/{tt.get('blind_steps', 0)}")
     if t["per_playbook"]:
         print("  per playbook: " + ", ".join(f"{k} {v}" for k, v in t["per_playbook"].items()))
     for r in t["runs"]:
-        if r["false_signals"] or r["false_rule"] or (r["kind"] == "attack" and not r["recalled"]) \
+        if r["false_signals"] or r["false_rule"] or (r["kind"] in ("attack", "blind")
+                                                     and not r["recalled"]) \
                 or (r["kind"] == "envelope" and r["covered"] < r["steps"]):
             print(f"  {r['kind']} {r['run']}: {r['incidents']} incidents, {r['true']} true, "
                   f"false by rule {r['false_rule']}, by signals {r['false_signals']}, steps "
