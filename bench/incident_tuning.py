@@ -17,6 +17,9 @@ incident exists (``detect eval``'s incident recall). ``--envelope``: envelope dr
 actors and techniques in one run) -- what counts is the share of observable steps tied into
 some incident. ``--benign``: benign-only drills -- every incident is false.
 
+**Known benign patterns.** ``tune`` adds the benign patterns earlier tuning runs showed that are
+no longer stored (``known_benign``: an operator's day) as benign runs.
+
 **Rules blind.** Every attack run is also scored as if every rule and statistical detector had
 missed it (only learned alerts and signals left): with a rule alert any settings raise an
 incident, so these copies are what tells the settings apart on the attack side.
@@ -110,6 +113,31 @@ def load(paths: list[str], kind: str, detectors) -> list[Case]:
         print(f"  {kind:8} {run.dir.name}: {alerts.num_rows} alerts, {signals.num_rows} "
               f"signals, {len(steps)} steps ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
     return out
+
+
+def known_benign() -> list[Case]:
+    """Benign patterns earlier tuning runs showed that are no longer stored (docs/incidents.md):
+    an operator's day -- one workstation's logins read as a spray-like round, as a few guesses
+    and as a first-seen admin edge, plus a faint rhythm (a beacon near-miss of 0.25) to the
+    same server. tests/detect/test_incidents.py holds the same case."""
+    from datetime import datetime, timedelta, timezone
+
+    from cyberrange.detect.base import Alert, alerts_to_table
+    t0 = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    ws, srv = "10.73.0.66", "10.73.0.10"
+    day = []
+    for t, rule, tech, dst, score in ((0, "password-spray", "T1110.003", None, 0.8),
+                                      (1, "login-bruteforce", "T1110.001", srv, 0.6),
+                                      (2, "first-seen-admin-edge", "T1078", srv, 0.5),
+                                      (9, "c2-beacon", "T1071.001", srv, 0.25)):
+        a = Alert(timestamp=t0 + timedelta(seconds=t), start=t0 + timedelta(seconds=t),
+                  end=t0 + timedelta(seconds=t + 1), rule_name=rule, rule_category=rule,
+                  technique=tech, source_ip=ws, destination_ip=dst, message="", score=score,
+                  flow_ids=[f"{rule}-{t}"])
+        a.kind, a.dataset = "signal", "cyberrange.signal"
+        day.append(a)
+    return [Case("known: an operator's day", "benign", None, alerts_to_table([]),
+                 alerts_to_table(day), {}, set())]
 
 
 def blind(case: Case) -> Case:
@@ -237,6 +265,8 @@ def main() -> int:
     cases = (load(a.attack, "attack", dets) if a.attack else []) + \
         (load(a.envelope, "envelope", dets) if a.envelope else []) + \
         (load(a.benign, "benign", dets) if a.benign else [])
+    if a.action == "tune":
+        cases += known_benign()
     current = Settings()
     now = tally(cases, current)
     _show(f"shipped settings {dataclasses.asdict(current)}", now)

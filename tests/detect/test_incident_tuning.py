@@ -86,3 +86,14 @@ def test_the_sweep_prefers_no_false_incident_by_signals_then_recall_then_no_chan
     t = tuning.tally([attack, benign], best)["totals"]
     assert t["recalled"] == 1 and t["false_signals"] == 0
     assert tuning.outcome(attack, dataclasses.replace(best, threshold=0.9))["recalled"] is False
+
+
+def test_the_known_operators_day_holds_the_stage_floor_at_its_shipped_value():
+    """The benign pattern the tuning adds (no longer stored as a run) is what keeps stage_floor
+    at 0.3: at 0.2 -- what the stored tuning runs alone preferred -- it is a false incident."""
+    tuning = _bench("incident_tuning")
+    (day,) = tuning.known_benign()
+    assert Settings().stage_floor == 0.3
+    assert tuning.outcome(day, Settings())["incidents"] == 0
+    low = tuning.outcome(day, dataclasses.replace(Settings(), stage_floor=0.2))
+    assert low["incidents"] == 1 and low["false_signals"] == 1
