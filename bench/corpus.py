@@ -1,18 +1,27 @@
-"""The detector benchmark corpus: several drills (topologies, playbooks, seeds, benign intensity)
-plus a benign-only drill per topology, then the evaluation harness over all of them.
+"""The detector benchmark corpus: one real drill of every playbook in each of two splits (tuning
+and evaluation, disjoint benign seeds), then the evaluation harness over the evaluation split and
+the benign evaluation split of bench/benign_fa.py.
 
-    .venv/bin/python bench/corpus.py build [--out runs/corpus] [--only NAME ...]
-    .venv/bin/python bench/corpus.py eval  [--out runs/corpus] [--markdown docs/detection-results.md]
+    .venv/bin/python bench/corpus.py build --split eval   --out /work/runs-corpus-2026-12-06
+    .venv/bin/python bench/corpus.py build --split tuning --out /work/runs-corpus-2026-12-06
+    .venv/bin/python bench/corpus.py eval --out /work/runs-corpus-2026-12-06 \
+        --benign /work/runs-benign --markdown docs/detection-results.md
 
-``build`` runs each drill of ``CORPUS`` that is not in ``--out`` yet (a drill whose run finished is
-kept: the build can be resumed), each with ``--warmup 20`` so that trainable detectors have 20 s
-of benign baseline. Playbooks paced over minutes to an hour as shipped run with the pacing the
-playbook tests use (``tests/support/pacing.py`` ``COMPRESS``: only intervals, delays, rates and
-counts change, never what is attacked), except where ``PACING`` below keeps them slower -- the
-low-and-slow scan keeps its shipped rate of one probe every 2 s. Every drill is a real twin (root, 40-120 s each; about 25 minutes in all on
-2 cores). ``eval`` runs ``cyberrange detect eval`` over the folder and writes the tables into the
-generated part of ``docs/detection-results.md`` (between the ``<!-- corpus:begin/end -->``
-marks), with the date, the machine and the run ids, so anyone can rebuild and compare.
+``build`` runs each drill of the split (``EVALUATION`` or ``TUNING``) that ``OUT/SPLIT`` does not
+hold yet (a drill whose run finished is kept: the build can be resumed), each with
+``--warmup 20`` so that trainable detectors have 20 s of benign baseline, and appends its twin
+time to ``OUT/SPLIT/twin-time.jsonl``. Playbooks paced over minutes to an hour as shipped run
+with the pacing the playbook tests use (``tests/support/pacing.py`` ``COMPRESS``: only
+intervals, delays, rates and counts change, never what is attacked), except where ``PACING``
+below keeps them slower -- the low-and-slow scan keeps its shipped rate of one probe every 2 s.
+Every drill is a real twin (root, 30-210 s each; about 15 min per split on 2 cores).
+
+``eval`` (no twin) runs ``cyberrange detect eval`` over ``OUT/eval`` and the benign evaluation
+drills (``BENIGN/eval/*``) together, then ``bench/benign_fa.py measure --split eval``, and writes
+the tables into the generated part of ``docs/detection-results.md`` (between the
+``<!-- corpus:begin/end -->`` marks) with the date, the machine and the twin time, so anyone
+can re-run it after a detector change and compare. Nothing is tuned on the evaluation split:
+the incident correlator is tuned on ``OUT/tuning`` (``bench/incident_tuning.py``).
 """
 from __future__ import annotations
 
@@ -29,30 +38,47 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "cyberrange.cli.main"]
 
-# name, topology, playbook (None: benign only), extra drill options
-CORPUS = [
+# name, topology, playbook (None: benign only), extra drill options. Two splits, one drill of
+# every playbook in each, with different benign seeds and intensities: incident thresholds are
+# tuned on TUNING only (with the benign and envelope tuning splits); EVALUATION is what
+# docs/detection-results.md publishes and what no threshold may be tuned on. False alerts on
+# benign traffic come from the benign corpus of bench/benign_fa.py (its evaluation split),
+# which holds far more benign flows than benign-only drills here would.
+EVALUATION = [
     ("fob-recon", "fob", "recon_bruteforce", ["--seed", "1"]),
     ("fob-recon-busy", "fob", "recon_bruteforce", ["--seed", "2", "--intensity", "3"]),
     ("fob-discovery", "fob", "fob_service_discovery", ["--seed", "3", "--intensity", "2"]),
     ("fob-mitm", "fob", "fob_ops_mitm", ["--seed", "4"]),
     ("fob-dos", "fob", "fob_satcom_dos", ["--seed", "5", "--intensity", "2"]),
+    ("fob-replay", "fob", "fob_pcap_replay", ["--seed", "13", "--intensity", "2"]),
     ("airbase-beacon", "air_base", "airbase_c2_beacon", ["--seed", "6", "--intensity", "2"]),
     ("airbase-plc", "air_base", "airbase_fuel_plc", ["--seed", "7", "--intensity", "2"]),
     ("coalition-spray", "coalition_mpe", "coalition_password_spray", ["--seed", "8"]),
+    ("coalition-quiet", "coalition_mpe", "coalition_quiet_valid_accounts",
+     ["--seed", "14", "--intensity", "2"]),
     ("depot-dns-exfil", "logistics_depot", "depot_dns_exfil", ["--seed", "9", "--intensity", "2"]),
     ("depot-intrusion", "logistics_depot", "depot_intrusion_exfil", ["--seed", "10"]),
     ("depot-insider", "logistics_depot", "depot_insider_theft", ["--seed", "11", "--intensity", "2"]),
     ("naval-slow-scan", "naval_vessel", "naval_low_slow_scan", ["--seed", "12"]),
-    ("fob-benign", "fob", None, ["--seed", "21", "--intensity", "3", "--duration", "120"]),
-    ("airbase-benign", "air_base", None, ["--seed", "22", "--intensity", "3", "--duration", "120"]),
-    ("coalition-benign", "coalition_mpe", None, ["--seed", "23", "--intensity", "3",
-                                                 "--duration", "120"]),
-    ("depot-benign", "logistics_depot", None, ["--seed", "24", "--intensity", "3",
-                                               "--duration", "120"]),
-    ("naval-benign", "naval_vessel", None, ["--seed", "25", "--intensity", "3",
-                                            "--duration", "120"]),
-    ("brigade-benign", "brigade", None, ["--seed", "26", "--intensity", "3", "--duration", "120"]),
 ]
+TUNING = [      # the chains that test the correlator most come first (a build cut short has them)
+    ("t-coalition-quiet", "coalition_mpe", "coalition_quiet_valid_accounts", ["--seed", "39"]),
+    ("t-depot-intrusion", "logistics_depot", "depot_intrusion_exfil",
+     ["--seed", "41", "--intensity", "2"]),
+    ("t-depot-insider", "logistics_depot", "depot_insider_theft", ["--seed", "42"]),
+    ("t-coalition-spray", "coalition_mpe", "coalition_password_spray",
+     ["--seed", "38", "--intensity", "2"]),
+    ("t-airbase-beacon", "air_base", "airbase_c2_beacon", ["--seed", "36"]),
+    ("t-depot-dns-exfil", "logistics_depot", "depot_dns_exfil", ["--seed", "40"]),
+    ("t-airbase-plc", "air_base", "airbase_fuel_plc", ["--seed", "37"]),
+    ("t-fob-recon", "fob", "recon_bruteforce", ["--seed", "31", "--intensity", "2"]),
+    ("t-fob-discovery", "fob", "fob_service_discovery", ["--seed", "32"]),
+    ("t-fob-mitm", "fob", "fob_ops_mitm", ["--seed", "33", "--intensity", "2"]),
+    ("t-fob-dos", "fob", "fob_satcom_dos", ["--seed", "34"]),
+    ("t-fob-replay", "fob", "fob_pcap_replay", ["--seed", "35"]),
+    ("t-naval-slow-scan", "naval_vessel", "naval_low_slow_scan", ["--seed", "43", "--intensity", "2"]),
+]
+SPLITS = {"eval": EVALUATION, "tuning": TUNING}
 WARMUP = 20
 
 # Corpus pacing over the test's COMPRESS: {playbook name: {step: {"params"|"timing": {...}}}}
@@ -92,15 +118,19 @@ def _done(out: Path) -> dict[str, Path]:
     return found
 
 
-def build(out: Path, only: list[str]) -> int:
+def build(out: Path, split: str, only: list[str]) -> int:
+    """Run the drills of ``split`` that ``out/<split>`` does not hold yet; one line per drill
+    (and its twin time) is appended to ``out/<split>/twin-time.jsonl``."""
+    corpus = SPLITS[split]
+    out = out / split
     out.mkdir(parents=True, exist_ok=True)
     done = _done(out)
     failed = 0
-    for i, (name, topo, pb, extra) in enumerate(CORPUS, 1):
+    for i, (name, topo, pb, extra) in enumerate(corpus, 1):
         if only and name not in only:
             continue
         if name in done:
-            print(f"[{i}/{len(CORPUS)}] {name}: have {done[name].name}", flush=True)
+            print(f"[{i}/{len(corpus)}] {name}: have {done[name].name}", flush=True)
             continue
         args = CLI + ["drill", "run", f"topologies/{topo}.yaml"]
         if pb:
@@ -110,40 +140,93 @@ def build(out: Path, only: list[str]) -> int:
         args += ["--runs-dir", str(out), "--warmup", str(WARMUP), "--json"] + extra
         t0 = time.monotonic()
         before = set(out.iterdir())
-        r = subprocess.run(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+        r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False)
+        took = time.monotonic() - t0
         new = [p for p in set(out.iterdir()) - before if (p / "manifest.json").exists()]
+        with (out / "twin-time.jsonl").open("a") as f:
+            f.write(json.dumps({"name": name, "exit": r.returncode, "seconds": round(took, 1),
+                                "run": new[0].name if len(new) == 1 else None}) + "\n")
         if r.returncode != 0 or len(new) != 1:
             failed += 1
-            print(f"[{i}/{len(CORPUS)}] {name}: FAILED (exit {r.returncode})\n"
-                  + r.stderr[-2000:])
+            print(f"[{i}/{len(corpus)}] {name}: FAILED (exit {r.returncode})\n"
+                  + r.stderr[-2000:], flush=True)
             continue
         man_path = new[0] / "manifest.json"
         man = json.loads(man_path.read_text())
         man["corpus"] = name
+        man["corpus_split"] = split
         man_path.write_text(json.dumps(man, indent=2, default=str))
         card = json.loads(r.stdout)
-        print(f"[{i}/{len(CORPUS)}] {name}: {new[0].name} in {time.monotonic() - t0:.0f} s, "
+        print(f"[{i}/{len(corpus)}] {name}: {new[0].name} in {took:.0f} s, "
               f"{card['flows']['total']} flows, {len(card['steps'])} steps, "
               f"{card['reconciliation']['verdict']}", flush=True)
     return 1 if failed else 0
 
 
-def evaluate(out: Path, markdown: Path | None) -> int:
+def _twin_time(out: Path) -> tuple[int, float]:
+    """Drills built and their twin time in minutes (the last successful build of each)."""
+    done = {}
+    f = out / "twin-time.jsonl"
+    for line in f.read_text().splitlines() if f.exists() else []:
+        rec = json.loads(line)
+        if rec.get("exit") == 0 and rec.get("run"):
+            done[rec["name"]] = rec["seconds"]
+    return len(done), sum(done.values()) / 60
+
+
+def _benign_fa(benign: Path, out: Path) -> tuple[str, dict]:
+    """``bench/benign_fa.py measure`` on the benign evaluation split (no twin): a markdown
+    table of false alerts per detector with the benign flows behind them, and its JSON."""
+    path = out / "benign-fa-eval.json"
+    path.unlink(missing_ok=True)
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "benign_fa.py"), "measure",
+                        "--split", "eval", "--runs", str(benign), "--json", str(path)],
+                       cwd=ROOT, capture_output=True, text=True, check=False)
+    if r.returncode not in (0, 1) or not path.exists():     # 1: a goal not met, JSON written
+        raise SystemExit(f"benign_fa.py measure failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
+    fa = json.loads(path.read_text())
+    rows = [("| detector | kind | false alerts | benign flows | per 10k | 95 % upper bound "
+             "per 10k | goal per 10k | met |"), "|---|---|---:|---:|---:|---:|---:|---|"]
+    for d in fa["detectors"]:
+        rows.append(f"| {d['detector']} | {d['kind']} | {d['false_alerts']} | "
+                    f"{d['benign_flows']:,} | {d['false_per_10k']:.2f} | "
+                    f"{d['upper95_per_10k']:.2f} | {d['goal_per_10k']:g} | "
+                    f"{'yes' if d['met'] else '**no**'} |")
+    runs = ", ".join(f"{r['topology']} {r['benign_flows']:,}" for r in fa["runs"])
+    text = (f"### False alerts on the benign evaluation split\n\n`bench/benign_fa.py measure "
+            f"--split eval` over {len(fa['runs'])} benign-only drills ({runs} benign flows; "
+            f"{fa['benign_flows']:,} in all, deduplicated across sensors, warm-ups left out). "
+            "Rule and statistical detectors' goal is 0; learned ones' their "
+            "`false_alert_target`.\n\n" + "\n".join(rows) + "\n")
+    return text, fa
+
+
+def evaluate(out: Path, benign: Path, markdown: Path | None) -> int:
+    """``detect eval`` over the evaluation split of the corpus and the benign evaluation split
+    together (so precision and false alerts per technique count the benign drills too), then
+    ``benign_fa.py measure``; writes the generated part of ``markdown``."""
+    ev_dir = out / "eval"
     json_path = out / "evaluation.json"
     md_tmp = out / "evaluation.md"
-    args = CLI + ["detect", "eval", str(out), "--json", str(json_path), "--markdown", str(md_tmp)]
+    benign_runs = sorted(str(p) for p in (benign / "eval").iterdir() if p.is_dir())
+    args = CLI + ["detect", "eval", str(ev_dir), *benign_runs, "--json", str(json_path),
+                  "--markdown", str(md_tmp)]
     env = dict(os.environ, COLUMNS=os.environ.get("COLUMNS", "200"))
     t0 = time.monotonic()
-    r = subprocess.run(args, cwd=ROOT, env=env)
+    r = subprocess.run(args, cwd=ROOT, env=env, check=False)
     if r.returncode != 0:
         return r.returncode
+    fa_text, _ = _benign_fa(benign, out)
     if markdown:
         ev = json.loads(json_path.read_text())
-        head = (f"Generated by `bench/corpus.py eval` on {datetime.date.today()} "
-                f"({platform.node()}, {os.cpu_count()} cores, evaluation took "
-                f"{time.monotonic() - t0:.0f} s).\n\n")
-        body = head + md_tmp.read_text()
+        n, minutes = _twin_time(ev_dir)
+        head = (f"Generated by `bench/corpus.py eval --out {out} --benign {benign}` on "
+                f"{datetime.date.today()} ({platform.node()}, {os.cpu_count()} cores, took "
+                f"{time.monotonic() - t0:.0f} s): the evaluation split of the corpus ({n} "
+                f"drills, {minutes:.1f} min of twin time) and the benign evaluation split "
+                f"({len(benign_runs)} benign-only drills) with the detectors and incident "
+                "settings in the tree.\n\n")
+        body = head + md_tmp.read_text() + "\n" + fa_text
         text = markdown.read_text() if markdown.exists() else \
             "# Detection results\n\n<!-- corpus:begin -->\n<!-- corpus:end -->\n"
         a, b = "<!-- corpus:begin -->", "<!-- corpus:end -->"
@@ -160,13 +243,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["build", "eval"])
     ap.add_argument("--out", default="runs/corpus", type=Path)
+    ap.add_argument("--split", choices=sorted(SPLITS), default="eval",
+                    help="build: which split (runs go to OUT/SPLIT)")
     ap.add_argument("--only", nargs="*", default=[])
+    ap.add_argument("--benign", default=Path("/work/runs-benign"), type=Path,
+                    help="eval: root of bench/benign_fa.py's benign corpus (its eval split)")
     ap.add_argument("--markdown", default=None, type=Path)
     a = ap.parse_args()
     os.chdir(ROOT)
     if a.action == "build":
-        return build(a.out, a.only)
-    return evaluate(a.out, a.markdown)
+        return build(a.out, a.split, a.only)
+    return evaluate(a.out, a.benign, a.markdown)
 
 
 if __name__ == "__main__":
