@@ -40,7 +40,7 @@ SPLIT_SIZE = 1000
 LANES = 4                 # non-beacon actors running at the same time
 DRILL_S = 320.0           # target length of the attack phase of one drill (s)
 SECOND_STEP = 0.6         # chance that an actor runs a second step after a quiet period
-GENERATOR = 3             # in every plan: bump when a change alters the draws of a seed
+GENERATOR = 4             # in every plan: bump when a change alters the draws of a seed
 QUIET = (35.0, 90.0)      # quiet period between an actor's two steps (s), > every short window
 START_GAP = (3.0, 12.0)   # drawn pause before a lane starts in its slot (s)
 

@@ -376,11 +376,13 @@ def _peers(off: Offer, actor: str) -> list[str]:
 
 
 def _arp_poison(rng, off: Offer, actor: str) -> Draw | None:
-    """T1557.002 between two hosts of the actor's link (attack validate: exactly two victims,
-    both on one link of the actor); the caches are restored at the end."""
-    peers = _peers(off, actor)
-    if len(peers) < 2:
-        peers = off.zone_hosts(off.zone(actor), actor)
+    """T1557.002 between two victims on the actor's link (attack validate: exactly two, both
+    on one link of the actor): hosts that are no step's actor, or one of them and the link's
+    gateway (a poisoned actor would relay another step's packets and share its alerts)."""
+    peers = [h for h in off.zone_hosts(off.zone(actor), actor) if h not in off.actors]
+    gw = off.topo.nodes[actor].gateway
+    if len(peers) < 2 and peers and gw is not None:
+        peers.append(str(gw))
     if len(peers) < 2:
         return None
     sp = SPACES["arp-poison"]

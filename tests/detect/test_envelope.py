@@ -86,6 +86,10 @@ def test_rare_focus_playbooks_pass_attack_validate(topo, tmp_path):
         assert len(pb.steps) == len(scn.plan["steps"])
         assert scn.plan["focus"] == "rare"
         fams |= {p["family"] for p in scn.plan["steps"].values()}
+        actors = {p["actor"] for p in scn.plan["steps"].values()}
+        for p in scn.plan["steps"].values():     # a poisoned actor would relay another step
+            if p["family"] == "arp-poison":
+                assert not set(p["targets"]) & actors
     assert fams <= set(FOCUS["rare"]) and {"arp-poison", "banner"} <= fams
     with pytest.raises(ValueError, match="unknown focus"):
         draw_scenario(9000, "eval", str(topo), focus="most")
