@@ -40,8 +40,14 @@ SPLIT_SIZE = 1000
 LANES = 4                 # non-beacon actors running at the same time
 DRILL_S = 320.0           # target length of the attack phase of one drill (s)
 SECOND_STEP = 0.6         # chance that an actor runs a second step after a quiet period
-GENERATOR = 4             # in every plan: bump when a change alters the draws of a seed
+GENERATOR = 5             # in every plan: bump when a change alters the draws of a seed
 QUIET = (35.0, 90.0)      # quiet period between an actor's two steps (s), > every short window
+#: focus ``ics``: an actor that reaches a PLC runs one step of each Modbus family in turn, each
+#: after a quiet period longer than modbus-allowlist's windows (60 s per client/PLC pair, 120 s
+#: for a hold), so each step is an alert of its own (only three hosts of the shipped
+#: topologies reach a PLC at all)
+CHAIN = ("modbus-write", "modbus-read", "modbus-hold")
+CHAIN_QUIET = (130.0, 160.0)
 START_GAP = (3.0, 12.0)   # drawn pause before a lane starts in its slot (s)
 
 
@@ -146,6 +152,7 @@ WEIGHTS = {"scan": 3, "sweep": 2, "arp-scan": 1, "guess": 3, "spray": 3, "udp-fl
 FOCUS = {"all": list(FAMILIES),
          "rare": [f for f in FAMILIES if f not in ("scan", "sweep", "arp-scan", "guess",
                                                    "udp-flood", "syn-flood")]}
+FOCUS["ics"] = FOCUS["rare"]        # the same families, with the Modbus chain (CHAIN)
 
 
 def _pick_family(rng, feasible: list[str], used: dict) -> str:
@@ -172,6 +179,21 @@ def _step_doc(sid: str, actor: str, d: Draw, at: float) -> dict:
     return {"id": sid, "name": f"{d.family}: {rec}", "technique": d.technique, "actor": actor,
             "targets": list(d.targets), "parallel": True, "params": d.params,
             "timing": {"at": round(at, 1)}}
+
+
+def _chain(rng, off: Offer, actor: str, first: str, end: float, families: list, add) -> float:
+    """The other Modbus families after ``first``, each after a ``CHAIN_QUIET`` pause; returns
+    when the actor's last step ends."""
+    rest = [f for f in CHAIN if f != first and f in families]
+    rng.shuffle(rest)
+    for fam in rest:
+        d = DRAWERS[fam](rng, off, actor)
+        if d is None:
+            continue
+        quiet = round(rng.uniform(*CHAIN_QUIET), 1)
+        add(actor, d, end + quiet, quiet)
+        end += quiet + d.seconds
+    return end
 
 
 def draw_scenario(seed: int, split: str, topology_file: str, families=None,
@@ -202,7 +224,8 @@ def draw_scenario(seed: int, split: str, topology_file: str, families=None,
                            "at": round(at, 1), "expected_s": round(d.seconds, 1),
                            "quiet_before": quiet, "params": d.recorded}
 
-    n_beacons = min(len(actors) // (2 if focus == "rare" else 3), 3) \
+    rare = focus in ("rare", "ics")     # the scarce families first, and always a second step
+    n_beacons = min(len(actors) // (2 if rare else 3), 3) \
         if (off.c2_http or off.c2_dns) and beacons else 0
     lanes = []          # actors that do not beacon (one that cannot reach a C2 server too)
     for actor in actors:
@@ -212,20 +235,25 @@ def draw_scenario(seed: int, split: str, topology_file: str, families=None,
             continue
         add(actor, d, rng.uniform(0, 15))
         n_beacons -= 1
-    rare = focus == "rare"      # the scarce families first, and always a second step
     free = [0.0] * LANES
     for actor in lanes:
         k = min(range(LANES), key=free.__getitem__)
         if free[k] > DRILL_S:
             break
-        first = scans + others if rng.random() < 0.5 and not rare else others + scans
-        d1 = _draw_for(rng, off, actor, first, used)
+        if rare:        # a scarce family if this actor can run one, else a scan-class one
+            d1 = _draw_for(rng, off, actor, others, used) or _draw_for(rng, off, actor, scans,
+                                                                        used)
+        else:
+            d1 = _draw_for(rng, off, actor, scans + others, used)
         if d1 is None:
             continue
         at = free[k] + rng.uniform(*START_GAP)
         add(actor, d1, at)
         end = at + d1.seconds
-        if rng.random() < SECOND_STEP or rare:   # a second step of the other class after a quiet period
+        chained = focus == "ics" and d1.family in CHAIN
+        if chained:         # the chain is this actor's whole share of the drill
+            end = _chain(rng, off, actor, d1.family, end, families, add)
+        if (rng.random() < SECOND_STEP or rare) and not chained:   # a second step of the other class after a quiet period
             rest = others if d1.family in scans else scans
             d2 = _draw_for(rng, off, actor, rest, used)
             if d2 is not None:

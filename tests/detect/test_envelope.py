@@ -3,12 +3,14 @@ playbooks that pass ``playbook check``), and the binning / envelope arithmetic o
 outcome lists (cyberrange/score/envelope.py, envelope_eval.py; docs/detection-envelopes.md)."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 
 from cyberrange.attack.runner import check_playbook
 from cyberrange.score.envelope import (
+    CHAIN,
     FAMILIES,
     FOCUS,
     SPLITS,
@@ -126,6 +128,13 @@ def test_each_step_has_its_own_actor_but_for_a_quiet_second_step():
         for p in plan["steps"].values():
             by_actor.setdefault(p["actor"], []).append(p)
         for steps in by_actor.values():
+            if {p["family"] for p in steps} <= set(CHAIN) and len(steps) > 1:
+                # focus ics: one step of each Modbus family, past modbus-allowlist's windows
+                assert focus == "ics" and len({p["family"] for p in steps}) == len(steps)
+                steps = sorted(steps, key=lambda p: p["at"])
+                for a, b in itertools.pairwise(steps):
+                    assert b["quiet_before"] >= 130 and b["at"] >= a["at"] + a["expected_s"] + 130
+                continue
             assert len(steps) <= 2
             if len(steps) == 2:
                 a, b = sorted(steps, key=lambda p: p["at"])
@@ -301,3 +310,17 @@ def test_ttd_goal_not_met_partly_measured_and_too_few():
     assert x["status"] == "partly measured" and "no envelope: scan" in x["why"]
     ok = ttd_goal([_t("sweep", 20, 1.0)] * 3)["groups"]["scans"]
     assert ok["status"] == "met" and ok["median"] == 1.0
+
+
+def test_ics_focus_chains_the_modbus_families_on_the_hosts_that_reach_a_plc():
+    """Only ecdis and ot-jump reach the ship's PLC: with focus ics each runs a write, a read
+    and a hold, so one drill holds up to six Modbus steps instead of one or two."""
+    plan = draw_scenario(SPLITS["eval"] + 101, "eval", str(ROOT / "topologies" /
+                                                           "naval_vessel.yaml"), focus="ics").plan
+    modbus = [p for p in plan["steps"].values() if p["family"] in CHAIN]
+    by_actor = {}
+    for p in modbus:
+        by_actor.setdefault(p["actor"], set()).add(p["family"])
+    assert set(by_actor) <= {"ecdis", "ot-jump"}
+    assert any(fams == set(CHAIN) for fams in by_actor.values())
+    assert plan["focus"] == "ics" and plan["generator"] >= 5
