@@ -496,7 +496,8 @@ def _blind(ev: dict, tu: dict) -> list[str]:
                     f"{', '.join(_num(x) for x in missed[:12])}{' ...' if len(missed) > 12 else ''} |")
     drawn = {t for f in FAMILIES.values() for t in f.techniques}
     rest = sorted(set(TECHNIQUES) - drawn)
-    rows += ["", f"Not drawn (no envelope measured): {', '.join(rest)}.", ""]
+    rows += ["", (f"Not drawn (no envelope measured): {', '.join(rest)}." if rest else
+                  "Every technique of the catalogue is drawn."), ""]
     return rows
 
 
