@@ -1,16 +1,19 @@
 """Benchmark: false alerts per 10k benign flows of EVERY detector instance, on a benign corpus
 with a tuning split and a separate evaluation split.
 
-    # 1. build the benign-only drills (needs root; one at a time under /tmp/cr-twin.lock)
+    # 1. build the benign-only drills (needs root; one at a time under /tmp/cr-twin.lock, or
+    #    under a slot wrapper that the caller holds: --lock '')
     .venv/bin/python bench/benign_fa.py build --split tuning
     .venv/bin/python bench/benign_fa.py build --split eval
+    twinslot timeout 900 .venv/bin/python bench/benign_fa.py build --split tuning --only fob --lock ''
     # 2. measure (no twin: re-runs the detectors on the stored records)
     .venv/bin/python bench/benign_fa.py measure --split tuning --json out.json
 
 **Corpus.** Every shipped topology (``topologies/*.yaml``) gets benign-only drills (``drill run
 TOPOLOGY --duration S --intensity I --seed N --warmup W``, no playbook) into
 ``RUNS/<split>/<topology>-s<seed>/`` (default ``RUNS`` = ``/work/runs-benign``, outside the
-repository). The two splits use disjoint seeds (``SEEDS``): the benign traffic of the evaluation
+repository). The two splits use disjoint seeds (``SEEDS``; tuning has two rounds of 100 s
+drills, seeds 1000-1005 and 1100-1105, evaluation one round of 200 s, 2000-2005): the benign traffic of the evaluation
 drills is drawn independently of the tuning drills'. Tune detector settings on ``tuning`` only;
 ``eval`` is read once, to report. ``build`` is resumable: a drill whose folder already holds a
 finished run (manifest status ``done``) is skipped; an unfinished one is moved aside
@@ -47,23 +50,21 @@ sys.path.insert(0, str(ROOT))
 RUNS = Path("/work/runs-benign")
 LOCK = "/tmp/cr-twin.lock"
 WARMUP = 30                       # s: the learned detectors' baseline in every drill
-#: first seed of each split; drill i of a split uses SEEDS[split] + i (disjoint ranges)
+#: first seed of each split; round r of a split gives its i-th topology the seed
+#: SEEDS[split] + 100 * r + i (disjoint ranges: tuning 1000-1999, eval 2000-2999)
 SEEDS = {"tuning": 1000, "eval": 2000}
 TOPOLOGIES = ["air_base", "brigade", "coalition_mpe", "fob", "logistics_depot", "naval_vessel"]
-#: split -> (duration s, intensity, drills per topology). eval: >= 20,000 benign flows after
-#: the warm-ups over the 6 topologies in ~25 min of twin time; tuning: about half of that.
-PLAN = {"tuning": (100, 5, 1), "eval": (200, 5, 1)}
+#: split -> (duration s, intensity, rounds: drills per topology). eval: >= 20,000 benign flows
+#: after the warm-ups over the 6 topologies in ~25 min of twin time; tuning: 2 rounds of 100 s
+#: (~12,000 flows a round), so that tuning sees as many benign flows as the evaluation.
+PLAN = {"tuning": (100, 5, 2), "eval": (200, 5, 1)}
 
 
 def drills(split: str) -> list[dict]:
-    duration, intensity, per = PLAN[split]
-    out, i = [], 0
-    for topo in TOPOLOGIES:
-        for _ in range(per):
-            out.append({"topology": topo, "seed": SEEDS[split] + i, "duration": duration,
-                        "intensity": intensity, "warmup": WARMUP})
-            i += 1
-    return out
+    duration, intensity, rounds = PLAN[split]
+    return [{"topology": topo, "seed": SEEDS[split] + 100 * r + i, "duration": duration,
+             "intensity": intensity, "warmup": WARMUP}
+            for r in range(rounds) for i, topo in enumerate(TOPOLOGIES)]
 
 
 def _done(folder: Path) -> Path | None:
@@ -73,7 +74,8 @@ def _done(folder: Path) -> Path | None:
     return None
 
 
-def build(split: str, runs: Path, python: str, only: list[str] | None) -> int:
+def build(split: str, runs: Path, python: str, only: list[str] | None,
+          lock: str = LOCK) -> int:
     failed = 0
     for d in drills(split):
         if only and d["topology"] not in only:
@@ -87,7 +89,9 @@ def build(split: str, runs: Path, python: str, only: list[str] | None) -> int:
             folder.rename(aside)
         folder.mkdir(parents=True)
         timeout = int(d["warmup"] + d["duration"] + 300)
-        cmd = ["flock", LOCK, "timeout", str(timeout), python, "-m", "cyberrange.cli.main",
+        # lock "" = the caller already holds a twin slot (e.g. runs this under a slot wrapper)
+        cmd = (["flock", lock] if lock else []) + [
+               "timeout", str(timeout), python, "-m", "cyberrange.cli.main",
                "drill", "run", str(ROOT / "topologies" / f"{d['topology']}.yaml"),
                "--duration", str(d["duration"]), "--intensity", str(d["intensity"]),
                "--seed", str(d["seed"]), "--warmup", str(d["warmup"]),
@@ -203,15 +207,17 @@ def main() -> int:
     ap.add_argument("--before", action="store_true",
                     help="measure: also the learned detectors with their in-sample rule")
     ap.add_argument("--python", default=sys.executable, help="build: interpreter of the drills")
+    ap.add_argument("--lock", default=LOCK,
+                    help="build: flock file taken per drill; '' when the caller holds a slot")
     a = ap.parse_args()
     if a.action == "plan":
         for d in drills(a.split):
             print(json.dumps(d))
         return 0
     if a.action == "build":
-        if shutil.which("flock") is None:
+        if a.lock and shutil.which("flock") is None:
             sys.exit("flock not found")
-        return build(a.split, a.runs, a.python, a.only)
+        return build(a.split, a.runs, a.python, a.only, a.lock)
     return measure(a.split, a.runs, a.detectors, a.json, a.before)
 
 

@@ -177,6 +177,7 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
     topo, pb = inputs.topology, inputs.playbook
     timings = run.manifest["timings"]
     twin = Twin(topo, run.dir, run.id, log=ui.warn)
+    twin.link_seed = run.manifest.get("seed") or 0        # the link relay's drops and delays
     live = opts.live or inputs.response is not None       # a response acts on live alerts
     if live:
         twin.sensor_rotate_s = opts.live_rotate_s
@@ -208,12 +209,16 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
             ui.phase("benign", f"benign traffic from {n} hosts, warming up {opts.warmup_s:g} s")
             stop_event.wait(opts.warmup_s)
         t0 = time.monotonic()
+        if pb is not None and pb.link_events:
+            _start_link_events(session, run, twin, pb, t0, ui)
         if pb is not None:
             ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
             # in a worker thread, so that Ctrl-C/SIGTERM stops the agents and waits for the
             # running steps' ledger records before the teardown (see _until_done)
+            # --seed is the run's one seed: benign traffic, the playbook's jitter, the links
             _until_done(lambda: run_playbook(pb, topo, twin, run.ledger_path, run.id,
-                                             on_event=ui.attack_event, stop_event=stop_event),
+                                             on_event=ui.attack_event, stop_event=stop_event,
+                                             seed=opts.seed),
                         stop_event)
             timings["attack_s"] = round(time.monotonic() - t0, 2)
         else:
@@ -223,6 +228,37 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
             timings["benign_only_s"] = round(time.monotonic() - t0, 2)
         ui.phase("cooldown", f"cool-down {opts.cooldown_s:g} s")
         stop_event.wait(opts.cooldown_s)
+
+
+def _start_link_events(session, run: Run, twin, pb, t0: float, ui) -> None:
+    """The playbook's DDIL schedule (``link_events``), applied from the attack phase's start
+    in a thread; every change is logged to ``logs/links.jsonl`` and shown; the cleanup stops
+    the schedule and sets every changed link back up before the teardown."""
+    from cyberrange.twin import ddil
+    control = ddil.LinkControl(twin)
+    stop = threading.Event()
+    done: list = []
+
+    def show(rec):
+        vals = ", ".join(f"{k} {v:g}" for k, v in rec["values"].items())
+        ui.warn(f"link {rec['zone']}: {rec['state']}" + (f" ({vals})" if vals else "")
+                + "".join(f"; {n}" for n in rec["notes"]))
+
+    def work():
+        try:
+            done.extend(ddil.run(control, pb.link_events, t0, stop, on_change=show))
+        except Exception as exc:  # noqa: BLE001 - a failed change must not kill the drill
+            ui.warn(f"link events stopped: {type(exc).__name__}: {exc}")
+            run.manifest["link_events_error"] = str(exc)
+
+    th = threading.Thread(target=work, name="link-events", daemon=True)
+    th.start()
+
+    def finish():
+        stop.set()
+        th.join(timeout=10)
+        run.manifest["link_events"] = {"planned": len(pb.link_events), "applied": len(done)}
+    session.on_cleanup("ending the link events", finish)
 
 
 def _start_live(session, run: Run, twin, inputs: Inputs, ui):

@@ -5,15 +5,24 @@ may run concurrently), and every record is fsync'ed as it is written, so a crash
 leaves every finished execution on disk. Scoring (``cyberrange.score``) is the only reader that
 joins it with alerts.
 
-Record format (every key always present)::
+Record format: Elastic Common Schema names, flat dotted keys as in the store (every key
+always present; ``ECS_NAMES`` maps the names of records written before, right)::
 
-    {"run_id", "step_id", "name", "technique", "actor", "actor_ip",
-     "targets": [resolved ip strings], "start", "end", "outcome",
-     "packets_sent", "bytes_sent",
-     "flows": [{"src", "dst", "proto", "sport", "dport", "packets", "bytes"}],
-     "facts": {...}, "error": str | null,
-     "repeat": int, "skipped_reason": str | null,
-     "blocked_reason": str | null, "arp_frames": int}
+    {"cyberrange.run_id", "cyberrange.step.id", "cyberrange.step.name",
+     "threat.technique.id" (ATT&CK id or null), "cyberrange.technique.variant" (library
+     variant such as T1046-connect, or null), "cyberrange.actor", "source.ip" (actor's address),
+     "destination.ip": [resolved target ips], "event.start", "event.end" (epoch seconds),
+     "event.outcome" (success | failure | unknown), "cyberrange.outcome" (below),
+     "source.packets", "source.bytes",
+     "cyberrange.flows": [{"src", "dst", "proto", "sport", "dport", "packets", "bytes"}],
+     "cyberrange.facts": {...}, "error.message": str | null, "cyberrange.repeat": int,
+     "cyberrange.skipped_reason", "cyberrange.blocked_reason": str | null,
+     "cyberrange.arp_frames": int}
+
+Old runs stay readable: ``read_ledger`` is the one reader, and maps a record of either
+spelling (``ledger_record``) to a dict that holds the ECS names AND the names used before
+(``step_id``, ``technique``, ``actor_ip``, ``start``, ``outcome``, ...): code that reads the
+ledger may use either; new code uses the ECS names. Only the ECS names are written.
 
 Outcomes (docs/playbook-format.md, "Outcomes"): ``succeeded``, ``failed``, ``blocked`` (the
 defence stopped the step: ``blocked_reason``), ``error`` (the step could not run properly:
@@ -40,6 +49,8 @@ import os
 import threading
 from pathlib import Path
 
+from cyberrange.ecs import VARIANT_FIELD, split_technique
+
 RECORD_KEYS = ("run_id", "step_id", "name", "technique", "actor", "actor_ip", "targets",
                "start", "end", "outcome", "packets_sent", "bytes_sent", "flows", "facts", "error",
                "repeat", "skipped_reason", "blocked_reason", "arp_frames")
@@ -47,6 +58,28 @@ FLOW_KEYS = ("src", "dst", "proto", "sport", "dport", "packets", "bytes")
 OUTCOMES = ("succeeded", "failed", "blocked", "skipped", "error", "stopped")
 AGENT_OUTCOMES = ("succeeded", "failed", "blocked", "error", "stopped")  # what an agent reports
 REASON_MAX = 500             # characters of a one-line reason
+
+#: name used before -> ECS name (``technique`` and ``outcome`` each also give a second field:
+#: ``cyberrange.technique.variant`` and ``event.outcome``, see ``to_ecs``)
+ECS_NAMES = {
+    "run_id": "cyberrange.run_id", "step_id": "cyberrange.step.id", "name": "cyberrange.step.name",
+    "technique": "threat.technique.id", "actor": "cyberrange.actor", "actor_ip": "source.ip",
+    "targets": "destination.ip", "start": "event.start", "end": "event.end",
+    "outcome": "cyberrange.outcome", "packets_sent": "source.packets", "bytes_sent": "source.bytes",
+    "flows": "cyberrange.flows", "facts": "cyberrange.facts", "error": "error.message",
+    "repeat": "cyberrange.repeat", "skipped_reason": "cyberrange.skipped_reason",
+    "blocked_reason": "cyberrange.blocked_reason", "arp_frames": "cyberrange.arp_frames",
+}
+#: the keys of a record as written, in order
+ECS_KEYS = ("cyberrange.run_id", "cyberrange.step.id", "cyberrange.step.name",
+            "threat.technique.id", VARIANT_FIELD, "cyberrange.actor", "source.ip",
+            "destination.ip", "event.start", "event.end", "event.outcome", "cyberrange.outcome",
+            "source.packets", "source.bytes", "cyberrange.flows", "cyberrange.facts",
+            "error.message", "cyberrange.repeat", "cyberrange.skipped_reason",
+            "cyberrange.blocked_reason", "cyberrange.arp_frames")
+#: ECS ``event.outcome`` (success | failure | unknown) of each of our outcomes
+EVENT_OUTCOME = {"succeeded": "success", "failed": "failure", "blocked": "failure",
+                 "error": "failure", "skipped": "unknown", "stopped": "unknown"}
 
 _LOCK = threading.Lock()     # one writer at a time, whatever the file (appends are rare)
 
@@ -71,7 +104,59 @@ def make_record(**fields) -> dict:
         rec["blocked_reason"] = None
     elif not rec["blocked_reason"]:
         rec["blocked_reason"] = "the technique reported 'blocked' without saying why"
-    return rec
+    return both_names(rec)
+
+
+def is_ecs(rec: dict) -> bool:
+    """Whether a record read from a file is in ECS names (written by this version on)."""
+    return "cyberrange.step.id" in rec
+
+
+def to_ecs(rec: dict) -> dict:
+    """The ECS record (``ECS_KEYS``, in order) of a record in either spelling."""
+    if is_ecs(rec):
+        return {k: rec.get(k) for k in ECS_KEYS}
+    out = {}
+    for old, new in ECS_NAMES.items():
+        if old == "technique":
+            out[new], out[VARIANT_FIELD] = split_technique(rec.get(old))
+        elif old == "outcome":
+            out["event.outcome"] = EVENT_OUTCOME.get(rec.get(old), "unknown")
+            out[new] = rec.get(old)
+        else:
+            out[new] = rec.get(old)
+    return {k: out.get(k) for k in ECS_KEYS}
+
+
+def from_ecs(rec: dict) -> dict:
+    """The names used before, from an ECS record (``technique``: the variant when there is
+    one, else the ATT&CK id, as the playbook named it)."""
+    out = {old: rec.get(new) for old, new in ECS_NAMES.items()}
+    out["technique"] = rec.get(VARIANT_FIELD) or rec.get("threat.technique.id")
+    return out
+
+
+def both_names(legacy: dict) -> dict:
+    """One record holding the ECS names and the names used before (see the module doc)."""
+    return {**to_ecs(legacy), **legacy}
+
+
+def legacy_record(raw: dict) -> dict:
+    """Only the names used before, from a record of either spelling (unchecked): for a tool
+    that edits records and writes them back in the old format (which stays readable)."""
+    return from_ecs(raw) if is_ecs(raw) else raw
+
+
+def unchecked_record(raw: dict) -> dict:
+    """``both_names`` without the checks, for a live view that skips what it cannot show."""
+    return {**raw, **from_ecs(raw)} if is_ecs(raw) else raw
+
+
+def ledger_record(raw: dict) -> dict:
+    """A record as read from a file of any version -> ``both_names`` (checked first)."""
+    legacy = from_ecs(raw) if isinstance(raw, dict) and is_ecs(raw) else raw
+    check_record(legacy)
+    return both_names(legacy)
 
 
 def one_line(text, limit: int = REASON_MAX) -> str:
@@ -82,9 +167,9 @@ def one_line(text, limit: int = REASON_MAX) -> str:
 
 
 def append_record(path, record: dict) -> None:
-    """Append one record as a JSON line and fsync it (thread-safe: one whole line each)."""
+    """Append one record (its ECS names only) as a JSON line and fsync it (thread-safe: one whole line each)."""
     path = Path(path)
-    line = json.dumps(record, sort_keys=False, separators=(",", ":")) + "\n"
+    line = json.dumps(to_ecs(record), sort_keys=False, separators=(",", ":")) + "\n"
     with _LOCK:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
@@ -94,10 +179,10 @@ def append_record(path, record: dict) -> None:
 
 
 def read_ledger(path, missing_ok: bool = True) -> list[dict]:
-    """Every record of a ledger file, in order, each checked by ``check_record``: the one reader
-    of ledgers (scoring, evaluation, exports). A missing file is ``[]`` (``missing_ok``) or an
-    error; anything else wrong (not a regular file, not UTF-8, a line that is not JSON or is cut
-    short, a record without the fields scoring uses) is a UserError ``FILE:LINE: ...``."""
+    """Every record of a ledger file, in order, in both spellings (``ledger_record``, each
+    checked by ``check_record``): the one reader of ledgers (scoring, evaluation, exports). A
+    missing file is ``[]`` (``missing_ok``) or an error; anything else wrong (not a regular
+    file, not UTF-8, a line that is not JSON or is cut short, a record without the fields scoring uses) is a UserError ``FILE:LINE: ...``."""
     from cyberrange.errors import UserError
     from cyberrange.shapes import read_regular
     path = Path(path)
@@ -124,10 +209,9 @@ def read_ledger(path, missing_ok: bool = True) -> list[dict]:
             raise UserError(f"not a JSON ledger record ({why}){cut}", file=str(path), line=n,
                             col=getattr(exc, "colno", None)) from None
         try:
-            check_record(rec)
+            out.append(ledger_record(rec))
         except UserError as exc:
             raise UserError(exc.message, file=str(path), line=n) from None
-        out.append(rec)
     return out
 
 

@@ -134,6 +134,7 @@ class Playbook:
     version: int = 1
     seed: int = 0                        # jitter is drawn from it: runs are repeatable
     max_rate: float = DEFAULT_MAX_RATE   # per-step cap, packets/s
+    link_events: list = field(default_factory=list)   # DDIL changes (twin.ddil.Change)
 
 
 def _refs_in(value) -> list[tuple[str, str]]:
@@ -178,9 +179,13 @@ def load_playbook(path, topology: Topology | None = None) -> Playbook:
     steps: list[Step] = []
     for i, s in enumerate(d["steps"]):
         steps.append(_step(doc, ("steps", i), s, steps, topology, max_rate))
+    from cyberrange.model.linkevents import parse_events
+    events = parse_events(d.get("link_events", []),
+                          zones=set(topology.zones) if topology is not None else None,
+                          error=lambda msg, p: doc.error(msg, p))
     return Playbook(name=d["name"], description=d.get("description", ""),
                     topology=d.get("topology"), steps=steps, file=doc.file, version=version,
-                    seed=int(d.get("seed", 0)), max_rate=max_rate)
+                    seed=int(d.get("seed", 0)), max_rate=max_rate, link_events=events)
 
 
 def _check_v1(doc: Doc) -> None:

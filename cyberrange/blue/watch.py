@@ -392,7 +392,8 @@ class Watch:
     # -- the instructor's extra: ground truth ----------------------------------------------
     def _truth(self) -> dict:
         m = self.manifest
-        for r in self.tails[LEDGER].read():
+        from cyberrange.attack.ledger import unchecked_record   # instructor only: the defender
+        for r in map(unchecked_record, self.tails[LEDGER].read()):   # view never imports it
             self.steps.append({k: r.get(k) for k in (
                 "step_id", "name", "technique", "actor", "repeat", "outcome", "packets_sent",
                 "start", "end", "error", "blocked_reason", "skipped_reason")})

@@ -4,6 +4,7 @@ comparison with NaN is false), so these check ``math.isfinite`` first."""
 from __future__ import annotations
 
 import math
+import os
 
 import click
 
@@ -61,3 +62,123 @@ def allow_outside_option(f):
                         callback=remember,
                         help="also accept included / referenced files below DIR (repeatable; "
                              "or CYBERRANGE_INPUT_PATHS=DIR:DIR)")(f)
+
+
+class ContentRef(click.ParamType):
+    """A content file given by path or by name: ``fob``, ``recon_bruteforce``, found in
+    ``--content-path``, ``$CYBERRANGE_PATH`` and the built-in content (``cyberrange.content``).
+    A path that does not exist is passed on unchanged, for the loader's own error."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.name = kind
+
+    def convert(self, value, param, ctx):
+        from cyberrange import content
+        path = content.resolve(self.kind, value)
+        if os.path.isdir(path):
+            self.fail(f"{self.kind} '{value}' is a directory.", param, ctx)
+        return path
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        from cyberrange import content
+        return [*(CompletionItem(n) for n in content.names(self.kind) if n.startswith(incomplete)),
+                CompletionItem(incomplete, type="file")]
+
+
+TOPOLOGY = ContentRef("topology")
+PLAYBOOK = ContentRef("playbook")
+RESPONSE = ContentRef("response")
+CHANGE = ContentRef("change")
+
+
+def _detectors_dir(ctx, param, value):
+    from cyberrange import content
+    return content.detectors_dir(value)
+
+
+#: ``--detectors DIR`` with no default in the current folder: the built-in detectors, or the
+#: first content root (``--content-path``, ``$CYBERRANGE_PATH``) with a ``detectors/`` folder
+DETECTORS = {"default": None, "callback": _detectors_dir, "metavar": "DIR",
+             "show_default": "built-in, or the first content root's detectors/"}
+
+
+def deprecated(old: str, new: str) -> None:
+    """The one-line notice for a spelling that still works for this release (stderr)."""
+    click.echo(f"note: `{old}` is deprecated and will be removed: use `{new}`", err=True)
+
+
+def deprecated_alias(cmd: click.Command, old: str, new: str) -> click.Command:
+    """A copy of ``cmd`` under its old name: same options, a deprecation line first, hidden
+    from the help (docs/cli.md lists old -> new)."""
+    import copy
+    import functools
+    alias = copy.copy(cmd)
+    original = cmd.callback
+
+    @functools.wraps(original)
+    def callback(*args, **kwargs):
+        deprecated(f"cyberrange {old}", f"cyberrange {new}")
+        return original(*args, **kwargs)
+    alias.callback = callback
+    alias.hidden = True
+    alias.help = f"Deprecated: use `cyberrange {new}`.\n\n{cmd.help or ''}"
+    alias.short_help = f"deprecated: use `cyberrange {new}`"
+    return alias
+
+
+STORE_HELP = ("Where records go: duckdb:PATH, es://HOST:PORT, ess://HOST:PORT (TLS) or an "
+              "Elasticsearch config file (docs/cli.md, docs/elasticsearch.md).")
+
+
+def store_spec(value: str | None, *, bare: str = "duckdb") -> str | None:
+    """A ``--store`` value as ``cyberrange.store.open_store`` takes it: ``duckdb:PATH`` becomes
+    ``duckdb://PATH``; URLs and config files pass. A bare path is the old spelling of ``bare``
+    (``duckdb:PATH``): it still works, with a deprecation line."""
+    if value is None:
+        return None
+    v = str(value)
+    if v.startswith("duckdb:") and not v.startswith("duckdb://"):
+        return "duckdb://" + v[len("duckdb:"):]
+    if "://" in v or v.endswith((".yaml", ".yml")):
+        return v
+    if bare == "duckdb":
+        deprecated(f"--store {v}", f"--store duckdb:{v}")
+    return v
+
+
+def es_store_option(f):
+    """``--store URL`` (default ``$CYBERRANGE_ES_URL``) for the commands that talk to
+    Elasticsearch, and the old ``--to URL`` (hidden, with a deprecation line)."""
+    def old_to(ctx, param, value):
+        if value is not None:
+            deprecated(f"--to {value}", f"--store {value}")
+            ctx.meta["cyberrange.store_to"] = value
+
+    def store(ctx, param, value):
+        from click.core import ParameterSource
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            return ctx.meta.get("cyberrange.store_to", value)
+        return value
+    f = click.option("--to", "old_target", hidden=True, expose_value=False, is_eager=True,
+                     callback=old_to, default=None, metavar="URL")(f)
+    return click.option("--store", "target", envvar="CYBERRANGE_ES_URL", default=None,
+                        metavar="URL", callback=store,
+                        help="The cluster: es://HOST:PORT, ess://HOST:PORT (TLS) or an ES "
+                             "config file (default: $CYBERRANGE_ES_URL). Credentials: "
+                             "CYBERRANGE_ES_API_KEY, or CYBERRANGE_ES_USER and "
+                             "CYBERRANGE_ES_PASSWORD. (--to: the old name.)")(f)
+
+
+def json_option(help: str = "Print the result as JSON on stdout (errors too: "
+                            "{\"error\", \"file\", \"line\"})."):
+    """``--json``: the one spelling of "machine-readable on stdout" (a flag, never a file)."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def echo_json(data) -> None:
+    """One JSON document on stdout."""
+    import json
+    click.echo(json.dumps(data, indent=2, default=str))

@@ -1,4 +1,4 @@
-"""``cyberrange attack list|show|validate|run`` and ``playbook check`` (= ``attack validate``):
+"""``cyberrange attack list|show|run`` and ``playbook check`` (``attack validate``: deprecated):
 the technique catalog and playbooks.
 
 Thin commands: loading and checking live in ``cyberrange.attack.playbook`` (and
@@ -15,7 +15,15 @@ from rich.table import Table
 
 from cyberrange.attack.catalog import TECHNIQUES
 from cyberrange.attack.spec import type_text
-from cyberrange.cli._params import SEED, allow_outside_option
+from cyberrange.cli._params import (
+    PLAYBOOK,
+    SEED,
+    TOPOLOGY,
+    allow_outside_option,
+    deprecated_alias,
+    echo_json,
+    json_option,
+)
 from cyberrange.errors import UserError
 
 DOCS = "docs/techniques.md"
@@ -39,13 +47,18 @@ def _anchor(tech) -> str:
 
 @click.group()
 def attack():
-    """Attack techniques and playbooks: list, show, validate, run."""
+    """Attack techniques and playbooks: list, show, run (check a playbook: playbook check)."""
 
 
 @attack.command("list")
-def attack_list():
+@json_option()
+def attack_list(as_json):
     """List the techniques with their ATT&CK ids, family, tactic, parameters and facts."""
     from cyberrange.cli._console import make_console
+    if as_json:
+        return echo_json([{"id": t.id, "name": t.name, "family": t.family, "tactic": t.tactic,
+                           "params": {k: p.default for k, p in t.params.items()},
+                           "produces": list(t.produces)} for t in TECHNIQUES.values()])
     t = Table(box=box.SIMPLE_HEAVY)
     for c in ("technique", "name", "family", "tactic", "parameters (default)", "produces"):
         t.add_column(c)
@@ -58,7 +71,8 @@ def attack_list():
 
 @attack.command("show")
 @click.argument("technique")
-def attack_show(technique):
+@json_option()
+def attack_show(technique, as_json):
     """Show one TECHNIQUE: its parameters (type, default, help), targets and facts."""
     from cyberrange.model.yamlsrc import did_you_mean
     tech = TECHNIQUES.get(technique)
@@ -66,6 +80,13 @@ def attack_show(technique):
         raise UserError(f"unknown technique '{technique}'{did_you_mean(technique, TECHNIQUES)} "
                         f"(known: {', '.join(TECHNIQUES)})")
     from cyberrange.cli._console import make_console
+    if as_json:
+        return echo_json({"id": tech.id, "name": tech.name, "family": tech.family,
+                          "tactic": tech.tactic, "target_kind": tech.target_kind,
+                          "params": {k: {"type": type_text(p.type), "default": p.default,
+                                         "help": p.help}
+                                     for k, p in tech.params.items()},
+                          "produces": list(tech.produces)})
     console = make_console()
     console.print(f"[bold]{tech.id}[/] {tech.name}")
     console.print(f"family: {tech.family}   tactic: {tech.tactic}   "
@@ -109,15 +130,22 @@ def _timing_text(step) -> str:
 
 @attack.command("validate")
 @allow_outside_option
-@click.argument("playbook", type=click.Path(dir_okay=False))
-@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
+@click.argument("playbook", type=PLAYBOOK)
+@click.option("--topology", "topology_file", type=TOPOLOGY, default=None,
               help="Topology file to cross-check actors and targets against (and count them).")
-def attack_validate(playbook, topology_file):
+@json_option()
+def attack_validate(playbook, topology_file, as_json):
     """Load PLAYBOOK, check it (against --topology) and summarise its steps. Exit 2 on error.
 
-    ``cyberrange playbook check`` is this same command."""
+    ``cyberrange attack validate`` is the deprecated name of this command."""
     from cyberrange.attack.runner import check_playbook, static_target_count
     pb, topo = check_playbook(playbook, topology_file)
+    if as_json:
+        return echo_json({"ok": True, "file": playbook, "playbook": pb.name,
+                          "version": pb.version, "topology": topo.name if topo else None,
+                          "seed": pb.seed, "max_rate": pb.max_rate,
+                          "steps": [{"id": s.id, "technique": s.technique, "actor": s.actor,
+                                     "targets": list(s.targets)} for s in pb.steps]})
     from cyberrange.cli._console import make_console
     console = make_console()
     against = f" against topology {topo.name}" if topo else ""
@@ -174,26 +202,25 @@ def _attack_ui(console):
 
 @attack.command("run")
 @allow_outside_option
-@click.argument("playbook", type=click.Path(dir_okay=False))
-@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
-              help="Topology file of the twin to build (with --twin: optional, and it must be "
-                   "the file that twin was built from).")
+@click.argument("refs", nargs=-1, required=True, metavar="[TOPOLOGY] PLAYBOOK")
+@click.option("--topology", "topology_file", type=TOPOLOGY, default=None,
+              help="With --twin: the file that twin was built from (optional). Without --twin "
+                   "deprecated: give TOPOLOGY first, as `drill run` does.")
 @click.option("--twin", "twin_ref", default=None, metavar="REF",
               help="Run in this twin, already up (`up --detach`, a drill): prefix, run id or "
                    "run folder. The twin is left up; the ledger goes to a new run folder.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("--seed", type=SEED, default=None, help="Jitter seed (default: the playbook's).")
-def attack_run(playbook, topology_file, twin_ref, runs_dir, seed):
-    """Build the twin of --topology, run PLAYBOOK in it, write the ledger, tear the twin down;
-    or, with --twin, run PLAYBOOK in a twin that is already up and leave it up.
+@json_option("Print the run and its ledger records as JSON on stdout (progress on stderr).")
+def attack_run(refs, topology_file, twin_ref, runs_dir, seed, as_json):
+    """Build the twin of TOPOLOGY, run PLAYBOOK in it, write the ledger, tear the twin down;
+    or, with --twin (no TOPOLOGY), run PLAYBOOK in a twin that is already up and leave it up.
 
     Needs root. No benign traffic and no detection (that is `cyberrange drill run`)."""
-    from cyberrange.drill import run_attack
     from cyberrange.cli._console import make_console
-    if topology_file is None and twin_ref is None:
-        raise UserError("attack run needs --topology FILE (build a twin for it) or --twin REF "
-                        "(a twin that is up: `cyberrange status` lists them)")
-    console = make_console()
+    from cyberrange.drill import run_attack
+    topology_file, playbook = _topology_and_playbook(refs, topology_file, twin_ref)
+    console = make_console(stderr=as_json)
     with _attack_ui(console) as ui:
         run, records = run_attack(topology_file, playbook, runs_dir, ui, seed, twin=twin_ref)
     t = Table(box=box.SIMPLE_HEAVY, title=f"run {run.id}", title_justify="left")
@@ -211,6 +238,9 @@ def attack_run(playbook, topology_file, twin_ref, runs_dir, seed):
                   str(sum(r["bytes_sent"] for r in recs)))
     console.print(t)
     console.print(f"ledger: {run.ledger_path}   manifest: {run.manifest_path}")
+    if as_json:
+        echo_json({"run_id": run.id, "run_dir": str(run.dir), "status": run.manifest.get(
+            "status"), "twin": run.manifest.get("twin"), "ledger": records})
     if twin_ref is not None:
         t = run.manifest["twin"]
         console.print(f"twin {t['prefix']} is still up (its captures and action log: "
@@ -220,11 +250,32 @@ def attack_run(playbook, topology_file, twin_ref, runs_dir, seed):
         raise CheckFailed(f"run {run.id}: {run.manifest.get('error') or run.manifest.get('status')}")
 
 
+def _topology_and_playbook(refs, topology_file, twin_ref):
+    """``attack run TOPOLOGY PLAYBOOK`` (as ``drill run``), ``attack run PLAYBOOK --twin REF``,
+    and the old ``attack run PLAYBOOK --topology TOPOLOGY`` (with a deprecation line)."""
+    from cyberrange.cli._params import deprecated
+    if len(refs) > 2:
+        raise click.UsageError(f"expected [TOPOLOGY] PLAYBOOK, got {len(refs)} arguments")
+    if len(refs) == 2:
+        if topology_file is not None:
+            raise UserError("give the topology once: as TOPOLOGY or as --topology, not both")
+        return TOPOLOGY.convert(refs[0], None, None), PLAYBOOK.convert(refs[1], None, None)
+    if topology_file is None and twin_ref is None:
+        raise UserError("attack run needs --topology FILE, or TOPOLOGY before PLAYBOOK (build "
+                        "a twin for it), or --twin REF (a twin that is up: `cyberrange status` "
+                        "lists them)")
+    if topology_file is not None and twin_ref is None:
+        deprecated("attack run PLAYBOOK --topology TOPOLOGY", "attack run TOPOLOGY PLAYBOOK")
+    return topology_file, PLAYBOOK.convert(refs[0], None, None)
+
+
 @click.group()
 def playbook():
-    """Check attack playbook files: playbook check is attack validate."""
+    """Check attack playbook files (`attack validate` is the deprecated name)."""
 
 
 playbook.add_command(attack_validate, name="check")
+attack.add_command(deprecated_alias(attack_validate, "attack validate", "playbook check"),
+                   name="validate")      # one validation verb per file kind: `KIND check`
 
 COMMANDS = [attack, playbook]

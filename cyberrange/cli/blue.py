@@ -11,6 +11,7 @@ import os
 
 import click
 
+from cyberrange.cli._params import RESPONSE, TOPOLOGY, echo_json, json_option
 from cyberrange.errors import CheckFailed
 
 PROTOS = ("tcp", "udp", "icmp", "any")
@@ -288,12 +289,13 @@ def response():
 
 
 @response.command("check")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--topology", "topology_file", type=click.Path(dir_okay=False), default=None,
+@click.argument("files", nargs=-1, required=True, type=RESPONSE)
+@click.option("--topology", "topology_file", type=TOPOLOGY, default=None,
               help="Check every node, zone and rule name against this topology.")
 @click.option("--detectors", "detectors_dir", default=None, metavar="DIR",
               help="Check every detector name a rule matches on against this folder.")
-def response_check(files, topology_file, detectors_dir):
+@json_option()
+def response_check(files, topology_file, detectors_dir, as_json):
     """Check response files without a twin: the schema, every action and parameter and, with
     --topology/--detectors, every name (what `drill run --respond` checks before it builds)."""
     from cyberrange.blue.response_format import load_response
@@ -305,13 +307,17 @@ def response_check(files, topology_file, detectors_dir):
     if detectors_dir:
         from cyberrange.detect.registry import load_detectors
         dets = load_detectors(detectors_dir)
-    console = make_console()
+    console = make_console(stderr=as_json)
+    done = []
     for f in files:
         r = load_response(f, topo, dets)
+        done.append({"file": f, "response": r.name, "rules": len(r.rules), "ok": True})
         against = f" against topology {topo.name}" if topo else ""
         console.print(f"[bold green]ok[/] {f}: response [bold]{r.name}[/], {len(r.rules)} "
                       f"rule(s){against}; at most {r.max_actions} actions; never isolates "
                       f"{len(r.protected) if topo else len(r.never_isolate)} node(s)")
+    if as_json:
+        echo_json(done)
 
 
 COMMANDS = [blue, response]

@@ -11,7 +11,14 @@ from rich import box
 from rich.table import Table
 
 from cyberrange.cli._console import make_console
-from cyberrange.cli._params import SECONDS
+from cyberrange.cli._params import (
+    DETECTORS,
+    SECONDS,
+    deprecated,
+    echo_json,
+    json_option,
+    store_spec,
+)
 from cyberrange.errors import UserError
 
 
@@ -36,12 +43,18 @@ def _alerts_table(alerts, title: str) -> Table:
 
 
 @detect.command("list")
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
+@click.option("--detectors", "detectors_dir", **DETECTORS,
               help="Folder of detector YAML files.")
-def detect_list(detectors_dir):
+@json_option()
+def detect_list(detectors_dir, as_json):
     """The configured detector instances, their families and what they learn or score."""
     from cyberrange.detect.registry import FAMILIES, load_detectors
     dets = load_detectors(detectors_dir)
+    if as_json:
+        return echo_json({"folder": detectors_dir, "detectors": [
+            {"name": d.name, "family": d.family, "technique": d.technique,
+             "needs_packets": d.needs_packets, "trainable": d.trainable,
+             "scores_flows": d.scores_flows, "settings": d.settings} for d in dets]})
     t = Table(title=f"{len(dets)} detectors in {detectors_dir}/ ({len(FAMILIES)} families known)",
               box=box.SIMPLE_HEAVY, title_justify="left")
     for h in ("name", "family", "technique", "input", "learns", "scores flows", "settings"):
@@ -81,10 +94,12 @@ def _scoreable_run(ref: str, runs_dir: str):
 @click.option("--baseline", "baseline_s", type=SECONDS, default=None,
               help="Trainable detectors learn from the first N seconds (default: a run's "
                    "warm-up; 0 with --pcap unless given).")
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
+@click.option("--detectors", "detectors_dir", **DETECTORS)
 @click.option("--runs-dir", default="runs", show_default=True)
-@click.option("--store", "store_path", default=None,
-              help="With --pcap: keep records and alerts in this DuckDB file.")
+@click.option("--store", "store_path", default=None, metavar="duckdb:PATH",
+              callback=lambda ctx, param, value: store_spec(value),
+              help="With --pcap: keep records and alerts in this DuckDB file (a bare PATH: the "
+                   "old spelling).")
 @click.option("--json", "as_json", is_flag=True, help="Print alerts as JSON lines.")
 @click.option("--explain", is_flag=True,
               help="Also list near-misses: candidates that scored below their detector's "
@@ -218,7 +233,7 @@ def detect_incidents(run_ref, runs_dir, rebuild, as_json):
 
 @detect.command("eval")
 @click.argument("runs", nargs=-1, required=True)
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
+@click.option("--detectors", "detectors_dir", **DETECTORS)
 @click.option("--runs-dir", default="runs", show_default=True)
 @click.option("--train", "train_ref", default=None,
               help="A benign run every trainable detector learns from (default: each run's "
@@ -226,8 +241,9 @@ def detect_incidents(run_ref, runs_dir, rebuild, as_json):
 @click.option("--baseline", "baseline_s", type=SECONDS, default=0.0, show_default=True,
               help="Baseline seconds for runs whose manifest does not record one.")
 @click.option("--only", multiple=True, help="Evaluate only these detector instances.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Also write the full results as JSON to this file.")
+@click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
+              metavar="", help="Print the full results as JSON on stdout (tables go to "
+                               "stderr). `--json FILE`: the old spelling, writes FILE.")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the results tables as Markdown to this file.")
 def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json_out, md_out):
@@ -241,6 +257,10 @@ def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json
     from cyberrange.detect.registry import load_detectors
     from cyberrange.report.evaluation import evaluation_markdown, print_evaluation
     from cyberrange.score.evaluate import evaluate, expand_runs
+    if json_out not in (None, "-") and Path(json_out).is_dir():   # `--json RUNS/`: a flag
+        runs, json_out = (json_out, *runs), "-"
+    elif json_out not in (None, "-"):
+        deprecated(f"detect eval --json {json_out}", f"detect eval --json > {json_out}")
     dets = load_detectors(detectors_dir)
     if only:
         unknown = sorted(set(only) - {d.name for d in dets})
@@ -265,7 +285,7 @@ def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json
             train = (store.read("flows", tr.id, columns=list(RECORD_SCHEMAS["flows"].names)),
                      store.read("packets", tr.id,
                                 columns=list(RECORD_SCHEMAS["packets"].names)))
-    console = make_console()
+    console = make_console(stderr=json_out == "-")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total} runs"), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -277,7 +297,9 @@ def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json
                       on_run=on_run).to_dict()
         progress.update(task, completed=len(paths))
     print_evaluation(ev, console)
-    if json_out:
+    if json_out == "-":
+        click.echo(json.dumps(ev, indent=1, default=str))
+    elif json_out:
         Path(json_out).write_text(json.dumps(ev, indent=1, default=str))
     if md_out:
         Path(md_out).write_text(evaluation_markdown(ev))
@@ -287,4 +309,34 @@ def detect_eval(runs, detectors_dir, runs_dir, train_ref, baseline_s, only, json
                           "is not measured")
 
 
+@detect.command("export")
+@click.option("--sigma", "sigma_dir", type=click.Path(file_okay=False), required=True,
+              metavar="DIR", help="Write Sigma rules (one .yml per rule) into DIR.")
+@click.option("--detectors", "detectors_dir", **DETECTORS,
+              help="Folder of detector YAML files.")
+@click.option("--run", "run_ref", default=None, metavar="RUN",
+              help="Bake in the allow-lists the trainable detectors learn from this run's "
+                   "warm-up (as the drill trained them); default: configured lists only.")
+@click.option("--runs-dir", default="runs", show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"rules": [files], "refused": [{detector, family, part, reason}]}.')
+def detect_export(sigma_dir, detectors_dir, run_ref, runs_dir, as_json):
+    """Sigma rules for the detectors one Sigma detection can express over the ECS flow fields,
+    and the reason for each one it cannot (docs/exports.md)."""
+    from cyberrange.detect.registry import load_detectors
+    from cyberrange.detect.sigma import write_rules
+    run = _scoreable_run(run_ref, runs_dir) if run_ref else None
+    written, refused = write_rules(sigma_dir, load_detectors(detectors_dir), run)
+    if as_json:
+        click.echo(json.dumps({"rules": written, "refused": refused}, indent=2))
+        return
+    for path in written:
+        click.echo(f"Sigma rule: {path}")
+    click.echo(f"{len(written)} rule(s) written; not expressible as Sigma:")
+    for r in refused:
+        part = "" if r["part"] == "all" else f" ({r['part']} check)"
+        click.echo(f"  {r['detector']}{part} [{r['family']}]: {r['reason']}")
+
+
 COMMANDS = [detect]
+

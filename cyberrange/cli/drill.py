@@ -15,11 +15,17 @@ from rich.progress import (
 
 from cyberrange.cli._console import make_console
 from cyberrange.cli._params import (
+    DETECTORS,
     INTENSITY,
+    PLAYBOOK,
     POSITIVE_SECONDS,
+    RESPONSE,
     SECONDS,
     SEED,
+    TOPOLOGY,
     allow_outside_option,
+    echo_json,
+    json_option,
 )
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.errors import CheckFailed, UserError
@@ -124,6 +130,16 @@ class RichUI:
             self.console.print(f"[cyan]{text}[/] (the final store is rebuilt from the pcaps)")
 
 
+def _es_only(value):
+    """``drill run --store``: an Elasticsearch copy; the DuckDB store is the run folder's."""
+    if value is not None and str(value).startswith("duckdb:"):
+        raise click.BadParameter("a drill keeps its DuckDB store in its run folder "
+                                 "(store.duckdb); --store adds an Elasticsearch copy: "
+                                 "es://HOST:PORT, ess://HOST:PORT or a config file",
+                                 param_hint="'--store'")
+    return value
+
+
 @click.group()
 def drill():
     """Red/blue drills: run a playbook against a twin and score the detectors."""
@@ -131,9 +147,9 @@ def drill():
 
 @drill.command("run")
 @allow_outside_option
-@click.argument("topology", type=click.Path(dir_okay=False))
-@click.argument("playbook", type=click.Path(dir_okay=False), required=False)
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True,
+@click.argument("topology", type=TOPOLOGY)
+@click.argument("playbook", type=PLAYBOOK, required=False)
+@click.option("--detectors", "detectors_dir", **DETECTORS,
               help="Folder of detector YAML files.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders go.")
 @click.option("--benign/--no-benign", default=True, show_default=True,
@@ -148,7 +164,9 @@ def drill():
               help="Without a PLAYBOOK (benign-only drill): seconds of benign traffic.")
 @click.option("--cooldown", type=SECONDS, default=2.0, show_default=True,
               help="Seconds after the last step before capture stops.")
-@click.option("--seed", type=SEED, default=None, help="Seed for benign traffic (default: the topology's).")
+@click.option("--seed", type=SEED, default=None,
+              help="The run's seed: benign traffic, the playbook's jitter and the link relay's "
+                   "draws (default: the topology's for traffic, the playbook's for jitter).")
 @click.option("--intensity", type=INTENSITY, default=None,
               help="Scale every benign traffic rate (default: the topology's; 2 = twice as busy).")
 @click.option("--live", is_flag=True,
@@ -157,13 +175,15 @@ def drill():
 @click.option("--rotate", "rotate_s", type=POSITIVE_SECONDS, default=2.0, show_default=True,
               help="Live mode: rotate every sensor's pcap at least this often (seconds).")
 @click.option("--store", "store_url", default=None, metavar="URL",
+              callback=lambda ctx, param, value: _es_only(value),
               help="Also send records, alerts and ledger to Elasticsearch (es://HOST:PORT, "
-                   "ess:// for TLS); checked before the drill starts. See docs/elasticsearch.md.")
+                   "ess:// for TLS, or a config file); checked before the drill starts. The "
+                   "DuckDB store is always the run folder's. See docs/elasticsearch.md.")
 @click.option("--probe-interval", "probe_interval_s", type=SECONDS, default=2.0,
               show_default=True,
               help="Mission availability: probe every mission thread from its clients this "
                    "often on average (services 4 times less often); 0: no probes.")
-@click.option("--respond", "respond", type=click.Path(dir_okay=False), default=None,
+@click.option("--respond", "respond", type=RESPONSE, default=None,
               metavar="FILE",
               help="Run this response playbook (responses/*.yaml) on the live alerts: blue "
                    "actions during the drill, logged in actions.jsonl. Implies --live. See "
@@ -225,9 +245,10 @@ def _say_how_it_ended(run, console) -> None:
 
 @drill.command("score")
 @click.argument("run_refs", nargs=-1, required=True, metavar="RUN...")
-@click.option("--detectors", "detectors_dir", default="detectors", show_default=True)
+@click.option("--detectors", "detectors_dir", **DETECTORS)
 @click.option("--runs-dir", default="runs", show_default=True)
-def drill_score(run_refs, detectors_dir, runs_dir):
+@json_option("Print the new scorecards as a JSON list on stdout (tables are left out).")
+def drill_score(run_refs, detectors_dir, runs_dir, as_json):
     """Re-parse, re-detect and re-score finished runs (folders, ids, 'latest', or a folder of
     runs); no twin needed.
 
@@ -243,6 +264,7 @@ def drill_score(run_refs, detectors_dir, runs_dir):
         raise UserError(f"nothing to score: no finished drill among {', '.join(run_refs)}")
     detectors = load_detectors(detectors_dir)
     console = make_console()
+    cards = []
     for run in runs:
         run.check_analysable()                  # before the warnings: a refusal is one line
         if run.sealed():
@@ -251,9 +273,14 @@ def drill_score(run_refs, detectors_dir, runs_dir):
                     click.echo(f"warning: {run.dir / row['file']} {row['state']} since the drill "
                                f"ended ({row['detail']}): scored as it is now", err=True)
         card = analyse(run, detectors)
+        if as_json:
+            cards.append(card)
+            continue
         print_scorecard(card, console)
         print_availability(card, console)
         print_blue(card, console)
+    if as_json:
+        echo_json(cards)
 
 
 @drill.command("report")
@@ -266,10 +293,14 @@ def drill_score(run_refs, detectors_dir, runs_dir):
 @click.option("--navigator", "navigator_path", type=click.Path(dir_okay=False), default=None,
               metavar="FILE", help="Write an ATT&CK Navigator layer (format 4.5): techniques "
                                    "coloured by detected / missed / not observable.")
+@click.option("--stix", "stix_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Write a STIX 2.1 bundle: ATT&CK attack-patterns, indicators "
+                                   "for the attacker's addresses and C2 domains, sightings for "
+                                   "the alerts (docs/exports.md).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report's content as JSON (scorecard, steps, alerts, blue actions, "
                    "availability) instead of tables.")
-def drill_report(run_ref, runs_dir, html_path, navigator_path, as_json):
+def drill_report(run_ref, runs_dir, html_path, navigator_path, stix_path, as_json):
     """Show the scorecard of a finished RUN (folder, id or 'latest'); a scorecard that is not
     one the drill wrote (damaged, another run's) is refused with one line.
 
@@ -283,7 +314,7 @@ def drill_report(run_ref, runs_dir, html_path, navigator_path, as_json):
     if why:
         raise UserError(f"{run.dir}: {why}")
     card = run.scorecard()
-    if not (html_path or navigator_path or as_json):
+    if not (html_path or navigator_path or stix_path or as_json):
         console = make_console()
         print_scorecard(card, console)
         print_availability(card, console)
@@ -298,6 +329,9 @@ def drill_report(run_ref, runs_dir, html_path, navigator_path, as_json):
     if navigator_path:
         _write(navigator_path, json.dumps(navigator.navigator(report), indent=2) + "\n")
         written.append(f"ATT&CK Navigator layer: {navigator_path}")
+    if stix_path:
+        from cyberrange.report import stix
+        written += stix.write(stix_path, run, report)
     if as_json:
         click.echo(json.dumps(content.as_json(report), indent=2, default=str))
     for line in written:

@@ -17,6 +17,7 @@ from rich import box
 from rich.table import Table
 
 from cyberrange.cli._console import make_console
+from cyberrange.cli._params import echo_json, json_option
 from cyberrange.errors import CheckFailed, UserError
 
 RUN_HELP = ("The running lab: twin prefix, lab run folder or its name, lab name or trainee "
@@ -56,34 +57,52 @@ def lab():
 
 
 @lab.command("list")
-@click.option("--dir", "folder", default=None, help="Folder of labs (default: ./labs).")
-def lab_list(folder):
+@click.option("--dir", "folder", default=None,
+              help="Folder of labs (default: every content root's labs/, docs/cli.md).")
+@json_option()
+def lab_list(folder, as_json):
     """The labs: level, estimated time, techniques, points."""
     from cyberrange.labs.format import lab_files, load_lab
     t = Table(box=box.SIMPLE)
     for c in ("lab", "level", "minutes", "topology", "techniques", "tasks", "points", "title"):
         t.add_column(c)
-    bad = 0
+    bad, rows = 0, []
     for f in lab_files(folder):
         try:
             x = load_lab(f)
         except UserError as e:
             bad += 1
             t.add_row(f.parent.name, "[red]invalid[/]", "", "", "", "", "", str(e)[:80])
+            rows.append({"lab": f.parent.name, "file": str(f), "error": str(e)})
             continue
+        rows.append({"lab": x.name, "file": str(f), "level": x.level, "minutes": x.minutes,
+                     "topology": x.topology.name, "techniques": list(x.techniques),
+                     "tasks": len(x.tasks), "points": x.points, "title": x.title})
         t.add_row(x.name, x.level, str(x.minutes), x.topology.name, ", ".join(x.techniques),
                   str(len(x.tasks)), str(x.points), x.title)
-    make_console().print(t if t.row_count else "no labs found")
+    if as_json:
+        echo_json(rows)
+    else:
+        make_console().print(t if t.row_count else "no labs found")
     if bad:
         raise CheckFailed(f"{bad} lab(s) do not load (`cyberrange lab check FILE` says why)")
 
 
 @lab.command("show")
 @click.argument("name")
-def lab_show(name):
+@json_option()
+def lab_show(name, as_json):
     """A lab's briefing, objectives and tasks (never its solution)."""
     from cyberrange.labs.format import load_lab
     x = load_lab(name)
+    if as_json:
+        return echo_json({"lab": x.name, "title": x.title, "level": x.level,
+                          "minutes": x.minutes, "topology": x.topology.name,
+                          "techniques": list(x.techniques), "objectives": list(x.objectives),
+                          "briefing": x.briefing, "points": x.points,
+                          "tasks": [{"id": t.id, "title": t.title, "points": t.points,
+                                     "hints": len(t.hints), "checks": len(t.checks),
+                                     "text": t.text} for t in x.tasks]})
     c = make_console()
     c.print(f"[bold]{x.title}[/] ({x.name}) — {x.level}, about {x.minutes} min, topology "
             f"{x.topology.name}, techniques {', '.join(x.techniques) or '-'}")
@@ -107,7 +126,8 @@ def _tasks_table(c, x) -> None:
 
 @lab.command("check")
 @click.argument("file")
-def lab_check(file):
+@json_option()
+def lab_check(file, as_json):
     """Check a lab file (and its solution.yaml if any) without building anything."""
     from cyberrange.labs.format import SOLUTION, load_lab, load_solution
     x = load_lab(file)
@@ -115,6 +135,10 @@ def lab_check(file):
     if (x.dir / SOLUTION).is_file():
         s = load_solution(x)
         sol = f", solution of {len(s.steps)} steps"
+    if as_json:
+        return echo_json({"ok": True, "file": str(x.file), "tasks": len(x.tasks),
+                          "checks": len(x.checks()), "playbooks": len(x.playbooks),
+                          "staged": len(x.stage), "solution": bool(sol)})
     click.echo(f"ok {x.file}: {len(x.tasks)} tasks, {len(x.checks())} checks, "
                f"{len(x.playbooks)} playbooks, {len(x.stage)} staged{sol}")
 
@@ -125,15 +149,18 @@ def lab_check(file):
               "(default: $SUDO_USER or $USER).")
 @click.option("--runs-dir", default="runs/labs", show_default=True,
               help="Where the lab run folder goes.")
-def lab_start(name, trainee, runs_dir):
+@json_option()
+def lab_start(name, trainee, runs_dir, as_json):
     """Build the lab's twin, start its scenario and print the briefing."""
     from cyberrange.labs import session
     from cyberrange.labs.format import load_lab
     trainee = trainee or os.environ.get("SUDO_USER") or os.environ.get("USER") or "trainee"
-    c = make_console()
+    c = make_console(stderr=as_json)
     with c.status("building the lab's twin"):
         lab_dir, info = session.start(name, trainee, runs_dir)
     x = load_lab(name)
+    if as_json:
+        return echo_json({"lab": x.name, "trainee": trainee, "run_dir": str(lab_dir), **info})
     c.print(f"lab [bold]{x.name}[/] is up in {info['start_s']:.1f} s (twin {info['prefix']}); "
             f"trainee {trainee}; run folder {lab_dir}")
     c.print(x.briefing.rstrip())
@@ -145,13 +172,17 @@ def lab_start(name, trainee, runs_dir):
 
 @lab.command("stop")
 @_run_option
-def lab_stop(ref):
+@json_option()
+def lab_stop(ref, as_json):
     """Stop the lab: its twin and every kernel object it made are removed; progress stays."""
     from cyberrange.labs import session
     a = session.find_active(ref, alive_only=False)     # an owner that died: its twin too
     td = session.stop(a)
-    click.echo(f"lab stopped (twin {a.prefix}): {td.get('processes', 0)} processes, "
-               f"{td.get('links', 0)} links removed; progress kept in {a.dir}")
+    if as_json:
+        echo_json({"stopped": a.prefix, "run_dir": str(a.dir), "teardown": td})
+    else:
+        click.echo(f"lab stopped (twin {a.prefix}): {td.get('processes', 0)} processes, "
+                   f"{td.get('links', 0)} links removed; progress kept in {a.dir}")
     if td.get("left"):
         raise CheckFailed(f"{td['left']} objects could not be removed: `cyberrange down "
                           f"{a.prefix}`")
@@ -159,14 +190,17 @@ def lab_stop(ref):
 
 @lab.command("restart")
 @_run_option
-def lab_restart(ref):
+@json_option()
+def lab_restart(ref, as_json):
     """Rebuild the lab's twin and restart its scenario; answers, hints and passes are kept.
     A stopped lab comes back with --run LAB_RUN_FOLDER."""
     from cyberrange.labs import progress, session
     stopped = ref is not None and progress.path_of(ref).is_file() and not any(
         a.dir == Path(ref).resolve() for a in _all_active())
-    with make_console().status("rebuilding the lab's twin"):
+    with make_console(stderr=True).status("rebuilding the lab's twin"):
         info = session.resume(Path(ref)) if stopped else session.restart(_active(ref))
+    if as_json:
+        return echo_json(info)
     click.echo(f"lab restarted in {info['start_s']:.1f} s (twin {info['prefix']}); progress kept")
 
 
@@ -189,12 +223,15 @@ def lab_shell(node, argv, ref):
 @click.argument("sql")
 @click.option("--limit", default=50, show_default=True, help="Rows shown at most.")
 @_run_option
-def lab_query(sql, limit, ref):
+@json_option()
+def lab_query(sql, limit, ref, as_json):
     """SQL over the lab's traffic so far (DuckDB: tables packets, flows; docs/labs.md)."""
     from cyberrange.labs import data
     a = _active(ref)
     snap = data.snapshot(a.dir, a.twin_dir)
     cols, rows = data.query(a.dir, sql, limit)
+    if as_json:
+        return echo_json([dict(zip(cols, r)) for r in rows])
     t = Table(box=box.SIMPLE, caption=f"{len(rows)} row(s); snapshot of {snap['packets']} "
                                       f"packets, {snap['flows']} flows")
     for col in cols:
@@ -210,20 +247,23 @@ def lab_query(sql, limit, ref):
 @click.option("--technique", default=None, help="Only alerts of this ATT&CK technique.")
 @click.option("--src", default=None, help="Only alerts whose source IP is this.")
 @_run_option
-def lab_alerts(det_dir, technique, src, ref):
+@json_option()
+def lab_alerts(det_dir, technique, src, ref, as_json):
     """Run detectors over the lab's traffic so far; the alerts, filtered."""
     from cyberrange.detect.registry import load_detector_file, load_detectors
     from cyberrange.labs import data
-    from cyberrange.labs.format import CHECKOUT
     a = _active(ref)
     x = a.lab()
-    p = Path(det_dir) if det_dir else CHECKOUT / "detectors"
+    from cyberrange import content
+    p = Path(content.detectors_dir(det_dir))
     dets = load_detector_file(p) if p.is_file() else load_detectors(p)
     data.snapshot(a.dir, a.twin_dir)
     table = data.alerts(a.dir, dets, data.baseline_until(a.manifest, x)).to_pylist()
     rows = [r for r in table if (technique is None or str(r.get("threat.technique.id") or "")
                                  .startswith(technique))
             and (src is None or r.get("source.ip") == src)]
+    if as_json:
+        return echo_json(rows)
     t = Table(box=box.SIMPLE, caption=f"{len(rows)} of {len(table)} alert(s)")
     for col in ("time", "detector", "technique", "source", "destination", "score"):
         t.add_column(col)
@@ -238,15 +278,18 @@ def lab_alerts(det_dir, technique, src, ref):
 @click.argument("task")
 @click.argument("answer")
 @_run_option
-def lab_submit(task, answer, ref):
+@json_option()
+def lab_submit(task, answer, ref, as_json):
     """Submit ANSWER to TASK; a wrong answer is refused and counted (tries are limited)."""
     from cyberrange.labs.trainee import submit
     x, d, _ = _lab_and_dir(ref)
     r = submit(x, d, task, answer)
-    if r["ok"]:
+    if as_json:
+        echo_json({"task": task, **r})
+    if r["ok"] and not as_json:
         click.echo(f"correct: task {task} answered" + (" — task done" if r["done"] else
                                                         " (its other checks: lab verify)"))
-    else:
+    elif not r["ok"]:
         n = r["tries_left"]
         raise CheckFailed(f"wrong answer to {task}; {n} {'try' if n == 1 else 'tries'} left")
 
@@ -254,18 +297,22 @@ def lab_submit(task, answer, ref):
 @lab.command("hint")
 @click.argument("task")
 @_run_option
-def lab_hint(task, ref):
+@json_option()
+def lab_hint(task, ref, as_json):
     """The next hint of TASK (each costs points, shown before you take it in `lab progress`)."""
     from cyberrange.labs.trainee import hint
     x, d, _ = _lab_and_dir(ref)
     h = hint(x, d, task)
+    if as_json:
+        return echo_json({"task": task, **h})
     click.echo(f"hint {h['index']}/{h['of']} for {task} (-{h['cost']} points): {h['text']}")
 
 
 @lab.command("verify")
 @click.argument("task", required=False)
 @_run_option
-def lab_verify(task, ref):
+@json_option()
+def lab_verify(task, ref, as_json):
     """Run the checks of TASK (default: every task not done yet); record the passes."""
     from cyberrange.labs.trainee import verify
     x, d, a = _lab_and_dir(ref)
@@ -277,7 +324,10 @@ def lab_verify(task, ref):
         check = x.task(r["task"]).checks[r["check"]]
         t.add_row(r["task"], check.describe(), "[green]pass[/]" if r["ok"] else "[red]fail[/]",
                   r["detail"])
-    make_console().print(t if results else "every task is done")
+    if as_json:
+        echo_json(results)
+    else:
+        make_console().print(t if results else "every task is done")
     if any(not r["ok"] for r in results):
         raise CheckFailed(f"{sum(not r['ok'] for r in results)} of {len(results)} checks fail")
 
@@ -315,12 +365,16 @@ def lab_progress(as_json, ref):
 @click.option("--csv", "csv_path", default=None, help="Also write the table as CSV.")
 @click.option("--html", "html_path", default=None, help="Also write an HTML page.")
 @click.option("--lab", "lab_name", default=None, help="Only runs of this lab.")
-def lab_report(runs_dir, csv_path, html_path, lab_name):
+@json_option()
+def lab_report(runs_dir, csv_path, html_path, lab_name, as_json):
     """Instructor's summary over trainees' lab runs: score, tasks, hints, time, wrong answers."""
     from cyberrange.labs import instructor
     rows, problems = instructor.collect(runs_dir, lab_name)
-    c = make_console()
-    c.print(instructor.table(rows))
+    c = make_console(stderr=as_json)
+    if as_json:
+        echo_json({"runs": rows, "skipped": [str(p) for p in problems]})
+    else:
+        c.print(instructor.table(rows))
     for p in problems:
         c.print(f"[yellow]skipped[/] {p}")
     if csv_path:

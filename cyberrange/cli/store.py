@@ -17,6 +17,7 @@ from rich.progress import (
 )
 
 from cyberrange.cli._console import make_console
+from cyberrange.cli._params import echo_json, es_store_option, json_option
 from cyberrange.errors import CheckFailed, UserError
 
 TO_HELP = ("The cluster: es://HOST:PORT, ess://HOST:PORT (TLS) or an ES config file "
@@ -25,8 +26,7 @@ TO_HELP = ("The cluster: es://HOST:PORT, ess://HOST:PORT (TLS) or an ES config f
 
 
 def _to_option(f):
-    return click.option("--to", "target", envvar="CYBERRANGE_ES_URL", default=None,
-                        metavar="URL", help=TO_HELP)(f)
+    return es_store_option(f)         # --store URL (--to URL: the old name)
 
 
 @click.group()
@@ -36,7 +36,8 @@ def store():
 
 @store.command("ping")
 @_to_option
-def store_ping(target):
+@json_option()
+def store_ping(target, as_json):
     """Reach the cluster once: address, TLS, credentials, version."""
     from cyberrange.store.es_store import open_checked
     es = open_checked(target)
@@ -44,6 +45,8 @@ def store_ping(target):
         info = es.info
     finally:
         es.client.close()
+    if as_json:
+        return echo_json(info)
     make_console().print(
         f"[green]ok[/] {info['url']}: cluster {info['cluster']!s}, Elasticsearch "
         f"{info['version']}, TLS {'verified' if info['tls'] else 'off'}, auth {info['auth']}")
@@ -51,7 +54,8 @@ def store_ping(target):
 
 @store.command("init")
 @_to_option
-def store_init(target):
+@json_option()
+def store_init(target, as_json):
     """Install the index templates (ECS mappings) and create the indices; safe to repeat."""
     from cyberrange.store.es_store import open_checked
     es = open_checked(target)
@@ -59,6 +63,8 @@ def store_init(target):
         report = es.init()
     finally:
         es.client.close()
+    if as_json:
+        return echo_json(report)
     console = make_console()
     for name in report["installed"]:
         console.print(f"[green]installed[/] template {name}")

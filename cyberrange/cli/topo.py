@@ -14,7 +14,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cyberrange.cli._params import allow_outside_option
+from cyberrange.cli._params import (
+    TOPOLOGY,
+    allow_outside_option,
+    echo_json,
+    json_option,
+)
 
 console = Console()
 
@@ -26,7 +31,7 @@ def topo():
 
 @topo.command("check")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--json", "as_json", is_flag=True, help="print the summary and findings as JSON")
 def topo_check(file, as_json):
     """Load FILE, validate it, lint it and print a summary and the findings.
@@ -92,7 +97,7 @@ def _print_findings(findings) -> None:
 
 @topo.command("reach")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--from", "src", default=None, metavar="ZONE|NODE",
               help="source: a zone or node (matrix rows); a node for a single query")
 @click.option("--to", "dst", default=None, metavar="ZONE|NODE|IP",
@@ -174,7 +179,7 @@ def _print_matrix(m) -> None:
 
 @topo.command("paths")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--from", "sources", multiple=True, metavar="NODE",
               help="entry point (repeatable; default: the topology's entry_points)")
 @click.option("--to", "targets", multiple=True, metavar="NODE",
@@ -210,66 +215,101 @@ def topo_paths(file, sources, targets, k, as_json):
 
 @topo.command("show")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
-def topo_show(file):
+@click.argument("file", type=TOPOLOGY)
+@json_option()
+def topo_show(file, as_json):
     """A tree of FILE: zones, nodes (role, address, services, software), routers, links;
     ★ crown jewels, ⚑ entry points, 👁 sensors."""
     from cyberrange.model.loader import load_topology
     from cyberrange.report.picture import topology_tree
 
-    console.print(topology_tree(load_topology(file)))
+    t = load_topology(file)
+    if as_json:
+        return echo_json({
+            "file": file, "topology": t.name, "classification": t.classification,
+            "zones": [{"name": z.name, "subnet": str(z.subnet), "classification":
+                       z.classification, "link": bool(z.p2p),
+                       "members": [n.name for n, _ in t.members(z.name)]}
+                      for z in t.zones.values()],
+            "nodes": {name: n.kind for name, n in t.nodes.items()},
+            "routers": [{"name": r.name, "kind": r.kind, "interfaces": len(r.interfaces),
+                         "routes": len(r.routes), "rules": len(r.rules)} for r in t.routers],
+            "sensors": [{"name": s.name, "zone": s.zone} for s in t.sensors.values()]})
+    console.print(topology_tree(t))
 
 
 @topo.command("graph")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="picture to write: .svg or .png")
-def topo_graph(file, out):
+@json_option()
+def topo_graph(file, out, as_json):
     """Draw FILE: nodes coloured by zone, outlined by classification; routers, firewalls,
     sensors, crown jewels and entry points marked; links labelled with their profile."""
     from cyberrange.model.loader import load_topology
     from cyberrange.report.picture import draw
 
     path = draw(load_topology(file), out)
+    if as_json:
+        return echo_json({"wrote": str(path)})
     console.print(f"[bold green]wrote[/] {path}")
 
 
 @topo.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
-              help="topology file to write (our YAML, format v1)")
-def topo_import(file, out):
-    """Import a containerlab topology (FILE.clab.yml) into our format, and check it loads."""
+              help="topology file to write (our YAML, format v2)")
+@json_option()
+def topo_import(file, out, as_json):
+    """Import a containerlab topology (FILE.clab.yml) into our format, and check it loads.
+
+    What the file says that the twin does not carry is listed in one warning on stderr;
+    docs/containerlab-import.md has the mapping."""
     from pathlib import Path
 
-    from cyberrange.model.interop import import_clab
+    from rich.markup import escape
+
+    from cyberrange.model.clab import convert_clab
     from cyberrange.model.loader import load_topology
 
-    text = import_clab(file)
+    result = convert_clab(file)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(text)
+    Path(out).write_text(result.text)
     t = load_topology(out)
     kinds = Counter(n.kind for n in t.nodes.values())
-    console.print(f"[bold green]wrote[/] {out}: {len(t.zones)} zones ({len(t.links)} links), "
-                  + ", ".join(f"{kinds[k]} {k}{'s' * (kinds[k] != 1)}" for k in ("host", "router", "firewall")
-                              if kinds[k]))
-    for line in text.splitlines():
-        if line.startswith("# note:"):
-            console.print(f"  [yellow]{line[2:]}[/]")
+    kinds.update(zone=len(t.zones) - len(t.links), link=len(t.links))
+    if as_json:
+        warning = result.warning(file)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
+        return echo_json({"wrote": str(out), "topology": t.name,
+                          "counts": {k: kinds[k] for k in ("zone", "link", "host", "router",
+                                                           "firewall")},
+                          "notes": list(result.notes), "not_imported": warning or None})
+    console.print(f"[bold green]wrote[/] {out}: " + ", ".join(
+        f"{kinds[k]} {k}{'s' * (kinds[k] != 1)}" for k in ("zone", "link", "host", "router", "firewall")
+        if kinds[k] or k == "zone"))
+    for note in result.notes:
+        console.print(f"  [yellow]note:[/] {escape(note)}", soft_wrap=True)
+    if result.warning(file):
+        click.echo(f"warning: {result.warning(file)}", err=True)
 
 
 @topo.command("export")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--graphml", "graphml", required=True, type=click.Path(dir_okay=False),
               help="GraphML file to write (nodes, zones, interfaces with profiles)")
-def topo_export(file, graphml):
+@json_option()
+def topo_export(file, graphml, as_json):
     """Export FILE's model as GraphML (for yEd, Gephi, networkx, ...)."""
     from cyberrange.model.interop import export_graphml
     from cyberrange.model.loader import load_topology
 
     path = export_graphml(load_topology(file), graphml)
+    if as_json:
+        return echo_json({"wrote": str(path)})
     console.print(f"[bold green]wrote[/] {path}")
 
 

@@ -15,7 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from cyberrange.cli._console import make_console
-from cyberrange.cli._params import allow_outside_option
+from cyberrange.cli._params import (
+    TOPOLOGY,
+    allow_outside_option,
+    echo_json,
+    json_option,
+)
 from cyberrange.errors import UserError
 from cyberrange.twin.state import TwinState, live_states
 
@@ -50,7 +55,7 @@ def _build(file, runs_dir, console):
 
 @click.command("up")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
 @click.option("--detach", is_flag=True, help="Return once the twin is up; remove it with `cyberrange down`.")
 @click.option("--cli", "mininet_cli", is_flag=True,
@@ -131,7 +136,8 @@ def _is_cli(pid: int) -> bool:
 @click.option("--all", "all_", is_flag=True, help="Remove every twin of this machine made by cyberrange.")
 @click.option("--stale", is_flag=True,
               help="Remove every twin whose owning process died (SIGKILL, a crash, a forced quit).")
-def down(ref, all_, stale):
+@json_option("Print what was removed as JSON on stdout (the lines go to stderr as always).")
+def down(ref, all_, stale, as_json):
     """Remove a twin (by prefix or run id): its namespaces, links, bridges and processes.
 
     The twin's run folder is finalised: a run whose owner died ends `killed`, with the
@@ -146,8 +152,10 @@ def down(ref, all_, stale):
                           f"that died; its manifest now says {status}")
     if not states:
         console.print("no stale twin" if stale else "no twin is up")
+        if as_json:
+            echo_json({"removed": []})
         return
-    left = 0
+    left, done = 0, []
     for s in states:
         # ask the owning process first (it tears down cleanly), then sweep what is left
         try:
@@ -166,19 +174,33 @@ def down(ref, all_, stale):
         else:
             removed = {"processes": "by owner", "links": "by owner", "left": 0}
         left += bool(removed.get("left"))
+        done.append({"prefix": s.prefix, "topology": s.topology, "run_id": s.run_id, **removed})
         console.print(f"removed twin {s.prefix} ({s.topology}, run {s.run_id}): "
                       f"{removed.get('processes')} processes, {removed.get('links')} links"
                       + (f"; {removed['left']} objects could not be removed: "
                          f"{removed.get('left_objects')}" if removed.get("left") else ""))
+    if as_json:
+        echo_json({"removed": done})
     if left:
         from cyberrange.errors import CheckFailed
         raise CheckFailed(f"{left} twin(s) not fully removed (see above)")
 
 
 @click.command("status")
-def status():
+@json_option()
+def status(as_json):
     """List the twins that are up on this machine."""
     states = live_states()
+    if as_json:
+        from cyberrange.session import stale_runs
+        return echo_json({"twins": [{"prefix": s.prefix, "topology": s.topology,
+                                     "run_id": s.run_id, "run_dir": s.run_dir,
+                                     "status": s.status if s.owner_alive else "orphaned",
+                                     "nodes": len(s.namespaces or s.node_pids),
+                                     "owner_pid": s.owner_pid, "owner_alive": s.owner_alive,
+                                     "age_s": round(time.time() - s.created, 1)}
+                                    for s in states],
+                          "stale_runs": [m.get("run_id") for m in stale_runs()]})
     t = Table(box=box.SIMPLE)
     for c in ("prefix", "topology", "run", "status", "nodes", "owner", "age"):
         t.add_column(c)
@@ -221,12 +243,23 @@ def twin_group():
 
 @twin_group.command("verify")
 @allow_outside_option
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=TOPOLOGY)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
 @click.option("--bandwidth/--no-bandwidth", default=True, show_default=True,
               help="Also measure shaped links with iperf3.")
+@click.option("--links/--no-links", default=True, show_default=True,
+              help="Also measure delay, jitter and loss of every profiled zone with ping.")
+@click.option("--link-emulation", type=click.Choice(["relay", "shape"]), default="relay",
+              show_default=True, help="Without netem: emulate delay/jitter/loss in userspace "
+              "(relay) or shape bandwidth only (shape: those values are then failed checks).")
+@click.option("--accept-unemulated", is_flag=True,
+              help="Count a profile value the twin cannot emulate as accepted, not failed "
+              "(recorded in the report).")
+@click.option("--link-probes", type=click.IntRange(20, 100_000), default=1000,
+              show_default=True, help="Echo requests per link (fewer on slow links: 20 s budget).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-def verify_cmd(file, runs_dir, bandwidth, as_json):
+def verify_cmd(file, runs_dir, bandwidth, links, link_emulation, accept_unemulated, link_probes,
+               as_json):
     """Boot FILE's twin, measure reachability and bandwidth, compare with the static model.
 
     Exits 0 when everything agrees, 1 when something does not (each disagreement explained)."""
@@ -246,7 +279,9 @@ def verify_cmd(file, runs_dir, bandwidth, as_json):
     run.save()
     from cyberrange.session import TwinSession
     with console.status("booting the twin") as st:
-        rep = verify(topo, run.dir, bandwidth=bandwidth,
+        rep = verify(topo, run.dir, bandwidth=bandwidth, links=links,
+                     link_emulation=link_emulation, accept_unemulated=accept_unemulated,
+                     link_probes=link_probes,
                      log=lambda m: console.print(f"[yellow]warning:[/] {m}"),
                      stage_cb=lambda s: st.update(f"twin: {s}"),
                      session=lambda twin: TwinSession(run, twin))
@@ -258,9 +293,11 @@ def verify_cmd(file, runs_dir, bandwidth, as_json):
     else:
         _print_verify(rep, console)
     if not rep["ok"]:
-        raise CheckFailed(f"the twin disagrees with the model: {rep['summary']['disagree']} "
-                          f"reachability and {rep['summary']['bandwidth_measured'] - rep['summary']['bandwidth_agree']}"
-                          f" bandwidth disagreements (details in {run.dir / 'verify.json'})")
+        s = rep["summary"]
+        raise CheckFailed(f"the twin disagrees with the model: {s['disagree']} reachability, "
+                          f"{s['bandwidth_measured'] - s['bandwidth_agree']} bandwidth and "
+                          f"{s['links_checked'] - s['links_agree']} link disagreements "
+                          f"(details in {run.dir / 'verify.json'})")
 
 
 def _print_verify(rep: dict, console: Console) -> None:
@@ -297,10 +334,35 @@ def _print_verify(rep: dict, console: Console) -> None:
                       f"{row.get('expected_mbit', '')}", f"{row.get('measured_mbit', '—')}",
                       f"{row.get('ratio', '—')}", verdict)
         console.print(b)
+    if rep.get("links"):
+        _print_links(rep["links"], console)
     s = rep["summary"]
     mark = "[green]the twin agrees with the model[/]" if rep["ok"] else "[red]disagreements found[/]"
     console.print(f"{s['agree']}/{s['probes']} probes agree; bandwidth {s['bandwidth_agree']}/"
-                  f"{s['bandwidth_measured']} within 15%; boot {rep.get('boot_s')} s — {mark}")
+                  f"{s['bandwidth_measured']} within 5%; links {s['links_agree']}/"
+                  f"{s['links_checked']}; boot {rep.get('boot_s')} s — {mark}")
+
+
+def _print_links(rows: list[dict], console: Console) -> None:
+    t = Table(title="Links: profile vs measured (ping)", box=box.SIMPLE_HEAVY,
+              title_justify="left")
+    for c in ("zone/link", "profile", "probes", "RTT ms (exp.)", "RTT σ ms (exp.)",
+              "loss % (exp.)", "99 % interval", "verdict"):
+        t.add_column(c)
+    for r in rows:
+        verdict = ("[green]agree[/]" if r.get("agree") and not r.get("accepted") else
+                   "[yellow]accepted[/]" if r.get("accepted") else
+                   f"[red]{'not emulated' if r.get('status') == 'not emulated' else 'disagree'}[/]")
+        ci = r.get("loss_ci99") or ["—", "—"]
+        t.add_row(r["zone"], r["profile"], str(r.get("probes", "")),
+                  f"{r.get('rtt_ms', '—')} ({r['expected_rtt_ms']:g})",
+                  f"{r.get('rtt_std_ms', '—')} ({r['expected_rtt_std_ms']:g})",
+                  f"{r.get('loss_pct', '—')} ({r['expected_loss_pct']:g})",
+                  f"{ci[0]}–{ci[1]}", verdict)
+    console.print(t)
+    for r in rows:
+        if r.get("explanation") and not r.get("agree"):
+            console.print(f"  [red]✗[/] {r['zone']}: {r['explanation']}")
 
 
 COMMANDS = [up, down, status, exec_, twin_group]

@@ -38,6 +38,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..ecs import split_technique
 from ..errors import UserError
 from ..telemetry.schema import ALERT_SCHEMA
 
@@ -94,6 +95,10 @@ class Alert:
             self.alert_id = hashlib.sha1(text.encode()).hexdigest()
 
     def to_row(self) -> dict:
+        # threat.technique.id holds an ATT&CK id or nothing (cyberrange/ecs.py): a learned
+        # family's "unknown" is left out; a library variant keeps its name in the evidence
+        tid, variant = split_technique(self.technique)
+        evidence = {**self.evidence, "technique_variant": variant} if variant else self.evidence
         return {
             "@timestamp": self.timestamp,
             "event.kind": self.kind,
@@ -102,12 +107,12 @@ class Alert:
             "event.end": self.end,
             "rule.name": self.rule_name,
             "rule.category": self.rule_category,
-            "threat.technique.id": self.technique,
+            "threat.technique.id": tid,
             "source.ip": self.source_ip,
             "destination.ip": self.destination_ip,
             "message": self.message,
             "cyberrange.score": float(self.score),
-            "cyberrange.evidence": json.dumps(self.evidence, sort_keys=True),
+            "cyberrange.evidence": json.dumps(evidence, sort_keys=True),
             "cyberrange.flow_ids": list(self.flow_ids),
             "cyberrange.alert_id": self.alert_id,
             "cyberrange.run_id": self.run_id,

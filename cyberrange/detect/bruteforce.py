@@ -5,6 +5,9 @@ A *login attempt* is a TCP flow to a port in ``ports`` that
 
 * completed a handshake (Zeek state SF, S1, S2, S3, RSTO or RSTR, and the originator sent an
   ACK -- this keeps the open ports of a SYN scan, "SYN, SYN-ACK, RST" = RSTO, out),
+* carried data from the originator (a PSH segment in ``cyberrange.tcp_flags``): a login sends
+  a name and a password, while a banner grab, a service health check or a connect scan reads
+  the banner, or nothing, and closes,
 * is short (``event.duration < max_duration`` seconds) and
 * small (``network.packets <= max_packets``).
 
@@ -36,7 +39,9 @@ Attempts are selected with Arrow compute; only they reach Python.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
+import math
 from collections import defaultdict, deque
 
 import pyarrow as pa
@@ -58,11 +63,17 @@ def established(flows: pa.Table) -> pa.ChunkedArray:
         pc.equal(flows.column("network.transport"), "tcp"), state_ok), ack), False)
 
 
+def client_sent_data(flows: pa.Table) -> pa.ChunkedArray:
+    """Boolean mask: the originator pushed data (PSH among its flags; unknown flags count)."""
+    flags = flows.column("cyberrange.tcp_flags")
+    return pc.fill_null(pc.or_kleene(pc.is_null(flags), pc.match_substring(flags, "P")), True)
+
+
 def login_attempts(flows: pa.Table, ports, max_duration_ns: int, max_packets: int) -> pa.Table:
     """The flows that look like one login attempt each (see the module docstring)."""
-    mask = pc.and_kleene(
+    mask = pc.and_kleene(pc.and_kleene(
         pc.is_in(flows.column("destination.port"), value_set=pa.array(sorted(ports), pa.int32())),
-        established(flows))
+        established(flows)), client_sent_data(flows))
     dur = pc.fill_null(flows.column("event.duration"), 0)
     pkts = pc.fill_null(flows.column("network.packets"), 0)
     mask = pc.and_kleene(mask, pc.and_kleene(pc.less(dur, max_duration_ns),
@@ -72,6 +83,24 @@ def login_attempts(flows: pa.Table, ports, max_duration_ns: int, max_packets: in
 
 def _us(dt) -> int:
     return round(dt.timestamp() * 1_000_000)
+
+
+def _first_us(flows: pa.Table) -> int:
+    """Start of the records (us): the earliest ``event.start``; 0 when there is none."""
+    if not flows.num_rows:
+        return 0
+    lo = pc.min(flows.column("event.start").cast(pa.timestamp("us")).cast(pa.int64())).as_py()
+    return lo or 0
+
+
+def poisson_quantile(mu: float, alpha: float) -> int:
+    """The smallest ``n`` with P(N >= n) <= ``alpha`` for N ~ Poisson(``mu``)."""
+    n, term, cdf = 0, math.exp(-mu), 0.0
+    while 1.0 - (cdf + term) > alpha:
+        cdf += term
+        n += 1
+        term *= mu / n
+    return n + 1
 
 
 def session_key(cid, t_us, fid):
@@ -90,8 +119,13 @@ class BruteForceDetector(Detector):
         "max_duration": 10,             # seconds: a session at least this long is not a guess
         "max_packets": 40,              # a session with more packets is not a guess
         "min_targets": 2,               # spray: distinct services within the window
-        "max_per_target": 5,            # spray: most attempts on one service within the window
+        "max_per_target": 0,            # spray: most attempts on one service in the window (0: any)
+        "max_share": 0.75,              # spray: most of the window's attempts on one service
         "novice_threshold": 0,          # trained: threshold of a source with no baseline login
+        "rate_alpha": 0,                # trained: threshold >= the (1 - alpha) quantile of the
+                                        # source's baseline pace per window (0: off)
+        "pace_history": 0,              # spray, with rate_alpha: seconds of the client's own
+                                        # attempts before the window that also set its pace
         "signal_min": 0,                # signals(): attempts of a weak signal (0: off)
     }
     trainable = True                    # learns the login clients of the baseline
@@ -109,7 +143,17 @@ class BruteForceDetector(Detector):
         self.max_duration_ns = int(self._number("max_duration", minimum=0) * 1_000_000_000)
         self.max_packets = int(self._number("max_packets", minimum=1, integer=True))
         self.min_targets = int(self._number("min_targets", minimum=2, integer=True))
-        self.max_per_target = self._number("max_per_target", minimum=1)
+        self.max_per_target = self._number("max_per_target", minimum=0)
+        self.max_share = self._number("max_share", minimum=0.01)
+        if self.max_share > 1:
+            raise SettingError(f"setting 'max_share' of {self.name!r} must be a fraction in "
+                               f"(0, 1], got {self.max_share!r}", setting="max_share")
+        self.rate_alpha = self._number("rate_alpha", minimum=0)
+        self.history_us = int(self._number("pace_history", minimum=0) * 1_000_000)
+        if self.rate_alpha >= 0.5:
+            raise SettingError(f"setting 'rate_alpha' of {self.name!r} must be 0 (off) or a "
+                               f"small probability below 0.5, got {self.rate_alpha!r}",
+                               setting="rate_alpha")
         self.novice_threshold = int(self._number("novice_threshold", minimum=0, integer=True))
         if self.novice_threshold == 1 or self.novice_threshold > self.threshold:
             raise SettingError(f"setting 'novice_threshold' of {self.name!r} must be 0 (off) "
@@ -117,22 +161,59 @@ class BruteForceDetector(Detector):
                                f"{self.novice_threshold}", setting="novice_threshold")
         self.signal_min = int(self._number("signal_min", minimum=0, integer=True))
         self.clients: set[str] = set()          # sources with login attempts in the baseline
+        self.counts: dict[str, int] = {}        # source -> login attempts in the baseline
+        self.span_us = self.window_us           # how long the baseline lasted (>= one window)
 
     def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
-        self.clients = set()
+        self.clients, self.counts, self.span_us = set(), {}, self.window_us
         if flows is not None and flows.num_rows:
-            sel = login_attempts(flows, self.ports, self.max_duration_ns, self.max_packets)
-            self.clients = set(pc.unique(sel.column("source.ip")).to_pylist()) - {None}
+            starts = pc.min_max(flows.column("event.start").cast(pa.timestamp("us")).cast(
+                pa.int64()))
+            if starts["min"].is_valid:
+                self.span_us = max(self.window_us, starts["max"].as_py() - starts["min"].as_py())
+            for src, events in self._attempts(flows, by_source=True).items():
+                self.counts[src] = len({e[1] for e in events})
+            self.clients = set(self.counts)
         self.trained = True
+
+    def expected(self, src) -> float | None:
+        """Login attempts the source makes in one window at its baseline pace (``rate_alpha``
+        on and trained; else None)."""
+        if not self.rate_alpha or not self.trained or src not in self.counts:
+            return None
+        return self.counts[src] * self.window_us / self.span_us
 
     def threshold_of(self, src) -> int:
         """The source's threshold: ``novice_threshold`` for a source the trained baseline never
-        saw make a login attempt, ``threshold`` otherwise."""
+        saw make a login attempt; for a login client, ``threshold`` or, with ``rate_alpha``,
+        the count its own baseline pace reaches in a window with probability ``rate_alpha``
+        at most (Poisson), whichever is higher: a busy workstation's chance bursts of its own
+        logins are its day's work."""
         if self.novice_threshold and self.trained and src not in self.clients:
             return self.novice_threshold
-        return self.threshold
+        mu = self.expected(src)
+        if mu is None:
+            return self.threshold
+        return max(self.threshold, poisson_quantile(mu, self.rate_alpha))
 
-    def _attempts(self, flows: pa.Table) -> dict[str, list]:
+    def threshold_at(self, src, t: int, times: list, t_first: int) -> tuple[int, float | None]:
+        """The spray threshold of ``src`` for a window ending at ``t`` (us), and the pace behind
+        it (attempts per window). For a login client with ``pace_history``: also its own pace
+        over the ``pace_history`` seconds before the window (``times``: the start times of its
+        distinct attempts, sorted; history counts from ``t_first``, the records' first flow,
+        and only once it is a window long) -- a workstation busier than its warm-up showed."""
+        thr, mu = self.threshold_of(src), self.expected(src)
+        if mu is None or not self.history_us:
+            return thr, mu
+        hi = t - self.window_us
+        lo = max(t - self.history_us, t_first)
+        if hi - lo >= self.window_us:
+            n = bisect.bisect_left(times, hi) - bisect.bisect_left(times, lo)
+            mu = max(mu, n * self.window_us / (hi - lo))
+            thr = max(thr, poisson_quantile(mu, self.rate_alpha))
+        return thr, mu
+
+    def _attempts(self, flows: pa.Table, by_source: bool = False) -> dict:
         if flows.num_rows == 0:
             return {}
         sel = login_attempts(flows, self.ports, self.max_duration_ns, self.max_packets)
@@ -141,7 +222,7 @@ class BruteForceDetector(Detector):
         c = columns(sel, ["event.start", "source.ip", "destination.ip", "destination.port",
                           "network.community_id", "cyberrange.flow_id"])
         groups: dict = defaultdict(list)
-        spray = self.mode == "spray"
+        spray = self.mode == "spray" or by_source
         for t, src, dst, port, cid, fid in zip(
                 c["event.start"], c["source.ip"], c["destination.ip"], c["destination.port"],
                 c["network.community_id"], c["cyberrange.flow_id"]):
@@ -158,8 +239,9 @@ class BruteForceDetector(Detector):
         groups = self._attempts(flows)
         alerts = []
         if self.mode == "spray":
+            t_first = _first_us(flows)
             for src, events in sorted(groups.items()):
-                alerts.extend(self._spray(src, events))
+                alerts.extend(self._spray(src, events, t_first=t_first))
             return alerts
         for (src, dst, port), events in groups.items():
             for ep in find_episodes(events, self.window_us, self.threshold_of(src)):
@@ -241,18 +323,14 @@ class BruteForceDetector(Detector):
     def _alert(self, src, dst, port, ep) -> Alert:
         window_s = self.window_us / 1_000_000
         thr = self.threshold_of(src)
-        novice = thr != self.threshold
         msg = (f"{src} opened {len(ep.keys)} short login sessions to {dst}:{port} between "
                f"{us_to_dt(ep.start):%H:%M:%S} and {us_to_dt(ep.end):%H:%M:%S} UTC; at most "
-               f"{ep.value} within {window_s:g} s (threshold {thr}"
-               f"{': a source that made no login in the baseline' if novice else ''})")
+               f"{ep.value} within {window_s:g} s (threshold {thr}{self._why(src, thr)})")
         evidence = {"feature": "short_sessions", "value": ep.value, "threshold": thr,
                     "window_s": window_s, "sessions": len(ep.keys), "flows": len(ep.flow_ids),
                     "port": port}
-        if self.novice_threshold and self.trained:
-            evidence["baseline"] = {"login_client": not novice,
-                                    "login_clients": len(self.clients),
-                                    "threshold": self.threshold}
+        if self.trained and (self.novice_threshold or self.rate_alpha):
+            evidence["baseline"] = self._baseline_evidence(src)
         return Alert(
             timestamp=us_to_dt(ep.crossed_at), start=us_to_dt(ep.start), end=us_to_dt(ep.end),
             rule_name=self.name, rule_category=self.family, technique=self.technique,
@@ -260,9 +338,14 @@ class BruteForceDetector(Detector):
             score=round(min(1.0, ep.value / (2.0 * thr)), 3),
             evidence=evidence, flow_ids=list(ep.flow_ids))
 
-    def _spray(self, src, events, threshold: int | None = None) -> list[Alert]:
-        """Sliding window over one source's attempts: count sessions and distinct services."""
-        threshold = threshold or self.threshold_of(src)
+    def _spray(self, src, events, threshold: int | None = None, t_first: int = 0
+               ) -> list[Alert]:
+        """Sliding window over one source's attempts: count sessions and distinct services.
+        ``threshold``: a fixed one (signals), else the source's (``threshold_at``)."""
+        first: dict = {}
+        for e in events:
+            first.setdefault(e[1], e[0])
+        times = sorted(first.values())
         alerts = []
         win: deque = deque()
         sessions: dict = defaultdict(int)          # session key -> events in window
@@ -284,6 +367,8 @@ class BruteForceDetector(Detector):
             sessions[key] += 1
             targets[target].add(key)
             n, k = len(sessions), len(targets)
+            thr, pace = (threshold, None) if threshold else \
+                self.threshold_at(src, t, times, t_first)
             if ep is not None:
                 ep["end"] = t
                 ep["fids"].append(fid)
@@ -291,10 +376,10 @@ class BruteForceDetector(Detector):
                 ep["targets"].setdefault(target, set()).add(key)
                 ep["value"] = max(ep["value"], n)
                 ep["peak_targets"] = max(ep["peak_targets"], k)
-            elif n >= threshold and k >= self.min_targets and \
-                    max(len(v) for v in targets.values()) <= self.max_per_target:
+            elif n >= thr and k >= self.min_targets and \
+                    self._spread(max(len(v) for v in targets.values()), n):
                 ep = {"crossed": t, "start": win[0][0], "end": t, "value": n, "peak_targets": k,
-                      "threshold": threshold,
+                      "threshold": thr, "pace": pace,
                       "fids": [e[2] for e in win], "sessions": {e[1] for e in win},
                       "targets": {}}
                 for e in win:
@@ -302,6 +387,31 @@ class BruteForceDetector(Detector):
         if ep is not None:
             alerts.append(self._spray_alert(src, ep))
         return alerts
+
+    def _why(self, src, thr: int, pace: float | None = None) -> str:
+        """Why the source's threshold is not ``threshold`` (for alert messages)."""
+        if thr == self.threshold:
+            return ""
+        if src not in self.clients:
+            return "; a source with no login in the baseline"
+        pace = self.expected(src) if pace is None else pace
+        return f"; a login client whose own pace is {pace:.2g} attempts per window"
+
+    def _baseline_evidence(self, src) -> dict:
+        mu = self.expected(src)
+        return {"login_client": src in self.clients, "login_clients": len(self.clients),
+                "baseline_attempts": self.counts.get(src, 0),
+                "baseline_s": round(self.span_us / 1e6, 1),
+                "expected_per_window": None if mu is None else round(mu, 2),
+                "rate_alpha": self.rate_alpha or None, "threshold": self.threshold}
+
+    def _spread(self, busiest: int, n: int) -> bool:
+        """Many doors, not one: the busiest service holds at most ``max_share`` of the window's
+        attempts (and at most ``max_per_target`` of them, when set). Guessing one service while
+        the source's routine logins go elsewhere has nearly all of them on one service."""
+        if self.max_per_target and busiest > self.max_per_target:
+            return False
+        return busiest <= self.max_share * n + 1e-9
 
     def _spray_alert(self, src, ep) -> Alert:
         window_s = self.window_us / 1_000_000
@@ -313,14 +423,19 @@ class BruteForceDetector(Detector):
                f"{us_to_dt(ep['start']):%H:%M:%S} and {us_to_dt(ep['end']):%H:%M:%S} UTC, "
                f"at most {max(per.values())} per service; up to {ep['value']} within "
                f"{window_s:g} s (threshold {thr} across >= {self.min_targets} "
-               f"services{'; a source with no login in the baseline' if thr != self.threshold else ''}"
-               f"): password spraying")
+               f"services{self._why(src, thr, ep.get('pace'))}): password spraying")
         evidence = {"feature": "attempts_across_services", "value": ep["value"],
                     "threshold": thr, "min_targets": self.min_targets,
-                    "max_per_target": self.max_per_target, "window_s": window_s,
+                    "max_per_target": self.max_per_target or None,
+                    "max_share": self.max_share, "window_s": window_s,
                     "services": len(per), "peak_services": ep["peak_targets"],
                     "attempts_per_service": per, "sessions": len(ep["sessions"]),
                     "flows": len(ep["fids"])}
+        if self.trained and (self.novice_threshold or self.rate_alpha):
+            evidence["baseline"] = self._baseline_evidence(src)
+            if ep.get("pace") is not None:
+                evidence["baseline"]["pace_per_window"] = round(ep["pace"], 2)
+                evidence["baseline"]["pace_history_s"] = self.history_us / 1e6 or None
         text = f"{self.name}|{src}|{ep['fids'][0]}"
         return Alert(
             timestamp=us_to_dt(ep["crossed"]), start=us_to_dt(ep["start"]),

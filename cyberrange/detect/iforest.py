@@ -151,8 +151,9 @@ class IsolationForestDetector(Detector):
 
     def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
         X = flow_features(flows)
-        if len(X) < 2:
-            return                                   # nothing to learn from: stay untrained
+        if len(X) < 2:                               # nothing to learn from: untrained, and
+            self.model, self.trained = None, False   # nothing kept from an earlier fit
+            return
         forest = self._forest(X, "auto")
         scores = -forest.decision_function(X)
         base_q = float(np.quantile(scores, self.quantile))
@@ -190,8 +191,8 @@ class IsolationForestDetector(Detector):
 
     def score_flows(self, flows: pa.Table, packets: pa.Table | None = None) -> np.ndarray:
         X = flow_features(flows)
-        if len(X) < 2 and self.model is None:
-            return np.zeros(len(X))
+        if len(X) == 0 or (len(X) < 2 and self.model is None):
+            return np.zeros(len(X))                  # a run with no flows has no scores
         return -self._model_for(X)["forest"].decision_function(X)
 
     def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:

@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..ecs import technique_id
 from ..telemetry.schema import INCIDENT_SCHEMA
 
 __all__ = ["EXTRA_STAGES", "STAGES", "Incident", "Observation", "Settings", "correlate",
@@ -216,7 +217,7 @@ def observations(alerts: pa.Table | None, signals: pa.Table | None,
                             ("@timestamp", "event.start", "event.end"))
         for i in range(table.num_rows):
             cat = cols["rule.category"][i] or ""
-            tech = cols["threat.technique.id"][i]
+            tech = technique_id(cols["threat.technique.id"][i])    # old runs: "unknown"
             is_learned = False
             if kind == "signal":
                 weight = min(max(float(cols["cyberrange.score"][i] or 0.0), 0.0), 0.999)

@@ -129,7 +129,9 @@ class KitNETDetector(Detector):
 
     def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
         if packets is None or packets.num_rows < 100:
-            return                                  # too little to learn from: untrained
+            # too little to learn from: untrained, and no model left from an earlier run
+            self.model, self.trained, self._cache = None, False, None
+            return
         keys = packet_keys(packets)
         X = self._features(keys)                    # rows in time order
         self.model = self._train(X)

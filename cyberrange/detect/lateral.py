@@ -16,7 +16,11 @@ a session on a new edge raises an alert only when the source did something else 
   the SYN-only, refused or connect-and-reset flows of ``portscan``);
 * **failures**: ``min_failures`` or more short sessions to the same host within
   ``failure_window`` seconds (a burst of failed logins: guessing or spraying before the login
-  that worked; an operator's occasional logins do not come in bursts);
+  that worked; an operator's occasional logins do not come in bursts). With ``rate_alpha``
+  (trained), a source that made short sessions in the baseline needs at least as many as its
+  own baseline pace reaches in ``failure_window`` with probability ``rate_alpha`` at most
+  (Poisson): a busy workstation logs in to one server several times in a few seconds now and
+  then, and each of those logins is a short session too;
 * **pivot** (``pivot: true``; off by default): the source itself received a session on a new
   edge (it was just logged in to, and now logs in onward: a chain). Off because failed guesses
   are sessions too: a sprayed workstation that then does its owner's routine SSH login looks
@@ -36,16 +40,16 @@ not listed as flows of the alert).
 from __future__ import annotations
 
 import bisect
-from datetime import datetime, timedelta, timezone
 import hashlib
 import ipaddress
 from collections import defaultdict
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import Alert, Detector, SettingError, columns, us_to_dt
-from .bruteforce import established, session_key
+from .bruteforce import established, poisson_quantile, session_key
 from .portscan import PortScanDetector
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -76,6 +80,8 @@ class LateralDetector(Detector):
         "pivot": False,               # also corroborate by "was just entered on a new edge"
         "window": 300,                # seconds: sessions of an edge closer than this = one alert
         "after_entry_probes": 3,      # probed services from a host just entered (0: off)
+        "rate_alpha": 0,              # trained: min_failures >= the (1 - alpha) quantile of the
+                                      # source's baseline pace of short sessions (0: off)
     }
 
     def configure(self) -> None:
@@ -107,6 +113,13 @@ class LateralDetector(Detector):
                                f"{self.settings['pivot']!r}", setting="pivot")
         self.pivot = self.settings["pivot"]
         self.after_probes = int(self._number("after_entry_probes", minimum=0, integer=True))
+        self.rate_alpha = self._number("rate_alpha", minimum=0)
+        if self.rate_alpha >= 0.5:
+            raise SettingError(f"setting 'rate_alpha' of {self.name!r} must be 0 (off) or a "
+                               f"small probability below 0.5, got {self.rate_alpha!r}",
+                               setting="rate_alpha")
+        self.short_counts: dict[str, int] = {}      # source -> short sessions in the baseline
+        self.span_us = self.failure_window_us       # how long the baseline lasted
         self.edges: set[tuple] = set()
         self._by_source: dict[str, list] = {}       # source -> "dst:port" of its known edges
         self._probe = PortScanDetector(f"{self.name}/probes", mode="ports", transports=["tcp"])
@@ -132,17 +145,44 @@ class LateralDetector(Detector):
             pc.greater_equal(pc.fill_null(flows.column("destination.bytes"), 0),
                              self.min_bytes))), False)
 
+    def _short(self, sessions: pa.Table) -> pa.Table:
+        """The sessions short and small enough to be a failed login."""
+        return sessions.filter(pc.and_kleene(
+            pc.less(pc.fill_null(sessions.column("event.duration"), 0), self.max_fail_ns),
+            pc.less_equal(pc.fill_null(sessions.column("network.packets"), 0),
+                          self.max_fail_packets)))
+
     def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
-        self.edges = set()
+        self.edges, self.short_counts, self.span_us = set(), {}, self.failure_window_us
         if flows is not None and flows.num_rows:
             rem = self._remote(flows)
             ses = rem.filter(self._sessions_mask(rem))
             c = columns(ses, ["source.ip", "destination.ip", "destination.port"])
             self.edges = set(zip(c["source.ip"], c["destination.ip"], c["destination.port"]))
+            starts = pc.min_max(flows.column("event.start").cast(pa.timestamp("us")).cast(
+                pa.int64()))
+            if starts["min"].is_valid:
+                self.span_us = max(self.failure_window_us,
+                                   starts["max"].as_py() - starts["min"].as_py())
+            fc = columns(self._short(ses), ["event.start", "source.ip", "network.community_id",
+                                            "cyberrange.flow_id"])
+            keys: dict[str, set] = defaultdict(set)
+            for t, src, cid, fid in zip(*fc.values()):
+                keys[src].add(session_key(cid, t, fid))
+            self.short_counts = {src: len(k) for src, k in keys.items()}
         self._by_source = defaultdict(list)
         for src, dst, port in sorted(self.edges):
             self._by_source[src].append(f"{dst}:{port}")
         self.trained = True
+
+    def min_failures_of(self, src) -> int:
+        """``min_failures``, or with ``rate_alpha`` (trained) the count of short sessions the
+        source's own baseline pace reaches in ``failure_window`` with probability ``rate_alpha``
+        at most, whichever is higher."""
+        if not self.rate_alpha or not self.trained or src not in self.short_counts:
+            return self.min_failures
+        mu = self.short_counts[src] * self.failure_window_us / self.span_us
+        return max(self.min_failures, poisson_quantile(mu, self.rate_alpha))
 
     def _edge_keys(self, t: pa.Table):
         return pc.binary_join_element_wise(
@@ -187,13 +227,8 @@ class LateralDetector(Detector):
             for t, src, dst, port in zip(pr["event.start"], pr["source.ip"],
                                          pr["destination.ip"], pr["destination.port"]):
                 probes[src].append((t, f"{dst}:{port}"))
-            short = sessions.filter(pc.and_kleene(
-                pc.is_in(sessions.column("source.ip"), value_set=sources),
-                pc.and_kleene(
-                    pc.less(pc.fill_null(sessions.column("event.duration"), 0),
-                            self.max_fail_ns),
-                    pc.less_equal(pc.fill_null(sessions.column("network.packets"), 0),
-                                  self.max_fail_packets))))
+            short = self._short(sessions.filter(
+                pc.is_in(sessions.column("source.ip"), value_set=sources)))
             fc = columns(short, ["event.start", "source.ip", "destination.ip",
                                  "network.community_id", "cyberrange.flow_id"])
             seen = set()
@@ -289,6 +324,7 @@ class LateralDetector(Detector):
         pt = probe_times.get(src, [])
         ft = failures.get((src, dst), [])
         fw = min(self.failure_window_us, self.lookback_us)
+        min_failures = self.min_failures_of(src)
         for t, _ in episode:
             if self.require == "new-edge":
                 crossed = t
@@ -305,7 +341,7 @@ class LateralDetector(Detector):
             if hi - lo >= self.min_probes:
                 reasons["probes"] = hi - lo
                 reasons["probed_services"] = len({e[1] for e in probes[src][lo:hi]})
-            if n_fail >= self.min_failures:
+            if n_fail >= min_failures:
                 reasons["short_sessions"] = n_fail
             if piv:
                 reasons["entered_from"] = sorted(set(piv))
@@ -332,9 +368,10 @@ class LateralDetector(Detector):
         evidence = {"feature": "new_remote_service_edge", "value": f"{src}->{dst}:{port}",
                     "baseline": {"edges": len(self.edges),
                                  "edges_from_source": self._by_source.get(src, [])[:10],
+                                 "short_sessions": self.short_counts.get(src, 0),
                                  "trained": self.trained},
                     "threshold": {"require": self.require, "min_probes": self.min_probes,
-                                  "min_failures": self.min_failures, "lookback_s": lookback_s},
+                                  "min_failures": min_failures, "lookback_s": lookback_s},
                     "corroboration": reasons, "sessions": len(episode)}
         score = min(1.0, 0.5 + 0.15 * len(reasons))
         text = f"{self.name}|{src}|{dst}|{port}|{t0}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from cyberrange import content
 from cyberrange.errors import UserError
 from cyberrange.model import inputpaths
 from cyberrange.model.yamlsrc import Limits, did_you_mean, load_yaml, schema_error
@@ -25,7 +26,7 @@ from cyberrange.model.yamlsrc import Limits, did_you_mean, load_yaml, schema_err
 SCHEMA = Path(__file__).resolve().parent.parent / "model" / "schemas" / "lab.schema.json"
 LIMITS = Limits("lab file", 256 * 1024, 20_000, max_aliases=1_000, max_alias_values=20_000,
                 max_alias_chars=256 * 1024)
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = content.builtin_root()      # the shipped content (package data or the checkout)
 LAB_FILE = "lab.yaml"
 BRIEFING = "briefing.md"
 SOLUTION = "solution.yaml"
@@ -151,28 +152,27 @@ def lab_schema() -> dict:
 
 
 def lab_path(ref) -> Path:
-    """``ref``: a lab folder, its lab.yaml, or a lab's name under ``labs/`` (here or in the
-    checkout)."""
+    """``ref``: a lab folder, its lab.yaml, or a lab's name under ``labs/`` of a content root
+    (``cyberrange.content``: --content-path, CYBERRANGE_PATH, the built-in labs)."""
     p = Path(ref)
     if p.is_dir():
         return p / LAB_FILE
     if p.is_file() or p.suffix in (".yaml", ".yml"):
         return p
-    for base in (Path("labs"), CHECKOUT / "labs"):
-        if (base / str(ref) / LAB_FILE).is_file():
-            return base / str(ref) / LAB_FILE
+    found = content.find("lab", str(ref))    # --content-path, $CYBERRANGE_PATH, built-in
+    if found is not None and (found / LAB_FILE).is_file():
+        return found / LAB_FILE
     names = [q.parent.name for q in lab_files()]
     raise UserError(f"no lab {str(ref)!r}{did_you_mean(str(ref), names)} (`cyberrange lab list` "
                     f"lists them)")
 
 
 def lab_files(folder=None) -> list[Path]:
-    """The lab.yaml files under ``folder`` (default: ./labs, else the checkout's labs/)."""
-    bases = [Path(folder)] if folder else [Path("labs"), CHECKOUT / "labs"]
-    for base in bases:
-        if base.is_dir():
-            return sorted(base.glob(f"*/{LAB_FILE}"))
-    return []
+    """The lab.yaml files under ``folder`` (default: every content root's labs/, the first
+    root's lab winning for a name)."""
+    if folder:
+        return sorted(Path(folder).glob(f"*/{LAB_FILE}")) if Path(folder).is_dir() else []
+    return [content.find("lab", n) / LAB_FILE for n in content.names("lab")]
 
 
 def load_lab(ref) -> Lab:
@@ -241,9 +241,9 @@ def _confined(doc, path, name: str, lab_dir: Path, tree: str, what: str,
 def _topology(doc, name: str, lab_dir: Path, tree: str):
     from cyberrange.model.loader import load_topology
     if re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        shipped = CHECKOUT / "topologies" / f"{name}.yaml"
-        if not shipped.is_file():
-            known = [p.stem for p in (CHECKOUT / "topologies").glob("*.yaml")]
+        shipped = content.find("topology", name)
+        if shipped is None:
+            known = content.names("topology")
             raise doc.error(f"unknown topology '{name}'{did_you_mean(name, known)} (a shipped "
                             f"topology's name, or a .yaml file in the lab folder)", ("topology",))
         path = str(shipped)

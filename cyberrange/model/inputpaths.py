@@ -19,12 +19,9 @@ whether it exists).
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 
 ENV_INPUT_PATHS = "CYBERRANGE_INPUT_PATHS"
 LIBRARY_FOLDERS = ("topologies", "attack_playbooks", "detectors")
-_CHECKOUT = Path(__file__).resolve().parents[2]
 
 _allowed: list[str] = []          # from --allow-outside, for this process
 
@@ -36,8 +33,10 @@ def allow_outside(folders) -> None:
 
 
 def library_folders() -> list[str]:
-    """The content folders shipped with cyberrange that exist in this installation."""
-    return [str(_CHECKOUT / d) for d in LIBRARY_FOLDERS if (_CHECKOUT / d).is_dir()]
+    """The content folders shipped with cyberrange that exist in this installation, and those
+    of the user's content roots (``cyberrange.content``: --content-path, CYBERRANGE_PATH)."""
+    from cyberrange import content
+    return [str(p) for p in content.library_folders() if p.name in LIBRARY_FOLDERS]
 
 
 def allowed_folders() -> list[str]:

@@ -123,6 +123,7 @@ class Service:
     banner: str = ""                     # login / http
     domain: str = ""                     # dns: the twin's domain; c2-dns: the C2 domain
     registers: dict[int, int] = field(default_factory=dict)  # modbus: initial holding registers
+    writers: list[str] | None = None     # modbus: hosts allowed to write (None: not set)
     src: SourceRef | None = None
 
 

@@ -446,8 +446,8 @@ def _content_changes(before: Topology, after: Topology) -> list[str]:
             out.append(f"node {name} {'added' if b is None else 'removed'}")
             continue
         for what, fb, fa in (
-                ("services", [(s.type, s.proto, s.port, s.banner, s.registers) for s in b.services],
-                 [(s.type, s.proto, s.port, s.banner, s.registers) for s in a.services]),
+                ("services", [(s.type, s.proto, s.port, s.banner, s.registers, s.writers) for s in b.services],
+                 [(s.type, s.proto, s.port, s.banner, s.registers, s.writers) for s in a.services]),
                 ("accounts", sorted((s.type, x.user, x.password) for s in b.services
                                     for x in s.accounts),
                  sorted((s.type, x.user, x.password) for s in a.services for x in s.accounts)),

@@ -119,6 +119,20 @@ def _live_seconds(live) -> float:
 def junit(res, live=None) -> str:
     """JUnit XML: one ``testsuite`` per change, one ``testcase`` per check (a failed check is a
     ``failure``, a warning is a passing case with ``system-out``)."""
+    return junit_many([(res, live)])
+
+
+def junit_many(results) -> str:
+    """JUnit XML of several validations (``(static result, live result or None)`` pairs):
+    one ``testsuite`` each."""
+    root = ET.Element("testsuites", name="cyberrange validate")
+    for res, live in results:
+        root.append(_suite(res, live))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _suite(res, live) -> ET.Element:
     checks = _checks(res, live)
     suite = ET.Element("testsuite", name=f"patch-validation.{res.change.name}",
                        tests=str(len(checks)),
@@ -131,7 +145,4 @@ def junit(res, live=None) -> str:
             ET.SubElement(case, "failure", message=c.reason, type=c.group).text = c.reason
         else:
             ET.SubElement(case, "system-out").text = f"{c.status}: {c.reason}"
-    root = ET.Element("testsuites", name="cyberrange validate")
-    root.append(suite)
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return suite

@@ -20,6 +20,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cyberrange.ecs import technique_id
+
 NOT_ATTACK = {"replay"}     # harness capabilities in the technique library, not ATT&CK
 FOCUSED_TARGETS = 8         # a step aimed at no more nodes than this draws arrows in the picture
 MAX_JSONL_BYTES = 64 << 20  # an action log or probe file larger than this is not read whole
@@ -209,7 +211,7 @@ def alert_items(alerts, truth: list[bool] | None) -> list[dict]:
     for k, r in enumerate(rows):
         ts = r.get("@timestamp")
         out.append({"time": ts.timestamp() if ts is not None else None,
-                    "detector": r.get("rule.name"), "technique": r.get("threat.technique.id"),
+                    "detector": r.get("rule.name"), "technique": technique_id(r.get("threat.technique.id")),
                     "source": r.get("source.ip"), "destination": r.get("destination.ip"),
                     "message": r.get("message"), "score": r.get("cyberrange.score"),
                     "true": truth[k] if truth is not None and k < len(truth) else None})

@@ -54,6 +54,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..ecs import technique_id
 from ..errors import UserError
 from ..telemetry.schema import ALERT_SCHEMA
 from .score import LATE_S, label_flows, score_run
@@ -300,7 +301,8 @@ class _Corpus:
                 d["steps_detected"] += 1
                 self.techniques[s["technique"] or "unknown"]["by"][n] += 1
                 d["ttd"].append(s["time_to_detect_s"])
-        techs = alerts.column("threat.technique.id").to_pylist() if alerts.num_rows else []
+        techs = ([technique_id(t) for t in alerts.column("threat.technique.id").to_pylist()]
+                 if alerts.num_rows else [])           # old runs: "unknown" -> None
         for tech, is_true in zip(techs, card["alert_truth"]):
             c = self.claimed[tech or "none"]
             c["alerts"] += 1

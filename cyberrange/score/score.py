@@ -25,8 +25,14 @@ Definitions (see docs/scoring.md):
   detect this one. The alert itself is still true (it holds an attack flow).
 * Alerts *without flows* (packet evidence only: ARP scans and poisoning, which send no IP
   packets, or the ARP burst a sweep starts with) are matched by actor instead: such an alert
-  detects a step when its ``source.ip`` is the step's ``actor_ip`` and its ``@timestamp`` lies
-  in the step's window +- slack; such an alert is true.
+  detects a step when its actor is the step's -- ``source.ip`` equal to the step's
+  ``actor_ip``, or, for an alert whose ``source.ip`` is unknown, the ``mac`` of its evidence
+  equal to the step's ``actor_mac`` when the ledger records one -- and its ``@timestamp`` lies
+  in the step's window +- slack; such an alert is true. A step with *no flow of its own* (an
+  ARP scan) is matched the same way by an alert that lists flows none of which is an attack
+  flow and that claims the step's ATT&CK technique: the ``arp-scan`` detector lists the IP
+  flows that followed the requests, and when the scanner is a busy workstation those are its
+  own benign flows -- the alert fired on the scanner during the scan all the same.
 * A step is *not observable* when it did not run (``skipped``) or when it was cut short
   (``error``, ``blocked``, ``stopped``) before it sent anything: no IPv4 packet and no ARP
   frame over all its executions. Nothing of it was on the wire, so it cannot be detected (an
@@ -36,6 +42,7 @@ Definitions (see docs/scoring.md):
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,14 +199,22 @@ class _Alerts:
     names: list           # rule.name
     ts: list              # @timestamp, microseconds
     src: list             # source.ip
+    tech: list = None     # threat.technique.id
+    mac: list = None      # the "mac" of cyberrange.evidence (ARP alerts), else None
 
     @classmethod
     def read(cls, alerts: pa.Table) -> "_Alerts":
         if not alerts.num_rows:
-            return cls([], [], [], [])
+            return cls([], [], [], [], [], [])
+        names = alerts.schema.names
+        n = alerts.num_rows
+        tech = alerts.column("threat.technique.id").to_pylist() \
+            if "threat.technique.id" in names else [None] * n
+        ev = alerts.column("cyberrange.evidence").to_pylist() \
+            if "cyberrange.evidence" in names else [None] * n
         return cls(alerts.column("cyberrange.flow_ids").to_pylist(),
                    alerts.column("rule.name").to_pylist(), _us(alerts, "@timestamp"),
-                   alerts.column("source.ip").to_pylist())
+                   alerts.column("source.ip").to_pylist(), tech, [_mac_of(e) for e in ev])
 
     def flagged(self) -> set:
         """The ids of every flow some alert holds."""
@@ -207,6 +222,23 @@ class _Alerts:
         for fids in self.flow_ids:
             ids.update(fids or ())
         return ids
+
+
+def _mac_of(evidence) -> str | None:
+    """The ``mac`` an alert's evidence names (ARP alerts), lower case; None when there is none."""
+    if not evidence:
+        return None
+    try:
+        mac = json.loads(evidence).get("mac") if isinstance(evidence, str) else \
+            evidence.get("mac")
+    except (ValueError, AttributeError):
+        return None
+    return mac.lower() if isinstance(mac, str) else None
+
+
+def _attack_id(technique) -> str | None:
+    """``T1018-arp`` -> ``T1018`` (the ATT&CK id of a library technique id)."""
+    return technique.split("-", 1)[0] if technique else None
 
 
 def _run_id_of(ledger: list[dict], flows: pa.Table) -> str | None:
@@ -263,14 +295,30 @@ def _flow_hits(mine: set, al: _Alerts, start_of: dict) -> list[tuple[int, str]]:
     return hits
 
 
-def _actor_hits(step: dict, al: _Alerts, slack_us: int) -> list[int]:
-    """Indexes of the alerts without flows that match ``step`` by actor and time window."""
-    if not step.get("actor_ip") or not observable(step):
+def _actor_hits(step: dict, al: _Alerts, slack_us: int, attack_ids: set,
+                own_flows: bool = True) -> list[int]:
+    """Indexes of the alerts that match ``step`` by actor and time window: alerts without
+    flows, and for a step with no flow of its own (``own_flows`` false), alerts whose flows
+    are all benign and that claim the step's ATT&CK technique (module doc)."""
+    ip, mac = step.get("actor_ip"), step.get("actor_mac")
+    mac = mac.lower() if isinstance(mac, str) else None
+    if not (ip or mac) or not observable(step):
         return []
     lo = int(float(step["start"]) * 1_000_000) - slack_us
     hi = int(float(step["end"]) * 1_000_000) + slack_us
-    return [k for k in range(len(al.names))
-            if not al.flow_ids[k] and al.src[k] == step["actor_ip"] and lo <= al.ts[k] <= hi]
+    tech = _attack_id(step.get("technique"))
+    out = []
+    for k in range(len(al.names)):
+        if not lo <= al.ts[k] <= hi:
+            continue
+        src = al.src[k]
+        if not ((ip and src == ip) or (src is None and mac and al.mac[k] == mac)):
+            continue
+        fids = al.flow_ids[k]
+        if not fids or (not own_flows and tech and _attack_id(al.tech[k]) == tech
+                        and attack_ids.isdisjoint(fids)):
+            out.append(k)
+    return out
 
 
 def _since_start(hits: list[tuple[int, str]], step: dict):
@@ -319,11 +367,14 @@ def _score_steps(ledger: list[dict], fl: _Flows, groups: dict, al: _Alerts,
         for sid in g["steps"]:
             step_groups[sid] += 1
     slack_us = int(slack_s * 1_000_000)
+    attack_ids = {fid for fid, label in zip(fl.fids, fl.labels) if label}
     steps_out, techniques, flowless_true = [], {}, set()
     for step in group_steps(ledger):
         sid = step["step_id"]
         hits = _flow_hits(step_flows.get(sid, set()), al, start_of)
-        for k in _actor_hits(step, al, slack_us):
+        own = bool(step_flows.get(sid)) or any(r.get("flows") for r in ledger
+                                               if r.get("step_id") == sid)
+        for k in _actor_hits(step, al, slack_us, attack_ids, own_flows=own):
             hits.append((al.ts[k], al.names[k]))
             flowless_true.add(k)
         row = _step_row(step, hits, step_groups.get(sid, 0), late_s)

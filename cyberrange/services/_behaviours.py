@@ -92,3 +92,17 @@ def for_service(topology, node: str, service: str) -> dict:
 def writer_addresses(topology, roles) -> list[str]:
     """Addresses of the hosts whose role is one of ``roles`` (a writer allow-list)."""
     return [str(i.ip) for n in topology.hosts if n.role in roles for i in n.interfaces]
+
+
+def modbus_writers(topology, node: str, service) -> list[str] | None:
+    """The addresses a PLC lets write, or None (anyone may): firmware whose catalogue entry
+    says ``writers: any`` ignores any allow-list (the weakness); otherwise the service's own
+    ``writers:`` (host names, expanded by the loader) is enforced, and without one the
+    catalogue's roles (``writers: [hmi]``); a PLC with neither accepts every writer."""
+    firmware = for_service(topology, node, "modbus").get("writers")
+    if firmware == "any":
+        return None
+    own = getattr(service, "writers", None)
+    if own is not None:
+        return [str(i.ip) for n in own for i in topology.nodes[n].interfaces]
+    return writer_addresses(topology, firmware) if firmware else None

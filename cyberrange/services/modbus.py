@@ -26,9 +26,9 @@ from cyberrange.services.spec import Launch, ServiceSpec
 def _argv(run: Launch) -> list[str]:
     regs = run.service.registers or {}
     argv = run.serve("modbus", "--registers", json.dumps({str(k): v for k, v in regs.items()}))
-    writers = behaviours.for_service(run.topology, run.node, "modbus").get("writers", "any")
-    if writers != "any":        # the firmware enforces the allow-list (behaviours.yaml)
-        argv += ["--writers", ",".join(behaviours.writer_addresses(run.topology, writers))]
+    allowed = behaviours.modbus_writers(run.topology, run.node, run.service)
+    if allowed is not None:     # the firmware enforces an allow-list (behaviours.yaml)
+        argv += ["--writers", ",".join(allowed)]
     return argv
 
 

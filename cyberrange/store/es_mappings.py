@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ..telemetry.schema import RECORD_SCHEMAS
 
-__all__ = ["KINDS", "OVERRIDES", "field_type", "mappings_for", "ledger_mappings", "templates"]
+__all__ = ["KINDS", "OVERRIDES", "field_type", "ledger_mappings", "mappings_for", "templates"]
 
 #: every kind the Elasticsearch backend keeps: the record kinds (weak signals and incidents
 #: included, docs/incidents.md) and the ledger
@@ -89,23 +89,26 @@ def mappings_for(schema: pa.Schema) -> dict:
 
 
 def ledger_mappings() -> dict:
-    """The ledger (ground truth, one document per step execution; see ``attack/ledger.py``).
-    ``facts`` vary by technique and stay in ``_source`` only."""
+    """The ledger (ground truth, one document per step execution, ECS names; see
+    ``attack/ledger.py``). ``cyberrange.facts`` vary by technique and stay in ``_source`` only."""
     kw = {"type": "keyword", "ignore_above": 1024}
+    epoch = {"type": "date", "format": "epoch_second"}
     flat = {
-        "@timestamp": {"type": "date"},                  # = start
-        "event.kind": kw, "event.dataset": kw,
-        "cyberrange.run_id": kw,
-        "step_id": kw, "name": kw, "technique": kw, "actor": kw,
-        "actor_ip": {"type": "ip"}, "targets": {"type": "ip"},
-        "start": {"type": "date", "format": "epoch_second"},
-        "end": {"type": "date", "format": "epoch_second"},
-        "outcome": kw, "packets_sent": {"type": "long"}, "bytes_sent": {"type": "long"},
-        "error": {"type": "text"}, "repeat": {"type": "long"}, "skipped_reason": kw,
-        "flows": {"properties": {"src": {"type": "ip"}, "dst": {"type": "ip"}, "proto": kw,
-                                 "sport": {"type": "long"}, "dport": {"type": "long"},
-                                 "packets": {"type": "long"}, "bytes": {"type": "long"}}},
-        "facts": {"type": "object", "enabled": False},
+        "@timestamp": {"type": "date"},                  # = event.start
+        "event.kind": kw, "event.dataset": kw, "event.outcome": kw,
+        "event.start": epoch, "event.end": epoch,
+        "cyberrange.run_id": kw, "cyberrange.step.id": kw, "cyberrange.step.name": kw,
+        "threat.technique.id": kw, "cyberrange.technique.variant": kw, "cyberrange.actor": kw,
+        "source.ip": {"type": "ip"}, "destination.ip": {"type": "ip"},
+        "source.packets": {"type": "long"}, "source.bytes": {"type": "long"},
+        "cyberrange.outcome": kw, "error.message": {"type": "match_only_text"},
+        "cyberrange.repeat": {"type": "long"}, "cyberrange.skipped_reason": kw,
+        "cyberrange.blocked_reason": kw, "cyberrange.arp_frames": {"type": "long"},
+        "cyberrange.flows": {"properties": {
+            "src": {"type": "ip"}, "dst": {"type": "ip"}, "proto": kw,
+            "sport": {"type": "long"}, "dport": {"type": "long"},
+            "packets": {"type": "long"}, "bytes": {"type": "long"}}},
+        "cyberrange.facts": {"type": "object", "enabled": False},
     }
     return {"dynamic": False, "properties": nest(flat)}
 

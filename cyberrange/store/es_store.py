@@ -97,16 +97,24 @@ def table_docs(kind: str, table: pa.Table, index: str) -> list[tuple[bytes, byte
 
 
 def ledger_docs(records: list[dict], run_id: str, index: str) -> list[tuple[bytes, bytes]]:
+    """Ledger records (either spelling, ``attack.ledger``) -> bulk lines of ECS documents."""
+    from ..attack.ledger import to_ecs
     out = []
     for i, rec in enumerate(records):
-        src = dict(rec)
-        start = rec.get("start")
+        flat = to_ecs(rec)
+        start = flat.get("event.start")
         if isinstance(start, (int, float)):
-            src["@timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)) + \
+            flat["@timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)) + \
                 f".{int(round((start % 1) * 1e6)) % 1000000:06d}Z"
-        src["event"] = {"kind": "event", "dataset": "cyberrange.ledger"}
-        src["cyberrange"] = {"run_id": run_id}
-        src.pop("run_id", None)
+        flat.update({"event.kind": "event", "event.dataset": "cyberrange.ledger",
+                     "cyberrange.run_id": run_id})
+        src: dict = {}
+        for key, value in flat.items():              # dotted names -> objects, as ECS nests them
+            *parents, leaf = key.split(".") if key != "@timestamp" else [key]
+            node = src
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
         action = json.dumps({"index": {"_index": index,
                                        "_id": doc_id("ledger", run_id, str(i))}}).encode()
         out.append((action, json.dumps(src, separators=(",", ":"), default=str).encode()))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from cyberrange.errors import EnvironmentProblem
 from cyberrange.model.topology import Topology
-from cyberrange.twin import firewall, netns, shaping
+from cyberrange.twin import firewall, linkemu, netns, shaping
 from cyberrange.twin.shield import Shield
 from cyberrange.twin.state import TwinState, new_prefix, process_start, teardown
 
@@ -107,6 +107,11 @@ class Twin:
         self.sensor_files: dict[str, Path] = {}
         self.procs: list[subprocess.Popen] = []
         self.netem = False
+        self.relay_ports: dict[tuple, tuple[str, str]] = {}
+        self.relay_proc: subprocess.Popen | None = None
+        # without netem: "relay" emulates delay/jitter/loss in userspace (twin/linkemu.py),
+        # "shape" shapes bandwidth only and warns (the behaviour before the relay existed)
+        self.link_emulation = os.environ.get("CYBERRANGE_LINK_EMULATION", "shape")
         self.dot1q = True
         self.state: TwinState | None = None
         self.timings: dict[str, float] = {}
@@ -238,6 +243,7 @@ class Twin:
         for node in self.topo.nodes.values():
             netns.sysctl(self.ns[node.name], {**IPV6_OFF, **(FORWARDING if node.is_router
                                                              else {})})
+        self._plan_links()
         self.dot1q = _dot1q_available(sw_ns) if any(
             z.vlan is not None for z in self.topo.zones.values()) else True
         if not self.dot1q:
@@ -267,8 +273,16 @@ class Twin:
                 self.intf[(node.name, index)] = name
                 self.port[(node.name, index)] = port
                 plan.append((node.name, index, sw, name, port))
-                pairs.append(f"link add name {name} address {mac} netns {self.ns[node.name]} "
-                             f"type veth peer name {port} netns {sw_ns}")
+                if self._relayed(node, index):     # eth<K> == q<N> <relay> r<N> == p<N>
+                    n = port[1:]
+                    self.relay_ports[(node.name, index)] = (f"q{n}", f"r{n}")
+                    pairs += [(f"link add name {name} address {mac} netns {self.ns[node.name]}"
+                               f" type veth peer name q{n} netns {sw_ns}"),
+                              (f"link add name {port} netns {sw_ns} type veth peer name r{n} "
+                               f"netns {sw_ns}")]
+                else:
+                    pairs.append(f"link add name {name} address {mac} netns {self.ns[node.name]}"
+                                 f" type veth peer name {port} netns {sw_ns}")
                 tagged = [i.vlan for i in group if i.vlan is not None]
                 if not self.dot1q:
                     pass                      # one bridge per VLAN: nothing to tag
@@ -283,6 +297,7 @@ class Twin:
         for _node, _index, sw, _name, port in plan:
             lines += [f"link set dev {port} master {self.bridge[sw]}", f"link set dev {port} up"]
         lines += [f"link set dev {br} up" for br in self.bridge.values()]
+        lines += [f"link set dev {d} up" for pair in self.relay_ports.values() for d in pair]
         _batch(["ip", "-batch", "-"], lines, "creating the switches", ns=sw_ns)
         self._configure_vlans()
         self._mininet(plan)
@@ -394,32 +409,82 @@ class Twin:
             for g in self._ports(n).values():
                 if g[0].profile:
                     shaped.setdefault(n.name, []).append(g[0])
-        if not shaped:
-            return shaped
-        self.netem = _netem_available(self.sw_ns)
-        unshaped = sorted({(i.zone, i.profile.name, i.profile.delay_ms, i.profile.loss_pct)
-                           for itfs in shaped.values() for i in itfs if i.profile.needs_netem})
-        if unshaped and not self.netem:
-            what = ", ".join(f"{z} ({prof}: {d:g} ms delay, {lo:g}% loss)"
-                             for z, prof, d, lo in unshaped)
-            msg = ("netem is not available in this kernel: delay, jitter and loss are NOT emulated"
-                   f" on {what}; bandwidth is shaped with HTB")
-            self.warnings.append(msg)
-            self.log(msg)
         self._shaped = shaped
         return shaped
+
+    def _plan_links(self) -> None:
+        """Before any link exists: does this kernel have netem, and which ports need the
+        userspace relay instead (``twin/linkemu.py``); one line saying so."""
+        self.relay_ports: dict[tuple, tuple[str, str]] = {}
+        profiled = [g[0] for n in self.topo.nodes.values() for g in self._ports(n).values()
+                    if g[0].profile and g[0].profile.needs_netem]
+        if not profiled:
+            return
+        self.netem = _netem_available(self.sw_ns)
+        if self.link_emulation not in ("relay", "shape"):
+            raise EnvironmentProblem(f"link emulation {self.link_emulation!r}: want relay or shape")
+        relayed = sorted({(i.zone, i.profile.name, i.profile.delay_ms, i.profile.jitter_ms,
+                           i.profile.loss_pct) for i in profiled
+                          if not self.netem and linkemu.relay_needed(i.profile)})
+        if relayed and self.link_emulation == "shape":
+            what = ", ".join(f"{z} ({prof}: {d:g} ms delay, {lo:g}% loss)"
+                             for z, prof, d, _j, lo in relayed)
+            msg = ("netem is not available in this kernel: delay, jitter and loss are NOT emulated"
+                   f" on {what}; bandwidth is shaped with HTB (link emulation 'relay' would"
+                   " emulate them in userspace)")
+            self.warnings.append(msg)
+            self.log(msg)
+        elif relayed:
+            what = ", ".join(f"{z} ({prof}: {d:g}±{j:g} ms, {lo:g}% loss)"
+                             for z, prof, d, j, lo in relayed)
+            msg = ("netem is not available in this kernel: delay, jitter and loss are emulated by"
+                   f" a userspace relay (cyberrange.twin.linkemu) on {what}; bandwidth by HTB")
+            self.warnings.append(msg)
+            self.log(msg)
+
+    def _relayed(self, node, index) -> bool:
+        """Does the port ``index`` of ``node`` go through the userspace link relay?"""
+        if self.netem or self.link_emulation != "relay":
+            return False
+        group = self._ports(node)[index]
+        return bool(group[0].profile) and linkemu.relay_needed(group[0].profile)
 
     def _shape(self):
         """The switch side of every shaped port, in one ``tc -batch`` in the switch namespace."""
         lines = []
         for node, itfs in getattr(self, "_shaped", {}).items():
             for itf in itfs:
+                # delay/loss on the node side only: a frame crosses two ports of its zone
                 for cmd in shaping.htb_commands(self.port[(node, self._key(itf))], itf.profile,
-                                                self.netem):
+                                                netem=False):
                     lines.append(" ".join(cmd[1:]))
         if lines:
             (self.run_dir / "config" / "tc-switch-ports.batch").write_text("\n".join(lines) + "\n")
         _batch(["tc", "-batch", "-"], lines, "tc on the switch ports", ns=self.sw_ns)
+        self._start_relay()
+
+    def _start_relay(self) -> None:
+        """One relay process, in the switch namespace, for every relayed port (if any)."""
+        if not self.relay_ports:
+            return
+        specs = []
+        for node in self.topo.nodes.values():
+            for index, group in self._ports(node).items():
+                if (node.name, index) not in self.relay_ports:
+                    continue
+                q, r = self.relay_ports[(node.name, index)]
+                prof = group[0].profile
+                specs.append(linkemu.LinkSpec(f"{node.name}/{self.intf[(node.name, index)]}",
+                                              q, r, prof.delay_ms, prof.jitter_ms,
+                                              prof.loss_pct))
+        self.relay_stats = self.run_dir / "logs" / "linkemu.json"
+        self.relay_specs = {sp.name: sp for sp in specs}
+        self.relay_proc = linkemu.start(self.switch_popen, specs,
+                                        seed=getattr(self, "link_seed", 0),
+                                        stats=self.relay_stats,
+                                        log=self.run_dir / "logs" / "linkemu.log",
+                                        control=self.run_dir / "config" / "linkemu-control.json")
+        self.procs.append(self.relay_proc)
 
     def _start_sensors(self):
         """The capture points (cyberrange.twin.sensors); ``sensor_rotate_s`` set before

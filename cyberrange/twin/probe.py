@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import random
+import math
 import socket
 import struct
 import subprocess
@@ -45,6 +46,27 @@ def udp_payload(p: dict) -> bytes:
     return {"ntp": NTP_REQUEST, "syslog": PROBE_DATAGRAM}.get(svc, DNS_QUERY)
 
 
+def _udp_probe(ip: str, port: int, q: bytes, timeout: float) -> str:
+    """Send ``q`` every 0.5 s until an answer, a refusal or ``timeout``: a lost datagram (or
+    a lost answer) on a lossy link must not read as "filtered"."""
+    end = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((ip, port))
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return "filtered"
+            s.send(q)
+            s.settimeout(min(0.5, left))
+            try:
+                s.recv(4096)
+                return "open"
+            except ConnectionRefusedError:
+                return "closed"
+            except socket.timeout:
+                continue
+
+
 def probe(p: dict) -> dict:
     proto, ip, port = p["proto"], p["ip"], p.get("port")
     res = dict(p)
@@ -56,22 +78,15 @@ def probe(p: dict) -> dict:
             res["result"] = {0: "open", 111: "closed"}.get(err, "filtered")
             res["detail"] = err
         elif proto == "icmp":
-            r = subprocess.run(["ping", "-n", "-c", "1", "-W", str(int(p.get("timeout", 1) or 1)), ip],
+            # an echo every 0.2 s until one answer or the deadline: one emulated loss on
+            # the way (issue 19's lossy links) must not read as "filtered"
+            deadline = max(1, math.ceil(p.get("timeout", 1) or 1))
+            r = subprocess.run(["ping", "-n", "-c", "1", "-i", "0.2", "-w", str(deadline), ip],
                                capture_output=True, text=True)
             res["result"] = "open" if r.returncode == 0 else "filtered"
         elif proto == "udp":
             q = udp_payload(p)
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(p.get("timeout", TIMEOUT))
-                s.connect((ip, port))
-                s.send(q)
-                try:
-                    s.recv(4096)
-                    res["result"] = "open"
-                except ConnectionRefusedError:
-                    res["result"] = "closed"
-                except socket.timeout:
-                    res["result"] = "filtered"
+            res["result"] = _udp_probe(ip, port, q, p.get("timeout", TIMEOUT))
         else:
             res["result"], res["detail"] = "error", f"unknown proto {proto}"
     except OSError as e:

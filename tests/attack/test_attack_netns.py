@@ -152,11 +152,17 @@ def test_runner_chains_sweep_scan_brute(lab):
     assert brute["facts"]["credentials"] == [{"target": f"{T1}:22", "user": "admin",
                                               "password": "admin123"}]
     assert [r["outcome"] for r in records] == ["succeeded"] * 3
-    for r in records:
-        assert list(r) == ["run_id", "step_id", "name", "technique", "actor", "actor_ip",
-                           "targets", "start", "end", "outcome", "packets_sent", "bytes_sent",
-                           "flows", "facts", "error", "repeat", "skipped_reason",
-                           "blocked_reason", "arp_frames"]
+    import json
+
+    from cyberrange.attack.ledger import ECS_KEYS
+    written = [json.loads(x) for x in ledger_path.read_text().splitlines()]
+    assert [list(w) for w in written] == [list(ECS_KEYS)] * 3   # the file: ECS names only
+    for r in records:                                           # in memory: both spellings
+        assert list(r) == list(ECS_KEYS) + [
+            "run_id", "step_id", "name", "technique", "actor", "actor_ip",
+            "targets", "start", "end", "outcome", "packets_sent", "bytes_sent",
+            "flows", "facts", "error", "repeat", "skipped_reason",
+            "blocked_reason", "arp_frames"]
         assert r["packets_sent"] == sum(f["packets"] for f in r["flows"])
     all_flows = [f for r in records for f in r["flows"]]
     assert packets_only(actor_flows(pkts, ATTACKER)) == packets_only(ledger_flows(all_flows))

@@ -123,9 +123,9 @@ def test_bool_is_not_a_number(tmp_path):
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
 def test_attack_validate_error(path):
-    """The same one-line FILE:LINE error and exit 2 through ``cyberrange attack validate``."""
+    """The same one-line FILE:LINE error and exit 2 through ``cyberrange playbook check``."""
     line, substring = expectation(path)
-    proc = subprocess.run([sys.executable, "-m", "cyberrange.cli.main", "attack", "validate",
+    proc = subprocess.run([sys.executable, "-m", "cyberrange.cli.main", "playbook", "check",
                            rel(path), "--topology", "topologies/fob.yaml"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
@@ -137,7 +137,7 @@ def test_attack_validate_error(path):
 
 
 def test_attack_validate_ok():
-    proc = subprocess.run([sys.executable, "-m", "cyberrange.cli.main", "attack", "validate",
+    proc = subprocess.run([sys.executable, "-m", "cyberrange.cli.main", "playbook", "check",
                            str(PLAYBOOK), "--topology", str(FOB)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

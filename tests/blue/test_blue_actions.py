@@ -498,7 +498,8 @@ def test_manual_run_attack_run_and_blue_isolate_in_two_terminals(topo_file, tmp_
             term1.kill()
             term1.wait()
     (run_dir,) = (tmp_path / "runs").iterdir()
-    (rec,) = [json.loads(x) for x in (run_dir / "ledger.jsonl").read_text().splitlines()]
+    from cyberrange.attack.ledger import read_ledger
+    (rec,) = read_ledger(run_dir / "ledger.jsonl")
     # the runner tells a defence from a failure where it knows how ("blocked", with the
     # reason); before that an unanswered connection was "failed". Never "error".
     assert rec["outcome"] == ("blocked" if "blocked_reason" in rec else "failed"), (rec, out)

@@ -422,7 +422,8 @@ def test_blue_watch_during_a_real_live_drill(tmp_path):
         assert set(re.findall(r"\bT\d{4}(?:\.\d{3})?\b", text)) <= claimed
     assert frames and "DEFENDER" in frames[0]
     # the instructor saw steps end while the drill ran
-    ledger = [json.loads(line) for line in (run_dir / "ledger.jsonl").open()]
+    from cyberrange.attack.ledger import read_ledger
+    ledger = read_ledger(run_dir / "ledger.jsonl")
     assert truths and any(t["steps"] and not t["final"] for t in truths), truths
     assert all(t["playbook"] == "zz-whitecell-pb" for t in truths)
     assert {t["phase_detail"] for t in truths} & {"benign", "attack", "cooldown"}

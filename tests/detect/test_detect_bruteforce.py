@@ -98,10 +98,102 @@ def test_scans_and_long_sessions_do_not_count():
 def test_settings_errors_and_shipped_instance():
     for kw, key in [({"mode": "stuff"}, "mode"), ({"mode": "spray", "min_targets": 1},
                                                    "min_targets"),
-                    ({"max_per_target": 0}, "max_per_target")]:
+                    ({"max_per_target": -1}, "max_per_target"), ({"max_share": 0}, "max_share"),
+                    ({"max_share": 1.5}, "max_share"), ({"rate_alpha": 0.5}, "rate_alpha")]:
         with pytest.raises(SettingError) as e:
             BruteForceDetector("x", **kw)
         assert e.value.setting == key
     dets = {d.name: d for d in load_detector_file("detectors/bruteforce.yaml")}
     assert dets["password-spray"].mode == "spray" and dets["login-bruteforce"].mode == "guess"
     assert len(dets["password-spray"].detect(table(spray_round(T0)))) == 1
+
+
+def test_a_spray_of_six_accounts_per_service_is_caught():
+    """Issue 15: 6 accounts x 2 services exceeded the old ``max_per_target: 5`` in every window
+    and was left to login-bruteforce; the share rule (busiest service <= 75 % of the window)
+    catches it at its 8th attempt, fast or slow, and still leaves guessing alone."""
+    shipped = {d.name: d for d in load_detector_file("detectors/bruteforce.yaml")}["password-spray"]
+    old = BruteForceDetector("old", mode="spray", window=30, threshold=7, max_per_target=5,
+                             max_share=1.0)
+    assert old.detect(table(spray_round(T0, users=6))) == []       # 6 per service in every window
+    for pause in (1.0, 3.6):                 # 3.6 s: the slowest pause of the envelope's sprays
+        rows = spray_round(T0, users=6, pause=pause)
+        (a,) = shipped.detect(table(rows))
+        assert a.evidence["attempts_per_service"] == {f"{SERVERS[0]}:22": 6,
+                                                      f"{SERVERS[1]}:22": 6}
+        assert a.timestamp.timestamp() == pytest.approx(T0 + 7 * pause)     # the 8th attempt
+    # 8 accounts x 2 services at the slowest pace: 9 attempts per window, caught when the
+    # second service holds a third of them
+    (a,) = shipped.detect(table(spray_round(T0, users=8, pause=3.6)))
+    assert a.timestamp.timestamp() == pytest.approx(T0 + 10 * 3.6)
+    # guessing one service while the routine logins go to two others: not a spray
+    rows = [attempt(T0 + i * 0.5, ATT, SERVERS[0]) for i in range(12)]
+    rows += [attempt(T0 + 1, ATT, SERVERS[1]), attempt(T0 + 3, ATT, SERVERS[2])]
+    assert shipped.detect(table(rows)) == []
+
+
+def banner_check(t, src, dst, port=22):
+    """A service health probe: connect, read the banner, close; the client sends no data."""
+    return dict(attempt(t, src, dst, port, packets=10, duration=0.001),
+                **{"cyberrange.tcp_flags": "SAF", "source.bytes": 404, "source.packets": 6})
+
+
+def test_health_probes_of_login_services_are_not_attempts():
+    """A mission-availability probe reads the login banner and closes without sending a name
+    or a password (no PSH from the client): not a login attempt, for either mode."""
+    probes = [banner_check(T0 + i * 2.0, WS, SERVERS[i % 3]) for i in range(12)]
+    for mode in ("spray", "guess"):
+        det = BruteForceDetector("x", mode=mode, threshold=7)
+        assert det.detect(table(probes)) == []
+    # four real attempts among them do not reach 7 by the probes' help
+    rows = probes + [attempt(T0 + 1 + i * 2.0, WS, SERVERS[i % 2]) for i in range(4)]
+    assert SPRAY.detect(table(rows)) == []
+    assert len(SPRAY.detect(table(rows + spray_round(T0 + 10, users=2, src=WS)))) == 1
+
+
+def test_a_busy_login_client_is_held_to_its_own_pace():
+    """Issue 15: a workstation that logs in all day (2 logins in its 30 s warm-up) made 7 short
+    logins at 3 servers within 30 s: its own chance burst, not a spray. ``rate_alpha`` sets its
+    threshold to the count its baseline pace reaches with probability <= 1e-4 (here 10); a host
+    with no login in the baseline keeps ``novice_threshold`` and a real spray from the busy
+    workstation is still caught once it is bigger than the workstation's day."""
+    shipped = {d.name: d for d in load_detector_file("detectors/bruteforce.yaml")}["password-spray"]
+    base = table([attempt(T0, WS, SERVERS[0]), attempt(T0 + 14, WS, SERVERS[1]),
+                  attempt(T0 + 29.5, ATT, "10.73.0.99", port=80)])
+    shipped.fit(base)
+    assert shipped.threshold_of(WS) == 10 and shipped.threshold_of(ATT) == 5
+    assert shipped.expected(WS) == pytest.approx(2.0)      # a baseline shorter than a window
+    gaps = [0, 3.2, 5.0, 11.2, 14.5, 24.2, 28.4]                    # 7 in 28.4 s, 3 servers
+    day = [attempt(T0 + 100 + g, WS, SERVERS[i % 3]) for i, g in enumerate(gaps)]
+    assert shipped.detect(table(day)) == []
+    untrained = {d.name: d for d in load_detector_file("detectors/bruteforce.yaml")}[
+        "password-spray"]
+    assert len(untrained.detect(table(day))) == 1                  # the false alert it was
+    (a,) = shipped.detect(table(spray_round(T0 + 100, users=6, src=WS)))   # 12 in 11 s
+    assert a.evidence["threshold"] == 10 and a.timestamp.timestamp() == pytest.approx(T0 + 109)
+    assert a.evidence["baseline"]["baseline_attempts"] == 2
+    assert "a login client whose own pace is" in a.message
+
+
+def test_a_client_busier_than_its_warm_up_is_held_to_its_running_pace():
+    """A 30 s warm-up is a thin estimate of a workstation's pace (tuning split: 2 logins in the
+    warm-up, then 13 in 100 s). With ``pace_history`` the client's own attempts of the 10 min
+    before the window count too; a spray well above that pace is still caught."""
+    shipped = {d.name: d for d in load_detector_file("detectors/bruteforce.yaml")}["password-spray"]
+    assert shipped.history_us == 600 * 10**6
+    base = [attempt(T0, WS, SERVERS[0]), attempt(T0 + 14, WS, SERVERS[1]),
+            attempt(T0 + 29.5, ATT, "10.73.0.99", port=80)]
+    shipped.fit(table(base))
+    assert shipped.threshold_of(WS) == 10
+    steady = [attempt(T0 + 30 + i * 7.5, WS, SERVERS[i % 3]) for i in range(40)]   # 4 per 30 s
+    burst = [attempt(T0 + 400 + g, WS, SERVERS[i % 3])
+             for i, g in enumerate([0, 2, 4, 7, 9, 12, 15, 18, 22, 26])]           # 10 in 26 s
+    rows = base + steady + burst
+    assert shipped.detect(table(rows)) == []
+    no_history = BruteForceDetector("x", mode="spray", window=30, threshold=7,
+                                    novice_threshold=5, rate_alpha=1e-4)
+    no_history.fit(table(base))
+    assert len(no_history.detect(table(rows))) == 1          # 10 >= its warm-up's 10
+    (a,) = shipped.detect(table(rows + spray_round(T0 + 500, users=8, src=WS)))   # 16 in 16 s
+    assert a.evidence["baseline"]["pace_per_window"] > 3
+    assert a.evidence["threshold"] > 10 and a.evidence["value"] >= a.evidence["threshold"]

@@ -104,3 +104,41 @@ def test_empty_and_tiny_inputs():
     assert det.detect(table([])) == []
     det.fit(table([]))
     assert not det.trained
+
+
+def test_a_run_with_no_flows_after_a_trained_one(tmp_path):
+    """``detect eval`` over several runs reuses one detector: a run with no flows used to reach
+    ``decision_function`` with zero rows (scikit-learn refuses them) through the model of the
+    run before, and an empty baseline kept that run's model."""
+    det = IsolationForestDetector("flow-anomaly")
+    det.fit(table(benign(T0, 60)))
+    assert det.trained
+    scores = det.score_flows(table([]))
+    assert isinstance(scores, np.ndarray) and scores.shape == (0,)
+    assert det.detect(table([])) == []
+    det.fit(table([]))                    # an empty baseline: untrained, nothing kept
+    assert not det.trained and det.model is None
+    assert det.score_flows(table([])).shape == (0,)
+
+    # the whole path: evaluate() of a stored run with flows, then one without
+    import json
+
+    from test_detect_cli import craft_run
+
+    from cyberrange.score.evaluate import evaluate
+    from cyberrange.store.duckdb_store import DuckDBStore
+    from cyberrange.telemetry.schema import RECORD_SCHEMAS
+    full = craft_run(tmp_path / "full", scan=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with DuckDBStore(empty / "store.duckdb") as store:
+        store.write("flows", RECORD_SCHEMAS["flows"].empty_table())
+        store.write("packets", RECORD_SCHEMAS["packets"].empty_table())
+    (empty / "ledger.jsonl").write_text("")
+    (empty / "manifest.json").write_text(json.dumps({
+        "run_id": "empty", "status": "done", "topology": "crafted", "playbook": None,
+        "kind": "benign", "baseline_s": 5.0}))
+    ev = evaluate([full, empty], [IsolationForestDetector("flow-anomaly")]).to_dict()
+    assert [r["benign_flows"] for r in ev["runs"]][1] == 0
+    (row,) = ev["detectors"]
+    assert row["detector"] == "flow-anomaly" and row["false"] >= 0

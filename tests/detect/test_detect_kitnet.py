@@ -193,3 +193,15 @@ def test_untrained_uses_the_runs_first_packets_and_says_so(trained):
     assert alerts and all(a.evidence["trained"] is False and "untrained" in a.evidence["note"]
                           for a in alerts)
     assert any(a.source_ip == ATTACKER for a in alerts)
+
+
+def test_a_second_fit_with_too_few_packets_leaves_no_model_of_the_first():
+    """A detector object reused across runs (``detect eval``) must not score a run whose
+    baseline is too small with the previous run's model."""
+    det = KitNETDetector("packet-anomaly", epochs=2)
+    det.fit(None, packets(benign_packets(T0, 20)))
+    assert det.trained and det.model is not None
+    det.fit(None, packets(benign_packets(T0, 20)[:50]))
+    assert not det.trained and det.model is None
+    det.fit(None, None)
+    assert not det.trained and det.model is None

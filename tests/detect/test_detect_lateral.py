@@ -156,3 +156,36 @@ def test_probes_from_the_entered_host_after_entry():
     # the same probes without the entry, or with the rule off, raise nothing
     assert trained().detect(table(inside)) == []
     assert len(trained(after_entry_probes=0).detect(table(rows + inside))) == 1
+
+
+def test_a_busy_workstation_logging_in_again_and_again_is_its_day_not_a_burst_of_failures():
+    """The benign false alert of issue 15: a workstation that logs in all day made 4 short
+    (successful) logins to one server in 6 s, a server it had not logged in to in the warm-up;
+    each login is a short session, so the 4th looked like a login after a burst of failures.
+    With ``rate_alpha`` its own baseline pace sets how many it needs; a host that made no short
+    session in the baseline (the guessing attacker) still needs only ``min_failures``."""
+    base = table(ssh(T0, ADMIN, FILES, 2) + ssh(T0 + 2, WS, DB, 2, every=12))   # 2 in 30 s
+    burst = ssh(T0 + 100, WS, FILES, 4, every=2.0)
+    det = LateralDetector("lateral-movement", rate_alpha=1e-4)
+    det.fit(base)
+    assert det.min_failures_of(WS) == 6 and det.min_failures_of(ATT) == 4
+    assert det.detect(table(burst)) == []
+    plain = LateralDetector("lateral-movement")                 # the rule without the pace
+    plain.fit(base)
+    (a,) = plain.detect(table(burst))
+    assert a.evidence["corroboration"]["short_sessions"] == 4
+    # a real burst from the same workstation still counts: 7 guesses in 4 s, then the login
+    rows = ssh(T0 + 100, WS, FILES, 7, every=0.6) + ssh(T0 + 106, WS, FILES, 1, long=True)
+    (a,) = det.detect(table(rows))
+    assert a.evidence["corroboration"]["short_sessions"] == 6
+    assert a.evidence["threshold"]["min_failures"] == 6
+    assert a.evidence["baseline"]["short_sessions"] == 2
+    # the attacker's 6 guesses then a login: unchanged
+    rows = ssh(T0 + 100, ATT, FILES, 6, every=0.8) + ssh(T0 + 110, ATT, FILES, 1, long=True)
+    (a,) = det.detect(table(rows))
+    assert a.timestamp.timestamp() == pytest.approx(T0 + 100 + 3 * 0.8)
+    with pytest.raises(SettingError) as e:
+        LateralDetector("x", rate_alpha=0.5)
+    assert e.value.setting == "rate_alpha"
+    shipped = load_detector_file("detectors/lateral.yaml")[0]
+    assert shipped.rate_alpha == pytest.approx(1e-4)

@@ -24,7 +24,9 @@ SCAN_START, SCAN_END = T0 + 30, T0 + 30.5          # craft_run's scan step
 
 
 def _ledger(folder):
-    return [json.loads(line) for line in (folder / "ledger.jsonl").read_text().splitlines()]
+    from cyberrange.attack.ledger import legacy_record      # edited and written back: old names
+    return [legacy_record(json.loads(line))
+            for line in (folder / "ledger.jsonl").read_text().splitlines()]
 
 
 def _rewrite(folder, ledger=None, **manifest):

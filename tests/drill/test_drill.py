@@ -10,6 +10,7 @@ import pytest
 from background import Pool
 from helpers import PY, ROOT, cli, needs_twin
 from cyberrange.twin.state import leftovers, nothing_left, live_states
+from cyberrange.attack.ledger import read_ledger
 
 pytestmark = needs_twin
 
@@ -52,7 +53,7 @@ def test_scorecard_shows_all_three_techniques_detected(drill_run):
 
 def test_facts_flow_between_steps_and_the_weak_password_is_found(drill_run):
     run_dir, _ = drill_run
-    ledger = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
+    ledger = read_ledger(run_dir / "ledger.jsonl")
     sweep, scan, brute = ledger
     assert "10.10.2.20" in sweep["facts"]["hosts"] and "10.10.1.10" in sweep["facts"]["hosts"]
     assert set(scan["targets"]) <= set(sweep["facts"]["hosts"])
@@ -64,7 +65,7 @@ def test_facts_flow_between_steps_and_the_weak_password_is_found(drill_run):
 
 def test_ledger_packets_equal_stored_packets_per_five_tuple(drill_run):
     run_dir, _ = drill_run
-    ledger = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
+    ledger = read_ledger(run_dir / "ledger.jsonl")
     con = duckdb.connect(str(run_dir / "store.duckdb"), read_only=True)
     checked = 0
     for step in ledger:

@@ -77,7 +77,8 @@ def run(tmp_path):
 
 
 def _recon(run):
-    ledger = [json.loads(x) for x in run.ledger_path.read_text().splitlines()]
+    from cyberrange.attack.ledger import read_ledger
+    ledger = read_ledger(run.ledger_path)
     packets, flows, stats = load_captures(run.dir / "pcaps", run.id)
     return reconcile(run.dir, run.manifest, ledger, packets, stats), packets, flows
 

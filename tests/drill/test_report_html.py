@@ -24,7 +24,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def _craft_blue(run_dir) -> dict:
     """An action log, probes and a blue section around the real ledger's windows."""
-    led = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
+    from cyberrange.attack.ledger import read_ledger
+    led = read_ledger(run_dir / "ledger.jsonl")
     scan, brute = led[1], led[-1]
     t_iso = scan["end"] + 0.5
     base = {"twin": "x", "objects": [], "applied_s": 0.01, "trigger": None, "reason": None,

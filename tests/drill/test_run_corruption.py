@@ -72,7 +72,8 @@ def _set_manifest(run: Path, **changes):
 
 
 def _ledger(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
+    from cyberrange.attack.ledger import legacy_record      # edited and written back: old names
+    return [legacy_record(json.loads(x)) for x in (run / "ledger.jsonl").read_text().splitlines()]
 
 
 def _set_ledger(run: Path, edit):

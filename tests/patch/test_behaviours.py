@@ -78,3 +78,62 @@ def test_an_old_embedded_login_server_gets_its_factory_accounts(tmp_path):
     fail = [c for c in res.checks if c.status == "fail"]
     assert [c.name for c in fail] == ["behaviour ops-files login/22"]
     assert "login-default-credentials" in fail[0].reason
+
+
+def _plc_change(tmp_path, body: str):
+    cs = tmp_path / "w.yaml"
+    cs.write_text("version: 1\nname: w\ntopology: air-base\nchanges:\n" + body)
+    return load_change(cs)
+
+
+def _writers_arg(topo, node, tmp_path):
+    argv = modbus._argv(_launch(topo, node, topo.nodes[node].services[0], tmp_path))
+    return argv[argv.index("--writers") + 1].split(",") if "--writers" in argv else None
+
+
+def test_a_per_service_writers_key_is_enforced_only_by_firmware_that_enforces(tmp_path):
+    """`writers:` on a modbus service (hosts, zones, globs): the 4.x firmware enforces it, the
+    3.x firmware ignores it (its weakness), a PLC without firmware listed enforces it."""
+    set_writers = ("  - {op: modify-service, node: fuel-plc1, port: 502, "
+                   "set: {writers: [fuel-hist, 'fuel-h*']}}\n")
+    upgrade = "  - {op: set-software, node: fuel-plc1, name: plc-firmware, version: '4.1'}\n"
+    old = load_topology(AIR, change=_plc_change(tmp_path, set_writers))
+    assert old.nodes["fuel-plc1"].services[0].writers == ["fuel-hist", "fuel-hmi"]
+    assert _writers_arg(old, "fuel-plc1", tmp_path) is None          # 3.1.4 ignores it
+    new = load_topology(AIR, change=_plc_change(tmp_path, set_writers + upgrade))
+    assert _writers_arg(new, "fuel-plc1", tmp_path) == [str(new.nodes["fuel-hist"].ip),
+                                                        str(new.nodes["fuel-hmi"].ip)]
+    no_fw = load_topology(AIR, change=_plc_change(
+        tmp_path, set_writers + "  - {op: remove-software, node: fuel-plc1, name: plc-firmware}\n"))
+    assert _writers_arg(no_fw, "fuel-plc1", tmp_path) == _writers_arg(new, "fuel-plc1", tmp_path)
+    zone = load_topology(AIR, change=_plc_change(tmp_path, upgrade + (
+        "  - {op: modify-service, node: fuel-plc1, port: 502, set: {writers: [fuel-scada]}}\n")))
+    assert zone.nodes["fuel-plc1"].services[0].writers == ["fuel-hmi", "fuel-plc1", "fuel-plc2"]
+    # without the key, 4.x falls back to the catalogue's roles (the HMI), as before
+    assert load_topology(AIR).nodes["fuel-plc1"].services[0].writers is None
+    # validate sees the allow-list change (the effect check)
+    res = static_validate(AIR, _plc_change(tmp_path, set_writers + upgrade))
+    effect = next(c for c in res.checks if c.name == "effect")
+    assert effect.status == "pass" and "services" in effect.reason, effect.reason
+
+
+def test_bad_writers_point_at_their_line(tmp_path):
+    import pytest
+
+    from cyberrange.errors import UserError
+    for body, words, line in [
+        ("  - {op: modify-service, node: fuel-plc1, port: 502, set: {writers: [fuel-hnii]}}\n",
+         "unknown host or zone 'fuel-hnii' (did you mean 'fuel-hmi'?)", 5),
+        ("  - {op: modify-service, node: fuel-plc1, port: 502, set: {writers: ['zz*']}}\n",
+         "'zz*' matches no host", 5),
+    ]:
+        with pytest.raises(UserError) as e:
+            load_topology(AIR, change=_plc_change(tmp_path, body))
+        assert words in e.value.message and e.value.line == line, e.value.message
+    bad = tmp_path / "t.yaml"
+    bad.write_text((ROOT / "topologies" / "fob.yaml").read_text().replace(
+        "{type: http, port: 8080, banner: COP-Server/2.1}",
+        "{type: http, port: 8080, banner: COP-Server/2.1, writers: [ops-ws1]}"))
+    with pytest.raises(UserError) as e:
+        load_topology(bad)
+    assert "'writers' are only for modbus services" in e.value.message

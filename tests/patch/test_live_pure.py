@@ -94,3 +94,86 @@ def test_compare_finds_fixes_regressions_lost_detection_and_availability(tmp_pat
     assert checks["detection pb.yaml:beacon (T0855)"] == "fail"
     assert checks["mission cop (pb.yaml)"] == "fail" and checks["mission dns (pb.yaml)"] == "pass"
     assert checks["expect blocked: alarm"] == "pass" and checks["expect blocked: read"] == "fail"
+
+
+def test_expect_blocked_passes_a_step_already_blocked_and_warns_on_a_missing_one(tmp_path):
+    cs = _change(tmp_path, "  - {op: remove-node, node: cp-ws2}\n")
+    cs.blocked_steps = ["ssh", "brute", "nowhere", "read"]
+    before = _card({"ssh": "blocked", "brute": "succeeded", "read": "succeeded"}, {}, {})
+    after = _card({"ssh": "blocked", "brute": "failed", "read": "succeeded"}, {}, {})
+    checks = {c.name: c for c in compare([PlaybookRuns("pb.yaml", before, after, ("a", "b"),
+                                                       (1.0, 1.0))], cs)}
+    assert checks["expect blocked: ssh"].status == "pass"
+    assert "already was blocked before" in checks["expect blocked: ssh"].reason
+    assert checks["expect blocked: brute"].reason == "fix: succeeded -> failed"
+    assert checks["expect blocked: nowhere"].status == "warn"
+    assert checks["expect blocked: read"].status == "fail"
+
+
+def test_an_availability_drop_fails_only_when_the_probes_show_it(tmp_path):
+    from cyberrange.patch.live import drop_p_value
+    assert drop_p_value(7, 7, 6, 7) == 0.5                    # one lost probe of 7: chance
+    assert drop_p_value(7, 7, 0, 7) < 0.001                   # all lost: a broken thread
+    assert drop_p_value(None, None, 0, 7) == 0.0              # no counts: taken as it is
+
+    def card(ok, n):
+        return {"steps": [], "availability": {"threads": {"cop": {
+            "kind": "mission", "availability": ok / n, "ok": ok, "probes": n}}}}
+    cs = _change(tmp_path, "  - {op: remove-node, node: cp-ws2}\n")
+    noisy = compare([PlaybookRuns("pb.yaml", card(7, 7), card(6, 7), ("a", "b"), (1, 1))], cs)
+    broken = compare([PlaybookRuns("pb.yaml", card(7, 7), card(0, 7), ("a", "b"), (1, 1))], cs)
+    assert [c.status for c in noisy] == ["warn"] and "too few probes" in noisy[0].reason
+    assert [c.status for c in broken] == ["fail"] and "(7/7 -> 0/7)" in broken[0].reason
+
+
+def test_several_changes_share_one_baseline_drill_per_playbook(tmp_path, monkeypatch):
+    """The orchestration of live_validate_many, with the drill replaced by a recorder (the
+    twins themselves run in tests/patch/test_live_twin.py)."""
+    from cyberrange.drill import DrillOptions
+    from cyberrange.patch import live
+    ran = []
+
+    def fake_drill(job, opts, ui):
+        ran.append(job)
+        outcome = "failed" if job.change == "fob-rotate-passwords" else "succeeded"
+        return live.DrillDone(f"run{len(ran)}", {"steps": [
+            {"step_id": "brute", "technique": "T1110.001", "outcome": outcome}]}, 1.0)
+    monkeypatch.setattr(live, "_drill", fake_drill)
+    sets = [load_change(CHANGES / c) for c in ("fob_rotate_passwords.yaml",
+                                               "fob_restrict_dns.yaml")]
+    out = live.live_validate_many(ROOT / "topologies" / "fob.yaml", sets, ["a.yaml", "b.yaml"],
+                                  DrillOptions(), tmp_path, workers=1)
+    assert sum(j.change is None for j in ran) == 2 and len(ran) == 6   # 2 baselines + 2 x 2
+    assert [len(r.pairs) for r in out] == [2, 2]
+    assert out[0].pairs[0].runs[0] == out[1].pairs[0].runs[0]           # the same baseline run
+    checks = {c.name: c.status for c in out[0].checks}
+    assert checks["step a.yaml:brute (T1110.001)"] == "pass"
+    assert checks["expect blocked: brute"] == "pass"
+    assert (tmp_path / "fob-restrict-dns" / "fob.patched.yaml").is_file()
+
+
+def test_validate_takes_several_change_sets_and_reports_each(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+    junit = tmp_path / "v.xml"
+    r = subprocess.run([sys.executable, "-m", "cyberrange.cli.main", "validate",
+                        "topologies/fob.yaml", "topologies/changes/fob_restrict_dns.yaml",
+                        "topologies/changes/fob_break_cop.yaml", "--static-only", "--json",
+                        "--junit", str(junit)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert out["verdict"] == "FAIL"
+    assert [(c["change"], c["verdict"]) for c in out["changes"]] == [
+        ("fob-restrict-dns", "PASS"), ("fob-break-cop", "FAIL")]
+    assert "fob-break-cop: FAIL (mission cop)" in r.stderr
+    suites = ET.parse(junit).getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == ["patch-validation.fob-restrict-dns",
+                                               "patch-validation.fob-break-cop"]
+    dup = subprocess.run([sys.executable, "-m", "cyberrange.cli.main", "validate",
+                          "topologies/fob.yaml", "topologies/changes/fob_break_cop.yaml",
+                          "topologies/changes/fob_break_cop.yaml", "--static-only"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert dup.returncode == 2 and "two change sets are named 'fob-break-cop'" in dup.stderr

@@ -104,8 +104,9 @@ def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     assert _field(alerts, "message")["type"] == "match_only_text"
     assert _field(alerts, "cyberrange.score")["type"] == "double"
     assert _field(alerts, "cyberrange.flow_ids")["type"] == "keyword"
-    assert _field(ledger, "actor_ip")["type"] == "ip"
-    assert _field(ledger, "flows.dport")["type"] == "long"
+    assert _field(ledger, "source.ip")["type"] == "ip"                  # ECS names (issue 18)
+    assert _field(ledger, "threat.technique.id")["type"] == "keyword"
+    assert _field(ledger, "cyberrange.flows.dport")["type"] == "long"
     incidents = comps["cyberrange-ecs-incidents"]["template"]["mappings"]["properties"]
     signals = comps["cyberrange-ecs-signals"]["template"]["mappings"]["properties"]
     assert _field(incidents, "related.ip")["type"] == "ip"          # the incident's entities
@@ -307,7 +308,7 @@ def test_protocol_credentials_sent_and_never_shown(fake, tmp_path, monkeypatch, 
     fake.require_auth = ("basic", "elastic", SECRET)
     open_checked(url)
     assert fake.requests[-1]["headers"]["authorization"].startswith("Basic ")
-    code, err = run_cli(["store", "ping", "--to", url], capsys)
+    code, err = run_cli(["store", "ping", "--store", url], capsys)
     assert code == 0 and SECRET not in err
 
 
@@ -335,7 +336,7 @@ def run_cli(argv, capsys) -> tuple[int, str]:
 def test_protocol_bad_input_is_one_line_exit_2(url, env, words, monkeypatch, capsys):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    code, err = run_cli(["store", "ping", "--to", url], capsys)
+    code, err = run_cli(["store", "ping", "--store", url], capsys)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert words in err
@@ -346,15 +347,15 @@ def test_protocol_tls_self_signed_refused_then_trusted_with_ca(tmp_path, capsys,
     fake = FakeES(tls=True)
     try:
         url = fake.url.replace("https://", "ess://") + "?auth=none"
-        code, err = run_cli(["store", "ping", "--to", url], capsys)
+        code, err = run_cli(["store", "ping", "--store", url], capsys)
         assert code == 2 and err.count("\n") == 1
         assert "TLS certificate of Elasticsearch at https://127.0.0.1" in err
         assert "CYBERRANGE_ES_CA" in err
         assert fake.requests == []                     # refused in the handshake
-        code, out = run_cli(["store", "ping", "--to", url + f"&ca={fake.cert}"], capsys)
+        code, out = run_cli(["store", "ping", "--store", url + f"&ca={fake.cert}"], capsys)
         assert code == 0 and "TLS verified" in out
         monkeypatch.setenv("CYBERRANGE_ES_CA", fake.cert)
-        code, out = run_cli(["store", "init", "--to", url], capsys)
+        code, out = run_cli(["store", "init", "--store", url], capsys)
         assert code == 0 and "13 installed" in out
     finally:
         fake.close()
@@ -397,7 +398,7 @@ def test_protocol_store_push_exports_a_run_idempotently(fake, tmp_path, capsys):
         {"run_id": run.id, "step_id": "a", "start": T0, "end": T0 + 2, "outcome": "succeeded",
          "targets": [], "flows": [], "facts": {}}) + "\n")
     argv = ["store", "push", run.id, "--runs-dir", str(tmp_path / "runs"), "--json",
-            "--to", es_url(fake)]
+            "--store", es_url(fake)]
     for _ in range(2):
         code, out = run_cli(argv, capsys)
         assert code == 0, out
@@ -409,6 +410,7 @@ def test_protocol_store_push_exports_a_run_idempotently(fake, tmp_path, capsys):
     assert sig["rule"]["name"] == "login-bruteforce" and sig["event"]["kind"] == "signal"
     led = next(iter(fake.docs("cyberrange-ledger").values()))
     assert led["cyberrange"]["run_id"] == run.id and led["@timestamp"].endswith("Z")
+    assert led["cyberrange"]["step"]["id"] == "a" and led["event"]["outcome"] == "success"
 
 
 def test_protocol_open_store_dispatch_and_config_file(tmp_path, fake):
@@ -450,23 +452,7 @@ def test_protocol_analyse_mirrors_to_es_with_reconciliation_section(fake, tmp_pa
     assert row.split()[1:3] == [str(n_packets), str(n_packets)]     # records, acknowledged
 
 
-def test_kibana_saved_objects_reference_existing_objects_and_mapped_fields():
-    from cyberrange.store.es_mappings import kind_mappings
+def test_get_reads_a_dotted_path():
+    # the Kibana objects are checked in tests/store/test_kibana_objects.py
     from cyberrange.store.es_store import _get
-    objs = [json.loads(line) for line in
-            Path("kibana/cyberrange-dashboard.ndjson").read_text().splitlines()]
-    ids = {(o["type"], o["id"]) for o in objs}
-    for o in objs:
-        for ref in o["references"]:
-            assert (ref["type"], ref["id"]) in ids, ref
-    for o in objs:
-        if o["type"] != "search":
-            continue
-        kind = o["references"][0]["id"].split("-", 1)[1]
-        props = kind_mappings(kind)["properties"]
-        for col in o["attributes"]["columns"]:
-            node = {"properties": props}
-            for part in col.split("."):
-                node = node["properties"][part]             # KeyError: an unmapped column
-            assert node.get("type"), (kind, col)
     assert _get({"a": {"b": 1}}, "a.b") == 1

@@ -18,8 +18,8 @@ ANALYSIS = ["telemetry", "store", "score", "detect", "report", "run.py", "run_ch
 # Lowest first: a package (or top-level module) may import its own modules and those of the
 # layers below it, never of its own layer or above. docs/architecture.md shows the same order.
 LAYERS = [
-    {"errors", "discover", "ui"},                     # plain helpers
-    {"shapes"},                                       # JSON field checks (their errors)
+    {"errors", "discover", "ui", "ecs"},              # plain helpers (ecs: ATT&CK id rules)
+    {"shapes", "content"},                            # JSON field checks; where content is
     {"services"},                                     # the service types (model and twin read them)
     {"model"},                                        # topology format, loading, static analysis
     {"traffic", "telemetry", "attack"},               # benign plans; pcap -> records; playbooks

@@ -12,7 +12,7 @@ REACH = ROOT / "tests" / "data" / "good" / "reach.yaml"
 pytestmark = needs_twin
 
 
-def test_verify_agrees_on_reach_topology_and_bandwidth_within_15_percent(tmp_path):
+def test_verify_agrees_on_reach_topology_and_bandwidth_within_5_percent(tmp_path):
     r = cli("twin", "verify", REACH, "--runs-dir", tmp_path, "--json")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rep = json.loads(r.stdout)
@@ -22,7 +22,7 @@ def test_verify_agrees_on_reach_topology_and_bandwidth_within_15_percent(tmp_pat
     measured = [b for b in rep["bandwidth"] if b["status"] == "measured"]
     assert measured
     for b in measured:
-        assert abs(b["measured_mbit"] / b["expected_mbit"] - 1) <= 0.15, b
+        assert abs(b["measured_mbit"] / b["expected_mbit"] - 1) <= 0.05, b
 
 
 def test_a_broken_firewall_is_reported_as_explained_disagreements(tmp_path):

@@ -3,8 +3,11 @@ default proto is the one the type's module in ``cyberrange/services/`` declares)
 software inventory used by patch validation."""
 from __future__ import annotations
 
+import fnmatch
+
 from cyberrange.model.stages.base import Context
 from cyberrange.model.topology import Account, Service, Software
+from cyberrange.model.yamlsrc import did_you_mean
 from cyberrange.services.registry import SERVICES
 
 
@@ -32,12 +35,13 @@ def services(ctx: Context) -> None:
                         else s.get("domain", default["c2_domain"]) if s["type"] == "c2-dns"
                         else ""),
                 registers={int(k): int(v) for k, v in (s.get("registers") or {}).items()},
+                writers=_writers(ctx, node.name, s, path),
                 src=doc.ref(path)))
 
 
 def _type_keys(ctx: Context, node: str, s: dict, path) -> None:
-    """``accounts`` only on login and ssh, ``registers`` only on modbus, ``domain`` only on
-    c2-dns."""
+    """``accounts`` only on login and ssh, ``registers`` and ``writers`` only on modbus,
+    ``domain`` only on c2-dns."""
     doc = ctx.doc
     if "accounts" in s and s["type"] not in ("login", "ssh"):
         raise doc.error(f"node {node}: 'accounts' are only for login and ssh "
@@ -45,10 +49,39 @@ def _type_keys(ctx: Context, node: str, s: dict, path) -> None:
     if "registers" in s and s["type"] != "modbus":
         raise doc.error(f"node {node}: 'registers' are only for modbus services",
                         path + ("registers",), key=True)
+    if "writers" in s and s["type"] != "modbus":
+        raise doc.error(f"node {node}: 'writers' are only for modbus services",
+                        path + ("writers",), key=True)
     if "domain" in s and s["type"] != "c2-dns":
         raise doc.error(f"node {node}: 'domain' is only for c2-dns services "
                         f"(the twin's own domain is the top-level 'domain')",
                         path + ("domain",), key=True)
+
+
+def _writers(ctx: Context, node: str, s: dict, path) -> list[str] | None:
+    """A modbus service's writer allow-list: host names, zone names (their hosts) and globs
+    over host names, expanded to host names (the PLC enforces it when its firmware does:
+    ``services/behaviours.yaml``)."""
+    if "writers" not in s:
+        return None
+    topo, doc = ctx.topo, ctx.doc
+    hosts = [n.name for n in topo.hosts]
+    out: list[str] = []
+    for k, pattern in enumerate(s["writers"]):
+        at = path + ("writers", k)
+        if pattern in topo.zones:
+            names = [h for h in hosts if any(i.zone == pattern for i in topo.nodes[h].interfaces)]
+        elif any(c in pattern for c in "*?["):
+            names = fnmatch.filter(hosts, pattern)
+        else:
+            names = [pattern] if pattern in hosts else []
+            if not names:
+                raise doc.error(f"node {node}: writers: unknown host or zone '{pattern}'"
+                                f"{did_you_mean(pattern, [*hosts, *topo.zones])}", at)
+        if not names:
+            raise doc.error(f"node {node}: writers: '{pattern}' matches no host", at)
+        out += [n for n in names if n not in out]
+    return out
 
 
 def software(ctx: Context) -> None:
