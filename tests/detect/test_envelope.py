@@ -283,9 +283,9 @@ def test_ttd_goal_uses_only_steps_inside_the_envelope():
     # guessing: >= 8 guesses passes (4 of 4), [2, 8) fails (1 of 3): only the big ones count
     outs = ([_t("guess", g, t) for g, t in ((9, 1.0), (12, 2.0), (20, 3.0), (30, 40.0))]
             + [_t("guess", 3, 60.0), _t("guess", 4, None, False), _t("guess", 5, None, False)])
-    rows, env = inside_envelope(outs, "guess")
+    rows, texts = inside_envelope(outs, "guess")
     assert sorted(o["params"]["guesses"] for o in rows) == [9, 12, 20, 30]
-    assert env["passed"]
+    assert texts == ["guesses >= 8 guesses"]            # the pause axis has no envelope here
     g = ttd_goal(outs)
     fam = g["families"]["guess"]
     assert (fam["inside"], fam["detected"], fam["median"]) == (4, 4, 2.5)
@@ -324,3 +324,19 @@ def test_ics_focus_chains_the_modbus_families_on_the_hosts_that_reach_a_plc():
     assert set(by_actor) <= {"ecdis", "ot-jump"}
     assert any(fams == set(CHAIN) for fams in by_actor.values())
     assert plan["focus"] == "ics" and plan["generator"] >= 5
+
+
+def test_ttd_goal_steps_must_be_inside_every_axis_that_has_an_envelope():
+    """A scan's rate axis can have no envelope while its probe axis has one (a fast 3-probe
+    scan is missed): the steps of >= 8 probes are then inside, at any rate."""
+    from cyberrange.score.envelope_goals import inside_envelope, ttd_goal
+
+    def scan(rate, probes, ttd, det=True):
+        return dict(_t("scan", rate, ttd, det), params={"rate": rate, "probes": probes})
+    outs = ([scan(50, 20, 0.5), scan(80, 12, 0.4), scan(60, 3, None, False),
+             scan(0.5, 10, 30.0), scan(0.3, 9, 20.0), scan(5, 14, 1.0), scan(4, 15, 2.0)])
+    rows, texts = inside_envelope(outs, "scan")
+    assert texts == ["probes >= 8 probes"]             # rate: [10, inf) has 2 of 3
+    assert len(rows) == 6 and all(o["params"]["probes"] >= 8 for o in rows)
+    fam = ttd_goal(outs)["families"]["scan"]
+    assert fam["median"] == 1.5 and fam["status"] == "met"
