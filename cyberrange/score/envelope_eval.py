@@ -438,8 +438,8 @@ def _notes(ev: dict, tu: dict, fam: str, te: dict, tt: dict) -> list[str]:
         names = ", ".join(sorted({n for o in actor for n in o["by_actor"]})) or "none"
         extra.append(f"steps without IP flows alerted on by actor and time (whatever flows the "
                      f"alert lists), both splits: {sum(bool(o['by_actor']) for o in actor)}/"
-                     f"{len(actor)} ({names}); not counted as detected: see the note on ARP "
-                     f"scans")
+                     f"{len(actor)} ({names}); shown beside the official count (the note on ARP "
+                     f"scans)")
     lines = []
     sec = _secondary(ev["outcomes"] + tu["outcomes"], fam)
     if sec:
