@@ -29,6 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .envelope import FAMILIES
+from .envelope_today import today_envelopes
 from .score import LATE_S, score_run
 
 __all__ = [
@@ -50,14 +51,17 @@ MIN_N = 2
 EDGES = {    # three bins each, around today's thresholds (detectors/*.yaml)
     "scan": [0.1, 1, 10], "sweep": [1, 6, 16], "arp-scan": [0.5, 1.6, 8], "guess": [2, 8, 16],
     "spray": [2, 7, 12], "udp-flood": [30, 250, 1000], "syn-flood": [30, 250, 1000],
-    "http-beacon": [2, 8, 20], "dns-beacon": [2, 8, 20], "dns-exfil": [0.2, 1, 5],
+    "http-beacon": [2, 8, 20, 45], "dns-beacon": [2, 8, 20, 45], "dns-exfil": [0.2, 1, 5],
     "upload": [4096, 65536, 196608], "modbus-write": [1, 3, 6], "valid-login": [1],
+    "modbus-read": [1, 4, 16], "modbus-hold": [0.5, 5, 20], "arp-poison": [1, 3, 10],
+    "banner": [2, 8, 12], "replay": [0.2, 1.4, 10],
     # the other axes (FAMILIES[f].also)
     "scan:probes": [1, 8, 12], "sweep:rate": [0.5, 2, 10], "arp-scan:addresses": [1, 16, 64],
     "guess:pause": [0.05, 0.5, 2.5], "udp-flood:duration": [1, 2, 4],
     "syn-flood:duration": [1, 2, 4], "http-beacon:jitter": [0, 0.3, 0.6],
     "http-beacon:count": [3, 8, 12], "dns-beacon:jitter": [0, 0.3, 0.6],
     "dns-beacon:count": [3, 8, 12], "dns-exfil:queries": [1, 10, 30],
+    "modbus-hold:writes": [2, 3, 5], "arp-poison:interval": [0.3, 1, 3],
 }
 
 
@@ -221,13 +225,14 @@ def envelope(bins: list[dict], harder: str, key: str = "recall", target: float =
             break
         passed.append(k)
     if not order:
-        return {"edge": None, "side": side, "bins": 0, "all": False, "stop": "no step"}
+        return {"edge": None, "side": side, "bins": 0, "all": False, "stop": "no step",
+                "passed": []}
     if not passed:
-        return {"edge": None, "side": side, "bins": 0, "all": False, "stop": stop}
+        return {"edge": None, "side": side, "bins": 0, "all": False, "stop": stop, "passed": []}
     last = bins[passed[-1]]
     edge = last["lo"] if harder != "high" else last["hi"]
     return {"edge": edge, "side": side, "bins": len(passed), "all": len(passed) == len(order),
-            "stop": stop}
+            "stop": stop, "passed": passed}
 
 
 def _num(x) -> str:
@@ -277,78 +282,6 @@ def family_table(outcomes: list[dict], family: str, param: str | None = None) ->
             "median_ttd": round(statistics.median(ttd), 1) if ttd else None,
             "bins": bins, "envelope": envelope(bins, harder),
             "envelope_rules": envelope(bins, harder, key="recall_rules")}
-
-
-# ---------------------------------------------------------------------------- today's thresholds
-def _settings(folder: Path) -> dict:
-    """Detector name -> its settings (and enabled flag), from ``folder/*.yaml``."""
-    import yaml
-    out = {}
-    for path in sorted(folder.glob("*.y*ml")):
-        for d in (yaml.safe_load(path.read_text()) or {}).get("detectors") or []:
-            out[d["name"]] = {**(d.get("settings") or {}), "_enabled": d.get("enabled", True)}
-    return out
-
-
-def _rule(s: dict, name: str, text) -> str:
-    d = s.get(name)
-    if d is None:
-        return f"`{name}`: not configured"
-    if not d["_enabled"]:
-        return f"`{name}`: disabled"
-    try:
-        return f"`{name}`: " + text(d)
-    except (KeyError, TypeError, ZeroDivisionError):
-        return f"`{name}`: settings changed (see its YAML)"
-
-
-TODAY = {      # family -> [(detector, what its fixed thresholds promise)]
-    "scan": [("vertical-portscan", lambda d: f">= {d['threshold']} distinct ports in "
-              f"{d['window']} s ({'/'.join(d['transports'])}): >= {d['threshold']} probes at >= "
-              f"{d['threshold'] / d['window']:g} probes/s"),
-             ("slow-portscan", lambda d: f">= {d['threshold']} distinct (host, port) in "
-              f"{d['window']} s, {'/'.join(d['transports'])} only")],
-    "sweep": [("horizontal-sweep", lambda d: f">= {d['threshold']} hosts in {d['window']} s "
-               f"({'/'.join(d['transports'])}): >= {d['threshold']} addresses at >= "
-               f"{d['threshold'] / d['window']:g}/s"),
-              ("arp-scan", lambda d: f"on-link only: >= {d['threshold']} ARP requests in "
-               f"{d['window']} s")],
-    "arp-scan": [("arp-scan", lambda d: f">= {d['threshold']} distinct IPs asked in "
-                  f"{d['window']} s: >= {d['threshold'] / d['window']:g} requests/s and >= "
-                  f"{d['threshold']} addresses")],
-    "guess": [("login-bruteforce", lambda d: f">= {d['threshold']} attempts in {d['window']} s "
-               f"at one service (ports {d['ports']}): >= {d['threshold']} guesses at >= "
-               f"{d['threshold'] / d['window']:g}/s")],
-    "spray": [("password-spray", lambda d: f">= {d['threshold']} attempts in {d['window']} s "
-               f"over >= {d['min_targets']} services, <= {d['max_per_target']} each")],
-    "udp-flood": [("udp-flood", lambda d: f">= {d['pps']} datagrams/s or {d['bps']} B/s to one "
-                   f"host for {d['sustain']} s")],
-    "syn-flood": [("syn-flood", lambda d: f">= {d['pps']} SYN/s or {d['flows']} half-open flows/s "
-                   f"to one ip:port for {d['sustain']} s")],
-    "http-beacon": [("c2-beacon", lambda d: f"score >= {d['threshold']}, >= "
-                     f"{d['min_connections']} check-ins, jitter scoring 0 at ±{d['jitter']:.0%}")],
-    "dns-beacon": [("dns-c2-txt", lambda d: f">= {d['min_distinct']} new TXT names per domain in "
-                    f"{d['window']} s"),
-                   ("c2-beacon", lambda d: f"DNS series: >= {d['min_connections']} queries")],
-    "dns-exfil": [("dns-tunnel", lambda d: f">= {d['min_distinct']} new names in {d['window']} s "
-                   f"(>= {d['min_distinct'] / d['window']:.2g} queries/s) with mean label length "
-                   f">= {d['length']} or entropy >= {d['entropy']}")],
-    "upload": [("upload-volume", lambda d: f">= {d['min_bytes']} B in {d['window']} s "
-                f"(and z >= {d['z']} against the host's baseline)")],
-    "modbus-write": [("modbus-allowlist", lambda d: f"any write from a client not in the "
-                      f"baseline/allow-list; a hold: {d['hold_writes']} writes in "
-                      f"{d['hold_window']} s")],
-    "valid-login": [("lateral-movement", lambda d: f"a session on a new edge only after >= "
-                     f"{d['min_probes']} probes or >= {d['min_failures']} failures from the "
-                     f"source (require: {d['require']}): a lone valid login is not flagged")],
-}
-
-
-def today_envelopes(folder: Path) -> dict:
-    """Family -> what the shipped detectors' fixed thresholds promise (from the YAML)."""
-    s = _settings(Path(folder))
-    return {fam: "; ".join(_rule(s, name, text) for name, text in rules)
-            for fam, rules in TODAY.items()}
 
 
 # ---------------------------------------------------------------------------- curves (PNG)
@@ -505,8 +438,8 @@ def _notes(ev: dict, tu: dict, fam: str, te: dict, tt: dict) -> list[str]:
         names = ", ".join(sorted({n for o in actor for n in o["by_actor"]})) or "none"
         extra.append(f"steps without IP flows alerted on by actor and time (whatever flows the "
                      f"alert lists), both splits: {sum(bool(o['by_actor']) for o in actor)}/"
-                     f"{len(actor)} ({names}); not counted as detected: see the note on ARP "
-                     f"scans")
+                     f"{len(actor)} ({names}); shown beside the official count (the note on ARP "
+                     f"scans)")
     lines = []
     sec = _secondary(ev["outcomes"] + tu["outcomes"], fam)
     if sec:
@@ -516,7 +449,8 @@ def _notes(ev: dict, tu: dict, fam: str, te: dict, tt: dict) -> list[str]:
     return lines
 
 
-def markdown(result: dict, today: dict, pngs: dict, img_rel: str = "img") -> str:
+def markdown(result: dict, today: dict, pngs: dict, img_rel: str = "img",
+             after_summary: list[str] | None = None) -> str:
     empty = {"outcomes": [], "runs": []}
     ev, tu = result.get("eval", empty), result.get("tuning", empty)
     lines = []
@@ -526,7 +460,8 @@ def markdown(result: dict, today: dict, pngs: dict, img_rel: str = "img") -> str
         lines.append(f"- {sp} split: {len(r['runs'])} drills, {n} steps drawn, {c} counted "
                      f"(captured, not blocked, no error), {r.get('twin_minutes', '?')} min of "
                      f"twin time.")
-    lines += ["", *_summary(ev, tu, today), "", "### Recall against each parameter", "",
+    lines += ["", *_summary(ev, tu, today), "", *(after_summary or []),
+              "### Recall against each parameter", "",
               ("Each cell: detected on time / counted steps (recall). *rules*: rule and "
                "statistical detectors only. TTD: median time to detect, evaluation split."), ""]
     for fam, f in FAMILIES.items():
@@ -561,7 +496,8 @@ def _blind(ev: dict, tu: dict) -> list[str]:
                     f"{', '.join(_num(x) for x in missed[:12])}{' ...' if len(missed) > 12 else ''} |")
     drawn = {t for f in FAMILIES.values() for t in f.techniques}
     rest = sorted(set(TECHNIQUES) - drawn)
-    rows += ["", f"Not drawn (no envelope measured): {', '.join(rest)}.", ""]
+    rows += ["", (f"Not drawn (no envelope measured): {', '.join(rest)}." if rest else
+                  "Every technique of the catalogue is drawn."), ""]
     return rows
 
 

@@ -3,12 +3,21 @@ playbooks that pass ``playbook check``), and the binning / envelope arithmetic o
 outcome lists (cyberrange/score/envelope.py, envelope_eval.py; docs/detection-envelopes.md)."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 
 from cyberrange.attack.runner import check_playbook
-from cyberrange.score.envelope import FAMILIES, SPLITS, draw_scenario, split_seeds
+from cyberrange.score.envelope import (
+    CHAIN,
+    FAMILIES,
+    FOCUS,
+    SPLITS,
+    draw_scenario,
+    split_seeds,
+    support_files,
+)
 from cyberrange.score.envelope_eval import (
     bin_outcomes,
     envelope,
@@ -38,6 +47,21 @@ def test_splits_are_disjoint_and_bounded():
         split_seeds("eval", 1001)
     with pytest.raises(ValueError):
         split_seeds("test", 3)
+    assert split_seeds("eval", 3, start=100) == [9100, 9101, 9102]
+    assert split_seeds("tuning", 1, start=999) == [1999]
+    with pytest.raises(ValueError):
+        split_seeds("tuning", 2, start=999)            # 2000 would be outside the split
+
+
+def _check(scn, topo, folder):
+    """``scn``'s playbook written into ``folder`` with the files it names, then checked like
+    `playbook check` / `attack validate` do."""
+    for rel, src in support_files(ROOT).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(src.read_bytes())
+    path = folder / f"{scn.split}-{scn.seed}.yaml"
+    path.write_text(scn.playbook_yaml())
+    return check_playbook(str(path), str(topo))[0]
 
 
 @pytest.mark.parametrize("topo", TOPOLOGIES, ids=lambda p: p.stem)
@@ -46,22 +70,71 @@ def test_generated_playbooks_pass_playbook_check(topo, tmp_path):
     schema, catalogue, limits, the topology's names, the run-time constraints, containment."""
     for split, seed in (("eval", SPLITS["eval"] + 17), ("tuning", SPLITS["tuning"] + 5)):
         scn = draw_scenario(seed, split, str(topo))
-        path = tmp_path / f"{split}.yaml"
-        path.write_text(scn.playbook_yaml())
-        pb, _ = check_playbook(str(path), str(topo))
+        pb = _check(scn, topo, tmp_path)
         assert len(pb.steps) == len(scn.plan["steps"]) >= 3
         assert all(s.parallel and s.timing.at is not None for s in pb.steps)
+
+
+@pytest.mark.parametrize("topo", TOPOLOGIES, ids=lambda p: p.stem)
+def test_rare_focus_playbooks_pass_attack_validate(topo, tmp_path):
+    """The ``rare`` focus (ARP poisoning, banner grabs, Modbus reads/holds, replays, sprays,
+    valid logins, beacons, exfiltration): every drawn step passes every run-time constraint
+    the validator knows (two victims on the actor's link, a PLC behind a Modbus target, one
+    target per replayed victim, the C2 domain the server answers), over several seeds."""
+    fams = set()
+    for k in range(4):
+        scn = draw_scenario(SPLITS["eval"] + 300 + k, "eval", str(topo), focus="rare")
+        pb = _check(scn, topo, tmp_path)
+        assert len(pb.steps) == len(scn.plan["steps"])
+        assert scn.plan["focus"] == "rare"
+        fams |= {p["family"] for p in scn.plan["steps"].values()}
+        actors = {p["actor"] for p in scn.plan["steps"].values()}
+        for p in scn.plan["steps"].values():     # a poisoned actor would relay another step
+            if p["family"] == "arp-poison":
+                assert not set(p["targets"]) & actors
+    assert fams <= set(FOCUS["rare"]) and {"arp-poison", "banner"} <= fams
+    with pytest.raises(ValueError, match="unknown focus"):
+        draw_scenario(9000, "eval", str(topo), focus="most")
+
+
+def test_rare_focus_draws_the_kinds_that_were_missing():
+    """Over a handful of rare-focus drills every new kind is drawn, beacons reach intervals
+    past 40 s, and each drawn step records its family's main parameter."""
+    rows = []
+    names = ["logistics_depot", "air_base", "naval_vessel", "fob", "coalition_mpe"]
+    for i in range(15):
+        topo = ROOT / "topologies" / f"{names[i % len(names)]}.yaml"
+        rows += draw_scenario(SPLITS["tuning"] + 200 + i, "tuning", str(topo),
+                              focus="rare").plan["steps"].values()
+    fams = {p["family"] for p in rows}
+    assert {"arp-poison", "banner", "replay", "modbus-read", "modbus-hold", "modbus-write",
+            "spray", "valid-login", "dns-beacon", "http-beacon", "dns-exfil"} <= fams
+    assert all(FAMILIES[p["family"]].main in p["params"] for p in rows)
+    beacons = [p["params"]["interval"] for p in rows if FAMILIES[p["family"]].beacon]
+    assert max(beacons) > 40 and min(beacons) < 8
+    for p in rows:
+        if p["family"] == "arp-poison":
+            assert len(p["targets"]) == 2 and p["params"]["rounds"] >= 1
+        if p["family"] == "replay":
+            assert len(p["targets"]) == 2 and p["params"]["packets"] % 14 == 0
 
 
 def test_each_step_has_its_own_actor_but_for_a_quiet_second_step():
     """Detectors key their windows by source: one actor does at most one scan-class step and
     one other step, the second after a quiet period longer than every short window (35 s+)."""
-    for i, topo in enumerate(TOPOLOGIES):
-        plan = draw_scenario(SPLITS["eval"] + 100 + i, "eval", str(topo)).plan
+    for i, (topo, focus) in enumerate([(t, f) for t in TOPOLOGIES for f in FOCUS]):
+        plan = draw_scenario(SPLITS["eval"] + 100 + i, "eval", str(topo), focus=focus).plan
         by_actor: dict = {}
         for p in plan["steps"].values():
             by_actor.setdefault(p["actor"], []).append(p)
         for steps in by_actor.values():
+            if {p["family"] for p in steps} <= set(CHAIN) and len(steps) > 1:
+                # focus ics: one step of each Modbus family, past modbus-allowlist's windows
+                assert focus == "ics" and len({p["family"] for p in steps}) == len(steps)
+                steps = sorted(steps, key=lambda p: p["at"])
+                for a, b in itertools.pairwise(steps):
+                    assert b["quiet_before"] >= 130 and b["at"] >= a["at"] + a["expected_s"] + 130
+                continue
             assert len(steps) <= 2
             if len(steps) == 2:
                 a, b = sorted(steps, key=lambda p: p["at"])
@@ -193,3 +266,77 @@ def test_every_axis_has_bins_and_a_second_axis_gets_its_own_envelope():
     assert by_rate["param"] == "rate" and by_probes["param"] == "probes"
     assert by_rate["envelope"]["bins"] == 0                # [10, inf): 2 of 3
     assert envelope_text(by_probes["envelope"], "scan", "probes") == "probes >= 12 probes"
+
+
+# ---------------------------------------------------------------------------- time to detect
+def _t(fam, x, ttd, detected=True, main=None):
+    main = main or FAMILIES[fam].main
+    return {"family": fam, "technique": "T", "params": {main: x}, "counted": True,
+            "detected": detected, "detected_rules": detected, "ttd": ttd if detected else None,
+            "by": [], "run_id": "r", "why": None, "late": False}
+
+
+def test_ttd_goal_uses_only_steps_inside_the_envelope():
+    from cyberrange.score.envelope_goals import inside_envelope, percentile, ttd_goal
+    assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([5], 90) == 5
+    assert percentile([], 90) is None
+    # guessing: >= 8 guesses passes (4 of 4), [2, 8) fails (1 of 3): only the big ones count
+    outs = ([_t("guess", g, t) for g, t in ((9, 1.0), (12, 2.0), (20, 3.0), (30, 40.0))]
+            + [_t("guess", 3, 60.0), _t("guess", 4, None, False), _t("guess", 5, None, False)])
+    rows, texts = inside_envelope(outs, "guess")
+    assert sorted(o["params"]["guesses"] for o in rows) == [9, 12, 20, 30]
+    assert texts == ["guesses >= 8 guesses"]            # the pause axis has no envelope here
+    g = ttd_goal(outs)
+    fam = g["families"]["guess"]
+    assert (fam["inside"], fam["detected"], fam["median"]) == (4, 4, 2.5)
+    assert fam["p90"] == pytest.approx(28.9, abs=0.05)     # 3 + 0.7 * (40 - 3)
+    assert g["groups"]["brute force"]["status"] == "met"
+    # floods and scans have no step: never met without evidence
+    assert g["groups"]["floods"]["status"] == "not measured"
+    assert g["overall"] == "not measured in full"
+
+
+def test_ttd_goal_not_met_partly_measured_and_too_few():
+    from cyberrange.score.envelope_goals import ttd_goal
+    slow = [_t("syn-flood", 2000, t) for t in (12.0, 15.0, 30.0)]
+    assert ttd_goal(slow)["groups"]["floods"]["status"] == "not met"
+    assert ttd_goal(slow)["overall"] == "not met"
+    few = [_t("udp-flood", 2000, 0.1), _t("udp-flood", 3000, 0.2)]
+    x = ttd_goal(few)["groups"]["floods"]
+    assert x["status"] == "not measured" and "fewer than 3" in x["why"]
+    # sweeps pass, scans have counted steps and no envelope: the scans' verdict says so
+    outs = [_t("sweep", 20, 1.0)] * 3 + [_t("scan", 50, None, False)] * 3
+    x = ttd_goal(outs)["groups"]["scans"]
+    assert x["status"] == "partly measured" and "no envelope: scan" in x["why"]
+    ok = ttd_goal([_t("sweep", 20, 1.0)] * 3)["groups"]["scans"]
+    assert ok["status"] == "met" and ok["median"] == 1.0
+
+
+def test_ics_focus_chains_the_modbus_families_on_the_hosts_that_reach_a_plc():
+    """Only ecdis and ot-jump reach the ship's PLC: with focus ics each runs a write, a read
+    and a hold, so one drill holds up to six Modbus steps instead of one or two."""
+    plan = draw_scenario(SPLITS["eval"] + 101, "eval", str(ROOT / "topologies" /
+                                                           "naval_vessel.yaml"), focus="ics").plan
+    modbus = [p for p in plan["steps"].values() if p["family"] in CHAIN]
+    by_actor = {}
+    for p in modbus:
+        by_actor.setdefault(p["actor"], set()).add(p["family"])
+    assert set(by_actor) <= {"ecdis", "ot-jump"}
+    assert any(fams == set(CHAIN) for fams in by_actor.values())
+    assert plan["focus"] == "ics" and plan["generator"] >= 5
+
+
+def test_ttd_goal_steps_must_be_inside_every_axis_that_has_an_envelope():
+    """A scan's rate axis can have no envelope while its probe axis has one (a fast 3-probe
+    scan is missed): the steps of >= 8 probes are then inside, at any rate."""
+    from cyberrange.score.envelope_goals import inside_envelope, ttd_goal
+
+    def scan(rate, probes, ttd, det=True):
+        return dict(_t("scan", rate, ttd, det), params={"rate": rate, "probes": probes})
+    outs = ([scan(50, 20, 0.5), scan(80, 12, 0.4), scan(60, 3, None, False),
+             scan(0.5, 10, 30.0), scan(0.3, 9, 20.0), scan(5, 14, 1.0), scan(4, 15, 2.0)])
+    rows, texts = inside_envelope(outs, "scan")
+    assert texts == ["probes >= 8 probes"]             # rate: [10, inf) has 2 of 3
+    assert len(rows) == 6 and all(o["params"]["probes"] >= 8 for o in rows)
+    fam = ttd_goal(outs)["families"]["scan"]
+    assert fam["median"] == 1.5 and fam["status"] == "met"
