@@ -182,7 +182,8 @@ def test_goals_without_evidence_are_not_measured():
              goals(_ev([_tech("T1046", 3, 0, None)], [RULE], benign=23_118)))
     assert g["technique"] == (False, "below: T1046 0.00 (0/3); overall recall 0.00 "
                                      "(0/3 steps, 1 technique)")
-    assert g["detectors"] == (True, "all met, worst 0.00 per 10k on 23,118 benign flows")
+    assert g["detectors:"] == (True, "all met, 0 on 23,118 benign flows (95 % upper bound "
+                                     "1.30 per 10k)")
     assert g["time"][0] is None and "no scan, flood or brute-force step detected" in g["time"][1]
 
 
@@ -194,6 +195,14 @@ def test_goals_with_evidence_show_it():
     assert recall[1] and "recall 0.95 (21/22 steps, 2 techniques)" in recall[2]
     assert fa[1] and "on 23,118 benign flows" in fa[2]
     assert ttd[1] and "over 21 detected steps of 2 techniques" in ttd[2]
+
+
+def test_the_rule_false_alert_goal_is_zero_and_needs_20000_benign_flows():
+    (_, fa, _) = goals(_ev([_tech("T1046", 2, 2, 1.0)], [RULE], benign=5_000))
+    assert fa[1] is None and "not measured: 0 false alerts but only on 5,000" in fa[2]
+    noisy = dict(RULE, detector="password-spray", false=1, false_per_10k=0.42)
+    (_, fa, _) = goals(_ev([_tech("T1046", 2, 2, 1.0)], [RULE, noisy], benign=23_950))
+    assert fa[1] is False and "password-spray 1 false alerts on 23,950" in fa[2]
 
 
 # -- runs whose attack steps errored, or sent nothing -------------------------------------------
