@@ -209,11 +209,12 @@ def evaluate(out: Path, benign: Path, markdown: Path | None) -> int:
     json_path = out / "evaluation.json"
     md_tmp = out / "evaluation.md"
     benign_runs = sorted(str(p) for p in (benign / "eval").iterdir() if p.is_dir())
-    args = CLI + ["detect", "eval", str(ev_dir), *benign_runs, "--json", str(json_path),
+    args = CLI + ["detect", "eval", str(ev_dir), *benign_runs, "--json",
                   "--markdown", str(md_tmp)]
     env = dict(os.environ, COLUMNS=os.environ.get("COLUMNS", "200"))
     t0 = time.monotonic()
-    r = subprocess.run(args, cwd=ROOT, env=env, check=False)
+    with open(json_path, "w") as js:           # --json: the evaluation on stdout
+        r = subprocess.run(args, cwd=ROOT, env=env, check=False, stdout=js)
     if r.returncode != 0:
         return r.returncode
     fa_text, _ = _benign_fa(benign, out)
