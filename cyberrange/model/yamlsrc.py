@@ -246,7 +246,11 @@ def parse_yaml(text: str, file: str = "<string>", kind="yaml") -> Doc:
         try:
             return _parse(fast, text, file, limits)
         except UserError as e:
-            if not e.message.startswith("invalid YAML") or len(text) > _FALLBACK_MAX:
+            # libyaml >= 0.2.5 (PyYAML 6.0.3+) stops at its own depth limit while it scans
+            # ahead; the pure-Python parser stops at ours, at the level too many, quickly
+            deep = "maximum nesting depth" in e.message
+            if not e.message.startswith("invalid YAML") or (len(text) > _FALLBACK_MAX
+                                                             and not deep):
                 raise
     return _parse(yaml.SafeLoader, text, file, limits)
 

@@ -46,9 +46,9 @@ def udp_payload(p: dict) -> bytes:
     return {"ntp": NTP_REQUEST, "syslog": PROBE_DATAGRAM}.get(svc, DNS_QUERY)
 
 
-def _udp_probe(ip: str, port: int, q: bytes, timeout: float) -> str:
-    """Send ``q`` every 0.5 s until an answer, a refusal or ``timeout``: a lost datagram (or
-    a lost answer) on a lossy link must not read as "filtered"."""
+def _udp_probe(ip: str, port: int, q: bytes, timeout: float, resend: bool = False) -> str:
+    """Send ``q`` (with ``resend``: every 0.5 s) until an answer, a refusal or ``timeout``: a
+    lost datagram (or a lost answer) on a lossy link must not read as "filtered"."""
     end = time.monotonic() + timeout
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((ip, port))
@@ -57,7 +57,7 @@ def _udp_probe(ip: str, port: int, q: bytes, timeout: float) -> str:
             if left <= 0:
                 return "filtered"
             s.send(q)
-            s.settimeout(min(0.5, left))
+            s.settimeout(min(0.5, left) if resend else left)
             try:
                 s.recv(4096)
                 return "open"
@@ -78,15 +78,19 @@ def probe(p: dict) -> dict:
             res["result"] = {0: "open", 111: "closed"}.get(err, "filtered")
             res["detail"] = err
         elif proto == "icmp":
-            # an echo every 0.2 s until one answer or the deadline: one emulated loss on
-            # the way (issue 19's lossy links) must not read as "filtered"
-            deadline = max(1, math.ceil(p.get("timeout", 1) or 1))
-            r = subprocess.run(["ping", "-n", "-c", "1", "-i", "0.2", "-w", str(deadline), ip],
-                               capture_output=True, text=True)
+            wait = max(1, math.ceil(p.get("timeout", 1) or 1))
+            if p.get("resend"):
+                # an echo every 0.2 s until one answer or the deadline: one emulated loss on
+                # the way (issue 19's lossy links) must not read as "filtered"
+                argv = ["ping", "-n", "-c", "1", "-i", "0.2", "-w", str(wait), ip]
+            else:
+                argv = ["ping", "-n", "-c", "1", "-W", str(wait), ip]
+            r = subprocess.run(argv, capture_output=True, text=True)
             res["result"] = "open" if r.returncode == 0 else "filtered"
         elif proto == "udp":
             q = udp_payload(p)
-            res["result"] = _udp_probe(ip, port, q, p.get("timeout", TIMEOUT))
+            res["result"] = _udp_probe(ip, port, q, p.get("timeout", TIMEOUT),
+                                       resend=bool(p.get("resend")))
         else:
             res["result"], res["detail"] = "error", f"unknown proto {proto}"
     except OSError as e:

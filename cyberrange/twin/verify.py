@@ -18,6 +18,7 @@ static analysis applied, and what the probe saw (refused = nothing listening, ti
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,7 @@ def check_reachability(twin) -> list[dict]:
         for probes in plan.values():
             for p in probes:
                 p["timeout"] = timeout
+                p["resend"] = True               # emulated loss: resend within the deadline
     with ThreadPoolExecutor(max_workers=8) as ex:
         futures = {src: ex.submit(_run_probes, twin, src, probes) for src, probes in plan.items()}
         results = []
@@ -106,7 +108,7 @@ def _retry_timeouts(twin, results: list[dict]) -> None:
         if r["predicted"] and r["result"] == "filtered":
             again.setdefault(r["src"], []).append(
                 {k: r[k] for k in ("proto", "ip", "port", "dst", "service", "predicted", "why")}
-                | {"timeout": 3 * r.get("timeout", 1.5)})
+                | {"timeout": 3 * r.get("timeout", 1.5), "resend": True})
     if not again:
         return
     redo = {}
@@ -177,9 +179,9 @@ def bandwidth_method(twin, prof, seconds: float = 3.0) -> dict:
 
     * TCP (``seconds``, first second omitted) on fast, clean, short links: the profile's
       bandwidth is bulk TCP goodput (``twin/shaping.py`` calibrates HTB for it);
-    * UDP at 1.3 times the rate on slow (< 0.5 Mbit/s), lossy or long-delay links, where TCP
+    * UDP at twice the rate on slow (< 0.5 Mbit/s), lossy or long-delay links, where TCP
       measures its own congestion control: datagrams of 1460 bytes (200 on slow links, so a
-      short test still carries 150 of them), the first two seconds omitted (HTB's burst), and
+      short test still carries 150 of them), the seconds HTB's burst lasts omitted, and
       the goodput expected from the class rate: rate × payload / frame × (1 - emulated loss).
     """
     from cyberrange.twin import linkemu, shaping
@@ -193,10 +195,12 @@ def bandwidth_method(twin, prof, seconds: float = 3.0) -> dict:
     size = 1460 if prof.bandwidth_mbit >= MIN_MEASURED_MBIT else 200
     rate = shaping.class_rate_bit(prof)
     secs = min(30.0, max(seconds + 1, 150 * (size + 42) * 8 / rate))
+    # offered at twice the rate, HTB's burst is spent after burst / rate seconds: left out
+    omit = min(20, math.ceil(shaping.burst_bytes(rate) * 8 / rate) + 1)
     expected = rate * size / (size + 42) * (1 - loss / 100) / 1e6
-    return {"proto": "udp", "seconds": round(secs, 1), "omit": 2,
-            "args": ["-u", "-b", f"{int(1.3 * rate)}", "-l", str(size), "-t", f"{secs:.1f}",
-                     "-O", "2"],
+    return {"proto": "udp", "seconds": round(secs, 1), "omit": omit,
+            "args": ["-u", "-b", f"{int(2 * rate)}", "-l", str(size), "-t", f"{secs:.1f}",
+                     "-O", str(omit)],
             "expected_mbit": expected,
             "why": f"UDP goodput of {size}-byte datagrams"
                    + (f", {loss:g}% loss" if loss else "")}

@@ -22,12 +22,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from background import Pool
 from helpers import PY, ROOT, can_build_twin, cli, needs_twin
+
+from cyberrange.attack.ledger import read_ledger
 from cyberrange.blue import respond
-from cyberrange.blue.response_format import response_schema
 from cyberrange.blue.respond import ResponseEngine, load_response
+from cyberrange.blue.response_format import response_schema
 from cyberrange.detect.base import Alert
 from cyberrange.detect.registry import load_detectors
 from cyberrange.errors import UserError
@@ -287,7 +288,7 @@ def _jsonl(path: Path) -> list[dict]:
 @needs_twin
 def test_contain_scanner_blocks_the_scanner_before_the_brute_force(drills):
     run_dir, card, err = drills("contain")
-    ledger = {r["step_id"]: r for r in _jsonl(run_dir / "ledger.jsonl")}
+    ledger = {r["step_id"]: r for r in read_ledger(run_dir / "ledger.jsonl")}
     acts = _jsonl(run_dir / "actions.jsonl")
     blocks = [a for a in acts if a["action"] == "block" and a["result"] == "applied"]
     assert [(a["actor"], a["params"]["src"], a["params"]["at"]) for a in blocks] == \
@@ -401,7 +402,7 @@ def test_attack_run_in_a_twin_that_is_up_leaves_it_up(tmp_path):
         m = json.loads((run_dir / "manifest.json").read_text())
         assert m["kind"] == "attack" and m["status"] == "done", m
         assert m["twin"]["prefix"] == state.prefix and m["twin"]["attached"]
-        ledger = _jsonl(run_dir / "ledger.jsonl")
+        ledger = read_ledger(run_dir / "ledger.jsonl")
         assert [x["step_id"] for x in ledger] == ["sweep", "scan", "brute"]
         assert ledger[-1]["outcome"] == "succeeded" and ledger[-1]["facts"]["credentials"]
         assert not (Path(state.run_dir) / "ledger.jsonl").exists()   # the twin's folder as is
@@ -456,7 +457,7 @@ def _sigterm_mid_step(state, runs: Path) -> None:
     assert not _agents_in(ns)
     (run_dir,) = list(runs.iterdir())
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
-    (rec,) = _jsonl(run_dir / "ledger.jsonl")
+    (rec,) = read_ledger(run_dir / "ledger.jsonl")
     assert rec["step_id"] == "sweep" and rec["outcome"] == "stopped", rec
     (still,) = [s for s in live_states() if s.prefix == state.prefix]
     assert still.status == "up" and still.owner_alive
@@ -519,7 +520,7 @@ def test_two_terminals_up_then_blue_isolate_then_attack_run(tmp_path):
         r = cli("attack", "run", RECON, "--twin", state.prefix, "--runs-dir", runs, timeout=300)
         (run_dir,) = [p for p in runs.iterdir() if p.is_dir() and p.name != state.run_id
                       and p.name.startswith("2")]
-        ledger = {x["step_id"]: x for x in _jsonl(run_dir / "ledger.jsonl")}
+        ledger = {x["step_id"]: x for x in read_ledger(run_dir / "ledger.jsonl")}
         # the sweep sees only what the isolation lets through: the management host
         from cyberrange.model.loader import load_topology
         assert set(ledger["sweep"]["facts"]["hosts"]) <= {str(load_topology(FOB).nodes["cp-ws1"].ip)}

@@ -6,7 +6,7 @@ import json
 from helpers import ROOT, cli, needs_twin
 
 LINKS = ROOT / "tests" / "data" / "good" / "links.yaml"
-JAM = ROOT / "tests" / "data" / "good" / "links_jam.yaml"
+JAM = ROOT / "tests" / "data" / "playbooks" / "links_jam.yaml"
 
 
 def test_validate_checks_link_events_against_the_topology():

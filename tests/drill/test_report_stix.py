@@ -62,7 +62,8 @@ def test_stix_bundle_of_a_real_drill(drill_run, tmp_path):
     assert set(patterns) == played | claimed, (sorted(patterns), played, claimed)
 
     # indicators: the attacker's address(es) from the ledger, each a valid STIX pattern
-    ledger = [json.loads(x) for x in (run_dir / "ledger.jsonl").read_text().splitlines()]
+    from cyberrange.attack.ledger import read_ledger
+    ledger = read_ledger(run_dir / "ledger.jsonl")      # both spellings (the file has ECS names)
     actors = {rec["actor_ip"] for rec in ledger if rec.get("actor_ip")}
     indicated = {}
     for ind in by_type["indicator"]:

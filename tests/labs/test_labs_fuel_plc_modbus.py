@@ -16,7 +16,8 @@ pytestmark = needs_twin
 def _ledger(lab_dir: str) -> list[dict]:
     prog = json.loads((Path(lab_dir) / "lab.json").read_text())
     path = Path(prog["twins"][-1]["run_dir"]) / "ledger.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from cyberrange.attack.ledger import read_ledger
+    return read_ledger(path)                     # both spellings: the file has ECS names
 
 
 def test_fuel_plc_modbus(tmp_path):
