@@ -51,7 +51,7 @@ if [ ! -f "$stamp" ]; then
 fi
 
 case "${1:-install}" in
-  install) echo "setup.sh: ready. Try: .venv/bin/cyberrange drill run topologies/fob.yaml attack_playbooks/recon_bruteforce.yaml" ;;
+  install) echo "setup.sh: ready. Try: .venv/bin/cyberrange drill run fob recon_bruteforce" ;;
   drill)   shift; exec .venv/bin/cyberrange drill run topologies/fob.yaml attack_playbooks/recon_bruteforce.yaml "$@" ;;
   test)    shift; exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
   *) echo "setup.sh: unknown action '$1' (install, drill, test)" >&2; exit 2 ;;
