@@ -53,18 +53,24 @@ def _zone_profiles(topo) -> list:
     return out
 
 
-def link_pairs(topo) -> list[tuple]:
-    """(zone, client, server, server ip, profile) per profiled zone with two members."""
+def zone_pairs(topo, want) -> list[tuple]:
+    """(zone, client, server, server ip, profile) for each zone or link with two members whose
+    profile passes ``want``: two hosts where it has them (routers run ping and iperf3 too)."""
     out = []
     for zone in topo.zones.values():
         members = topo.members(zone.name)
-        prof = next((i.profile for _, i in members if i.profile and i.profile.needs_netem), None)
+        prof = next((i.profile for _, i in members if i.profile and want(i.profile)), None)
         if prof is None or len(members) < 2:
             continue
         members = sorted(members, key=lambda m: (not m[0].is_host, m[0].name))
         (a, _), (b, ib) = members[0], members[1]
         out.append((zone.name, a.name, b.name, ib.ip, prof))
     return out
+
+
+def link_pairs(topo) -> list[tuple]:
+    """The pairs of every zone whose profile has a delay, jitter or loss."""
+    return zone_pairs(topo, lambda p: p.needs_netem)
 
 
 def plan(profile, probes: int, budget_s: float = BUDGET_S) -> tuple[int, float]:

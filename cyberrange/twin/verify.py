@@ -123,17 +123,8 @@ def _retry_timeouts(twin, results: list[dict]) -> None:
 
 def _bandwidth_pairs(topo) -> list[tuple]:
     """(zone, client node, server node, server ip, profile) for each zone/link with a bandwidth."""
-    pairs = []
-    for zone in topo.zones.values():
-        members = topo.members(zone.name)
-        prof = next((i.profile for _, i in members if i.profile and i.profile.bandwidth_mbit), None)
-        if prof is None or len(members) < 2:
-            continue
-        # prefer two hosts; routers are fine (they run iperf3 too)
-        members = sorted(members, key=lambda m: (not m[0].is_host, m[0].name))
-        (a, _), (b, ib) = members[0], members[1]
-        pairs.append((zone.name, a.name, b.name, ib.ip, prof))
-    return pairs
+    from cyberrange.twin.linkcheck import zone_pairs
+    return zone_pairs(topo, lambda p: bool(p.bandwidth_mbit))
 
 
 def measure_bandwidth(twin, seconds: float = 3.0) -> list[dict]:
