@@ -75,12 +75,37 @@ def render(run, card: dict) -> str:
                       f"drill, {live.get('packets_stored_live')} packet records stored live "
                       f"(largest lag {live.get('max_lag_s')} s); the final store was rebuilt from "
                       "the pcaps."]
+    lines += _link_events(run)
     tm = m.get("timings") or {}
     lines += ["", "## Timings", "", "| phase | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in tm.items()]
     for w in m.get("warnings") or []:
         lines += ["", f"> warning: {w}"]
     return "\n".join(lines) + "\n"
+
+
+def _link_events(run) -> list[str]:
+    """The DDIL link changes of the run (docs/links.md) and the mission probes while a link
+    was not up."""
+    from cyberrange.report.content import availability, link_events, read_jsonl
+    path = run.dir / "logs" / "links.jsonl"
+    if not path.exists():
+        return []
+    notes: list[str] = []
+    avail = availability({}, read_jsonl(run.dir / "availability.jsonl", "availability probes",
+                                        notes))
+    rows = link_events(read_jsonl(path, "link events", notes), avail) or []
+    t0 = min((r["time"] for r in rows), default=0)
+    out = ["", "## Link events", "",
+           "| at | zone | state | values | lasted | missions while not up (ok/probes) |",
+           "|---:|---|---|---|---:|---|"]
+    for r in rows:
+        vals = ", ".join(f"{k} {v:g}" for k, v in r["values"].items()) or "—"
+        lasted = "—" if r["until"] is None else f"{r['until'] - r['time']:.1f} s"
+        miss = ", ".join(f"{k} {ok}/{n}" for k, (ok, n) in sorted(r["missions"].items()))
+        out.append(f"| +{r['time'] - t0:.1f} s | {r['zone']} | {r['state']} | {vals} | {lasted} "
+                   f"| {miss or '—'} |")
+    return out + [f"> {n}" for n in notes]
 
 
 def _incidents(sec) -> list[str]:

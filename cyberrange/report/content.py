@@ -327,6 +327,33 @@ def availability(card: dict, probes: list[dict] | None) -> dict | None:
     return dict(section, series=series)
 
 
+def link_events(records: list[dict] | None, avail: dict | None) -> list[dict] | None:
+    """The run's DDIL link changes (``logs/links.jsonl``, ``twin/ddil.py``), each with the
+    time it lasted (until the zone's next change) and, while a link was not ``up``, every
+    mission thread's probes in that window: ``[ok, probes]`` (what the outage cost)."""
+    if records is None:
+        return None
+    series = (avail or {}).get("series") or {}
+    rows = []
+    for k, r in enumerate(records):
+        t = _num(r.get("t"))
+        if t is None or not isinstance(r.get("zone"), str):
+            continue
+        until = next((_num(x.get("t")) for x in records[k + 1:] if x.get("zone") == r["zone"]),
+                     None)
+        missions = {}
+        if r.get("state") != "up":
+            end = until                            # None: to the end of the run
+            for thread, s in series.items():
+                window = [x for x in s if t <= x[0] and (end is None or x[0] < end)]
+                if window:
+                    missions[thread] = [sum(1 for x in window if x[1]), len(window)]
+        rows.append({"time": t, "zone": r["zone"], "state": r.get("state"),
+                     "values": r.get("values") or {}, "notes": r.get("notes") or [],
+                     "until": until, "missions": missions})
+    return rows
+
+
 # -- the picture's marks -----------------------------------------------------------------------
 def picture_marks(ledger: list[dict], acts: list[dict] | None) -> dict:
     """Who attacked whom (arrows for focused steps, rings for broad ones), what was compromised,
@@ -396,6 +423,8 @@ def gather(run, card: dict, alerts=None, alert_truth: list[bool] | None = None,
     acts = actions(read_jsonl(run.dir / "actions.jsonl", "blue actions", notes), topo)
     avail = availability(card, read_jsonl(run.dir / "availability.jsonl",
                                           "availability probes", notes))
+    links = link_events(read_jsonl(run.dir / "logs" / "links.jsonl", "link events", notes)
+                        if (run.dir / "logs" / "links.jsonl").exists() else None, avail)
     blue = card.get("blue") if isinstance(card.get("blue"), dict) else None
     items = alert_items(alerts, alert_truth)
     times = [t for r in ledger for t in (r["start"], r["end"]) if t is not None]
@@ -410,6 +439,7 @@ def gather(run, card: dict, alerts=None, alert_truth: list[bool] | None = None,
         "origin": _origin(ledger, times),
         "steps": step_rows(card, ledger, blue), "ledger": ledger,
         "alerts": alert_summary(card, items), "actions": acts, "availability": avail,
+        "link_events": links,
         "blue": blue, "techniques": card.get("techniques") or {},
         "incidents": card.get("incidents"),
         "flows": card.get("flows") or {}, "reconciliation": card.get("reconciliation") or {},

@@ -29,3 +29,9 @@ def test_a_drill_applies_logs_and_undoes_its_link_events(tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["link_events"] == {"planned": 3, "applied": 4}
     assert "link lossy: jammed" in r.stderr + r.stdout
+    # the after-action report shows them, with how long each lasted
+    report = (run / "report.md").read_text()
+    assert "## Link events" in report and "| lossy | jammed | — | 3." in report, report[-1500:]
+    shown = cli("drill", "report", run, "--json")
+    rows = json.loads(shown.stdout)["link_events"]
+    assert [(x["zone"], x["state"]) for x in rows] == states
