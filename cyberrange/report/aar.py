@@ -88,11 +88,12 @@ def _link_events(run) -> list[str]:
     """The DDIL link changes of the run (docs/links.md) and the mission probes while a link
     was not up."""
     from cyberrange.report.content import availability, link_events, read_jsonl
-    path = run.dir / "logs" / "links.jsonl"
-    if not path.exists():
+    run_dir = getattr(run, "dir", None)           # a run object without a folder: none
+    if run_dir is None or not (run_dir / "logs" / "links.jsonl").exists():
         return []
+    path = run_dir / "logs" / "links.jsonl"
     notes: list[str] = []
-    avail = availability({}, read_jsonl(run.dir / "availability.jsonl", "availability probes",
+    avail = availability({}, read_jsonl(run_dir / "availability.jsonl", "availability probes",
                                         notes))
     rows = link_events(read_jsonl(path, "link events", notes), avail) or []
     t0 = min((r["time"] for r in rows), default=0)
