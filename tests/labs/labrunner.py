@@ -85,3 +85,14 @@ def prove_lab(name: str, runs_dir, trainee: str = "ci", say=print) -> dict:
     say(f"lab {name}: start {out['start_s']} s, solution {out.get('solution_s')} s, "
         f"stop {out['stop_s']} s, whole run {out['solved_s']} s, {out['checks']} checks")
     return out
+
+
+def lab_ledger(lab_dir) -> list[dict]:
+    """The ledger of a proven lab's last twin, through ``read_ledger`` (both spellings: the
+    file has ECS names)."""
+    import json
+    from pathlib import Path
+
+    from cyberrange.attack.ledger import read_ledger
+    prog = json.loads((Path(lab_dir) / "lab.json").read_text())
+    return read_ledger(Path(prog["twins"][-1]["run_dir"]) / "ledger.jsonl")

@@ -4,26 +4,17 @@ counted, the scripted solution passes every check, nothing left after stop, < 90
 poisoning sat between ops-ws1 and the gateway and intercepted packets."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from helpers import needs_twin
-from labrunner import prove_lab
+from labrunner import lab_ledger, prove_lab
 
 pytestmark = needs_twin
-
-
-def _ledger(lab_dir: str) -> list[dict]:
-    prog = json.loads((Path(lab_dir) / "lab.json").read_text())
-    path = Path(prog["twins"][-1]["run_dir"]) / "ledger.jsonl"
-    from cyberrange.attack.ledger import read_ledger
-    return read_ledger(path)                     # both spellings: the file has ECS names
 
 
 def test_arp_mitm(tmp_path):
     res = prove_lab("arp-mitm", tmp_path)
     assert res["solved_s"] < 90, res
-    led = _ledger(res["dir"])
+    led = lab_ledger(res["dir"])
     gw = [r for r in led if r["step_id"] == "mitm-gw"]
     assert gw and gw[0]["outcome"] == "succeeded", gw
     assert gw[0]["facts"]["victims"] == ["10.10.2.10", "10.10.2.1"]

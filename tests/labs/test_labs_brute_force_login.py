@@ -4,26 +4,17 @@ refused and counted, the scripted solution passes every check, nothing left afte
 found is admin/admin123 on ops-files; a re-use was blocked."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from helpers import needs_twin
-from labrunner import prove_lab
+from labrunner import lab_ledger, prove_lab
 
 pytestmark = needs_twin
-
-
-def _ledger(lab_dir: str) -> list[dict]:
-    prog = json.loads((Path(lab_dir) / "lab.json").read_text())
-    path = Path(prog["twins"][-1]["run_dir"]) / "ledger.jsonl"
-    from cyberrange.attack.ledger import read_ledger
-    return read_ledger(path)                     # both spellings: the file has ECS names
 
 
 def test_brute_force_login(tmp_path):
     res = prove_lab("brute-force-login", tmp_path)
     assert res["solved_s"] < 90, res
-    led = _ledger(res["dir"])
+    led = lab_ledger(res["dir"])
     brute = [r for r in led if r["step_id"] == "brute"]
     assert brute and brute[0]["facts"]["credentials"] == [
         {"target": "10.10.2.20:22", "user": "admin", "password": "admin123"}]

@@ -4,26 +4,17 @@ refused and counted, the scripted solution passes every check, nothing left afte
 from admin-ws2 to red-c2:443 and ended blocked."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from helpers import needs_twin
-from labrunner import prove_lab
+from labrunner import lab_ledger, prove_lab
 
 pytestmark = needs_twin
-
-
-def _ledger(lab_dir: str) -> list[dict]:
-    prog = json.loads((Path(lab_dir) / "lab.json").read_text())
-    path = Path(prog["twins"][-1]["run_dir"]) / "ledger.jsonl"
-    from cyberrange.attack.ledger import read_ledger
-    return read_ledger(path)                     # both spellings: the file has ECS names
 
 
 def test_c2_beacon_hunt(tmp_path):
     res = prove_lab("c2-beacon-hunt", tmp_path)
     assert res["solved_s"] < 90, res
-    led = _ledger(res["dir"])
+    led = lab_ledger(res["dir"])
     beacon = [r for r in led if r["step_id"] == "beacon"]
     assert [r["outcome"] for r in beacon] == ["blocked"], beacon
     assert beacon[0]["actor_ip"] == "10.60.3.66" and beacon[0]["facts"]["beacons"] >= 1

@@ -4,26 +4,17 @@ and counted, the scripted solution passes every check, nothing left after stop, 
 the 16384-byte document whose SHA-256 the answers name."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from helpers import needs_twin
-from labrunner import prove_lab
+from labrunner import lab_ledger, prove_lab
 
 pytestmark = needs_twin
-
-
-def _ledger(lab_dir: str) -> list[dict]:
-    prog = json.loads((Path(lab_dir) / "lab.json").read_text())
-    path = Path(prog["twins"][-1]["run_dir"]) / "ledger.jsonl"
-    from cyberrange.attack.ledger import read_ledger
-    return read_ledger(path)                     # both spellings: the file has ECS names
 
 
 def test_dns_exfil(tmp_path):
     res = prove_lab("dns-exfil", tmp_path)
     assert res["solved_s"] < 90, res
-    led = _ledger(res["dir"])
+    led = lab_ledger(res["dir"])
     tunnel = [r for r in led if r["step_id"] == "tunnel"]
     assert tunnel and tunnel[0]["outcome"] == "succeeded", tunnel
     facts = tunnel[0]["facts"]

@@ -4,26 +4,17 @@ refused and counted, the scripted solution passes every check, nothing left afte
 both replays ran and the answers' facts hold."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from helpers import needs_twin
-from labrunner import prove_lab
+from labrunner import lab_ledger, prove_lab
 
 pytestmark = needs_twin
-
-
-def _ledger(lab_dir: str) -> list[dict]:
-    prog = json.loads((Path(lab_dir) / "lab.json").read_text())
-    path = Path(prog["twins"][-1]["run_dir"]) / "ledger.jsonl"
-    from cyberrange.attack.ledger import read_ledger
-    return read_ledger(path)
 
 
 def test_read_the_span(tmp_path):
     res = prove_lab("read-the-span", tmp_path)
     assert res["solved_s"] < 90, res
-    led = _ledger(res["dir"])
+    led = lab_ledger(res["dir"])
     replays = [r for r in led if r["step_id"] in ("replay1", "replay2")]
     assert {r["outcome"] for r in replays} == {"succeeded"}, replays
     victims = {f["dst"] for r in replays for f in r["flows"]}

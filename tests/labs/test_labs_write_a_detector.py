@@ -4,26 +4,17 @@ refused and counted, the scripted solution passes every check, nothing left afte
 pass probed 3 hosts x 6 ports from admin-ws2."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from helpers import needs_twin
-from labrunner import prove_lab
+from labrunner import lab_ledger, prove_lab
 
 pytestmark = needs_twin
-
-
-def _ledger(lab_dir: str) -> list[dict]:
-    prog = json.loads((Path(lab_dir) / "lab.json").read_text())
-    path = Path(prog["twins"][-1]["run_dir"]) / "ledger.jsonl"
-    from cyberrange.attack.ledger import read_ledger
-    return read_ledger(path)                     # both spellings: the file has ECS names
 
 
 def test_write_a_detector(tmp_path):
     res = prove_lab("write-a-detector", tmp_path)
     assert res["solved_s"] < 90, res
-    led = _ledger(res["dir"])
+    led = lab_ledger(res["dir"])
     admin = [r for r in led if r["step_id"] == "admin"]
     assert admin and admin[0]["actor_ip"] == "10.40.4.66"
     pairs = {(f["dst"], f["dport"]) for f in admin[0]["flows"]}
