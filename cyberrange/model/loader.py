@@ -34,7 +34,7 @@ from cyberrange.model.stages.missions import missions, targets
 from cyberrange.model.stages.names import names, topology
 from cyberrange.model.stages.nodes import nodes
 from cyberrange.model.stages.profiles import builtin_profiles, parse_bandwidth, profiles
-from cyberrange.model.stages.routes import gateways, routes, static_routes
+from cyberrange.model.stages.routes import gateways, routes, routing, static_routes
 from cyberrange.model.stages.rules import rules
 from cyberrange.model.stages.sensors import sensors
 from cyberrange.model.stages.services import services, software
@@ -62,6 +62,7 @@ STAGES = (
     overlaps,       # no two subnets overlap (sorted sweep, not all pairs)
     nodes,          # hosts, routers, firewalls; interfaces (trunks expand per VLAN)
     addresses,      # default addresses: router interfaces, link ends, then hosts
+    routing,        # the routing protocol and its timers (static or ospf)
     gateways,       # each host's default gateway
     static_routes,  # routes given by hand (v2)
     services,       # services, one per proto/port

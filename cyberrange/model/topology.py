@@ -81,6 +81,7 @@ class Zone:
     p2p: bool = False                    # True for zones made from a point-to-point link
     vlan: int | None = None              # 802.1Q id when the zone shares a switch with others
     switch: str = ""                     # the switch carrying the zone ("" = its own switch)
+    cost: int | None = None              # OSPF cost as written (None: from the bandwidth)
     src: SourceRef | None = None
 
     @property
@@ -227,6 +228,18 @@ class Link:
     b: str
     subnet: ipaddress.IPv4Network
     profile: LinkProfile | None = None
+    cost: int | None = None              # OSPF cost as written (None: from the bandwidth)
+    src: SourceRef | None = None
+
+
+@dataclass
+class Routing:
+    """How routers learn routes: ``static`` (computed by ``model/routing.py`` and installed
+    once) or ``ospf`` (every router and firewall runs FRR's zebra and ospfd, ``twin/frr.py``);
+    ``hello``/``dead`` are the OSPF timers in seconds (dead > hello)."""
+    protocol: Literal["static", "ospf"] = "static"
+    hello: int = 1
+    dead: int = 4
     src: SourceRef | None = None
 
 
@@ -291,6 +304,7 @@ class Topology:
     crown_jewels: list[str] = field(default_factory=list)     # node names
     entry_points: list[str] = field(default_factory=list)     # node names
     includes: list[str] = field(default_factory=list)         # files merged in, resolved paths
+    routing: Routing = field(default_factory=Routing)
 
     # -- convenience views -------------------------------------------------
     @property

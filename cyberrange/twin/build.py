@@ -35,7 +35,7 @@ from pathlib import Path
 
 from cyberrange.errors import EnvironmentProblem
 from cyberrange.model.topology import Topology
-from cyberrange.twin import firewall, linkemu, netns, shaping
+from cyberrange.twin import firewall, frr, linkemu, netns, shaping
 from cyberrange.twin.shield import Shield
 from cyberrange.twin.state import TwinState, new_prefix, process_start, teardown
 
@@ -47,13 +47,15 @@ FORWARDING = {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0",
               "net.ipv4.conf.default.rp_filter": "0"}
 
 
-def preflight(need_dns: bool = False) -> None:
+def preflight(need_dns: bool = False, need_frr: bool = False) -> None:
     """Fail early, with one line, when the machine cannot run a twin."""
     if os.geteuid() != 0:
         raise EnvironmentProblem("building a twin needs root (network namespaces, veths, nftables)")
     tools = dict(REQUIRED_TOOLS)
     if need_dns:
         tools["dnsmasq"] = "dnsmasq-base"
+    if need_frr:                             # routing: ospf (twin/frr.py)
+        tools.update({str(p): "frr" for p in frr.binaries().values()})
     missing = sorted({pkg for tool, pkg in tools.items() if not shutil.which(tool)})
     if missing:
         raise EnvironmentProblem("missing Debian packages: " + " ".join(missing)
@@ -113,6 +115,7 @@ class Twin:
         # "shape" shapes bandwidth only and warns (the behaviour before the relay existed)
         self.link_emulation = os.environ.get("CYBERRANGE_LINK_EMULATION", "shape")
         self.dot1q = True
+        self.frr: frr.Frr | None = None          # routing: ospf (twin/frr.py)
         self.state: TwinState | None = None
         self.timings: dict[str, float] = {}
         self.removed: dict = {}
@@ -120,7 +123,8 @@ class Twin:
 
     # -- lifecycle -----------------------------------------------------------
     def start(self, stage_cb=None) -> "Twin":
-        preflight(need_dns=any(s.type == "dns" for n in self.topo.hosts for s in n.services))
+        preflight(need_dns=any(s.type == "dns" for n in self.topo.hosts for s in n.services),
+                  need_frr=self.topo.routing.protocol == "ospf")
         for d in ("pcaps", "logs", "config"):
             (self.run_dir / d).mkdir(parents=True, exist_ok=True)
         prefix = new_prefix()
@@ -134,7 +138,8 @@ class Twin:
         self.state.kernel_names = dict(self.ns)
         self.state.save()                        # before the first object: teardown can find all
         stages = [("network", self._build_network), ("configure", self._configure),
-                  ("shape", self._shape), ("sensors", self._start_sensors),
+                  ("shape", self._shape), ("routing", self._start_routing),
+                  ("sensors", self._start_sensors),
                   ("services", self._start_services)]
         try:
             for name, fn in stages:
@@ -166,6 +171,8 @@ class Twin:
             self.stop_sensors()
         except Exception as exc:  # noqa: BLE001 - the objects must go even if a capture failed
             self.log(f"stopping the sensors: {type(exc).__name__}: {exc}")
+        if self.frr is not None:                 # SIGTERM first: FRR cleans up after itself
+            self.frr.stop()
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
@@ -383,7 +390,10 @@ class Twin:
             lines.append("link set dev lo up")
             if not node.is_router and node.gateway:
                 lines.append(f"route replace default via {node.gateway}")
-            lines += [f"route replace {net} via {nh}" for net, nh in node.routes]
+            # with OSPF, routers learn their routes (twin/frr.py); hand-given ones stay static
+            ospf = node.is_router and self.topo.routing.protocol == "ospf"
+            lines += [f"route replace {net} via {nh}"
+                      for net, nh in (node.static_routes if ospf else node.routes)]
             commands = [(["ip", "-batch", "-"], "\n".join(lines) + "\n")]
             if node.filters:
                 path = self.run_dir / "config" / f"{node.name}.nft"
@@ -485,6 +495,11 @@ class Twin:
                                         log=self.run_dir / "logs" / "linkemu.log",
                                         control=self.run_dir / "config" / "linkemu-control.json")
         self.procs.append(self.relay_proc)
+
+    def _start_routing(self):
+        """``routing: ospf``: zebra + ospfd in every router, until all routes are there."""
+        if self.topo.routing.protocol == "ospf":
+            self.frr = frr.Frr(self).start()
 
     def _start_sensors(self):
         """The capture points (cyberrange.twin.sensors); ``sensor_rotate_s`` set before

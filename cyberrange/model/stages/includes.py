@@ -15,7 +15,7 @@ from cyberrange.model.stages.document import (
 )
 from cyberrange.model.yamlsrc import LIMITS, Doc, load_yaml, schema_error
 
-MAIN_FILE_ONLY = ("name", "classification", "domain", "benign")
+MAIN_FILE_ONLY = ("name", "classification", "domain", "benign", "routing")
 
 
 def includes(ctx: Context) -> None:

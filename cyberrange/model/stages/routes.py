@@ -1,4 +1,4 @@
-"""Routing: each host's default gateway, the routes given by hand (v2), and last the static
+"""Routing: the protocol (``routing:``), each host's default gateway, the routes given by hand (v2), and last the static
 routes of every router (``model/routing.py``), hand-given ones winning."""
 from __future__ import annotations
 
@@ -6,7 +6,26 @@ import ipaddress
 
 from cyberrange.model.routing import compute_routes
 from cyberrange.model.stages.base import Context, parse_address, parse_network
+from cyberrange.model.topology import Routing
 from cyberrange.model.yamlsrc import did_you_mean
+
+
+def routing(ctx: Context) -> None:
+    """How routers learn routes (``routing:``): the protocol and the OSPF timers, dead > hello
+    (the schema checks the types and ranges)."""
+    doc = ctx.doc
+    given = doc.data.get("routing") or {}
+    default = ctx.defaults["routing"]
+    r = Routing(protocol=given.get("protocol", default["protocol"]),
+                hello=given.get("hello", default["hello"]),
+                dead=given.get("dead", default["dead"]),
+                src=doc.ref(("routing",), key=True) if "routing" in doc.data else None)
+    if r.dead <= r.hello:
+        key = "dead" if "dead" in given else "hello"
+        raise doc.error(f"routing: dead interval {r.dead} s must be more than the hello "
+                        f"interval {r.hello} s (a neighbour is declared dead after 'dead' "
+                        f"seconds without a hello)", ("routing", key))
+    ctx.topo.routing = r
 
 
 def gateways(ctx: Context) -> None:

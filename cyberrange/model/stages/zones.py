@@ -24,7 +24,7 @@ def zones(ctx: Context) -> None:
             description=z.get("description", default["description"]),
             profile=profile_ref(ctx, path + ("profile",), name),
             vlan=z.get("vlan"), switch=z.get("switch", default["switch"]),
-            src=doc.ref(path, key=True),
+            cost=z.get("cost"), src=doc.ref(path, key=True),
         )
         _vlan(ctx, topo.zones[name], path)
 
@@ -86,11 +86,11 @@ def links(ctx: Context) -> None:
         profile = profile_ref(ctx, path + ("profile",), l["name"])
         ref = doc.ref(path)
         topo.links[l["name"]] = Link(name=l["name"], a=a, b=b, subnet=subnet,
-                                     profile=profile, src=ref)
+                                     profile=profile, cost=l.get("cost"), src=ref)
         topo.zones[l["name"]] = Zone(name=l["name"], subnet=subnet,
                                      classification=topo.classification,
                                      description=l.get("description", describe.format(a=a, b=b)),
-                                     profile=profile, p2p=True, src=ref)
+                                     profile=profile, p2p=True, cost=l.get("cost"), src=ref)
 
 
 def overlaps(ctx: Context) -> None:
