@@ -18,7 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 DEB_PACKAGES="mininet tcpdump nftables iproute2 iputils-ping dnsmasq-base bridge-utils net-tools
-              python3 python3-venv python3-dev procps iperf3 tcpreplay"
+              python3 python3-venv python3-dev procps iperf3 tcpreplay frr"
 missing=""
 for p in $DEB_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -25,6 +25,9 @@ MAX_COST = 65535
 DEFAULT_KBIT = 1_000_000           # no profile, or a profile without bandwidth: 1 Gbit/s
 REFERENCE_KBIT = 1_000_000         # cost = REFERENCE_KBIT / bandwidth (1 Gbit/s -> 1)
 AREA = "0.0.0.0"
+# a lost database description or LS update (radio links lose 1-2 % of frames) is sent again
+# after this many seconds (FRR's default, 5 s, would hold up an adjacency that long)
+RETRANSMIT_S = 1
 
 
 def ospf_cost(topo: Topology, zone_name: str) -> int:
@@ -77,8 +80,10 @@ def frr_conf(topo: Topology, router: str,
         lines += [f" ip ospf cost {ospf_cost(topo, zone.name)}",
                   f" ip ospf hello-interval {r.hello}",
                   f" ip ospf dead-interval {r.dead}",
+                  f" ip ospf retransmit-interval {RETRANSMIT_S}",
                   "!"]
     lines += ["router ospf", f" ospf router-id {router_id(node)}",
+              " log-adjacency-changes detail",
               " timers throttle spf 0 50 500",
               " timers throttle lsa all 100",
               " timers lsa min-arrival 50"]

@@ -99,6 +99,20 @@ def read_routes(ns: str) -> dict[ipaddress.IPv4Network, tuple[ipaddress.IPv4Addr
     return out
 
 
+def via_zone(topo, ns: str, dst) -> str | None:
+    """The zone (or link) whose subnet holds the next hop that namespace ``ns`` uses towards
+    ``dst`` (an address or a subnet; longest prefix wins), None without a gatewayed route.
+    Works for static and OSPF routes alike."""
+    dst = ipaddress.ip_network(dst, strict=False)
+    best = None
+    for net, (gw, _dev) in read_routes(ns).items():
+        if dst.subnet_of(net) and (best is None or net.prefixlen > best[0].prefixlen):
+            best = (net, gw)
+    if best is None:
+        return None
+    return next((z.name for z in topo.zones.values() if best[1] in z.subnet), None)
+
+
 class Frr:
     """zebra + ospfd in every router and firewall of one twin (see the module docstring)."""
 
@@ -110,6 +124,7 @@ class Frr:
         self.runtime = STATE_DIR / f"{twin.state.prefix}-frr"
         self.procs: dict[tuple[str, str], subprocess.Popen] = {}
         self.converged_s: float | None = None
+        self.ready_s: dict[str, float] = {}    # router -> seconds until it had every route
         self._stopped = False
 
     # -- start -----------------------------------------------------------------
@@ -172,6 +187,7 @@ class Frr:
     def wait_converged(self, deadline: float) -> None:
         """Every router has a route to every subnet it can reach with all links up."""
         want = {r: ospf.expected_prefixes(self.topo, r) for r in self.routers}
+        t0 = time.monotonic()
         while True:
             short = {}
             for r in self.routers:
@@ -182,6 +198,8 @@ class Frr:
                 gap = want[r] - set(self.routes(r))
                 if gap:
                     short[r] = gap
+                else:
+                    self.ready_s.setdefault(r, round(time.monotonic() - t0, 2))
             if not short:
                 return
             if time.monotonic() > deadline:
@@ -207,16 +225,8 @@ class Frr:
         return read_routes(self.twin.ns[router])
 
     def via_zone(self, router: str, dst) -> str | None:
-        """The zone (or link) whose subnet holds the next hop ``router`` uses towards ``dst``
-        (an address or subnet), None without a route."""
-        dst = ipaddress.ip_network(dst, strict=False)
-        best = None
-        for net, (gw, _dev) in self.routes(router).items():
-            if dst.subnet_of(net) and (best is None or net.prefixlen > best[0].prefixlen):
-                best = (net, gw)
-        if best is None:
-            return None
-        return next((z.name for z in self.topo.zones.values() if best[1] in z.subnet), None)
+        """The zone or link ``router``'s route towards ``dst`` leaves by (see :func:`via_zone`)."""
+        return via_zone(self.topo, self.twin.ns[router], dst)
 
     def vtysh(self, router: str, *commands: str, timeout: float = 10) -> str:
         """Run ``vtysh -c ...`` against ``router``'s daemons; their output."""
