@@ -226,7 +226,8 @@ def run_one(protocol: str, n: int, outage: float, log) -> dict:
         try:
             built = time.monotonic() - t
             converged = twin.frr.converged_s if twin.frr else None
-            log(f"{protocol}: twin up in {built:.1f} s (OSPF converged {converged} s)")
+            ready = twin.frr.ready_s if twin.frr else {}
+            log(f"{protocol}: twin up in {built:.1f} s (OSPF converged {converged} s: {ready})")
             rows = outages(twin, ("down", "jammed"), n, outage, log)
         finally:
             twin.stop()

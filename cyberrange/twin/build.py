@@ -499,7 +499,8 @@ class Twin:
     def _start_routing(self):
         """``routing: ospf``: zebra + ospfd in every router, until all routes are there."""
         if self.topo.routing.protocol == "ospf":
-            self.frr = frr.Frr(self).start()
+            self.frr = frr.Frr(self)             # set first: a failed start is stopped too
+            self.frr.start()
 
     def _start_sensors(self):
         """The capture points (cyberrange.twin.sensors); ``sensor_rotate_s`` set before
