@@ -299,7 +299,11 @@ def next_hop(router: Node, dst_ip) -> ipaddress.IPv4Address | None:
 
 
 class NoRoute(Exception):
-    """The packet cannot get there; ``str`` says why."""
+    """The packet cannot get there; ``str`` says why, ``at`` names the node where it stops."""
+
+    def __init__(self, message: str, at: str = ""):
+        super().__init__(message)
+        self.at = at
 
 
 def router_path(topo: Topology, src_node, dst_ip) -> list[Node]:
@@ -322,7 +326,7 @@ def router_hops(topo: Topology, src_node, dst_ip) -> list[tuple[Node, str]]:
         raise NoRoute(f"{dst_ip} is not in any zone of the twin")
     down = state_down(topo)
     if dst_zone.name in down:
-        raise NoRoute(f"{dst_ip} is in {dst_zone.name}, which is down")
+        raise NoRoute(f"{dst_ip} is in {dst_zone.name}, which is down", dst_zone.name)
 
     def connected(node: Node) -> bool:
         return any(i.zone == dst_zone.name for i in node.interfaces)
@@ -334,26 +338,30 @@ def router_hops(topo: Topology, src_node, dst_ip) -> list[tuple[Node, str]]:
         path: list[tuple[Node, str]] = []
     else:
         if src.interfaces[0].zone in down:
-            raise NoRoute(f"{src.name} is in {src.interfaces[0].zone}, which is down")
+            raise NoRoute(f"{src.name} is in {src.interfaces[0].zone}, which is down",
+                          src.interfaces[0].zone)
         via = next_hop(src, dst_ip)            # a host's own routes before its default route
         if via is None and src.gateway is None:
-            raise NoRoute(f"{src.name} has no gateway (zone {src.interfaces[0].zone} has no router)")
+            raise NoRoute(f"{src.name} has no gateway (zone {src.interfaces[0].zone} has no router)",
+                          src.name)
         via = via or src.gateway
         current = topo.node_by_ip(via)
         if current is None:
-            raise NoRoute(f"{src.name}: next hop {via} is not an address of any node")
+            raise NoRoute(f"{src.name}: next hop {via} is not an address of any node", src.name)
         path = [(current, _via_zone(topo, src, via) or src.interfaces[0].zone)]
     while not connected(current):
         via = next_hop(current, dst_ip)
         if via is None:
-            raise NoRoute(f"{current.name} has no route to {dst_ip}{_why_no_route(topo, current, dst_ip)}")
+            raise NoRoute(f"{current.name} has no route to {dst_ip}"
+                          f"{_why_no_route(topo, current, dst_ip)}", current.name)
         hop = topo.node_by_ip(via)
         if hop is None:
-            raise NoRoute(f"{current.name}: next hop {via} is not an address of any node")
+            raise NoRoute(f"{current.name}: next hop {via} is not an address of any node",
+                          current.name)
         zone = _via_zone(topo, current, via) or "?"
         current = hop
         if any(current is n for n, _ in path) or len(path) > len(topo.nodes):
-            raise NoRoute(f"routing loop towards {dst_ip} at {current.name}")
+            raise NoRoute(f"routing loop towards {dst_ip} at {current.name}", current.name)
         path.append((current, zone))
     return path
 
