@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 
 from cyberrange.errors import UserError
 from cyberrange.model.reach import ReachIndex
-from cyberrange.model.routing import NoRoute, in_state, router_hops, routing_protocol
+from cyberrange.model.routing import (
+    AddressIndex,
+    NoRoute,
+    in_state,
+    router_hops,
+    routing_protocol,
+)
 from cyberrange.model.topology import Topology
 
 
@@ -136,23 +142,30 @@ def _representatives(topo: Topology) -> dict[str, object]:
     return dict(sorted(out.items()))
 
 
-def _route(topo: Topology, src, dst_ip) -> Route:
-    hops = router_hops(topo, src, dst_ip)
-    return Route(tuple(n.name for n, _ in hops), tuple(z for _, z in hops))
+class _Walker:
+    """Routed paths in one topology (one link state), each router's walk kept."""
+
+    def __init__(self, topo: Topology):
+        self.topo, self.index, self.memo = topo, AddressIndex(topo), {}
+
+    def route(self, src, dst_ip) -> Route:
+        hops = router_hops(self.topo, src, dst_ip, self.index, self.memo)
+        return Route(tuple(n.name for n, _ in hops), tuple(z for _, z in hops))
 
 
 def _stop(e: NoRoute) -> str:
     return f"{e.at} is down" if "which is down" in str(e) else f"no route at {e.at}"
 
 
-def pair_path(topo: Topology, src, dst) -> PairPath:
+def pair_path(topo: Topology, src, dst, walker: _Walker | None = None) -> PairPath:
     """The path from host ``src`` to host ``dst`` and back, in ``topo``'s link state."""
+    w = walker or _Walker(topo)
     try:
-        there = _route(topo, src, dst.ip)
+        there = w.route(src, dst.ip)
     except NoRoute as e:
         return PairPath(None, None, str(e), _stop(e))
     try:
-        back = _route(topo, dst, src.ip)
+        back = w.route(dst, src.ip)
     except NoRoute as e:
         return PairPath(there, None, f"no route back: {e}", "back: " + _stop(e))
     return PairPath(there, back)
@@ -163,7 +176,8 @@ def zone_paths(topo: Topology, pairs=None) -> dict[tuple[str, str], PairPath]:
     reps = _representatives(topo)
     if pairs is None:
         pairs = [(a, b) for a in reps for b in reps if a != b]
-    return {(a, b): pair_path(topo, topo.nodes[reps[a].name], topo.nodes[reps[b].name])
+    w = _Walker(topo)
+    return {(a, b): pair_path(topo, topo.nodes[reps[a].name], topo.nodes[reps[b].name], w)
             for a, b in pairs}
 
 

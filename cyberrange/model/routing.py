@@ -317,52 +317,99 @@ def router_path(topo: Topology, src_node, dst_ip) -> list[Node]:
     return [hop for hop, _ in router_hops(topo, src_node, dst_ip)]
 
 
-def router_hops(topo: Topology, src_node, dst_ip) -> list[tuple[Node, str]]:
-    """:func:`router_path` with the zone (or link) by which the packet enters each router."""
+class AddressIndex:
+    """Node and zone of an address, built once: for callers that walk many paths in one
+    topology (``Topology.node_by_ip`` checks its index for staleness on every call)."""
+
+    def __init__(self, topo: Topology):
+        self.nodes: dict = {}
+        for n in topo.nodes.values():
+            for i in n.interfaces:
+                self.nodes.setdefault(i.ip, n)
+        self.zones = {z.subnet: z for z in topo.zones.values()}
+        self.prefixes = sorted({z.subnet.prefixlen for z in topo.zones.values()}, reverse=True)
+
+    def node(self, ip):
+        return self.nodes.get(ip)
+
+    def zone(self, ip):
+        for plen in self.prefixes:
+            z = self.zones.get(ipaddress.ip_network((ip, plen), strict=False))
+            if z is not None:
+                return z
+        return None
+
+
+def router_hops(topo: Topology, src_node, dst_ip, index: AddressIndex | None = None,
+                memo: dict | None = None) -> list[tuple[Node, str]]:
+    """:func:`router_path` with the zone (or link) by which the packet enters each router.
+    For many walks in a row in one topology: ``index``, its :class:`AddressIndex`, and
+    ``memo``, a dict that keeps each router's walk to each address."""
     src = topo.nodes[src_node] if isinstance(src_node, str) else src_node
     dst_ip = ipaddress.ip_address(dst_ip)
-    dst_zone = next((z for z in topo.zones.values() if dst_ip in z.subnet), None)
+    if index is None:
+        node_by_ip = topo.node_by_ip
+        dst_zone = next((z for z in topo.zones.values() if dst_ip in z.subnet), None)
+    else:
+        node_by_ip = index.node
+        dst_zone = index.zone(dst_ip)
     if dst_zone is None:
         raise NoRoute(f"{dst_ip} is not in any zone of the twin")
     down = state_down(topo)
     if dst_zone.name in down:
         raise NoRoute(f"{dst_ip} is in {dst_zone.name}, which is down", dst_zone.name)
-
-    def connected(node: Node) -> bool:
-        return any(i.zone == dst_zone.name for i in node.interfaces)
-
-    if connected(src):
+    if any(i.zone == dst_zone.name for i in src.interfaces):
         return []
     if src.is_router:
-        current = src
-        path: list[tuple[Node, str]] = []
-    else:
-        if src.interfaces[0].zone in down:
-            raise NoRoute(f"{src.name} is in {src.interfaces[0].zone}, which is down",
-                          src.interfaces[0].zone)
-        via = next_hop(src, dst_ip)            # a host's own routes before its default route
-        if via is None and src.gateway is None:
-            raise NoRoute(f"{src.name} has no gateway (zone {src.interfaces[0].zone} has no router)",
-                          src.name)
-        via = via or src.gateway
-        current = topo.node_by_ip(via)
-        if current is None:
-            raise NoRoute(f"{src.name}: next hop {via} is not an address of any node", src.name)
-        path = [(current, _via_zone(topo, src, via) or src.interfaces[0].zone)]
-    while not connected(current):
-        via = next_hop(current, dst_ip)
-        if via is None:
-            raise NoRoute(f"{current.name} has no route to {dst_ip}"
-                          f"{_why_no_route(topo, current, dst_ip)}", current.name)
-        hop = topo.node_by_ip(via)
-        if hop is None:
-            raise NoRoute(f"{current.name}: next hop {via} is not an address of any node",
-                          current.name)
-        zone = _via_zone(topo, current, via) or "?"
-        current = hop
-        if any(current is n for n, _ in path) or len(path) > len(topo.nodes):
-            raise NoRoute(f"routing loop towards {dst_ip} at {current.name}", current.name)
-        path.append((current, zone))
+        return _walk(topo, src, dst_ip, dst_zone.name, node_by_ip, memo)
+    if src.interfaces[0].zone in down:
+        raise NoRoute(f"{src.name} is in {src.interfaces[0].zone}, which is down",
+                      src.interfaces[0].zone)
+    via = next_hop(src, dst_ip)                # a host's own routes before its default route
+    if via is None and src.gateway is None:
+        raise NoRoute(f"{src.name} has no gateway (zone {src.interfaces[0].zone} has no router)",
+                      src.name)
+    via = via or src.gateway
+    first = node_by_ip(via)
+    if first is None:
+        raise NoRoute(f"{src.name}: next hop {via} is not an address of any node", src.name)
+    zone = _via_zone(topo, src, via) or src.interfaces[0].zone
+    return [(first, zone), *_walk(topo, first, dst_ip, dst_zone.name, node_by_ip, memo)]
+
+
+def _walk(topo: Topology, start: Node, dst_ip, dst_zone: str, node_by_ip,
+          memo: dict | None) -> list[tuple[Node, str]]:
+    """The routers after ``start`` up to the one attached to ``dst_zone``, by the routes."""
+    key = (start.name, dst_ip)
+    if memo is not None and key in memo:
+        got = memo[key]
+        if isinstance(got, NoRoute):
+            raise got
+        return got
+    path: list[tuple[Node, str]] = []
+    current = start
+    try:
+        while not any(i.zone == dst_zone for i in current.interfaces):
+            via = next_hop(current, dst_ip)
+            if via is None:
+                raise NoRoute(f"{current.name} has no route to {dst_ip}"
+                              f"{_why_no_route(topo, current, dst_ip)}", current.name)
+            hop = node_by_ip(via)
+            if hop is None:
+                raise NoRoute(f"{current.name}: next hop {via} is not an address of any node",
+                              current.name)
+            zone = _via_zone(topo, current, via) or "?"
+            current = hop
+            if current is start or any(current is n for n, _ in path) \
+                    or len(path) > len(topo.nodes):
+                raise NoRoute(f"routing loop towards {dst_ip} at {current.name}", current.name)
+            path.append((current, zone))
+    except NoRoute as e:
+        if memo is not None:
+            memo[key] = e
+        raise
+    if memo is not None:
+        memo[key] = path
     return path
 
 
