@@ -31,6 +31,7 @@ from cyberrange.model.routing import (
     in_state,
     router_hops,
     routing_protocol,
+    state_down,
 )
 from cyberrange.model.topology import Topology
 
@@ -48,7 +49,9 @@ class Route:
         return self.zones[1:]
 
     def link_text(self) -> str:
-        return " › ".join(self.links) or "same zone"
+        if self.links:
+            return " › ".join(self.links)
+        return f"via {self.routers[0]}" if self.routers else "same zone"
 
     def text(self) -> str:
         if not self.routers:
@@ -182,6 +185,9 @@ def zone_paths(topo: Topology, pairs=None) -> dict[tuple[str, str], PairPath]:
 
 
 def _mission_verdicts(topo: Topology, ix: ReachIndex) -> dict[str, dict]:
+    """Every mission pair's verdict. Hosts on a down zone reach nobody, not even each other
+    (the index answers "same zone" before it looks at routes, so that is decided here)."""
+    down = state_down(topo)
     out: dict[str, dict] = {}
     for m in topo.missions.values():
         got = out[m.name] = {}
@@ -189,12 +195,21 @@ def _mission_verdicts(topo: Topology, ix: ReachIndex) -> dict[str, dict]:
             for d in m.dst:
                 if s == d:
                     continue
+                cut = [z for z in (_zone_of(topo, s), _zone_of(topo, d)) if z in down]
+                if cut:
+                    got[(s, d)] = (False, f"no route: {cut[0]} is down")
+                    continue
                 try:
                     got[(s, d)] = ix.check(s, topo.nodes[d].ip if d in topo.nodes else d,
                                            m.proto, m.port)
                 except (UserError, KeyError) as e:
                     got[(s, d)] = (False, f"cannot be checked: {e}")
     return out
+
+
+def _zone_of(topo: Topology, name: str) -> str | None:
+    n = topo.nodes.get(name)
+    return n.interfaces[0].zone if n is not None and n.is_host and n.interfaces else None
 
 
 def outage(topo: Topology, down, base: dict | None = None,

@@ -273,3 +273,13 @@ def test_cli_reach_and_paths_take_down():
     r = run("paths", BRIGADE, "--down", "bn2-mesh", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["paths"] == []   # bn2-fsr is cut off
     assert json.loads(run("paths", BRIGADE, "--json").output)["paths"]
+
+
+def test_a_down_zone_cuts_its_own_hosts_too(brigade):
+    o = outage(brigade, {"main-c2"})
+    assert "cop-main" in {m.mission for m in o.missions}        # main-ws* -> bde-c2, one zone
+    lost = {(c.src, c.dst): c for c in o.lost}
+    assert lost[("main-c2", "main-fires")].after.stop == "main-c2 is down"
+    assert lost[("main-c2", "main-fires")].before.there.link_text() == "via main-fw"
+    ok, why = allowed(in_state(brigade, {"main-c2"}), "main-ws1", "bde-c2", "tcp", 8080)
+    assert not ok and "main-c2, which is down" in why
