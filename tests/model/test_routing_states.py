@@ -283,3 +283,15 @@ def test_a_down_zone_cuts_its_own_hosts_too(brigade):
     assert lost[("main-c2", "main-fires")].before.there.link_text() == "via main-fw"
     ok, why = allowed(in_state(brigade, {"main-c2"}), "main-ws1", "bde-c2", "tcp", 8080)
     assert not ok and "main-c2, which is down" in why
+
+
+def test_the_matrix_index_reads_a_down_zone_too(brigade):
+    """ReachIndex (the matrix, mission-blocked) used to answer "same zone" before the state."""
+    tac = sorted(n.name for n in brigade.hosts if n.interfaces[0].zone == "tac-lan")
+    assert ReachIndex(brigade).check(tac[0], brigade.nodes[tac[1]].ip, "icmp", None)[0]
+    ix = ReachIndex(in_state(brigade, {"tac-lan"}))
+    ok, why = ix.check(tac[0], brigade.nodes[tac[1]].ip, "icmp", None)
+    assert not ok and "tac-lan is down" in why
+    ok, why = ix.check("bde-c2", brigade.nodes[tac[1]].ip, "icmp", None)
+    assert not ok and "tac-lan is down" in why
+    assert ix.check("bde-c2", brigade.nodes["bde-dns"].ip, "icmp", None)[0]   # elsewhere: as before
