@@ -225,9 +225,10 @@ def equal_cost_routes(topo: Topology, down: Iterable[str] = frozenset()) -> list
 
 
 # -- link states -----------------------------------------------------------------------------
-def down_names(topo: Topology, names: Iterable[str] | str | None) -> frozenset[str]:
+def down_names(topo: Topology, names: Iterable[str] | str | None,
+               option: str = "--down") -> frozenset[str]:
     """Zone and link names (a list, or ``"A,B"``) checked against the topology: an unknown
-    name is a ``UserError`` naming it, with a did-you-mean."""
+    name is a ``UserError`` naming it (and the ``option`` it came from), with a did-you-mean."""
     from cyberrange.model.yamlsrc import did_you_mean
 
     if names is None:
@@ -242,7 +243,7 @@ def down_names(topo: Topology, names: Iterable[str] | str | None) -> frozenset[s
         if name not in topo.zones:
             known = did_you_mean(name, topo.zones) or (
                 f" (links: {', '.join(topo.links) or 'none'})")
-            raise UserError(f"--down: no link or zone named '{name}' in topology "
+            raise UserError(f"{option}: no link or zone named '{name}' in topology "
                             f"{topo.name}{known}")
         out.add(name)
     return frozenset(out)
