@@ -41,12 +41,15 @@ class LinkControl:
         self._table = False
         self.on_change = None           # called with each record (the live drill screen)
 
+    table = TABLE
+
     @classmethod
     def of(cls, twin) -> LinkControl:
-        """The one LinkControl of ``twin`` (the schedule and jamming steps share its state)."""
-        if getattr(twin, "_link_control", None) is None:
-            twin._link_control = cls(twin)
-        return twin._link_control
+        """The one LinkControl of ``twin``, kept as ``twin.link_control``: the schedule and
+        jamming steps (``attack/techniques/rf.py``, which cannot import twin/) share it."""
+        if getattr(twin, "link_control", None) is None:
+            twin.link_control = cls(twin)
+        return twin.link_control
 
     # -- what a zone is made of ---------------------------------------------------------
     def ports(self, zone: str) -> list[tuple]:

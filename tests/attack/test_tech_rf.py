@@ -113,12 +113,15 @@ def test_a_link_outside_the_twin_is_refused_before_any_change(topo):
     """The containment guard: a link that is not the twin's ends the run, nothing changed."""
     from cyberrange.errors import ContainmentError
 
+    class Control:
+        def __getattr__(self, name):
+            raise AssertionError(f"nothing may be changed ({name})")
+
     class Twin:
         def switch_run(self, *a, **k):
             raise AssertionError("nothing may be changed")
     twin = Twin()
-    twin.port = {}
-    twin.topo = topo
+    twin.topo, twin.link_control = topo, Control()
     spec = TECHNIQUES["CR-J0001"]
     with pytest.raises(ContainmentError, match="not a link of twin links-test"):
         rf.run_on_twin(spec, twin, {"targets": [], "params": {"link": "internet"},

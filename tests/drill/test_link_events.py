@@ -66,3 +66,18 @@ def _check_jamming_step(run, log, screen):
     assert "not observable by packet sensors" in row["unobservable"]
     assert "CR-J0001" not in card["techniques"]        # not in the detection counts: no miss
     assert "link sat: jammed" in screen and "step jam-sat" in screen, screen[-3000:]
+    # the reports: the HTML's link section draws the jam, the Navigator layer leaves the
+    # custom id out with a note, the STIX bundle has its attack-pattern
+    html, layer, bundle = run / "r.html", run / "layer.json", run / "stix.json"
+    r = cli("drill", "report", run, "--html", html, "--navigator", layer, "--stix", bundle)
+    assert r.returncode == 0, r.stderr
+    page = html.read_text()
+    assert 'id="links"' in page and 'class="cr-link-jammed"' in page and "jam ended" in page
+    assert "not observable by packet sensors" in page
+    assert "note: CR-J0001 (RF jamming of a tactical link): a custom id" in r.stdout + r.stderr
+    assert "CR-J0001" not in json.dumps(json.loads(layer.read_text()).get("techniques"))
+    pats = [o for o in json.loads(bundle.read_text())["objects"] if o["type"] == "attack-pattern"]
+    assert any(p["external_references"] == [
+        {"source_name": "cyberrange", "external_id": "CR-J0001",
+         "description": "custom technique id of the cyberrange catalogue (docs/techniques.md)"}]
+        for p in pats), pats

@@ -9,8 +9,10 @@ custom external id and no MITRE reference (docs/techniques.md).
 
 Where it runs. A jammer is no host on the network: the step runs in the runner's process
 against the twin itself (``runs_on="twin"``), not in the actor's namespace. It sets the link's
-state with ``twin.ddil.LinkControl`` (``jammed``: every frame lost, interfaces stay up; or
-``degraded``: the loss and delay given) for ``duration`` seconds, then ``up`` again; both
+state with the twin's ``twin.ddil.LinkControl``, which the drill (or ``attack run``) attaches
+as ``twin.link_control`` (attack/ sits below twin/ and does not import it): ``jammed`` (every
+frame lost, interfaces stay up) or ``degraded`` (the loss and delay given) for ``duration``
+seconds, then ``up`` again; both
 changes go to ``logs/links.jsonl`` with the step in their reason, as schedule events do.
 
 Containment: the link must be a zone or point-to-point link of the twin's topology and its
@@ -98,10 +100,9 @@ def param_problem(params: dict) -> tuple[str, str] | None:
 
 
 # --------------------------------------------------------------------------- counters
-def drop_counts(twin, ports: list[str]) -> dict[str, int]:
+def drop_counts(control, ports: list[str]) -> dict[str, int]:
     """Frames the DDIL table's drop rules dropped so far, per bridge port (``nft -j``)."""
-    from cyberrange.twin.ddil import TABLE
-    r = twin.switch_run(["nft", "-j", "list", "table", "netdev", TABLE])
+    r = control.twin.switch_run(["nft", "-j", "list", "table", "netdev", control.table])
     out = {p: 0 for p in ports}
     if r.returncode:
         return out
@@ -151,7 +152,6 @@ def rx_frames(twin, ports: list[str]) -> int:
 def jam(targets: list[str], params: dict, side: TwinSide) -> Result:
     from cyberrange.attack import guard
     from cyberrange.errors import ContainmentError
-    from cyberrange.twin.ddil import LinkControl
     res = Result(start=time.time())
     topo = side.twin.topo
     link = jam_link(params, side.written, topo.zones)
@@ -164,14 +164,14 @@ def jam(targets: list[str], params: dict, side: TwinSide) -> Result:
         res.outcome, res.error, res.end = "error", problem[1], time.time()
         return res
     mode, duration = params["mode"], float(params["duration"])
-    control = LinkControl.of(side.twin)
+    control = side.twin.link_control
     ports = [p[2] for p in control.ports(link)]
-    before, rx0 = drop_counts(side.twin, ports), rx_frames(side.twin, ports)
+    before, rx0 = drop_counts(control, ports), rx_frames(side.twin, ports)
     values = jam_values(params) if mode == "degraded" else {}
     who = f"step {side.step_id} ({JAM_ID} {side.step_name})"
     rec = control.set(link, mode, values, reason=f"{who}: {mode}")
     stopped = not side.halt.sleep_until(time.monotonic() + duration)
-    after, rx1 = drop_counts(side.twin, ports), rx_frames(side.twin, ports)
+    after, rx1 = drop_counts(control, ports), rx_frames(side.twin, ports)
     control.set(link, "up", reason=f"{who}: " + ("stopped" if stopped else "jam ended"))
     dropped = sum(after.values()) - sum(before.values())
     crossed = rx1 - rx0
@@ -210,7 +210,7 @@ def run_on_twin(spec, twin, request: dict, halt, step) -> dict:
     ends the step ``error`` with one line."""
     from cyberrange.errors import ContainmentError
     started = time.time()
-    if not all(hasattr(twin, a) for a in ("switch_run", "port", "topo")):
+    if getattr(twin, "link_control", None) is None:     # set by the drill (LinkControl.of)
         return {"outcome": "error", "start": started, "end": time.time(), "flows": [],
                 "facts": {}, "error": f"{spec.id} changes the twin's links: it runs in a drill "
                                       "or `attack run` that builds the twin, not in an attached "
