@@ -24,7 +24,7 @@ Observed effect (issue 15: ``succeeded`` only when the effect is seen):
 | mode | succeeded when | else |
 |---|---|---|
 | ``jammed`` | the nftables drop counters of the link's bridge ports count at least one frame dropped while it was jammed | ``failed``: nothing tried to cross the link, the jam denied nothing |
-| ``degraded`` | with ``loss``: at least one frame dropped (counters as above); with ``delay`` only: the relay carries the link (delay is emulated) and frames crossed it | ``failed`` with what was not observed or not emulated |
+| ``degraded`` | with ``loss``: at least one frame dropped (counters as above); with ``delay`` only, or on a link the relay carries (its loss is the relay's): the values were emulated and frames crossed the link (its bridge ports' receive counters) | ``failed`` with what was not observed or not emulated |
 
 Packet sensors cannot see a jammer (``unobservable``): the scorer leaves the step out of the
 detection counts, so it is never a missed detection.
@@ -165,14 +165,19 @@ def jam(targets: list[str], params: dict, side: TwinSide) -> Result:
         return res
     mode, duration = params["mode"], float(params["duration"])
     control = side.twin.link_control
-    ports = [p[2] for p in control.ports(link)]
+    members = control.ports(link)
+    ports = [p[2] for p in members]
+    relayed = any((p[0], p[1]) in getattr(side.twin, "relay_ports", {}) for p in members)
     before, rx0 = drop_counts(control, ports), rx_frames(side.twin, ports)
     values = jam_values(params) if mode == "degraded" else {}
     who = f"step {side.step_id} ({JAM_ID} {side.step_name})"
     rec = control.set(link, mode, values, reason=f"{who}: {mode}")
-    stopped = not side.halt.sleep_until(time.monotonic() + duration)
-    after, rx1 = drop_counts(control, ports), rx_frames(side.twin, ports)
-    control.set(link, "up", reason=f"{who}: " + ("stopped" if stopped else "jam ended"))
+    stopped = True
+    try:
+        stopped = not side.halt.sleep_until(time.monotonic() + duration)
+        after, rx1 = drop_counts(control, ports), rx_frames(side.twin, ports)
+    finally:                            # whatever happens, the jam ends with the step
+        control.set(link, "up", reason=f"{who}: " + ("stopped" if stopped else "jam ended"))
     dropped = sum(after.values()) - sum(before.values())
     crossed = rx1 - rx0
     res.facts = {"link": link, "dropped": dropped, "frames": crossed,
@@ -180,17 +185,18 @@ def jam(targets: list[str], params: dict, side: TwinSide) -> Result:
     res.log.append(f"{link} {mode} for {res.facts['seconds']} s: {crossed} frames reached its "
                    f"ports, {dropped} dropped")
     res.log += list(rec.get("notes") or [])
-    return _outcome(res, mode, values, dropped, crossed, rec, stopped)
+    return _outcome(res, mode, values, dropped, crossed, rec, stopped, relayed)
 
 
 def _outcome(res: Result, mode: str, values: dict, dropped: int, crossed: int, rec: dict,
-             stopped: bool) -> Result:
-    """The observed-effect rule of the module's docstring."""
+             stopped: bool, relayed: bool = False) -> Result:
+    """The observed-effect rule of the module's docstring (a relayed link's degraded loss is
+    the relay's own: no drop counter, so it is judged like a delay)."""
     res.end = time.time()
     if stopped:
         res.outcome = "stopped"
         return res
-    if mode == "jammed" or "loss" in values:
+    if mode == "jammed" or ("loss" in values and not relayed):
         seen = dropped > 0
         why = "no frame tried to cross the link while it was " + mode + " (0 dropped)"
     else:
