@@ -67,14 +67,14 @@ def jam_link(params: dict, written: list, zones) -> str:
     return ""
 
 
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
 def jam_values(params: dict) -> dict:
     """The LinkControl values of a ``degraded`` jam (loss %, delay ms), those given only."""
-    out = {}
-    for key in ("loss", "delay"):
-        v = params.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-            out[key] = float(v)
-    return out
+    given = {"loss": params.get("loss"), "delay": params.get("delay")}
+    return {k: float(v) for k, v in given.items() if _positive(v)}
 
 
 def param_problem(params: dict) -> tuple[str, str] | None:
@@ -86,15 +86,13 @@ def param_problem(params: dict) -> tuple[str, str] | None:
     if isinstance(d, (int, float)) and not isinstance(d, bool) and not 0 < d <= MAX_JAM_S:
         return "duration", (f"duration {d:g} s: a jam lasts more than 0 and at most "
                             f"{MAX_JAM_S:g} s per step")
-    loss = params.get("loss")
-    if isinstance(loss, (int, float)) and not isinstance(loss, bool) and loss > 100:
-        return "loss", f"loss {loss:g} %: at most 100"
-    if mode == "jammed":
-        for key in ("loss", "delay"):
-            v = params.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v:
-                return key, f"{key} applies to mode degraded (a jammed link loses every frame)"
-    if mode == "degraded" and not jam_values(params):
+    given = jam_values(params)
+    if given.get("loss", 0) > 100:
+        return "loss", f"loss {given['loss']:g} %: at most 100"
+    if mode == "jammed" and given:
+        key = next(iter(given))
+        return key, f"{key} applies to mode degraded (a jammed link loses every frame)"
+    if mode == "degraded" and not given:
         return "mode", "mode degraded needs loss (%) or delay (ms) greater than 0"
     return None
 
@@ -147,7 +145,7 @@ def rx_frames(twin, ports: list[str]) -> int:
         "delay": Param((int, float), 0, "mode degraded: one-way delay in ms (emulated where the "
                                         "link relay carries the link)"),
     },
-    produces=("link", "dropped"), target_kind="link", runs_on="twin",
+    produces=("link", "dropped"), runs_on="twin",
     unobservable=UNOBSERVABLE, related=("T1464", "T0814", "T0815"))
 def jam(targets: list[str], params: dict, side: TwinSide) -> Result:
     from cyberrange.attack import guard
