@@ -144,7 +144,7 @@ def check_state(twin, control, down: frozenset[str], log=None) -> dict:
         row.update(restore_s=back, restored=back is not None)
     row["agree"] = (row.get("routes_agree", True) and row.get("restored", True)
                     and all(p["agree"] for p in row["probes"]))
-    if log:
+    if log and not row["agree"]:
         log(f"outage {', '.join(row['down'])}: "
             + ("agrees" if row["agree"] else "DISAGREES")
             + (f" (routes in {row['converge_s']} s)" if row.get("converge_s") is not None else ""))
