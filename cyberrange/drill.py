@@ -209,6 +209,7 @@ def _exercise(run: Run, inputs: Inputs, opts: DrillOptions, ui) -> None:
             ui.phase("benign", f"benign traffic from {n} hosts, warming up {opts.warmup_s:g} s")
             stop_event.wait(opts.warmup_s)
         t0 = time.monotonic()
+        _show_links(twin, ui)            # every link change (schedule or jamming step), live
         if pb is not None and pb.link_events:
             _start_link_events(session, run, twin, pb, t0, ui)
         if pb is not None:
@@ -235,18 +236,13 @@ def _start_link_events(session, run: Run, twin, pb, t0: float, ui) -> None:
     in a thread; every change is logged to ``logs/links.jsonl`` and shown; the cleanup stops
     the schedule and sets every changed link back up before the teardown."""
     from cyberrange.twin import ddil
-    control = ddil.LinkControl(twin)
+    control = ddil.LinkControl.of(twin)
     stop = threading.Event()
     done: list = []
 
-    def show(rec):
-        vals = ", ".join(f"{k} {v:g}" for k, v in rec["values"].items())
-        ui.warn(f"link {rec['zone']}: {rec['state']}" + (f" ({vals})" if vals else "")
-                + "".join(f"; {n}" for n in rec["notes"]))
-
     def work():
         try:
-            done.extend(ddil.run(control, pb.link_events, t0, stop, on_change=show))
+            done.extend(ddil.run(control, pb.link_events, t0, stop))
         except Exception as exc:  # noqa: BLE001 - a failed change must not kill the drill
             ui.warn(f"link events stopped: {type(exc).__name__}: {exc}")
             run.manifest["link_events_error"] = str(exc)
@@ -259,6 +255,21 @@ def _start_link_events(session, run: Run, twin, pb, t0: float, ui) -> None:
         th.join(timeout=10)
         run.manifest["link_events"] = {"planned": len(pb.link_events), "applied": len(done)}
     session.on_cleanup("ending the link events", finish)
+
+
+def _show_links(twin, ui) -> None:
+    """Every change of the twin's link states goes to ``ui.link_change`` (the live drill
+    screen), or to a warning line for a UI without it."""
+    from cyberrange.twin import ddil
+
+    def show(rec):
+        if hasattr(ui, "link_change"):
+            ui.link_change(rec)
+            return
+        vals = ", ".join(f"{k} {v:g}" for k, v in rec["values"].items())
+        ui.warn(f"link {rec['zone']}: {rec['state']}" + (f" ({vals})" if vals else "")
+                + "".join(f"; {n}" for n in rec["notes"]))
+    ddil.LinkControl.of(twin).on_change = show
 
 
 def _start_live(session, run: Run, twin, inputs: Inputs, ui):
@@ -460,6 +471,7 @@ def run_attack(topology_path, playbook_path, runs_dir="runs", ui=None, seed: int
         session.on_cleanup("stopping the sensors",
                            lambda: run.manifest.update(sensors=twin.stop_sensors()))
         session.on_cleanup("stopping the attack", stop_event.set)
+        _show_links(twin, ui)
         t0 = time.monotonic()
         ui.phase("attack", f"playbook {pb.name}: {len(pb.steps)} steps")
         run_playbook(pb, topo, twin, run.ledger_path, run.id, on_event=ui.attack_event,

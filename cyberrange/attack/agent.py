@@ -77,6 +77,9 @@ def handle(request: dict) -> dict:
     spec = TECHNIQUES.get(technique)
     if spec is None:
         return error(f"unknown technique {technique!r} (known: {', '.join(TECHNIQUES)})")
+    if spec.runs_on != "agent":
+        return error(f"{technique} runs against the twin itself (runs_on {spec.runs_on}), "
+                     f"not in an actor's namespace; the runner runs it")
     if not targets:
         r = error("no targets")
         r["outcome"] = "failed"

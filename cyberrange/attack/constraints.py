@@ -16,6 +16,8 @@ from cyberrange.attack.techniques.credential import PROTOCOLS
 from cyberrange.attack.techniques.exfil import MAX_DOCUMENT
 from cyberrange.attack.techniques.fastsend import MAX_SECONDS as _FLOOD_SECONDS
 from cyberrange.attack.techniques.mitm import MAX_SECONDS as _POISON_SECONDS
+from cyberrange.attack.techniques.rf import JAM_ID
+from cyberrange.attack.techniques.rf import param_problem as _jam_problem
 from cyberrange.model.topology import Topology
 from cyberrange.model.yamlsrc import Doc, did_you_mean
 
@@ -85,9 +87,48 @@ def check_against_topology(doc: Doc, path: tuple, sid: str, technique, params: d
         _one_interface(doc, path, sid, targets, actor, actor_node, topo)
     if tid in SERVICE_NEEDS:
         _service(doc, path, sid, tid, params, targets, topo)
+    if tid == JAM_ID:
+        _jam_link(doc, path, sid, params, targets, topo)
     if tid == "replay" and isinstance(params.get("pcap"), str) and params["pcap"] \
             and "#{" not in params["pcap"] and actor_node is not None:
         _replay_map(doc, path, sid, params, targets, actor_node, topo)
+
+
+def _on_link(topo: Topology, link: str, target: str) -> bool:
+    """Whether a literal target (zone, node, address, CIDR) lies on ``link``; facts pass."""
+    net = topo.zones[link].subnet
+    if "#{" in target or target == link:
+        return True
+    if target in topo.nodes:
+        return any(n.name == target for n, _itf in topo.members(link))
+    try:
+        other = ipaddress.ip_network(target.partition(":")[0], strict=False)
+    except ValueError:
+        return False
+    return other.version == net.version and other.subnet_of(net)
+
+
+def _jam_link(doc: Doc, path: tuple, sid: str, params: dict, targets: list,
+              topo: Topology) -> None:
+    """RF jamming: the link is a zone or link of the topology (``params.link``, or the step's
+    one target zone), and every literal target lies on it."""
+    link = params.get("link")
+    if not isinstance(link, str) or "#{" in link:
+        return
+    where = path + ("params", "link")
+    if not link.strip():
+        if len(targets) == 1 and str(targets[0]) in topo.zones:
+            return
+        raise doc.error(f"step {sid}: say which link to jam: params.link (a zone or link of "
+                        f"topology {topo.name}), or one zone as the step's only target",
+                        path + ("targets",))
+    if link not in topo.zones:
+        raise doc.error(f"step {sid}: link '{link}' is not a zone or link of topology "
+                        f"{topo.name}{did_you_mean(link, topo.zones)}", where)
+    for k, t in enumerate(map(str, targets)):
+        if not _on_link(topo, link, t.strip()):
+            raise doc.error(f"step {sid}: target {t} is not on link {link} (a jamming step's "
+                            f"targets are the link or its members)", path + ("targets", k))
 
 
 def pcap_addresses(path: str, limit: int) -> list[str]:
@@ -288,6 +329,8 @@ def _number(value) -> bool:
 def check_params(doc: Doc, path: tuple, sid: str, technique, params: dict) -> None:
     """What a technique refuses in its parameters alone (no topology needed)."""
     tid = technique.id
+    if tid == JAM_ID and (problem := _jam_problem(params)):
+        raise doc.error(f"step {sid}: {problem[1]}", _given(doc, path, problem[0]))
     if tid in BEACONS and _number(params.get("count")) and _number(params.get("duration")):
         if params["count"] > MAX_CHECKINS:
             raise doc.error(f"step {sid}: count {params['count']:,}: a beaconing step makes at "

@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 from cyberrange.attack import guard
+from cyberrange.attack.catalog import TECHNIQUES
 from cyberrange.attack.ledger import AGENT_OUTCOMES, append_record, make_record
 from cyberrange.attack.facts import (
     FactUnavailable,
@@ -460,7 +461,12 @@ class PlaybookRun:
                    "allowed": [str(n) for n in self.allowed], "step": step.id,
                    "max_rate": self.max_rate}
         started = time.time()
-        result, stderr, rc = _run_agent(self.node_runner, actor, request, self.halt)
+        spec = TECHNIQUES.get(step.technique)
+        if spec is not None and spec.runs_on == "twin":     # RF jamming: no agent, no packet
+            from cyberrange.attack.techniques.rf import run_on_twin
+            result, stderr, rc = run_on_twin(spec, self.node_runner, request, self.halt, step), "", 0
+        else:
+            result, stderr, rc = _run_agent(self.node_runner, actor, request, self.halt)
         where = self._keep_stderr(step.id, actor, repeat, stderr)
         if result is None:
             last = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), "")

@@ -57,6 +57,19 @@ class Technique:
     target_kind: str = "host"        # "host": IPs; "service": ip:port
     func: Callable | None = field(default=None, compare=False, repr=False)  # (targets, params)
     family: str = ""                 # the module that declares it (discovery, c2, ...)
+    # "agent": runs in the actor's namespace (``attack/agent.py``); "twin": runs in the runner's
+    # process against the twin itself (``func(targets, params, context)``: RF jamming changes a
+    # link's state, it sends no packet)
+    runs_on: str = "agent"
+    # None: packet sensors can see it; else why they cannot (the scorer leaves such a step out
+    # of the detection counts: no miss, ``score.score.observable``)
+    unobservable: str | None = None
+    related: tuple[str, ...] = ()    # ATT&CK ids a custom (non-ATT&CK) id stands near
+
+    @property
+    def custom(self) -> bool:
+        """A documented custom id (``CR-J0001``), not an ATT&CK technique or a variant of one."""
+        return self.id.startswith("CR-")
 
     def with_defaults(self, given: dict) -> dict:
         """``given`` with every parameter it leaves out set to (a copy of) its default."""
@@ -64,12 +77,14 @@ class Technique:
 
 
 def technique(id: str, name: str, tactic: str, params: dict[str, Param] | None = None, *,
-              produces: tuple[str, ...] = (), target_kind: str = "host"):
+              produces: tuple[str, ...] = (), target_kind: str = "host", runs_on: str = "agent",
+              unobservable: str | None = None, related: tuple[str, ...] = ()):
     """Declare the function below as technique ``id``. One function may serve several
     techniques (stack the decorators: each has its own parameters and defaults)."""
     def declare(func: Callable) -> Callable:
         spec = Technique(id, name, tactic, dict(params or {}), tuple(produces), target_kind,
-                         func=func, family=func.__module__.rsplit(".", 1)[-1])
+                         func=func, family=func.__module__.rsplit(".", 1)[-1], runs_on=runs_on,
+                         unobservable=unobservable, related=tuple(related))
         declared = func.__dict__.setdefault("techniques", [])
         declared.insert(0, spec)            # decorators apply bottom-up: keep reading order
         return func

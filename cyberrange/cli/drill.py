@@ -31,7 +31,13 @@ from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.errors import CheckFailed, UserError
 from cyberrange.report.availability import print_availability
 from cyberrange.report.blue import print_blue
-from cyberrange.report.terminal import OUTCOME_COLOURS, print_scorecard, step_end_suffix
+from cyberrange.report.terminal import (
+    OUTCOME_COLOURS,
+    link_change_line,
+    links_not_up_line,
+    print_scorecard,
+    step_end_suffix,
+)
 from cyberrange.run import Run
 
 PHASES = ["twin", "benign", "attack", "cooldown", "teardown", "telemetry", "detect", "score"]
@@ -49,6 +55,8 @@ class RichUI:
         self.done: set[str] = set()
         self.steps = 0
         self.run = None
+        self.links: dict[str, dict] = {}     # link -> its last change (DDIL)
+        self.link_task = None
 
     def __enter__(self):
         return self                     # the display starts with the run: bad input prints
@@ -98,6 +106,16 @@ class RichUI:
 
     def warn(self, msg):
         self.console.print(f"[yellow]warning:[/] {msg}")
+
+    def link_change(self, rec):
+        """A link changed state (schedule or jamming step): one line, and the links line
+        under the progress bar says which links are not up."""
+        self.links[rec.get("zone")] = rec
+        self.console.print(link_change_line(rec), soft_wrap=True)
+        text = links_not_up_line(self.links)
+        if self.link_task is None:
+            self.link_task = self.progress.add_task(text, total=None)
+        self.progress.update(self.link_task, description=text)
 
     def live_alert(self, a):
         """Live mode: an alert the streaming detectors raised while the drill runs."""
@@ -329,6 +347,7 @@ def drill_report(run_ref, runs_dir, html_path, navigator_path, stix_path, as_jso
     if navigator_path:
         _write(navigator_path, json.dumps(navigator.navigator(report), indent=2) + "\n")
         written.append(f"ATT&CK Navigator layer: {navigator_path}")
+        written += [f"  note: {n}" for n in navigator.left_out(report["steps"])]
     if stix_path:
         from cyberrange.report import stix
         written += stix.write(stix_path, run, report)

@@ -89,6 +89,7 @@ TECHNIQUE_TACTICS = {
     "T1071.004": "command-and-control", "T1110.001": "credential-access",
     "T1110.003": "credential-access", "T1498": "impact", "T1499": "impact",
     "T1557.002": "credential-access",
+    "CR-J0001": "impact",            # RF jamming: a custom id (no alert claims it today)
 }
 
 

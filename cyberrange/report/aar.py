@@ -23,7 +23,8 @@ def render(run, card: dict) -> str:
                else "yes" if s.get("detected") else
                f"late ({s['late_detect_s']:.1f} s)" if s.get("detected_late")
                and isinstance(s.get("late_detect_s"), (int, float)) else "**no**")
-        reason = " ".join(str(s.get("reason") or "").split()).replace("|", "\\|") or "—"
+        why = s.get("reason") or s.get("unobservable") or ""     # RF jamming: why unseen
+        reason = " ".join(str(why).split()).replace("|", "\\|") or "—"
         lines.append(f"| {s['step_id']} | {s.get('technique')} | {s.get('outcome')} | "
                      f"{det} | {ttd} | "
                      f"{', '.join(s.get('detected_by') or []) or '—'} | {s.get('attack_flows', 0)} "
@@ -98,14 +99,15 @@ def _link_events(run) -> list[str]:
     rows = link_events(read_jsonl(path, "link events", notes), avail) or []
     t0 = min((r["time"] for r in rows), default=0)
     out = ["", "## Link events", "",
-           "| at | zone | state | values | lasted | missions while not up (ok/probes) |",
-           "|---:|---|---|---|---:|---|"]
+           "| at | zone | state | values | lasted | missions while not up (ok/probes) | reason |",
+           "|---:|---|---|---|---:|---|---|"]
     for r in rows:
         vals = ", ".join(f"{k} {v:g}" for k, v in r["values"].items()) or "—"
         lasted = "—" if r["until"] is None else f"{r['until'] - r['time']:.1f} s"
         miss = ", ".join(f"{k} {ok}/{n}" for k, (ok, n) in sorted(r["missions"].items()))
+        why = " ".join(str(r.get("reason") or "—").split()).replace("|", "\\|")
         out.append(f"| +{r['time'] - t0:.1f} s | {r['zone']} | {r['state']} | {vals} | {lasted} "
-                   f"| {miss or '—'} |")
+                   f"| {miss or '—'} | {why} |")
     return out + [f"> {n}" for n in notes]
 
 

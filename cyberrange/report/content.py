@@ -29,10 +29,10 @@ MAX_JSONL_BYTES = 64 << 20  # an action log or probe file larger than this is no
 
 def attack_id(technique) -> str | None:
     """The ATT&CK id of a library technique id: ``T1046-connect`` -> ``T1046``,
-    ``T1110.001`` stays, ``replay`` -> None (as ``score.evaluate.attack_id``)."""
+    ``T1110.001`` stays, ``replay`` and custom ids (``CR-J0001``) -> None."""
     if not isinstance(technique, str) or not technique or technique in NOT_ATTACK:
         return None
-    return technique.split("-", 1)[0]
+    return technique_id(technique)
 
 
 def technique_name(technique) -> str | None:
@@ -177,7 +177,9 @@ def step_rows(card: dict, ledger: list[dict], blue: dict | None) -> list[dict]:
             "start": min(starts) if starts else None, "end": max(ends) if ends else None,
             "contained": c.get("contained"), "time_to_contain_s": c.get("time_to_contain_s"),
             "contained_by": c.get("contained_by"),
-            "observable": bool(s.get("attack_flows")) or sum(pk) > 0,
+            "observable": (bool(s.get("attack_flows")) or sum(pk) > 0)
+            and not s.get("unobservable"),
+            "unobservable": s.get("unobservable"),
         })
     return out
 
@@ -350,6 +352,7 @@ def link_events(records: list[dict] | None, avail: dict | None) -> list[dict] | 
                     missions[thread] = [sum(1 for x in window if x[1]), len(window)]
         rows.append({"time": t, "zone": r["zone"], "state": r.get("state"),
                      "values": r.get("values") or {}, "notes": r.get("notes") or [],
+                     "reason": r.get("reason") or "",
                      "until": until, "missions": missions})
     return rows
 

@@ -5,14 +5,15 @@ tooltips and a time cursor. It fetches nothing: it can be mailed, archived or op
 Sections, each left out (with a one-line note) when the run has nothing for it: header and key
 figures, timeline, attack steps (a step detected only late shows "late (N s)"), incidents (the
 kill-chain view, ``report/incidents.py``), network picture, blue team (action log and the scorecard's
-``blue`` section), mission availability, detectors, flows and capture, notes and run details.
+``blue`` section), mission availability, link events (DDIL: ``report/linkview.py``), detectors,
+flows and capture, notes and run details.
 """
 from __future__ import annotations
 
 import time
 from html import escape
 
-from cyberrange.report import incidents, netmap, timeline
+from cyberrange.report import incidents, linkview, netmap, timeline
 from cyberrange.report.content import utc
 from cyberrange.report.picture import CLASS_COLOURS
 
@@ -271,8 +272,10 @@ def _steps(c: dict) -> str:
         tech = (f'<b>{_e(s["technique"])}</b>'
                 + (f'<span class="reason">{_e(s["technique_name"])}</span>'
                    if s["technique_name"] else ""))
+        why = s.get("unobservable") or "the step sent nothing a sensor could see"
         detected = _yesno(s["detected"]) if s["observable"] else \
-            '<span class="muted" title="the step sent nothing a sensor could see">not observable</span>'
+            f'<span class="muted" title="{escape(why, quote=True)}">not observable</span>' + \
+            (f'<span class="reason">{_e(why)}</span>' if s.get("unobservable") else "")
         by = _e(", ".join(s["detected_by"]) or None)
         if s["observable"] and not s["detected"] and s.get("detected_late"):
             detected = (f'<span class="late" title="detected only after the step ended plus the '
@@ -412,7 +415,7 @@ def _details(c: dict) -> str:
 SECTIONS = [("timeline", "Timeline"), ("steps", "Attack steps"), ("incidents", "Incidents"),
             ("network", "Network picture"),
             ("blue", "Blue team"), ("availability", "Mission availability"),
-            ("detectors", "Detectors"), ("flows", "Flows and capture"),
+            ("links", "Link events"), ("detectors", "Detectors"), ("flows", "Flows and capture"),
             ("details", "Notes and run details")]
 
 
@@ -426,7 +429,8 @@ def render(content: dict) -> str:
                     + ').</p>',
         "steps": _steps(content), "incidents": incidents.html_section(content.get("incidents")),
         "network": _picture(content, topo), "blue": _blue(content),
-        "availability": _availability(content), "detectors": _detectors(content),
+        "availability": _availability(content), "links": linkview.html_section(content),
+        "detectors": _detectors(content),
         "flows": _flows(content), "details": _details(content),
     }
     nav = "".join(f'<a href="#{k}">{escape(t)}</a>' for k, t in SECTIONS)

@@ -10,7 +10,9 @@ playbook used, coloured by what the detectors made of it.
   packet, skipped, errored): there was nothing to detect.
 
 Library variants map to their ATT&CK id (``T1046-connect`` -> ``T1046``) and the comment names
-the variant; harness capabilities (``replay``) are left out. ATT&CK for ICS techniques (``T0xxx``)
+the variant; harness capabilities (``replay``) are left out, and so are custom ids (``CR-J0001``
+RF jamming: ATT&CK has no such technique), each with a note (:func:`left_out`) in the layer's
+metadata and on the command line. ATT&CK for ICS techniques (``T0xxx``)
 live in another Navigator domain than Enterprise ones, so a run that used both gets one layer per
 domain, written as a JSON list (the 4.5 format's multi-layer file, which the Navigator opens as
 one layer per entry); a run of one domain gets a single layer object.
@@ -74,6 +76,21 @@ def technique_entries(steps: list[dict]) -> dict[str, dict]:
     return out
 
 
+def left_out(steps: list[dict]) -> list[str]:
+    """One note per technique of the run that has no place in a Navigator layer: a custom id
+    (the catalogue's ``custom``) or a harness capability, with its related ATT&CK ids."""
+    from cyberrange.attack.catalog import TECHNIQUES
+    notes = []
+    for tech in dict.fromkeys(s.get("technique") for s in steps if not s.get("attack_id")):
+        spec = TECHNIQUES.get(tech) if isinstance(tech, str) else None
+        if spec is None:
+            continue
+        what = "a custom id, no ATT&CK technique" if spec.custom else "no ATT&CK technique"
+        related = f"; related: {', '.join(spec.related)}" if spec.related else ""
+        notes.append(f"{tech} ({spec.name}): {what}, not in the layer{related}")
+    return notes
+
+
 def layer(content: dict, domain: str, techniques: list[dict]) -> dict:
     r = content["run"]
     name = f"cyberrange {r['run_id']}"
@@ -100,7 +117,8 @@ def layer(content: dict, domain: str, techniques: list[dict]) -> dict:
         "selectSubtechniquesWithParent": False,
         "metadata": [{"name": "run", "value": str(r["run_id"])},
                      {"name": "topology", "value": str(r["topology"])},
-                     {"name": "playbook", "value": str(r["playbook"])}],
+                     {"name": "playbook", "value": str(r["playbook"])}]
+        + [{"name": "left out", "value": n} for n in left_out(content.get("steps") or [])],
     }
 
 

@@ -4,6 +4,9 @@ library so every object is checked by it as it is made.
 - an ``identity`` for the range (the run), which made every object and sighted every alert;
 - an ``attack-pattern`` per ATT&CK technique the playbook played or an alert claimed, with
   ``external_references`` ``mitre-attack`` (Enterprise) or ``mitre-ics-attack`` (``T0xxx``);
+  a custom technique of the catalogue (``CR-J0001`` RF jamming: ATT&CK has none) gets one
+  too, with the external reference ``cyberrange`` and its custom id, no MITRE reference and no
+  URL (its related ATT&CK ids in the description);
 - an ``indicator`` per attacker address (the ledger's actor addresses, and the targets of C2 and
   exfiltration steps: the attacker's servers) and per C2 domain (the playbook's ``domain``
   parameters), with ``indicates`` relationships to the techniques they took part in;
@@ -74,6 +77,31 @@ def attack_pattern(run_id: str, tid: str, names: list[str], identity: str, when:
                               "url": technique_url(tid)}])
 
 
+def custom_spec(technique):
+    """The catalogue's entry of a custom technique id (``CR-J0001``), else None."""
+    from cyberrange.attack.catalog import TECHNIQUES
+    spec = TECHNIQUES.get(technique) if isinstance(technique, str) else None
+    return spec if spec is not None and spec.custom else None
+
+
+def pattern_id(technique) -> str | None:
+    """The id an attack-pattern stands for: the ATT&CK id, or a custom catalogue id."""
+    spec = custom_spec(technique)
+    return spec.id if spec is not None else attack_id(technique)
+
+
+def custom_pattern(run_id: str, spec, identity: str, when: datetime):
+    """The attack-pattern of a custom technique: its own external id, no MITRE reference."""
+    related = f"; related ATT&CK: {', '.join(spec.related)}" if spec.related else ""
+    return stix2.AttackPattern(
+        id=_id("attack-pattern", run_id, spec.id), created=when, modified=when,
+        created_by_ref=identity, name=spec.name,
+        description=f"A cyberrange custom technique (ATT&CK has none){related}",
+        external_references=[{"source_name": "cyberrange", "external_id": spec.id,
+                              "description": "custom technique id of the cyberrange catalogue "
+                                             "(docs/techniques.md)"}])
+
+
 def _ip(value) -> str | None:
     """An IP address from a ledger target (``10.0.0.5``, ``10.0.0.5:443``), else None."""
     if not isinstance(value, str):
@@ -96,7 +124,7 @@ def attacker_addresses(ledger: list[dict]) -> dict[str, dict]:
 
     def add(ip, role, rec):
         e = out.setdefault(ip, {"role": role, "techniques": set(), "first": None, "nodes": set()})
-        if tid := attack_id(rec.get("technique")):
+        if tid := pattern_id(rec.get("technique")):
             e["techniques"].add(tid)
         start = rec.get("start")
         if isinstance(start, (int, float)):
@@ -202,6 +230,10 @@ def build(content: dict, ledger: list[dict], playbook=None) -> tuple[stix2.Bundl
         known(tid, technique_name(a.get("technique")), technique_name(tid))
     patterns = {tid: attack_pattern(run["run_id"], tid, names[tid], ident, when)
                 for tid in sorted(names)}
+    for s in content.get("steps") or []:
+        spec = custom_spec(s.get("technique"))
+        if spec is not None and spec.id not in patterns:
+            patterns[spec.id] = custom_pattern(run["run_id"], spec, ident, when)
 
     objects: list = [identity, *patterns.values()]
     addrs = attacker_addresses(ledger)

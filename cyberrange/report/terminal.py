@@ -43,10 +43,46 @@ def step_end_suffix(r: dict, limit: int = 200) -> str:
     return out
 
 
+LINK_COLOURS = {"up": "green", "degraded": "yellow", "jammed": "bold red", "down": "red"}
+
+
+def link_change_line(rec: dict) -> str:
+    """One line of the live drill screen for a link change (a ``logs/links.jsonl`` record):
+    time, link, state, its values, reason and notes; rich markup in them is escaped."""
+    import time as _time
+
+    from rich.markup import escape
+    t = rec.get("t")
+    when = _time.strftime("%H:%M:%S", _time.gmtime(t)) if isinstance(t, (int, float)) else "--:--:--"
+    state = str(rec.get("state"))
+    vals = ", ".join(f"{k} {v:g}" for k, v in (rec.get("values") or {}).items()
+                     if isinstance(v, (int, float)))
+    colour = LINK_COLOURS.get(state, "red")
+    extra = "".join(f"; {n}" for n in rec.get("notes") or [])
+    reason = rec.get("reason") or ""
+    return (f"  [{colour}]⚡[/] {when} [bold]link {escape(str(rec.get('zone')))}:[/] "
+            f"[{colour}]{escape(state)}[/]" + (f" ({escape(vals)})" if vals else "")
+            + (f"  [dim]{escape(reason + extra)}[/]" if reason or extra else ""))
+
+
+def links_not_up_line(states: dict[str, dict]) -> str:
+    """The live screen's links line: every link not up now, with its state and since when
+    (``states``: link -> its last record), or that all are up."""
+    import time as _time
+    bad = [(z, r) for z, r in sorted(states.items(), key=lambda x: str(x[0]))
+           if r.get("state") != "up"]
+    if not bad:
+        return "links: all up"
+    return "links not up: " + ", ".join(
+        f"{z} {r.get('state')}" + (f" since {_time.strftime('%H:%M:%S', _time.gmtime(r['t']))}"
+                                   if isinstance(r.get("t"), (int, float)) else "")
+        for z, r in bad)
+
+
 def scorecard_table(card: dict) -> Table:
     from rich.markup import escape
     steps = card.get("steps", [])
-    with_reasons = any(record_reason(s) for s in steps)
+    with_reasons = any(record_reason(s) or s.get("unobservable") for s in steps)
     t = Table(title="Scorecard: attack steps", box=box.SIMPLE_HEAVY, title_justify="left")
     t.add_column("step")
     t.add_column("technique")
@@ -70,7 +106,7 @@ def scorecard_table(card: dict) -> Table:
                _fmt_s(s.get("time_to_detect_s")), ", ".join(s.get("detected_by") or []) or "—",
                str(s.get("attack_flows", 0))]
         if with_reasons:
-            row.append(escape(record_reason(s)) or "—")
+            row.append(escape(record_reason(s) or s.get("unobservable") or "") or "—")
         t.add_row(*row)
     return t
 

@@ -65,10 +65,11 @@ NOT_ATTACK = {"replay"}        # harness capabilities in the technique library, 
 
 
 def attack_id(technique: str | None) -> str | None:
-    """ATT&CK id of a library technique id: ``T1046-udp`` -> ``T1046``; ``replay`` -> None."""
+    """ATT&CK id of a library technique id: ``T1046-udp`` -> ``T1046``; ``replay`` and custom
+    ids (``CR-J0001``) -> None."""
     if not technique or technique in NOT_ATTACK:
         return None
-    return technique.split("-", 1)[0]
+    return technique_id(technique)
 
 
 def expand_runs(refs, runs_dir="runs", *, reason=None, refuse_named=False, note=None) -> list:

@@ -38,7 +38,9 @@ Definitions (see docs/scoring.md):
   frame over all its executions. Nothing of it was on the wire, so it cannot be detected (an
   alert in its window is about something else) and it is left out of the per-technique step
   counts (the step-level recall), as its row's ``observable: false`` says. A step cut short
-  after it sent something is scored like any other.
+  after it sent something is scored like any other. A step whose technique the catalogue
+  declares invisible to packet sensors (RF jamming, ``Technique.unobservable``) is not
+  observable either, whatever its outcome: its row's ``unobservable`` says why.
 """
 from __future__ import annotations
 
@@ -147,12 +149,19 @@ def group_steps(ledger: list[dict]) -> list[dict]:
 
 def observable(step: dict) -> bool:
     """Whether anything of a (grouped) step was on the wire to be detected (module doc)."""
-    if step.get("outcome") == "skipped":
+    if step.get("outcome") == "skipped" or unobservable(step.get("technique")):
         return False
     if step.get("outcome") in CUT_SHORT:
         packets, arp = _sent(step)
         return packets > 0 or arp > 0
     return True
+
+
+def unobservable(technique) -> str | None:
+    """Why packet sensors cannot see ``technique`` at all (the catalogue says), or None."""
+    from cyberrange.attack.catalog import TECHNIQUES
+    spec = TECHNIQUES.get(technique) if isinstance(technique, str) else None
+    return spec.unobservable if spec is not None else None
 
 
 def step_reason(step: dict) -> str | None:
@@ -341,6 +350,7 @@ def _step_row(step: dict, hits: list[tuple[int, str]], attack_flows: int,
     return {
         "step_id": step["step_id"], "name": step.get("name"), "technique": step.get("technique"),
         "outcome": step.get("outcome"), "reason": step_reason(step), "observable": seen,
+        "unobservable": unobservable(step.get("technique")),
         "detected": detected, "detected_on_time": detected,
         "detected_late": bool(late) and not detected,
         "time_to_detect_s": _since_start(on_time, step),

@@ -39,6 +39,17 @@ class LinkControl:
         self.state: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._table = False
+        self.on_change = None           # called with each record (the live drill screen)
+
+    table = TABLE
+
+    @classmethod
+    def of(cls, twin) -> LinkControl:
+        """The one LinkControl of ``twin``, kept as ``twin.link_control``: the schedule and
+        jamming steps (``attack/techniques/rf.py``, which cannot import twin/) share it."""
+        if getattr(twin, "link_control", None) is None:
+            twin.link_control = cls(twin)
+        return twin.link_control
 
     # -- what a zone is made of ---------------------------------------------------------
     def ports(self, zone: str) -> list[tuple]:
@@ -71,7 +82,9 @@ class LinkControl:
             self.state[zone] = rec
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            return rec
+        if self.on_change is not None:
+            self.on_change(rec)
+        return rec
 
     def _carrier(self, ports, up: bool) -> None:
         """The bridge port and, on a relayed link, the node's own peer (``q<N>``): the node
@@ -99,10 +112,10 @@ class LinkControl:
             if loss is None or loss < 0 or ((node, key) in relayed and loss < 100):
                 continue                           # a relayed link's loss is the relay's
             if loss >= 100:
-                script.append(f"add rule netdev {TABLE} {port} drop")
+                script.append(f"add rule netdev {TABLE} {port} counter drop")
             elif loss > 0:
                 script.append(f"add rule netdev {TABLE} {port} numgen random mod 1000000 < "
-                              f"{int(loss * 10_000)} drop")
+                              f"{int(loss * 10_000)} counter drop")
         self._sw(["nft", "-f", "-"], "\n".join(script) + "\n", f"drops on {zone}")
 
     def _relay(self, ports, values: dict, notes: list[str]) -> None:
