@@ -5,7 +5,7 @@ configuration text FRR's ospfd runs on each router and firewall of the twin (``t
 |---|---|
 | cost of a zone or link | its ``cost:`` if given, else ``1,000,000 / bandwidth in kbit/s`` of its profile, rounded, within 1..65535 (no profile or no bandwidth: 1 Gbit/s, cost 1) |
 | point-to-point link | ``ip ospf network point-to-point``: no DR election, adjacency as soon as hellos cross |
-| zone with hosts (or no other router) | passive: advertised, but no hellos into it |
+| zone without a second router (hosts only, a stub) | passive: advertised, but no hellos into it |
 | every interface | ``ip ospf cost``, ``hello-interval``, ``dead-interval`` of ``routing:`` |
 | SPF and LSAs | run at once on a change (``timers throttle spf 0 50 500``, LSA throttle 100 ms) |
 
@@ -46,9 +46,10 @@ def ospf_cost(topo: Topology, zone_name: str) -> int:
 
 
 def passive(topo: Topology, zone_name: str) -> bool:
-    """No hellos into a zone that has hosts (they are not routers), or no second router."""
-    members = topo.members(zone_name)
-    return any(n.is_host for n, _ in members) or sum(n.is_router for n, _ in members) < 2
+    """No hellos into a zone without a second router (a LAN of hosts, a stub): advertised, but
+    nobody to talk OSPF to. A LAN with hosts *and* two routers keeps its hellos: it may be the
+    routers' only way to each other (the model routes across it too)."""
+    return sum(n.is_router for n, _ in topo.members(zone_name)) < 2
 
 
 def router_id(node: Node) -> ipaddress.IPv4Address:

@@ -201,11 +201,23 @@ def test_frr_conf_timers_devnames_and_lone_router(tmp_path):
                       "interface x4", "router ospf"}
     assert all("ip ospf hello-interval 2" in v and "ip ospf dead-interval 9" in v
                for k, v in b.items() if k.startswith("interface"))
-    # rb's LAN has a host; lan-b and transit: one is passive for hosts, transit has rc too
-    rb = blocks(ospf.frr_conf(topo, "rb"))
-    assert any("ip ospf passive" in v for v in rb.values())
-    with pytest.raises(ValueError, match="host"):
-        ospf.frr_conf(topo, "ha")
+    # ra's LAN (hosts, one router) is passive; transit (ra and rc) keeps its hellos
+    dev = {i.zone: f"x{i.index}" for i in topo.nodes["ra"].interfaces}
+    assert "ip ospf passive" in b[f"interface {dev['lan-a']}"]
+    assert "ip ospf passive" not in b[f"interface {dev['transit']}"]
+    assert "ip ospf network point-to-point" in b[f"interface {dev['radio']}"]
+
+
+def test_a_lan_with_hosts_and_two_routers_keeps_its_hellos(tmp_path):
+    text = BASE.format(routing="routing: {protocol: ospf}", zone_extra="", link_extra="")
+    text = text.replace("{name: ha, kind: host, zone: lan-a}",
+                        "{name: ha, kind: host, zone: lan-a, gateway: ra}")
+    text = text.replace("{name: rc, kind: router, interfaces: [{zone: transit}]}",
+                        "{name: rc, kind: router, interfaces: [{zone: transit}, {zone: lan-a}]}")
+    (tmp_path / "t.yaml").write_text(text)
+    topo = load_topology(tmp_path / "t.yaml")
+    assert not ospf.passive(topo, "lan-a")                 # ra and rc: hellos across the LAN
+    assert ospf.passive(topo, "lan-b")                     # rb alone with its host
 
 
 def test_expected_prefixes_are_every_reachable_subnet_but_its_own():
