@@ -18,31 +18,19 @@ from collections.abc import Callable
 
 import networkx as nx
 
-from cyberrange.model.routing import router_graph
+from cyberrange.model.routing import (  # noqa: F401 - ospf_cost and its constants re-exported
+    DEFAULT_KBIT,
+    MAX_COST,
+    REFERENCE_KBIT,
+    ospf_cost,
+    router_graph,
+)
 from cyberrange.model.topology import Interface, Node, Topology
 
-MAX_COST = 65535
-DEFAULT_KBIT = 1_000_000           # no profile, or a profile without bandwidth: 1 Gbit/s
-REFERENCE_KBIT = 1_000_000         # cost = REFERENCE_KBIT / bandwidth (1 Gbit/s -> 1)
 AREA = "0.0.0.0"
 # a lost database description or LS update (radio links lose 1-2 % of frames) is sent again
 # after this many seconds (FRR's default, 5 s, would hold up an adjacency that long)
 RETRANSMIT_S = 1
-
-
-def ospf_cost(topo: Topology, zone_name: str) -> int:
-    """The OSPF cost of every interface in ``zone_name`` (a zone or a point-to-point link):
-    the ``cost:`` written on the zone or link, else ``max(1, min(65535, round(1_000_000 /
-    bandwidth_kbit)))`` of its profile (VHF 64 kbit/s -> 15625, HF 9.6 kbit/s -> 65535)."""
-    zone = topo.zones[zone_name]
-    link = topo.links.get(zone_name)
-    explicit = zone.cost if zone.cost is not None else (link.cost if link else None)
-    if explicit is not None:
-        return int(explicit)
-    profile = zone.profile or (link.profile if link else None)
-    mbit = profile.bandwidth_mbit if profile else None
-    kbit = mbit * 1000 if mbit else DEFAULT_KBIT
-    return max(1, min(MAX_COST, round(REFERENCE_KBIT / kbit)))
 
 
 def passive(topo: Topology, zone_name: str) -> bool:

@@ -73,18 +73,31 @@ def routing_protocol(topo: Topology) -> str:
     return proto or "static"
 
 
-def _ospf_cost(topo: Topology, zone_name: str) -> int:
-    """OSPF cost of the interfaces on a zone or link: its ``cost`` (the link's, else the zone's),
-    else ``round(1_000_000 / bandwidth in kbit/s)`` clamped to 1..65535 from its profile (no
-    profile or no bandwidth: 1 Gbit/s, cost 1). The same formula as the twin's FRR config."""
-    for owner in (topo.links.get(zone_name), topo.zones.get(zone_name)):
-        cost = getattr(owner, "cost", None)
-        if cost is not None:
-            return int(cost)
-    zone = topo.zones.get(zone_name)
-    profile = zone.profile if zone is not None else None
-    mbit = getattr(profile, "bandwidth_mbit", None) or 1000.0
-    return max(1, min(65535, round(1_000_000 / (mbit * 1000))))
+MAX_COST = 65535
+DEFAULT_KBIT = 1_000_000           # no profile, or a profile without bandwidth: 1 Gbit/s
+REFERENCE_KBIT = 1_000_000         # cost = REFERENCE_KBIT / bandwidth (1 Gbit/s -> 1)
+
+
+def ospf_cost(topo: Topology, zone_name: str) -> int:
+    """The OSPF cost of every interface in ``zone_name`` (a zone or a point-to-point link):
+    the ``cost:`` written on the link (else on the zone), else ``max(1, min(65535, round(1_000_000 /
+    bandwidth_kbit)))`` of its profile (VHF 64 kbit/s -> 15625, HF 9.6 kbit/s -> 65535; no
+    profile or no bandwidth: 1 Gbit/s, cost 1). The twin's FRR config (``model/ospf.py``) and
+    the model's shortest paths both use it."""
+    zone = topo.zones[zone_name]
+    link = topo.links.get(zone_name)
+    explicit = getattr(link, "cost", None) if link is not None else None
+    if explicit is None:
+        explicit = getattr(zone, "cost", None)
+    if explicit is not None:
+        return int(explicit)
+    profile = zone.profile or (link.profile if link else None)
+    mbit = profile.bandwidth_mbit if profile else None
+    kbit = mbit * 1000 if mbit else DEFAULT_KBIT
+    return max(1, min(MAX_COST, round(REFERENCE_KBIT / kbit)))
+
+
+_ospf_cost = ospf_cost
 
 
 def _via_zone(topo: Topology, node: Node, via) -> str | None:

@@ -101,7 +101,8 @@ def plan_changed(topo, model, result) -> dict[str, list[dict]]:
 
 def _probe(twin, plan: dict[str, list[dict]]) -> list[dict]:
     from cyberrange.twin.linkcheck import probe_timeout
-    from cyberrange.twin.verify import _retry_timeouts, _run_probes
+    from cyberrange.twin.proberun import retry_timeouts as _retry_timeouts
+    from cyberrange.twin.proberun import run_probes as _run_probes
     timeout = probe_timeout(twin.topo) if (twin.netem or twin.relay_ports) else None
     results = []
     for src, probes in plan.items():

@@ -21,12 +21,13 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cyberrange.model import reach
+from cyberrange.twin.proberun import retry_timeouts as _retry_timeouts
+from cyberrange.twin.proberun import run_probes as _run_probes
 
 BANDWIDTH_TOLERANCE = 0.05
 MIN_MEASURED_MBIT = 0.5
@@ -52,15 +53,6 @@ def plan_probes(topo) -> dict[str, list[dict]]:
                                "service": svc or "icmp", "predicted": bool(ok), "why": why})
         plan[src.name] = probes
     return plan
-
-
-def _run_probes(twin, node: str, probes: list[dict]) -> list[dict]:
-    p = twin.popen(node, [sys.executable, "-m", "cyberrange.twin.probe"], stdin=subprocess.PIPE,
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = p.communicate(json.dumps(probes), timeout=120)
-    if p.returncode:
-        raise RuntimeError(f"probes from {node} failed: {err.strip()[-300:]}")
-    return json.loads(out)
 
 
 def explain(r: dict, topo=None) -> str:
@@ -96,29 +88,6 @@ def check_reachability(twin) -> list[dict]:
         if not r["agree"]:
             r["explanation"] = explain(r, twin.topo)
     return results
-
-
-def _retry_timeouts(twin, results: list[dict]) -> None:
-    """On emulated slow or lossy links all probes at once can queue behind each other for
-    longer than a probe waits (a 9.6 kbit/s radio carries 12 small packets a second): the
-    probes the model allows that timed out are tried once more, one source at a time, with
-    three times the wait. A probe that gets through then is marked ``retried``."""
-    again: dict[str, list[dict]] = {}
-    for r in results:
-        if r["predicted"] and r["result"] == "filtered":
-            again.setdefault(r["src"], []).append(
-                {k: r[k] for k in ("proto", "ip", "port", "dst", "service", "predicted", "why")}
-                | {"timeout": 3 * r.get("timeout", 1.5), "resend": True})
-    if not again:
-        return
-    redo = {}
-    for src, probes in again.items():
-        for r in _run_probes(twin, src, probes):
-            redo[(src, r["proto"], r["ip"], r.get("port"))] = r["result"]
-    for r in results:
-        new = redo.get((r["src"], r["proto"], r["ip"], r.get("port")))
-        if new is not None and new != r["result"]:
-            r.update(result=new, retried=True)
 
 
 def _bandwidth_pairs(topo) -> list[tuple]:

@@ -70,9 +70,24 @@ def small(tmp_path):
     return load_topology(p)
 
 
+def _static(t):
+    """The topology with static routing (brigade ships with OSPF), routes recomputed."""
+    t.routing.protocol = "static"
+    compute_routes(t)
+    return t
+
+
 @pytest.fixture
 def brigade():
-    return load_topology(BRIGADE)
+    return _static(load_topology(BRIGADE))
+
+
+@pytest.fixture
+def static_cli(monkeypatch):
+    """``topo`` commands see brigade with static routing."""
+    from cyberrange.model import loader
+    real = loader.load_topology
+    monkeypatch.setattr(loader, "load_topology", lambda f, *a, **k: _static(real(f, *a, **k)))
 
 
 def names(path):
@@ -221,7 +236,7 @@ def run(*args):
     return CliRunner().invoke(topo_group, [*map(str, args)], catch_exceptions=True)
 
 
-def test_cli_outages_table():
+def test_cli_outages_table(static_cli):
     r = run("outages", BRIGADE)
     assert r.exit_code == 0, r.output
     assert "static routes: no failover" in r.output and "5 outage states" in r.output
@@ -229,7 +244,7 @@ def test_cli_outages_table():
     assert "cop-forward 2/2" in r.output
 
 
-def test_cli_outages_json_and_down():
+def test_cli_outages_json_and_down(static_cli):
     r = run("outages", BRIGADE, "--down", "bde-los,bde-skywave", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
@@ -264,7 +279,7 @@ def test_cli_bad_link_name_is_exit_2(capsys):
     assert done.value.code == 2 and "no link or zone named 'nope'" in json.loads(out)["error"]
 
 
-def test_cli_reach_and_paths_take_down():
+def test_cli_reach_and_paths_take_down(static_cli):
     r = run("reach", BRIGADE, "--from", "tac-ws1", "--to", "bde-c2", "--port", "8080",
             "--down", "bde-los", "--json")
     assert r.exit_code == 1 and json.loads(r.output)["allowed"] is False
