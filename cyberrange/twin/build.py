@@ -436,31 +436,17 @@ class Twin:
         if self.link_emulation == "emulate":
             self.link_emulation = "netem" if have else "relay"
         self.netem = self.link_emulation == "netem"
-        relayed = sorted({(i.zone, i.profile.name, i.profile.delay_ms, i.profile.jitter_ms,
-                           i.profile.loss_pct) for i in profiled
-                          if not self.netem and linkemu.relay_needed(i.profile)})
-        if not relayed:
-            return
-        why = "netem is not available in this kernel" if not have else "netem not used"
-        if self.link_emulation == "shape":
-            what = ", ".join(f"{z} ({prof}: {d:g} ms delay, {lo:g}% loss)"
-                             for z, prof, d, _j, lo in relayed)
-            msg = (f"link emulation 'shape': delay, jitter and loss are NOT emulated on {what};"
-                   " bandwidth is shaped with HTB (the default, 'emulate', would emulate them)")
-        else:
-            what = ", ".join(f"{z} ({prof}: {d:g}±{j:g} ms, {lo:g}% loss)"
-                             for z, prof, d, j, lo in relayed)
-            msg = (f"{why}: delay, jitter and loss are emulated by a userspace relay"
-                   f" (cyberrange.twin.linkemu) on {what}; bandwidth by HTB")
-        self.warnings.append(msg)
-        self.log(msg)
+        msg = linkemu.plan_note(self.link_emulation, have, [i for i in profiled if not self.netem])
+        if msg:
+            self.warnings.append(msg)
+            self.log(msg)
 
     def _relayed(self, node, index) -> bool:
         """Does the port ``index`` of ``node`` go through the userspace link relay?"""
         if self.link_emulation != "relay":
             return False
-        group = self._ports(node)[index]
-        return bool(group[0].profile) and linkemu.relay_needed(group[0].profile)
+        prof = self._ports(node)[index][0].profile
+        return bool(prof) and linkemu.relay_needed(prof) and not linkemu.loss_only(prof)
 
     def _shape(self):
         """The switch side of every shaped port, in one ``tc -batch`` in the switch namespace."""
@@ -477,7 +463,13 @@ class Twin:
         self._start_relay()
 
     def _start_relay(self) -> None:
-        """One relay process, in the switch namespace, for every relayed port (if any)."""
+        """One relay process, in the switch namespace, for every relayed port (if any); an
+        nftables drop for each port whose profile has loss alone (``linkemu.loss_only``)."""
+        drops = [(self.port[(n.name, k)], g[0].profile.loss_pct) for n in self.topo.nodes.values()
+                 for k, g in self._ports(n).items() if self.link_emulation == "relay"
+                 and g[0].profile and linkemu.loss_only(g[0].profile)]
+        if drops:
+            _batch(["nft", "-f", "-"], linkemu.drop_lines(drops), "loss drops", ns=self.sw_ns)
         if not self.relay_ports:
             return
         specs = []
