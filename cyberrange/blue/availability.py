@@ -63,7 +63,9 @@ SERVICE_FACTOR = 4         # a service is probed 4 times less often than a missi
 LOGIN_MEAN_S = 20.0
 SWEEP_ROUNDS = 3           # first rounds over every pair (the trainable detectors' baseline)
 PROBE_TIMEOUT_S = 4.0      # a probe that gets no answer in this time failed ("timeout")
-STOP_GRACE_S = 1.0         # at the end, probes under way get this long to answer
+STOP_GRACE_S = 1.0         # at the end, probes under way get this long to answer (at least;
+                           # their timeout where one is still pending: over a SATCOM hop an
+                           # HTTP probe takes 2.2 s)
 
 
 @dataclass
@@ -228,8 +230,9 @@ class AvailabilityProber:
         return self
 
     def stop(self) -> dict:
-        """Stop probing; probes still under way get ``STOP_GRACE_S`` to answer (later ones
-        are not recorded). Returns the summary for the manifest."""
+        """Stop probing; probes still under way get their timeout to answer (later ones are
+        not recorded); the wait ends as soon as none is pending. Returns the summary for the
+        manifest."""
         self.stop_event.set()
         if self.scheduler is not None:
             self.scheduler.join(timeout=5)
@@ -238,7 +241,7 @@ class AvailabilityProber:
                 p.stdin.close()
             except OSError:
                 pass
-        end = time.monotonic() + STOP_GRACE_S
+        end = time.monotonic() + max(STOP_GRACE_S, self.timeout_s)
         while self.pending and time.monotonic() < end and any(
                 p.poll() is None for p in self.procs.values()):
             time.sleep(0.02)

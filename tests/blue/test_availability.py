@@ -187,8 +187,12 @@ def benign_drill(tmp_path_factory, request):
 @needs_twin
 def test_a_blocked_path_shows_as_a_drop_on_its_thread_only(benign_drill, tmp_path):
     benign_drill                                       # started first, runs beside this one
+    # shape: this test checks the window arithmetic of a block on one thread, to the probe.
+    # Over the emulated SATCOM (1.1 s round trip) an hq-cop-feed probe takes 2.2 s and
+    # straddles the block's edges, and probes after the unblock were seen to end in "reset"
+    # (2 of 20; not yet explained), so the window cannot be asserted to the probe there.
     p = subprocess.Popen(DRILL + ["--duration", "24", "--probe-interval", "1",
-                                  "--runs-dir", tmp_path], cwd=ROOT,
+                                  "--link-emulation", "shape", "--runs-dir", tmp_path], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:
