@@ -24,6 +24,28 @@ from cyberrange.cli._params import (
 console = Console()
 
 
+def down_option(f):
+    """``--down LINK,...``: answer for the link state where these links or zones are down."""
+    return click.option("--down", "down", default=None, metavar="LINK,...",
+                        help="links or zones that are down (comma-separated): answer for that "
+                             "link state (static routes are withdrawn, OSPF reroutes)")(f)
+
+
+def _load_in_state(file, down):
+    """The topology of FILE, as it is while ``down`` (names, comma-separated) is down."""
+    from cyberrange.model.loader import load_topology
+    from cyberrange.model.routing import down_names, in_state
+
+    t = load_topology(file)
+    names = down_names(t, down)
+    return in_state(t, names), sorted(names)
+
+
+def _say_down(names) -> None:
+    if names:
+        console.print(f"[bold yellow]down:[/] {', '.join(names)} (routes of that link state)")
+
+
 @click.group()
 def topo():
     """Check, lint, query, draw, import and export topology files (no root needed)."""
@@ -106,19 +128,19 @@ def _print_findings(findings) -> None:
               help="single query: transport protocol (default tcp)")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="single query: destination port (required for tcp and udp)")
+@down_option
 @click.option("--json", "as_json", is_flag=True, help="print the verdict or the matrix as JSON")
-def topo_reach(file, src, dst, proto, port, as_json):
+def topo_reach(file, src, dst, proto, port, down, as_json):
     """Reachability from routes and ordered firewall rules (no root needed).
 
     With --from NODE --to NODE|IP and --port (or --proto icmp): would a NEW connection get
     through, and why; exit 0 if allowed, 1 if denied. Otherwise: the reachability matrix of
     source zones (or the --from zone/node) against every service of every destination host
-    (or of the --to zone/node) plus ICMP echo.
+    (or of the --to zone/node) plus ICMP echo. --down LINK,...: in that link state.
     """
-    from cyberrange.model.loader import load_topology
     from cyberrange.model.reach import allowed, reach_matrix
 
-    t = load_topology(file)
+    t, down = _load_in_state(file, down)
     if src and dst and (port is not None or proto == "icmp"):
         proto = proto or "tcp"
         ok, why = allowed(t, src, dst, proto, port)
@@ -126,11 +148,11 @@ def topo_reach(file, src, dst, proto, port, as_json):
         if as_json:
             click.echo(json.dumps({"from": src, "to": dst, "proto": proto,
                                    "port": port if proto != "icmp" else None,
-                                   "allowed": ok, "why": why}, indent=2))
-        elif ok:
-            console.print(f"[bold green]allowed[/] {what}: {why}")
+                                   "allowed": ok, "why": why, "down": down}, indent=2))
         else:
-            console.print(f"[bold red]denied[/] {what}: {why}")
+            _say_down(down)
+            verdict = "[bold green]allowed[/]" if ok else "[bold red]denied[/]"
+            console.print(f"{verdict} {what}: {why}")
         if not ok:
             sys.exit(1)
         return
@@ -139,8 +161,10 @@ def topo_reach(file, src, dst, proto, port, as_json):
         raise UserError("--proto/--port ask a single question: give --from NODE and --to NODE|IP too")
     m = reach_matrix(t, src, dst)
     if as_json:
-        click.echo(json.dumps({"file": file, "topology": t.name, **m.to_json()}, indent=2))
+        click.echo(json.dumps({"file": file, "topology": t.name, "down": down, **m.to_json()},
+                              indent=2))
         return
+    _say_down(down)
     _print_matrix(m)
 
 
@@ -186,22 +210,24 @@ def _print_matrix(m) -> None:
               help="crown jewel (repeatable; default: the topology's crown_jewels)")
 @click.option("--max", "k", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="how many paths to list")
+@down_option
 @click.option("--json", "as_json", is_flag=True, help="print the paths as JSON")
-def topo_paths(file, sources, targets, k, as_json):
+def topo_paths(file, sources, targets, k, down, as_json):
     """Attack paths from entry points to crown jewels over reachable services, best first.
 
     Every service a host can reach (routes + firewall rules) is an edge; weights: login 1,
-    http 2, modbus 2, dns 3. Ranked by total weight, then hops.
+    http 2, modbus 2, dns 3. Ranked by total weight, then hops. --down LINK,...: in that
+    link state.
     """
-    from cyberrange.model.loader import load_topology
     from cyberrange.model.paths import attack_paths
 
-    t = load_topology(file)
+    t, down = _load_in_state(file, down)
     paths = attack_paths(t, sources, targets, k)
     if as_json:
-        click.echo(json.dumps({"file": file, "topology": t.name,
+        click.echo(json.dumps({"file": file, "topology": t.name, "down": down,
                                "paths": [p.to_json() for p in paths]}, indent=2))
         return
+    _say_down(down)
     if not paths:
         console.print("[bold green]no attack path[/]: no chain of reachable services joins them")
         return
@@ -211,6 +237,89 @@ def topo_paths(file, sources, targets, k, as_json):
     for rank, p in enumerate(paths, 1):
         table.add_row(str(rank), str(p.weight), str(len(p.hops)), p.text())
     console.print(table)
+
+
+@topo.command("outages")
+@allow_outside_option
+@click.argument("file", type=TOPOLOGY)
+@down_option
+@json_option()
+def topo_outages(file, down, as_json):
+    """Which paths exist under which outages: for each single link outage (and each zone that
+    joins routers), or for the one state --down LINK,..., the zone pairs that lose their path,
+    the ones whose path moves (old -> new), and the mission threads that break.
+
+    Static routes do not fail over (a route across a down link is withdrawn); OSPF topologies
+    reroute by interface cost. Exit 0; 2 on bad input (an unknown link name).
+    """
+    from cyberrange.model.loader import load_topology
+    from cyberrange.model.outages import outages, report_json
+    from cyberrange.model.routing import down_names, routing_protocol
+
+    t = load_topology(file)
+    states = [down_names(t, down)] if down is not None else None
+    if states == [frozenset()]:
+        from cyberrange.errors import UserError
+        raise UserError("--down: give at least one link or zone name")
+    results = outages(t, states)
+    if as_json:
+        return echo_json({"file": file, **report_json(t, results)})
+    from cyberrange.cli._console import make_console
+
+    out = make_console()
+    protocol = routing_protocol(t)
+    out.print(f"[bold]{t.name}[/]: {protocol} routing "
+              + ("(reroutes by OSPF cost)" if protocol == "ospf" else "(static routes: no failover)")
+              + f", {len(results)} outage state{'s' * (len(results) != 1)}")
+    _print_outage_summary(out, results)
+    _print_outage_paths(out, results)
+
+
+def _pairs(changes) -> list[tuple[str, object]]:
+    """``A ⇄ B`` when both directions changed alike, else ``A → B``; with one change each."""
+    by = {(c.src, c.dst): c for c in changes}
+    out, seen = [], set()
+    for (a, b), c in by.items():
+        if (a, b) in seen:
+            continue
+        twin = by.get((b, a))
+        if twin is not None and (twin.after.there is None) == (c.after.there is None):
+            seen.add((b, a))
+            out.append((f"{a} ⇄ {b}", c))
+        else:
+            out.append((f"{a} → {b}", c))
+    return out
+
+
+def _print_outage_summary(out, results) -> None:
+    table = Table(title="outages: zone pairs (both ways = 1) and mission threads",
+                  show_edge=False)
+    for col in ("down", "unreachable", "rerouted", "missions broken (pairs lost/allowed)"):
+        table.add_column(col, justify="right" if col in ("unreachable", "rerouted") else "left")
+    for o in results:
+        lost, moved = len(_pairs(o.lost)), len(_pairs(o.rerouted))
+        missions = ", ".join(f"{m.mission} {len(m.pairs)}/{m.of}" for m in o.missions)
+        table.add_row(", ".join(o.down), f"[red]{lost}[/]" if lost else "0",
+                      f"[yellow]{moved}[/]" if moved else "0",
+                      f"[red]{missions}[/]" if missions else "[green]none[/]")
+    out.print(table)
+
+
+def _print_outage_paths(out, results) -> None:
+    rows = [(o, label, c, c in o.lost) for o in results
+            for label, c in _pairs(o.lost) + _pairs(o.rerouted)]
+    if not rows:
+        out.print("[bold green]no outage cuts or moves a path between two zones[/]")
+        return
+    table = Table(title="paths that break or move: the links crossed, request direction "
+                        "(--json: routers, reasons, both directions)", show_edge=False)
+    for col in ("down", "zones", "before", "after"):
+        table.add_column(col)
+    for o, label, c, lost in rows:
+        before = c.before.there.link_text() if c.before.there else "-"
+        after = f"[red]✘ {c.after.stop}[/]" if lost else f"[yellow]{c.after.there.link_text()}[/]"
+        table.add_row(", ".join(o.down), label, before, after)
+    out.print(table)
 
 
 @topo.command("show")

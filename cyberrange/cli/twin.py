@@ -261,9 +261,14 @@ def twin_group():
               "(recorded in the report).")
 @click.option("--link-probes", type=click.IntRange(20, 100_000), default=1000,
               show_default=True, help="Echo requests per link (fewer on slow links: 20 s budget).")
+@click.option("--outage", "outage_specs", multiple=True, metavar="LINK[,LINK...]",
+              help="After the all-up checks, take these zones/links down live and compare the "
+              "twin's routes (OSPF) and the paths the model says change; repeatable.")
+@click.option("--outages", "every_outage", is_flag=True,
+              help="Do that for every single outage `topo outages` lists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def verify_cmd(file, runs_dir, bandwidth, links, link_emulation, accept_unemulated, link_probes,
-               as_json):
+               outage_specs, every_outage, as_json):
     """Boot FILE's twin, measure reachability and bandwidth, compare with the static model.
 
     Exits 0 when everything agrees, 1 when something does not (each disagreement explained)."""
@@ -275,7 +280,9 @@ def verify_cmd(file, runs_dir, bandwidth, links, link_emulation, accept_unemulat
     from cyberrange.twin.build import preflight
     from cyberrange.twin.verify import verify
     console = make_console(stderr=as_json)
+    from cyberrange.twin.statecheck import states_for
     topo = load_topology(file)
+    states = states_for(topo, outage_specs, every_outage)      # bad names: exit 2 before a boot
     preflight(need_dns=True)
     probe_runs_dir(runs_dir)
     run = Run.create(runs_dir, f"{topo.name}-verify", {"topology": file})
@@ -285,7 +292,7 @@ def verify_cmd(file, runs_dir, bandwidth, links, link_emulation, accept_unemulat
     with console.status("booting the twin") as st:
         rep = verify(topo, run.dir, bandwidth=bandwidth, links=links,
                      link_emulation=link_emulation, accept_unemulated=accept_unemulated,
-                     link_probes=link_probes,
+                     link_probes=link_probes, states=states,
                      log=lambda m: console.print(f"[yellow]warning:[/] {m}"),
                      stage_cb=lambda s: st.update(f"twin: {s}"),
                      session=lambda twin: TwinSession(run, twin))
@@ -300,7 +307,8 @@ def verify_cmd(file, runs_dir, bandwidth, links, link_emulation, accept_unemulat
         s = rep["summary"]
         raise CheckFailed(f"the twin disagrees with the model: {s['disagree']} reachability, "
                           f"{s['bandwidth_measured'] - s['bandwidth_agree']} bandwidth and "
-                          f"{s['links_checked'] - s['links_agree']} link disagreements "
+                          f"{s['links_checked'] - s['links_agree']} link and "
+                          f"{s['states_checked'] - s['states_agree']} link-state disagreements "
                           f"(details in {run.dir / 'verify.json'})")
 
 
@@ -340,11 +348,16 @@ def _print_verify(rep: dict, console: Console) -> None:
         console.print(b)
     if rep.get("links"):
         _print_links(rep["links"], console)
+    if rep.get("states"):
+        _print_states(rep["states"], console)
     s = rep["summary"]
     mark = "[green]the twin agrees with the model[/]" if rep["ok"] else "[red]disagreements found[/]"
     console.print(f"{s['agree']}/{s['probes']} probes agree; bandwidth {s['bandwidth_agree']}/"
                   f"{s['bandwidth_measured']} within 5%; links {s['links_agree']}/"
-                  f"{s['links_checked']}; boot {rep.get('boot_s')} s — {mark}")
+                  f"{s['links_checked']}"
+                  + (f"; link states {s['states_agree']}/{s['states_checked']}"
+                     if s.get("states_checked") else "")
+                  + f"; boot {rep.get('boot_s')} s — {mark}")
 
 
 def _print_links(rows: list[dict], console: Console) -> None:
@@ -367,6 +380,34 @@ def _print_links(rows: list[dict], console: Console) -> None:
     for r in rows:
         if r.get("explanation") and not r.get("agree"):
             console.print(f"  [red]✗[/] {r['zone']}: {r['explanation']}")
+
+
+def _print_states(rows: list[dict], console: Console) -> None:
+    t = Table(title="Link states: model vs twin (after each outage)", box=box.SIMPLE_HEAVY,
+              title_justify="left")
+    for c in ("down", "routing", "pairs lost / rerouted (model)", "routes (twin)", "probes agree",
+              "back up", "verdict"):
+        t.add_column(c)
+    for r in rows:
+        probes = r.get("probes", [])
+        routes = ("static (no failover)" if r["routing"] == "static" else
+                  f"agree in {r['converge_s']} s" if r.get("routes_agree") else "[red]disagree[/]")
+        back = ("—" if r["routing"] == "static" else
+                f"{r['restore_s']} s" if r.get("restored") else "[red]not restored[/]")
+        t.add_row(", ".join(r["down"]), r["routing"],
+                  f"{r['lost_pairs']} / {r['rerouted_pairs']}", routes,
+                  f"{sum(p['agree'] for p in probes)}/{len(probes)}", back,
+                  "[green]agree[/]" if r["agree"] else "[red]disagree[/]")
+    console.print(t)
+    for r in rows:
+        for line in r.get("route_diff", [])[:5]:
+            console.print(f"  [red]✗[/] {', '.join(r['down'])} down: {line}")
+        for p in r.get("probes", []):
+            if not p["agree"]:
+                console.print(f"  [red]✗[/] {', '.join(r['down'])} down: {p['src']} → {p['dst']} "
+                              f"{p['proto']}{'/' + str(p['port']) if p.get('port') else ''}: "
+                              f"model {'allows' if p['predicted'] else 'denies'} ({p['why']}), "
+                              f"twin {p['result']}")
 
 
 COMMANDS = [up, down, status, exec_, twin_group]

@@ -43,11 +43,12 @@ import bisect
 import hashlib
 import math
 from collections import defaultdict, deque
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._signals import overlaps, signal
+from ._signals import overlaps, signal, subnet_of
 from .base import Alert, Detector, SettingError, columns, find_episodes, us_to_dt
 
 ESTABLISHED_STATES = frozenset({"SF", "S1", "S2", "S3", "RSTO", "RSTR"})
@@ -111,7 +112,7 @@ def session_key(cid, t_us, fid):
 class BruteForceDetector(Detector):
     family = "bruteforce"
     technique = "T1110.001"
-    SETTINGS = {
+    SETTINGS: ClassVar[dict[str, Any]] = {
         "mode": "guess",                # guess (T1110.001) | spray (T1110.003)
         "ports": [22, 23, 2222, 3389],  # login services
         "window": 20,                   # seconds
@@ -126,6 +127,9 @@ class BruteForceDetector(Detector):
                                         # source's baseline pace per window (0: off)
         "pace_history": 0,              # spray, with rate_alpha: seconds of the client's own
                                         # attempts before the window that also set its pace
+        "peer_prefix": 0,               # trained, with rate_alpha: a login client's pace is at
+                                        # least the mean of the other login clients of its
+                                        # /peer_prefix subnet in the baseline (0: off)
         "signal_min": 0,                # signals(): attempts of a weak signal (0: off)
     }
     trainable = True                    # learns the login clients of the baseline
@@ -150,6 +154,11 @@ class BruteForceDetector(Detector):
                                f"(0, 1], got {self.max_share!r}", setting="max_share")
         self.rate_alpha = self._number("rate_alpha", minimum=0)
         self.history_us = int(self._number("pace_history", minimum=0) * 1_000_000)
+        self.peer_prefix = int(self._number("peer_prefix", minimum=0, integer=True))
+        if self.peer_prefix > 32:
+            raise SettingError(f"setting 'peer_prefix' of {self.name!r} must be 0 (off) or an "
+                               f"IPv4 prefix length 1..32, got {self.peer_prefix}",
+                               setting="peer_prefix")
         if self.rate_alpha >= 0.5:
             raise SettingError(f"setting 'rate_alpha' of {self.name!r} must be 0 (off) or a "
                                f"small probability below 0.5, got {self.rate_alpha!r}",
@@ -163,6 +172,7 @@ class BruteForceDetector(Detector):
         self.clients: set[str] = set()          # sources with login attempts in the baseline
         self.counts: dict[str, int] = {}        # source -> login attempts in the baseline
         self.span_us = self.window_us           # how long the baseline lasted (>= one window)
+        self.subnets: dict[str, list] = {}      # subnet -> baseline attempts of its clients
 
     def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
         self.clients, self.counts, self.span_us = set(), {}, self.window_us
@@ -174,14 +184,33 @@ class BruteForceDetector(Detector):
             for src, events in self._attempts(flows, by_source=True).items():
                 self.counts[src] = len({e[1] for e in events})
             self.clients = set(self.counts)
+        self.subnets = defaultdict(list)
+        if self.peer_prefix:
+            for src, n in sorted(self.counts.items()):
+                self.subnets[subnet_of(src, self.peer_prefix)].append(n)
         self.trained = True
+
+    def peer_mean(self, src) -> float | None:
+        """Mean baseline attempts of the *other* login clients of the source's
+        ``/peer_prefix`` subnet (None: off, or no such peer)."""
+        if not self.peer_prefix or src not in self.counts:
+            return None
+        net = subnet_of(src, self.peer_prefix)
+        if net is None:
+            return None
+        others = list(self.subnets.get(net, []))
+        others.remove(self.counts[src])           # the source's own count is in the list
+        return sum(others) / len(others) if others else None
 
     def expected(self, src) -> float | None:
         """Login attempts the source makes in one window at its baseline pace (``rate_alpha``
-        on and trained; else None)."""
+        on and trained; else None): its own, or its subnet peers' mean when that is higher
+        (``peer_prefix``) -- one or two logins in a warm-up are a thin estimate of a
+        workstation's pace, and the workstations of one subnet share a role."""
         if not self.rate_alpha or not self.trained or src not in self.counts:
             return None
-        return self.counts[src] * self.window_us / self.span_us
+        n = max(self.counts[src], self.peer_mean(src) or 0)
+        return n * self.window_us / self.span_us
 
     def threshold_of(self, src) -> int:
         """The source's threshold: ``novice_threshold`` for a source the trained baseline never
@@ -395,12 +424,17 @@ class BruteForceDetector(Detector):
         if src not in self.clients:
             return "; a source with no login in the baseline"
         pace = self.expected(src) if pace is None else pace
-        return f"; a login client whose own pace is {pace:.2g} attempts per window"
+        peers = self.peer_mean(src)
+        pooled = peers is not None and peers > self.counts[src] and math.isclose(
+            pace, peers * self.window_us / self.span_us)
+        whose = "subnet peers'" if pooled else "own"
+        return f"; a login client whose {whose} pace is {pace:.2g} attempts per window"
 
     def _baseline_evidence(self, src) -> dict:
         mu = self.expected(src)
         return {"login_client": src in self.clients, "login_clients": len(self.clients),
                 "baseline_attempts": self.counts.get(src, 0),
+                "peer_mean_attempts": self.peer_mean(src),
                 "baseline_s": round(self.span_us / 1e6, 1),
                 "expected_per_window": None if mu is None else round(mu, 2),
                 "rate_alpha": self.rate_alpha or None, "threshold": self.threshold}

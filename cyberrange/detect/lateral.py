@@ -21,10 +21,14 @@ a session on a new edge raises an alert only when the source did something else 
   own baseline pace reaches in ``failure_window`` with probability ``rate_alpha`` at most
   (Poisson): a busy workstation logs in to one server several times in a few seconds now and
   then, and each of those logins is a short session too;
-* **pivot** (``pivot: true``; off by default): the source itself received a session on a new
-  edge (it was just logged in to, and now logs in onward: a chain). Off because failed guesses
-  are sessions too: a sprayed workstation that then does its owner's routine SSH login looks
-  the same (seen in the coalition drill).
+* **pivot** (``pivot: true``): the source itself received a session on a new edge from
+  another host within ``pivot_window`` seconds before (it was just logged in to, and now logs
+  in onward: a chain), **and the onward edge had no session before that entry** (the source
+  contacts the host only after being entered). The second condition is what made the check
+  shippable (issue 15): failed guesses are sessions too, so a sprayed workstation doing its
+  owner's routine SSH login afterwards looked like a chain -- but its owner had used that edge
+  before the spray (the tuning split's coalition drill). The alert lists the entering sessions
+  with its own: the chain is the finding.
 
 After an alert into a host, ``after_entry_probes`` or more distinct services probed *from* that
 host within ``lookback`` seconds raise a second alert (ATT&CK T1046, with ``source.ip`` the
@@ -44,6 +48,7 @@ import hashlib
 import ipaddress
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,7 +71,7 @@ class LateralDetector(Detector):
     family = "lateral"
     technique = "T1021"
     trainable = True
-    SETTINGS = {
+    SETTINGS: ClassVar[dict[str, Any]] = {
         "ports": REMOTE_PORTS,        # remote-service ports whose sessions are edges
         "min_bytes": 400,             # bytes from each side for a flow to be a session
         "admin_sources": [],          # IP/CIDR allowed to reach any remote service
@@ -78,6 +83,7 @@ class LateralDetector(Detector):
         "max_failure_duration": 10,   # seconds: a shorter, smaller session may be a failure
         "max_failure_packets": 40,
         "pivot": False,               # also corroborate by "was just entered on a new edge"
+        "pivot_window": 0,            # seconds after the entry an onward login counts (0: lookback)
         "window": 300,                # seconds: sessions of an edge closer than this = one alert
         "after_entry_probes": 3,      # probed services from a host just entered (0: off)
         "rate_alpha": 0,              # trained: min_failures >= the (1 - alpha) quantile of the
@@ -90,9 +96,9 @@ class LateralDetector(Detector):
         nets = self.settings["admin_sources"]
         try:
             if not isinstance(nets, list):
-                raise ValueError
+                raise TypeError(nets)
             self.admin_nets = [ipaddress.ip_network(str(n), strict=False) for n in nets]
-        except ValueError:
+        except (TypeError, ValueError):
             raise SettingError(f"setting 'admin_sources' of {self.name!r} must be a list of IP "
                                f"addresses or CIDRs, got {nets!r}",
                                setting="admin_sources") from None
@@ -112,6 +118,8 @@ class LateralDetector(Detector):
             raise SettingError(f"setting 'pivot' of {self.name!r} must be true or false, got "
                                f"{self.settings['pivot']!r}", setting="pivot")
         self.pivot = self.settings["pivot"]
+        self.pivot_us = int(self._number("pivot_window", minimum=0) * 1_000_000) or \
+            self.lookback_us
         self.after_probes = int(self._number("after_entry_probes", minimum=0, integer=True))
         self.rate_alpha = self._number("rate_alpha", minimum=0)
         if self.rate_alpha >= 0.5:
@@ -248,7 +256,7 @@ class LateralDetector(Detector):
         entered: dict[str, list] = defaultdict(list)
         if self.pivot:
             for (src, dst, port), evs in new_sessions.items():
-                entered[dst].extend((t, src) for t, _ in evs)
+                entered[dst].extend((t, src, fid) for t, fid in evs)
             for v in entered.values():
                 v.sort()
         alerts = []
@@ -257,7 +265,7 @@ class LateralDetector(Detector):
             for ev in evs + [None]:
                 if episode and (ev is None or ev[0] - episode[-1][0] > self.window_us):
                     alert = self._episode(src, dst, port, episode, probes, probe_times,
-                                          failures, entered)
+                                          failures, entered, evs[0][0])
                     if alert is not None:
                         alerts.append(alert)
                     episode = []
@@ -316,11 +324,22 @@ class LateralDetector(Detector):
                 alert_id=hashlib.sha1(text.encode()).hexdigest()))
         return out
 
-    def _episode(self, src, dst, port, episode, probes, probe_times, failures, entered
-                 ) -> Alert | None:
+    def _pivot(self, src, dst, t: int, first_t: int, entered) -> tuple[list, list]:
+        """Hosts that entered ``src`` on a new edge within ``pivot_window`` before ``t`` (not
+        ``dst`` itself), when the edge ``src -> dst`` had no session before the entry
+        (``first_t``: its first session in the records); and the flows of those entries."""
+        ent = entered.get(src, [])
+        a = bisect.bisect_left(ent, (t - self.pivot_us, "", ""))
+        b = bisect.bisect_right(ent, (t, "\uffff", "\uffff"))
+        hits = [(te, s_, fid) for te, s_, fid in ent[a:b] if s_ != dst and te <= first_t]
+        return sorted({s_ for _, s_, _ in hits}), [fid for _, _, fid in hits]
+
+    def _episode(self, src, dst, port, episode, probes, probe_times, failures, entered,
+                 first_t: int) -> Alert | None:
         """The first session of the episode that is corroborated raises the alert."""
         reasons: dict = {}
         crossed = None
+        entry_fids: list = []
         pt = probe_times.get(src, [])
         ft = failures.get((src, dst), [])
         fw = min(self.failure_window_us, self.lookback_us)
@@ -332,19 +351,16 @@ class LateralDetector(Detector):
             hi = bisect.bisect_right(pt, t)
             lo = bisect.bisect_left(pt, t - self.lookback_us)
             n_fail = bisect.bisect_right(ft, t) - bisect.bisect_right(ft, t - fw)
-            piv = []
+            piv: list = []
             if self.pivot:
-                ent = entered.get(src, [])
-                a = bisect.bisect_left(ent, (t - self.lookback_us, ""))
-                b = bisect.bisect_right(ent, (t, "\uffff"))
-                piv = [s_ for _, s_ in ent[a:b] if s_ != dst]
+                piv, entry_fids = self._pivot(src, dst, t, first_t, entered)
             if hi - lo >= self.min_probes:
                 reasons["probes"] = hi - lo
                 reasons["probed_services"] = len({e[1] for e in probes[src][lo:hi]})
             if n_fail >= min_failures:
                 reasons["short_sessions"] = n_fail
             if piv:
-                reasons["entered_from"] = sorted(set(piv))
+                reasons["entered_from"] = piv
             if reasons:
                 crossed = t
                 break
@@ -360,7 +376,8 @@ class LateralDetector(Detector):
             why.append(f"{reasons['short_sessions']} short login sessions to it within "
                        f"{self.failure_window_us / 1e6:g} s")
         if "entered_from" in reasons:
-            why.append(f"was itself just entered from {', '.join(reasons['entered_from'])}")
+            why.append(f"was itself entered from {', '.join(reasons['entered_from'])} within "
+                       f"{self.pivot_us / 1e6:g} s before, and never contacted {dst} before that")
         lookback_s = self.lookback_us / 1e6
         msg = (f"{src} opened {len(episode)} remote-service sessions to {dst}:{port}, an edge "
                f"not in the baseline graph, between {d0:%H:%M:%S} and {d1:%H:%M:%S} UTC"
@@ -371,13 +388,17 @@ class LateralDetector(Detector):
                                  "short_sessions": self.short_counts.get(src, 0),
                                  "trained": self.trained},
                     "threshold": {"require": self.require, "min_probes": self.min_probes,
-                                  "min_failures": min_failures, "lookback_s": lookback_s},
+                                  "min_failures": min_failures, "lookback_s": lookback_s,
+                                  "pivot_window_s": self.pivot_us / 1e6 if self.pivot else None},
                     "corroboration": reasons, "sessions": len(episode)}
         score = min(1.0, 0.5 + 0.15 * len(reasons))
+        if entry_fids:
+            reasons["entry_sessions"] = len(set(entry_fids))
         text = f"{self.name}|{src}|{dst}|{port}|{t0}"
         return Alert(
             timestamp=us_to_dt(crossed), start=d0, end=d1,
             rule_name=self.name, rule_category=self.family, technique=technique,
             source_ip=src, destination_ip=dst, message=msg, score=round(score, 3),
-            evidence=evidence, flow_ids=[fid for _, fid in episode],
+            evidence=evidence,
+            flow_ids=[fid for _, fid in episode] + list(dict.fromkeys(entry_fids)),
             alert_id=hashlib.sha1(text.encode()).hexdigest())

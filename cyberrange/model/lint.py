@@ -15,6 +15,9 @@ code                   severity  meaning
                                  firewall (both ends on one side, or not routed through it)
 ``redundant-rule``     info      the rule decides some traffic, but removing it changes no verdict
                                  (the later rules or the default give the same answer)
+``equal-cost-route``   warning   (OSPF) a router has several next hops of equal cost to a zone: FRR
+                                 installs them all (ECMP) and the twin may use either; the model
+                                 follows the first by name
 =====================  ========  =================================================================
 
 The rule analyses are exact over the rule language: a rule's traffic is a box (source
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 
 from cyberrange.errors import UserError
 from cyberrange.model.reach import ReachIndex
-from cyberrange.model.routing import next_hop
+from cyberrange.model.routing import equal_cost_routes, next_hop
 from cyberrange.model.topology import Endpoint, Node, Rule, SourceRef, Topology
 
 SEVERITIES = ("error", "warning", "info")
@@ -71,6 +74,7 @@ def lint(topo: Topology, index: ReachIndex | None = None) -> list[Finding]:
     out: list[Finding] = []
     out += missions_blocked(topo, ix)
     out += unreachable_zones(topo, ix)
+    out += equal_cost(topo)
     for fw in topo.routers:
         if fw.rules:
             out += rule_findings(topo, fw, ix)
@@ -104,6 +108,24 @@ def missions_blocked(topo: Topology, ix: ReachIndex) -> list[Finding]:
                 _ref(topo, m.src_ref), f"mission {m.name}",
                 {"mission": m.name, "proto": m.proto, "port": m.port, "reason": why,
                  "pairs": [list(p) for p in pairs]}))
+    return out
+
+
+# -- equal-cost next hops (OSPF) -----------------------------------------------------------
+def equal_cost(topo: Topology) -> list[Finding]:
+    """One warning per router and destination zone with equal-cost next hops."""
+    out = []
+    for t in equal_cost_routes(topo):
+        hops = ", ".join(f"{n} via {z}" for n, z in t.hops)
+        first = f"{t.hops[0][0]} via {t.hops[0][1]}"
+        out.append(Finding(
+            "equal-cost-route", "warning",
+            f"{t.router} has {len(t.hops)} equal-cost next hops to {t.zone} {t.subnet} "
+            f"(cost {t.cost}): {hops}; FRR installs them all, so the twin may use either "
+            f"(the model follows {first})",
+            _ref(topo, topo.nodes[t.router].src), f"router {t.router}",
+            {"router": t.router, "zone": t.zone, "subnet": str(t.subnet), "cost": t.cost,
+             "next_hops": [{"router": n, "via": z} for n, z in t.hops]}))
     return out
 
 
@@ -201,7 +223,7 @@ class _Box:
     ports: list[tuple[int, int]]        # tcp/udp ports; [(1, 65535)] when the rule has none
 
     @classmethod
-    def of(cls, rule: Rule) -> "_Box":
+    def of(cls, rule: Rule) -> _Box:
         return cls(_ranges(rule.src), _ranges(rule.dst),
                    PROTOS if rule.proto == "any" else (rule.proto,),
                    list(rule.ports) or [(1, 65535)])

@@ -209,10 +209,13 @@ def _wait_listening(twin, node: str, port: int, proc, timeout: float = 5.0) -> N
 
 def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None,
            session=None, links: bool = True, link_emulation: str = "emulate",
-           accept_unemulated: bool = False, link_probes: int = 1000) -> dict:
+           accept_unemulated: bool = False, link_probes: int = 1000,
+           states: list | None = None) -> dict:
     """Boot, probe, measure, tear down. ``session(twin)``: a context manager that holds the
     twin's life (the CLI passes ``session.TwinSession`` of the run: signals, teardown and the
-    manifest as in a drill); without one, the twin is simply stopped at the end."""
+    manifest as in a drill); without one, the twin is simply stopped at the end. ``states``:
+    link states (sets of zone/link names down) to check after everything else
+    (``twin/statecheck.py``)."""
     from contextlib import nullcontext
 
     from cyberrange.twin.build import Twin
@@ -222,12 +225,12 @@ def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None,
     report: dict = {"topology": topo.name, "link_emulation": link_emulation}
     link_opts = {"probes": link_probes, "accept_unemulated": accept_unemulated} if links else None
     with (session(twin) if session is not None else nullcontext()):
-        _measure(twin, report, t0, bandwidth, stage_cb, link_opts)
+        _measure(twin, report, t0, bandwidth, stage_cb, link_opts, states or [], log)
     return _summarise(report)
 
 
 def _measure(twin, report: dict, t0: float, bandwidth: bool, stage_cb,
-             link_opts: dict | None = None) -> None:
+             link_opts: dict | None = None, states: list | None = None, log=None) -> None:
     try:
         twin.start(stage_cb=stage_cb)
         report["boot_s"] = round(time.monotonic() - t0, 2)
@@ -250,6 +253,13 @@ def _measure(twin, report: dict, t0: float, bandwidth: bool, stage_cb,
             report["links"] = measure_links(twin, **link_opts)
             report["links_s"] = round(time.monotonic() - t2, 2)
             report["netem"] = twin.netem
+        if states:
+            from cyberrange.twin.statecheck import verify_states
+            if stage_cb:
+                stage_cb(f"{len(states)} link state(s)")
+            t3 = time.monotonic()
+            report["states"] = verify_states(twin, states, log=log)
+            report["states_s"] = round(time.monotonic() - t3, 2)
     finally:
         twin.stop()
 
@@ -265,8 +275,11 @@ def _summarise(report: dict) -> dict:
         "bandwidth_agree": sum(b["agree"] for b in bw),
         "links_checked": len(report.get("links", [])),
         "links_agree": sum(bool(r.get("agree")) for r in report.get("links", [])),
+        "states_checked": len(report.get("states", [])),
+        "states_agree": sum(bool(r.get("agree")) for r in report.get("states", [])),
     }
     report["ok"] = (report["summary"]["disagree"] == 0
                     and report["summary"]["bandwidth_agree"] == len(bw)
-                    and report["summary"]["links_agree"] == report["summary"]["links_checked"])
+                    and report["summary"]["links_agree"] == report["summary"]["links_checked"]
+                    and report["summary"]["states_agree"] == report["summary"]["states_checked"])
     return report

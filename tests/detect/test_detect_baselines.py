@@ -174,11 +174,16 @@ def test_quiet_intrusion_raises_an_alert_from_the_server_that_logged_in_onward()
     # the foothold's first-seen login into WEB is a signal (T1078), not an alert
     assert [(s.source_ip, s.destination_ip, s.technique) for s in sig] == \
         [(ATT, WEB, "T1078")]
-    # every detector of the lateral family missed it (no scan, no burst of failures)
+    # the lateral family has no scan or burst of failures to go on; since issue 15's third
+    # round its pivot check sees the chain (WEB entered from ATT, then its first contact with
+    # FILES) and lists the entering sessions in the alert
     base, whole = train_and_test(rows)
     lat = det("lateral-movement")
     lat.fit(base)
-    assert lat.detect(whole) == []
+    (b,) = lat.detect(whole)
+    assert (b.source_ip, b.destination_ip) == (WEB, FILES)
+    assert b.evidence["corroboration"]["entered_from"] == [ATT]
+    assert set(b.flow_ids) > {a.flow_ids[0]}                   # the hop and the entry
 
 
 def test_novelty_stays_quiet_on_benign_logins_and_untrained():

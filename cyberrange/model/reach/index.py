@@ -20,6 +20,7 @@ import ipaddress
 from collections import defaultdict
 
 from cyberrange.model.reach.walk import _describe, allowed, resolve_address
+from cyberrange.model.routing import state_down
 from cyberrange.model.topology import Node, Topology
 
 
@@ -183,6 +184,11 @@ class ReachIndex:
         dzone = self.class_zone[dst_cls]
         if dzone is None:
             return f"{self.class_rep[dst_cls]} is not in any zone of the twin"
+        cut = state_down(self.topo)
+        if cut:
+            gone = next((z for z in (*zones, dzone) if z in cut), None)
+            if gone is not None:
+                return f"{gone} is down"
         if dzone in zones:
             return []
         if gw is None:
