@@ -366,6 +366,18 @@ def attackers(topo, playbook=None) -> set[str]:
     return out
 
 
+def probe_timeout(topo, link_emulation: str = "emulate") -> float:
+    """``PROBE_TIMEOUT_S`` plus three round trips of the topology's slowest emulated link:
+    over a 550 ms SATCOM hop an HTTP probe needs two round trips (2.2 s) and one lost segment
+    (0.5 % each way) costs a retransmission of about one more; with 4 s, about one SATCOM
+    probe in 30 timed out on a link that was up. Links not emulated (``shape``) add nothing."""
+    if link_emulation == "shape":
+        return PROBE_TIMEOUT_S
+    rtts = [2 * (z.profile.delay_ms + z.profile.jitter_ms) / 1000
+            for z in topo.zones.values() if z.profile is not None]
+    return round(PROBE_TIMEOUT_S + 3 * max(rtts, default=0.0), 2)
+
+
 def start_probes(session, run, twin, topo, playbook, interval_s: float, ui=None):
     """The drill's probes: plan, start, and stop in the session's cleanup (before the sensors
     stop). The plan and, at the end, the counts go to ``run.manifest["availability"]``."""
@@ -373,7 +385,9 @@ def start_probes(session, run, twin, topo, playbook, interval_s: float, ui=None)
     if not targets:
         return None
     prober = AvailabilityProber(twin, targets, run.dir / "availability.jsonl", interval_s,
-                                seed=run.manifest.get("seed"), log_dir=run.dir / "logs")
+                                seed=run.manifest.get("seed"), log_dir=run.dir / "logs",
+                                timeout_s=probe_timeout(topo, getattr(twin, "link_emulation",
+                                                                      "emulate")))
     run.manifest["availability"] = {"interval_s": interval_s, "timeout_s": prober.timeout_s,
                                     "file": "availability.jsonl",
                                     "threads": {t.thread: _describe(t) for t in targets}}

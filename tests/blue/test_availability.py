@@ -104,6 +104,14 @@ def test_a_run_without_probes_has_no_section(tmp_path):
     assert run_availability(tmp_path, {"run_id": "r"}) is None
 
 
+def test_the_probe_timeout_allows_three_round_trips_of_the_slowest_emulated_link():
+    from cyberrange.blue.availability import PROBE_TIMEOUT_S, probe_timeout
+    from cyberrange.model.loader import load_topology
+    fob = load_topology(ROOT / "topologies" / "fob.yaml")     # SATCOM 550 ± 20 ms one way
+    assert probe_timeout(fob) == pytest.approx(PROBE_TIMEOUT_S + 3 * 1.14)
+    assert probe_timeout(fob, "shape") == PROBE_TIMEOUT_S      # no delay emulated
+
+
 def test_every_thread_and_service_of_fob_is_planned_from_real_clients():
     from cyberrange.blue.availability import plan_targets
     from cyberrange.model.loader import load_topology
