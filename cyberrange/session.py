@@ -57,7 +57,8 @@ class TwinSession:
                 self.run.manifest["twin"] = {"prefix": self.twin.state.prefix,
                                              "stages_s": self.twin.timings,
                                              "netem": self.twin.netem,
-                                             "link_emulation": self.twin.link_emulation}
+                                             "link_emulation": getattr(
+                                                 self.twin, "link_emulation", None)}
                 self.run.manifest["warnings"] += [w for w in self.twin.warnings
                                                   if w not in self.run.manifest["warnings"]]
                 self.run.save()
