@@ -427,7 +427,8 @@ class Twin:
         profiled = [g[0] for n in self.topo.nodes.values() for g in self._ports(n).values()
                     if g[0].profile and g[0].profile.needs_netem]
         if not profiled:
-            self.link_emulation = "none" if self.link_emulation == "emulate" else self.link_emulation
+            if self.link_emulation == "emulate":
+                self.link_emulation = "none"           # nothing to emulate on this topology
             return
         have = _netem_available(self.sw_ns)
         if self.link_emulation == "netem" and not have:
