@@ -56,7 +56,9 @@ class TwinSession:
             if self.twin.state is not None:
                 self.run.manifest["twin"] = {"prefix": self.twin.state.prefix,
                                              "stages_s": self.twin.timings,
-                                             "netem": self.twin.netem}
+                                             "netem": self.twin.netem,
+                                             "link_emulation": getattr(
+                                                 self.twin, "link_emulation", None)}
                 self.run.manifest["warnings"] += [w for w in self.twin.warnings
                                                   if w not in self.run.manifest["warnings"]]
                 self.run.save()

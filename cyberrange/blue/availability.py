@@ -63,7 +63,9 @@ SERVICE_FACTOR = 4         # a service is probed 4 times less often than a missi
 LOGIN_MEAN_S = 20.0
 SWEEP_ROUNDS = 3           # first rounds over every pair (the trainable detectors' baseline)
 PROBE_TIMEOUT_S = 4.0      # a probe that gets no answer in this time failed ("timeout")
-STOP_GRACE_S = 1.0         # at the end, probes under way get this long to answer
+STOP_GRACE_S = 1.0         # at the end, probes under way get this long to answer (at least;
+                           # their timeout where one is still pending: over a SATCOM hop an
+                           # HTTP probe takes 2.2 s)
 
 
 @dataclass
@@ -228,8 +230,9 @@ class AvailabilityProber:
         return self
 
     def stop(self) -> dict:
-        """Stop probing; probes still under way get ``STOP_GRACE_S`` to answer (later ones
-        are not recorded). Returns the summary for the manifest."""
+        """Stop probing; probes still under way get their timeout to answer (later ones are
+        not recorded); the wait ends as soon as none is pending. Returns the summary for the
+        manifest."""
         self.stop_event.set()
         if self.scheduler is not None:
             self.scheduler.join(timeout=5)
@@ -238,7 +241,7 @@ class AvailabilityProber:
                 p.stdin.close()
             except OSError:
                 pass
-        end = time.monotonic() + STOP_GRACE_S
+        end = time.monotonic() + max(STOP_GRACE_S, self.timeout_s)
         while self.pending and time.monotonic() < end and any(
                 p.poll() is None for p in self.procs.values()):
             time.sleep(0.02)
@@ -363,6 +366,18 @@ def attackers(topo, playbook=None) -> set[str]:
     return out
 
 
+def probe_timeout(topo, link_emulation: str = "emulate") -> float:
+    """``PROBE_TIMEOUT_S`` plus three round trips of the topology's slowest emulated link:
+    over a 550 ms SATCOM hop an HTTP probe needs two round trips (2.2 s) and one lost segment
+    (0.5 % each way) costs a retransmission of about one more; with 4 s, about one SATCOM
+    probe in 30 timed out on a link that was up. Links not emulated (``shape``) add nothing."""
+    if link_emulation == "shape":
+        return PROBE_TIMEOUT_S
+    rtts = [2 * (z.profile.delay_ms + z.profile.jitter_ms) / 1000
+            for z in topo.zones.values() if z.profile is not None]
+    return round(PROBE_TIMEOUT_S + 3 * max(rtts, default=0.0), 2)
+
+
 def start_probes(session, run, twin, topo, playbook, interval_s: float, ui=None):
     """The drill's probes: plan, start, and stop in the session's cleanup (before the sensors
     stop). The plan and, at the end, the counts go to ``run.manifest["availability"]``."""
@@ -370,7 +385,9 @@ def start_probes(session, run, twin, topo, playbook, interval_s: float, ui=None)
     if not targets:
         return None
     prober = AvailabilityProber(twin, targets, run.dir / "availability.jsonl", interval_s,
-                                seed=run.manifest.get("seed"), log_dir=run.dir / "logs")
+                                seed=run.manifest.get("seed"), log_dir=run.dir / "logs",
+                                timeout_s=probe_timeout(topo, getattr(twin, "link_emulation",
+                                                                      "emulate")))
     run.manifest["availability"] = {"interval_s": interval_s, "timeout_s": prober.timeout_s,
                                     "file": "availability.jsonl",
                                     "threads": {t.thread: _describe(t) for t in targets}}

@@ -64,6 +64,25 @@ def allow_outside_option(f):
                              "or CYBERRANGE_INPUT_PATHS=DIR:DIR)")(f)
 
 
+LINK_MODES = ("emulate", "shape", "relay", "netem")     # cyberrange.twin.build.LINK_MODES
+LINK_EMULATION_HELP = ("How links emulate their profile's delay, jitter and loss: emulate "
+                       "(default: netem where the kernel has it, else a userspace relay), relay, "
+                       "netem, or shape (bandwidth only). Default: $CYBERRANGE_LINK_EMULATION, "
+                       "else emulate. See docs/links.md.")
+
+
+def link_emulation_option(f):
+    """``--link-emulation MODE`` for every verb that builds a twin: it sets
+    ``CYBERRANGE_LINK_EMULATION`` for this process and its children (``up --detach``,
+    ``validate``'s workers), which ``twin.build.Twin`` reads."""
+    def remember(ctx, param, value):
+        if value is not None:
+            os.environ["CYBERRANGE_LINK_EMULATION"] = value
+        return value
+    return click.option("--link-emulation", type=click.Choice(LINK_MODES), default=None,
+                        expose_value=False, callback=remember, help=LINK_EMULATION_HELP)(f)
+
+
 class ContentRef(click.ParamType):
     """A content file given by path or by name: ``fob``, ``recon_bruteforce``, found in
     ``--content-path``, ``$CYBERRANGE_PATH`` and the built-in content (``cyberrange.content``).

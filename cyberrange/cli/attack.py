@@ -23,6 +23,7 @@ from cyberrange.cli._params import (
     deprecated_alias,
     echo_json,
     json_option,
+    link_emulation_option,
 )
 from cyberrange.errors import UserError
 
@@ -202,6 +203,7 @@ def _attack_ui(console):
 
 @attack.command("run")
 @allow_outside_option
+@link_emulation_option
 @click.argument("refs", nargs=-1, required=True, metavar="[TOPOLOGY] PLAYBOOK")
 @click.option("--topology", "topology_file", type=TOPOLOGY, default=None,
               help="With --twin: the file that twin was built from (optional). Without --twin "

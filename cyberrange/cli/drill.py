@@ -26,6 +26,7 @@ from cyberrange.cli._params import (
     allow_outside_option,
     echo_json,
     json_option,
+    link_emulation_option,
 )
 from cyberrange.drill import DrillOptions, analyse, run_drill
 from cyberrange.errors import CheckFailed, UserError
@@ -165,6 +166,7 @@ def drill():
 
 @drill.command("run")
 @allow_outside_option
+@link_emulation_option
 @click.argument("topology", type=TOPOLOGY)
 @click.argument("playbook", type=PLAYBOOK, required=False)
 @click.option("--detectors", "detectors_dir", **DETECTORS,

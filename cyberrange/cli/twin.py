@@ -16,10 +16,12 @@ from rich.table import Table
 
 from cyberrange.cli._console import make_console
 from cyberrange.cli._params import (
+    LINK_MODES,
     TOPOLOGY,
     allow_outside_option,
     echo_json,
     json_option,
+    link_emulation_option,
 )
 from cyberrange.errors import UserError
 from cyberrange.twin.state import TwinState, live_states
@@ -55,6 +57,7 @@ def _build(file, runs_dir, console):
 
 @click.command("up")
 @allow_outside_option
+@link_emulation_option
 @click.argument("file", type=TOPOLOGY)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where the run folder goes.")
 @click.option("--detach", is_flag=True, help="Return once the twin is up; remove it with `cyberrange down`.")
@@ -249,9 +252,10 @@ def twin_group():
               help="Also measure shaped links with iperf3.")
 @click.option("--links/--no-links", default=True, show_default=True,
               help="Also measure delay, jitter and loss of every profiled zone with ping.")
-@click.option("--link-emulation", type=click.Choice(["relay", "shape"]), default="relay",
-              show_default=True, help="Without netem: emulate delay/jitter/loss in userspace "
-              "(relay) or shape bandwidth only (shape: those values are then failed checks).")
+@click.option("--link-emulation", type=click.Choice(LINK_MODES), default="emulate",
+              show_default=True, help="emulate: netem where the kernel has it, else the "
+              "userspace relay; relay or netem: force one; shape: bandwidth only (delay, "
+              "jitter and loss are then failed checks).")
 @click.option("--accept-unemulated", is_flag=True,
               help="Count a profile value the twin cannot emulate as accepted, not failed "
               "(recorded in the report).")

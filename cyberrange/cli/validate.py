@@ -7,13 +7,21 @@ from pathlib import Path
 
 import click
 
-from cyberrange.cli._params import (CHANGE, DETECTORS, PLAYBOOK, TOPOLOGY, Number,
-                                     allow_outside_option)
+from cyberrange.cli._params import (
+    CHANGE,
+    DETECTORS,
+    PLAYBOOK,
+    TOPOLOGY,
+    Number,
+    allow_outside_option,
+    link_emulation_option,
+)
 from cyberrange.errors import UserError
 
 
 @click.command("validate")
 @allow_outside_option
+@link_emulation_option
 @click.argument("topology", type=TOPOLOGY)
 @click.argument("changes", metavar="CHANGE...", nargs=-1, required=True, type=CHANGE)
 @click.option("--static-only", is_flag=True,

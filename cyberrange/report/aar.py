@@ -8,11 +8,18 @@ def _t(ts) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M:%S.%f")[:-3] if ts else "—"
 
 
+def _links_mode(m: dict) -> str:
+    """How the twin emulated its links' delay, jitter and loss (docs/links.md)."""
+    mode = (m.get("twin") or {}).get("link_emulation")
+    return f"; link emulation {mode}" if mode else ""
+
+
 def render(run, card: dict) -> str:
     m = run.manifest
     lines = [f"# After-action report: {m.get('run_id')}", "",
              f"Topology **{m.get('topology')}**, playbook **{m.get('playbook') or '— (benign only)'}**, "
-             f"detectors {', '.join(m.get('detectors') or [])}.", ""]
+             f"detectors {', '.join(m.get('detectors') or [])}"
+             + _links_mode(m) + ".", ""]
     lines += ["## Attack steps", "",
               "| step | technique | outcome | detected | time to detect | detected by | attack flows "
               "| reason |",

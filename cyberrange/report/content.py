@@ -93,6 +93,7 @@ def run_header(run, card: dict) -> dict:
             "created": _num(m.get("created")), "finished": _num(m.get("finished")),
             "timings": m.get("timings") or {}, "warnings": m.get("warnings") or [],
             "detectors": m.get("detectors") or [], "seed": m.get("seed"),
+            "link_emulation": (m.get("twin") or {}).get("link_emulation"),
             "baseline_end": _num(m.get("baseline_end")),
             "inputs": {k: (v or {}).get("path") for k, v in (m.get("inputs") or {}).items()
                        if isinstance(v, dict)},

@@ -196,6 +196,8 @@ def _header(c: dict, topo) -> str:
     meta = [("run", r["run_id"]), ("status", r["status"]), ("started", utc(r["created"])),
             ("drill wall time", _s(tm.get("total_s"), 1)), ("attack", _s(tm.get("attack_s"), 1)),
             ("detectors", len(r["detectors"])), ("seed", r["seed"])]
+    if r.get("link_emulation"):
+        meta.append(("link emulation", r["link_emulation"]))
     return (f'{banner}<header><h1>After-action report</h1><div class="sub">topology '
             f'<b>{_e(r["topology"])}</b> · playbook <b>{_e(r["playbook"] or "none (benign only)")}'
             f'</b></div><div class="meta">'

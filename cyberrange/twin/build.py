@@ -41,6 +41,10 @@ from cyberrange.twin.state import TwinState, new_prefix, process_start, teardown
 
 REQUIRED_TOOLS = {"tcpdump": "tcpdump", "nft": "nftables", "ip": "iproute2", "tc": "iproute2"}
 PARALLEL = 4                       # per-node configuration commands running at once
+# How a link's delay, jitter and loss are emulated (``CYBERRANGE_LINK_EMULATION`` or a verb's
+# ``--link-emulation``): "emulate" (the default) is netem where the kernel has it, else the
+# userspace relay; "relay"/"netem" force one; "shape" emulates bandwidth only (and warns).
+LINK_MODES = ("emulate", "shape", "relay", "netem")
 
 IPV6_OFF = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
 FORWARDING = {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0",
@@ -111,9 +115,9 @@ class Twin:
         self.netem = False
         self.relay_ports: dict[tuple, tuple[str, str]] = {}
         self.relay_proc: subprocess.Popen | None = None
-        # without netem: "relay" emulates delay/jitter/loss in userspace (twin/linkemu.py),
-        # "shape" shapes bandwidth only and warns (the behaviour before the relay existed)
-        self.link_emulation = os.environ.get("CYBERRANGE_LINK_EMULATION", "shape")
+        # how delay/jitter/loss are emulated (LINK_MODES); ``start()`` replaces "emulate" by the
+        # mode used: "netem", "relay" or "none" (no link needs it)
+        self.link_emulation = os.environ.get("CYBERRANGE_LINK_EMULATION") or "emulate"
         self.dot1q = True
         self.frr: frr.Frr | None = None          # routing: ospf (twin/frr.py)
         self.state: TwinState | None = None
@@ -423,41 +427,37 @@ class Twin:
         return shaped
 
     def _plan_links(self) -> None:
-        """Before any link exists: does this kernel have netem, and which ports need the
-        userspace relay instead (``twin/linkemu.py``); one line saying so."""
+        """Before any link exists: which mode emulates delay, jitter and loss (netem where the
+        kernel has it, else the userspace relay ``twin/linkemu.py``; see LINK_MODES), and one
+        line saying so when it is not netem."""
         self.relay_ports: dict[tuple, tuple[str, str]] = {}
+        if self.link_emulation not in LINK_MODES:
+            raise EnvironmentProblem(f"link emulation {self.link_emulation!r}: want one of "
+                                     + ", ".join(LINK_MODES))
         profiled = [g[0] for n in self.topo.nodes.values() for g in self._ports(n).values()
                     if g[0].profile and g[0].profile.needs_netem]
         if not profiled:
+            if self.link_emulation == "emulate":
+                self.link_emulation = "none"           # nothing to emulate on this topology
             return
-        self.netem = _netem_available(self.sw_ns)
-        if self.link_emulation not in ("relay", "shape"):
-            raise EnvironmentProblem(f"link emulation {self.link_emulation!r}: want relay or shape")
-        relayed = sorted({(i.zone, i.profile.name, i.profile.delay_ms, i.profile.jitter_ms,
-                           i.profile.loss_pct) for i in profiled
-                          if not self.netem and linkemu.relay_needed(i.profile)})
-        if relayed and self.link_emulation == "shape":
-            what = ", ".join(f"{z} ({prof}: {d:g} ms delay, {lo:g}% loss)"
-                             for z, prof, d, _j, lo in relayed)
-            msg = ("netem is not available in this kernel: delay, jitter and loss are NOT emulated"
-                   f" on {what}; bandwidth is shaped with HTB (link emulation 'relay' would"
-                   " emulate them in userspace)")
-            self.warnings.append(msg)
-            self.log(msg)
-        elif relayed:
-            what = ", ".join(f"{z} ({prof}: {d:g}±{j:g} ms, {lo:g}% loss)"
-                             for z, prof, d, j, lo in relayed)
-            msg = ("netem is not available in this kernel: delay, jitter and loss are emulated by"
-                   f" a userspace relay (cyberrange.twin.linkemu) on {what}; bandwidth by HTB")
+        have = _netem_available(self.sw_ns)
+        if self.link_emulation == "netem" and not have:
+            raise EnvironmentProblem("link emulation 'netem': this kernel has no netem (use "
+                                     "'emulate' or 'relay' for the userspace relay)")
+        if self.link_emulation == "emulate":
+            self.link_emulation = "netem" if have else "relay"
+        self.netem = self.link_emulation == "netem"
+        msg = linkemu.plan_note(self.link_emulation, have, [i for i in profiled if not self.netem])
+        if msg:
             self.warnings.append(msg)
             self.log(msg)
 
     def _relayed(self, node, index) -> bool:
         """Does the port ``index`` of ``node`` go through the userspace link relay?"""
-        if self.netem or self.link_emulation != "relay":
+        if self.link_emulation != "relay":
             return False
-        group = self._ports(node)[index]
-        return bool(group[0].profile) and linkemu.relay_needed(group[0].profile)
+        prof = self._ports(node)[index][0].profile
+        return bool(prof) and linkemu.relay_needed(prof) and not linkemu.loss_only(prof)
 
     def _shape(self):
         """The switch side of every shaped port, in one ``tc -batch`` in the switch namespace."""
@@ -474,7 +474,13 @@ class Twin:
         self._start_relay()
 
     def _start_relay(self) -> None:
-        """One relay process, in the switch namespace, for every relayed port (if any)."""
+        """One relay process, in the switch namespace, for every relayed port (if any); an
+        nftables drop for each port whose profile has loss alone (``linkemu.loss_only``)."""
+        drops = [(self.port[(n.name, k)], g[0].profile.loss_pct) for n in self.topo.nodes.values()
+                 for k, g in self._ports(n).items() if self.link_emulation == "relay"
+                 and g[0].profile and linkemu.loss_only(g[0].profile)]
+        if drops:
+            _batch(["nft", "-f", "-"], linkemu.drop_lines(drops), "loss drops", ns=self.sw_ns)
         if not self.relay_ports:
             return
         specs = []

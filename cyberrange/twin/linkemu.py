@@ -113,10 +113,55 @@ class Direction:
 
 
 def relay_needed(profile) -> bool:
-    """A profile the relay emulates: any jitter or loss, or a delay of 1 ms or more. A
+    """A profile that needs emulating beyond bandwidth: any jitter or loss, or a delay of 1 ms
+    or more (the relay does it; loss alone: ``loss_only``, nftables drops). A
     sub-millisecond delay alone (a LAN's 0.1 ms) is the veth's own: relaying it would add more
     delay (about 0.1-0.5 ms per frame in Python) than it emulates."""
     return bool(profile.jitter_ms or profile.loss_pct or profile.delay_ms >= 1.0)
+
+
+def loss_only(profile) -> bool:
+    """A profile whose only emulated value is loss: an nftables random drop at the bridge
+    port's ingress does it (``drop_lines``), in the kernel, without the relay."""
+    return bool(profile.loss_pct) and not profile.jitter_ms and profile.delay_ms < 1.0
+
+
+DROP_TABLE = "cyberrange_loss"
+
+
+def plan_note(mode: str, have_netem: bool, interfaces) -> str | None:
+    """The twin's one line on links whose profile netem does not emulate in ``mode``
+    (``interfaces``: the model's, with ``zone`` and ``profile``), or None."""
+    todo = sorted({(i.zone, i.profile.name, i.profile.delay_ms, i.profile.jitter_ms,
+                    i.profile.loss_pct) for i in interfaces if relay_needed(i.profile)})
+    if not todo:
+        return None
+    if mode == "shape":
+        what = ", ".join(f"{z} ({prof}: {d:g} ms delay, {lo:g}% loss)"
+                         for z, prof, d, _j, lo in todo)
+        return (f"link emulation 'shape': delay, jitter and loss are NOT emulated on {what};"
+                " bandwidth is shaped with HTB (the default, 'emulate', would emulate them)")
+    what = ", ".join(f"{z} ({prof}: {lo:g}% loss, nftables drops)" if j == 0 and d < 1
+                     else f"{z} ({prof}: {d:g}±{j:g} ms, {lo:g}% loss, userspace relay)"
+                     for z, prof, d, j, lo in todo)
+    why = "netem is not available in this kernel" if not have_netem else "netem not used"
+    return (f"{why}: delay, jitter and loss are emulated without it (cyberrange.twin.linkemu)"
+            f" on {what}; bandwidth by HTB")
+
+
+def drop_lines(ports: list[tuple[str, float]]) -> list[str]:
+    """nft commands dropping ``loss`` % of the frames entering each bridge port (the frames
+    leaving its node, as the relay does). Priority -400: after a DDIL drop (-500, which adds
+    to it), before the SPAN copies (0), so a sensor never sees a frame the link dropped. Two
+    counters per port: every frame that came, and those dropped."""
+    lines = [f"add table netdev {DROP_TABLE}"]
+    for port, loss in ports:
+        chain = f"add chain netdev {DROP_TABLE} {port}"
+        lines += [f"{chain} {{ type filter hook ingress device {port} priority -400; }}",
+                  f"add rule netdev {DROP_TABLE} {port} counter",
+                  f"add rule netdev {DROP_TABLE} {port} numgen random mod 1000000 < "
+                  + f"{round(loss * 10_000)} counter drop"]
+    return lines
 
 
 def start(popen, specs: list[LinkSpec], seed: int, stats, log, timeout: float = 10.0,

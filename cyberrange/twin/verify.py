@@ -177,7 +177,7 @@ def _wait_listening(twin, node: str, port: int, proc, timeout: float = 5.0) -> N
 
 
 def verify(topo, run_dir: Path, bandwidth: bool = True, log=None, stage_cb=None,
-           session=None, links: bool = True, link_emulation: str = "relay",
+           session=None, links: bool = True, link_emulation: str = "emulate",
            accept_unemulated: bool = False, link_probes: int = 1000,
            states: list | None = None) -> dict:
     """Boot, probe, measure, tear down. ``session(twin)``: a context manager that holds the
@@ -204,6 +204,7 @@ def _measure(twin, report: dict, t0: float, bandwidth: bool, stage_cb,
         twin.start(stage_cb=stage_cb)
         report["boot_s"] = round(time.monotonic() - t0, 2)
         report["warnings"] = list(twin.warnings)
+        report["link_emulation"] = twin.link_emulation      # the mode used: netem, relay, ...
         if stage_cb:
             stage_cb("reachability probes")
         t1 = time.monotonic()

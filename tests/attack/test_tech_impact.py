@@ -31,8 +31,9 @@ def test_syn_flood_paced_exact_and_received(lab):
     assert abs(res["facts"]["pps"] - 20000) / 20000 < 0.05, res["log"]
     assert res["facts"]["answers"] > 0                 # SYN-ACKs came back (their RSTs suppressed)
     ledger, captured = ledger_flows(res["flows"]), pcap_flows(path, ATTACKER)
-    # 1250 SYNs per source port + the one cleanup RST that clears the target's half-open entry
-    assert len(ledger) == 16 and {v[0] for v in ledger.values()} == {1251}
+    # 1250 SYNs per source port + the cleanup RST that clears the target's half-open entry,
+    # sent twice (one lost on a lossy link would leave the entry to draw kernel RSTs later)
+    assert len(ledger) == 16 and {v[0] for v in ledger.values()} == {1252}
     assert captured == ledger                          # packets and bytes, per 5-tuple
     assert all(k[2] == "tcp" and k[4] == 8443 for k in ledger)
     assert received >= 20000                           # the target's TCP stack saw every SYN

@@ -104,6 +104,14 @@ def test_a_run_without_probes_has_no_section(tmp_path):
     assert run_availability(tmp_path, {"run_id": "r"}) is None
 
 
+def test_the_probe_timeout_allows_three_round_trips_of_the_slowest_emulated_link():
+    from cyberrange.blue.availability import PROBE_TIMEOUT_S, probe_timeout
+    from cyberrange.model.loader import load_topology
+    fob = load_topology(ROOT / "topologies" / "fob.yaml")     # SATCOM 550 ± 20 ms one way
+    assert probe_timeout(fob) == pytest.approx(PROBE_TIMEOUT_S + 3 * 1.14)
+    assert probe_timeout(fob, "shape") == PROBE_TIMEOUT_S      # no delay emulated
+
+
 def test_every_thread_and_service_of_fob_is_planned_from_real_clients():
     from cyberrange.blue.availability import plan_targets
     from cyberrange.model.loader import load_topology
@@ -187,8 +195,12 @@ def benign_drill(tmp_path_factory, request):
 @needs_twin
 def test_a_blocked_path_shows_as_a_drop_on_its_thread_only(benign_drill, tmp_path):
     benign_drill                                       # started first, runs beside this one
+    # shape: this test checks the window arithmetic of a block on one thread, to the probe.
+    # Over the emulated SATCOM (1.1 s round trip) an hq-cop-feed probe takes 2.2 s and
+    # straddles the block's edges, and probes after the unblock were seen to end in "reset"
+    # (2 of 20; not yet explained), so the window cannot be asserted to the probe there.
     p = subprocess.Popen(DRILL + ["--duration", "24", "--probe-interval", "1",
-                                  "--runs-dir", tmp_path], cwd=ROOT,
+                                  "--link-emulation", "shape", "--runs-dir", tmp_path], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:

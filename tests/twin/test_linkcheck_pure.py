@@ -1,9 +1,11 @@
 """The link checks' arithmetic and the relay's argument format, without a twin."""
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
+from helpers import ROOT
 
 from cyberrange.model.topology import LinkProfile
 from cyberrange.twin import linkcheck, linkemu
@@ -22,6 +24,52 @@ def test_only_profiles_with_something_to_emulate_are_relayed():
     assert linkemu.relay_needed(LinkProfile("wan", 100, 20, 2, 0.01))
     assert linkemu.relay_needed(LinkProfile("lossy", None, 0, 0, 1))
     assert linkemu.relay_needed(LinkProfile("jittery", None, 0.2, 0.5, 0))
+
+
+def test_loss_alone_is_an_nftables_drop_not_the_relay():
+    assert linkemu.loss_only(LinkProfile("lossy", None, 0, 0, 1))
+    assert linkemu.loss_only(LinkProfile("lossy-lan", 1000, 0.1, 0, 1))   # 0.1 ms: the veth's
+    assert not linkemu.loss_only(LinkProfile("wan", 100, 20, 2, 0.01))
+    assert not linkemu.loss_only(LinkProfile("lan", 1000, 0.1))
+    lines = linkemu.drop_lines([("p7", 0.5)])
+    assert lines[0] == f"add table netdev {linkemu.DROP_TABLE}"
+    assert "ingress device p7 priority -400" in lines[1]      # before the SPAN copies (0)
+    assert lines[-1].endswith("numgen random mod 1000000 < 5000 counter drop")
+
+
+def test_the_default_mode_is_emulate_and_the_cli_knows_every_mode(monkeypatch):
+    from cyberrange.cli import _params
+    from cyberrange.model.loader import load_topology
+    from cyberrange.twin import build
+    assert _params.LINK_MODES == build.LINK_MODES
+    monkeypatch.delenv("CYBERRANGE_LINK_EMULATION", raising=False)
+    topo = load_topology(ROOT / "tests" / "data" / "good" / "links.yaml")
+    assert build.Twin(topo, "/nonexistent", "x").link_emulation == "emulate"
+    monkeypatch.setenv("CYBERRANGE_LINK_EMULATION", "shape")
+    assert build.Twin(topo, "/nonexistent", "x").link_emulation == "shape"
+    # --link-emulation on a verb sets it for the process (and the workers it starts)
+    import click
+    from click.testing import CliRunner
+
+    @click.command()
+    @_params.link_emulation_option
+    def verb():
+        click.echo(os.environ["CYBERRANGE_LINK_EMULATION"])
+    assert CliRunner().invoke(verb, ["--link-emulation", "relay"]).output == "relay\n"
+    assert CliRunner().invoke(verb, ["--link-emulation", "nope"]).exit_code == 2
+
+
+def test_the_twin_names_what_is_not_emulated_in_shape_and_how_the_rest_is():
+    from cyberrange.model.loader import load_topology
+    topo = load_topology(ROOT / "tests" / "data" / "good" / "links.yaml")
+    itfs = [i for n in topo.nodes.values() for i in n.interfaces
+            if i.profile and i.profile.needs_netem]
+    shape = linkemu.plan_note("shape", False, itfs)
+    assert "NOT emulated" in shape and "sat (sat-test" in shape and "lan (" not in shape
+    relay = linkemu.plan_note("relay", False, itfs)
+    assert "netem is not available" in relay and "lossy (lossy-test: 5% loss, nftables" in relay
+    assert "sat (sat-test: 100±5 ms, 1% loss, userspace relay)" in relay
+    assert linkemu.plan_note("relay", False, []) is None
 
 
 def test_expected_round_trip_crosses_the_profile_twice():

@@ -186,7 +186,8 @@ def test_up_detach_exec_and_down(tmp_path):
 
 
 def test_missing_netem_gives_one_clear_warning(tmp_path):
-    """This kernel has no netem: a profile with delay/loss warns once and the twin still runs."""
+    """This kernel has no netem: a profile with delay/loss says once how it is emulated (by
+    default the userspace relay), and the twin runs."""
     topo = load_topology(ROOT / "topologies" / "fob.yaml")
     msgs = []
     twin = Twin(topo, tmp_path, "test-netem", log=msgs.append)
@@ -195,6 +196,7 @@ def test_missing_netem_gives_one_clear_warning(tmp_path):
         if twin.netem:
             pytest.skip("this kernel has netem")
         assert len(msgs) == 1 and "netem is not available" in msgs[0] and "satcom" in msgs[0]
+        assert twin.link_emulation == "relay" and twin.relay_proc.poll() is None   # the default
         # bandwidth is still shaped on the SATCOM link: an HTB class at 4 Mbit/s
         port = twin.port[("hq-rtr", topo.nodes["hq-rtr"].interfaces[-1].index)]
         out = twin.switch_run(["tc", "class", "show", "dev", port]).stdout

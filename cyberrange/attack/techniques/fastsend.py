@@ -218,15 +218,31 @@ class QuietKernel:
             self.error = p.stderr.strip()
         return self
 
+    def _count(self) -> int:
+        words = self._nft("list", "table", "ip", self.table, check=False).stdout.split()
+        return next((int(words[i + 1]) for i, w in enumerate(words[:-1]) if w == "packets"), 0)
+
+    def settle(self, quiet_s: float, max_s: float = 10.0) -> None:
+        """Wait until the kernel has had nothing to answer for ``quiet_s`` seconds, at most
+        ``max_s``: answers to the last frames are still in flight (over a 550 ms SATCOM hop
+        they come 1.1 s after the frame), and once this table is gone the kernel would answer
+        them with RSTs the ledger does not hold. Without nft: ``quiet_s``."""
+        if not self.active:
+            time.sleep(quiet_s)
+            return
+        now = time.monotonic()
+        deadline, since, last = now + max_s, now, self._count()
+        while now < deadline and now - since < quiet_s:
+            time.sleep(0.05)
+            n, now = self._count(), time.monotonic()
+            if n != last:
+                last, since = n, now
+
     def __exit__(self, *exc):
         if not self.active:
             return False
         try:
-            out = self._nft("list", "table", "ip", self.table, check=False).stdout
-            for word_i, word in enumerate(out.split()):
-                if word == "packets":
-                    self.dropped = int(out.split()[word_i + 1])
-                    break
+            self.dropped = self._count()
         finally:
             self._nft("delete", "table", "ip", self.table, check=False)
         return False

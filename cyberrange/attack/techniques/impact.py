@@ -99,18 +99,20 @@ def _flood(kind: str, targets: list[str], params: dict) -> Result:
             if resets and sender.sent:
                 # one RST per 5-tuple used (seq ISN+1) clears the target's half-open
                 # connections; else their SYN-ACK retransmissions (for about a minute) would
-                # draw RSTs from the actor's kernel after the step, outside the ledger
+                # draw RSTs from the actor's kernel after the step, outside the ledger. Each
+                # is sent twice: on a lossy link (SATCOM: 0.5 %) a lost RST would leave one
+                # (a second RST to a connection already gone is ignored)
                 time.sleep(0.05)
                 used = [(k, r) for k, r, n in zip(keys, resets, sender.counts()) if n]
-                cleanup = FastSender(iface, [r for _k, r in used])
+                cleanup = FastSender(iface, [r for _k, r in used] * 2)
                 try:
-                    cleanup.run(len(used), 0)
+                    cleanup.run(2 * len(used), 0)
                 except Blocked:
                     pass                        # blocked too: what went out is counted
                 finally:
-                    cleanup.close()
-                    resets_sent = used[:cleanup.sent]   # cyclic order from frame 0
-            time.sleep(ANSWER_WAIT)   # answers in flight still get dropped
+                    cleanup.close()             # cyclic order from frame 0
+                    resets_sent = [used[i % len(used)] for i in range(cleanup.sent)]
+            quiet.settle(ANSWER_WAIT)   # answers in flight (a slow link: an RTT later) dropped
     finally:                          # after a cut or an error too: what went out
         sender.close()
         for key, r in resets_sent:

@@ -194,7 +194,7 @@ def replay(targets: list[str], params: dict) -> Result:
                 finally:
                     c.close()
                     cleanup_sent = cleanup[:c.sent]
-            time.sleep(ANSWER_WAIT)
+            quiet.settle(ANSWER_WAIT)       # answers in flight (a slow link: an RTT later)
     finally:                                # after a cut or an error too: what went out
         for k, n, length in zip(keys, counts, lengths):
             res.flows.append(flow(*k, n, n * length))
