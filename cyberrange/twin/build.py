@@ -440,7 +440,7 @@ class Twin:
             if self.link_emulation == "emulate":
                 self.link_emulation = "none"           # nothing to emulate on this topology
             return
-        have = _netem_available(self.sw_ns)
+        have = linkemu.netem_available(self.sw_ns)
         if self.link_emulation == "netem" and not have:
             raise EnvironmentProblem("link emulation 'netem': this kernel has no netem (use "
                                      "'emulate' or 'relay' for the userspace relay)")
@@ -579,19 +579,6 @@ def _dot1q_available(ns: str) -> bool:
         _DOT1Q["v"] = r.returncode == 0
         netns.run(ns, ["ip", "-force", "-batch", "-"], input="link del zqbr\nlink del zqa\n")
     return _DOT1Q["v"]
-
-
-_NETEM: dict[str, bool] = {}
-
-
-def _netem_available(ns: str) -> bool:
-    """Probe once per process, inside ``ns``: can this kernel add a netem qdisc?"""
-    if "v" not in _NETEM:
-        netns.run(ns, ["ip", "link", "add", "zqn", "type", "veth", "peer", "name", "zqm"])
-        r = netns.run(ns, ["tc", "qdisc", "add", "dev", "zqn", "root", "netem", "delay", "0ms"])
-        _NETEM["v"] = r.returncode == 0
-        netns.run(ns, ["ip", "link", "del", "zqn"])
-    return _NETEM["v"]
 
 
 def _read(path: Path) -> str:

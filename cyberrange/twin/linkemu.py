@@ -370,3 +370,17 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+_NETEM: dict[str, bool] = {}
+
+
+def netem_available(ns: str) -> bool:
+    """Probe once per process, inside ``ns``: can this kernel add a netem qdisc?"""
+    from cyberrange.twin import netns
+    if "v" not in _NETEM:
+        netns.run(ns, ["ip", "link", "add", "zqn", "type", "veth", "peer", "name", "zqm"])
+        r = netns.run(ns, ["tc", "qdisc", "add", "dev", "zqn", "root", "netem", "delay", "0ms"])
+        _NETEM["v"] = r.returncode == 0
+        netns.run(ns, ["ip", "link", "del", "zqn"])
+    return _NETEM["v"]
