@@ -27,6 +27,15 @@ Each series with at least ``min_connections`` connections and a median interval 
   to [0, 1] (a check-in is the same request every time);
 * count -- ``min(1, connections / full_count)``.
 
+Short series are judged by a second test, the *rhythm* of their first ``min_connections`` - 1
+connections (``beacon_stats``): the spread ``(longest - shortest) / (longest + shortest)`` of
+their intervals, and the exact chance ``p`` that random (Poisson) arrivals are that regular. A
+series with at least ``rhythm_min_connections`` connections and same-size requests (size score
+> 0) scores ``threshold * log10(p) / log10(rhythm_p)`` by it, so it reaches the threshold exactly
+when ``p <= rhythm_p``; its score is the larger of the two. Five to seven check-ins -- all a 45 s
+beacon makes in five minutes -- are then enough when the jitter is small enough (the envelope
+edge, docs/detectors/beacon.md).
+
 A series alerts when its score reaches ``threshold``, unless it is known-good:
 
 * it matches ``allow`` (destination IPs/CIDRs, or domains and their subdomains),
@@ -36,7 +45,9 @@ A series alerts when its score reaches ``threshold``, unless it is known-good:
 * (trained) it already had ``baseline_min_connections`` connections in the benign baseline
   window: a channel that was busy before the drill began is the network's own (the benign
   ``c2-report`` role reports to the real C2 server every few seconds); for DNS also any domain
-  queried that often in the baseline by all sources together (the network's own domain).
+  queried that often in the baseline by all sources together (the network's own domain), and
+  for addresses any server port that ``baseline_peers`` sources used in the baseline (a COP
+  server every client reports to).
 
 One alert per series; its ``flow_ids`` hold every flow of the series, its evidence every
 component of the score and the thresholds it was held to. ``near_misses()`` lists the series
