@@ -194,7 +194,9 @@ def _print_near_misses(console, misses: list[dict]) -> None:
         comp = (f"{m.get('connections')} conns, every {m.get('interval_median_s')} s, jitter "
                 f"{m.get('interval_jitter')} (allowed {m.get('jitter_allowed')}), "
                 f"{m.get('duration_s')} s, timing {m.get('timing_score')} size "
-                f"{m.get('size_score')} count {m.get('count_score')}") \
+                f"{m.get('size_score')} count {m.get('count_score')}"
+                + (f"; rhythm: spread {m['interval_spread']}, chance {m['p_random']:.2g} for "
+                   f"random arrivals" if "p_random" in m else "")) \
             if "interval_jitter" in m else ""
         console.print(f"  {m['rule.name']}  {m['channel']}  score {m['score']}  {comp}\n"
                       f"    failed: {why}", highlight=False, soft_wrap=True)

@@ -27,6 +27,15 @@ Each series with at least ``min_connections`` connections and a median interval 
   to [0, 1] (a check-in is the same request every time);
 * count -- ``min(1, connections / full_count)``.
 
+Short series are judged by a second test, the *rhythm* of their first ``min_connections`` - 1
+connections (``beacon_stats``): the spread ``(longest - shortest) / (longest + shortest)`` of
+their intervals, and the exact chance ``p`` that random (Poisson) arrivals are that regular. A
+series with at least ``rhythm_min_connections`` connections and same-size requests (size score
+> 0) scores ``threshold * log10(p) / log10(rhythm_p)`` by it, so it reaches the threshold exactly
+when ``p <= rhythm_p``; its score is the larger of the two. Five to seven check-ins -- all a 45 s
+beacon makes in five minutes -- are then enough when the jitter is small enough (the envelope
+edge, docs/detectors/beacon.md).
+
 A series alerts when its score reaches ``threshold``, unless it is known-good:
 
 * it matches ``allow`` (destination IPs/CIDRs, or domains and their subdomains),
@@ -36,7 +45,9 @@ A series alerts when its score reaches ``threshold``, unless it is known-good:
 * (trained) it already had ``baseline_min_connections`` connections in the benign baseline
   window: a channel that was busy before the drill began is the network's own (the benign
   ``c2-report`` role reports to the real C2 server every few seconds); for DNS also any domain
-  queried that often in the baseline by all sources together (the network's own domain).
+  queried that often in the baseline by all sources together (the network's own domain), and
+  for addresses any server port that ``baseline_peers`` sources used in the baseline (a COP
+  server every client reports to).
 
 One alert per series; its ``flow_ids`` hold every flow of the series, its evidence every
 component of the score and the thresholds it was held to. ``near_misses()`` lists the series
@@ -46,81 +57,35 @@ connection at which the series' running score reached the threshold.
 from __future__ import annotations
 
 import ipaddress
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import Alert, Detector, SettingError, us_to_dt
+from .beacon_explain import BeaconExplain
+from .beacon_stats import (
+    dns_queries,
+    group_quantiles,
+    log10_p_random,
+    registered_domain,
+    regularity,
+)
 from .features import codes, int_col, scatter_max, stable_id, ts_us
 
-
-def group_quantiles(g: np.ndarray, v: np.ndarray, n_groups: int, qs) -> list[np.ndarray]:
-    """Per-group quantiles (linear interpolation) of ``v`` grouped by ``g`` (0..n_groups-1)."""
-    order = np.lexsort((v, g))
-    vs = v[order]
-    counts = np.bincount(g, minlength=n_groups)
-    offs = np.cumsum(counts) - counts
-    last = np.maximum(counts - 1, 0)
-    out = []
-    for q in qs:
-        pos = q * last
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, last)
-        frac = pos - lo
-        ok = counts > 0
-        val = np.zeros(n_groups)
-        a = vs[(offs + lo)[ok]]
-        b = vs[(offs + hi)[ok]]
-        val[ok] = a + frac[ok] * (b - a)
-        out.append(val)
-    return out
+__all__ = ["BeaconDetector", "dns_queries", "group_quantiles", "log10_p_random",
+           "registered_domain", "regularity"]
 
 
-def regularity(g: np.ndarray, v: np.ndarray, n_groups: int):
-    """Per group: Bowley skew, median, MADM and the estimated relative jitter.
-
-    The jitter estimate is the mean of ``2 * MADM / median`` and ``sqrt(3) * CV`` (CV =
-    std / mean): both equal ``j`` for values spread uniformly over ``median * (1 +- j)``, and
-    are about 1.4 and 1.7 for Poisson arrivals (exponential intervals).
-    """
-    q1, q2, q3 = group_quantiles(g, v, n_groups, (0.25, 0.5, 0.75))
-    iqr = q3 - q1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        skew = np.where((iqr > 0) & (q2 != q1) & (q2 != q3), (q1 + q3 - 2 * q2) / iqr, 0.0)
-    madm = group_quantiles(g, np.abs(v - q2[g]), n_groups, (0.5,))[0]
-    n = np.bincount(g, minlength=n_groups).astype(np.float64)
-    mean = np.bincount(g, weights=v, minlength=n_groups) / np.maximum(n, 1)
-    var = np.bincount(g, weights=(v - mean[g]) ** 2, minlength=n_groups) / np.maximum(n, 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r_madm = np.where(q2 > 0, 2 * madm / q2, np.where(madm > 0, np.inf, 0.0))
-        r_cv = np.where(mean > 0, np.sqrt(3 * var) / mean, np.where(var > 0, np.inf, 0.0))
-    return skew, q2, madm, (r_madm + r_cv) / 2
-
-
-def registered_domain(names: pa.Array, labels: int) -> pa.Array:
-    """The last ``labels`` labels of each DNS name, lower case (the whole name if shorter)."""
-    low = pc.utf8_lower(pc.utf8_rtrim(names, characters="."))
-    pat = r"(?P<d>(?:[^.]+\.){%d}[^.]+)$" % (labels - 1)
-    got = pc.struct_field(pc.extract_regex(low, pattern=pat), [0])
-    return pc.if_else(pc.is_null(got), low, got)
-
-
-def dns_queries(packets: pa.Table) -> pa.Table:
-    """DNS queries (not responses) among packet records."""
-    name = packets.column("dns.question.name")
-    mask = pc.and_(pc.is_valid(name), pc.is_null(packets.column("dns.response_code")))
-    return packets.filter(mask)
-
-
-class BeaconDetector(Detector):
+class BeaconDetector(BeaconExplain, Detector):
     family = "beacon"
     kind = "statistical"
     technique = "T1071.001"
     trainable = True
     scores_flows = True
     needs_packets = True
-    SETTINGS = {
+    SETTINGS: ClassVar[dict] = {
         "threshold": 0.35,                # score in [0, 1] that raises an alert
         "min_connections": 8,             # a series needs this many connections to be scored
         "full_count": 10,                 # connections that earn the full count score
@@ -136,6 +101,11 @@ class BeaconDetector(Detector):
         "domain_labels": 2,               # labels that make the registered domain
         "retry": 2,                       # seconds: same query again within this = a retry
         "baseline_min_connections": 3,    # trained: series this busy in the baseline are known
+        "rhythm_p": 0.001,                # short series: alert when random arrivals would look
+                                          # this regular with at most this chance (0: off)
+        "rhythm_min_connections": 5,      # ... and it has at least this many connections
+        "baseline_peers": 3,              # trained: a server port this many sources used in
+                                          # the baseline is the network's own service (0: off)
     }
 
     def configure(self) -> None:
@@ -176,6 +146,13 @@ class BeaconDetector(Detector):
         self.domain_labels = int(self._number("domain_labels", minimum=1, integer=True))
         self.retry_us = int(self._number("retry") * 1_000_000)
         self.baseline_min = int(self._number("baseline_min_connections", minimum=1, integer=True))
+        self.rhythm_p = float(self._number("rhythm_p"))
+        if not 0 <= self.rhythm_p < 1:
+            raise SettingError(f"setting 'rhythm_p' of {self.name!r} must be in [0, 1), got "
+                               f"{self.rhythm_p!r}", setting="rhythm_p")
+        self.rhythm_min = int(self._number("rhythm_min_connections", minimum=3, integer=True))
+        self.baseline_peers = int(self._number("baseline_peers", minimum=0, integer=True))
+        self.known_services: set = set()
         self.known: set = set()
         self.known_domains: set = set()
 
@@ -283,8 +260,14 @@ class BeaconDetector(Detector):
         timing = np.where(jit_i < allowed, timing, 0.0)
         sizes = np.clip(1 - jit_b / self.size_jitter, 0, 1)
         count = np.minimum(1.0, counts / self.full_count)
-        raw = timing * (0.6 + 0.2 * sizes + 0.2 * count)
-        score = np.where((counts >= self.min_conn) & (med_i >= self.min_interval), raw, 0.0)
+        rita = timing * (0.6 + 0.2 * sizes + 0.2 * count)
+        # the rhythm test (short series): how likely random arrivals would look this regular,
+        # judged on the shortest and longest interval (beacon_stats.log10_p_random)
+        spread, lp, rhythm = self._rhythm(ig, ints, sizes, G)
+        raw = np.maximum(rita, rhythm)
+        gate = med_i >= self.min_interval
+        score = np.where(gate, np.maximum(np.where(counts >= self.min_conn, rita, 0.0),
+                                          np.where(counts >= self.rhythm_min, rhythm, 0.0)), 0.0)
         series = uso // n_obs
         best = np.full(n_series, -1.0)
         pick = np.full(n_series, -1, dtype=np.int64)
@@ -298,11 +281,35 @@ class BeaconDetector(Detector):
         np.minimum.at(t_first, gs, ts_)
         t_last = np.zeros(G, dtype=np.int64)
         np.maximum.at(t_last, gs, ts_)
-        detail = dict(counts=counts, med_i=med_i, madm_i=madm_i, skew_i=skew_i, med_b=med_b,
-                      jit_i=jit_i, jit_b=jit_b, allowed=allowed,
-                      duration=(t_last - t_first) / 1e6,
-                      timing=timing, sizes=sizes, count=count, score=score, raw=raw)
+        detail = {"counts": counts, "med_i": med_i, "madm_i": madm_i, "skew_i": skew_i,
+                  "med_b": med_b, "jit_i": jit_i, "jit_b": jit_b, "allowed": allowed,
+                  "duration": (t_last - t_first) / 1e6, "timing": timing, "sizes": sizes,
+                  "count": count, "score": score, "raw": raw, "rita": rita,
+                  "spread": spread, "log10_p": lp, "rhythm": rhythm}
         return best, pick, detail, sinv
+
+    def _rhythm(self, ig, ints, sizes, n_groups):
+        """Per group: the spread ``(max - min) / (max + min)`` of its first intervals, log10 of the
+        chance that random arrivals are that regular, and the rhythm score
+        ``threshold x log10(p) / log10(rhythm_p)`` (clipped to [0, 1]; it reaches the threshold
+        exactly when p <= rhythm_p), 0 unless the sizes are consistent (size score > 0)."""
+        # the first `min_connections` - 1 connections of each series only: one test per series
+        # (more chances would multiply the false alerts), where the RITA score cannot yet judge
+        first = np.flatnonzero(np.arange(len(ig)) - np.searchsorted(ig, ig) < self.min_conn - 2)
+        ig, ints = ig[first], ints[first]
+        n_int = np.bincount(ig, minlength=n_groups)
+        hi = np.zeros(n_groups)
+        np.maximum.at(hi, ig, ints)
+        lo = np.full(n_groups, np.inf)
+        np.minimum.at(lo, ig, ints)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = np.where(n_int >= 2, (hi - lo) / (hi + lo), 1.0)
+        spread = np.nan_to_num(spread, nan=1.0)
+        lp = log10_p_random(n_int, spread)
+        if self.rhythm_p <= 0:
+            return spread, lp, np.zeros(n_groups)
+        rhythm = np.clip(self.threshold * lp / np.log10(self.rhythm_p), 0.0, 1.0)
+        return spread, lp, np.where(sizes > 0, rhythm, 0.0)
 
     def allowance(self, n: np.ndarray) -> np.ndarray:
         """Estimated jitter at which timing scores 0, for series of ``n`` connections.
@@ -319,7 +326,8 @@ class BeaconDetector(Detector):
 
     def _known(self, label) -> bool:
         kind, src, dst, port, proto = label
-        if (kind, src, dst, port, proto) in self.known:
+        if (kind, src, dst, port, proto) in self.known or \
+                (kind == "ip" and (dst, port, proto) in self.known_services):
             return True
         if kind == "ip":
             if dst and self.allow_nets:
@@ -332,6 +340,13 @@ class BeaconDetector(Detector):
         return dst in self.known_domains or \
             any(dst == d or dst.endswith("." + d) for d in self.allow_domains)
 
+    def _known_why(self, label) -> str:
+        if label in self.known:
+            return "in baseline"
+        if label[0] == "ip" and label[2:] in self.known_services:
+            return "service of the baseline"
+        return "allow"
+
     def _analyse(self, flows, packets):
         """Yield (part, labels, g, best, pick, detail, sinv) per part."""
         for part in self._events(flows, packets):
@@ -343,6 +358,7 @@ class BeaconDetector(Detector):
     def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
         self.known = set()
         self.known_domains = set()
+        self.known_services = set()
         for part in self._events(flows, packets):
             g, obs, labels = self._series(part)
             so = g * (int(obs.max()) + 2) + obs + 1
@@ -358,6 +374,14 @@ class BeaconDetector(Detector):
                     per_dom[labels[i][2]] = per_dom.get(labels[i][2], 0) + int(busiest[i])
                 self.known_domains.update(d for d, n in per_dom.items()
                                           if n >= self.baseline_min)
+            elif self.baseline_peers:
+                # a server port that many sources used in the baseline is the network's own
+                # service (a COP server every client reports to), whoever reports to it later
+                peers: dict = {}
+                for lab in labels:
+                    peers.setdefault(lab[2:], set()).add(lab[1])
+                self.known_services.update(k for k, v in peers.items()
+                                           if len(v) >= self.baseline_peers)
         self.trained = True
 
     def detect(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
@@ -413,10 +437,12 @@ class BeaconDetector(Detector):
                f"+-{min(d['jit_i'][p], 9.99):.0%} (MADM {d['madm_i'][p]:.1f} s, median "
                f"{d['med_b'][p]:.0f} bytes each) between "
                f"{us_to_dt(t[members].min()):%H:%M:%S} and {us_to_dt(t[members].max()):%H:%M:%S}"
-               f" UTC; beacon score {score:.2f} (threshold {self.threshold:g})")
+               f" UTC; beacon score {score:.2f} (threshold {self.threshold:g}"
+               f"{self._route_text(d, p)})")
         evidence = {"feature": "beacon_score", "value": round(score, 3),
                     "threshold": self.threshold, "channel": channel, "connections": n,
                     "interval_median_s": round(float(d["med_i"][p]), 3),
+                    "route": self._route(d, p),
                     **self._measures(d, p), **self._components(d, p),
                     "baseline": "not in baseline" if self.trained else "untrained",
                     "flows": len(flow_ids)}
@@ -427,156 +453,15 @@ class BeaconDetector(Detector):
             score=round(score, 3), evidence=evidence, flow_ids=flow_ids,
             alert_id=stable_id(self.name, channel, flow_ids[0] if flow_ids else ""))
 
-    def _components(self, d, p) -> dict:
-        """The parts of the score every alert and near-miss shows: the series' duration, the
-        jitter allowance for its count, and the thresholds they were held to."""
-        return {"duration_s": round(float(d["duration"][p]), 3),
-                "jitter_allowed": round(float(d["allowed"][p]), 3),
-                "thresholds": {"score": self.threshold, "min_connections": self.min_conn,
-                               "min_interval_s": self.min_interval,
-                               "jitter_allowed": round(float(d["allowed"][p]), 3),
-                               "size_jitter": self.size_jitter, "full_count": self.full_count,
-                               "max_bytes": self.max_bytes}}
-
-    @staticmethod
-    def _measures(d: dict, p: int) -> dict:
-        """The series' measured interval, size and part scores (alert evidence and
-        near-misses alike)."""
-        return {"interval_madm_s": round(float(d["madm_i"][p]), 3),
-                "interval_bowley_skew": round(float(d["skew_i"][p]), 3),
-                "interval_jitter": round(float(d["jit_i"][p]), 3),
-                "size_jitter": round(float(d["jit_b"][p]), 3),
-                "bytes_median": float(d["med_b"][p]),
-                "timing_score": round(float(d["timing"][p]), 3),
-                "size_score": round(float(d["sizes"][p]), 3),
-                "count_score": round(float(d["count"][p]), 3)}
-
-    def near_misses(self, flows: pa.Table, packets: pa.Table | None = None, *,
-                    floor: float | None = None, limit: int = 20) -> list[dict]:
-        """Series that did not alert although they look somewhat like beacons, with every score
-        component and what failed by how much (``cyberrange detect run --explain``).
-
-        A near-miss is a series with at least 4 connections, whose score without the count and
-        interval gates reached ``floor`` (default half the threshold), and that raised no alert.
-        ``failed`` lists each reason: ``{"check", "value", "needed", "short_by"}``. Sorted by
-        score, at most ``limit``. Optional hook: the CLI asks every detector that has one.
-        """
-        floor = self.threshold / 2 if floor is None else floor
-        out = []
-        if flows.num_rows == 0 and (packets is None or packets.num_rows == 0):
-            return out
-        for part, labels, g, best, pick, d, sinv in self._analyse(flows, packets):
-            for s in range(len(labels)):
-                p = pick[s]
-                if p < 0 or d["counts"][p] < 4 or d["raw"][p] < floor:
-                    continue
-                label = labels[s]
-                failed = []
-
-                def miss(check, value, needed, below=True):
-                    short = (needed - value) if below else (value - needed)
-
-                    def num(x):
-                        return x if isinstance(x, int) else round(float(x), 3)
-                    failed.append({"check": check, "value": num(value), "needed": num(needed),
-                                   "short_by": num(short)})
-                n, med = int(d["counts"][p]), float(d["med_i"][p])
-                if n < self.min_conn:
-                    miss("connections >= min_connections", n, self.min_conn)
-                if med < self.min_interval:
-                    miss("interval_median_s >= min_interval", med, self.min_interval)
-                if d["jit_i"][p] >= d["allowed"][p]:
-                    miss("interval_jitter < jitter_allowed", d["jit_i"][p], d["allowed"][p],
-                         below=False)
-                if best[s] < self.threshold:
-                    miss("score >= threshold", max(best[s], 0.0), self.threshold)
-                if d["med_b"][p] > self.max_bytes:
-                    miss("bytes_median <= max_bytes", d["med_b"][p], self.max_bytes,
-                         below=False)
-                known = self._known(label)
-                if known:
-                    failed.append({"check": "not known-good",
-                                   "value": "in baseline" if label in self.known else "allow"})
-                if not failed:
-                    continue        # it alerted
-                kind, src, dst, port, proto = label
-                channel = f"{src} -> {dst} (DNS)" if kind == "dns" else \
-                    f"{src} -> {dst}:{port}/{proto}"
-                out.append({"rule.name": self.name, "channel": channel, "source.ip": src,
-                            "destination": dst, "score": round(float(max(best[s], 0.0)), 3),
-                            "score_ungated": round(float(d["raw"][p]), 3),
-                            "connections": n, "interval_median_s": round(med, 3),
-                            **self._measures(d, p), **self._components(d, p),
-                            "failed": failed})
-        out.sort(key=lambda m: (-m["score_ungated"], m["channel"]))
-        return out[:limit]
-
-    def signals(self, flows: pa.Table, packets: pa.Table | None = None) -> list[Alert]:
-        """Weak signals for the incident correlator (docs/incidents.md): the near-misses that
-        are neither known-good nor bulk transfers, each scored by how close it came:
-        ``0.5 x min(1, ungated score / threshold) x min(1, connections / min_connections)``
-        (at most 0.5: a rhythm short of a beacon is common in benign traffic)."""
-        out = []
-        for m in self.near_misses(flows, packets, limit=1_000_000):
-            checks = {f["check"] for f in m["failed"]}
-            if checks & {"not known-good", "bytes_median <= max_bytes"}:
-                continue
-            rows = self._channel_flows(flows, m)
-            if rows is None or not rows.num_rows:
-                continue
-            t = ts_us(rows, "event.start")
-            fids = list(dict.fromkeys(f for f in rows.column("cyberrange.flow_id").to_pylist()
-                                      if f))
-            closeness = min(1.0, m["score_ungated"] / self.threshold) * \
-                min(1.0, m["connections"] / self.min_conn)
-            why = "; ".join(f"{f['check']}: {f['value']}" + (
-                f" (needed {f['needed']})" if "needed" in f else "") for f in m["failed"])
-            dns = m["channel"].endswith("(DNS)")
-            out.append(Alert(
-                timestamp=us_to_dt(int(t.min())), start=us_to_dt(int(t.min())),
-                end=us_to_dt(int(t.max())), rule_name=self.name, rule_category=self.family,
-                technique="T1071.004" if dns else "T1071.001", source_ip=m["source.ip"],
-                destination_ip=None if dns else m["destination"],
-                message=f"{m['channel']}: {m['connections']} connections every "
-                        f"{m['interval_median_s']} s, a rhythm short of a beacon ({why})",
-                score=round(0.5 * closeness, 3), kind="signal", dataset="cyberrange.signal",
-                evidence={"feature": "beacon_score_ungated", "value": m["score_ungated"],
-                          "threshold": self.threshold, "channel": m["channel"],
-                          "connections": m["connections"], "failed": m["failed"]},
-                flow_ids=fids, alert_id=stable_id(self.name, "signal", m["channel"],
-                                                  fids[0] if fids else "")))
-        return out
-
-    def _channel_flows(self, flows: pa.Table, m: dict) -> pa.Table | None:
-        """The flows of a near-miss's series: its address pair, port and transport, or (DNS)
-        its source's queries under the registered domain."""
-        src = pc.fill_null(pc.equal(flows.column("source.ip"), m["source.ip"]), False)
-        if m["channel"].endswith("(DNS)"):
-            names = flows.column("dns.question.name") \
-                if "dns.question.name" in flows.column_names else None
-            if names is None:
-                return None
-            q = flows.filter(pc.and_(src, pc.is_valid(names)))
-            if not q.num_rows:
-                return q
-            reg = registered_domain(q.column("dns.question.name").combine_chunks(),
-                                    self.domain_labels)
-            return q.filter(pc.fill_null(pc.equal(reg, m["destination"]), False))
-        port, proto = m["channel"].rsplit(":", 1)[1].split("/")
-        keep = pc.and_(src, pc.fill_null(pc.and_(
-            pc.equal(flows.column("destination.ip"), m["destination"]),
-            pc.and_(pc.equal(flows.column("destination.port"), int(port)),
-                    pc.equal(flows.column("network.transport"), proto))), False))
-        return flows.filter(keep)
-
     def _crossing(self, t: np.ndarray, size: np.ndarray) -> int:
         """Time of the first connection at which the series' running score reached the
         threshold (checked at up to 64 prefixes)."""
         order = np.argsort(t, kind="stable")
         t, size = t[order], size[order]
         n = len(t)
-        ks = np.unique(np.linspace(self.min_conn, n, num=min(64, n - self.min_conn + 1))
-                       .astype(np.int64)) if n >= self.min_conn else np.array([n])
+        lo = min(self.min_conn, self.rhythm_min) if self.rhythm_p > 0 else self.min_conn
+        ks = np.unique(np.linspace(lo, n, num=min(64, n - lo + 1))
+                       .astype(np.int64)) if n >= lo else np.array([n])
         for k in ks:
             g = np.zeros(k, dtype=np.int64)
             best, _, _, _ = self._score(g, np.zeros(k, dtype=np.int64), t[:k], size[:k], 1)

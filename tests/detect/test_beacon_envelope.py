@@ -61,12 +61,16 @@ def test_alert_evidence_carries_every_component():
 
 def test_near_misses_say_what_failed_and_by_how_much():
     det = BeaconDetector("c2-beacon")
-    few = beacon_table(120, 0.1, 6)                        # too few check-ins
+    few = beacon_table(120, 0.1, 4)                        # too few check-ins for either test
     (m,) = det.near_misses(few, EMPTY)
     assert m["channel"] == f"{env.IMPLANT} -> {env.C2}:443/tcp" and m["score"] == 0
-    (f,) = [f for f in m["failed"] if f["check"].startswith("connections")]
-    assert (f["value"], f["needed"], f["short_by"]) == (6, 8, 2)
+    short = {f["check"]: f for f in m["failed"] if f["check"].startswith("connections")}
+    f = short["connections >= min_connections"]
+    assert (f["value"], f["needed"], f["short_by"]) == (4, 8, 4)
+    f = short["connections >= rhythm_min_connections"]
+    assert (f["value"], f["needed"], f["short_by"]) == (4, 5, 1)
     assert m["score_ungated"] >= det.threshold and "jitter_allowed" in m
+    assert m["p_random"] > 0 and 0 <= m["interval_spread"] < 0.15
     # an alerting beacon is no near-miss, Poisson browsing is none either
     assert det.near_misses(beacon_table(60, 0.2, 12), EMPTY) == []
     rows = env.Rows()
@@ -82,11 +86,13 @@ def test_known_good_is_a_near_miss_with_its_reason():
 
 @pytest.fixture
 def beacon_pcap(tmp_path):
-    """6 HTTPS check-ins every ~20 s: one short of what a beacon needs."""
+    """6 HTTPS check-ins every ~20 s: two short of the RITA score's 8, and too jittered for
+    the rhythm test of 6 (intervals 20, 14, 24, 17, 25 s: a spread of 0.28, which random
+    arrivals reach with a chance of about 1 in 200, not 1 in 1000)."""
     from scapy.all import IP, TCP, Ether, wrpcap
     pk, t0 = [], 1_780_000_000.0
-    for i in range(6):
-        t, sp = t0 + i * 20 + (i % 2), 41000 + i
+    for i, off in enumerate((0, 20, 34, 58, 75, 100)):
+        t, sp = t0 + off, 41000 + i
         for k, (src, dst, a, b, fl) in enumerate([
                 (env.IMPLANT, env.C2, sp, 443, "S"), (env.C2, env.IMPLANT, 443, sp, "SA"),
                 (env.IMPLANT, env.C2, sp, 443, "A"), (env.IMPLANT, env.C2, sp, 443, "FA"),
@@ -104,6 +110,7 @@ def test_detect_run_explain_lists_near_misses(beacon_pcap):
     assert r.returncode == 0, r.stderr
     assert "near-misses (1)" in r.stdout and "c2-beacon" in r.stdout
     assert "connections >= min_connections: 6 (needed 8, short by 2)" in r.stdout
+    assert "p_random <= rhythm_p" in r.stdout and "rhythm: spread 0.28" in r.stdout
     j = cli("detect", "run", "--pcap", beacon_pcap, "--explain", "--json")
     assert j.returncode == 0, j.stderr
     misses = [json.loads(x)["near_miss"] for x in j.stdout.splitlines()

@@ -125,8 +125,8 @@ def test_http_beacon_alert_and_explanation():
     assert 50 < ev["interval_median_s"] < 70 and ev["interval_jitter"] < 0.5
     assert ev["baseline"] == "untrained"
     assert IMPLANT in a.message and "443" in a.message and "every" in a.message
-    # the running score crossed at or after the min_connections-th check-in
-    assert a.timestamp.timestamp() >= rows[7]["event.start"] / 1e6 - 1e-6
+    # the running score crossed at or after the rhythm_min_connections-th check-in
+    assert a.timestamp.timestamp() >= rows[4]["event.start"] / 1e6 - 1e-6
     assert a.score == pytest.approx(ev["value"], abs=1e-3)
 
 
