@@ -157,5 +157,5 @@ def verify_states(twin, states: list[frozenset[str]], log=None) -> list[dict]:
     if not states:
         return []
     from cyberrange.twin.ddil import LinkControl
-    control = getattr(twin, "link_control", None) or LinkControl(twin)
+    control = LinkControl.of(twin)
     return [check_state(twin, control, down, log=log) for down in states]

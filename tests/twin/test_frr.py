@@ -128,6 +128,22 @@ def test_jamming_fails_over_after_the_dead_interval(twin):
 
 
 @needs_twin
+def test_verify_after_an_outage_compares_routes_and_rerouted_paths(twin):
+    """twin verify --outage: the routers' routes equal the model's for the state, and every
+    pair the model reroutes onto HF gets through (twin/statecheck.py)."""
+    from cyberrange.twin.statecheck import verify_states
+    assert _wait_via(twin, "tac-rtr", MAIN_C2, "bde-los", 20) is not None
+    row = verify_states(twin, [frozenset({"bde-los"})])[0]
+    assert row["routing"] == "ospf" and row["rerouted_pairs"] == 18 and row["lost_pairs"] == 0
+    assert row["routes_agree"] and row["converge_s"] < 3, row.get("route_diff")
+    assert row["restored"] and row["route_diff"] == []
+    assert len(row["probes"]) >= 18 and all(p["change"] == "rerouted" for p in row["probes"])
+    assert any(p["predicted"] for p in row["probes"]) and row["agree"], \
+        [p for p in row["probes"] if not p["agree"]]
+    assert twin.frr.via_zone("tac-rtr", MAIN_C2) == "bde-los"
+
+
+@needs_twin
 def test_stop_ends_every_daemon_and_removes_its_files(twin):
     f = twin.frr
     procs = list(f.procs.items())
