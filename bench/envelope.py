@@ -44,7 +44,7 @@ TOPOLOGIES = ["fob", "air_base", "logistics_depot", "naval_vessel", "coalition_m
 
 
 def generate(out: Path, split: str, n: int, start: int = 0, focus: str = "all",
-             topologies: list[str] | None = None) -> int:
+             topologies: list[str] | None = None, families: list[str] | None = None) -> int:
     import shutil
 
     from cyberrange.attack.runner import check_playbook
@@ -61,7 +61,8 @@ def generate(out: Path, split: str, n: int, start: int = 0, focus: str = "all",
         if f"envelope-{split}-{seed}" in ran:       # keep the file that ran (its run has a copy)
             print(f"envelope-{split}-{seed}: has run {ran[f'envelope-{split}-{seed}'].name}")
             continue
-        scn = draw_scenario(seed, split, str(topo.relative_to(ROOT)), focus=focus)
+        scn = draw_scenario(seed, split, str(topo.relative_to(ROOT)), focus=focus,
+                            families=families)
         pb = pdir / f"{scn.playbook['name']}.yaml"
         pb.write_text(scn.playbook_yaml())
         check_playbook(str(pb), str(topo))          # what `playbook check` runs; raises
@@ -242,8 +243,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=8, help="generate: scenarios of the split")
     ap.add_argument("--start", type=int, default=0,
                     help="generate: first seed, counted from the split's base (eval 9000)")
-    ap.add_argument("--focus", default="all", help="generate: family subset (all, rare: the "
-                    "families with too few steps; cyberrange/score/envelope.py FOCUS)")
+    ap.add_argument("--focus", default="all", help="generate: family subset (all; rare: the "
+                    "families with too few steps; ics: rare with the Modbus chain; thin: the "
+                    "families of thin envelope cells; cyberrange/score/envelope.py FOCUS)")
+    ap.add_argument("--families", default=None, type=lambda v: [f for f in v.split(",") if f],
+                    metavar="F1,F2", help="generate: draw only these families (full ranges; "
+                    "overrides --focus)")
     ap.add_argument("--topologies", nargs="*", default=None,
                     help=f"generate: topologies in turn (default {' '.join(TOPOLOGIES)})")
     ap.add_argument("--budget-min", type=float, default=None,
@@ -260,7 +265,11 @@ def main() -> int:
     a = ap.parse_args()
     os.chdir(ROOT)
     if a.action == "generate":
-        return generate(a.out, a.split, a.n, a.start, a.focus, a.topologies)
+        try:
+            return generate(a.out, a.split, a.n, a.start, a.focus, a.topologies, a.families)
+        except ValueError as e:         # an unknown focus or family: bad input
+            print(f"envelope.py: {e}", file=sys.stderr)
+            return 2
     if a.action == "run":
         return run(a.out, a.split, a.budget_min, a.only, a.stop_at)
     return evaluate(a.out, a.markdown, a.detectors, a.img, a.no_learned)

@@ -11,6 +11,9 @@ always present; ``ECS_NAMES`` maps the names of records written before, right)::
     {"cyberrange.run_id", "cyberrange.step.id", "cyberrange.step.name",
      "threat.technique.id" (ATT&CK id or null), "cyberrange.technique.variant" (library
      variant such as T1046-connect, or null), "cyberrange.actor", "source.ip" (actor's address),
+     "source.mac" (the MAC of the actor's interface that holds that address, lower case
+     ``aa:bb:..``, as the store's ``source.mac``; null when the runner could not read it and in
+     records written before 2026-12-06),
      "destination.ip": [resolved target ips], "event.start", "event.end" (epoch seconds),
      "event.outcome" (success | failure | unknown), "cyberrange.outcome" (below),
      "source.packets", "source.bytes",
@@ -51,9 +54,9 @@ from pathlib import Path
 
 from cyberrange.ecs import VARIANT_FIELD, split_technique
 
-RECORD_KEYS = ("run_id", "step_id", "name", "technique", "actor", "actor_ip", "targets",
-               "start", "end", "outcome", "packets_sent", "bytes_sent", "flows", "facts", "error",
-               "repeat", "skipped_reason", "blocked_reason", "arp_frames")
+RECORD_KEYS = ("run_id", "step_id", "name", "technique", "actor", "actor_ip", "actor_mac",
+               "targets", "start", "end", "outcome", "packets_sent", "bytes_sent", "flows",
+               "facts", "error", "repeat", "skipped_reason", "blocked_reason", "arp_frames")
 FLOW_KEYS = ("src", "dst", "proto", "sport", "dport", "packets", "bytes")
 OUTCOMES = ("succeeded", "failed", "blocked", "skipped", "error", "stopped")
 AGENT_OUTCOMES = ("succeeded", "failed", "blocked", "error", "stopped")  # what an agent reports
@@ -64,6 +67,7 @@ REASON_MAX = 500             # characters of a one-line reason
 ECS_NAMES = {
     "run_id": "cyberrange.run_id", "step_id": "cyberrange.step.id", "name": "cyberrange.step.name",
     "technique": "threat.technique.id", "actor": "cyberrange.actor", "actor_ip": "source.ip",
+    "actor_mac": "source.mac",
     "targets": "destination.ip", "start": "event.start", "end": "event.end",
     "outcome": "cyberrange.outcome", "packets_sent": "source.packets", "bytes_sent": "source.bytes",
     "flows": "cyberrange.flows", "facts": "cyberrange.facts", "error": "error.message",
@@ -72,7 +76,7 @@ ECS_NAMES = {
 }
 #: the keys of a record as written, in order
 ECS_KEYS = ("cyberrange.run_id", "cyberrange.step.id", "cyberrange.step.name",
-            "threat.technique.id", VARIANT_FIELD, "cyberrange.actor", "source.ip",
+            "threat.technique.id", VARIANT_FIELD, "cyberrange.actor", "source.ip", "source.mac",
             "destination.ip", "event.start", "event.end", "event.outcome", "cyberrange.outcome",
             "source.packets", "source.bytes", "cyberrange.flows", "cyberrange.facts",
             "error.message", "cyberrange.repeat", "cyberrange.skipped_reason",
@@ -95,6 +99,7 @@ def make_record(**fields) -> dict:
     rec["bytes_sent"] = sum(int(f["bytes"]) for f in flows)
     rec["repeat"] = int(fields.get("repeat") or 0)
     rec["arp_frames"] = int(fields.get("arp_frames") or 0)
+    rec["actor_mac"] = normal_mac(fields.get("actor_mac"))
     if rec["outcome"] not in OUTCOMES:
         raise ValueError(f"bad outcome {rec['outcome']!r}")
     for key in ("error", "skipped_reason", "blocked_reason"):
@@ -105,6 +110,18 @@ def make_record(**fields) -> dict:
     elif not rec["blocked_reason"]:
         rec["blocked_reason"] = "the technique reported 'blocked' without saying why"
     return both_names(rec)
+
+
+def normal_mac(mac) -> str | None:
+    """A MAC as the store writes it (``02:ab:..``, lower case, colons); None for anything that
+    is no 48-bit MAC (an unknown actor MAC is null, never a guess)."""
+    if not isinstance(mac, str):
+        return None
+    parts = mac.strip().lower().replace("-", ":").split(":")
+    if len(parts) != 6 or not all(len(x) == 2 and all(c in "0123456789abcdef" for c in x)
+                                  for x in parts):
+        return None
+    return ":".join(parts)
 
 
 def is_ecs(rec: dict) -> bool:
@@ -156,7 +173,8 @@ def ledger_record(raw: dict) -> dict:
     """A record as read from a file of any version -> ``both_names`` (checked first)."""
     legacy = from_ecs(raw) if isinstance(raw, dict) and is_ecs(raw) else raw
     check_record(legacy)
-    return both_names(legacy)
+    # records written before 2026-12-06 have no actor MAC: null, as when it was not read
+    return both_names({**legacy, "actor_mac": normal_mac(legacy.get("actor_mac"))})
 
 
 def one_line(text, limit: int = REASON_MAX) -> str:
@@ -231,8 +249,8 @@ def check_record(rec) -> None:
         raise UserError(f"{where}: outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
     for key in ("start", "end"):
         want(rec, key, NUM, where)
-    for key in ("run_id", "name", "technique", "actor", "actor_ip", "error", "skipped_reason",
-                "blocked_reason"):
+    for key in ("run_id", "name", "technique", "actor", "actor_ip", "actor_mac", "error",
+                "skipped_reason", "blocked_reason"):
         want(rec, key, (str, None), where, required=False)
     for key in ("packets_sent", "bytes_sent", "repeat", "arp_frames"):
         want(rec, key, (int, None), where, required=False)

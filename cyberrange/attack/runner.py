@@ -49,7 +49,6 @@ from pathlib import Path
 
 from cyberrange.attack import guard
 from cyberrange.attack.catalog import TECHNIQUES
-from cyberrange.attack.ledger import AGENT_OUTCOMES, append_record, make_record
 from cyberrange.attack.facts import (
     FactUnavailable,
     check_param_types,
@@ -57,6 +56,12 @@ from cyberrange.attack.facts import (
     fact_items,
     precondition_failure,
     substitute,
+)
+from cyberrange.attack.ledger import (
+    AGENT_OUTCOMES,
+    append_record,
+    make_record,
+    normal_mac,
 )
 from cyberrange.attack.playbook import DEFAULT_MAX_RATE, FACT_REF, _refs_in
 from cyberrange.attack.schedule import schedule
@@ -205,6 +210,31 @@ def _run_agent(node_runner, actor: str, request: dict, stop_event=None) -> tuple
     return result, err, proc.returncode
 
 
+def mac_for_ip(links, ip: str) -> str | None:
+    """The MAC of the interface that holds ``ip`` in the output of ``ip -j addr show`` (a list
+    of links, each with ``address`` and ``addr_info``); None when no interface holds it."""
+    for link in links if isinstance(links, list) else []:
+        addrs = link.get("addr_info") if isinstance(link, dict) else None
+        if any(isinstance(a, dict) and a.get("local") == ip for a in addrs or []):
+            return normal_mac(link.get("address"))
+    return None
+
+
+def read_actor_mac(node_runner, actor: str, ip: str) -> str | None:
+    """The actor's MAC as its own kernel has it: ``ip -j addr show`` in its namespace (netlink,
+    no frame on the wire), whatever built the twin. None when the node runner cannot run a
+    command (a test stub) or no interface holds ``ip``: a MAC is evidence for scoring (an ARP
+    alert names a MAC), never a reason to fail a step."""
+    run = getattr(node_runner, "run", None)
+    if run is None:
+        return None
+    try:
+        r = run(actor, ["ip", "-j", "addr", "show"], timeout=10)
+        return mac_for_ip(json.loads(r.stdout or "[]"), ip)
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError, UserError):
+        return None
+
+
 # --------------------------------------------------------------------------- the run
 class _Halt:
     """Stops the run: set by a containment refusal or a crash in any step, or by the caller's
@@ -272,6 +302,7 @@ class PlaybookRun:
         self.facts: dict[str, dict] = {}
         self.status: dict[str, str] = {}       # step id -> "skipped" | its last outcome
         self.records: list[dict] = []
+        self.macs: dict[str, str | None] = {}  # actor -> its MAC (read_actor_mac), once each
         self.lock = threading.Lock()           # facts, status, records, ledger, events
         self.failure: BaseException | None = None
         self.t0 = time.monotonic()
@@ -420,12 +451,23 @@ class PlaybookRun:
             self.records.append(record)
             self.emit_cb("step_end", record)
 
+    def _mac_of(self, actor: str) -> str | None:
+        """The actor's MAC for the ledger (``source.mac``), read once per actor."""
+        with self.lock:
+            if actor in self.macs:
+                return self.macs[actor]
+        mac = read_actor_mac(self.node_runner, actor, str(self.topology.nodes[actor].ip))
+        with self.lock:
+            return self.macs.setdefault(actor, mac)
+
     def _record(self, step, actor, **kw) -> dict:
         node = self.topology.nodes.get(actor) if actor else None
         now = time.time()
         fields = {"run_id": self.run_id, "step_id": step.id, "name": step.name,
                   "technique": step.technique, "actor": actor if node else None,
-                  "actor_ip": str(node.ip) if node else None, "start": now, "end": now}
+                  "actor_ip": str(node.ip) if node else None,
+                  "actor_mac": self.macs.get(actor) if node else None,   # known ones only
+                  "start": now, "end": now}
         fields.update(kw)
         return make_record(**fields)
 
@@ -489,7 +531,8 @@ class PlaybookRun:
             outcome = "error"
         record = make_record(
             run_id=self.run_id, step_id=step.id, name=step.name, technique=step.technique,
-            actor=actor, actor_ip=str(self.topology.nodes[actor].ip), targets=_ips(targets),
+            actor=actor, actor_ip=str(self.topology.nodes[actor].ip),
+            actor_mac=self._mac_of(actor), targets=_ips(targets),
             start=result.get("start", started), end=result.get("end", time.time()),
             outcome=outcome, flows=result.get("flows", []), facts=result.get("facts", {}),
             error=result.get("error") if outcome == "error" else None, repeat=repeat,

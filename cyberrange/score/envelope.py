@@ -31,8 +31,8 @@ import yaml
 
 from .envelope_steps import DRAWERS, SPACES, Draw, Offer, support_files
 
-__all__ = ["FAMILIES", "FOCUS", "SPACES", "SPLITS", "Scenario", "draw_scenario", "split_seeds",
-           "support_files"]
+__all__ = ["FAMILIES", "FOCUS", "SPACES", "SPLITS", "Scenario", "draw_scenario",
+           "focus_families", "split_seeds", "support_files"]
 
 #: seed ranges of the two splits: disjoint by construction (tests check it)
 SPLITS = {"tuning": 1000, "eval": 9000}
@@ -40,7 +40,12 @@ SPLIT_SIZE = 1000
 LANES = 4                 # non-beacon actors running at the same time
 DRILL_S = 320.0           # target length of the attack phase of one drill (s)
 SECOND_STEP = 0.6         # chance that an actor runs a second step after a quiet period
-GENERATOR = 5             # in every plan: bump when a change alters the draws of a seed
+GENERATOR = 6             # in every plan: bump when a change alters the draws of a seed
+#: 6 (2026-12-06): two floods never hit one target within FLOOD_GAP of each other
+FLOODS = ("udp-flood", "syn-flood")
+#: seconds between two floods of one target: the flood detectors key by destination (5 s
+#: episode gap, 2 s windows), so overlapping floods would share their alerts
+FLOOD_GAP = 15.0
 QUIET = (35.0, 90.0)      # quiet period between an actor's two steps (s), > every short window
 #: focus ``ics``: an actor that reaches a PLC runs one step of each Modbus family in turn, each
 #: after a quiet period longer than modbus-allowlist's windows (60 s per client/PLC pair, 120 s
@@ -153,6 +158,24 @@ FOCUS = {"all": list(FAMILIES),
          "rare": [f for f in FAMILIES if f not in ("scan", "sweep", "arp-scan", "guess",
                                                    "udp-flood", "syn-flood")]}
 FOCUS["ics"] = FOCUS["rare"]        # the same families, with the Modbus chain (CHAIN)
+#: ``thin``: only the families whose envelope cells had too few steps after the first drills
+#: (2026-12-06: spray, DNS-beacon interval, Modbus read and hold, upload, UDP-flood rate), each
+#: with its full parameter range (a focus narrows the families, never the ranges)
+FOCUS["thin"] = ["spray", "udp-flood", "dns-beacon", "upload", "modbus-read", "modbus-hold"]
+
+
+def focus_families(focus: str = "all", families=None) -> list[str]:
+    """The families a drill draws from: ``families`` (names of ``FAMILIES``) when given, else
+    those of the focus ``focus``. Unknown names raise ValueError naming them."""
+    if families:
+        bad = [f for f in families if f not in FAMILIES]
+        if bad:
+            raise ValueError(f"unknown famil{'ies' if len(bad) > 1 else 'y'} "
+                             f"{', '.join(map(repr, bad))} (expected {', '.join(FAMILIES)})")
+        return list(dict.fromkeys(families))
+    if focus not in FOCUS:
+        raise ValueError(f"unknown focus {focus!r} (expected {', '.join(FOCUS)})")
+    return list(FOCUS[focus])
 
 
 def _pick_family(rng, feasible: list[str], used: dict) -> str:
@@ -191,40 +214,81 @@ def _chain(rng, off: Offer, actor: str, first: str, end: float, families: list, 
         if d is None:
             continue
         quiet = round(rng.uniform(*CHAIN_QUIET), 1)
-        add(actor, d, end + quiet, quiet)
-        end += quiet + d.seconds
+        end = add(actor, d, end + quiet, quiet) + d.seconds
     return end
+
+
+class _Book:
+    """The steps of one drill as they are placed: the playbook's steps, the plan's records,
+    and when each target is flooded. ``add`` returns the step's start: a flood whose target
+    another flood hits within ``FLOOD_GAP`` starts ``FLOOD_GAP`` after it (and its quiet
+    period grows by as much)."""
+
+    def __init__(self, topo):
+        self.topo = topo
+        self.steps: list = []
+        self.plan: dict = {}
+        self.flooded: dict = {}         # target -> [(start, end)] of its floods
+
+    def _unflooded(self, targets, at: float, secs: float) -> float:
+        busy = [w for t in targets for w in self.flooded.get(t, [])]
+        while clash := [b for a, b in busy if at < b + FLOOD_GAP and a < at + secs + FLOOD_GAP]:
+            at = max(clash) + FLOOD_GAP
+        return at
+
+    def add(self, actor: str, d: Draw, at: float, quiet=None) -> float:
+        if d.family in FLOODS:
+            late = self._unflooded(d.targets, at, d.seconds)
+            quiet = None if quiet is None else round(quiet + late - at, 1)
+            at = late
+            for t in d.targets:
+                self.flooded.setdefault(t, []).append((at, at + d.seconds))
+        sid = f"{d.family}-{len(self.steps) + 1}"
+        self.steps.append(_step_doc(sid, actor, d, at))
+        self.plan[sid] = {"family": d.family, "technique": d.technique, "actor": actor,
+                          "actor_role": self.topo.nodes[actor].role, "targets": list(d.targets),
+                          "at": round(at, 1), "expected_s": round(d.seconds, 1),
+                          "quiet_before": quiet, "params": d.recorded}
+        return at
+
+
+def _second_families(first: str, scans: list, others: list) -> list:
+    """What an actor may draw after a quiet period: the other class (scan-class after any
+    other step, and the reverse). With no scan-class family to draw (focus ``thin``) another
+    family of the non-scan class, not the first one's (its long windows and per-source
+    baselines: two sprays from one source are one spray to ``password-spray``) and not a
+    Modbus one (those chain)."""
+    if first in scans:
+        return others
+    if scans:
+        return scans
+    return [f for f in others if f != first and f not in CHAIN]
 
 
 def draw_scenario(seed: int, split: str, topology_file: str, families=None,
                   focus: str = "all") -> Scenario:
     """The drill of ``seed``: every draw comes from ``random.Random(f"envelope/{seed}")``.
-    ``focus`` (a key of ``FOCUS``) or ``families`` limit the families drawn; with ``rare``
-    up to three actors beacon (the beacon families have the fewest steps per drill)."""
+    ``focus`` (a key of ``FOCUS``) or ``families`` limit the families drawn; with any focus
+    but ``all`` (or a family list) up to three actors beacon (the beacon families have the
+    fewest steps per drill), every other actor draws the scarce families first, and with
+    ``ics``, ``thin`` or a family list a host that reaches a PLC chains the Modbus families."""
     from ..model.loader import load_topology
-    if focus not in FOCUS:
-        raise ValueError(f"unknown focus {focus!r} (expected {', '.join(FOCUS)})")
+    listed = bool(families)
+    narrow = focus != "all" or listed
+    families = focus_families(focus, families)
     topo = load_topology(topology_file)
     off = Offer.of(topo)
     rng = random.Random(f"envelope/{seed}")
-    families = list(families or FOCUS[focus])
     beacons = [f for f in families if FAMILIES[f].beacon]
     scans = [f for f in families if FAMILIES[f].scan_class]
     others = [f for f in families if f not in beacons and f not in scans]
     actors = list(off.actors)
     rng.shuffle(actors)
     used: dict = {}
-    steps, plan_steps = [], {}
-
-    def add(actor, d, at, quiet=None):
-        sid = f"{d.family}-{len(steps) + 1}"
-        steps.append(_step_doc(sid, actor, d, at))
-        plan_steps[sid] = {"family": d.family, "technique": d.technique, "actor": actor,
-                           "actor_role": topo.nodes[actor].role, "targets": list(d.targets),
-                           "at": round(at, 1), "expected_s": round(d.seconds, 1),
-                           "quiet_before": quiet, "params": d.recorded}
-
-    rare = focus in ("rare", "ics")     # the scarce families first, and always a second step
+    book = _Book(topo)
+    add = book.add
+    rare = narrow       # the scarce families first, and always a second step
+    chains = focus != "rare" and narrow     # ics, thin, a family list: the Modbus chain
     n_beacons = min(len(actors) // (2 if rare else 3), 3) \
         if (off.c2_http or off.c2_dns) and beacons else 0
     lanes = []          # actors that do not beacon (one that cannot reach a C2 server too)
@@ -247,27 +311,27 @@ def draw_scenario(seed: int, split: str, topology_file: str, families=None,
             d1 = _draw_for(rng, off, actor, scans + others, used)
         if d1 is None:
             continue
-        at = free[k] + rng.uniform(*START_GAP)
-        add(actor, d1, at)
+        at = add(actor, d1, free[k] + rng.uniform(*START_GAP))
         end = at + d1.seconds
-        chained = focus == "ics" and d1.family in CHAIN
+        chained = chains and d1.family in CHAIN and any(f in families for f in CHAIN
+                                                        if f != d1.family)
         if chained:         # the chain is this actor's whole share of the drill
             end = _chain(rng, off, actor, d1.family, end, families, add)
-        if (rng.random() < SECOND_STEP or rare) and not chained:   # a second step of the other class after a quiet period
-            rest = others if d1.family in scans else scans
-            d2 = _draw_for(rng, off, actor, rest, used)
+        if (rng.random() < SECOND_STEP or rare) and not chained:    # after a quiet period
+            d2 = _draw_for(rng, off, actor, _second_families(d1.family, scans, others), used)
             if d2 is not None:
                 quiet = round(rng.uniform(*QUIET), 1)
-                add(actor, d2, end + quiet, quiet)
-                end += quiet + d2.seconds
+                end = add(actor, d2, end + quiet, quiet) + d2.seconds
         free[k] = end
     name = f"envelope-{split}-{seed}"
     intensity = rng.choice([1, 2, 3])
+    steps, plan_steps = book.steps, book.plan
     pb = {"version": 2, "name": name,
           "description": f"Detection-envelope drill ({split} split, seed {seed}): "
                          f"{len(steps)} steps with drawn parameters",
           "topology": topo.name, "seed": seed, "defaults": {"max_rate": 20000}, "steps": steps}
-    plan = {"generator": GENERATOR, "seed": seed, "split": split, "focus": focus,
+    plan = {"generator": GENERATOR, "seed": seed, "split": split,
+            "focus": "families" if listed else focus, **({"families": families} if listed else {}),
             "topology": topo.name,
             "topology_file": str(topology_file), "intensity": intensity,
             "expected_s": round(max([s["at"] + s["expected_s"] for s in plan_steps.values()]

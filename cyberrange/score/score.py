@@ -25,9 +25,11 @@ Definitions (see docs/scoring.md):
   detect this one. The alert itself is still true (it holds an attack flow).
 * Alerts *without flows* (packet evidence only: ARP scans and poisoning, which send no IP
   packets, or the ARP burst a sweep starts with) are matched by actor instead: such an alert
-  detects a step when its actor is the step's -- ``source.ip`` equal to the step's
-  ``actor_ip``, or, for an alert whose ``source.ip`` is unknown, the ``mac`` of its evidence
-  equal to the step's ``actor_mac`` when the ledger records one -- and its ``@timestamp`` lies
+  detects a step when its actor is the step's -- ``source.ip`` equal to the ``actor_ip`` of
+  one of its executions, or, for an alert whose ``source.ip`` is unknown (a poisoner that
+  never used its own address), the ``mac`` of its evidence equal to one of their actor MACs
+  (the ledger's ``source.mac``, written since 2026-12-06; in older runs the ``actor_mac`` fact
+  of ARP poisoning) -- and its ``@timestamp`` lies
   in the step's window +- slack; such an alert is true. A step with *no flow of its own* (an
   ARP scan) is matched the same way by an alert that lists flows none of which is an attack
   flow and that claims the step's ATT&CK technique: the ``arp-scan`` detector lists the IP
@@ -52,7 +54,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["load_ledger", "label_flows", "score_run", "packet_reconciliation"]
+__all__ = ["label_flows", "load_ledger", "packet_reconciliation", "score_run"]
 
 
 def load_ledger(path: str | Path) -> list[dict]:
@@ -144,7 +146,25 @@ def group_steps(ledger: list[dict]) -> list[dict]:
         g["arp_frames"] += arp
         if rec.get("actor") and rec["actor"] not in g["actors"]:
             g["actors"].append(rec["actor"])
+        ip, mac = rec.get("actor_ip"), actor_mac(rec)
+        g.setdefault("actor_ips", [])
+        g.setdefault("actor_macs", [])
+        if ip and ip not in g["actor_ips"]:
+            g["actor_ips"].append(ip)
+        if mac and mac not in g["actor_macs"]:
+            g["actor_macs"].append(mac)
     return list(out.values())
+
+
+def actor_mac(rec: dict) -> str | None:
+    """The MAC of an execution's actor, lower case: the ledger's ``actor_mac`` (``source.mac``,
+    recorded since 2026-12-06), else the ``actor_mac`` fact that ARP poisoning (T1557.002)
+    has always reported; None for the others of older runs (matched by ``actor_ip`` only)."""
+    facts = rec.get("facts") if isinstance(rec.get("facts"), dict) else {}
+    for mac in (rec.get("actor_mac"), facts.get("actor_mac")):
+        if isinstance(mac, str) and mac.strip():
+            return mac.strip().lower().replace("-", ":")
+    return None
 
 
 def observable(step: dict) -> bool:
@@ -187,7 +207,7 @@ class _Flows:
     starts: list          # event.start, microseconds
 
     @classmethod
-    def read(cls, ledger: list[dict], flows: pa.Table, slack_s: float) -> "_Flows":
+    def read(cls, ledger: list[dict], flows: pa.Table, slack_s: float) -> _Flows:
         return cls(label_flows(ledger, flows, slack_s),
                    flows.column("cyberrange.flow_id").to_pylist(),
                    flows.column("observer.name").to_pylist(),
@@ -212,7 +232,7 @@ class _Alerts:
     mac: list = None      # the "mac" of cyberrange.evidence (ARP alerts), else None
 
     @classmethod
-    def read(cls, alerts: pa.Table) -> "_Alerts":
+    def read(cls, alerts: pa.Table) -> _Alerts:
         if not alerts.num_rows:
             return cls([], [], [], [], [], [])
         names = alerts.schema.names
@@ -309,9 +329,9 @@ def _actor_hits(step: dict, al: _Alerts, slack_us: int, attack_ids: set,
     """Indexes of the alerts that match ``step`` by actor and time window: alerts without
     flows, and for a step with no flow of its own (``own_flows`` false), alerts whose flows
     are all benign and that claim the step's ATT&CK technique (module doc)."""
-    ip, mac = step.get("actor_ip"), step.get("actor_mac")
-    mac = mac.lower() if isinstance(mac, str) else None
-    if not (ip or mac) or not observable(step):
+    ips = set(step.get("actor_ips") or ([step["actor_ip"]] if step.get("actor_ip") else []))
+    macs = set(step.get("actor_macs") or ([actor_mac(step)] if actor_mac(step) else []))
+    if not (ips or macs) or not observable(step):
         return []
     lo = int(float(step["start"]) * 1_000_000) - slack_us
     hi = int(float(step["end"]) * 1_000_000) + slack_us
@@ -321,7 +341,7 @@ def _actor_hits(step: dict, al: _Alerts, slack_us: int, attack_ids: set,
         if not lo <= al.ts[k] <= hi:
             continue
         src = al.src[k]
-        if not ((ip and src == ip) or (src is None and mac and al.mac[k] == mac)):
+        if not (src in ips or (src is None and al.mac[k] in macs)):
             continue
         fids = al.flow_ids[k]
         if not fids or (not own_flows and tech and _attack_id(al.tech[k]) == tech
@@ -343,7 +363,7 @@ def _step_row(step: dict, hits: list[tuple[int, str]], attack_flows: int,
     seen = observable(step)
     if not seen:
         hits = []               # nothing of it was on the wire: an alert is about something else
-    deadline = int(round((float(step["end"]) + late_s) * 1_000_000))
+    deadline = round((float(step["end"]) + late_s) * 1_000_000)
     on_time = [h for h in hits if h[0] <= deadline]
     late = [h for h in hits if h[0] > deadline]
     detected = bool(on_time)

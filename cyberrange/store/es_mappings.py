@@ -99,7 +99,7 @@ def ledger_mappings() -> dict:
         "event.start": epoch, "event.end": epoch,
         "cyberrange.run_id": kw, "cyberrange.step.id": kw, "cyberrange.step.name": kw,
         "threat.technique.id": kw, "cyberrange.technique.variant": kw, "cyberrange.actor": kw,
-        "source.ip": {"type": "ip"}, "destination.ip": {"type": "ip"},
+        "source.ip": {"type": "ip"}, "source.mac": kw, "destination.ip": {"type": "ip"},
         "source.packets": {"type": "long"}, "source.bytes": {"type": "long"},
         "cyberrange.outcome": kw, "error.message": {"type": "match_only_text"},
         "cyberrange.repeat": {"type": "long"}, "cyberrange.skipped_reason": kw,

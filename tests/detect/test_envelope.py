@@ -129,8 +129,8 @@ def test_each_step_has_its_own_actor_but_for_a_quiet_second_step():
             by_actor.setdefault(p["actor"], []).append(p)
         for steps in by_actor.values():
             if {p["family"] for p in steps} <= set(CHAIN) and len(steps) > 1:
-                # focus ics: one step of each Modbus family, past modbus-allowlist's windows
-                assert focus == "ics" and len({p["family"] for p in steps}) == len(steps)
+                # focus ics/thin: one step of each Modbus family, past modbus-allowlist's windows
+                assert focus in ("ics", "thin") and len({p["family"] for p in steps}) == len(steps)
                 steps = sorted(steps, key=lambda p: p["at"])
                 for a, b in itertools.pairwise(steps):
                     assert b["quiet_before"] >= 130 and b["at"] >= a["at"] + a["expected_s"] + 130
@@ -138,7 +138,10 @@ def test_each_step_has_its_own_actor_but_for_a_quiet_second_step():
             assert len(steps) <= 2
             if len(steps) == 2:
                 a, b = sorted(steps, key=lambda p: p["at"])
-                assert FAMILIES[a["family"]].scan_class != FAMILIES[b["family"]].scan_class
+                if focus == "thin":     # no scan-class family: two others, not the same one
+                    assert a["family"] != b["family"]
+                else:
+                    assert FAMILIES[a["family"]].scan_class != FAMILIES[b["family"]].scan_class
                 assert b["quiet_before"] >= 35 and b["at"] >= a["at"] + a["expected_s"] + 35
         hit = {t for p in plan["steps"].values() if not FAMILIES[p["family"]].scan_class
                for t in p["targets"]}
@@ -340,3 +343,48 @@ def test_ttd_goal_steps_must_be_inside_every_axis_that_has_an_envelope():
     assert len(rows) == 6 and all(o["params"]["probes"] >= 8 for o in rows)
     fam = ttd_goal(outs)["families"]["scan"]
     assert fam["median"] == 1.5 and fam["status"] == "met"
+
+
+def test_thin_focus_draws_only_its_families_with_their_full_ranges():
+    """``thin`` (and a family list) draw only the listed families, over their whole ranges:
+    over a few drills the main parameters land on both sides of the envelope's bin edges."""
+    names = ["logistics_depot", "naval_vessel", "fob", "air_base", "coalition_mpe"]
+    rows = []
+    for i in range(10):
+        topo = ROOT / "topologies" / f"{names[i % len(names)]}.yaml"
+        plan = draw_scenario(SPLITS["eval"] + 200 + i, "eval", str(topo), focus="thin").plan
+        assert plan["focus"] == "thin" and plan["generator"] >= 6
+        rows += plan["steps"].values()
+    assert {p["family"] for p in rows} == set(FOCUS["thin"])
+    val = {f: [p["params"][FAMILIES[f].main] for p in rows if p["family"] == f]
+           for f in FOCUS["thin"]}
+    assert min(val["udp-flood"]) < 250 and max(val["udp-flood"]) >= 1000
+    assert min(val["dns-beacon"]) < 8 and max(val["dns-beacon"]) >= 45
+    assert min(val["upload"]) < 65536 and max(val["upload"]) >= 196608
+    assert min(val["spray"]) < 12 <= max(val["spray"])
+    assert min(val["modbus-hold"]) < 5 and max(val["modbus-hold"]) >= 20
+    assert min(val["modbus-read"]) < 4 and max(val["modbus-read"]) >= 16
+    fob = str(ROOT / "topologies" / "fob.yaml")
+    listed = draw_scenario(SPLITS["tuning"] + 200, "tuning", fob, families=["spray"]).plan
+    assert listed["focus"] == "families" and listed["families"] == ["spray"]
+    assert {p["family"] for p in listed["steps"].values()} == {"spray"}
+    with pytest.raises(ValueError, match="unknown family 'sprey'"):
+        draw_scenario(9000, "eval", fob, families=["spray", "sprey"])
+
+
+@pytest.mark.parametrize("focus", ["all", "thin"])
+def test_two_floods_never_hit_one_target_at_once(focus):
+    """The flood detectors key by destination: two floods of one host within a few seconds
+    would share their alerts (a 40-pps flood caught thanks to a 4,000-pps one). Floods of one
+    target are at least FLOOD_GAP apart, the later one's quiet period grown by the delay."""
+    from cyberrange.score.envelope import FLOOD_GAP, FLOODS
+    n = 0
+    for i, topo in enumerate(TOPOLOGIES * 2):
+        plan = draw_scenario(SPLITS["eval"] + 200 + i, "eval", str(topo), focus=focus).plan
+        floods = [p for p in plan["steps"].values() if p["family"] in FLOODS]
+        n += len(floods)
+        for a, b in itertools.combinations(floods, 2):
+            if set(a["targets"]) & set(b["targets"]):
+                first, second = sorted((a, b), key=lambda p: p["at"])
+                assert second["at"] >= first["at"] + first["expected_s"] + FLOOD_GAP - 0.1
+    assert n >= 20
