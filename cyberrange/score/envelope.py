@@ -162,6 +162,8 @@ FOCUS["ics"] = FOCUS["rare"]        # the same families, with the Modbus chain (
 #: (2026-12-06: spray, DNS-beacon interval, Modbus read and hold, upload, UDP-flood rate), each
 #: with its full parameter range (a focus narrows the families, never the ranges)
 FOCUS["thin"] = ["spray", "udp-flood", "dns-beacon", "upload", "modbus-read", "modbus-hold"]
+#: ``beacon``: HTTP and DNS beacons only (the tuning drills of seeds 1500-1511 were drawn so)
+FOCUS["beacon"] = ["http-beacon", "dns-beacon"]
 
 
 def focus_families(focus: str = "all", families=None) -> list[str]:

@@ -47,13 +47,17 @@ TODAY = {      # family -> [(detector, what its fixed thresholds promise)]
                f"at one service (ports {d['ports']}): >= {d['threshold']} guesses at >= "
                f"{d['threshold'] / d['window']:g}/s")],
     "spray": [("password-spray", lambda d: f">= {d['threshold']} attempts in {d['window']} s "
-               f"over >= {d['min_targets']} services, <= {d['max_per_target']} each")],
+               f"over >= {d['min_targets']} services, at most {d.get('max_share', 0.75):.0%} of them "
+               f"at one service; a client that logs in: its own or its /{d.get('peer_prefix', 24)} "
+               f"peers' warm-up pace")],
     "udp-flood": [("udp-flood", lambda d: f">= {d['pps']} datagrams/s or {d['bps']} B/s to one "
                    f"host for {d['sustain']} s")],
     "syn-flood": [("syn-flood", lambda d: f">= {d['pps']} SYN/s or {d['flows']} half-open flows/s "
                    f"to one ip:port for {d['sustain']} s")],
     "http-beacon": [("c2-beacon", lambda d: f"score >= {d['threshold']}, >= "
-                     f"{d['min_connections']} check-ins, jitter scoring 0 at ±{d['jitter']:.0%}")],
+                     f"{d['min_connections']} check-ins, jitter scoring 0 at ±{d['jitter']:.0%}; or the "
+                     f"rhythm test: >= {d.get('rhythm_min_connections', '?')} check-ins as regular "
+                     f"as a {d.get('rhythm_p', '?')} chance for random arrivals")],
     "dns-beacon": [("dns-c2-txt", lambda d: f">= {d['min_distinct']} new TXT names per domain in "
                     f"{d['window']} s"),
                    ("c2-beacon", lambda d: f"DNS series: >= {d['min_connections']} queries")],
