@@ -85,7 +85,9 @@ TODAY = {      # family -> [(detector, what its fixed thresholds promise)]
                 f"(the pcap has 2)")],
     "valid-login": [("lateral-movement", lambda d: f"a session on a new edge only after >= "
                      f"{d['min_probes']} probes or >= {d['min_failures']} failures from the "
-                     f"source (require: {d['require']}): a lone valid login is not flagged")],
+                     f"source (require: {d['require']}); or, with the pivot check, when the "
+                     f"entered host makes a first contact onward within "
+                     f"{d.get('pivot_window', 600)} s: a lone valid login is not flagged")],
 }
 
 

@@ -159,7 +159,7 @@ def test_runner_chains_sweep_scan_brute(lab):
     assert [list(w) for w in written] == [list(ECS_KEYS)] * 3   # the file: ECS names only
     for r in records:                                           # in memory: both spellings
         assert list(r) == list(ECS_KEYS) + [
-            "run_id", "step_id", "name", "technique", "actor", "actor_ip",
+            "run_id", "step_id", "name", "technique", "actor", "actor_ip", "actor_mac",
             "targets", "start", "end", "outcome", "packets_sent", "bytes_sent",
             "flows", "facts", "error", "repeat", "skipped_reason",
             "blocked_reason", "arp_frames"]

@@ -332,7 +332,7 @@ def test_attack_run_command_with_a_stand_in_twin(tmp_path, monkeypatch):
 
     class FakeTwin:
         def __init__(self, topo, run_dir, run_id, log=None):
-            self.topo = topo
+            self.topo, self.run_dir = topo, run_dir
             self.state = type("S", (), {"prefix": "crtx"})()
             self.timings, self.netem, self.warnings = {}, True, []
 
