@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 
 def run_probes(twin, node: str, probes: list[dict]) -> list[dict]:
@@ -37,3 +38,30 @@ def retry_timeouts(twin, results: list[dict]) -> None:
         new = redo.get((r["src"], r["proto"], r["ip"], r.get("port")))
         if new is not None and new != r["result"]:
             r.update(result=new, retried=True)
+
+
+def run_plan(twin, plan: dict[str, list[dict]], workers: int = 8) -> list[dict]:
+    """Every source's probes (``plan``: source node -> probes with ``predicted``), sources in
+    parallel. Where the twin emulates delay, each probe waits for the slowest path and resends
+    within it, and allowed probes that timed out are retried (:func:`retry_timeouts`). Each
+    result gets ``src``, ``observed`` (it got through) and ``agree`` (with ``predicted``)."""
+    emulated = bool(twin.netem or twin.relay_ports)
+    if emulated:                               # delay is emulated: wait for the slowest path
+        from cyberrange.twin.linkcheck import probe_timeout
+        timeout = probe_timeout(twin.topo)
+        for probes in plan.values():
+            for p in probes:
+                p.update(timeout=timeout, resend=True)   # emulated loss: resend in time
+    results = []
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        futures = {src: ex.submit(run_probes, twin, src, probes) for src, probes in plan.items()}
+        for src, fut in futures.items():
+            for r in fut.result():
+                r["src"] = src
+                results.append(r)
+    if emulated:
+        retry_timeouts(twin, results)
+    for r in results:
+        r["observed"] = r["result"] == "open"
+        r["agree"] = r["observed"] == r["predicted"]
+    return results

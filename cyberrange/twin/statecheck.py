@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from cyberrange.model import routing
 from cyberrange.model.outages import outage, single_outages
 from cyberrange.model.reach import ReachIndex
+from cyberrange.twin.proberun import run_plan
 
 SETTLE_S = 10.0           # beyond the dead interval: SPF, zebra, the kernel
 
@@ -99,27 +100,6 @@ def plan_changed(topo, model, result) -> dict[str, list[dict]]:
     return plan
 
 
-def _probe(twin, plan: dict[str, list[dict]]) -> list[dict]:
-    from cyberrange.twin.linkcheck import probe_timeout
-    from cyberrange.twin.proberun import retry_timeouts as _retry_timeouts
-    from cyberrange.twin.proberun import run_probes as _run_probes
-    timeout = probe_timeout(twin.topo) if (twin.netem or twin.relay_ports) else None
-    results = []
-    for src, probes in plan.items():
-        if timeout:
-            for p in probes:
-                p.update(timeout=timeout, resend=True)
-        for r in _run_probes(twin, src, probes):
-            r["src"] = src
-            results.append(r)
-    if twin.netem or twin.relay_ports:
-        _retry_timeouts(twin, results)
-    for r in results:
-        r["observed"] = r["result"] == "open"
-        r["agree"] = r["observed"] == r["predicted"]
-    return results
-
-
 def check_state(twin, control, down: frozenset[str], log=None) -> dict:
     """Set ``down``, compare routes and changed paths with the model, set it back up."""
     topo = twin.topo
@@ -135,7 +115,7 @@ def check_state(twin, control, down: frozenset[str], log=None) -> dict:
         if ospf:
             took, diff = wait_routes(twin, model, time.monotonic() + dead + SETTLE_S)
             row.update(converge_s=took, routes_agree=took is not None, route_diff=diff[:20])
-        probes = _probe(twin, plan_changed(topo, model, result))
+        probes = run_plan(twin, plan_changed(topo, model, result))
         row["probes"] = probes
     finally:
         for name in sorted(down):

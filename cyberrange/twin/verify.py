@@ -22,12 +22,10 @@ import math
 import shutil
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cyberrange.model import reach
-from cyberrange.twin.proberun import retry_timeouts as _retry_timeouts
-from cyberrange.twin.proberun import run_probes as _run_probes
+from cyberrange.twin.proberun import run_plan
 
 BANDWIDTH_TOLERANCE = 0.05
 MIN_MEASURED_MBIT = 0.5
@@ -65,26 +63,8 @@ def explain(r: dict, topo=None) -> str:
 
 
 def check_reachability(twin) -> list[dict]:
-    plan = plan_probes(twin.topo)
-    if twin.netem or twin.relay_ports:         # delay is emulated: wait for the slowest path
-        from cyberrange.twin.linkcheck import probe_timeout
-        timeout = probe_timeout(twin.topo)
-        for probes in plan.values():
-            for p in probes:
-                p["timeout"] = timeout
-                p["resend"] = True               # emulated loss: resend within the deadline
-    with ThreadPoolExecutor(max_workers=8) as ex:
-        futures = {src: ex.submit(_run_probes, twin, src, probes) for src, probes in plan.items()}
-        results = []
-        for src, fut in futures.items():
-            for r in fut.result():
-                r["src"] = src
-                results.append(r)
-    if twin.netem or twin.relay_ports:
-        _retry_timeouts(twin, results)
+    results = run_plan(twin, plan_probes(twin.topo))
     for r in results:
-        r["observed"] = r["result"] == "open"
-        r["agree"] = r["observed"] == r["predicted"]
         if not r["agree"]:
             r["explanation"] = explain(r, twin.topo)
     return results
