@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -265,6 +266,12 @@ def teardown(state: TwinState, grace: float = 2.0) -> dict:
     if state.nft_table and state.nft_table in _run(["nft", "list", "tables", "netdev"]).stdout:
         removed["nft"] += _run(["nft", "delete", "table", "netdev", state.nft_table]
                                ).returncode == 0
+    # runtime files of the twin's own daemons (FRR: configs, pid files, sockets), once every
+    # process of the twin is gone; only this prefix's folder (a crash + `down` left it before)
+    runtime = state.path.parent / f"{state.prefix}-frr"
+    if PREFIX_RE.match(state.prefix) and runtime.is_dir():
+        shutil.rmtree(runtime, ignore_errors=True)
+        removed["files"] = 1
     left = leftovers(state.prefix)
     stray = [p for p in pids_in_netns(inodes) if _alive(p) and p != os.getpid()]
     if stray:

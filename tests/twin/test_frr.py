@@ -39,6 +39,20 @@ def test_runtime_folders_of_dead_twins_only_are_removed(monkeypatch, tmp_path):
                                                           "other-frr"]
 
 
+def test_down_removes_the_frr_folder_of_its_own_twin_only(monkeypatch, tmp_path):
+    """A twin that crashed leaves its FRR runtime folder; `cyberrange down` (state.teardown)
+    removes it, and no other twin's."""
+    from cyberrange.twin import state as st
+    monkeypatch.setattr(st, "STATE_DIR", tmp_path)
+    for name in ("cfff7-frr", "cfff8-frr"):
+        (tmp_path / name / "r1").mkdir(parents=True)
+    dead = st.TwinState(prefix="cfff7", run_id="r", run_dir="", topology="t", owner_pid=0)
+    dead.save()
+    removed = st.teardown(dead, grace=0.1)
+    assert removed["left"] == 0 and removed.get("files") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfff8-frr"]
+
+
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
     if can_build_twin() is not None:
