@@ -10,17 +10,21 @@ was appended since) at every refresh:
 - ``live-alerts.jsonl``: every alert the streaming detection raised, as it raised it
   (:class:`LiveAlertLog`, in the drill's live path; one JSON object per line, format below);
 - ``availability.jsonl``: the mission-availability probes (``blue/availability.py``);
-- ``actions.jsonl``: the blue actions (``blue/log.py``), active ones by ``actions.active``.
+- ``actions.jsonl``: the blue actions (``blue/log.py``), active ones by ``actions.active``;
+- ``logs/links.jsonl``: the tactical links' state changes (DDIL schedules, jamming steps;
+  ``twin/ddil.py``), per link its state now and since when (``blue/watch_links.py``).
 
 Two views. The **defender** view holds no ground truth: it never opens the ledger or the
 playbook, it shows the phase only as "building the twin" / "exercise" / "tearing down" /
 "scoring" (benign warm-up, attack and cool-down look the same, and "exercise for 0:42"
 counts from the warm-up's start: the attack's start is ground truth), it does not say whether the drill has a playbook at all (benign-only drills
 look like any other), and it leaves out the manifest's playbook, inputs, warnings and error
-text (an error names attack steps). The **instructor** (white cell) view adds the real phase,
+text (an error names attack steps). Of the links it shows what network monitoring would see:
+no reason (it names the schedule or the attack step), no notes, and a ``jammed`` link as
+``down (no traffic)`` (``watch_links.py`` says why). The **instructor** (white cell) view adds the real phase,
 the playbook's name and its steps: those that ended (``ledger.jsonl``: outcome, packets,
 reason) and those still to come (the playbook file the manifest names, when it is found
-unchanged).
+unchanged), and the links' records as written (real state, reason, notes).
 
 ``live-alerts.jsonl``, one object per line::
 
@@ -39,6 +43,7 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+from cyberrange.blue.watch_links import LINKS, Links, links_summary
 from cyberrange.errors import UserError
 
 __all__ = ["LIVE_ALERTS", "LiveAlertLog", "PhaseInManifest", "Tail", "Watch", "find_run",
@@ -266,7 +271,9 @@ class Watch:
         self.n_alerts = 0
         self.rules: dict[str, int] = {}
         self.threads = _Threads()
-        self.tails = {name: Tail(self.dir / name) for name in (LIVE_ALERTS, AVAILABILITY)}
+        self.links = Links(instructor)
+        self.tails = {name: Tail(self.dir / name)
+                      for name in (LIVE_ALERTS, AVAILABILITY, LINKS)}
         if instructor:
             self.tails[LEDGER] = Tail(self.dir / LEDGER)
             self.steps: list[dict] = []
@@ -333,6 +340,8 @@ class Watch:
                                     interval_s=(self.manifest.get("availability") or {})
                                     .get("interval_s"))
         snap["actions"] = self._actions()
+        self.links.add(self.tails[LINKS].read())
+        snap["links"] = self.links.section(self.tails[LINKS].exists)
         if self.instructor:
             snap.update(self._truth())
         return snap
@@ -466,6 +475,9 @@ def summary_line(snap: dict) -> str:
         parts.append(f"availability {av['overall']:.1%}"
                      + (f" (lowest {worst['name']} {worst['availability']:.1%})"
                         if worst["availability"] < 1 else ""))
+    links = links_summary(snap.get("links"))
+    if links:
+        parts.append(links)
     if snap.get("view") == "instructor" and snap.get("steps") is not None:
         outcomes: dict[str, int] = {}
         for s in snap["steps"]:

@@ -3,8 +3,10 @@
 
 A frame is a header line (run, phase, elapsed time, status) over two columns: the live alerts
 on the left (newest last), mission availability (per thread up/down, availability so far and
-a strip of its last probes) and the active blue actions on the right. The instructor's frame
-adds the attack steps under them. Everything drawn comes from the snapshot: the defender's
+a strip of its last probes), the tactical links (when the run changes any: each link's state,
+since when, its values; "all links up" once they are back) and the active blue actions on the
+right. The instructor's frame adds the links' real states with their reasons, and the attack
+steps under them. Everything drawn comes from the snapshot: the defender's
 snapshot holds no ground truth, so its frame cannot show any.
 """
 from __future__ import annotations
@@ -17,7 +19,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["render", "run_live", "OUTCOME_COLOURS"]
+from cyberrange.report.terminal import LINK_COLOURS
+
+__all__ = ["OUTCOME_COLOURS", "links_panel", "render", "run_live"]
 
 OUTCOME_COLOURS = {"succeeded": "green", "failed": "yellow", "blocked": "magenta",
                    "skipped": "dim", "stopped": "yellow", "error": "red"}
@@ -144,6 +148,72 @@ def availability_panel(snap: dict) -> Panel:
                  border_style="red" if av.get("down") else "green")
 
 
+def _link_values(vals: dict) -> str:
+    """A link's values, short: ``loss 10%, delay 800ms, jitter 20ms, 4.8kbit/s``."""
+    out = []
+    for k, v in (vals or {}).items():
+        if not isinstance(v, (int, float)):
+            continue
+        if k == "bandwidth":
+            out.append(f"{v * 1000:g}kbit/s" if v < 1 else f"{v:g}Mbit/s")
+        else:
+            out.append(f"{k} {v:g}" + {"loss": "%", "delay": "ms", "jitter": "ms"}.get(k, ""))
+    return ", ".join(out)
+
+
+def links_panel(snap: dict) -> Panel | None:
+    """The tactical links (None when the run logs no link change): each link that changed,
+    its state (coloured as on the drill's own screen), since when and its values; "all links
+    up" when every one is. The instructor's adds the real state's reason and the last
+    changes with theirs; the defender's snapshot has neither (``blue/watch_links.py``)."""
+    ln = snap.get("links") or {}
+    if not ln.get("logged"):
+        return None
+    rows = ln.get("links") or []
+    instructor = snap.get("view") == "instructor"
+    until = snap.get("finished") or snap.get("now")
+    bad = [r for r in rows if r.get("state") != "up"]
+    t = Table(box=box.SIMPLE, expand=True, show_edge=False, pad_edge=False)
+    t.add_column("link", no_wrap=True, overflow="ellipsis", min_width=8)
+    t.add_column("now", no_wrap=True)
+    t.add_column("since", no_wrap=True)
+    t.add_column("values" if not instructor else "values / reason", ratio=1)
+    for r in bad:
+        since = r.get("since")
+        lasted = f" {_dur(until - since)}" if isinstance(since, (int, float)) and \
+            isinstance(until, (int, float)) else ""
+        state = Text(str(r.get("label") or r.get("state")) + lasted,
+                     style=LINK_COLOURS.get(r.get("state"), "red"))
+        extra = Text(_link_values(r.get("values") or {}))
+        if instructor and r.get("reason"):
+            extra.append((" — " if extra.plain else "") + r["reason"], style="dim")
+        if instructor and r.get("defender") not in (None, r.get("state")):
+            extra.append(f" (defender sees: {r['defender']})", style="blue")
+        t.add_row(Text(str(r.get("link")), style="bold"), state, _clock(since), extra)
+    up = len(rows) - len(bad)
+    body: RenderableType
+    if bad:
+        body = t if not up else Group(t, Text(f"{up} other link(s) up", style="dim"))
+    else:
+        body = Text("all links up", style="green")
+    if instructor:
+        lines = []
+        for c in (ln.get("recent") or [])[-3:]:
+            vals = _link_values(c.get("values") or {})
+            lines.append(Text(f"{_clock(c.get('t'))} {c.get('link')} {c.get('state')}"
+                              + (f" ({vals})" if vals else "")
+                              + (f" — {c['reason']}" if c.get("reason") else "")
+                              + "".join(f"; {n}" for n in c.get("notes") or []),
+                              style="dim", no_wrap=True, overflow="ellipsis"))
+        if lines:
+            body = Group(body, Text("last changes (ground truth):", style="magenta"), *lines)
+    title = f"links: {len(bad)} not up" if bad else "links: all up"
+    title += f", {ln.get('count', 0)} change(s)"
+    worst = "red" if any(r.get("state") in ("down", "jammed") for r in bad) else \
+        "yellow" if bad else "green"
+    return Panel(body, title=title, title_align="left", border_style=worst)
+
+
 def describe_action(rec: dict) -> str:
     """An action in a few words, from its log record."""
     p, a = rec.get("params") or {}, rec.get("action")
@@ -229,6 +299,8 @@ def render(snap: dict, height: int | None = None, width: int | None = None) -> R
     right.add_column()
     right.add_row(availability_panel(snap))
     right.add_row(actions_panel(snap))
+    links = links_panel(snap)           # under the alerts: as wide as they are
+    links_h = _links_height(snap) if links is not None else 0
     instructor = snap.get("view") == "instructor"
     n_steps = len(snap.get("steps") or []) + len(snap.get("pending") or [])
     wide = width is None or width >= 140
@@ -238,19 +310,34 @@ def render(snap: dict, height: int | None = None, width: int | None = None) -> R
         side = sum(1 for r in av.get("threads") or []
                    if not r["name"].startswith("service:") or not r["up"]) + 1 + \
             max(1, len((snap.get("actions") or {}).get("active") or [])) + 10
-        rows = height - 7 - (n_steps + 5 if instructor else 0) - (0 if wide else side)
-        rows = max(3, rows, side - 6 if wide else 3)
+        rows = height - 7 - links_h - (n_steps + 5 if instructor else 0) - \
+            (0 if wide else side)
+        rows = max(3, rows, side - 6 - links_h if wide else 3)
+    left: RenderableType = alerts_panel(snap, rows)
+    if links is not None:
+        left = Group(left, links)
     if wide:
         body = Table.grid(expand=True, padding=(0, 1))
         body.add_column(ratio=1)                # the alerts get what the right side leaves
         body.add_column(width=60)
-        body.add_row(alerts_panel(snap, rows), right)
+        body.add_row(left, right)
     else:
-        body = Group(alerts_panel(snap, rows), right)
+        body = Group(left, right)
     parts: list[RenderableType] = [header(snap), body]
     if instructor:
         parts.append(steps_panel(snap))
     return Group(*parts)
+
+
+def _links_height(snap: dict) -> int:
+    """The lines the links panel takes: borders, header and rows (or "all links up"), and
+    the instructor's last changes."""
+    ln = snap.get("links") or {}
+    bad = len(ln.get("not_up") or [])
+    h = 2 + (bad + 2 if bad else 1) + (1 if bad and len(ln.get("links") or []) > bad else 0)
+    if snap.get("view") == "instructor" and ln.get("recent"):
+        h += 1 + min(3, len(ln["recent"]))
+    return h
 
 
 def run_live(console: Console, snapshot, refresh_s: float = 0.5) -> dict:
