@@ -240,8 +240,8 @@ def list_(everything, ref, as_json):
 @click.option("--runs-dir", default="runs", show_default=True,
               help="Where RUN is looked for by id or 'latest'.")
 def watch(ref, instructor, once, as_json, runs_dir):
-    """The red/blue screen: live alerts, mission availability, active blue actions, phase and
-    elapsed time of a drill running in another terminal (RUN: folder, id or 'latest'; TWIN: a
+    """The red/blue screen: live alerts, mission availability, active blue actions, tactical
+    link states, phase and elapsed time of a drill running in another terminal (RUN: folder, id or 'latest'; TWIN: a
     live twin's prefix; default: the only twin up). Redrawn twice a second from the files of
     the run folder; ends with a one-line summary when the drill ends. The defender's view has
     no ground truth on it (the drill needs --live for its alerts)."""
