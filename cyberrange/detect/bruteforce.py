@@ -40,6 +40,7 @@ Attempts are selected with Arrow compute; only they reach Python.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import math
 from collections import defaultdict, deque
@@ -104,6 +105,19 @@ def poisson_quantile(mu: float, alpha: float) -> int:
     return n + 1
 
 
+@functools.lru_cache(maxsize=4096)
+def pace_bound(n: int, conf: float) -> float:
+    """The exact (Garwood) upper ``conf`` confidence bound on a Poisson mean given ``n``
+    observed events, ``chi2.ppf(conf, 2 (n + 1)) / 2``: the mean under which ``n`` or fewer
+    events have probability ``1 - conf`` (also the ``conf`` quantile of the mean's posterior
+    under a flat prior); ``n`` itself when ``conf`` is 0 (off). One event bounds the mean at
+    2.44 (``conf`` 0.7) or 3.89 (0.9): one login in a warm-up is a thin estimate."""
+    if not conf:
+        return float(n)
+    from scipy.special import gammaincinv  # the Gamma(n + 1) quantile: chi2's, halved
+    return float(gammaincinv(n + 1, conf))
+
+
 def session_key(cid, t_us, fid):
     """One connection recorded by several sensors: same community id and start second."""
     return (cid, round(t_us / 1_000_000)) if cid else fid
@@ -127,6 +141,9 @@ class BruteForceDetector(Detector):
                                         # source's baseline pace per window (0: off)
         "pace_history": 0,              # spray, with rate_alpha: seconds of the client's own
                                         # attempts before the window that also set its pace
+        "pace_confidence": 0,           # trained, with rate_alpha: a login client's own
+                                        # counts (baseline, history) set its pace as their
+                                        # upper bound at this confidence (0: the counts)
         "peer_prefix": 0,               # trained, with rate_alpha: a login client's pace is at
                                         # least the mean of the other login clients of its
                                         # /peer_prefix subnet in the baseline (0: off)
@@ -155,6 +172,11 @@ class BruteForceDetector(Detector):
         self.rate_alpha = self._number("rate_alpha", minimum=0)
         self.history_us = int(self._number("pace_history", minimum=0) * 1_000_000)
         self.peer_prefix = int(self._number("peer_prefix", minimum=0, integer=True))
+        self.pace_conf = self._number("pace_confidence", minimum=0)
+        if self.pace_conf and not 0.5 <= self.pace_conf < 1:
+            raise SettingError(f"setting 'pace_confidence' of {self.name!r} must be 0 (off) or "
+                               f"a confidence in [0.5, 1), got {self.pace_conf!r}",
+                               setting="pace_confidence")
         if self.peer_prefix > 32:
             raise SettingError(f"setting 'peer_prefix' of {self.name!r} must be 0 (off) or an "
                                f"IPv4 prefix length 1..32, got {self.peer_prefix}",
@@ -206,10 +228,12 @@ class BruteForceDetector(Detector):
         """Login attempts the source makes in one window at its baseline pace (``rate_alpha``
         on and trained; else None): its own, or its subnet peers' mean when that is higher
         (``peer_prefix``) -- one or two logins in a warm-up are a thin estimate of a
-        workstation's pace, and the workstations of one subnet share a role."""
+        workstation's pace, and the workstations of one subnet share a role. With
+        ``pace_confidence`` its own count counts as its upper bound (``pace_bound``): the
+        pace that one login in a warm-up allows, not the pace of exactly one login."""
         if not self.rate_alpha or not self.trained or src not in self.counts:
             return None
-        n = max(self.counts[src], self.peer_mean(src) or 0)
+        n = max(pace_bound(self.counts[src], self.pace_conf), self.peer_mean(src) or 0)
         return n * self.window_us / self.span_us
 
     def threshold_of(self, src) -> int:
@@ -230,7 +254,8 @@ class BruteForceDetector(Detector):
         it (attempts per window). For a login client with ``pace_history``: also its own pace
         over the ``pace_history`` seconds before the window (``times``: the start times of its
         distinct attempts, sorted; history counts from ``t_first``, the records' first flow,
-        and only once it is a window long) -- a workstation busier than its warm-up showed."""
+        and only once it is a window long; its count, too, as its ``pace_bound``) -- a
+        workstation busier than its warm-up showed."""
         thr, mu = self.threshold_of(src), self.expected(src)
         if mu is None or not self.history_us:
             return thr, mu
@@ -238,7 +263,7 @@ class BruteForceDetector(Detector):
         lo = max(t - self.history_us, t_first)
         if hi - lo >= self.window_us:
             n = bisect.bisect_left(times, hi) - bisect.bisect_left(times, lo)
-            mu = max(mu, n * self.window_us / (hi - lo))
+            mu = max(mu, pace_bound(n, self.pace_conf) * self.window_us / (hi - lo))
             thr = max(thr, poisson_quantile(mu, self.rate_alpha))
         return thr, mu
 
@@ -425,10 +450,12 @@ class BruteForceDetector(Detector):
             return "; a source with no login in the baseline"
         pace = self.expected(src) if pace is None else pace
         peers = self.peer_mean(src)
-        pooled = peers is not None and peers > self.counts[src] and math.isclose(
-            pace, peers * self.window_us / self.span_us)
+        pooled = peers is not None and peers > pace_bound(self.counts[src], self.pace_conf) \
+            and math.isclose(pace, peers * self.window_us / self.span_us)
         whose = "subnet peers'" if pooled else "own"
-        return f"; a login client whose {whose} pace is {pace:.2g} attempts per window"
+        bound = f" (its {self.pace_conf:.0%} upper bound)" if self.pace_conf and not pooled \
+            else ""
+        return f"; a login client whose {whose} pace is {pace:.2g} attempts per window{bound}"
 
     def _baseline_evidence(self, src) -> dict:
         mu = self.expected(src)
@@ -437,7 +464,8 @@ class BruteForceDetector(Detector):
                 "peer_mean_attempts": self.peer_mean(src),
                 "baseline_s": round(self.span_us / 1e6, 1),
                 "expected_per_window": None if mu is None else round(mu, 2),
-                "rate_alpha": self.rate_alpha or None, "threshold": self.threshold}
+                "rate_alpha": self.rate_alpha or None, "pace_confidence": self.pace_conf or None,
+                "threshold": self.threshold}
 
     def _spread(self, busiest: int, n: int) -> bool:
         """Many doors, not one: the busiest service holds at most ``max_share`` of the window's

@@ -20,7 +20,7 @@ _seq = iter(range(10**9))
 def attempt(t, src, dst, port=22, packets=25, duration=0.3, observer="fra-span", state="SF"):
     n = next(_seq)
     fid = hashlib.sha1(f"{observer}|{n}".encode()).hexdigest()[:16]
-    us = int(round(t * 1e6))
+    us = round(t * 1e6)
     return {"@timestamp": us, "event.start": us, "event.end": us + int(duration * 1e6),
             "event.duration": int(duration * 1e9), "observer.name": observer,
             "source.ip": src, "source.port": 40000 + n % 20000, "source.packets": 13,
@@ -154,25 +154,31 @@ def test_health_probes_of_login_services_are_not_attempts():
 def test_a_busy_login_client_is_held_to_its_own_pace():
     """Issue 15: a workstation that logs in all day (2 logins in its 30 s warm-up) made 7 short
     logins at 3 servers within 30 s: its own chance burst, not a spray. ``rate_alpha`` sets its
-    threshold to the count its baseline pace reaches with probability <= 1e-4 (here 10); a host
+    threshold to the count its baseline pace reaches with probability <= 1e-4 (10 for a pace of
+    2; 14 with ``pace_confidence: 0.7``, the pace being 2 logins' upper bound, 3.62); a host
     with no login in the baseline keeps ``novice_threshold`` and a real spray from the busy
     workstation is still caught once it is bigger than the workstation's day."""
     shipped = {d.name: d for d in load_detector_file("detectors/bruteforce.yaml")}["password-spray"]
     base = table([attempt(T0, WS, SERVERS[0]), attempt(T0 + 14, WS, SERVERS[1]),
                   attempt(T0 + 29.5, ATT, "10.73.0.99", port=80)])
     shipped.fit(base)
-    assert shipped.threshold_of(WS) == 10 and shipped.threshold_of(ATT) == 5
-    assert shipped.expected(WS) == pytest.approx(2.0)      # a baseline shorter than a window
+    assert shipped.threshold_of(WS) == 14 and shipped.threshold_of(ATT) == 5
+    assert shipped.expected(WS) == pytest.approx(3.616, abs=1e-3)   # baseline < a window
+    counted = BruteForceDetector("x", mode="spray", window=30, threshold=7, novice_threshold=5,
+                                 rate_alpha=1e-4)               # the pace as counted
+    counted.fit(base)
+    assert counted.threshold_of(WS) == 10 and counted.expected(WS) == pytest.approx(2.0)
     gaps = [0, 3.2, 5.0, 11.2, 14.5, 24.2, 28.4]                    # 7 in 28.4 s, 3 servers
     day = [attempt(T0 + 100 + g, WS, SERVERS[i % 3]) for i, g in enumerate(gaps)]
     assert shipped.detect(table(day)) == []
     untrained = {d.name: d for d in load_detector_file("detectors/bruteforce.yaml")}[
         "password-spray"]
     assert len(untrained.detect(table(day))) == 1                  # the false alert it was
-    (a,) = shipped.detect(table(spray_round(T0 + 100, users=6, src=WS)))   # 12 in 11 s
-    assert a.evidence["threshold"] == 10 and a.timestamp.timestamp() == pytest.approx(T0 + 109)
+    (a,) = shipped.detect(table(spray_round(T0 + 100, users=8, src=WS)))   # 16 in 15 s
+    assert a.evidence["threshold"] == 14 and a.timestamp.timestamp() == pytest.approx(T0 + 113)
     assert a.evidence["baseline"]["baseline_attempts"] == 2
-    assert "a login client whose own pace is" in a.message
+    assert a.evidence["baseline"]["pace_confidence"] == 0.7
+    assert "a login client whose own pace is" in a.message and "70% upper bound" in a.message
 
 
 def test_a_client_busier_than_its_warm_up_is_held_to_its_running_pace():
@@ -184,7 +190,7 @@ def test_a_client_busier_than_its_warm_up_is_held_to_its_running_pace():
     base = [attempt(T0, WS, SERVERS[0]), attempt(T0 + 14, WS, SERVERS[1]),
             attempt(T0 + 29.5, ATT, "10.73.0.99", port=80)]
     shipped.fit(table(base))
-    assert shipped.threshold_of(WS) == 10
+    assert shipped.threshold_of(WS) == 14
     steady = [attempt(T0 + 30 + i * 7.5, WS, SERVERS[i % 3]) for i in range(40)]   # 4 per 30 s
     burst = [attempt(T0 + 400 + g, WS, SERVERS[i % 3])
              for i, g in enumerate([0, 2, 4, 7, 9, 12, 15, 18, 22, 26])]           # 10 in 26 s

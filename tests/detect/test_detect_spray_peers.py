@@ -54,14 +54,22 @@ def test_a_thin_client_is_held_to_its_busier_peers_pace():
 
 def test_a_lone_or_busiest_client_keeps_its_own_pace():
     """Pooling only ever raises a threshold: LONE has no peer in its /24 and keeps its own
-    pace (7, so its burst still alerts: pooling is not a blanket raise); PEER, busier than
-    THIN, keeps its own 4."""
+    pace (its one login's 70 % upper bound, 2.44: 11; without ``pace_confidence`` 7, and its
+    burst alerts -- pooling is not a blanket raise); PEER, busier than THIN, keeps its own
+    (4 logins, bound 5.89, above THIN's 1)."""
     det = shipped()
     det.fit(table(warm_up()))
-    assert det.peer_mean(LONE) is None and det.threshold_of(LONE) == 7
-    assert len(det.detect(table(burst(LONE, T0 + 100)))) == 1
-    assert det.peer_mean(PEER) == pytest.approx(1.0) and det.expected(PEER) == pytest.approx(4.0)
-    quiet_peer = shipped()
+    assert det.peer_mean(LONE) is None and det.threshold_of(LONE) == 11
+    counted = BruteForceDetector("counted", mode="spray", window=30, threshold=7,
+                                 novice_threshold=5, rate_alpha=1e-4, pace_history=600,
+                                 peer_prefix=24)
+    counted.fit(table(warm_up()))
+    assert counted.peer_mean(LONE) is None and counted.threshold_of(LONE) == 7
+    assert len(counted.detect(table(burst(LONE, T0 + 100)))) == 1
+    assert counted.expected(PEER) == pytest.approx(4.0)
+    assert det.peer_mean(PEER) == pytest.approx(1.0)
+    assert det.expected(PEER) == pytest.approx(5.89, abs=0.01)
+    quiet_peer = counted
     quiet_peer.fit(table(warm_up(peer_logins=1)))            # a peer as thin as THIN: no help
     assert quiet_peer.threshold_of(THIN) == 7
 
