@@ -384,7 +384,7 @@ def markdown(techs: dict, source: str) -> list[str]:
     for k, v in techs.items():
         out = "; ".join(f"{', '.join(o['misses'])}{'' if o['detected'] else ' (missed)'}"
                         for o in v["outside_steps"]) or "—"
-        rec = "—" if v["recall_inside"] is None else f"{v['recall_inside']:.2f}"
+        rec = "✘ not measured" if v["recall_inside"] is None else f"{v['recall_inside']:.2f}"
         unk = str(v["unknown"]) + (f" ({'; '.join(u['why'] for u in v['unknown_steps'])})"
                                    if v["unknown"] else "")
         lines.append(f"| {k} | {v['family'] or '—'} | {v['counted']} | {v['inside']} | "
