@@ -24,8 +24,9 @@ import statistics
 from .envelope import FAMILIES
 from .envelope_eval import EDGES, axes, bin_outcomes, envelope, envelope_text
 
-__all__ = ["GOAL_S", "GROUPS", "MIN_DETECTED", "inside_envelope", "percentile", "ttd_goal",
-           "ttd_lines", "ttd_markdown"]
+__all__ = ["GOAL_S", "GROUPS", "MIN_DETECTED", "RECALL_GOAL", "inside_envelope", "percentile",
+           "recall_goal", "recall_lines", "ttd_goal", "ttd_lines", "ttd_markdown", "wider_goal",
+           "wider_lines"]
 
 GOAL_S = 10.0
 MIN_DETECTED = 3          # fewer detected steps than this: the median is not measured
@@ -168,3 +169,101 @@ def ttd_lines(goal: dict) -> list[str]:
         out.append(f"    {fam:<13} median {_s(x['median']):>7}  p90 {_s(x['p90']):>7}  "
                    f"{x['detected']}/{x['inside']} inside  [{x['status']}]  {x['envelope']}")
     return out
+
+
+# ---------------------------------------------------------------------------- recall inside
+RECALL_GOAL = 0.9
+
+
+def recall_goal(outcomes: list[dict]) -> dict:
+    """Issue 15's *recall >= 0.9 inside the envelope*, per family, over the evaluation split's
+    counted steps inside every axis that has an envelope (``inside_envelope``). A family with
+    counted steps but no envelope is *not measured* (never met). The envelope is drawn from
+    these very steps (bins of recall >= 0.9), so on this split the goal mostly checks the
+    intersection of the axes; the independent test is the corpus (``corpus_envelope``) and
+    the next fresh evaluation split."""
+    fams = {}
+    for fam in FAMILIES:
+        counted = sum(o["family"] == fam and o["counted"] for o in outcomes)
+        if not counted:
+            continue
+        rows, texts = inside_envelope(outcomes, fam)
+        det = sum(o["detected"] for o in rows)
+        rec = round(det / len(rows), 3) if rows else None
+        status = ("not measured" if not texts or not rows else
+                  "met" if rec >= RECALL_GOAL else "not met")
+        fams[fam] = {"counted": counted, "inside": len(rows), "detected": det, "recall": rec,
+                     "envelope": " and ".join(texts) or "none", "status": status}
+    low = [f for f, x in fams.items() if x["status"] == "not met"]
+    blind = [f for f, x in fams.items() if x["status"] == "not measured"]
+    overall = "not met" if low else "not measured in full" if blind else \
+        "met" if fams else "not measured"
+    return {"goal": RECALL_GOAL, "families": fams, "below": low, "not_measured": blind,
+            "overall": overall}
+
+
+def recall_lines(goal: dict, mark: bool = True) -> list[str]:
+    """The goal as one Markdown list line (``mark``: with ✔/✘) and the per-family table."""
+    x = goal["families"]
+    inside = sum(f["inside"] for f in x.values())
+    det = sum(f["detected"] for f in x.values())
+    parts = []
+    if goal["below"]:
+        parts.append("below: " + ", ".join(f"{f} {x[f]['recall']:.2f} ({x[f]['detected']}/"
+                                           f"{x[f]['inside']})" for f in goal["below"]))
+    if goal["not_measured"]:
+        parts.append("not measured (no envelope or no step inside): "
+                     + ", ".join(goal["not_measured"]))
+    parts.append(f"{det}/{inside} steps inside the envelopes detected, "
+                 f"{sum(f['status'] == 'met' for f in x.values())} of {len(x)} families met")
+    sym = {"met": "✔", "not met": "✘", "not measured in full": "✘", "not measured": "–"}
+    head = (f"- {sym[goal['overall']] + ' ' if mark else ''}every family recall >= "
+            f"{goal['goal']:g} inside its envelope (evaluation split): {goal['overall']}; "
+            + "; ".join(parts))
+    lines = [head, "", ("| family | envelope (every axis that has one) | counted | inside | "
+             "detected inside | recall inside | verdict |"), "|---|---|---:|---:|---:|---:|---|"]
+    for f, r in x.items():
+        rec = "—" if r["recall"] is None else f"{r['recall']:.2f}"
+        lines.append(f"| {f} | {r['envelope']} | {r['counted']} | {r['inside']} | "
+                     f"{r['detected']} | {rec} | {MARK.get(r['status'], r['status'])} |")
+    return lines + [""]
+
+
+def wider_goal(before: dict | None, after: dict, source: str | None) -> dict:
+    """*Every envelope wider than before*: per family, the published envelope against the
+    ``before`` file's (``envelope_publish.compare``); not measured without a before file."""
+    from .envelope_publish import compare
+    if before is None:
+        return {"overall": "not measured", "why": "no earlier published envelope file",
+                "families": {}, "source": source}
+    fams = compare(before, after)
+    measured = {f: x for f, x in fams.items() if x["verdict"] != "not measured"}
+    wider = [f for f, x in measured.items() if x["verdict"] == "wider"]
+    overall = ("met" if measured and len(wider) == len(fams) else
+               "not measured" if not measured else "not met")
+    return {"overall": overall, "families": fams, "wider": wider, "source": source,
+            "why": f"{len(wider)} of {len(fams)} families wider"}
+
+
+def wider_lines(goal: dict) -> list[str]:
+    sym = {"met": "✔", "not met": "✘", "not measured": "–"}
+    if not goal["families"]:
+        return [(f"- {sym[goal['overall']]} every envelope wider than before: not measured "
+                f"({goal['why']}{': ' + goal['source'] if goal.get('source') else ''}); the "
+                "published file becomes the baseline once frozen"), ""]
+    x = goal["families"]
+    same = [f for f, r in x.items() if r["verdict"] == "same"]
+    worse = [f for f, r in x.items() if r["verdict"] in ("narrower", "not comparable")]
+    blind = [f for f, r in x.items() if r["verdict"] == "not measured"]
+    detail = "; ".join(p for p in (
+        f"wider: {', '.join(goal['wider'])}" if goal["wider"] else "",
+        f"same: {', '.join(same)}" if same else "",
+        f"narrower: {', '.join(worse)}" if worse else "",
+        f"no envelope before or after: {', '.join(blind)}" if blind else "") if p)
+    lines = [(f"- {sym[goal['overall']]} every envelope wider than before (before: "
+             f"{goal['source']}): {goal['overall']}, {goal['why']}; {detail}"), "",
+             "| family | before | now | verdict | per axis |", "|---|---|---|---|---|"]
+    for f, r in x.items():
+        axes_txt = ", ".join(f"{k} {v}" for k, v in r["axes"].items())
+        lines.append(f"| {f} | {r['before']} | {r['after']} | {r['verdict']} | {axes_txt} |")
+    return lines + [""]

@@ -59,7 +59,7 @@ from ..errors import UserError
 from ..telemetry.schema import ALERT_SCHEMA
 from .score import LATE_S, label_flows, score_run
 
-__all__ = ["evaluate", "expand_runs", "attack_id", "Evaluation"]
+__all__ = ["Evaluation", "attack_id", "evaluate", "expand_runs"]
 
 NOT_ATTACK = {"replay"}        # harness capabilities in the technique library, not ATT&CK
 
@@ -232,6 +232,7 @@ class _Corpus:
         self.runs: list = []
         self.skipped: list = []
         self.late_steps: list = []      # steps detected only after end + late_s
+        self.step_rows: list = []       # one per step of every run: counted, detected, late
         self.incidents = _IncidentTally()
 
     # -- adding a run ----------------------------------------------------------------------
@@ -266,6 +267,11 @@ class _Corpus:
                     s.get("arp_frames", 0) > 0 or s["outcome"] == "succeeded")))
             blocked = observable and s["outcome"] == "blocked"
             counted[s["step_id"]] = observable and not blocked
+            self.step_rows.append({"run_id": rd.run_id, "step_id": s["step_id"],
+                                   "technique": s["technique"], "counted": observable
+                                   and not blocked, "blocked": blocked,
+                                   "detected": bool(s["detected"]),
+                                   "late": bool(s.get("detected_late"))})
             t = self.techniques[s["technique"] or "unknown"]
             t["runs"].add(rd.run_id)
             if blocked:                 # a firewall stopped it: shown, not in recall
@@ -378,6 +384,7 @@ class _Corpus:
                   "detected": sum(r["detected"] for r in tech_rows),
                   "late": len(self.late_steps), "late_steps": self.late_steps,
                   "late_s": LATE_S, "skipped_runs": self.skipped,
+                  "step_outcomes": self.step_rows,
                   "incidents": self.incidents.totals()}
         return Evaluation(self.runs, tech_rows, self._detector_rows(labels), coverage, totals)
 
