@@ -26,6 +26,7 @@ from cyberrange.store.duckdb_store import DuckDBStore
 from cyberrange.store.es_mappings import KINDS
 from cyberrange.store.es_store import ElasticsearchStore, EsConfig, open_checked, push_run
 from cyberrange.telemetry.pcap import parse_pcaps
+from cyberrange.store.runlogs import STORE_RECORD_SCHEMAS
 from cyberrange.telemetry.schema import RECORD_SCHEMAS
 
 SECRET = "c2VjcmV0LWFwaS1rZXktZG8tbm90LXByaW50"
@@ -80,7 +81,7 @@ def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     store = make_store(fake, tmp_path)
     report = store.init()
     n_templates = 1 + 2 * len(KINDS)         # settings + a component and an index template each
-    assert len(report["installed"]) == n_templates == 13 and not report["unchanged"]
+    assert len(report["installed"]) == n_templates == 17 and not report["unchanged"]
     assert sorted(report["indices_created"]) == sorted(f"cyberrange-{k}" for k in KINDS)
     comps = fake.component_templates
     packets = comps["cyberrange-ecs-packets"]["template"]["mappings"]["properties"]
@@ -112,9 +113,19 @@ def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     assert _field(incidents, "related.ip")["type"] == "ip"          # the incident's entities
     assert _field(incidents, "cyberrange.explanation")["type"] == "match_only_text"
     assert _field(signals, "cyberrange.score")["type"] == "double"
+    avail = comps["cyberrange-ecs-availability"]["template"]["mappings"]["properties"]
+    links = comps["cyberrange-ecs-link_events"]["template"]["mappings"]["properties"]
+    assert _field(avail, "destination.ip")["type"] == "ip"          # the run logs (ECS names)
+    assert _field(avail, "event.outcome")["type"] == "keyword"
+    assert _field(avail, "cyberrange.latency_ms")["type"] == "double"
+    assert _field(avail, "error.message")["type"] == "match_only_text"
+    assert _field(links, "cyberrange.link.state")["type"] == "keyword"
+    assert _field(links, "event.duration")["type"] == "long"
+    assert _field(links, "cyberrange.link.loss_pct")["type"] == "double"
     for kind, props in (("packets", packets), ("flows", flows), ("alerts", alerts),
-                        ("signals", signals), ("incidents", incidents)):
-        for f in RECORD_SCHEMAS[kind]:                 # every column has a mapping
+                        ("signals", signals), ("incidents", incidents),
+                        ("availability", avail), ("link_events", links)):
+        for f in STORE_RECORD_SCHEMAS[kind]:           # every column has a mapping
             assert "type" in _field(props, f.name), (kind, f.name)
     tmpl = fake.index_templates["cyberrange-flows"]
     assert tmpl["index_patterns"] == ["cyberrange-flows*"]
@@ -356,7 +367,7 @@ def test_protocol_tls_self_signed_refused_then_trusted_with_ca(tmp_path, capsys,
         assert code == 0 and "TLS verified" in out
         monkeypatch.setenv("CYBERRANGE_ES_CA", fake.cert)
         code, out = run_cli(["store", "init", "--store", url], capsys)
-        assert code == 0 and "13 installed" in out
+        assert code == 0 and f"{1 + 2 * len(KINDS)} installed" in out
     finally:
         fake.close()
 
