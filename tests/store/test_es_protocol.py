@@ -25,8 +25,8 @@ from cyberrange.store import open_store
 from cyberrange.store.duckdb_store import DuckDBStore
 from cyberrange.store.es_mappings import KINDS
 from cyberrange.store.es_store import ElasticsearchStore, EsConfig, open_checked, push_run
-from cyberrange.telemetry.pcap import parse_pcaps
 from cyberrange.store.runlogs import STORE_RECORD_SCHEMAS
+from cyberrange.telemetry.pcap import parse_pcaps
 from cyberrange.telemetry.schema import RECORD_SCHEMAS
 
 SECRET = "c2VjcmV0LWFwaS1rZXktZG8tbm90LXByaW50"
@@ -444,11 +444,14 @@ def test_protocol_analyse_mirrors_to_es_with_reconciliation_section(fake, tmp_pa
     run = Run.create(tmp_path / "runs", "mirror", {})
     (run.dir / "pcaps").mkdir()
     shutil.copy("tests/data/pcaps/conversation.pcap", run.dir / "pcaps" / "s1.pcap")
+    from test_run_logs import write_run_logs
+    write_run_logs(run.dir)                               # 5 mission probes, 3 link changes
     es = open_checked(es_url(fake))
     card = analyse(run, shipped_detectors(), es=es)
     sec = card["reconciliation"]["es"]
     n_packets = card["run"]["telemetry"]["packets"]
     assert sec["zero_loss"] is True and sec["spooled"] == 0, sec
+    assert sec["stored"]["availability"] == 5 and sec["stored"]["link_events"] == 3
     assert sec["stored"]["packets"] == n_packets == len(fake.docs("cyberrange-packets"))
     assert sec["acknowledged"] == sec["sent"]
     assert json.loads(run.scorecard_path.read_text())["reconciliation"]["es"]["zero_loss"]
@@ -461,6 +464,41 @@ def test_protocol_analyse_mirrors_to_es_with_reconciliation_section(fake, tmp_pa
     assert "every record acknowledged and counted once" in text
     row = next(line for line in text.splitlines() if line.strip().startswith("packets"))
     assert row.split()[1:3] == [str(n_packets), str(n_packets)]     # records, acknowledged
+
+
+def test_protocol_run_logs_round_trip_and_store_push_from_the_run_files(fake, tmp_path,
+                                                                         capsys):
+    """Mission probes and link events: written, read back as DuckDB reads them, nested ECS
+    documents; ``store push`` of a run whose store predates them sends the run's files."""
+    from test_run_logs import write_run_logs
+
+    from cyberrange.run import Run
+    from cyberrange.store.runlogs import run_log_tables, store_run_logs
+    write_run_logs(tmp_path)
+    tables = run_log_tables(tmp_path, "r1")
+    es, local = make_store(fake, tmp_path, page=2), DuckDBStore(":memory:")
+    for s in (es, local):
+        assert store_run_logs(s, tables, "r1") == {"availability": 5, "link_events": 3}
+    for kind in tables:
+        a, b = es.read(kind, "r1"), local.read(kind, "r1")
+        assert a.schema.equals(b.schema) and a.equals(b), kind
+    docs = fake.docs("cyberrange-link_events").values()
+    jam = next(d for d in docs if d["cyberrange"]["link"]["state"] == "jammed")
+    assert jam["cyberrange"]["link"]["name"] == "sat" and jam["event"]["duration"] == 30 * 10**9
+    probe = next(iter(fake.docs("cyberrange-availability").values()))
+    assert probe["cyberrange"]["thread"] == "cop" and probe["destination"]["port"] == 443
+    assert es.delete("link_events", "r1") == 3 and es.count("availability", "r1") == 5
+    run = Run.create(tmp_path / "runs", "push-logs", {})
+    DuckDBStore(run.store_path).close()                   # analysed before the run logs
+    write_run_logs(run.dir)
+    argv = ["store", "push", run.id, "--runs-dir", str(tmp_path / "runs"), "--json",
+            "--store", es_url(fake, prefix="team")]
+    for _ in range(2):                                    # again: replaced, not doubled
+        code, out = run_cli(argv, capsys)
+        assert code == 0, out
+        section = json.loads(out[out.index("{"):])
+        assert section["stored"]["availability"] == 5 and section["stored"]["link_events"] == 3
+    assert len(fake.docs("team-availability")) == 5 and len(fake.docs("team-link_events")) == 3
 
 
 def test_get_reads_a_dotted_path():
