@@ -119,9 +119,11 @@ def charts() -> list[dict]:
            {"t": date_col(), "m": terms_col("cyberrange.thread", "Thread", "n", size=20),
             "n": count_col("Failed probes")}, y="n", x="t", split="m",
            query="event.outcome : failure"),
-        xy("cyberrange-link-changes", "Link state changes (DDIL)", "link_events",
+        xy("cyberrange-link-changes", "Link state changes as monitoring sees them (DDIL)",
+           "link_events",
            {"l": terms_col("cyberrange.link.name", "Link", "n", size=20),
-            "s": terms_col("cyberrange.link.state", "State", "n", size=4, other=False),
+            "s": terms_col("cyberrange.link.observed_state", "State seen", "n", size=3,
+                           other=False),
             "n": count_col("Changes")}, y="n", x="l", split="s"),
     ]
 

@@ -13,9 +13,13 @@ schemas; ``store_run_logs(store, tables)`` puts them into a store (replacing the
 rows). ``drill.analyse`` does both at the end of a drill, and ``cyberrange store push`` sends
 the rows to Elasticsearch.
 
-**Ground truth.** A link event's ``cyberrange.reason`` says why the link changed, and for an
-adversary's jamming step it names the step and its technique (``step jam-los (CR-J0001 ...)``):
-a label, like the ledger (which the Elasticsearch backend also holds, ``<prefix>-ledger``).
+**Ground truth.** ``logs/links.jsonl`` is exercise control's record. A link event's
+``cyberrange.reason`` says why the link changed, and for an adversary's jamming step it names
+the step and its technique (``step jam-los (CR-J0001 ...)``); ``cyberrange.link.state``
+``jammed`` names the cause: labels, like the ledger (which the Elasticsearch backend also holds,
+``<prefix>-ledger``). ``cyberrange.link.observed_state`` is what the defender's monitoring
+sees of the same change (``blue/watch_links.defender_view``: a jammed link is ``down``, a
+degradation the twin could not emulate is ``up``): the field for a blue team's dashboard.
 Detectors read flows and packets only (the incident correlator: alerts and signals), never
 these kinds; ``tests/store/test_run_logs.py`` runs the detectors and the correlator over a
 store that holds both and checks that neither kind is read. They are for after-action review,
@@ -63,7 +67,8 @@ LINK_EVENT_SCHEMA = pa.schema([
     ("event.end", TS),                              # the link's next change (null: none)
     ("event.duration", pa.int64()),                 # nanoseconds until then (ECS), or null
     ("cyberrange.link.name", pa.string()),          # the zone or point-to-point link
-    ("cyberrange.link.state", pa.string()),         # up | down | jammed | degraded
+    ("cyberrange.link.state", pa.string()),         # up | down | jammed | degraded (control's)
+    ("cyberrange.link.observed_state", pa.string()),  # up | degraded | down (the defender's)
     ("cyberrange.link.delay_ms", pa.float64()),     # degraded: the values set, else null
     ("cyberrange.link.jitter_ms", pa.float64()),
     ("cyberrange.link.loss_pct", pa.float64()),
@@ -79,6 +84,7 @@ STORE_SCHEMAS = {**SCHEMAS, **RUN_LOG_SCHEMAS}
 #: every kind a store holds: every column it may carry
 STORE_RECORD_SCHEMAS = {**RECORD_SCHEMAS, **RUN_LOG_SCHEMAS}
 
+LINK_STATES = ("up", "down", "jammed", "degraded")        # twin.ddil.STATES
 _VALUES = {"delay": "cyberrange.link.delay_ms", "jitter": "cyberrange.link.jitter_ms",
            "loss": "cyberrange.link.loss_pct", "bandwidth": "cyberrange.link.bandwidth_mbit"}
 
@@ -91,7 +97,7 @@ def _number(v) -> float | None:
 
 def read_link_events(path) -> list[dict]:
     """The records of ``logs/links.jsonl``, checked: a line that is not a JSON object with a
-    finite number ``t`` and strings ``zone`` and ``state`` is a UserError naming the file, the
+    finite number ``t``, a string ``zone`` and a known ``state`` is a UserError naming the file, the
     line and the key (a last line cut short, as a killed drill leaves it, is left out)."""
     path = Path(path)
     out = []
@@ -109,9 +115,10 @@ def read_link_events(path) -> list[dict]:
             raise UserError(f"{path}:{n}: not a JSON object")
         if _number(rec.get("t")) is None:
             raise UserError(f"{path}:{n}: 't' must be a number (epoch seconds)")
-        for key in ("zone", "state"):
-            if not isinstance(rec.get(key), str):
-                raise UserError(f"{path}:{n}: '{key}' must be a string")
+        if not isinstance(rec.get("zone"), str):
+            raise UserError(f"{path}:{n}: 'zone' must be a string")
+        if rec.get("state") not in LINK_STATES:
+            raise UserError(f"{path}:{n}: 'state' must be one of {', '.join(LINK_STATES)}")
         if not isinstance(rec.get("values") or {}, dict):
             raise UserError(f"{path}:{n}: 'values' must be an object")
         out.append(rec)
@@ -120,6 +127,7 @@ def read_link_events(path) -> list[dict]:
 
 def link_events_table(records: list[dict], run_id: str) -> pa.Table:
     """One row per change, in file order; ``event.end`` is the same link's next change."""
+    from ..blue.watch_links import defender_view  # one rule for the watch and here
     rows = []
     for k, r in enumerate(records):
         t = float(r["t"])
@@ -127,6 +135,7 @@ def link_events_table(records: list[dict], run_id: str) -> pa.Table:
         values = r.get("values") or {}
         notes = r.get("notes")
         row = {"@timestamp": _us(t), "event.end": None if end is None else _us(end),
+               "cyberrange.link.observed_state": defender_view(r)["state"],
                "event.duration": None if end is None else round((end - t) * 1e9),
                "cyberrange.link.name": r["zone"], "cyberrange.link.state": r["state"],
                "cyberrange.notes": [str(x) for x in notes] if isinstance(notes, list) else [],

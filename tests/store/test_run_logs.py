@@ -73,6 +73,11 @@ def test_link_events_table_durations_values_and_reason(tmp_path):
     assert rows[1]["cyberrange.link.jitter_ms"] is None
     assert rows[1]["cyberrange.notes"] == ["delay not emulated here (no netem)"]
     assert rows[0]["cyberrange.reason"] == f"{JAM}: jammed"
+    # the defender's monitoring: a jam is a link that passes nothing; the undone delay is not seen
+    assert [r["cyberrange.link.observed_state"] for r in rows] == ["down", "degraded", "up"]
+    only_delay = dict(LINKS[1], values={"delay": 800})     # its one value not emulated here
+    assert link_events_table([only_delay], "r1").column(
+        "cyberrange.link.observed_state").to_pylist() == ["up"]
     assert {r["cyberrange.run_id"] for r in rows} == {"r1"}
 
 
@@ -80,7 +85,8 @@ def test_link_events_table_durations_values_and_reason(tmp_path):
     ("[1, 2]", "not a JSON object"), ("{not json", "not a JSON object"),
     ('{"t": "now", "zone": "sat", "state": "up"}', "'t' must be a number"),
     ('{"t": 1, "zone": 3, "state": "up"}', "'zone' must be a string"),
-    ('{"t": 1, "zone": "sat"}', "'state' must be a string"),
+    ('{"t": 1, "zone": "sat"}', "'state' must be one of up, down, jammed, degraded"),
+    ('{"t": 1, "zone": "sat", "state": "fried"}', "'state' must be one of"),
     ('{"t": 1, "zone": "sat", "state": "up", "values": [1]}', "'values' must be an object"),
 ])
 def test_a_bad_link_log_line_names_file_line_and_key(tmp_path, line, msg):
@@ -170,7 +176,8 @@ def test_analysed_run_folder_is_queried_from_the_store(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["query", run.id, "--runs-dir", str(tmp_path / "runs")])
     listing = capsys.readouterr().out
-    assert "link_events: timestamp, event_end, event_duration, link_name, link_state" in listing
+    assert "link_events: timestamp, event_end, event_duration, link_name, link_state, " \
+        "link_observed_state" in listing
     assert listed.err == ""
 
 
