@@ -129,6 +129,11 @@ def test_duckdb_round_trip_replace_and_old_files(tmp_path):
     with DuckDBStore(old, read_only=True) as store:
         assert not store.has("link_events") and store.has("availability")
         assert store.read_or_empty("link_events", "r1").schema.equals(LINK_EVENT_SCHEMA)
+    from cyberrange.store.views import open_views
+    con = open_views(old)                                    # and the view is there, empty
+    assert con.execute("SELECT count(*), count(link_observed_state) FROM link_events"
+                       ).fetchall() == [(0, 0)]
+    con.close()
 
 
 def test_analysed_run_folder_is_queried_from_the_store(tmp_path, capsys):
