@@ -366,8 +366,10 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
+    from cyberrange.store.runlogs import run_log_tables, store_run_logs
     ui = ui or NullUI()
     ledger = run.check_analysable()
+    logs = run_log_tables(run.dir, run.id)       # mission probes, link events: into the store
     timings = run.manifest.setdefault("timings", {})
     with run.staged(*ANALYSIS_OUTPUTS,
                     manifest_keys=("timings", "telemetry", "detectors_stats")) as new:
@@ -377,6 +379,7 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
         packets, flows, stats = loaded
         with open_store(new[run.store_path.name]) as store:
             loaded.store_into(store)
+            store_run_logs(store, logs, run.id)
             timings["telemetry_s"] = round(time.monotonic() - t0, 2)
             run.manifest["telemetry"] = {"packets": packets.num_rows, "flows": flows.num_rows,
                                          "parser": stats}
@@ -395,7 +398,7 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
             packets_t = store.read("packets", run.id)
         card = score_run(ledger, flows_t, alerts)
         card["incidents"] = score_incidents(ledger, flows_t, incidents, alerts, signals)
-        avail = run_availability(run.dir, run.manifest, store_path=new[run.store_path.name])
+        avail = run_availability(run.dir, run.manifest)  # the store got them above
         if avail is not None:            # the probes of the drill (availability.jsonl)
             card["availability"] = avail
         card["blue"] = run_blue(run.dir, run.manifest, ledger, flows_t, card)  # None: no blue
@@ -424,7 +427,8 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
             from cyberrange.store.es_store import mirror_run
             ui.phase("score", f"sending records to {es.config.url}")
             card["reconciliation"]["es"] = mirror_run(es, run, packets, flows, alerts, ledger,
-                                                       signals=signals, incidents=incidents)
+                                                       signals=signals, incidents=incidents,
+                                                       **logs)
         card["run"] = {k: run.manifest.get(k) for k in ("run_id", "topology", "playbook",
                                                          "timings", "warnings", "telemetry",
                                                          "benign_requests")}

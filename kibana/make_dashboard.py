@@ -16,7 +16,8 @@ from pathlib import Path
 OUT = Path(__file__).with_name("cyberrange-dashboard.ndjson")
 VERSION = "8.15.0"                     # the Kibana version the panels were written against
 LAYER = "layer1"
-KINDS = ("flows", "alerts", "packets", "signals", "incidents", "ledger")
+KINDS = ("flows", "alerts", "packets", "signals", "incidents", "availability", "link_events",
+         "ledger")
 
 
 def data_view(kind: str) -> dict:
@@ -108,6 +109,22 @@ def charts() -> list[dict]:
         xy("cyberrange-incidents-by-severity", "Incidents by severity", "incidents",
            {"t": date_col(), "s": terms_col("cyberrange.severity", "Severity", "n", size=4),
             "n": count_col("Incidents")}, y="n", x="t", split="s"),
+        xy("cyberrange-availability-over-time", "Mission availability over time (probes by "
+           "outcome)", "availability",
+           {"t": date_col(), "o": terms_col("event.outcome", "Outcome", "n", size=2,
+                                            other=False),
+            "n": count_col("Probes")}, y="n", x="t", split="o"),
+        xy("cyberrange-failed-probes-by-thread", "Failed mission probes by thread",
+           "availability",
+           {"t": date_col(), "m": terms_col("cyberrange.thread", "Thread", "n", size=20),
+            "n": count_col("Failed probes")}, y="n", x="t", split="m",
+           query="event.outcome : failure"),
+        xy("cyberrange-link-changes", "Link state changes as monitoring sees them (DDIL)",
+           "link_events",
+           {"l": terms_col("cyberrange.link.name", "Link", "n", size=20),
+            "s": terms_col("cyberrange.link.observed_state", "State seen", "n", size=3,
+                           other=False),
+            "n": count_col("Changes")}, y="n", x="l", split="s"),
     ]
 
 
@@ -133,7 +150,10 @@ LAYOUT = [("cyberrange-alerts-over-time", 0, 0, 32, 14),
           ("cyberrange-flows-by-zone", 24, 14, 24, 14),
           ("cyberrange-steps-by-technique", 0, 28, 24, 14),
           ("cyberrange-incidents-by-severity", 24, 28, 24, 14),
-          ("cyberrange-alerts-all", 0, 42, 48, 16)]
+          ("cyberrange-availability-over-time", 0, 42, 24, 14),
+          ("cyberrange-failed-probes-by-thread", 24, 42, 24, 14),
+          ("cyberrange-link-changes", 0, 56, 48, 12),
+          ("cyberrange-alerts-all", 0, 68, 48, 16)]
 
 
 def dashboard(objects: dict[str, dict]) -> dict:
@@ -147,8 +167,9 @@ def dashboard(objects: dict[str, dict]) -> dict:
     return {"id": "cyberrange-drill", "type": "dashboard", "managed": False,
             "attributes": {
                 "title": "cyberrange drill",
-                "description": "Alerts, detections, traffic per zone and ground truth of drills; "
-                               "filter one with cyberrange.run_id : \"<run id>\"",
+                "description": "Alerts, detections, traffic per zone, mission availability, "
+                               "link changes and ground truth of drills; filter one with "
+                               "cyberrange.run_id : \"<run id>\"",
                 "panelsJSON": json.dumps(panels),
                 "optionsJSON": json.dumps({"useMargins": True, "syncColors": False,
                                            "syncCursor": True, "syncTooltips": False,

@@ -81,16 +81,19 @@ def store_init(target, as_json):
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders are.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reconciliation as JSON.")
 def store_push(run_ref, target, runs_dir, as_json):
-    """Export a finished RUN (records, alerts, ledger) to the cluster. Documents have fixed ids,
+    """Export a finished RUN (records, alerts, signals, incidents, mission probes, link events,
+    ledger) to the cluster. Documents have fixed ids,
     so pushing again stores nothing twice; the run's spool (es-spool/) is replayed first."""
     from cyberrange.attack.ledger import read_ledger
     from cyberrange.run import Run
     from cyberrange.store.duckdb_store import DuckDBStore
     from cyberrange.store.es_store import open_checked, push_run
+    from cyberrange.store.runlogs import RUN_LOG_SCHEMAS, run_log_tables
     run = Run.open(run_ref, runs_dir)
     if not run.store_path.exists():
         raise UserError(f"{run.dir}: no store.duckdb (score the run first: "
                         f"cyberrange drill score {run.id})")
+    files = run_log_tables(run.dir, run.id)         # checked before the cluster is reached
     es = open_checked(target, spool_dir=run.dir / "es-spool")
     with DuckDBStore(run.store_path, read_only=True) as local:
         tables = {}
@@ -99,6 +102,11 @@ def store_push(run_ref, target, runs_dir, as_json):
             tables[kind] = local.read(kind, run.id, columns=list(names))
         for kind in ("signals", "incidents"):       # a run scored before issue 15 has none
             tables[kind] = local.read_or_empty(kind, run.id)
+        for kind in RUN_LOG_SCHEMAS:                # mission probes, link events
+            tables[kind] = local.read_or_empty(kind, run.id)
+    for kind, table in files.items():
+        if table is not None and tables[kind].num_rows == 0:   # analysed before the store
+            tables[kind] = table                                # held them: the run's files
     ledger = read_ledger(run.ledger_path) if run.ledger_path.exists() else None
     total = sum(t.num_rows for t in tables.values()) + len(ledger or [])
     console = make_console(stderr=as_json)
@@ -111,7 +119,9 @@ def store_push(run_ref, target, runs_dir, as_json):
             es.bulk.on_chunk = lambda n: progress.advance(task, n)
             section = push_run(es, run.id, tables["packets"], tables["flows"],
                                tables["alerts"], ledger, signals=tables["signals"],
-                               incidents=tables["incidents"])
+                               incidents=tables["incidents"],
+                               availability=tables["availability"],
+                               link_events=tables["link_events"])
     finally:
         es.client.close()
     if as_json:

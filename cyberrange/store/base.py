@@ -1,7 +1,8 @@
 """The EventStore interface. DuckDB (embedded, default) and Elasticsearch implement it.
 
 Records travel as Arrow tables whose columns follow ``cyberrange.telemetry.schema``.
-Kinds: ``packets``, ``flows``, ``alerts``, ``signals`` (weak signals) and ``incidents``.
+Kinds: ``packets``, ``flows``, ``alerts``, ``signals`` (weak signals) and ``incidents``, and the
+run logs ``availability`` and ``link_events`` (``runlogs.py``: columns in ``STORE_SCHEMAS``).
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ class EventStore(ABC):
     def read_or_empty(self, kind: str, run_id: str | None = None) -> pa.Table:
         """``read``, or an empty table of the kind when the store does not hold it."""
         if not self.has(kind):
-            from ..telemetry.schema import SCHEMAS
-            return SCHEMAS[kind].empty_table()
+            from .runlogs import STORE_SCHEMAS
+            return STORE_SCHEMAS[kind].empty_table()
         return self.read(kind, run_id)
 
     def close(self) -> None:  # pragma: no cover - trivial default

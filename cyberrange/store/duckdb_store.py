@@ -5,7 +5,8 @@ every column of ``RECORD_SCHEMAS`` (core + added fields, see ``cyberrange.teleme
 The views ``packets`` and ``flows`` show the core columns (``PACKET_SCHEMA`` / ``FLOW_SCHEMA``,
 unchanged since the first version), so SQL written against them keeps working; ``alerts`` is a
 table, and so are ``signals`` (weak signals, in the alert layout) and ``incidents``
-(``cyberrange.detect.incidents``). The view ``arp_bindings`` lists the IP/MAC pairs ARP senders announced (``source.ip``,
+(``cyberrange.detect.incidents``), and so are the run logs ``availability`` (mission probes) and
+``link_events`` (DDIL link changes; ``runlogs.py``). The view ``arp_bindings`` lists the IP/MAC pairs ARP senders announced (``source.ip``,
 ``source.mac``, first and last seen, packets) per sensor and run. The dotted ECS names are kept
 as column names (always quoted in SQL: ``SELECT "source.ip" FROM flows``).
 
@@ -26,8 +27,8 @@ import threading
 import duckdb
 import pyarrow as pa
 
-from ..telemetry.schema import RECORD_SCHEMAS, SCHEMAS
 from .base import EventStore
+from .runlogs import STORE_RECORD_SCHEMAS, STORE_SCHEMAS
 
 __all__ = ["DuckDBStore", "duckdb_type", "quote"]
 
@@ -76,14 +77,14 @@ class DuckDBStore(EventStore):
         self._existing = existing = {r[0]: r[1] for r in self.con.execute(
             "SELECT table_name, table_type FROM information_schema.tables "
             "WHERE table_schema = 'main'").fetchall()}
-        for kind, core in SCHEMAS.items():
+        for kind, core in STORE_SCHEMAS.items():
             wide = WIDE.get(kind)
             if wide is None or existing.get(kind) == "BASE TABLE":
                 self._where[kind] = (kind, core)            # alerts, or a file from before
                 if not read_only:
                     self._create(kind, core)
             else:
-                full = RECORD_SCHEMAS[kind]
+                full = STORE_RECORD_SCHEMAS[kind]
                 self._where[kind] = (wide, full)
                 if not read_only:
                     self._create(wide, full)
@@ -130,7 +131,7 @@ class DuckDBStore(EventStore):
         if table.num_rows == 0:
             return 0
         missing = [n for n in core.names if n not in table.column_names]
-        allowed = set(RECORD_SCHEMAS[kind].names)
+        allowed = set(STORE_RECORD_SCHEMAS[kind].names)
         extra = [n for n in table.column_names if n not in allowed]
         if missing or extra:
             raise ValueError(f"{kind}: columns do not match the schema "
@@ -211,6 +212,6 @@ class DuckDBStore(EventStore):
 
 def _schema(kind: str) -> pa.Schema:
     try:
-        return SCHEMAS[kind]
+        return STORE_SCHEMAS[kind]
     except KeyError:
-        raise ValueError(f"unknown record kind {kind!r} (one of {', '.join(SCHEMAS)})") from None
+        raise ValueError(f"unknown record kind {kind!r} (one of {', '.join(STORE_SCHEMAS)})") from None

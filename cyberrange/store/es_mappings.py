@@ -1,7 +1,7 @@
 """Elasticsearch mappings of the event records, derived from the Arrow schemas.
 
-One source of truth: ``cyberrange.telemetry.schema`` says which columns a record kind has and
-their Arrow types; this module turns each column into an ECS field type and nests the dotted
+One source of truth: ``cyberrange.telemetry.schema`` (and ``runlogs.py`` for the run logs) says
+which columns a record kind has and their Arrow types; this module turns each column into an ECS field type and nests the dotted
 names into objects (``source.ip`` -> ``{"source": {"properties": {"ip": ...}}}``), as ECS and
 Kibana expect. The few places where the Arrow type does not say enough (an address is a string
 in Arrow, an ``ip`` in ECS) are listed in ``OVERRIDES``.
@@ -18,13 +18,15 @@ import json
 
 import pyarrow as pa
 
-from ..telemetry.schema import RECORD_SCHEMAS
+from .runlogs import STORE_RECORD_SCHEMAS
 
 __all__ = ["KINDS", "OVERRIDES", "field_type", "ledger_mappings", "mappings_for", "templates"]
 
 #: every kind the Elasticsearch backend keeps: the record kinds (weak signals and incidents
-#: included, docs/incidents.md) and the ledger
-KINDS = ("packets", "flows", "alerts", "signals", "incidents", "ledger")
+#: included, docs/incidents.md), the run logs (mission probes, link events: ``runlogs.py``)
+#: and the ledger
+KINDS = ("packets", "flows", "alerts", "signals", "incidents", "availability", "link_events",
+         "ledger")
 
 #: ECS types that the Arrow type alone cannot tell
 OVERRIDES: dict[str, dict] = {
@@ -41,6 +43,7 @@ OVERRIDES: dict[str, dict] = {
     "cyberrange.explanation": {"type": "match_only_text"},
     "cyberrange.stages": {"type": "keyword", "index": False, "doc_values": False},
     "cyberrange.pivots": {"type": "keyword", "index": False, "doc_values": False},
+    "error.message": {"type": "match_only_text"},        # ECS (a failed probe's reason)
 }
 
 
@@ -114,7 +117,7 @@ def ledger_mappings() -> dict:
 
 
 def kind_mappings(kind: str) -> dict:
-    return ledger_mappings() if kind == "ledger" else mappings_for(RECORD_SCHEMAS[kind])
+    return ledger_mappings() if kind == "ledger" else mappings_for(STORE_RECORD_SCHEMAS[kind])
 
 
 def _hash(body: dict) -> str:

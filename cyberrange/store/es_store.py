@@ -12,7 +12,8 @@ Credentials come from the environment only: ``CYBERRANGE_ES_API_KEY``, or
 They never appear in errors, reprs or logs; a URL that carries ``user:password@`` is refused.
 ``auth=none`` is for a development cluster without security.
 
-Indices: ``<prefix>-packets``, ``-flows``, ``-alerts``, ``-ledger`` (prefix ``cyberrange``),
+Indices: ``<prefix>-packets``, ``-flows``, ``-alerts``, ``-signals``, ``-incidents``,
+``-availability``, ``-link_events``, ``-ledger`` (prefix ``cyberrange``),
 created from the composable templates of ``es_mappings`` by ``init()``. Documents are ECS objects
 (dotted names nested); reading flattens them again and returns the same Arrow schema as the
 DuckDB store. Document ids are deterministic (see ``doc_id``), so writing the same records twice
@@ -31,7 +32,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import UserError
-from ..telemetry.schema import RECORD_SCHEMAS, SCHEMAS
 from .base import EventStore
 from .es_config import (  # noqa: F401
     ENV_API_KEY,
@@ -44,6 +44,7 @@ from .es_config import (  # noqa: F401
     make_client,
 )
 from .es_mappings import KINDS, templates
+from .runlogs import STORE_RECORD_SCHEMAS, STORE_SCHEMAS
 
 __all__ = ["EsConfig", "ElasticsearchStore", "ENV_API_KEY", "ENV_USER", "ENV_PASSWORD", "ENV_CA",
            "ENV_URL", "open_checked", "push_run", "mirror_run"]
@@ -241,7 +242,7 @@ class ElasticsearchStore(EventStore):
         if table.num_rows == 0:
             return 0
         missing = [n for n in core.names if n not in table.column_names]
-        extra = [n for n in table.column_names if n not in RECORD_SCHEMAS[kind].names]
+        extra = [n for n in table.column_names if n not in STORE_RECORD_SCHEMAS[kind].names]
         if missing or extra:
             raise ValueError(f"{kind}: columns do not match the schema "
                              f"(missing {missing}, unknown {extra})")
@@ -260,7 +261,7 @@ class ElasticsearchStore(EventStore):
         """Records of ``kind`` in ``@timestamp`` order, paged with a point in time and
         ``search_after``; the same columns and types as the DuckDB store's ``read``."""
         core = _schema(kind)
-        full = RECORD_SCHEMAS[kind]
+        full = STORE_RECORD_SCHEMAS[kind]
         names = list(columns) if columns else list(core.names)
         unknown = [n for n in names if n not in full.names]
         if unknown:
@@ -358,9 +359,10 @@ def _run_query(run_id: str | None) -> dict:
 
 def _schema(kind: str) -> pa.Schema:
     try:
-        return SCHEMAS[kind]
+        return STORE_SCHEMAS[kind]
     except KeyError:
-        raise ValueError(f"unknown record kind {kind!r} (one of {', '.join(SCHEMAS)})") from None
+        raise ValueError(f"unknown record kind {kind!r} (one of {', '.join(STORE_SCHEMAS)})"
+                         ) from None
 
 
 # ---------------------------------------------------------------------- a whole run
@@ -368,16 +370,20 @@ def _schema(kind: str) -> pa.Schema:
 def push_run(store: ElasticsearchStore, run_id: str, packets: pa.Table | None,
              flows: pa.Table | None, alerts: pa.Table | None, ledger: list[dict] | None,
              progress=None, signals: pa.Table | None = None,
-             incidents: pa.Table | None = None) -> dict:
+             incidents: pa.Table | None = None, availability: pa.Table | None = None,
+             link_events: pa.Table | None = None) -> dict:
     """Send a run's records to the cluster (replaying its spool first) and reconcile: the
     ``es`` section of the drill's reconciliation report. ``progress(kind, done, total)``.
-    ``signals``/``incidents``: the run's weak signals and incidents, when it has them."""
+    ``signals``/``incidents``: the run's weak signals and incidents, when it has them;
+    ``availability``/``link_events``: its run logs (``runlogs.py``), when it has them."""
     t0 = time.monotonic()
     replay = store.replay() if store.bulk.spooled_files() else {"replayed": 0, "files": 0}
     per_kind = {}
     totals = {k: 0 for k in ("sent", "acknowledged", "retried", "spooled", "rejected")}
     for kind, data in (("packets", packets), ("flows", flows), ("alerts", alerts),
-                       ("signals", signals), ("incidents", incidents), ("ledger", ledger)):
+                       ("signals", signals), ("incidents", incidents),
+                       ("availability", availability), ("link_events", link_events),
+                       ("ledger", ledger)):
         if data is None:
             continue
         if kind == "ledger":
@@ -432,14 +438,15 @@ def open_checked(target: str, spool_dir=None, **kwargs) -> ElasticsearchStore:
 
 
 def mirror_run(store: ElasticsearchStore, run, packets, flows, alerts, ledger,
-               signals=None, incidents=None) -> dict:
+               signals=None, incidents=None, availability=None, link_events=None) -> dict:
     """A drill's records to the cluster at the end of ``analyse`` (DuckDB stays the run's local
     store); the spool is ``runs/<id>/es-spool``. Never raises: a failure becomes the section's
     verdict, and the spooled records wait for ``cyberrange store push``."""
     store.spool_dir = Path(run.dir) / "es-spool"
     try:
         return push_run(store, run.id, packets, flows, alerts, ledger, signals=signals,
-                        incidents=incidents)
+                        incidents=incidents, availability=availability,
+                        link_events=link_events)
     except Exception as exc:  # noqa: BLE001 - the drill's results are on disk whatever happens
         msg = exc.message if isinstance(exc, UserError) else explain(exc, store.config)
         return {"url": store.config.url, "zero_loss": False, "verdict": f"not sent: {msg}",

@@ -13,6 +13,9 @@ Renaming: ``@timestamp`` -> ``timestamp``, ``threat.technique.id`` -> ``techniqu
 The views live in an in-memory database that attaches the store file read-only, so they never
 change the run's store and their names (``flows``, ``alerts``) may be the same as the store's
 own tables. ``docs/hunting-queries.md`` lists them with example queries.
+
+``availability`` (mission probes) comes from the store's table when it holds the run's probes,
+else from the run's ``availability.jsonl``; ``link_events`` (DDIL link changes) from the store.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import UserError
-from ..telemetry.schema import SCHEMAS
+from .runlogs import STORE_SCHEMAS
 
 __all__ = ["RENAMES", "open_views", "snake", "view_columns"]
 
@@ -50,6 +53,7 @@ VIEWS = {
     "dns": (("packet_records",), '"dns.question.name" IS NOT NULL', _DNS_COLS),
     "http": (("packet_records",), '"http.request.method" IS NOT NULL', _HTTP_COLS),
     "arp_bindings": (("arp_bindings",), None, None),
+    "link_events": (("link_events",), None, None),
 }
 
 
@@ -102,10 +106,10 @@ def open_views(store_path: str | os.PathLike, ledger: list[dict] | None = None,
         have.setdefault(table, []).append(column)
     for view, (sources, where, wanted) in VIEWS.items():
         source = next((s for s in sources if s in have), None)
-        if source is None and view in SCHEMAS:        # a store from before the kind existed
+        if source is None and view in STORE_SCHEMAS:  # a store from before the kind existed
             source = f"_empty_{view}"
-            con.register(source, SCHEMAS[view].empty_table())
-            have[source] = SCHEMAS[view].names
+            con.register(source, STORE_SCHEMAS[view].empty_table())
+            have[source] = STORE_SCHEMAS[view].names
         if source is None:
             continue
         cols = [c for c in (wanted or have[source]) if c in have[source]]
@@ -114,14 +118,31 @@ def open_views(store_path: str | os.PathLike, ledger: list[dict] | None = None,
         con.execute(sql + (f" WHERE {where}" if where else ""))
     if ledger is not None:
         _ledger_views(con, ledger)
-    if availability is not None:                     # no probes in the run: an empty view
+    if "availability" in have and con.execute(
+            "SELECT count(*) FROM store.main.availability").fetchall()[0][0]:
+        con.execute(f"CREATE VIEW availability AS SELECT {_AVAILABILITY_FROM_STORE} "
+                    "FROM store.main.availability")
+    elif availability is not None:                   # no probes in the run: an empty view
         _availability_view(con, availability)
     return con
 
 
+#: the store's ``availability`` table under the view's names (those of the probe file's
+#: fields, which queries and docs/hunting-queries.md use), then its other columns
+_AVAILABILITY_FROM_STORE = (
+    '"@timestamp" AS timestamp, "cyberrange.thread" AS thread, '
+    '"cyberrange.src_node" AS source_node, "cyberrange.dst_node" AS destination_node, '
+    '"destination.ip" AS destination_ip, "network.transport" AS network_transport, '
+    'CAST("destination.port" AS BIGINT) AS destination_port, '
+    '"event.outcome" = \'success\' AS ok, "cyberrange.latency_ms" AS latency_ms, '
+    '"error.message" AS reason, "event.outcome" AS event_outcome, '
+    '"cyberrange.run_id" AS run_id')
+
+
 def _availability_view(con, path) -> None:
-    """One row per mission probe (``blue/availability.py``); lines that are not whole JSON
-    objects (a probe file being written) are left out."""
+    """One row per mission probe (``blue/availability.py``) from the run's probe file, for a
+    store that does not hold them (a run analysed before the store had them); lines that are
+    not whole JSON objects (a probe file being written) are left out."""
     rows = []
     with open(path, encoding="utf-8", errors="replace") if os.path.isfile(path) else \
             io.StringIO() as fh:
@@ -152,7 +173,9 @@ def _availability_view(con, path) -> None:
                   "network_transport", "reason"):
             r[k] = None if r[k] is None else str(r[k])
     con.register("_availability", pa.Table.from_pylist(rows, schema=schema))
-    con.execute("CREATE VIEW availability AS SELECT * FROM _availability")
+    con.execute("CREATE VIEW availability AS SELECT *, CASE WHEN ok THEN 'success' ELSE "
+                "'failure' END AS event_outcome, CAST(NULL AS VARCHAR) AS run_id "
+                "FROM _availability")
 
 
 def _ledger_views(con, records: list[dict]) -> None:

@@ -77,3 +77,28 @@ def test_cluster_roundtrip_and_same_alerts_as_duckdb(store):
     store.write("packets", packets)                        # again: same ids, no duplicates
     assert store.count("packets", run_id) == packets.num_rows
     assert store.delete("packets", run_id) == packets.num_rows
+
+
+def test_cluster_run_logs_mapped_round_trip_like_duckdb(store, tmp_path):
+    """Mission probes and link events on a real cluster: ECS types applied, read back equal to
+    DuckDB's, written twice stored once."""
+    from test_run_logs import write_run_logs
+
+    from cyberrange.store.duckdb_store import DuckDBStore
+    from cyberrange.store.runlogs import run_log_tables, store_run_logs
+    m = store.client.indices.get_mapping(index=store.index("availability"))
+    props = next(iter(m.body.values()))["mappings"]["properties"]
+    assert props["destination"]["properties"]["ip"]["type"] == "ip"
+    assert props["error"]["properties"]["message"]["type"] == "match_only_text"
+    m = store.client.indices.get_mapping(index=store.index("link_events"))
+    link = next(iter(m.body.values()))["mappings"]["properties"]["cyberrange"]["properties"]
+    assert link["link"]["properties"]["state"]["type"] == "keyword"
+    run_id = f"cluster-{secrets.token_hex(3)}"
+    write_run_logs(tmp_path)
+    tables = run_log_tables(tmp_path, run_id)
+    local = DuckDBStore(":memory:")
+    for s in (store, local, store):
+        store_run_logs(s, tables, run_id)
+    for kind, t in tables.items():
+        assert store.count(kind, run_id) == t.num_rows
+        assert store.read(kind, run_id).equals(local.read(kind, run_id)), kind

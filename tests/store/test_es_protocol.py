@@ -25,6 +25,7 @@ from cyberrange.store import open_store
 from cyberrange.store.duckdb_store import DuckDBStore
 from cyberrange.store.es_mappings import KINDS
 from cyberrange.store.es_store import ElasticsearchStore, EsConfig, open_checked, push_run
+from cyberrange.store.runlogs import STORE_RECORD_SCHEMAS
 from cyberrange.telemetry.pcap import parse_pcaps
 from cyberrange.telemetry.schema import RECORD_SCHEMAS
 
@@ -80,7 +81,7 @@ def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     store = make_store(fake, tmp_path)
     report = store.init()
     n_templates = 1 + 2 * len(KINDS)         # settings + a component and an index template each
-    assert len(report["installed"]) == n_templates == 13 and not report["unchanged"]
+    assert len(report["installed"]) == n_templates == 17 and not report["unchanged"]
     assert sorted(report["indices_created"]) == sorted(f"cyberrange-{k}" for k in KINDS)
     comps = fake.component_templates
     packets = comps["cyberrange-ecs-packets"]["template"]["mappings"]["properties"]
@@ -112,9 +113,19 @@ def test_protocol_init_sends_ecs_mappings_and_is_idempotent(fake, tmp_path):
     assert _field(incidents, "related.ip")["type"] == "ip"          # the incident's entities
     assert _field(incidents, "cyberrange.explanation")["type"] == "match_only_text"
     assert _field(signals, "cyberrange.score")["type"] == "double"
+    avail = comps["cyberrange-ecs-availability"]["template"]["mappings"]["properties"]
+    links = comps["cyberrange-ecs-link_events"]["template"]["mappings"]["properties"]
+    assert _field(avail, "destination.ip")["type"] == "ip"          # the run logs (ECS names)
+    assert _field(avail, "event.outcome")["type"] == "keyword"
+    assert _field(avail, "cyberrange.latency_ms")["type"] == "double"
+    assert _field(avail, "error.message")["type"] == "match_only_text"
+    assert _field(links, "cyberrange.link.state")["type"] == "keyword"
+    assert _field(links, "event.duration")["type"] == "long"
+    assert _field(links, "cyberrange.link.loss_pct")["type"] == "double"
     for kind, props in (("packets", packets), ("flows", flows), ("alerts", alerts),
-                        ("signals", signals), ("incidents", incidents)):
-        for f in RECORD_SCHEMAS[kind]:                 # every column has a mapping
+                        ("signals", signals), ("incidents", incidents),
+                        ("availability", avail), ("link_events", links)):
+        for f in STORE_RECORD_SCHEMAS[kind]:           # every column has a mapping
             assert "type" in _field(props, f.name), (kind, f.name)
     tmpl = fake.index_templates["cyberrange-flows"]
     assert tmpl["index_patterns"] == ["cyberrange-flows*"]
@@ -356,7 +367,7 @@ def test_protocol_tls_self_signed_refused_then_trusted_with_ca(tmp_path, capsys,
         assert code == 0 and "TLS verified" in out
         monkeypatch.setenv("CYBERRANGE_ES_CA", fake.cert)
         code, out = run_cli(["store", "init", "--store", url], capsys)
-        assert code == 0 and "13 installed" in out
+        assert code == 0 and f"{1 + 2 * len(KINDS)} installed" in out
     finally:
         fake.close()
 
@@ -433,11 +444,14 @@ def test_protocol_analyse_mirrors_to_es_with_reconciliation_section(fake, tmp_pa
     run = Run.create(tmp_path / "runs", "mirror", {})
     (run.dir / "pcaps").mkdir()
     shutil.copy("tests/data/pcaps/conversation.pcap", run.dir / "pcaps" / "s1.pcap")
+    from test_run_logs import write_run_logs
+    write_run_logs(run.dir)                               # 5 mission probes, 3 link changes
     es = open_checked(es_url(fake))
     card = analyse(run, shipped_detectors(), es=es)
     sec = card["reconciliation"]["es"]
     n_packets = card["run"]["telemetry"]["packets"]
     assert sec["zero_loss"] is True and sec["spooled"] == 0, sec
+    assert sec["stored"]["availability"] == 5 and sec["stored"]["link_events"] == 3
     assert sec["stored"]["packets"] == n_packets == len(fake.docs("cyberrange-packets"))
     assert sec["acknowledged"] == sec["sent"]
     assert json.loads(run.scorecard_path.read_text())["reconciliation"]["es"]["zero_loss"]
@@ -450,6 +464,41 @@ def test_protocol_analyse_mirrors_to_es_with_reconciliation_section(fake, tmp_pa
     assert "every record acknowledged and counted once" in text
     row = next(line for line in text.splitlines() if line.strip().startswith("packets"))
     assert row.split()[1:3] == [str(n_packets), str(n_packets)]     # records, acknowledged
+
+
+def test_protocol_run_logs_round_trip_and_store_push_from_the_run_files(fake, tmp_path,
+                                                                         capsys):
+    """Mission probes and link events: written, read back as DuckDB reads them, nested ECS
+    documents; ``store push`` of a run whose store predates them sends the run's files."""
+    from test_run_logs import write_run_logs
+
+    from cyberrange.run import Run
+    from cyberrange.store.runlogs import run_log_tables, store_run_logs
+    write_run_logs(tmp_path)
+    tables = run_log_tables(tmp_path, "r1")
+    es, local = make_store(fake, tmp_path, page=2), DuckDBStore(":memory:")
+    for s in (es, local):
+        assert store_run_logs(s, tables, "r1") == {"availability": 5, "link_events": 3}
+    for kind in tables:
+        a, b = es.read(kind, "r1"), local.read(kind, "r1")
+        assert a.schema.equals(b.schema) and a.equals(b), kind
+    docs = fake.docs("cyberrange-link_events").values()
+    jam = next(d for d in docs if d["cyberrange"]["link"]["state"] == "jammed")
+    assert jam["cyberrange"]["link"]["name"] == "sat" and jam["event"]["duration"] == 30 * 10**9
+    probe = next(iter(fake.docs("cyberrange-availability").values()))
+    assert probe["cyberrange"]["thread"] == "cop" and probe["destination"]["port"] == 443
+    assert es.delete("link_events", "r1") == 3 and es.count("availability", "r1") == 5
+    run = Run.create(tmp_path / "runs", "push-logs", {})
+    DuckDBStore(run.store_path).close()                   # analysed before the run logs
+    write_run_logs(run.dir)
+    argv = ["store", "push", run.id, "--runs-dir", str(tmp_path / "runs"), "--json",
+            "--store", es_url(fake, prefix="team")]
+    for _ in range(2):                                    # again: replaced, not doubled
+        code, out = run_cli(argv, capsys)
+        assert code == 0, out
+        section = json.loads(out[out.index("{"):])
+        assert section["stored"]["availability"] == 5 and section["stored"]["link_events"] == 3
+    assert len(fake.docs("team-availability")) == 5 and len(fake.docs("team-link_events")) == 3
 
 
 def test_get_reads_a_dotted_path():

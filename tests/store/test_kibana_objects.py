@@ -152,7 +152,7 @@ def test_kibana_dashboard_panels_point_at_the_charts_no_kibana_server_here(objs)
     assert charts <= set(shown), charts - set(shown)         # every chart is on the dashboard
     titles = " | ".join(by_id[i]["attributes"]["title"] for i in shown)
     for wanted in ("Alerts over time by detector", "Top talkers", "Techniques detected",
-                   "Flows by zone"):
+                   "Flows by zone", "Mission availability over time", "Link state changes"):
         assert wanted in titles
 
 
