@@ -69,7 +69,7 @@ def _plain(v):
 def query(run_ref, sql, runs_dir, as_json, as_csv):
     """Run SQL over RUN's store (a run folder, id or 'latest') through snake_case views: flows,
     packets, alerts, signals, incidents, dns, http, arp_bindings, ledger, ledger_flows,
-    availability (when the run probed its missions). Without
+    availability (when the run probed its missions), link_events (DDIL link changes). Without
     SQL: list the views and their columns. Examples: docs/hunting-queries.md."""
     from cyberrange.run import Run
     from cyberrange.store.views import open_views, view_columns
