@@ -48,7 +48,8 @@ TODAY = {      # family -> [(detector, what its fixed thresholds promise)]
                f"{d['threshold'] / d['window']:g}/s")],
     "spray": [("password-spray", lambda d: f">= {d['threshold']} attempts in {d['window']} s "
                f"over >= {d['min_targets']} services, at most {d.get('max_share', 0.75):.0%} of them "
-               f"at one service; a client that logs in: its own or its /{d.get('peer_prefix', 24)} "
+               f"at one service; a client that logs in: its own pace (counts as their "
+               f"{d.get('pace_confidence', 0):.0%} upper bound) or its /{d.get('peer_prefix', 24)} "
                f"peers' warm-up pace")],
     "udp-flood": [("udp-flood", lambda d: f">= {d['pps']} datagrams/s or {d['bps']} B/s to one "
                    f"host for {d['sustain']} s")],
