@@ -39,6 +39,7 @@ __all__ = [
     "envelope",
     "evaluate_split",
     "family_table",
+    "main_inside",
     "markdown",
     "plot_curves",
     "step_outcomes",
@@ -266,9 +267,33 @@ def envelope_text(env: dict, family: str, param: str | None = None) -> str:
     return f"{name} {env['side']} {_num(env['edge'])} {unit}"
 
 
+def main_inside(outcomes: list[dict], family: str) -> tuple[list[dict], str | None]:
+    """A secondary axis is measured **inside the main axis's envelope**: the outcomes of
+    ``family`` (counted or not) whose main parameter lies in a passed bin of the main axis's
+    envelope (any detector) on these same outcomes, and that envelope's text. An envelope is a
+    region: "at >= 8 guesses, every pause up to 5 s", not two separate promises each blurred
+    by the steps the other excludes (2-guess steps would make every pause bin fail). When the
+    main axis has no envelope, every outcome is kept (the axis is measured over all steps) and
+    the text is None."""
+    f = FAMILIES[family]
+    mine = [o for o in outcomes if o["family"] == family]
+    env = envelope(bin_outcomes(mine, f.main, EDGES[family]), f.harder)
+    if not env["bins"]:
+        return mine, None
+    passed, edges = set(env["passed"]), EDGES[family]
+    inside = [o for o in mine if f.main in o["params"]
+              and max([i for i, e in enumerate(edges) if float(o["params"][f.main]) >= e]
+                      or [0]) in passed]
+    return inside, envelope_text(env, family, f.main)
+
+
 def family_table(outcomes: list[dict], family: str, param: str | None = None) -> dict:
     name, harder, _ = _axis(family, param)
-    mine = [o for o in outcomes if o["family"] == family]
+    given = None
+    if name == FAMILIES[family].main:
+        mine = [o for o in outcomes if o["family"] == family]
+    else:
+        mine, given = main_inside(outcomes, family)
     edges = EDGES[family] if name == FAMILIES[family].main else EDGES[f"{family}:{name}"]
     bins = bin_outcomes(mine, name, edges)
     ttd = [o["ttd"] for o in mine if o["counted"] and o["detected"] and o["ttd"] is not None]
@@ -280,7 +305,7 @@ def family_table(outcomes: list[dict], family: str, param: str | None = None) ->
             "late": sum(o.get("late", False) for o in mine if o["counted"]),
             "runs": len({o["run_id"] for o in mine if o["counted"]}),
             "median_ttd": round(statistics.median(ttd), 1) if ttd else None,
-            "bins": bins, "envelope": envelope(bins, harder),
+            "given": given, "bins": bins, "envelope": envelope(bins, harder),
             "envelope_rules": envelope(bins, harder, key="recall_rules")}
 
 
@@ -318,6 +343,8 @@ def _panel(ax, per: dict, fam: str, param: str, harder: str, unit: str) -> None:
     log = bool(values) and min(values) > 0 and max(values) / min(values) > 20
     for sp, style, y0 in (("eval", "-", 0.0), ("tuning", "--", 0.04)):
         rows = per.get(sp) or []
+        if param != FAMILIES[fam].main:            # measured inside the main axis's envelope
+            rows = main_inside(rows, fam)[0]
         if not rows:
             continue
         bins = bin_outcomes(rows, param, edges)
@@ -403,8 +430,10 @@ def _summary(ev: dict, tu: dict, today: dict) -> list[str]:
             te = family_table(ev["outcomes"], fam, param)
             tt = family_table(tu["outcomes"], fam, param)
             head = (f"| {fam} | {', '.join(f.techniques)} | " if k == 0 else "| ″ | | ")
+            cond = f", given {te['given']}" if k and te.get("given") else ""
             lines.append(
-                f"{head}{param} [{unit}], harder {harder} | {today.get(fam, '') if k == 0 else '″'} | "
+                f"{head}{param} [{unit}], harder {harder}{cond} | "
+                f"{today.get(fam, '') if k == 0 else '″'} | "
                 f"{envelope_text(te['envelope'], fam, param)} | "
                 f"{envelope_text(te['envelope_rules'], fam, param)} | "
                 f"{envelope_text(tt['envelope'], fam, param)} | {te['counted']} | "
@@ -473,7 +502,10 @@ def markdown(result: dict, today: dict, pngs: dict, img_rel: str = "img",
         for param, harder, unit in axes(fam):
             te = family_table(ev["outcomes"], fam, param)
             tt = family_table(tu["outcomes"], fam, param)
-            lines += [f"{param} ({unit}; harder: {harder}):", "", *_bin_table(te, tt), ""]
+            given = (f"; steps inside the main axis's envelope: {te['given']} (evaluation), "
+                     f"{tt['given'] or 'all steps: no envelope'} (tuning)"
+                     if te.get("given") else "")
+            lines += [f"{param} ({unit}; harder: {harder}{given}):", "", *_bin_table(te, tt), ""]
         te, tt = family_table(ev["outcomes"], fam), family_table(tu["outcomes"], fam)
         lines += [*_notes(ev, tu, fam, te, tt), ""]
     lines += _blind(ev, tu) + _runs(ev, tu)

@@ -22,7 +22,14 @@ import math
 import statistics
 
 from .envelope import FAMILIES
-from .envelope_eval import EDGES, axes, bin_outcomes, envelope, envelope_text
+from .envelope_eval import (
+    EDGES,
+    axes,
+    bin_outcomes,
+    envelope,
+    envelope_text,
+    main_inside,
+)
 
 __all__ = ["GOAL_S", "GROUPS", "MIN_DETECTED", "RECALL_GOAL", "inside_envelope", "percentile",
            "recall_goal", "recall_lines", "ttd_goal", "ttd_lines", "ttd_markdown", "wider_goal",
@@ -60,7 +67,9 @@ def inside_envelope(outcomes: list[dict], family: str) -> tuple[list[dict], list
     rows, texts = None, []
     for k, (param, harder, _unit) in enumerate(axes(family)):
         edges = EDGES[family] if k == 0 else EDGES[f"{family}:{param}"]
-        have = [o for o in mine if param in o["params"]]
+        # a secondary axis's envelope is measured inside the main axis's (main_inside)
+        base = mine if k == 0 else [o for o in main_inside(mine, family)[0] if o["counted"]]
+        have = [o for o in base if param in o["params"]]
         env = envelope(bin_outcomes(have, param, edges), harder)
         if not env["bins"]:
             continue

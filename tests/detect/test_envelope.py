@@ -23,6 +23,7 @@ from cyberrange.score.envelope_eval import (
     envelope,
     envelope_text,
     family_table,
+    main_inside,
     step_outcomes,
     today_envelopes,
 )
@@ -196,6 +197,27 @@ def test_envelope_from_the_easy_end_stops_at_the_first_failing_bin():
     assert env["edge"] == 10 and "fewer than 2" in env["stop"]
     # nothing passes
     assert envelope(bin_outcomes([_o(50, False)] * 3, "rate", [0.1, 10]), "low")["bins"] == 0
+
+
+def test_a_secondary_axis_is_measured_inside_the_main_axis_envelope():
+    """guess: the main axis (guesses) has the envelope >= 8; its pause axis is measured over
+    the steps inside it only, so short guessing runs (missed by design) don't blur it."""
+    def g(n, pause, hit):
+        return {"family": "guess", "technique": "T1110.001", "counted": True, "detected": hit,
+                "detected_rules": hit, "ttd": 1.0 if hit else None, "by": [], "run_id": "r",
+                "why": None, "late": False, "params": {"guesses": n, "pause": pause}}
+    outs = [g(3, 0.1, False), g(4, 2.0, False), g(2, 0.1, False),
+            g(10, 0.1, True), g(12, 0.2, True), g(20, 1.0, True), g(30, 2.0, True)]
+    inside, given = main_inside(outs, "guess")
+    assert given == "guesses >= 8 guesses" and {o["params"]["guesses"] for o in inside} == \
+        {10, 12, 20, 30}
+    t = family_table(outs, "guess", "pause")
+    assert t["given"] == given and t["counted"] == 4 and t["detected"] == 4
+    assert t["envelope"]["bins"] >= 2                    # every measured pause bin passes
+    assert family_table(outs, "guess")["given"] is None  # the main axis: all steps
+    # no envelope on the main axis: the secondary axis is measured over every step
+    none = [g(3, 0.1, False), g(20, 0.1, False), g(30, 0.1, False)]
+    assert main_inside(none, "guess") == (none, None)
 
 
 def test_envelope_when_high_values_are_hard():
