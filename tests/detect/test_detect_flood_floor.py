@@ -90,3 +90,16 @@ def test_an_unseen_multicast_group_keeps_the_absolute_threshold():
     (None, False)])
 def test_is_group(ip, group):
     assert is_group(ip) is group
+
+
+def test_bench_measures_what_an_alert_needs_and_refuses_evaluation_splits():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from flood_floor import run_dirs, sustained
+    assert sustained([(0, 17.0), (1, 13.0), (2, 5.0)], 2, 5) == 13.0   # 2 bins reach 13
+    assert sustained([(0, 60.0), (10, 60.0)], 2, 5) == 0.0             # too far apart
+    assert sustained([(0, 60.0), (10, 60.0)], 1, 5) == 60.0
+    for split in ("/work/runs-benign/eval", "/work/runs-envelope/eval2/x"):
+        with pytest.raises(SystemExit):
+            run_dirs([split])
