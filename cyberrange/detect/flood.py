@@ -28,10 +28,13 @@ rate per bin in the benign baseline (0 for a target it did not see). Trained, a 
 ``pps`` threshold is ``min(pps, max(min_pps, relative x its baseline peak))`` and likewise
 ``flows`` with ``min_flows``: a few hundred packets per second against a host that normally sees
 a few is a flood, while a target busy in the baseline keeps at most the absolute threshold
-(never less reach than untrained). Untrained, the absolute ``pps``/``flows`` apply.
+(never less reach than untrained). Untrained, the absolute ``pps``/``flows`` apply. A
+multicast or broadcast destination absent from the baseline keeps the absolute thresholds: its
+rate is many members' chatter, which a floor sized for one quiet host does not bound.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 
 import numpy as np
@@ -43,6 +46,15 @@ from .features import codes, int_col, scatter_max, stable_id, ts_us  # noqa: F40
 
 #: Zeek states of TCP flows that never completed a handshake
 HALF_OPEN_STATES = ["S0", "REJ", "RSTOS0", "SH", "OTH"]
+
+
+def is_group(ip) -> bool:
+    """A multicast or limited-broadcast destination (many receivers, many senders)."""
+    try:
+        a = ipaddress.ip_address(ip)
+    except (TypeError, ValueError):
+        return False
+    return a.is_multicast or (a.version == 4 and int(a) == 0xFFFFFFFF)
 
 
 class FloodDetector(Detector):
@@ -117,6 +129,10 @@ class FloodDetector(Detector):
         if not (self.relative and self.trained):
             return self.pps, self.flows_thr
         p, f = self.peaks.get(label, (0.0, 0.0))
+        if not (p or f) and is_group(label[0]):
+            # a multicast/broadcast group the baseline never saw: its rate is the sum of every
+            # member's chatter (mDNS, SSDP, routing hellos), not one host's habit -- no floor
+            return self.pps, self.flows_thr
         pps = min(self.pps or math.inf, max(self.min_pps, self.relative * p)) \
             if self.min_pps else self.pps
         flows = min(self.flows_thr or math.inf, max(self.min_flows, self.relative * f)) \
@@ -295,7 +311,7 @@ class FloodDetector(Detector):
                f"{us_to_dt(t1):%H:%M:%S} UTC, {len(flow_ids)} flows, {pkts:,} packets from "
                f"{srcs or f'{len(sources)} sources'}")
         evidence = {"feature": feature, "value": round(float(value), 1), "threshold": thr,
-                    "window_s": window_s, "hot_bins": int(len(ep)), "sustain": self.sustain,
+                    "window_s": window_s, "hot_bins": len(ep), "sustain": self.sustain,
                     "peak_pps": round(float(rp[peak]), 1),
                     "peak_bytes_per_s": round(float(rb[peak]), 1),
                     "flows": len(flow_ids), "packets": pkts, "bytes": byts,
