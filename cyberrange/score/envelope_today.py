@@ -52,7 +52,8 @@ TODAY = {      # family -> [(detector, what its fixed thresholds promise)]
                f"{d.get('pace_confidence', 0):.0%} upper bound) or its /{d.get('peer_prefix', 24)} "
                f"peers' warm-up pace")],
     "udp-flood": [("udp-flood", lambda d: f">= {d['pps']} datagrams/s or {d['bps']} B/s to one "
-                   f"host for {d['sustain']} s")],
+                   f"host for {d['sustain']} s; trained: >= max({d.get('min_pps', d['pps'])}, "
+                   f"{d.get('relative', 0)} x the host's warm-up peak)")],
     "syn-flood": [("syn-flood", lambda d: f">= {d['pps']} SYN/s or {d['flows']} half-open flows/s "
                    f"to one ip:port for {d['sustain']} s")],
     "http-beacon": [("c2-beacon", lambda d: f"score >= {d['threshold']}, >= "
