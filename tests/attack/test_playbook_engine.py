@@ -280,6 +280,25 @@ def test_wrong_param_type_after_substitution_is_an_error_outcome(tmp_path):
     assert [c["req"]["step"] for c in stub.calls()] == ["sweep", "next"]
 
 
+def test_beacon_without_a_seed_runs(tmp_path):
+    """T1071.001/.004 leave ``seed`` unset by default (None: a fresh jitter draw); the type check
+    after fact substitution took that default for a wrong value and ended every beacon step
+    written without ``params.seed`` in ``error`` (a drill on an unseen playbook found it), while
+    ``playbook check`` accepted the file. Found only when no shipped playbook omitted it."""
+    pb = load_playbook(write(tmp_path, """
+        version: 2
+        name: beacons
+        steps:
+          - {id: poll, technique: T1071.004, actor: attacker, targets: [t1],
+             params: {interval: 1, count: 2}}
+          - {id: web, technique: T1071.001, actor: attacker, targets: [t2]}
+        """))
+    stub = StubRunner(tmp_path, {})
+    records = run_playbook(pb, lab_topology(), stub, tmp_path / "l.jsonl", "r")
+    assert [r["outcome"] for r in records] == ["succeeded", "succeeded"], records
+    assert [c["req"]["params"]["seed"] for c in stub.calls()] == [None, None]
+
+
 def test_unknown_outcome_from_a_technique_is_an_error(tmp_path):
     pb = load_playbook(write(tmp_path, """
         version: 2
