@@ -535,7 +535,8 @@ class PlaybookRun:
             actor_mac=self._mac_of(actor), targets=_ips(targets),
             start=result.get("start", started), end=result.get("end", time.time()),
             outcome=outcome, flows=result.get("flows", []), facts=result.get("facts", {}),
-            error=result.get("error") if outcome == "error" else None, repeat=repeat,
+            error=result.get("error") if outcome in ("error", "failed") else None,
+            repeat=repeat,
             skipped_reason=None, blocked_reason=result.get("blocked_reason"),
             arp_frames=result.get("arp_frames") or 0)
         self._write(record)
