@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from cyberrange.attack.spec import Param, technique
 from cyberrange.attack.techniques.common import Result, one_line
@@ -143,7 +144,7 @@ def relay_lost(twin, names: list[str], fresh_after: float | None = None,
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            body = json.loads(open(path, encoding="utf-8").read())
+            body = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             body = None
         fresh = body is not None and (fresh_after is None
