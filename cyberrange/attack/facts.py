@@ -157,6 +157,8 @@ def check_param_types(technique_id: str, params: dict) -> str | None:
     if technique is None:
         return None
     for name, p in technique.params.items():
+        if name in params and params[name] is None and p.default is None:
+            continue        # the catalog's own "not set" default (T1071.x `seed`): no fact here
         if name in params and not type_ok(params[name], p.type):
             v = params[name]
             return (f"params.{name}: expected {type_phrase(p.type)} after fact substitution, "

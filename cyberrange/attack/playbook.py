@@ -25,8 +25,8 @@ from functools import cache
 from pathlib import Path
 
 from cyberrange.attack.catalog import TECHNIQUES
-from cyberrange.attack.spec import type_ok, type_phrase
 from cyberrange.attack.constraints import check_against_topology, check_params
+from cyberrange.attack.spec import type_ok, type_phrase
 from cyberrange.model import inputpaths
 from cyberrange.model.topology import SourceRef, Topology
 from cyberrange.model.yamlsrc import (
@@ -99,6 +99,7 @@ class Step:
     parallel: bool = False               # start without waiting for the previous step
     actor_from: str = "each"             # several actors from a fact: each | first
     src: SourceRef | None = None
+    given: frozenset = frozenset()       # the params the playbook wrote (the rest: defaults)
 
     @property
     def delay_s(self) -> float:
@@ -261,6 +262,8 @@ def _step(doc: Doc, path: tuple, s: dict, earlier: list[Step], topo: Topology | 
         if "from" in s and s["from"] != params["from"]:
             raise doc.error("'from' given twice with different values", path + ("params", "from"))
         actor_from = params.pop("from")
+    given = frozenset(params) | frozenset(
+        k for k in ("rate", "duration") if (s.get("timing") or {}).get(k) is not None)
     params = _params(doc, path, params, technique)
     _resolve_files(doc, path, params)
     timing = _timing(doc, path, s.get("timing", {}), technique, params, max_rate)
@@ -272,7 +275,7 @@ def _step(doc: Doc, path: tuple, s: dict, earlier: list[Step], topo: Topology | 
                 actor=actor, targets=list(s["targets"]), params=params, timing=timing,
                 requires=list(s.get("requires", [])), when=conditions,
                 parallel=bool(s.get("parallel", False)), actor_from=actor_from,
-                src=doc.ref(path))
+                src=doc.ref(path), given=given)
 
 
 def _check_ref(doc: Doc, path, text: str, earlier: dict[str, Step], whole: bool = False) -> None:

@@ -63,6 +63,7 @@ from cyberrange.attack.ledger import (
     make_record,
     normal_mac,
 )
+from cyberrange.attack.pathtime import stretch_waits
 from cyberrange.attack.playbook import DEFAULT_MAX_RATE, FACT_REF, _refs_in
 from cyberrange.attack.schedule import schedule
 from cyberrange.errors import ContainmentError, UserError
@@ -494,11 +495,14 @@ class PlaybookRun:
             self.halt.set()
 
     def _execute(self, step, actor: str, targets: list[str], params: dict, repeat: int) -> None:
+        # answer waits the playbook left at their default follow the path (attack/pathtime.py)
+        params, note = stretch_waits(step.technique, params, getattr(step, "given", ()),
+                                     self.topology, actor, targets)
         with self.lock:
             self.emit_cb("step_start", {"run_id": self.run_id, "step_id": step.id,
                                         "name": step.name, "technique": step.technique,
                                         "actor": actor, "targets": targets, "repeat": repeat,
-                                        "time": time.time()})
+                                        "time": time.time(), "note": note})
         request = {"technique": step.technique, "targets": targets, "params": params,
                    "allowed": [str(n) for n in self.allowed], "step": step.id,
                    "max_rate": self.max_rate}
@@ -509,7 +513,8 @@ class PlaybookRun:
             result, stderr, rc = run_on_twin(spec, self.node_runner, request, self.halt, step), "", 0
         else:
             result, stderr, rc = _run_agent(self.node_runner, actor, request, self.halt)
-        where = self._keep_stderr(step.id, actor, repeat, stderr)
+        where = self._keep_stderr(step.id, actor, repeat,
+                                  (f"runner: {note}\n" if note else "") + (stderr or ""))
         if result is None:
             last = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), "")
             stopped = self.halt.is_set()
@@ -535,7 +540,8 @@ class PlaybookRun:
             actor_mac=self._mac_of(actor), targets=_ips(targets),
             start=result.get("start", started), end=result.get("end", time.time()),
             outcome=outcome, flows=result.get("flows", []), facts=result.get("facts", {}),
-            error=result.get("error") if outcome == "error" else None, repeat=repeat,
+            error=result.get("error") if outcome in ("error", "failed") else None,
+            repeat=repeat,
             skipped_reason=None, blocked_reason=result.get("blocked_reason"),
             arp_frames=result.get("arp_frames") or 0)
         self._write(record)

@@ -186,8 +186,8 @@ def unobservable(technique) -> str | None:
 
 def step_reason(step: dict) -> str | None:
     """The one-line reason a step shows with its outcome: why it was blocked, errored or
-    skipped (None for the others)."""
-    key = {"blocked": "blocked_reason", "error": "error",
+    skipped, or why it failed when the technique said (None for the others)."""
+    key = {"blocked": "blocked_reason", "error": "error", "failed": "error",
            "skipped": "skipped_reason"}.get(step.get("outcome"))
     v = step.get(key) if key else None
     return " ".join(str(v).split()) if v else None

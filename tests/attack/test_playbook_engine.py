@@ -59,7 +59,7 @@ flows = [{"src": src, "dst": t.split(":")[0], "proto": "icmp", "sport": 8, "dpor
           "packets": 1, "bytes": 42} for t in req["targets"]]
 print(json.dumps({"outcome": mine.get("outcome", "succeeded"), "start": time.time(),
                   "end": time.time(), "flows": flows, "facts": mine.get("facts", {}),
-                  "error": None, "log": []}))
+                  "error": mine.get("error"), "log": []}))
 """
 
 
@@ -278,6 +278,47 @@ def test_wrong_param_type_after_substitution_is_an_error_outcome(tmp_path):
     assert records[1]["error"] == ("params.user: expected a string after fact substitution, "
                                    "got list '10.99.0.21'")
     assert [c["req"]["step"] for c in stub.calls()] == ["sweep", "next"]
+
+
+def test_beacon_without_a_seed_runs(tmp_path):
+    """T1071.001/.004 leave ``seed`` unset by default (None: a fresh jitter draw); the type check
+    after fact substitution took that default for a wrong value and ended every beacon step
+    written without ``params.seed`` in ``error`` (a drill on an unseen playbook found it), while
+    ``playbook check`` accepted the file. Found only when no shipped playbook omitted it."""
+    pb = load_playbook(write(tmp_path, """
+        version: 2
+        name: beacons
+        steps:
+          - {id: poll, technique: T1071.004, actor: attacker, targets: [t1],
+             params: {interval: 1, count: 2}}
+          - {id: web, technique: T1071.001, actor: attacker, targets: [t2]}
+        """))
+    stub = StubRunner(tmp_path, {})
+    records = run_playbook(pb, lab_topology(), stub, tmp_path / "l.jsonl", "r")
+    assert [r["outcome"] for r in records] == ["succeeded", "succeeded"], records
+    assert [c["req"]["params"]["seed"] for c in stub.calls()] == [None, None]
+
+
+def test_a_failed_steps_reason_reaches_the_ledger_and_the_scorecard(tmp_path):
+    """A technique that fails says why in ``error`` (ARP poisoning: nothing intercepted; Modbus:
+    the PLC's exception); the runner kept ``error`` only for outcome ``error``, so the
+    documented reason of a failed step was dropped before the ledger."""
+    from cyberrange.score.score import step_reason
+    pb = load_playbook(write(tmp_path, """
+        version: 2
+        name: fails
+        steps:
+          - {id: write, technique: T0855, actor: attacker, targets: [t1]}
+          - {id: sweep, technique: T1018, actor: attacker, targets: [t2]}
+        """))
+    why = "10.99.0.21:502: exception 1 (illegal function) for function 6"
+    stub = StubRunner(tmp_path, {"write": {"outcome": "failed", "error": why},
+                                 "sweep": {"outcome": "failed"}})
+    records = run_playbook(pb, lab_topology(), stub, tmp_path / "l.jsonl", "r")
+    assert [(r["outcome"], r["error"]) for r in records] == [("failed", why), ("failed", None)]
+    (stored, plain) = read_ledger(tmp_path / "l.jsonl")
+    assert step_reason(stored) == why and step_reason(plain) is None
+    assert step_reason({"outcome": "succeeded", "error": "x"}) is None
 
 
 def test_unknown_outcome_from_a_technique_is_an_error(tmp_path):

@@ -186,3 +186,54 @@ def test_navigator_leaves_a_custom_id_out_with_a_note_and_stix_keeps_it():
     assert not any("mitre" in r.source_name or "url" in r for r in refs)
     rels = [o for o in bundle.objects if o.type == "relationship"]
     assert any(r.target_ref == pats[0].id for r in rels)      # the jammer's indicator -> it
+
+
+def test_degraded_loss_on_a_relayed_link_counts_the_relays_drops(topo, tmp_path):
+    """Without netem the link relay applies a degraded link's loss itself (no nftables drop):
+    a drill on an unseen topology showed `degrade` succeeded with `dropped: 0`. The jam now
+    reads the relay's own counter (its stats file) for the link's relayed ports."""
+    import json
+    import subprocess
+    import time as _time
+
+    stats = tmp_path / "linkemu.json"
+
+    def write(lost, written):
+        stats.write_text(json.dumps({"written": written, "directions": [
+            {"link": "sat1/eth0", "way": "a>b", "lost": lost},
+            {"link": "other/eth9", "way": "a>b", "lost": 1000}]}))
+
+    class Twin:
+        def switch_run(self, argv):
+            return subprocess.CompletedProcess(argv, 1, "", "")
+
+    class Control:
+        table = "t"
+
+        def __init__(self, twin):
+            self.twin, self.changes = twin, []
+
+        def ports(self, zone):
+            itf = topo.nodes["sat1"].interfaces[0]
+            return [("sat1", "k1", "p1", "eth0", itf), ("sat2", "k2", "p2", "eth0", itf)]
+
+        def set(self, zone, state, values=None, reason=""):
+            self.changes.append((state, values))
+            return {"notes": []}
+
+    class Halt:
+        def sleep_until(self, deadline):
+            write(12, _time.time() + 1)         # the relay dropped 7 during the jam
+            return True
+
+    twin = Twin()
+    twin.topo, twin.relay_ports, twin.relay_stats = topo, {("sat1", "k1"): ("q1", "r1")}, stats
+    twin.link_control = Control(twin)
+    write(5, _time.time())
+    side = rf.TwinSide(twin, "jam", "jam", Halt(), ["10.60.0.0/16"], ["sat"])
+    res = rf.jam([], {"link": "sat", "duration": 1, "mode": "degraded", "loss": 40,
+                      "delay": 0}, side)
+    assert res.outcome == "succeeded" and res.facts["dropped"] == 7, res
+    assert [c[0] for c in twin.link_control.changes] == ["degraded", "up"]
+    assert rf.relay_lost(twin, ["sat1/eth0"]) == 12
+    assert rf.relay_lost(object(), ["sat1/eth0"]) is None

@@ -15,7 +15,13 @@ import time
 
 from cyberrange.attack.spec import Param, technique
 from cyberrange.attack.techniques.c2 import parse_service, send_segments
-from cyberrange.attack.techniques.common import Blocked, Result, conclude, defence_reason
+from cyberrange.attack.techniques.common import (
+    Blocked,
+    Result,
+    conclude,
+    defence_reason,
+    one_line,
+)
 from cyberrange.attack.techniques.tcp import Conn
 
 CONNECT_TIMEOUT = 2.5            # seconds to wait for the PLC to accept a connection
@@ -35,6 +41,12 @@ _WRITE = {
 
 class ModbusError(Exception):
     pass
+
+
+# Modbus exception codes a PLC answers with (the twin's PLC: 1 for an unknown function or a
+# writer not on its allow-list, 2 for an address out of range)
+_EXCEPTIONS = {1: " (illegal function)", 2: " (illegal data address)", 3: " (illegal data value)",
+               4: " (server device failure)", 6: " (server device busy)"}
 
 
 class ModbusClient:
@@ -67,7 +79,9 @@ class ModbusClient:
         if tid != self.tid or proto != 0:
             raise ModbusError(f"unexpected MBAP header (tid {tid}, protocol {proto})")
         if reply[0] & 0x80:
-            raise ModbusError(f"exception {reply[1]} for function {reply[0] & 0x7F}")
+            code = reply[1] if len(reply) > 1 else 0
+            raise ModbusError(f"exception {code}{_EXCEPTIONS.get(code, '')} for function "
+                              f"{reply[0] & 0x7F}")
         return reply
 
     def read_holding(self, addr: int, count: int) -> list[int]:
@@ -111,7 +125,7 @@ def _plcs(targets: list[str], params: dict, res: Result, reached: list[bool]):
 def modbus_read(targets: list[str], params: dict) -> Result:
     res = Result(start=time.time())
     addr, count = int(params["address"]), int(params["count"])
-    registers, plcs, reached = {}, [], []
+    registers, plcs, reached, problems = {}, [], [], []
     try:
         for key, cl in _plcs(targets, params, res, reached):
             try:
@@ -120,13 +134,14 @@ def modbus_read(targets: list[str], params: dict) -> Result:
                 plcs.append(key)
             except (ModbusError, OSError, struct.error) as exc:
                 res.log.append(f"{key}: {exc}")
+                problems.append(f"{key}: {exc}")
                 _cut_if_blocked(res, key, exc)
             finally:
                 res.flows.append(cl.close())
     except Blocked as exc:          # the actor's own node stopped sending
         res.cut(exc.reason)
     res.facts = {"registers": registers, "plcs": plcs}
-    return conclude(res, plcs, _unreached(reached))
+    return _with_reason(conclude(res, plcs, _unreached(reached)), problems)
 
 
 def _unreached(reached: list[bool]) -> str | None:
@@ -167,7 +182,7 @@ def modbus_write(targets: list[str], params: dict) -> Result:
     addr, values = int(params["address"]), _values(params)
     repeat = max(1, int(params["repeat"]))
     interval = float(params["interval"])
-    before, after, written, plcs, reached = {}, {}, {}, [], []
+    before, after, written, plcs, reached, problems = {}, {}, {}, [], [], []
     try:
         for key, cl in _plcs(targets, params, res, reached):
             try:
@@ -183,8 +198,12 @@ def modbus_write(targets: list[str], params: dict) -> Result:
                 if held:
                     written[key] = held
                     plcs.append(key)
+                else:
+                    problems.append(f"{key}: the write was answered but the registers read "
+                                    f"{after[key]} afterwards (another writer restored them?)")
             except (ModbusError, OSError, struct.error) as exc:
                 res.log.append(f"{key}: {exc}")
+                problems.append(f"{key}: {exc}")
                 _cut_if_blocked(res, key, exc)
             finally:
                 res.flows.append(cl.close())
@@ -192,4 +211,13 @@ def modbus_write(targets: list[str], params: dict) -> Result:
         res.cut(exc.reason)
     res.log.append(f"wrote {values} at {addr} x{repeat}: before {before}, after {after}")
     res.facts = {"registers": after, "before": before, "written": written, "plcs": plcs}
-    return conclude(res, written, _unreached(reached))
+    return _with_reason(conclude(res, written, _unreached(reached)), problems)
+
+
+def _with_reason(res: Result, problems: list[str]) -> Result:
+    """A ``failed`` step says why in its ``error`` (one line, as the other families do): the
+    PLCs' Modbus exceptions (a writer not on the allow-list gets exception 1), or what the
+    registers read after the write; without it the reason was only in the agent's log."""
+    if res.outcome == "failed" and not res.error and problems:
+        res.error = one_line("; ".join(problems))
+    return res

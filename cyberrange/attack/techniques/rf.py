@@ -24,7 +24,7 @@ Observed effect (issue 15: ``succeeded`` only when the effect is seen):
 | mode | succeeded when | else |
 |---|---|---|
 | ``jammed`` | the nftables drop counters of the link's bridge ports count at least one frame dropped while it was jammed | ``failed``: nothing tried to cross the link, the jam denied nothing |
-| ``degraded`` | with ``loss``: at least one frame dropped (counters as above); with ``delay`` only, or on a link the relay carries (its loss is the relay's): the values were emulated and frames crossed the link (its bridge ports' receive counters) | ``failed`` with what was not observed or not emulated |
+| ``degraded`` | with ``loss``: at least one frame dropped (counters as above; on a link the relay carries, the loss is the relay's own and its drop counter in ``logs/linkemu.json`` counts instead); with ``delay`` only (or the relay's counter unreadable): the values were emulated and frames crossed the link (its bridge ports' receive counters) | ``failed`` with what was not observed or not emulated |
 
 Packet sensors cannot see a jammer (``unobservable``): the scorer leaves the step out of the
 detection counts, so it is never a missed detection.
@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from cyberrange.attack.spec import Param, technique
 from cyberrange.attack.techniques.common import Result, one_line
@@ -131,6 +132,32 @@ def rx_frames(twin, ports: list[str]) -> int:
                for x in links if x.get("ifname") in ports)
 
 
+def relay_lost(twin, names: list[str], fresh_after: float | None = None,
+               wait_s: float = 3.0) -> int | None:
+    """Frames the link relay (``twin/linkemu.py``) dropped so far on the relayed ports
+    ``names`` (``node/dev``), from its stats file; with ``fresh_after``, waits (at most
+    ``wait_s``) for stats written after that time (the relay writes them every 2 s). None when
+    the file cannot be read."""
+    path = getattr(twin, "relay_stats", None)
+    if path is None:
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            body = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            body = None
+        fresh = body is not None and (fresh_after is None
+                                      or float(body.get("written", 0)) >= fresh_after)
+        if fresh or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    if body is None:
+        return None
+    return sum(int(d.get("lost", 0)) for d in body.get("directions", [])
+               if d.get("link") in names)
+
+
 # --------------------------------------------------------------------------- the technique
 @technique(
     JAM_ID, "RF jamming of a tactical link", "impact",
@@ -165,18 +192,29 @@ def jam(targets: list[str], params: dict, side: TwinSide) -> Result:
     control = side.twin.link_control
     members = control.ports(link)
     ports = [p[2] for p in members]
-    relayed = any((p[0], p[1]) in getattr(side.twin, "relay_ports", {}) for p in members)
+    relay_ports = getattr(side.twin, "relay_ports", {})
+    relayed_names = [f"{p[0]}/{p[3]}" for p in members if (p[0], p[1]) in relay_ports]
+    relayed = bool(relayed_names)
     before, rx0 = drop_counts(control, ports), rx_frames(side.twin, ports)
     values = jam_values(params) if mode == "degraded" else {}
+    # a relayed link's degraded loss is the relay's own (no nftables drop): count its drops
+    counting_relay = relayed and mode == "degraded" and "loss" in values
+    lost0 = relay_lost(side.twin, relayed_names) if counting_relay else None
     who = f"step {side.step_id} ({JAM_ID} {side.step_name})"
     rec = control.set(link, mode, values, reason=f"{who}: {mode}")
     stopped = True
     try:
         stopped = not side.halt.sleep_until(time.monotonic() + duration)
         after, rx1 = drop_counts(control, ports), rx_frames(side.twin, ports)
+        jam_end = time.time()
     finally:                            # whatever happens, the jam ends with the step
         control.set(link, "up", reason=f"{who}: " + ("stopped" if stopped else "jam ended"))
     dropped = sum(after.values()) - sum(before.values())
+    if lost0 is not None and not stopped:
+        lost1 = relay_lost(side.twin, relayed_names, fresh_after=jam_end)
+        if lost1 is not None:
+            dropped += max(0, lost1 - lost0)
+            relayed = False             # its drops are counted: judged as any loss
     crossed = rx1 - rx0
     res.facts = {"link": link, "dropped": dropped, "frames": crossed,
                  "seconds": round(time.time() - res.start, 3)}
