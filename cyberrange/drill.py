@@ -355,6 +355,7 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     report are built beside the old ones and renamed over them only once all three are complete
     (``Run.staged``): an error or a crash midway leaves the previous result as it was, and the
     manifest is saved with the new counts only then."""
+    from cyberrange.blue.run_logs import run_log_tables
     from cyberrange.detect.incidents import run_incidents
     from cyberrange.detect.registry import run_detectors
     from cyberrange.ingest.load import load_captures
@@ -366,7 +367,7 @@ def analyse(run: Run, detectors, ui=None, es=None) -> dict:
     from cyberrange.score.reconcile import reconcile
     from cyberrange.score.score import packet_reconciliation, score_run
     from cyberrange.store import open_store
-    from cyberrange.store.runlogs import run_log_tables, store_run_logs
+    from cyberrange.store.runlogs import store_run_logs
     ui = ui or NullUI()
     ledger = run.check_analysable()
     logs = run_log_tables(run.dir, run.id)       # mission probes, link events: into the store

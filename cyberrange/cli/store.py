@@ -85,10 +85,11 @@ def store_push(run_ref, target, runs_dir, as_json):
     ledger) to the cluster. Documents have fixed ids,
     so pushing again stores nothing twice; the run's spool (es-spool/) is replayed first."""
     from cyberrange.attack.ledger import read_ledger
+    from cyberrange.blue.run_logs import run_log_tables
     from cyberrange.run import Run
     from cyberrange.store.duckdb_store import DuckDBStore
     from cyberrange.store.es_store import open_checked, push_run
-    from cyberrange.store.runlogs import RUN_LOG_SCHEMAS, run_log_tables
+    from cyberrange.store.runlogs import RUN_LOG_SCHEMAS
     run = Run.open(run_ref, runs_dir)
     if not run.store_path.exists():
         raise UserError(f"{run.dir}: no store.duckdb (score the run first: "

@@ -37,8 +37,8 @@ from ..errors import UserError
 from ..telemetry.schema import RECORD_SCHEMAS, SCHEMAS, TS
 
 __all__ = ["AVAILABILITY_FILE", "AVAILABILITY_SCHEMA", "LINKS_FILE", "LINK_EVENT_SCHEMA",
-           "RUN_LOG_SCHEMAS", "STORE_RECORD_SCHEMAS", "STORE_SCHEMAS", "link_events_table",
-           "read_link_events", "run_log_tables", "store_run_logs"]
+           "LINK_VALUES", "RUN_LOG_SCHEMAS", "STORE_RECORD_SCHEMAS", "STORE_SCHEMAS", "as_number",
+           "read_link_events", "store_run_logs"]
 
 AVAILABILITY_FILE = "availability.jsonl"
 LINKS_FILE = "logs/links.jsonl"
@@ -85,11 +85,11 @@ STORE_SCHEMAS = {**SCHEMAS, **RUN_LOG_SCHEMAS}
 STORE_RECORD_SCHEMAS = {**RECORD_SCHEMAS, **RUN_LOG_SCHEMAS}
 
 LINK_STATES = ("up", "down", "jammed", "degraded")        # twin.ddil.STATES
-_VALUES = {"delay": "cyberrange.link.delay_ms", "jitter": "cyberrange.link.jitter_ms",
+LINK_VALUES = {"delay": "cyberrange.link.delay_ms", "jitter": "cyberrange.link.jitter_ms",
            "loss": "cyberrange.link.loss_pct", "bandwidth": "cyberrange.link.bandwidth_mbit"}
 
 
-def _number(v) -> float | None:
+def as_number(v) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None
     return float(v)
@@ -113,7 +113,7 @@ def read_link_events(path) -> list[dict]:
             raise UserError(f"{path}:{n}: not a JSON object") from None
         if not isinstance(rec, dict):
             raise UserError(f"{path}:{n}: not a JSON object")
-        if _number(rec.get("t")) is None:
+        if as_number(rec.get("t")) is None:
             raise UserError(f"{path}:{n}: 't' must be a number (epoch seconds)")
         if not isinstance(rec.get("zone"), str):
             raise UserError(f"{path}:{n}: 'zone' must be a string")
@@ -122,59 +122,6 @@ def read_link_events(path) -> list[dict]:
         if not isinstance(rec.get("values") or {}, dict):
             raise UserError(f"{path}:{n}: 'values' must be an object")
         out.append(rec)
-    return out
-
-
-def link_events_table(records: list[dict], run_id: str) -> pa.Table:
-    """One row per change, in file order; ``event.end`` is the same link's next change."""
-    from ..blue.watch_links import defender_view  # one rule for the watch and here
-    rows = []
-    for k, r in enumerate(records):
-        t = float(r["t"])
-        end = next((float(x["t"]) for x in records[k + 1:] if x["zone"] == r["zone"]), None)
-        values = r.get("values") or {}
-        notes = r.get("notes")
-        row = {"@timestamp": _us(t), "event.end": None if end is None else _us(end),
-               "cyberrange.link.observed_state": defender_view(r)["state"],
-               "event.duration": None if end is None else round((end - t) * 1e9),
-               "cyberrange.link.name": r["zone"], "cyberrange.link.state": r["state"],
-               "cyberrange.notes": [str(x) for x in notes] if isinstance(notes, list) else [],
-               "cyberrange.reason": r.get("reason") if isinstance(r.get("reason"), str)
-               else None,
-               "cyberrange.run_id": run_id}
-        for key, col in _VALUES.items():
-            row[col] = _number(values.get(key))
-        rows.append(row)
-    arrays = []
-    for f in LINK_EVENT_SCHEMA:
-        vals = [row[f.name] for row in rows]
-        if pa.types.is_timestamp(f.type):
-            arrays.append(pa.array(vals, pa.int64()).cast(f.type))
-        else:
-            arrays.append(pa.array(vals, f.type))
-    return pa.Table.from_arrays(arrays, schema=LINK_EVENT_SCHEMA)
-
-
-def _us(t: float) -> int:
-    return round(t * 1_000_000)
-
-
-def run_log_tables(run_dir, run_id: str) -> dict[str, pa.Table | None]:
-    """``{"availability": table, "link_events": table}`` of a run folder; None for a file the
-    run does not have (probing off, no DDIL schedule or jamming, a run from before). Bad lines
-    are UserErrors naming file:line:key (``read_link_events``, ``score.availability.read_probes``)."""
-    run_dir = Path(run_dir)
-    out: dict[str, pa.Table | None] = {"availability": None, "link_events": None}
-    probes = run_dir / AVAILABILITY_FILE
-    if probes.is_file():
-        # the probes' reader and table belong to score/availability.py (loaded only here:
-        # opening a store, as the detectors do, never imports the scorer)
-        from ..score.availability import availability_table, read_probes
-        out["availability"] = availability_table(read_probes(probes), run_id) \
-            .cast(AVAILABILITY_SCHEMA)
-    links = run_dir / LINKS_FILE
-    if links.is_file():
-        out["link_events"] = link_events_table(read_link_events(links), run_id)
     return out
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
 from es_fake import FakeES, wait_until
 from test_detect import T0, logins, ping_sweep, table, vertical_scan, web_requests
 
@@ -24,7 +23,12 @@ from cyberrange.errors import UserError
 from cyberrange.store import open_store
 from cyberrange.store.duckdb_store import DuckDBStore
 from cyberrange.store.es_mappings import KINDS
-from cyberrange.store.es_store import ElasticsearchStore, EsConfig, open_checked, push_run
+from cyberrange.store.es_store import (
+    ElasticsearchStore,
+    EsConfig,
+    open_checked,
+    push_run,
+)
 from cyberrange.store.runlogs import STORE_RECORD_SCHEMAS
 from cyberrange.telemetry.pcap import parse_pcaps
 from cyberrange.telemetry.schema import RECORD_SCHEMAS
@@ -472,8 +476,9 @@ def test_protocol_run_logs_round_trip_and_store_push_from_the_run_files(fake, tm
     documents; ``store push`` of a run whose store predates them sends the run's files."""
     from test_run_logs import write_run_logs
 
+    from cyberrange.blue.run_logs import run_log_tables
     from cyberrange.run import Run
-    from cyberrange.store.runlogs import run_log_tables, store_run_logs
+    from cyberrange.store.runlogs import store_run_logs
     write_run_logs(tmp_path)
     tables = run_log_tables(tmp_path, "r1")
     es, local = make_store(fake, tmp_path, page=2), DuckDBStore(":memory:")

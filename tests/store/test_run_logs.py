@@ -15,14 +15,13 @@ import pyarrow as pa
 import pytest
 from helpers import ROOT
 
+from cyberrange.blue.run_logs import link_events_table, run_log_tables
 from cyberrange.errors import UserError
 from cyberrange.store.duckdb_store import DuckDBStore
 from cyberrange.store.runlogs import (
     AVAILABILITY_SCHEMA,
     LINK_EVENT_SCHEMA,
-    link_events_table,
     read_link_events,
-    run_log_tables,
     store_run_logs,
 )
 
