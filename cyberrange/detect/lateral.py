@@ -215,12 +215,17 @@ class LateralDetector(Detector):
         if new.num_rows == 0:
             return []
         nc = columns(new, ["event.start", "source.ip", "destination.ip", "destination.port",
-                           "cyberrange.flow_id"])
+                           "network.community_id", "cyberrange.flow_id"])
         new_sessions: dict[tuple, list] = defaultdict(list)
-        for t, src, dst, port, fid in zip(nc["event.start"], nc["source.ip"],
-                                          nc["destination.ip"], nc["destination.port"],
-                                          nc["cyberrange.flow_id"]):
+        # one connection seen by several sensors is several flow records: every record's id
+        # goes into the alert, but it counts once (session_key) as a session
+        self._keys: dict = {}
+        for t, src, dst, port, cid, fid in zip(nc["event.start"], nc["source.ip"],
+                                               nc["destination.ip"], nc["destination.port"],
+                                               nc["network.community_id"],
+                                               nc["cyberrange.flow_id"]):
             new_sessions[(src, dst, port)].append((t, fid))
+            self._keys[fid] = session_key(cid, t, fid)
         for v in new_sessions.values():
             v.sort()
         sources = pa.array(sorted({k[0] for k in new_sessions}), pa.string())
@@ -231,10 +236,17 @@ class LateralDetector(Detector):
         if self.require != "new-edge":
             mine = rem.filter(pc.is_in(rem.column("source.ip"), value_set=sources))
             pr = columns(mine.filter(self._probe.probe_mask(mine)),
-                         ["event.start", "source.ip", "destination.ip", "destination.port"])
-            for t, src, dst, port in zip(pr["event.start"], pr["source.ip"],
-                                         pr["destination.ip"], pr["destination.port"]):
-                probes[src].append((t, f"{dst}:{port}"))
+                         ["event.start", "source.ip", "destination.ip", "destination.port",
+                          "network.community_id", "cyberrange.flow_id"])
+            seen_probe = set()
+            for t, src, dst, port, cid, fid in zip(pr["event.start"], pr["source.ip"],
+                                                   pr["destination.ip"], pr["destination.port"],
+                                                   pr["network.community_id"],
+                                                   pr["cyberrange.flow_id"]):
+                key = session_key(cid, t, fid)        # a probe seen by 3 sensors is 1 probe
+                if key not in seen_probe:
+                    seen_probe.add(key)
+                    probes[src].append((t, f"{dst}:{port}"))
             short = self._short(sessions.filter(
                 pc.is_in(sessions.column("source.ip"), value_set=sources)))
             fc = columns(short, ["event.start", "source.ip", "destination.ip",
@@ -379,7 +391,8 @@ class LateralDetector(Detector):
             why.append(f"was itself entered from {', '.join(reasons['entered_from'])} within "
                        f"{self.pivot_us / 1e6:g} s before, and never contacted {dst} before that")
         lookback_s = self.lookback_us / 1e6
-        msg = (f"{src} opened {len(episode)} remote-service sessions to {dst}:{port}, an edge "
+        n_sessions = len({self._keys.get(fid, fid) for _, fid in episode})
+        msg = (f"{src} opened {n_sessions} remote-service sessions to {dst}:{port}, an edge "
                f"not in the baseline graph, between {d0:%H:%M:%S} and {d1:%H:%M:%S} UTC"
                + (f"; within {lookback_s:g} s before: {'; '.join(why)}" if why else ""))
         evidence = {"feature": "new_remote_service_edge", "value": f"{src}->{dst}:{port}",
@@ -390,7 +403,8 @@ class LateralDetector(Detector):
                     "threshold": {"require": self.require, "min_probes": self.min_probes,
                                   "min_failures": min_failures, "lookback_s": lookback_s,
                                   "pivot_window_s": self.pivot_us / 1e6 if self.pivot else None},
-                    "corroboration": reasons, "sessions": len(episode)}
+                    "corroboration": reasons, "sessions": n_sessions,
+                    "flow_records": len(episode)}
         score = min(1.0, 0.5 + 0.15 * len(reasons))
         if entry_fids:
             reasons["entry_sessions"] = len(set(entry_fids))

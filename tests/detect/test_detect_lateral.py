@@ -189,3 +189,33 @@ def test_a_busy_workstation_logging_in_again_and_again_is_its_day_not_a_burst_of
     assert e.value.setting == "rate_alpha"
     shipped = load_detector_file("detectors/lateral.yaml")[0]
     assert shipped.rate_alpha == pytest.approx(1e-4)
+
+
+def _seen_by(rows, sensors=("dmz-span", "core-span", "radio-span")):
+    """Each row as every sensor on its path records it: one flow record per sensor, same
+    connection (community id, start), a flow id of its own."""
+    out = []
+    for r in rows:
+        for s in sensors:
+            out.append({**r, "observer.name": s,
+                        "cyberrange.flow_id": hashlib.sha1(
+                            f"{s}|{r['cyberrange.flow_id']}".encode()).hexdigest()[:16]})
+    return out
+
+
+def test_one_connection_seen_by_three_sensors_counts_once():
+    """A path with three sensors records every connection three times. One failed connection
+    is one probe, not the three that corroboration asks for; a session is counted once in the
+    message (found on a topology written outside the project: '9 sessions' for 3)."""
+    det = trained()
+    failed = flow(T0 + 100, WS, FILES, 22, state="REJ", flags="S", spk=1, sbytes=58, dpk=1,
+                  dbytes=54, duration=0.0)
+    rows = _seen_by([failed] + ssh(T0 + 110, WS, FILES, 3, every=20.0, long=True))
+    assert det.detect(table(rows)) == []
+    # three real probes, each seen three times: still corroborated, with the counts right
+    rows = _seen_by(syn_scan(T0 + 100, src=ATT, hosts=(FILES,), ports=(22, 23, 3389))
+                    + ssh(T0 + 120, ATT, FILES, 3, every=10.0, long=True))
+    (a,) = det.detect(table(rows))
+    assert a.evidence["corroboration"]["probes"] == 3
+    assert a.evidence["sessions"] == 3 and a.evidence["flow_records"] == 9
+    assert "opened 3 remote-service sessions" in a.message and len(a.flow_ids) == 9
