@@ -46,21 +46,28 @@ def episodes(times_us: np.ndarray, sources: list, flagged: np.ndarray, gap_us: i
     return out
 
 
-def suppress(runs: list[Run], times_us: np.ndarray, realert_us: int) -> list[Run]:
+def suppress(runs: list[Run], times_us: np.ndarray, realert_us: int,
+             trained_until_us: int | None = None) -> list[Run]:
     """At most one alert per source per ``realert_us`` (SOC alert suppression: one alert per
     entity and period): an episode of a source whose crossing (the event at which it reached
     ``min_events``) comes less than ``realert_us`` after the crossing of the source's open
     alert joins that alert (its events are added) instead of raising a new one; the first
     episode after the period opens the next alert. ``realert_us`` <= 0: every episode is an
-    alert. ``runs`` as ``episodes`` returns them (per source, in time order)."""
+    alert. ``runs`` as ``episodes`` returns them (per source, in time order).
+    An episode crossing at or before ``trained_until_us`` (in the baseline the model learned
+    from, where no alert counts) stays as it is and opens no period: else it would swallow the
+    first real alert of its source after the baseline."""
     if realert_us <= 0:
         return runs
     out: list[Run] = []
     opened: dict[str, int] = {}          # source -> crossing time of its open alert
     for ep in runs:
         t = int(times_us[ep.rows[ep.crossed]])
+        if trained_until_us is not None and t <= trained_until_us:
+            out.append(ep)
+            continue
         last = out[-1] if out and out[-1].source == ep.source else None
-        if last is not None and t - opened[ep.source] < realert_us:
+        if last is not None and ep.source in opened and t - opened[ep.source] < realert_us:
             last.rows, last.merged = last.rows + ep.rows, last.merged + 1
             continue
         opened[ep.source] = t

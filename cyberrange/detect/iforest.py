@@ -166,7 +166,9 @@ class IsolationForestDetector(Detector):
         forest = self._forest(X, "auto")
         scores = -forest.decision_function(X)
         base_q = float(np.quantile(scores, self.quantile))
+        ts = pc.cast(flows.column("@timestamp").cast(pa.timestamp("us", tz="UTC")), pa.int64())
         self.model = {"forest": forest, "threshold": base_q + self.margin,
+                      "trained_until_us": pc.max(ts).as_py(),
                       "baseline_quantile": base_q, "center_scale": robust_center_scale(X),
                       "flows": len(X), "calibration": {"method": "quantile (in-sample)"}}
         if self.calibration == "target":
@@ -225,7 +227,7 @@ class IsolationForestDetector(Detector):
         med, scale = model["center_scale"]
         alerts = []
         for ep in suppress(episodes(ts, src, flagged, self.window_us, self.min_flows), ts,
-                           self.realert_us):
+                           self.realert_us, model.get("trained_until_us")):
             rows = ep.rows
             best = max(rows, key=lambda i: (scores[i], -i))
             dsts = {dst[i] for i in rows}

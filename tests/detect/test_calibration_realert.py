@@ -49,6 +49,18 @@ def test_three_bursts_of_one_source_are_one_alert_within_the_period():
     assert len(suppress(episodes(t, src, flagged, 10 * S, 5), t, 0)) == 4      # off
 
 
+def test_an_episode_in_the_training_window_opens_no_period():
+    """The first burst crossed inside the baseline the model learned from (no alert counts
+    there): it stays alone, and the two bursts after the baseline make one alert of their own
+    instead of vanishing into the baseline's."""
+    t1, s1 = _bursts([0, 30, 60], "a")
+    t = np.asarray(t1, np.int64)
+    eps = episodes(t, s1, np.ones(len(t), bool), 10 * S, 5)
+    got = suppress(eps, t, 120 * S, trained_until_us=int(t[5]))
+    assert [(len(e.rows), e.merged) for e in got] == [(6, 1), (12, 2)]
+    assert t[got[1].rows[got[1].crossed]] == t1[10]
+
+
 @pytest.mark.parametrize("realert_s", [0, 15, 60])
 def test_the_count_the_calibration_uses_is_the_detectors_grouping(realert_s):
     """``episode_count`` (the Monte Carlo's and the quiet step's count) equals the number of
