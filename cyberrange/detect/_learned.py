@@ -18,6 +18,7 @@ class Run:
     source: str
     rows: list          # indices (into the caller's arrays) of the anomalous events, time order
     crossed: int        # index (into rows) of the event at which the episode reached min_events
+    merged: int = 1     # episodes in this alert (``suppress`` joins a source's later ones)
 
 
 def episodes(times_us: np.ndarray, sources: list, flagged: np.ndarray, gap_us: int,
@@ -42,6 +43,35 @@ def episodes(times_us: np.ndarray, sources: list, flagged: np.ndarray, gap_us: i
             cur.append(i)
         if len(cur) >= min_events:
             out.append(Run(src, cur, min_events - 1))
+    return out
+
+
+def suppress(runs: list[Run], times_us: np.ndarray, realert_us: int,
+             trained_until_us: int | None = None) -> list[Run]:
+    """At most one alert per source per ``realert_us`` (SOC alert suppression: one alert per
+    entity and period): an episode of a source whose crossing (the event at which it reached
+    ``min_events``) comes less than ``realert_us`` after the crossing of the source's open
+    alert joins that alert (its events are added) instead of raising a new one; the first
+    episode after the period opens the next alert. ``realert_us`` <= 0: every episode is an
+    alert. ``runs`` as ``episodes`` returns them (per source, in time order).
+    An episode crossing at or before ``trained_until_us`` (in the baseline the model learned
+    from, where no alert counts) stays as it is and opens no period: else it would swallow the
+    first real alert of its source after the baseline."""
+    if realert_us <= 0:
+        return runs
+    out: list[Run] = []
+    opened: dict[str, int] = {}          # source -> crossing time of its open alert
+    for ep in runs:
+        t = int(times_us[ep.rows[ep.crossed]])
+        if trained_until_us is not None and t <= trained_until_us:
+            out.append(ep)
+            continue
+        last = out[-1] if out and out[-1].source == ep.source else None
+        if last is not None and ep.source in opened and t - opened[ep.source] < realert_us:
+            last.rows, last.merged = last.rows + ep.rows, last.merged + 1
+            continue
+        opened[ep.source] = t
+        out.append(Run(ep.source, list(ep.rows), ep.crossed))
     return out
 
 
@@ -118,13 +148,15 @@ def calibrate(detector, held_out: np.ndarray, times_us: np.ndarray, sources: lis
     ``held_out`` of the baseline's events (``times_us``, ``sources``: all of them, time order
     not needed), ``flows`` = its deduplicated flows: a per-event budget (``scattered_budget``
     or, ``clustering: worst``, ``event_budget``), then ``conservative_threshold``."""
+    realert_us = int(getattr(detector, "realert_us", 0))
     if detector.clustering == "worst":
         budget = min(detector.max_share,
                      event_budget(detector.fa_target, min_events, flows, len(times_us)))
     else:
         budget = scattered_budget(np.asarray(times_us, np.int64), sources, gap_us, min_events,
                                   flows, detector.fa_target, detector.max_share,
-                                  seed=int(detector.settings.get("seed", 0)))
+                                  seed=int(detector.settings.get("seed", 0)),
+                                  realert_us=realert_us)
     ok = np.isfinite(held_out)
     cal = conservative_threshold(held_out[ok], budget, detector.confidence)
     cal.clustering = detector.clustering
@@ -133,7 +165,8 @@ def calibrate(detector, held_out: np.ndarray, times_us: np.ndarray, sources: lis
     allowed = int(detector.fa_target * flows * ok.mean() // 10_000) if len(ok) else 0
     codes = np.unique(np.asarray([str(x) for x in sources]), return_inverse=True)[1]
     quiet = quiet_threshold(held_out[ok], np.asarray(times_us, np.int64)[ok], codes[ok], gap_us,
-                            min_events, allowed)
+                            min(min_events, int(getattr(detector, "quiet_min", min_events))),
+                            allowed, realert_us)
     cal.quiet = quiet
     if quiet > cal.threshold:
         cal.threshold, cal.method = quiet, f"{cal.method}; raised: quiet on the held-out baseline"
@@ -141,17 +174,18 @@ def calibrate(detector, held_out: np.ndarray, times_us: np.ndarray, sources: lis
 
 
 def quiet_threshold(scores: np.ndarray, times_us: np.ndarray, codes: np.ndarray, gap_us: int,
-                    min_events: int, allowed: int) -> float:
+                    min_events: int, allowed: int, realert_us: int = 0) -> float:
     """The lowest threshold (one of ``scores``, or -inf) at which the events, flagged where
     their score exceeds it and grouped as ``episodes`` does, raise <= ``allowed`` alerts."""
     cand = np.unique(scores)
     if len(cand) == 0 or episode_count(times_us, codes, scores > -np.inf, gap_us,
-                                       min_events) <= allowed:
+                                       min_events, realert_us) <= allowed:
         return float("-inf")
     lo, hi = 0, len(cand) - 1          # cand[hi] flags nothing: quiet
     while lo < hi:
         mid = (lo + hi) // 2
-        if episode_count(times_us, codes, scores > cand[mid], gap_us, min_events) <= allowed:
+        if episode_count(times_us, codes, scores > cand[mid], gap_us, min_events,
+                         realert_us) <= allowed:
             hi = mid
         else:
             lo = mid + 1
@@ -191,9 +225,9 @@ def event_budget(target_per_10k: float, min_events: int, flows: int, events: int
 
 
 def episode_count(times_us: np.ndarray, codes: np.ndarray, flagged: np.ndarray, gap_us: int,
-                  min_events: int) -> int:
-    """How many alerts ``episodes`` would raise for ``flagged`` (vectorised; ``codes``: the
-    events' sources as integers)."""
+                  min_events: int, realert_us: int = 0) -> int:
+    """How many alerts ``episodes`` (then ``suppress`` with ``realert_us``) would raise for
+    ``flagged`` (vectorised; ``codes``: the events' sources as integers)."""
     idx = np.flatnonzero(flagged)
     if len(idx) < min_events:
         return 0
@@ -201,13 +235,23 @@ def episode_count(times_us: np.ndarray, codes: np.ndarray, flagged: np.ndarray, 
     s, t = codes[idx][o], times_us[idx][o]
     new = np.ones(len(idx), bool)
     new[1:] = (s[1:] != s[:-1]) | (t[1:] - t[:-1] > gap_us)
-    sizes = np.bincount(np.cumsum(new) - 1)
-    return int((sizes >= min_events).sum())
+    ep = np.cumsum(new) - 1
+    if realert_us <= 0:
+        return int((np.bincount(ep) >= min_events).sum())
+    # the crossing event of every kept episode: its min_events-th event
+    first = np.flatnonzero(new)
+    pos = np.arange(len(idx)) - first[ep]
+    cross = np.flatnonzero(pos == min_events - 1)
+    alerts, src, opened = 0, None, 0
+    for c, tc in zip(s[cross].tolist(), t[cross].tolist(), strict=True):
+        if c != src or tc - opened >= realert_us:
+            alerts, src, opened = alerts + 1, c, tc
+    return alerts
 
 
 def scattered_budget(times_us: np.ndarray, sources: list, gap_us: int, min_events: int,
                      flows: int, target_per_10k: float, cap: float, seed: int = 0,
-                     reps: int = 64) -> float:
+                     reps: int = 64, realert_us: int = 0) -> float:
     """Largest share p of benign events that may exceed the threshold (<= ``cap``) such that,
     were those events scattered at random over the baseline's own events (its real sources and
     timing, bursts included), the episodes they would form raise <= ``target_per_10k`` alerts
@@ -220,7 +264,7 @@ def scattered_budget(times_us: np.ndarray, sources: list, gap_us: int, min_event
     u = np.random.default_rng(seed).random((reps, n))
 
     def rate(p: float) -> float:
-        alerts = sum(episode_count(times_us, codes, u[r] < p, gap_us, min_events)
+        alerts = sum(episode_count(times_us, codes, u[r] < p, gap_us, min_events, realert_us)
                      for r in range(reps))
         return alerts / reps / flows * 10_000
 
@@ -247,7 +291,7 @@ def blocked_folds(n: int, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     the baseline (damped statistics still warming up from zero) is not the model that runs."""
     edges = np.linspace(0, n, k + 1).astype(int)
     return [(np.arange(0, a), np.arange(a, b))
-            for a, b in itertools.pairwise(edges) if b > a and a > 0 and 2 * a >= n - 1]
+            for a, b in itertools.pairwise(edges) if b > a > 0 and 2 * a >= n - 1]
 
 
 @dataclass

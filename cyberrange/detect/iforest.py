@@ -16,7 +16,9 @@ forest's "outlier" side for its contamination). Anomalous flows are grouped per 
 episodes (the next anomalous flow of the source within ``window`` seconds continues the
 episode); an episode of at least ``min_flows`` flows is one alert, explained by the features
 whose values in those flows lie furthest from the baseline (robust z-scores: distance from the
-baseline median in units of 1.4826 MAD). The forest does not know what it saw: the technique is
+baseline median in units of 1.4826 MAD). An episode of a source whose alert was raised less than
+``realert`` seconds before joins that alert instead of raising another (one alert per source and
+period: ``_learned.suppress``; the calibration counts alerts the same way). The forest does not know what it saw: the technique is
 ``"unknown"`` (see ``_learned.UNKNOWN_TECHNIQUE``). Deterministic: ``random_state`` = ``seed``.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ._learned import (
     episodes,
     ratio_score,
     robust_center_scale,
+    suppress,
     top_features,
 )
 from .base import Alert, Detector, SettingError, us_to_dt
@@ -121,6 +124,8 @@ class IsolationForestDetector(Detector):
         "contamination": 0.01,   # untrained: share of the run's own flows taken as outliers
         "window": 10,            # seconds: anomalous flows of a source this close = one episode
         "min_flows": 5,          # anomalous flows an episode needs to raise an alert
+        "realert": 120,          # seconds: at most one alert per source per realert (0: off)
+        "quiet_min_flows": 3,    # calibration: the held-out baseline has no episode this big
         "seed": 0,               # random_state of the forest
     }
 
@@ -139,6 +144,10 @@ class IsolationForestDetector(Detector):
                                setting="contamination")
         self.window_us = int(self._number("window", minimum=0.001) * 1_000_000)
         self.min_flows = int(self._number("min_flows", minimum=1, integer=True))
+        self.realert_us = int(self._number("realert", minimum=0) * 1_000_000)
+        # never above min_flows: an episode the detector would alert on is always too big
+        self.quiet_min = min(self.min_flows,
+                             int(self._number("quiet_min_flows", minimum=1, integer=True)))
         self.seed = int(self._number("seed", minimum=0, integer=True))
         self.model = None
 
@@ -157,13 +166,16 @@ class IsolationForestDetector(Detector):
         forest = self._forest(X, "auto")
         scores = -forest.decision_function(X)
         base_q = float(np.quantile(scores, self.quantile))
+        ts = pc.cast(flows.column("@timestamp").cast(pa.timestamp("us", tz="UTC")), pa.int64())
         self.model = {"forest": forest, "threshold": base_q + self.margin,
+                      "trained_until_us": pc.max(ts).as_py(),
                       "baseline_quantile": base_q, "center_scale": robust_center_scale(X),
                       "flows": len(X), "calibration": {"method": "quantile (in-sample)"}}
         if self.calibration == "target":
             cal = self._calibrate(X, flows)
             self.model["threshold"] = cal.threshold + self.margin
-            self.model["calibration"] = {**cal.evidence(), "target_per_10k": self.fa_target}
+            self.model["calibration"] = {**cal.evidence(), "target_per_10k": self.fa_target,
+                                         "quiet_min_flows": self.quiet_min}
         self.trained = True
 
     def _calibrate(self, X: np.ndarray, flows: pa.Table):
@@ -214,7 +226,8 @@ class IsolationForestDetector(Detector):
         fids = flows.column("cyberrange.flow_id").to_pylist()
         med, scale = model["center_scale"]
         alerts = []
-        for ep in episodes(ts, src, flagged, self.window_us, self.min_flows):
+        for ep in suppress(episodes(ts, src, flagged, self.window_us, self.min_flows), ts,
+                           self.realert_us, model.get("trained_until_us")):
             rows = ep.rows
             best = max(rows, key=lambda i: (scores[i], -i))
             dsts = {dst[i] for i in rows}
@@ -230,6 +243,7 @@ class IsolationForestDetector(Detector):
                 "baseline_flows": model["flows"] if self.model is not None else 0,
                 "calibration": model.get("calibration"),
                 "window_s": self.window_us / 1e6, "min_flows": self.min_flows,
+                "realert_s": self.realert_us / 1e6, "episodes": ep.merged,
             }
             if self.model is None:
                 evidence["contamination"] = self.contamination
@@ -238,7 +252,8 @@ class IsolationForestDetector(Detector):
             why = ", ".join(f"{t['feature']}={t['value']} (baseline {t['baseline']})"
                             for t in top)
             target = one or f"{len(dsts)} hosts"
-            msg = (f"{ep.source} -> {target}: {len(rows)} flows unlike the "
+            merged = f" in {ep.merged} episodes" if ep.merged > 1 else ""
+            msg = (f"{ep.source} -> {target}: {len(rows)} flows{merged} unlike the "
                    f"{'baseline' if self.model is not None else 'rest of the run'} "
                    f"(isolation score up to {value:.3f}, threshold {thr:.3f}); most unusual: "
                    f"{why}")
