@@ -205,3 +205,22 @@ def test_a_second_fit_with_too_few_packets_leaves_no_model_of_the_first():
     assert not det.trained and det.model is None
     det.fit(None, None)
     assert not det.trained and det.model is None
+
+
+def test_a_baseline_shorter_than_min_baseline_s_gives_weak_signals_not_alerts(trained):
+    """min_baseline_s: a model trained on 10 s of traffic (the default drill warm-up) has
+    no false-alert evidence behind its threshold; its flood episode becomes a weak signal at
+    half the score, and no alert. The same model trained on 20 s alerts."""
+    from cyberrange.detect.registry import collect_signals
+    _, table, _ = trained
+    short = KitNETDetector("packet-anomaly", epochs=5, min_baseline_s=15)
+    short.fit(None, packets(benign_packets(T0 + 10, 10)))
+    assert short.trained and 9 < short.model["baseline_s"] < 10.1 and short.short_baseline()
+    assert short.detect(None, table) == []
+    sig = [s for s in collect_signals(short, None, table, []) if s.source_ip == ATTACKER]
+    assert len(sig) == 1 and sig[0].kind == "signal" and sig[0].score <= 0.5
+    assert "min_baseline_s 15" in sig[0].evidence["signal_only"]
+    long = KitNETDetector("packet-anomaly", epochs=5, min_baseline_s=15)
+    long.fit(None, packets(benign_packets(T0, 20)))
+    assert not long.short_baseline() and long.signals(None, table) == []
+    assert any(a.source_ip == ATTACKER for a in long.detect(None, table))
