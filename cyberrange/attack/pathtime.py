@@ -18,9 +18,19 @@ import ipaddress
 
 from cyberrange.model.routing import AddressIndex, NoRoute, router_hops
 
-# technique -> the parameter that is its wait for answers (seconds)
-WAITS = {"T1018": "timeout", "T1046": "timeout", "T1046-udp": "timeout",
-         "T1071.004": "timeout", "T1048": "timeout"}
+# technique -> the parameters that are its waits for answers (seconds): answer waits after the
+# probes, and connect timeouts (a TCP handshake is one round trip; kept clear of the kernel's
+# SYN retransmissions, ``SYN_RTO_S``, so the count of SYNs sent stays what the technique expects)
+WAITS = {"T1018": ("timeout",), "T1046": ("timeout",), "T1046-udp": ("timeout",),
+         "T1071.004": ("timeout",), "T1048": ("timeout",),
+         "T1046-connect": ("timeout",), "T1046-banner": ("connect_timeout",),
+         "T1110.001": ("connect_timeout",), "T1110.003": ("connect_timeout",),
+         "T1021.004": ("connect_timeout",)}
+CONNECT = {"T1046-connect": "timeout", "T1046-banner": "connect_timeout",
+           "T1110.001": "connect_timeout", "T1110.003": "connect_timeout",
+           "T1021.004": "connect_timeout"}
+SYN_RTO_S = (1.0, 3.0, 7.0, 15.0)   # when Linux sends SYN retransmissions (initial RTO 1 s)
+RTO_CLEAR_S = 0.3       # a connect timeout this close to one is moved past it
 MARGIN = 1.5            # x the model's round trip: jitter draws and queueing on top of the mean
 SLACK_S = 0.3           # processing on the way (the relay, the answering host, the agent)
 PROBE_BYTES = 100       # a probe or an answer: an echo, a SYN, a DNS query with its name
@@ -68,19 +78,34 @@ def round_trip_s(topo, actor: str, targets: list[str]) -> tuple[float, str | Non
     return worst, where
 
 
+def _clear_of_rto(need: float) -> float:
+    for rto in SYN_RTO_S:
+        if abs(need - rto) < RTO_CLEAR_S:
+            return round(rto + RTO_CLEAR_S + 0.2, 1)
+    return need
+
+
 def stretch_waits(technique: str, params: dict, given, topo, actor: str,
                   targets: list[str]) -> tuple[dict, str | None]:
-    """``params`` with the technique's answer wait raised to the path when the playbook did
-    not give it, and a one-line note saying so (None when nothing changed)."""
-    name = WAITS.get(technique)
-    if name is None or name in given or not isinstance(params.get(name), (int, float)):
-        return params, None
-    if actor not in topo.nodes:
+    """``params`` with the technique's waits raised to the path when the playbook did not give
+    them, and a one-line note saying so (None when nothing changed)."""
+    names = [n for n in WAITS.get(technique, ()) if n not in given
+             and isinstance(params.get(n), (int, float)) and not isinstance(params.get(n), bool)]
+    if not names or actor not in topo.nodes:
         return params, None
     rtt, where = round_trip_s(topo, actor, targets)
-    need = round(MARGIN * rtt + SLACK_S, 1)
-    if need <= float(params[name]):
+    if rtt <= 0:
         return params, None
-    note = (f"params.{name} {params[name]:g} s (the default) raised to {need:g} s: the model's "
-            f"round trip from {actor} is {rtt:.2f} s (slowest hop {where})")
-    return {**params, name: need}, note
+    out, notes = dict(params), []
+    for name in names:
+        need = round(MARGIN * rtt + SLACK_S, 1)
+        if CONNECT.get(technique) == name:
+            need = _clear_of_rto(need)
+        if need <= float(params[name]):
+            continue
+        out[name] = need
+        notes.append(f"params.{name} {params[name]:g} s (the default) raised to {need:g} s")
+    if not notes:
+        return params, None
+    return out, (f"{'; '.join(notes)}: the model's round trip from {actor} is {rtt:.2f} s "
+                 f"(slowest hop {where})")

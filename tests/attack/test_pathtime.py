@@ -10,7 +10,7 @@ import textwrap
 import pytest
 from test_playbook_engine import StubRunner
 
-from cyberrange.attack.pathtime import round_trip_s, stretch_waits
+from cyberrange.attack.pathtime import _clear_of_rto, round_trip_s, stretch_waits
 from cyberrange.attack.playbook import load_playbook
 from cyberrange.attack.runner import run_playbook
 from cyberrange.model.loader import load_topology
@@ -79,3 +79,24 @@ def test_runner_sends_the_stretched_wait_and_keeps_a_written_one(geo, tmp_path):
     assert [c["req"]["params"]["timeout"] for c in stub.calls()] == [2.2, 0.5]
     note = (tmp_path / "logs" / "agent-sweep-cp-ws-0.err").read_text()
     assert note.startswith("runner: params.timeout 1 s (the default) raised to 2.2 s")
+
+
+def test_connect_timeouts_follow_the_path_clear_of_syn_retransmissions(geo):
+    """Connect scans, banner grabs, guessing and SSH logins wait for a TCP handshake (one
+    round trip): behind a slow path their default connect timeout is raised, and never left
+    within 0.3 s of a SYN retransmission (1, 3, 7 s), which would make the SYNs counted vary."""
+    ip = str(geo.nodes["hq-ws"].ip)
+    p, note = stretch_waits("T1046-connect", {"timeout": 1.5, "rate": 200}, frozenset(), geo,
+                            "cp-ws", [f"{ip}:22"])
+    assert p == {"timeout": 2.2, "rate": 200} and "params.timeout 1.5 s" in note
+    p, _ = stretch_waits("T1046-banner", {"connect_timeout": 1.5, "timeout": 3.0},
+                         frozenset(), geo, "cp-ws", [ip])
+    assert p == {"connect_timeout": 2.2, "timeout": 3.0}
+    # 2.5 s already covers 1.5 x 1.26 + 0.3: unchanged; a given one is kept
+    assert stretch_waits("T1110.001", {"connect_timeout": 2.5}, frozenset(), geo, "cp-ws",
+                         [ip]) == ({"connect_timeout": 2.5}, None)
+    assert stretch_waits("T1021.004", {"connect_timeout": 1.0}, frozenset({"connect_timeout"}),
+                         geo, "cp-ws", [ip]) == ({"connect_timeout": 1.0}, None)
+    # a wait that would land on a SYN retransmission is moved past it
+    assert [_clear_of_rto(x) for x in (0.9, 2.2, 2.8, 3.0, 3.2, 6.9)] == \
+        [1.5, 2.2, 3.5, 3.5, 3.5, 7.5]
