@@ -26,9 +26,17 @@ from statistics import median
 import pyarrow as pa
 
 from cyberrange.errors import UserError
+from cyberrange.store.runlogs import AVAILABILITY_SCHEMA as STORE_AVAILABILITY_SCHEMA
 
-__all__ = ["read_probes", "availability_section", "availability_table", "write_table",
-           "run_availability", "FILE", "TABLE"]
+__all__ = [
+    "FILE",
+    "TABLE",
+    "availability_section",
+    "availability_table",
+    "read_probes",
+    "run_availability",
+    "write_table",
+]
 
 FILE = "availability.jsonl"
 TABLE = "availability"
@@ -113,19 +121,8 @@ def _thread_row(ps: list[dict], end: float | None, kind: str) -> dict:
             "latency_ms": round(median(lat), 3) if lat else None}
 
 
-AVAILABILITY_SCHEMA = pa.schema([
-    ("@timestamp", pa.timestamp("us", tz="UTC")),   # when the probe started
-    ("cyberrange.thread", pa.string()),             # mission name | service:<node>:<proto>/<port>
-    ("cyberrange.src_node", pa.string()),           # the probing node
-    ("cyberrange.dst_node", pa.string()),
-    ("destination.ip", pa.string()),
-    ("network.transport", pa.string()),
-    ("destination.port", pa.int32()),
-    ("event.outcome", pa.string()),                 # success | failure (ECS)
-    ("cyberrange.latency_ms", pa.float64()),
-    ("error.message", pa.string()),                 # why a probe failed
-    ("cyberrange.run_id", pa.string()),
-])
+# the store's table of mission probes (one schema for the scorer and the store)
+AVAILABILITY_SCHEMA = STORE_AVAILABILITY_SCHEMA
 
 
 def availability_table(probes: list[dict], run_id: str) -> pa.Table:

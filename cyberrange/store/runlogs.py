@@ -43,10 +43,8 @@ __all__ = ["AVAILABILITY_FILE", "AVAILABILITY_SCHEMA", "LINKS_FILE", "LINK_EVENT
 AVAILABILITY_FILE = "availability.jsonl"
 LINKS_FILE = "logs/links.jsonl"
 
-#: one row per mission probe. The same columns, in the same order, as
-#: ``cyberrange.score.availability.AVAILABILITY_SCHEMA`` (whose ``write_table`` writes this
-#: table with a positional INSERT; the store does not import the scorer, so the schema is
-#: written out here and a test keeps the two equal)
+#: one row per mission probe; ``cyberrange.score.availability`` uses this schema (its
+#: ``write_table`` writes the table with a positional INSERT)
 AVAILABILITY_SCHEMA = pa.schema([
     ("@timestamp", TS),                             # when the probe started
     ("cyberrange.thread", pa.string()),             # mission name | service:<node>:<proto>/<port>

@@ -53,10 +53,14 @@ def write_run_logs(run_dir, probes=None, links=LINKS):
     (run_dir / "logs" / "links.jsonl").write_text("".join(json.dumps(x) + "\n" for x in links))
 
 
-def test_the_store_schema_of_probes_is_the_scorers():
-    """``score/availability.write_table`` inserts by position into the table the store makes."""
-    from cyberrange.score.availability import AVAILABILITY_SCHEMA as scorers
-    assert AVAILABILITY_SCHEMA.equals(scorers)
+def test_the_scorers_probe_rows_have_the_store_columns_in_order(tmp_path):
+    """``score/availability.write_table`` inserts by position into the table the store makes:
+    the rows the scorer builds from a run's probes must have the store's columns, in order."""
+    from cyberrange.score.availability import availability_table, read_probes
+    write_run_logs(tmp_path)
+    rows = availability_table(read_probes(tmp_path / "availability.jsonl"), "r1")
+    assert rows.num_rows == 5 and rows.schema.names == AVAILABILITY_SCHEMA.names
+    assert [f.type for f in rows.schema] == [f.type for f in AVAILABILITY_SCHEMA]
 
 
 def test_link_events_table_durations_values_and_reason(tmp_path):
