@@ -219,13 +219,13 @@ class LateralDetector(Detector):
         new_sessions: dict[tuple, list] = defaultdict(list)
         # one connection seen by several sensors is several flow records: every record's id
         # goes into the alert, but it counts once (session_key) as a session
-        self._keys: dict = {}
+        keys: dict = {}
         for t, src, dst, port, cid, fid in zip(nc["event.start"], nc["source.ip"],
                                                nc["destination.ip"], nc["destination.port"],
                                                nc["network.community_id"],
                                                nc["cyberrange.flow_id"]):
             new_sessions[(src, dst, port)].append((t, fid))
-            self._keys[fid] = session_key(cid, t, fid)
+            keys[fid] = session_key(cid, t, fid)
         for v in new_sessions.values():
             v.sort()
         sources = pa.array(sorted({k[0] for k in new_sessions}), pa.string())
@@ -277,7 +277,7 @@ class LateralDetector(Detector):
             for ev in evs + [None]:
                 if episode and (ev is None or ev[0] - episode[-1][0] > self.window_us):
                     alert = self._episode(src, dst, port, episode, probes, probe_times,
-                                          failures, entered, evs[0][0])
+                                          failures, entered, evs[0][0], keys)
                     if alert is not None:
                         alerts.append(alert)
                     episode = []
@@ -347,7 +347,7 @@ class LateralDetector(Detector):
         return sorted({s_ for _, s_, _ in hits}), [fid for _, _, fid in hits]
 
     def _episode(self, src, dst, port, episode, probes, probe_times, failures, entered,
-                 first_t: int) -> Alert | None:
+                 first_t: int, keys: dict) -> Alert | None:
         """The first session of the episode that is corroborated raises the alert."""
         reasons: dict = {}
         crossed = None
@@ -391,7 +391,7 @@ class LateralDetector(Detector):
             why.append(f"was itself entered from {', '.join(reasons['entered_from'])} within "
                        f"{self.pivot_us / 1e6:g} s before, and never contacted {dst} before that")
         lookback_s = self.lookback_us / 1e6
-        n_sessions = len({self._keys.get(fid, fid) for _, fid in episode})
+        n_sessions = len({keys.get(fid, fid) for _, fid in episode})
         msg = (f"{src} opened {n_sessions} remote-service sessions to {dst}:{port}, an edge "
                f"not in the baseline graph, between {d0:%H:%M:%S} and {d1:%H:%M:%S} UTC"
                + (f"; within {lookback_s:g} s before: {'; '.join(why)}" if why else ""))

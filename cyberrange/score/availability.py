@@ -18,7 +18,6 @@ number of probes or pairs); ``missions`` the same over mission threads only. ``s
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from statistics import median
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 from cyberrange.errors import UserError
 from cyberrange.store.runlogs import AVAILABILITY_SCHEMA as STORE_AVAILABILITY_SCHEMA
+from cyberrange.store.runlogs import json_lines
 
 __all__ = [
     "FILE",
@@ -49,20 +49,8 @@ def read_probes(path) -> list[dict]:
     numeric ``time``, string ``thread``/``src``/``dst`` and boolean ``ok`` is a UserError
     naming the file and line (a file cut short in its last line, as a killed drill leaves it,
     loses only that line)."""
-    path = Path(path)
     out: list[dict] = []
-    lines = path.read_text(errors="replace").split("\n")
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines):               # the last line, without its newline: cut short
-                break
-            raise UserError(f"{path}:{n}: not a JSON object") from None
-        if not isinstance(rec, dict):
-            raise UserError(f"{path}:{n}: not a JSON object")
+    for n, rec in json_lines(path):
         for key, types in _FIELDS.items():
             v = rec.get(key)
             if not isinstance(v, types) or (key == "time" and (isinstance(v, bool)

@@ -38,7 +38,7 @@ from ..telemetry.schema import RECORD_SCHEMAS, SCHEMAS, TS
 
 __all__ = ["AVAILABILITY_FILE", "AVAILABILITY_SCHEMA", "LINKS_FILE", "LINK_EVENT_SCHEMA",
            "LINK_VALUES", "RUN_LOG_SCHEMAS", "STORE_RECORD_SCHEMAS", "STORE_SCHEMAS", "as_number",
-           "read_link_events", "store_run_logs"]
+           "json_lines", "read_link_events", "store_run_logs"]
 
 AVAILABILITY_FILE = "availability.jsonl"
 LINKS_FILE = "logs/links.jsonl"
@@ -93,12 +93,11 @@ def as_number(v) -> float | None:
     return float(v)
 
 
-def read_link_events(path) -> list[dict]:
-    """The records of ``logs/links.jsonl``, checked: a line that is not a JSON object with a
-    finite number ``t``, a string ``zone`` and a known ``state`` is a UserError naming the file, the
-    line and the key (a last line cut short, as a killed drill leaves it, is left out)."""
+def json_lines(path):
+    """``(line number, object)`` for every non-empty line of a JSON-lines run log; a line that is
+    not a JSON object is a UserError naming the file and line, except a last line cut short
+    (a killed drill leaves one), which is left out."""
     path = Path(path)
-    out = []
     lines = path.read_text(errors="replace").split("\n")
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -107,10 +106,19 @@ def read_link_events(path) -> list[dict]:
             rec = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
             if n == len(lines):                     # the last line, without its newline
-                break
+                return
             raise UserError(f"{path}:{n}: not a JSON object") from None
         if not isinstance(rec, dict):
             raise UserError(f"{path}:{n}: not a JSON object")
+        yield n, rec
+
+
+def read_link_events(path) -> list[dict]:
+    """The records of ``logs/links.jsonl``, checked: a line that is not a JSON object with a
+    finite number ``t``, a string ``zone`` and a known ``state`` is a UserError naming the file, the
+    line and the key (a last line cut short, as a killed drill leaves it, is left out)."""
+    out = []
+    for n, rec in json_lines(path):
         if as_number(rec.get("t")) is None:
             raise UserError(f"{path}:{n}: 't' must be a number (epoch seconds)")
         if not isinstance(rec.get("zone"), str):
