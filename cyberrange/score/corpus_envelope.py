@@ -225,7 +225,7 @@ DERIVE = {
     "upload": lambda p, r, w: _upload(p, r),
     "modbus-write": lambda p, r, w: {"writes": _num(p, "repeat"), "interval": _num(p, "interval")},
     "valid-login": lambda p, r, w: {"commands": len(_list(p, "commands"))},
-    "modbus-read": lambda p, r, w: {"registers": _num(p, "count")},
+    "modbus-read": lambda p, r, w: {"registers": _num(p, "count"), "plcs": len(_hosts_of(r))},
     "modbus-hold": lambda p, r, w: {"interval": _num(p, "interval"), "writes": _num(p, "repeat")},
     "arp-poison": lambda p, r, w: {"duration": _num(p, "duration"),
                                    "interval": _num(p, "interval")},
@@ -234,12 +234,44 @@ DERIVE = {
 }
 
 
-def derive(family: str, params: dict, recs: list, written_targets=()) -> dict:
+def _hosts_of(recs: list) -> set:
+    return {ip for r in recs for ip in (r.get("targets") or [])}
+
+
+def _hops(recs: list, ledger: list) -> int:
+    """valid-login's ``hops``: later remote-service logins (T1021.*) that succeeded and ran on
+    a host this step entered (its ``compromised`` fact, by address)."""
+    entered = {ip for r in recs for ip in ((r.get("facts") or {}).get("compromised") or [])}
+    end = max(float(r["end"]) for r in recs if r.get("end") is not None) \
+        if any(r.get("end") is not None for r in recs) else None
+    mine = {id(r) for r in recs}
+    return sum(1 for r in ledger if id(r) not in mine
+               and str(r.get("technique") or "").startswith("T1021")
+               and r.get("outcome") == "succeeded" and r.get("actor_ip") in entered
+               and (end is None or r.get("start") is None or float(r["start"]) >= end - 1.0))
+
+
+def derive(family: str, params: dict, recs: list, written_targets=(), ctx=None) -> dict:
     """The envelope parameters of one step of ``family``: ``params`` as loaded (defaults
-    filled in), ``recs`` its ledger records. Raises ``Unknown`` with the reason."""
+    filled in), ``recs`` its ledger records; ``ctx`` what the run adds: ``ledger`` (every
+    record: valid-login's ``hops``) and ``benign`` (the run's benign plan: modbus-read's
+    ``new_plcs``). Raises ``Unknown`` with the reason."""
     if not recs:
         raise Unknown("no ledger record")
-    return DERIVE[family](params, recs, list(written_targets))
+    got = DERIVE[family](params, recs, list(written_targets))
+    if family == "valid-login":
+        if ctx is None or "ledger" not in ctx:
+            raise Unknown("hops need the run's ledger")
+        got["hops"] = _hops(recs, ctx["ledger"])
+    if family == "modbus-read":
+        if ctx is None or "benign" not in ctx:
+            raise Unknown("new_plcs needs the run's benign plan")
+        actor = recs[0].get("actor")
+        acts = ((ctx["benign"] or {}).get("plans") or {}).get(actor, {}).get("activities", [])
+        polled = {t.get("ip") for a in acts for t in a.get("targets", [])
+                  if t.get("type") == "modbus"}
+        got["new_plcs"] = sum(1 for ip in _hosts_of(recs) if ip not in polled)
+    return got
 
 
 # ---------------------------------------------------------------------------- classification
@@ -277,6 +309,12 @@ def classify_run(run_dir, published: dict) -> dict:
     recs = defaultdict(list)
     for r in read_ledger(Path(run_dir) / "ledger.jsonl"):
         recs[r["step_id"]].append(r)
+    benign = None
+    try:
+        benign = json.loads((Path(run_dir) / "logs" / "benign-plan.json").read_text())
+    except (OSError, ValueError):
+        pass                    # no benign traffic in this run: every PLC is new
+    ctx = {"ledger": [r for rs in recs.values() for r in rs], "benign": benign}
     out = {}
     for sid, rs in recs.items():
         tech = rs[0].get("technique")
@@ -290,7 +328,8 @@ def classify_run(run_dir, published: dict) -> dict:
             row["status"], row["why"] = "unknown", why_pb or "step not in the playbook it ran"
         else:
             try:
-                row["params"] = derive(fam, dict(specs[sid].params), rs, specs[sid].targets)
+                row["params"] = derive(fam, dict(specs[sid].params), rs, specs[sid].targets,
+                                       ctx)
                 row["status"], row["misses"], row["why"] = classify(entry, row["params"])
             except Unknown as e:
                 row["status"], row["why"] = "unknown", str(e)

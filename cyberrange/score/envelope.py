@@ -40,8 +40,9 @@ SPLIT_SIZE = 1000
 LANES = 4                 # non-beacon actors running at the same time
 DRILL_S = 320.0           # target length of the attack phase of one drill (s)
 SECOND_STEP = 0.6         # chance that an actor runs a second step after a quiet period
-GENERATOR = 6             # in every plan: bump when a change alters the draws of a seed
+GENERATOR = 7             # in every plan: bump when a change alters the draws of a seed
 #: 6 (2026-12-06): two floods never hit one target within FLOOD_GAP of each other
+#: 7 (2026-12-06): valid-login draws 0-2 hops onward from the entered host (before: always 0)
 FLOODS = ("udp-flood", "syn-flood")
 #: seconds between two floods of one target: the flood detectors key by destination (5 s
 #: episode gap, 2 s windows), so overlapping floods would share their alerts
@@ -110,8 +111,14 @@ FAMILIES = {f.name: f for f in [
            also=(("queries", "low", "queries"),)),
     Family("upload", ("T1041",), "size", "low", "bytes", ("size", "chunk", "rate")),
     Family("modbus-write", ("T0855",), "writes", "low", "writes", ("writes", "interval")),
-    Family("valid-login", ("T1021.004",), "commands", "low", "commands", ("commands",)),
-    Family("modbus-read", ("T0861",), "registers", "low", "registers", ("registers", "plcs")),
+    # hops: SSH logins onward from the entered host (0: the lone quiet login; drills made
+    # before generator 7 drew none); commands change nothing a sensor sees, so no axis
+    Family("valid-login", ("T1021.004",), "hops", "low", "onward logins", ("hops", "commands")),
+    # new_plcs: the PLCs read that the actor does not poll in its benign day (the run's
+    # benign plan; 0: the PLC's own HMI reading it), derived when scored
+    Family("modbus-read", ("T0861",), "registers", "low", "registers",
+           ("registers", "plcs", "new_plcs"),
+           also=(("new_plcs", "low", "PLCs the actor never polls"),)),
     Family("modbus-hold", ("T0831",), "interval", "high", "s between writes",
            ("interval", "writes"), also=(("writes", "low", "writes"),)),
     Family("arp-poison", ("T1557.002",), "duration", "low", "s",
@@ -251,6 +258,18 @@ class _Book:
                           "actor_role": self.topo.nodes[actor].role, "targets": list(d.targets),
                           "at": round(at, 1), "expected_s": round(d.seconds, 1),
                           "quiet_before": quiet, "params": d.recorded}
+        t = at + d.seconds - sum(g + s for _, _, g, s in d.then)
+        for k, (target, params, gap, secs) in enumerate(d.then):
+            t += gap
+            hid = f"{sid}-hop{k + 1}"
+            self.steps.append({"id": hid, "name": f"{d.family}: hop {k + 1} from the entered host",
+                               "technique": d.technique, "actor": f"#{{{sid}.compromised}}",
+                               "from": "first", "targets": [target], "parallel": True,
+                               "params": params, "timing": {"at": round(t, 1)}})
+            self.plan[hid] = {"family": d.family, "technique": d.technique, "part_of": sid,
+                              "actor": self.plan[sid]["targets"][0], "targets": [target],
+                              "at": round(t, 1), "expected_s": secs, "params": {}}
+            t += secs
         return at
 
 

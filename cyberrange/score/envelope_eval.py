@@ -35,12 +35,14 @@ from .score import LATE_S, score_run
 __all__ = [
     "EDGES",
     "MIN_N",
+    "axis_rows",
     "bin_outcomes",
     "envelope",
     "evaluate_split",
     "family_table",
     "main_inside",
     "markdown",
+    "others_inside",
     "plot_curves",
     "step_outcomes",
     "today_envelopes",
@@ -53,7 +55,7 @@ EDGES = {    # three bins each, around today's thresholds (detectors/*.yaml)
     "scan": [0.1, 1, 10], "sweep": [1, 6, 16], "arp-scan": [0.5, 1.6, 8], "guess": [2, 8, 16],
     "spray": [2, 7, 12], "udp-flood": [30, 250, 1000], "syn-flood": [30, 250, 1000],
     "http-beacon": [2, 8, 20, 45], "dns-beacon": [2, 8, 20, 45], "dns-exfil": [0.2, 1, 5],
-    "upload": [4096, 65536, 196608], "modbus-write": [1, 3, 6], "valid-login": [1],
+    "upload": [4096, 65536, 196608], "modbus-write": [1, 3, 6], "valid-login": [0, 1],
     "modbus-read": [1, 4, 16], "modbus-hold": [0.5, 5, 20], "arp-poison": [1, 3, 10],
     "banner": [2, 8, 12], "replay": [0.2, 1.4, 10],
     # the other axes (FAMILIES[f].also)
@@ -63,6 +65,7 @@ EDGES = {    # three bins each, around today's thresholds (detectors/*.yaml)
     "http-beacon:count": [3, 8, 12], "dns-beacon:jitter": [0, 0.3, 0.6],
     "dns-beacon:count": [3, 8, 12], "dns-exfil:queries": [1, 10, 30],
     "modbus-hold:writes": [2, 3, 5], "arp-poison:interval": [0.3, 1, 3],
+    "modbus-read:new_plcs": [0, 1],
 }
 
 
@@ -82,28 +85,98 @@ def _counts(s: dict, flowless: bool) -> tuple[bool, str | None]:
     return True, None
 
 
-def step_outcomes(ledger: list, card: dict, plan: dict, kinds: dict, run_id: str) -> list[dict]:
-    """One row per planned step: its drawn parameters and what the detectors made of it."""
+def _start(ledger: list, sid: str) -> float | None:
+    t = [float(r["start"]) for r in ledger if r["step_id"] == sid and r.get("start") is not None]
+    return min(t) if t else None
+
+
+def _merge_parts(row: dict, parts: list, by_id: dict, ledger: list, learned: set) -> None:
+    """A drawn step that several playbook steps make (valid-login and its hops from the entered
+    host): it is detected on time when any of its steps is (each on its own time); its time to
+    detect counts from its own start. ``hops`` becomes the hops that succeeded (a hop that
+    failed or was blocked made no onward session); ``hops_drawn`` keeps the draw."""
+    t0 = _start(ledger, row["step_id"])
+    ttd = [row["ttd"]] if row["detected"] and row["ttd"] is not None else []
+    done = 0
+    for sid in parts:
+        s = by_id.get(sid)
+        if s is None:
+            continue
+        done += s["outcome"] == "succeeded"
+        if s["detected"]:
+            row["detected"] = True
+            row["by"] = sorted(set(row["by"]) | set(s["detected_by"]))
+            t1 = _start(ledger, sid)
+            if s["time_to_detect_s"] is not None and t0 is not None and t1 is not None:
+                ttd.append(round(t1 - t0 + s["time_to_detect_s"], 3))
+        elif s.get("detected_late"):
+            row["late_by"] = sorted(set(row.get("late_by", [])) | set(s.get("late_by", [])))
+    row["ttd"] = min(ttd) if ttd else None
+    row["late"] = bool(row["late"] or row.get("late_by")) and not row["detected"]
+    row["detected_rules"] = row["detected_rules"] or any(
+        n not in learned for n in row["by"])
+    row["params"]["hops_drawn"] = row["params"].get("hops", len(parts))
+    row["params"]["hops"] = done
+
+
+def new_plcs(targets, actor: str, benign: dict | None) -> int:
+    """How many of the PLCs ``targets`` (names) the actor does not poll in its benign day
+    (``logs/benign-plan.json`` of the run; no plan: every PLC is new)."""
+    acts = ((benign or {}).get("plans") or {}).get(actor, {}).get("activities", [])
+    polled = {t.get("node") for a in acts for t in a.get("targets", [])
+              if t.get("type") == "modbus"}
+    return sum(1 for t in targets if t not in polled)
+
+
+def step_outcomes(ledger: list, card: dict, plan: dict, kinds: dict, run_id: str,
+                  benign: dict | None = None) -> list[dict]:
+    """One row per planned step: its drawn parameters and what the detectors made of it.
+    Steps ``part_of`` another (valid-login's hops) are merged into it (``_merge_parts``);
+    valid-login drawn before generator 7 made no hop (``hops`` 0); modbus-read gets
+    ``new_plcs`` from the run's benign plan (``benign``)."""
     rows = []
     by_id = {s["step_id"]: s for s in card["steps"]}
+    parts: dict = {}
     for sid, p in plan["steps"].items():
+        if p.get("part_of"):
+            parts.setdefault(p["part_of"], []).append(sid)
+    learned = {n for n, k in kinds.items() if k == "learned"}
+    for sid, p in plan["steps"].items():
+        if p.get("part_of"):
+            continue
         s = by_id.get(sid)
+        params = dict(p["params"])
+        if p["family"] == "valid-login":
+            params.setdefault("hops", 0)
+        if p["family"] == "modbus-read":
+            params["new_plcs"] = new_plcs(p["targets"], p["actor"], benign)
         row = {"run_id": run_id, "step_id": sid, "family": p["family"],
                "technique": p["technique"], "topology": plan["topology"],
                "intensity": plan["intensity"], "actor_role": p.get("actor_role"),
-               "params": dict(p["params"]), "quiet_before": p.get("quiet_before")}
+               "params": params, "quiet_before": p.get("quiet_before")}
         if s is None:
             rows.append({**row, "counted": False, "why": "not in ledger", "detected": False,
                          "detected_rules": False, "ttd": None, "by": [], "late": False})
             continue
         flowless = not any(r.get("flows") for r in ledger if r["step_id"] == sid)
         counted, why = _counts(s, flowless)
-        rules = [n for n in s["detected_by"] if kinds.get(n, "rule") != "learned"]
-        rows.append({**row, "counted": counted, "why": why, "outcome": s["outcome"],
-                     "detected": bool(s["detected"]), "detected_rules": bool(rules),
-                     "ttd": s["time_to_detect_s"], "by": s["detected_by"],
-                     "late": bool(s.get("detected_late")), "late_by": s.get("late_by", [])})
+        rules = [n for n in s["detected_by"] if n not in learned]
+        row = {**row, "counted": counted, "why": why, "outcome": s["outcome"],
+               "detected": bool(s["detected"]), "detected_rules": bool(rules),
+               "ttd": s["time_to_detect_s"], "by": s["detected_by"],
+               "late": bool(s.get("detected_late")), "late_by": s.get("late_by", [])}
+        if sid in parts:
+            _merge_parts(row, parts[sid], by_id, ledger, learned)
+        rows.append(row)
     return rows
+
+
+def _benign_plan(run_dir) -> dict | None:
+    f = Path(run_dir) / "logs" / "benign-plan.json"
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _after(table: pa.Table, start_us):
@@ -164,7 +237,7 @@ def evaluate_split(run_dirs, detectors, on_run=None) -> dict:
         tables = [_after(rd.alerts[n.name], rd.window_start_us) for n in detectors]
         alerts = pa.concat_tables(tables) if tables else ALERT_SCHEMA.empty_table()
         card = score_run(rd.ledger, flows, alerts, run_id=rd.run_id)
-        rows = step_outcomes(rd.ledger, card, plan, kinds, rd.run_id)
+        rows = step_outcomes(rd.ledger, card, plan, kinds, rd.run_id, _benign_plan(d))
         _by_actor(rows, rd.ledger, alerts)
         outcomes += rows
         runs.append({"run_id": rd.run_id, "name": plan["name"], "topology": plan["topology"],
@@ -267,6 +340,17 @@ def envelope_text(env: dict, family: str, param: str | None = None) -> str:
     return f"{name} {env['side']} {_num(env['edge'])} {unit}"
 
 
+def _passed_rows(rows: list[dict], param: str, edges: list, env: dict) -> list[dict]:
+    passed = set(env["passed"])
+    return [o for o in rows if param in o["params"]
+            and max([i for i, e in enumerate(edges) if float(o["params"][param]) >= e]
+                    or [0]) in passed]
+
+
+def _edges(family: str, param: str) -> list:
+    return EDGES[family] if param == FAMILIES[family].main else EDGES[f"{family}:{param}"]
+
+
 def main_inside(outcomes: list[dict], family: str) -> tuple[list[dict], str | None]:
     """A secondary axis is measured **inside the main axis's envelope**: the outcomes of
     ``family`` (counted or not) whose main parameter lies in a passed bin of the main axis's
@@ -280,22 +364,45 @@ def main_inside(outcomes: list[dict], family: str) -> tuple[list[dict], str | No
     env = envelope(bin_outcomes(mine, f.main, EDGES[family]), f.harder)
     if not env["bins"]:
         return mine, None
-    passed, edges = set(env["passed"]), EDGES[family]
-    inside = [o for o in mine if f.main in o["params"]
-              and max([i for i, e in enumerate(edges) if float(o["params"][f.main]) >= e]
-                      or [0]) in passed]
-    return inside, envelope_text(env, family, f.main)
+    return _passed_rows(mine, f.main, EDGES[family], env), envelope_text(env, family, f.main)
+
+
+def others_inside(outcomes: list[dict], family: str) -> tuple[list[dict], str | None]:
+    """The main axis, when it has no envelope over all steps, is measured **inside the other
+    axes' envelopes** (each of those over all steps, as ``main_inside`` then keeps every
+    step): scans of 2-7 probes at 50 probes/s made every rate bin fail, while at >= 8 probes
+    every rate is caught -- the region is "probes >= 8, every rate", not "no rate". Returns
+    the outcomes of ``family`` inside every other axis that has an envelope and the text of
+    those envelopes; all of them and None when the main axis has its own envelope or no other
+    axis has one."""
+    f = FAMILIES[family]
+    mine = [o for o in outcomes if o["family"] == family]
+    if not f.also or envelope(bin_outcomes(mine, f.main, EDGES[family]), f.harder)["bins"]:
+        return mine, None
+    rows, texts = mine, []
+    for param, harder, _unit in f.also:
+        edges = EDGES[f"{family}:{param}"]
+        env = envelope(bin_outcomes(mine, param, edges), harder)
+        if env["bins"]:
+            texts.append(envelope_text(env, family, param))
+            keep = {id(o) for o in _passed_rows(mine, param, edges, env)}
+            rows = [o for o in rows if id(o) in keep]
+    return (rows, " and ".join(texts)) if texts else (mine, None)
+
+
+def axis_rows(outcomes: list[dict], family: str, param: str) -> tuple[list[dict], str | None]:
+    """The outcomes an axis of ``family`` is measured on, and the envelope they lie inside
+    (None: all of the family's): a secondary axis inside the main's envelope; the main axis
+    over all steps, or inside the others' envelopes when it has none of its own."""
+    if param == FAMILIES[family].main:
+        return others_inside(outcomes, family)
+    return main_inside(outcomes, family)
 
 
 def family_table(outcomes: list[dict], family: str, param: str | None = None) -> dict:
     name, harder, _ = _axis(family, param)
-    given = None
-    if name == FAMILIES[family].main:
-        mine = [o for o in outcomes if o["family"] == family]
-    else:
-        mine, given = main_inside(outcomes, family)
-    edges = EDGES[family] if name == FAMILIES[family].main else EDGES[f"{family}:{name}"]
-    bins = bin_outcomes(mine, name, edges)
+    mine, given = axis_rows(outcomes, family, name)
+    bins = bin_outcomes(mine, name, _edges(family, name))
     ttd = [o["ttd"] for o in mine if o["counted"] and o["detected"] and o["ttd"] is not None]
     return {"family": family, "param": name, "techniques": sorted({o["technique"] for o in mine}),
             "steps": len(mine), "counted": sum(o["counted"] for o in mine),
@@ -430,7 +537,7 @@ def _summary(ev: dict, tu: dict, today: dict) -> list[str]:
             te = family_table(ev["outcomes"], fam, param)
             tt = family_table(tu["outcomes"], fam, param)
             head = (f"| {fam} | {', '.join(f.techniques)} | " if k == 0 else "| ″ | | ")
-            cond = f", given {te['given']}" if k and te.get("given") else ""
+            cond = f", given {te['given']}" if te.get("given") else ""
             lines.append(
                 f"{head}{param} [{unit}], harder {harder}{cond} | "
                 f"{today.get(fam, '') if k == 0 else '″'} | "
@@ -502,7 +609,8 @@ def markdown(result: dict, today: dict, pngs: dict, img_rel: str = "img",
         for param, harder, unit in axes(fam):
             te = family_table(ev["outcomes"], fam, param)
             tt = family_table(tu["outcomes"], fam, param)
-            given = (f"; steps inside the main axis's envelope: {te['given']} (evaluation), "
+            whose = "the main axis's" if param != f.main else "the other axes'"
+            given = (f"; steps inside {whose} envelope: {te['given']} (evaluation), "
                      f"{tt['given'] or 'all steps: no envelope'} (tuning)"
                      if te.get("given") else "")
             lines += [f"{param} ({unit}; harder: {harder}{given}):", "", *_bin_table(te, tt), ""]

@@ -25,10 +25,10 @@ from .envelope import FAMILIES
 from .envelope_eval import (
     EDGES,
     axes,
+    axis_rows,
     bin_outcomes,
     envelope,
     envelope_text,
-    main_inside,
 )
 
 __all__ = ["GOAL_S", "GROUPS", "MIN_DETECTED", "RECALL_GOAL", "inside_envelope", "percentile",
@@ -67,15 +67,17 @@ def inside_envelope(outcomes: list[dict], family: str) -> tuple[list[dict], list
     rows, texts = None, []
     for k, (param, harder, _unit) in enumerate(axes(family)):
         edges = EDGES[family] if k == 0 else EDGES[f"{family}:{param}"]
-        # a secondary axis's envelope is measured inside the main axis's (main_inside)
-        base = mine if k == 0 else [o for o in main_inside(mine, family)[0] if o["counted"]]
+        # each axis's envelope is measured on the steps axis_rows gives it (a secondary axis
+        # inside the main's envelope; a main axis without one inside the others')
+        base = [o for o in axis_rows(mine, family, param)[0] if o["counted"]]
         have = [o for o in base if param in o["params"]]
         env = envelope(bin_outcomes(have, param, edges), harder)
         if not env["bins"]:
             continue
         passed = set(env["passed"])
         texts.append(envelope_text(env, family, param))
-        ok = {id(o) for o in have if _bin_index(float(o["params"][param]), edges) in passed}
+        ok = {id(o) for o in mine if param in o["params"]
+              and _bin_index(float(o["params"][param]), edges) in passed}
         rows = [o for o in (mine if rows is None else rows) if id(o) in ok]
     return rows or [], texts
 

@@ -47,6 +47,8 @@ def _axis(outcomes: list, fam: str, param: str, harder: str, unit: str) -> dict:
     ax = {"param": param, "unit": unit, "harder": harder, "counted": t["counted"],
           "detected": t["detected"], "direction": None, "bound": None,
           "text": envelope_text(env, fam, param)}
+    if t["given"]:              # measured inside another axis's envelope (axis_rows)
+        ax["given"] = t["given"]
     if not env["bins"]:
         ax["why"] = env["stop"]
         return ax

@@ -37,7 +37,7 @@ SPACES = {
     "upload": {"size": (4096, 524288, "log"), "chunk": (4096, 32768, "log"),
                "rate": (0.5, 20, "log")},
     "modbus-write": {"writes": (1, 10, "int"), "interval": (0.5, 8, "log")},
-    "valid-login": {"commands": (1, 4, "int")},
+    "valid-login": {"commands": (1, 4, "int"), "hops": (0, 2, "int"), "hop_gap": (2, 20, "lin")},
     "modbus-read": {"registers": (1, 60, "log"), "plcs": (1, 2, "int")},
     "modbus-hold": {"writes": (2, 8, "int"), "interval": (0.5, 40, "log")},
     "arp-poison": {"duration": (1, 30, "log"), "interval": (0.3, 10, "log")},
@@ -79,6 +79,11 @@ class Offer:
     c2_http: list = field(default_factory=list)    # (host, port)
     c2_dns: list = field(default_factory=list)     # (host, domain)
     modbus: list = field(default_factory=list)     # (host, port)
+    #: hosts a valid-login draw entered or hopped to: no other valid-login of the drill goes
+    #: near them (the pivot check keys by the entered host: two intrusions through one host
+    #: would share an alert, and a lone login would pass as detected by another's hop)
+    taken: set = field(default_factory=set)
+    poisoned: set = field(default_factory=set)     # arp-poison victims (never a hop's host)
 
     @classmethod
     def of(cls, topo) -> Offer:
@@ -128,6 +133,9 @@ class Draw:
     recorded: dict
     seconds: float
     timing: dict = field(default_factory=dict)
+    #: steps that follow from the host this one enters, part of the same draw (valid-login's
+    #: hops): ``(target host, params, seconds after the previous one ends, expected seconds)``
+    then: list = field(default_factory=list)
 
 
 def _scan(rng, off: Offer, actor: str) -> Draw | None:
@@ -379,7 +387,8 @@ def _arp_poison(rng, off: Offer, actor: str) -> Draw | None:
     """T1557.002 between two victims on the actor's link (attack validate: exactly two, both
     on one link of the actor): hosts that are no step's actor, or one of them and the link's
     gateway (a poisoned actor would relay another step's packets and share its alerts)."""
-    peers = [h for h in off.zone_hosts(off.zone(actor), actor) if h not in off.actors]
+    peers = [h for h in off.zone_hosts(off.zone(actor), actor)
+             if h not in off.actors and h not in off.taken]
     gw = off.topo.nodes[actor].gateway
     if len(peers) < 2 and peers and gw is not None:
         peers.append(str(gw))
@@ -390,7 +399,9 @@ def _arp_poison(rng, off: Offer, actor: str) -> Draw | None:
     interval = _sig(_draw(rng, *sp["interval"]), 2)
     rounds = max(1, math.ceil(duration / interval))
     params = {"duration": duration, "interval": interval, "forward": True, "restore": True}
-    return Draw("arp-poison", "T1557.002", sorted(rng.sample(peers, 2)), params,
+    victims = sorted(rng.sample(peers, 2))
+    off.poisoned.update(victims)
+    return Draw("arp-poison", "T1557.002", victims, params,
                 {"duration": duration, "interval": interval, "rounds": rounds},
                 duration + 4.0)
 
@@ -438,16 +449,34 @@ def _replay(rng, off: Offer, actor: str) -> Draw | None:
 
 
 def _valid_login(rng, off: Offer, actor: str) -> Draw | None:
-    svc = [x for x in _logins_from(off, actor) if x[2] == "ssh"]     # T1021.004 is real SSH
-    if not svc:
+    """T1021.004: one SSH login with a valid account, then ``hops`` SSH logins from the entered
+    host onward (generator 7; 0 hops is the lone quiet login), each to another SSH host the
+    entered host reaches, with a valid account of it, ``hop_gap`` seconds after the previous
+    one. The hops are steps of their own (actor: the login's ``compromised`` fact) that the
+    plan records as ``part_of`` the login: the family's step is the whole intrusion."""
+    svc = [x for x in _logins_from(off, actor) if x[2] == "ssh" and x[0] not in off.taken]
+    if not svc:                                 # T1021.004 is real SSH
         return None
     host, port, _, accounts = rng.choice(svc)
     user, password = rng.choice(accounts)
-    n = int(_draw(rng, *SPACES["valid-login"]["commands"]))
+    sp = SPACES["valid-login"]
+    n = int(_draw(rng, *sp["commands"]))
     cmds = ["id", "hostname", "uname -a", "cat /etc/os-release"][:n]
     params = {"user": user, "password": password, "port": port, "commands": cmds,
               "reuse": False}
-    return Draw("valid-login", "T1021.004", [host], params, {"commands": n}, 5.0)
+    onward = [x for x in off.logins if x[2] == "ssh" and x[0] not in (host, actor)
+              and x[0] not in off.taken | off.poisoned and off.reach(host, x[0], "tcp", x[1])]
+    if host in off.poisoned:            # the entered host would act: a poisoned actor relays
+        onward = []
+    hops = min(int(_draw(rng, *sp["hops"])), len(onward))
+    then = []
+    for h2, p2, _, acc2 in rng.sample(onward, hops):
+        u2, pw2 = rng.choice(acc2)
+        then.append((h2, {"user": u2, "password": pw2, "port": p2, "commands": ["id", "hostname"],
+                          "reuse": False}, round(_draw(rng, *sp["hop_gap"]), 1), 5.0))
+    off.taken.update([host, *(t for t, *_ in then)])
+    return Draw("valid-login", "T1021.004", [host], params, {"commands": n, "hops": hops},
+                5.0 + sum(g + s for _, _, g, s in then), then=then)
 
 
 DRAWERS = {

@@ -110,7 +110,9 @@ def test_rare_focus_draws_the_kinds_that_were_missing():
     fams = {p["family"] for p in rows}
     assert {"arp-poison", "banner", "replay", "modbus-read", "modbus-hold", "modbus-write",
             "spray", "valid-login", "dns-beacon", "http-beacon", "dns-exfil"} <= fams
-    assert all(FAMILIES[p["family"]].main in p["params"] for p in rows)
+    # a hop is part of its login's draw (no parameters of its own); every other step
+    # records its family's main parameter
+    assert all(FAMILIES[p["family"]].main in p["params"] for p in rows if not p.get("part_of"))
     beacons = [p["params"]["interval"] for p in rows if FAMILIES[p["family"]].beacon]
     assert max(beacons) > 40 and min(beacons) < 8
     for p in rows:
@@ -278,7 +280,7 @@ def test_todays_envelopes_read_the_detector_yaml(tmp_path):
 
 
 def test_every_axis_has_bins_and_a_second_axis_gets_its_own_envelope():
-    from cyberrange.score.envelope_eval import EDGES, axes
+    from cyberrange.score.envelope_eval import EDGES, axes, bin_outcomes, envelope
     for fam in FAMILIES:
         for k, (param, harder, _) in enumerate(axes(fam)):
             assert (fam if k == 0 else f"{fam}:{param}") in EDGES and harder in ("low", "high")
@@ -289,8 +291,19 @@ def test_every_axis_has_bins_and_a_second_axis_gets_its_own_envelope():
     by_rate = family_table(outs, "scan")
     by_probes = family_table(outs, "scan", "probes")
     assert by_rate["param"] == "rate" and by_probes["param"] == "probes"
-    assert by_rate["envelope"]["bins"] == 0                # [10, inf): 2 of 3
     assert envelope_text(by_probes["envelope"], "scan", "probes") == "probes >= 12 probes"
+    # over all steps the rate axis has no envelope ([10, inf): 2 of 3) ...
+    all_rate = envelope(bin_outcomes(outs, "rate", EDGES["scan"]), "low")
+    assert all_rate["bins"] == 0
+    # ... so it is measured inside the probes envelope: there every rate bin with steps passes
+    assert by_rate["given"] == "probes >= 12 probes" and by_rate["counted"] == 4
+    # [10, inf) 2 of 2, [1, 10) one step: too few, the envelope stops there
+    assert envelope_text(by_rate["envelope"], "scan", "rate") == "rate >= 10 probes/s"
+    # a main axis with its own envelope is measured over all steps (no "given")
+    outs2 = [dict(o, params={**o["params"], "rate": 0.5}) if o["params"]["probes"] == 3 else o
+             for o in outs]
+    t2 = family_table(outs2, "scan")
+    assert t2["given"] is None and t2["counted"] == 5
 
 
 # ---------------------------------------------------------------------------- time to detect
@@ -361,7 +374,9 @@ def test_ttd_goal_steps_must_be_inside_every_axis_that_has_an_envelope():
     outs = ([scan(50, 20, 0.5), scan(80, 12, 0.4), scan(60, 3, None, False),
              scan(0.5, 10, 30.0), scan(0.3, 9, 20.0), scan(5, 14, 1.0), scan(4, 15, 2.0)])
     rows, texts = inside_envelope(outs, "scan")
-    assert texts == ["probes >= 8 probes"]             # rate: [10, inf) has 2 of 3
+    # rate over all steps: [10, inf) has 2 of 3, no envelope; inside probes >= 8 every rate
+    # from 0.1 passes ([0.1, 1) 2 of 2, [1, 10) 2 of 2, [10, inf) 2 of 2)
+    assert texts == ["rate >= 0.1 probes/s", "probes >= 8 probes"]
     assert len(rows) == 6 and all(o["params"]["probes"] >= 8 for o in rows)
     fam = ttd_goal(outs)["families"]["scan"]
     assert fam["median"] == 1.5 and fam["status"] == "met"
@@ -410,3 +425,83 @@ def test_two_floods_never_hit_one_target_at_once(focus):
                 first, second = sorted((a, b), key=lambda p: p["at"])
                 assert second["at"] >= first["at"] + first["expected_s"] + FLOOD_GAP - 0.1
     assert n >= 20
+
+
+# ---------------------------------------------------------------------------- generator 7
+def test_valid_login_hops_are_steps_of_their_own_that_the_plan_ties_to_the_login():
+    """Generator 7: a valid login may hop onward from the host it entered. Each hop is a
+    playbook step run on that host (the login's ``compromised`` fact, first host), the plan
+    records it ``part_of`` the login, and no two valid logins of a drill share a host."""
+    topo = str(ROOT / "topologies" / "coalition_mpe.yaml")
+    seen = set()
+    for seed in range(SPLITS["eval"] + 500, SPLITS["eval"] + 506):
+        scn = draw_scenario(seed, "eval", topo, families=["valid-login"])
+        steps = {s["id"]: s for s in scn.playbook["steps"]}
+        logins = {sid: p for sid, p in scn.plan["steps"].items() if not p.get("part_of")}
+        hosts = []
+        for sid, p in logins.items():
+            hops = [h for h, q in scn.plan["steps"].items() if q.get("part_of") == sid]
+            assert p["params"]["hops"] == len(hops)
+            seen.add(len(hops))
+            hosts += p["targets"]
+            for h in hops:
+                assert steps[h]["actor"] == f"#{{{sid}.compromised}}" and steps[h]["from"] == "first"
+                assert steps[h]["timing"]["at"] > steps[sid]["timing"]["at"]
+                assert scn.plan["steps"][h]["actor"] == p["targets"][0]
+                hosts += scn.plan["steps"][h]["targets"]
+        assert len(hosts) == len(set(hosts))        # no host in two intrusions of one drill
+    assert seen == {0, 1}
+
+
+def _card_step(sid, outcome="succeeded", detected=False, ttd=None, by=(), late=()):
+    return {"step_id": sid, "outcome": outcome, "attack_flows": 3, "detected": detected,
+            "time_to_detect_s": ttd, "detected_by": list(by), "detected_late": bool(late),
+            "late_by": list(late)}
+
+
+def test_a_login_is_detected_when_its_hop_is_and_hops_count_what_succeeded():
+    plan = {"topology": "coalition-mpe", "intensity": 1, "steps": {
+        "valid-login-1": {"family": "valid-login", "technique": "T1021.004", "actor": "fra-ws2",
+                          "targets": ["fra-log"], "params": {"commands": 2, "hops": 1}},
+        "valid-login-1-hop1": {"family": "valid-login", "technique": "T1021.004",
+                               "part_of": "valid-login-1", "actor": "fra-log",
+                               "targets": ["fra-lno"], "params": {}},
+        "valid-login-2": {"family": "valid-login", "technique": "T1021.004", "actor": "fra-ws1",
+                          "targets": ["fra-x"], "params": {"commands": 1}}}}
+    ledger = [{"step_id": "valid-login-1", "start": 100.0, "flows": [{}]},
+              {"step_id": "valid-login-1-hop1", "start": 112.0, "flows": [{}]},
+              {"step_id": "valid-login-2", "start": 100.0, "flows": [{}]}]
+    card = {"steps": [_card_step("valid-login-1", late=["lateral-movement"]),
+                      _card_step("valid-login-1-hop1", detected=True, ttd=1.5,
+                                 by=["lateral-movement"]),
+                      _card_step("valid-login-2")]}
+    rows = {r["step_id"]: r for r in step_outcomes(ledger, card, plan, {}, "r")}
+    assert set(rows) == {"valid-login-1", "valid-login-2"}          # the hop is no row
+    one = rows["valid-login-1"]
+    assert one["detected"] and one["detected_rules"] and not one["late"]
+    assert one["ttd"] == 13.5 and one["by"] == ["lateral-movement"]
+    assert one["params"]["hops"] == 1 and one["params"]["hops_drawn"] == 1
+    # a plan drawn before generator 7 made no hop
+    assert rows["valid-login-2"]["params"]["hops"] == 0 and not rows["valid-login-2"]["detected"]
+    # a hop that failed is no hop, and its alert-free failure detects nothing
+    card["steps"][1] = _card_step("valid-login-1-hop1", outcome="failed")
+    one = {r["step_id"]: r for r in step_outcomes(ledger, card, plan, {}, "r")}["valid-login-1"]
+    assert one["params"]["hops"] == 0 and one["params"]["hops_drawn"] == 1
+    assert not one["detected"] and one["late"]
+
+
+def test_modbus_reads_count_the_plcs_the_actor_never_polls():
+    from cyberrange.score.envelope_eval import new_plcs
+    benign = {"plans": {"hmi1": {"activities": [
+        {"kind": "modbus-poll", "targets": [{"node": "plc1", "ip": "10.0.0.5", "type": "modbus"}]},
+        {"kind": "dns", "targets": [{"node": "plc2", "type": "dns"}]}]}}}
+    assert new_plcs(["plc1"], "hmi1", benign) == 0          # its own HMI
+    assert new_plcs(["plc1", "plc2"], "hmi1", benign) == 1
+    assert new_plcs(["plc1"], "ws1", benign) == 1
+    assert new_plcs(["plc1"], "hmi1", None) == 1            # no benign plan: every PLC new
+    plan = {"topology": "t", "intensity": 1, "steps": {"modbus-read-1": {
+        "family": "modbus-read", "technique": "T0861", "actor": "hmi1", "targets": ["plc1"],
+        "params": {"registers": 10, "plcs": 1}}}}
+    rows = step_outcomes([{"step_id": "modbus-read-1", "flows": [{}]}],
+                         {"steps": [_card_step("modbus-read-1")]}, plan, {}, "r", benign)
+    assert rows[0]["params"]["new_plcs"] == 0

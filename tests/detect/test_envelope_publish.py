@@ -276,9 +276,90 @@ def test_derived_parameters_match_the_generators_plan(tmp_path, topo):
         facts = {"queries": p["params"].get("queries")} if fam == "dns-exfil" else {}
         if fam in ("http-beacon", "dns-beacon") and not st.params.get("count"):
             facts["beacons"] = p["params"]["count"]
-        got = ce.derive(fam, dict(st.params), [{"targets": targets, "facts": facts}],
-                        st.targets)
+        rec = {"targets": targets, "facts": facts, "actor": p["actor"], "start": 0.0, "end": 1.0}
+        ledger = [rec]
+        if fam == "valid-login":     # its hops run from the host it entered (by address)
+            from cyberrange.model.loader import load_topology
+            ip = str(load_topology(f"topologies/{topo}.yaml").nodes[p["targets"][0]]
+                     .interfaces[0].ip)
+            rec["facts"] = {"compromised": [ip]}
+            ledger += [{"technique": "T1021.004", "outcome": "succeeded", "actor_ip": ip,
+                        "start": 5.0 + k} for k, q in enumerate(scn.plan["steps"].values())
+                       if q.get("part_of") == sid]
+        if p.get("part_of"):
+            continue
+        got = ce.derive(fam, dict(st.params), [rec], st.targets,
+                        {"ledger": ledger, "benign": None})
         for param, _, _ in axes(fam):
+            if param == "new_plcs":     # derived from the run's benign plan, not drawn
+                assert got[param] == len(p["targets"])      # no benign plan: every PLC new
+                continue
             assert float(got[param]) == pytest.approx(float(p["params"][param])), (sid, param)
             checked += 1
     assert checked >= 6
+
+
+def test_corpus_login_hops_are_later_logins_from_the_entered_host():
+    """The quiet intrusion's login has one hop: a later successful SSH login run on the host
+    it entered; the hop itself has none; a failed onward login is no hop."""
+    login = {"step_id": "login", "technique": "T1021.004", "targets": ["10.73.0.10"],
+             "facts": {"compromised": ["10.73.0.10"]}, "start": 10.0, "end": 12.0,
+             "outcome": "succeeded", "actor_ip": "10.73.0.66"}
+    hop = {"step_id": "hop", "technique": "T1021.004", "targets": ["10.73.0.20"],
+           "facts": {"compromised": ["10.73.0.20"]}, "start": 20.0, "end": 21.0,
+           "outcome": "succeeded", "actor_ip": "10.73.0.10"}
+    ledger = [login, hop]
+    p = {"commands": ["id"]}
+    assert ce.derive("valid-login", p, [login], (), {"ledger": ledger, "benign": None})["hops"] == 1
+    assert ce.derive("valid-login", p, [hop], (), {"ledger": ledger, "benign": None})["hops"] == 0
+    failed = {**hop, "outcome": "failed"}
+    assert ce.derive("valid-login", p, [login], (),
+                     {"ledger": [login, failed], "benign": None})["hops"] == 0
+    with pytest.raises(ce.Unknown, match="ledger"):
+        ce.derive("valid-login", p, [login])
+    benign = {"plans": {"hmi": {"activities": [{"targets": [{"ip": "10.9.0.5", "type": "modbus"}]}]}}}
+    read = {"targets": ["10.9.0.5"], "actor": "hmi"}
+    got = ce.derive("modbus-read", {"count": 8}, [read], (), {"ledger": [], "benign": benign})
+    assert got == {"registers": 8.0, "plcs": 1, "new_plcs": 0}
+    got = ce.derive("modbus-read", {"count": 8}, [{**read, "actor": "ws"}], (),
+                    {"ledger": [], "benign": benign})
+    assert got["new_plcs"] == 1
+
+
+def test_heldout_places_new_drills_against_the_published_file_and_never_passes_empty():
+    """The held-out check reads the published envelope (it re-draws nothing): a step inside
+    every axis with an envelope counts; a family below 0.9 inside is 'not held', one with
+    fewer than 3 steps inside or no envelope is 'not measured', never held."""
+    from cyberrange.score.envelope_heldout import heldout, heldout_lines
+    pub = {"generated_by": "bench/envelope.py eval", "generated": "2026-12-06", "runs": 34,
+           "families": {
+               "guess": {"status": "envelope", "axes": [
+                   {"param": "guesses", "direction": ">=", "bound": 8, "text": "guesses >= 8"},
+                   {"param": "pause", "direction": "<=", "bound": 5.0, "text": "pause <= 5"}]},
+               "scan": {"status": "envelope", "axes": [
+                   {"param": "rate", "direction": None, "bound": None, "text": "none"},
+                   {"param": "probes", "direction": ">=", "bound": 8, "text": "probes >= 8"}]},
+               "valid-login": {"status": "none", "axes": []}}}
+
+    def o(fam, det, **params):
+        return {"family": fam, "counted": True, "detected": det, "ttd": 2.0 if det else None,
+                "params": params, "run_id": "r", "step_id": f"{fam}-{len(params)}", "late": False}
+    outs = ([o("guess", True, guesses=10, pause=1.0)] * 4 + [o("guess", False, guesses=3,
+                                                                pause=1.0),
+             o("guess", True, guesses=20, pause=9.0)]
+            + [o("scan", True, rate=5, probes=12)] * 3 + [o("scan", False, rate=50, probes=9)]
+            + [o("valid-login", False, hops=0)])
+    res = heldout(outs, pub)
+    g, s, v = (res["families"][f] for f in ("guess", "scan", "valid-login"))
+    assert (g["counted"], g["inside"], g["detected"], g["status"]) == (6, 4, 4, "held")
+    assert (s["inside"], s["detected"], s["status"]) == (4, 3, "not held")   # 0.75 < 0.9
+    assert v["status"] == "not measured" and v["why"] == "no envelope published"
+    assert res["overall"] == "not held" and res["below"] == ["scan"]
+    assert [m["family"] for m in res["missed"]] == ["scan"]
+    text = "\n".join(heldout_lines(res, pub, [{"counted": 11}]))
+    assert "✘" in text and "| scan | probes >= 8 | 4 | 4 | 3 | 0.75 |" in text
+    # too few inside: not measured, never held
+    few = heldout(outs[:2], pub)
+    assert few["families"]["guess"]["status"] == "not measured"
+    assert few["overall"] == "not measured"
+    assert heldout([], pub)["overall"] == "not measured"
