@@ -238,17 +238,25 @@ def _hosts_of(recs: list) -> set:
     return {ip for r in recs for ip in (r.get("targets") or [])}
 
 
-def _hops(recs: list, ledger: list) -> int:
-    """valid-login's ``hops``: later remote-service logins (T1021.*) that succeeded and ran on
-    a host this step entered (its ``compromised`` fact, by address)."""
+def _hops(recs: list, ledger: list, benign: dict | None) -> int:
+    """valid-login's ``hops``: later remote-service logins (T1021.*) that succeeded, ran on a
+    host this step entered (its ``compromised`` fact, by address) and went to a host that one
+    never contacts in its benign day (``envelope_eval._routine``, by address)."""
     entered = {ip for r in recs for ip in ((r.get("facts") or {}).get("compromised") or [])}
     end = max(float(r["end"]) for r in recs if r.get("end") is not None) \
         if any(r.get("end") is not None for r in recs) else None
     mine = {id(r) for r in recs}
-    return sum(1 for r in ledger if id(r) not in mine
-               and str(r.get("technique") or "").startswith("T1021")
-               and r.get("outcome") == "succeeded" and r.get("actor_ip") in entered
-               and (end is None or r.get("start") is None or float(r["start"]) >= end - 1.0))
+    n = 0
+    for r in ledger:
+        if id(r) in mine or not str(r.get("technique") or "").startswith("T1021") \
+                or r.get("outcome") != "succeeded" or r.get("actor_ip") not in entered \
+                or (end is not None and r.get("start") is not None
+                    and float(r["start"]) < end - 1.0):
+            continue
+        acts = ((benign or {}).get("plans") or {}).get(r.get("actor"), {}).get("activities", [])
+        routine = {t.get("ip") for a in acts for t in a.get("targets", [])}
+        n += not set(r.get("targets") or []) <= routine
+    return n
 
 
 def derive(family: str, params: dict, recs: list, written_targets=(), ctx=None) -> dict:
@@ -262,7 +270,7 @@ def derive(family: str, params: dict, recs: list, written_targets=(), ctx=None) 
     if family == "valid-login":
         if ctx is None or "ledger" not in ctx:
             raise Unknown("hops need the run's ledger")
-        got["hops"] = _hops(recs, ctx["ledger"])
+        got["hops"] = _hops(recs, ctx["ledger"], ctx.get("benign"))
     if family == "modbus-read":
         if ctx is None or "benign" not in ctx:
             raise Unknown("new_plcs needs the run's benign plan")

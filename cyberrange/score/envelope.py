@@ -111,9 +111,11 @@ FAMILIES = {f.name: f for f in [
            also=(("queries", "low", "queries"),)),
     Family("upload", ("T1041",), "size", "low", "bytes", ("size", "chunk", "rate")),
     Family("modbus-write", ("T0855",), "writes", "low", "writes", ("writes", "interval")),
-    # hops: SSH logins onward from the entered host (0: the lone quiet login; drills made
-    # before generator 7 drew none); commands change nothing a sensor sees, so no axis
-    Family("valid-login", ("T1021.004",), "hops", "low", "onward logins", ("hops", "commands")),
+    # hops: SSH logins onward from the entered host to hosts it never contacts in its benign
+    # day, derived when scored (0: the lone quiet login, or hops over its routine edges only;
+    # drills made before generator 7 drew none); commands change nothing a sensor sees
+    Family("valid-login", ("T1021.004",), "hops", "low", "new onward logins",
+           ("hops", "commands")),
     # new_plcs: the PLCs read that the actor does not poll in its benign day (the run's
     # benign plan; 0: the PLC's own HMI reading it), derived when scored
     Family("modbus-read", ("T0861",), "registers", "low", "registers",

@@ -90,19 +90,32 @@ def _start(ledger: list, sid: str) -> float | None:
     return min(t) if t else None
 
 
-def _merge_parts(row: dict, parts: list, by_id: dict, ledger: list, learned: set) -> None:
+def _routine(benign: dict | None, host: str) -> set:
+    """The hosts ``host`` contacts in its benign day (any activity of the run's benign plan)."""
+    acts = ((benign or {}).get("plans") or {}).get(host, {}).get("activities", [])
+    return {t.get("node") for a in acts for t in a.get("targets", [])}
+
+
+def _merge_parts(row: dict, parts: list, by_id: dict, ledger: list, learned: set,
+                 plan: dict, benign: dict | None) -> None:
     """A drawn step that several playbook steps make (valid-login and its hops from the entered
     host): it is detected on time when any of its steps is (each on its own time); its time to
-    detect counts from its own start. ``hops`` becomes the hops that succeeded (a hop that
-    failed or was blocked made no onward session); ``hops_drawn`` keeps the draw."""
+    detect counts from its own start. ``hops`` becomes the hops that succeeded **onto a host the
+    entered host never contacts in its benign day** (the run's benign plan): a hop over the
+    entered host's own routine edge (a liaison laptop's daily SSH to the logistics server) is
+    no first contact, which is what the pivot check keys on. ``hops_done`` counts every hop
+    that succeeded (a failed or blocked hop made no onward session), ``hops_drawn`` the draw."""
     t0 = _start(ledger, row["step_id"])
     ttd = [row["ttd"]] if row["detected"] and row["ttd"] is not None else []
-    done = 0
+    done = new = 0
     for sid in parts:
         s = by_id.get(sid)
         if s is None:
             continue
-        done += s["outcome"] == "succeeded"
+        if s["outcome"] == "succeeded":
+            done += 1
+            hop = plan["steps"][sid]
+            new += not set(hop["targets"]) <= _routine(benign, hop["actor"])
         if s["detected"]:
             row["detected"] = True
             row["by"] = sorted(set(row["by"]) | set(s["detected_by"]))
@@ -113,10 +126,10 @@ def _merge_parts(row: dict, parts: list, by_id: dict, ledger: list, learned: set
             row["late_by"] = sorted(set(row.get("late_by", [])) | set(s.get("late_by", [])))
     row["ttd"] = min(ttd) if ttd else None
     row["late"] = bool(row["late"] or row.get("late_by")) and not row["detected"]
-    row["detected_rules"] = row["detected_rules"] or any(
-        n not in learned for n in row["by"])
+    row["detected_rules"] = row["detected_rules"] or any(n not in learned for n in row["by"])
     row["params"]["hops_drawn"] = row["params"].get("hops", len(parts))
-    row["params"]["hops"] = done
+    row["params"]["hops_done"] = done
+    row["params"]["hops"] = new
 
 
 def new_plcs(targets, actor: str, benign: dict | None) -> int:
@@ -166,7 +179,7 @@ def step_outcomes(ledger: list, card: dict, plan: dict, kinds: dict, run_id: str
                "ttd": s["time_to_detect_s"], "by": s["detected_by"],
                "late": bool(s.get("detected_late")), "late_by": s.get("late_by", [])}
         if sid in parts:
-            _merge_parts(row, parts[sid], by_id, ledger, learned)
+            _merge_parts(row, parts[sid], by_id, ledger, learned, plan, benign)
         rows.append(row)
     return rows
 

@@ -481,6 +481,13 @@ def test_a_login_is_detected_when_its_hop_is_and_hops_count_what_succeeded():
     assert one["detected"] and one["detected_rules"] and not one["late"]
     assert one["ttd"] == 13.5 and one["by"] == ["lateral-movement"]
     assert one["params"]["hops"] == 1 and one["params"]["hops_drawn"] == 1
+    assert one["params"]["hops_done"] == 1
+    # a hop over the entered host's own routine edge (its benign day SSHes there) is no new hop
+    routine = {"plans": {"fra-log": {"activities": [
+        {"kind": "admin-ssh", "targets": [{"node": "fra-lno", "type": "ssh"}]}]}}}
+    one = {r["step_id"]: r for r in step_outcomes(ledger, card, plan, {}, "r", routine)}[
+        "valid-login-1"]
+    assert one["params"]["hops"] == 0 and one["params"]["hops_done"] == 1
     # a plan drawn before generator 7 made no hop
     assert rows["valid-login-2"]["params"]["hops"] == 0 and not rows["valid-login-2"]["detected"]
     # a hop that failed is no hop, and its alert-free failure detects nothing

@@ -312,6 +312,11 @@ def test_corpus_login_hops_are_later_logins_from_the_entered_host():
     p = {"commands": ["id"]}
     assert ce.derive("valid-login", p, [login], (), {"ledger": ledger, "benign": None})["hops"] == 1
     assert ce.derive("valid-login", p, [hop], (), {"ledger": ledger, "benign": None})["hops"] == 0
+    # onto a host the entered one contacts every day: no new hop
+    routine = {"plans": {"fra-log": {"activities": [{"targets": [{"ip": "10.73.0.20"}]}]}}}
+    assert ce.derive("valid-login", p, [login], (),
+                     {"ledger": [login, {**hop, "actor": "fra-log"}], "benign": routine}
+                     )["hops"] == 0
     failed = {**hop, "outcome": "failed"}
     assert ce.derive("valid-login", p, [login], (),
                      {"ledger": [login, failed], "benign": None})["hops"] == 0
