@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from .envelope_publish import axis_inside, technique_family
@@ -402,8 +402,9 @@ def goal(techs: dict, attack_only=None) -> tuple[str, bool | None, str]:
              for k, v in techs.items() if not v["inside"]]
     n_in = sum(v["inside"] for v in techs.values())
     n_det = sum(v["detected_inside"] for v in techs.values())
-    outside = [f"{k} {v['family']}: {'; '.join(o['misses'])}" for k, v in techs.items()
-               for o in v["outside_steps"]]
+    seen = Counter(f"{k} {v['family']}: {'; '.join(o['misses'])}" for k, v in techs.items()
+                   for o in v["outside_steps"])
+    outside = [f"{m} (x{n})" if n > 1 else m for m, n in seen.items()]
     tail = (f"; inside: {n_det}/{n_in} steps of {sum(bool(v['inside']) for v in techs.values())}"
             f" techniques" + (f"; outside: {', '.join(outside)}" if outside else ""))
     if not n_in:
