@@ -52,6 +52,7 @@ def _axis(outcomes: list, fam: str, param: str, harder: str, unit: str) -> dict:
     if not env["bins"]:
         ax["why"] = env["stop"]
         return ax
+    ax["all"] = bool(env["all"])     # every bin with steps passed: the whole measured range
     if env["edge"] is not None:
         ax["direction"], ax["bound"] = env["side"], env["edge"]
     else:           # every bin passed up to the hard (high) end: as far as was measured
@@ -149,13 +150,18 @@ def _reach(axis: dict) -> float:
 
 
 def _axis_order(before: dict | None, after: dict | None) -> str:
-    """How one axis moved: wider, same, narrower, new (none before), lost, not measured."""
+    """How one axis of a family that had an envelope before moved, as a **region** (an axis
+    without an envelope constrains nothing, so the earlier envelope held at every value of it):
+    wider, same, narrower (a bound closer to the easy end, or a new bound that does not cover
+    every value measured), measured (a new bound that covers every value measured: the same
+    region, now backed by bins), lost (a bound gone: the axis no longer reaches 0.9 anywhere),
+    not measured (no bound before or after)."""
     b = before if before and before.get("direction") else None
     a = after if after and after.get("direction") else None
     if not b and not a:
         return "not measured"
     if not b:
-        return "new"
+        return "measured" if a.get("all") else "narrower"
     if not a:
         return "lost"
     if (b["direction"] == ">=") != (a["direction"] == ">="):
@@ -165,25 +171,34 @@ def _axis_order(before: dict | None, after: dict | None) -> str:
 
 
 def compare(before: dict | None, after: dict) -> dict:
-    """Per family of ``after``: each axis's move since ``before`` and the family's verdict
-    (``wider``: some axis wider or new and none narrower or lost; ``same``; ``narrower``;
-    ``not measured``: no envelope before or after). Axes are compared as promises (the page
-    publishes one per axis): a bound further towards the hard end is wider, an axis with an
-    envelope where it had none is ``new``, one without where it had one is ``lost``."""
+    """Per family of ``after``: each axis's move since ``before`` and the family's verdict, the
+    envelopes compared as regions of the parameter space. A family with no envelope before and
+    one now is ``wider`` (its axes ``new``); with one before: ``narrower`` when some axis is
+    narrower or lost, ``wider`` when some axis is wider and none narrower, else ``same`` (a
+    bound that now covers every value measured where none was is ``measured``: same region).
+    So adding a bound that excludes part of what the earlier envelope covered (an HTTP beacon's
+    jitter < 0.3 where the earlier one said nothing of jitter) narrows the envelope."""
     out = {}
     for fam, fa in after["families"].items():
         fb = (before or {}).get("families", {}).get(fam, {})
+        had = fb.get("status") == "envelope" and any(a.get("direction") for a in fb.get("axes", []))
+        has = any(a.get("direction") for a in fa["axes"])
         bax = {a["param"]: a for a in fb.get("axes", [])}
-        moves = {a["param"]: _axis_order(bax.get(a["param"]), a) for a in fa["axes"]}
-        vals = set(moves.values())
-        if vals <= {"not measured"}:
-            verdict = "not measured"
-        elif vals & {"narrower", "lost", "not comparable"}:
-            verdict = "narrower" if vals & {"narrower", "lost"} else "not comparable"
-        elif vals & {"wider", "new"}:
-            verdict = "wider"
+        if not had:
+            moves = {a["param"]: "new" if a.get("direction") else "not measured"
+                     for a in fa["axes"]}
+            verdict = "wider" if has else "not measured"
         else:
-            verdict = "same"
+            moves = {a["param"]: _axis_order(bax.get(a["param"]), a) for a in fa["axes"]}
+            vals = set(moves.values())
+            if vals & {"narrower", "lost"}:
+                verdict = "narrower"
+            elif "not comparable" in vals:
+                verdict = "not comparable"
+            elif "wider" in vals:
+                verdict = "wider"
+            else:
+                verdict = "same"
         out[fam] = {"verdict": verdict, "axes": moves,
                     "before": " and ".join(axis_text(a) for a in fb.get("axes", [])
                                            if a.get("direction")) or "none",

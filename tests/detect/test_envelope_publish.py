@@ -368,3 +368,28 @@ def test_heldout_places_new_drills_against_the_published_file_and_never_passes_e
     assert few["families"]["guess"]["status"] == "not measured"
     assert few["overall"] == "not measured"
     assert heldout([], pub)["overall"] == "not measured"
+
+
+def test_wider_compares_regions_a_new_bound_narrows_unless_it_covers_every_value():
+    """An axis without an envelope constrains nothing, so a bound added where there was none
+    narrows the region (an HTTP beacon's jitter < 0.3 where the earlier envelope said nothing
+    of jitter), unless it covers every value measured (then: measured, the same region)."""
+    def fam(*axes, status="envelope"):
+        return {"techniques": ["T"], "status": status, "axes": list(axes)}
+
+    def ax(param, direction=None, bound=None, all_=False):
+        return {"param": param, "direction": direction, "bound": bound, "all": all_}
+    before = {"families": {"b": fam(ax("interval", "<", 8), ax("jitter")),
+                           "n": fam(ax("width"), status="none")}}
+    after = {"families": {"b": fam(ax("interval", "<", 8), ax("jitter", "<", 0.3)),
+                          "n": fam(ax("width", ">=", 12))}}
+    got = ep.compare(before, after)
+    assert got["b"]["verdict"] == "narrower" and got["b"]["axes"]["jitter"] == "narrower"
+    assert got["n"]["verdict"] == "wider" and got["n"]["axes"]["width"] == "new"
+    after["families"]["b"]["axes"][1] = ax("jitter", "<=", 0.8, all_=True)
+    got = ep.compare(before, after)
+    assert got["b"]["verdict"] == "same" and got["b"]["axes"]["jitter"] == "measured"
+    after["families"]["b"]["axes"][0] = ax("interval", "<", 20)
+    assert ep.compare(before, after)["b"]["verdict"] == "wider"
+    after["families"]["b"]["axes"][0] = ax("interval")          # the bound is gone: lost
+    assert ep.compare(before, after)["b"]["verdict"] == "narrower"
