@@ -214,6 +214,7 @@ def evaluate(out: Path, markdown: Path | None, detectors: str, img: Path,
     from cyberrange.detect.registry import load_detectors
     from cyberrange.score import envelope_eval as ee
     from cyberrange.score import envelope_publish as ep
+    from cyberrange.score import envelope_report as er
     from cyberrange.score.envelope_goals import (
         recall_goal,
         recall_lines,
@@ -244,8 +245,8 @@ def evaluate(out: Path, markdown: Path | None, detectors: str, img: Path,
                                                    "recall_goal": rgoal, "wider_goal": wgoal},
                                                   indent=1, default=str))
     img.mkdir(parents=True, exist_ok=True)
-    pngs = ee.plot_curves(result, img)
-    text = ee.markdown(result, today, pngs, img_rel=os.path.relpath(img, (markdown or ROOT /
+    pngs = er.plot_curves(result, img)
+    text = er.markdown(result, today, pngs, img_rel=os.path.relpath(img, (markdown or ROOT /
                                                                           "docs").parent),
                        after_summary=_goal_section(rgoal, wgoal, data)
                        + ttd_markdown(goal))
