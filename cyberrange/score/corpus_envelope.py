@@ -36,6 +36,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from .envelope_eval import benign_plan, benign_targets
 from .envelope_publish import axis_inside, technique_family
 
 __all__ = ["STATUSES", "by_technique", "classify", "classify_corpus", "derive", "goal",
@@ -241,7 +242,7 @@ def _hosts_of(recs: list) -> set:
 def _hops(recs: list, ledger: list, benign: dict | None) -> int:
     """valid-login's ``hops``: later remote-service logins (T1021.*) that succeeded, ran on a
     host this step entered (its ``compromised`` fact, by address) and went to a host that one
-    never contacts in its benign day (``envelope_eval._routine``, by address)."""
+    never contacts in its benign day (``envelope_eval.benign_targets``, by address)."""
     entered = {ip for r in recs for ip in ((r.get("facts") or {}).get("compromised") or [])}
     end = max(float(r["end"]) for r in recs if r.get("end") is not None) \
         if any(r.get("end") is not None for r in recs) else None
@@ -253,9 +254,7 @@ def _hops(recs: list, ledger: list, benign: dict | None) -> int:
                 or (end is not None and r.get("start") is not None
                     and float(r["start"]) < end - 1.0):
             continue
-        acts = ((benign or {}).get("plans") or {}).get(r.get("actor"), {}).get("activities", [])
-        routine = {t.get("ip") for a in acts for t in a.get("targets", [])}
-        n += not set(r.get("targets") or []) <= routine
+        n += not set(r.get("targets") or []) <= benign_targets(benign, r.get("actor"), "ip")
     return n
 
 
@@ -274,10 +273,7 @@ def derive(family: str, params: dict, recs: list, written_targets=(), ctx=None) 
     if family == "modbus-read":
         if ctx is None or "benign" not in ctx:
             raise Unknown("new_plcs needs the run's benign plan")
-        actor = recs[0].get("actor")
-        acts = ((ctx["benign"] or {}).get("plans") or {}).get(actor, {}).get("activities", [])
-        polled = {t.get("ip") for a in acts for t in a.get("targets", [])
-                  if t.get("type") == "modbus"}
+        polled = benign_targets(ctx["benign"], recs[0].get("actor"), "ip", "modbus")
         got["new_plcs"] = sum(1 for ip in _hosts_of(recs) if ip not in polled)
     return got
 
@@ -317,12 +313,8 @@ def classify_run(run_dir, published: dict) -> dict:
     recs = defaultdict(list)
     for r in read_ledger(Path(run_dir) / "ledger.jsonl"):
         recs[r["step_id"]].append(r)
-    benign = None
-    try:
-        benign = json.loads((Path(run_dir) / "logs" / "benign-plan.json").read_text())
-    except (OSError, ValueError):
-        pass                    # no benign traffic in this run: every PLC is new
-    ctx = {"ledger": [r for rs in recs.values() for r in rs], "benign": benign}
+    # no benign plan (no benign traffic in the run): every PLC and every hop is new
+    ctx = {"ledger": [r for rs in recs.values() for r in rs], "benign": benign_plan(run_dir)}
     out = {}
     for sid, rs in recs.items():
         tech = rs[0].get("technique")

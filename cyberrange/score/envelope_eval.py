@@ -17,6 +17,7 @@ parameters drawn for it (the plan, ``envelope.json`` in the run folder). Then, p
 A step counts (is in recall) when packets of it were captured (attack flows in the store, or
 ARP frames / success for a step without flows) and a firewall did not stop it (``blocked``):
 the rule of ``evaluate._Corpus._add_steps``. Steps that do not count are listed by reason.
+The page's curves and tables are drawn from these outcomes by ``envelope_report``.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ __all__ = [
     "EDGES",
     "MIN_N",
     "axis_rows",
+    "benign_plan",
+    "benign_targets",
     "bin_outcomes",
     "envelope",
     "evaluate_split",
@@ -87,10 +90,21 @@ def _start(ledger: list, sid: str) -> float | None:
     return min(t) if t else None
 
 
-def _routine(benign: dict | None, host: str) -> set:
-    """The hosts ``host`` contacts in its benign day (any activity of the run's benign plan)."""
+def benign_targets(benign: dict | None, host: str, key: str = "node",
+                   service: str | None = None) -> set:
+    """What ``host`` contacts in its benign day, by target ``key`` ("node" or "ip"), of one
+    service type or any: the run's benign plan (``benign_plan``); none without one."""
     acts = ((benign or {}).get("plans") or {}).get(host, {}).get("activities", [])
-    return {t.get("node") for a in acts for t in a.get("targets", [])}
+    return {t.get(key) for a in acts for t in a.get("targets", [])
+            if service is None or t.get("type") == service}
+
+
+def benign_plan(run_dir) -> dict | None:
+    """The run's ``logs/benign-plan.json``; None when it has none (no benign traffic)."""
+    try:
+        return json.loads((Path(run_dir) / "logs" / "benign-plan.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _merge_parts(row: dict, parts: list, by_id: dict, ledger: list, learned: set,
@@ -112,7 +126,7 @@ def _merge_parts(row: dict, parts: list, by_id: dict, ledger: list, learned: set
         if s["outcome"] == "succeeded":
             done += 1
             hop = plan["steps"][sid]
-            new += not set(hop["targets"]) <= _routine(benign, hop["actor"])
+            new += not set(hop["targets"]) <= benign_targets(benign, hop["actor"])
         if s["detected"]:
             row["detected"] = True
             row["by"] = sorted(set(row["by"]) | set(s["detected_by"]))
@@ -132,9 +146,7 @@ def _merge_parts(row: dict, parts: list, by_id: dict, ledger: list, learned: set
 def new_plcs(targets, actor: str, benign: dict | None) -> int:
     """How many of the PLCs ``targets`` (names) the actor does not poll in its benign day
     (``logs/benign-plan.json`` of the run; no plan: every PLC is new)."""
-    acts = ((benign or {}).get("plans") or {}).get(actor, {}).get("activities", [])
-    polled = {t.get("node") for a in acts for t in a.get("targets", [])
-              if t.get("type") == "modbus"}
+    polled = benign_targets(benign, actor, service="modbus")
     return sum(1 for t in targets if t not in polled)
 
 
@@ -179,14 +191,6 @@ def step_outcomes(ledger: list, card: dict, plan: dict, kinds: dict, run_id: str
             _merge_parts(row, parts[sid], by_id, ledger, learned, plan, benign)
         rows.append(row)
     return rows
-
-
-def _benign_plan(run_dir) -> dict | None:
-    f = Path(run_dir) / "logs" / "benign-plan.json"
-    try:
-        return json.loads(f.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _after(table: pa.Table, start_us):
@@ -247,7 +251,7 @@ def evaluate_split(run_dirs, detectors, on_run=None) -> dict:
         tables = [_after(rd.alerts[n.name], rd.window_start_us) for n in detectors]
         alerts = pa.concat_tables(tables) if tables else ALERT_SCHEMA.empty_table()
         card = score_run(rd.ledger, flows, alerts, run_id=rd.run_id)
-        rows = step_outcomes(rd.ledger, card, plan, kinds, rd.run_id, _benign_plan(d))
+        rows = step_outcomes(rd.ledger, card, plan, kinds, rd.run_id, benign_plan(d))
         _by_actor(rows, rd.ledger, alerts)
         outcomes += rows
         runs.append({"run_id": rd.run_id, "name": plan["name"], "topology": plan["topology"],
