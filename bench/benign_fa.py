@@ -55,12 +55,14 @@ WARMUP = 30                       # s: the learned detectors' baseline in every 
 #: eval2 is a second, fresh evaluation split (2026-12-06, session 24), built with the default link
 #: emulation (real delay): eval had been read after the session-23 detector changes, so a change
 #: tuned after that is measured on eval2, which nobody looked at before the change was final.
-SEEDS = {"tuning": 1000, "eval": 2000, "eval2": 3000}
+#: eval3 (seeds 4000-4005, session 26): eval2 had been read three times by then; the beacon
+#: change of session 26 is measured on eval3, built before that change was final.
+SEEDS = {"tuning": 1000, "eval": 2000, "eval2": 3000, "eval3": 4000}
 TOPOLOGIES = ["air_base", "brigade", "coalition_mpe", "fob", "logistics_depot", "naval_vessel"]
 #: split -> (duration s, intensity, rounds: drills per topology). eval: >= 20,000 benign flows
 #: after the warm-ups over the 6 topologies in ~25 min of twin time; tuning: 2 rounds of 100 s
 #: (~12,000 flows a round), so that tuning sees as many benign flows as the evaluation.
-PLAN = {"tuning": (100, 5, 2), "eval": (200, 5, 1), "eval2": (200, 5, 1)}
+PLAN = {"tuning": (100, 5, 2), "eval": (200, 5, 1), "eval2": (200, 5, 1), "eval3": (200, 5, 1)}
 
 
 def drills(split: str) -> list[dict]:

@@ -106,6 +106,11 @@ class BeaconDetector(BeaconExplain, Detector):
         "rhythm_min_connections": 5,      # ... and it has at least this many connections
         "baseline_peers": 3,              # trained: a server port this many sources used in
                                           # the baseline is the network's own service (0: off)
+        "new_peer_p": 0.05,               # trained: a series to an address nobody used in the
+                                          # baseline alerts when random arrivals would be as
+                                          # regular with at most this chance, over all its
+                                          # intervals (0: off)
+        "new_peer_min_connections": 4,    # ... and it has at least this many connections
     }
 
     def configure(self) -> None:
@@ -152,6 +157,13 @@ class BeaconDetector(BeaconExplain, Detector):
                                f"{self.rhythm_p!r}", setting="rhythm_p")
         self.rhythm_min = int(self._number("rhythm_min_connections", minimum=3, integer=True))
         self.baseline_peers = int(self._number("baseline_peers", minimum=0, integer=True))
+        self.new_peer_p = float(self._number("new_peer_p"))
+        if not 0 <= self.new_peer_p < 1:
+            raise SettingError(f"setting 'new_peer_p' of {self.name!r} must be in [0, 1), got "
+                               f"{self.new_peer_p!r}", setting="new_peer_p")
+        self.new_peer_min = int(self._number("new_peer_min_connections", minimum=3,
+                                             integer=True))
+        self.baseline_hosts: set = set()
         self.known_services: set = set()
         self.known: set = set()
         self.known_domains: set = set()
@@ -231,8 +243,10 @@ class BeaconDetector(BeaconExplain, Detector):
                       for i in first]
         return inv.astype(np.int64), obs, labels
 
-    def _score(self, g, obs, t, size, n_series):
-        """Score every (series, observer); return per-series best score and its details."""
+    def _score(self, g, obs, t, size, n_series, new_peer=None):
+        """Score every (series, observer); return per-series best score and its details.
+        ``new_peer``: per series, whether its destination is an address nobody used in the
+        baseline (the new-peer test applies to those only)."""
         n_obs = int(obs.max()) + 2 if len(obs) else 1
         so = g * n_obs + (obs + 1)
         uso, sinv = np.unique(so, return_inverse=True)
@@ -264,11 +278,18 @@ class BeaconDetector(BeaconExplain, Detector):
         # the rhythm test (short series): how likely random arrivals would look this regular,
         # judged on the shortest and longest interval (beacon_stats.log10_p_random)
         spread, lp, rhythm = self._rhythm(ig, ints, sizes, G)
-        raw = np.maximum(rita, rhythm)
-        gate = med_i >= self.min_interval
-        score = np.where(gate, np.maximum(np.where(counts >= self.min_conn, rita, 0.0),
-                                          np.where(counts >= self.rhythm_min, rhythm, 0.0)), 0.0)
         series = uso // n_obs
+        # every kept interval less the burst cut: random (Poisson) intervals kept for being
+        # longer than the cut are the cut plus an exponential (memorylessness), so the chance
+        # stays exact for them
+        spread_all, lp_all, fresh = self._new_peer(
+            ig, np.maximum(ints - self.burst * med0[ig], 0.0), sizes, G, series, new_peer)
+        raw = np.maximum(np.maximum(rita, rhythm), fresh)
+        gate = med_i >= self.min_interval
+        score = np.where(gate, np.maximum.reduce([
+            np.where(counts >= self.min_conn, rita, 0.0),
+            np.where(counts >= self.rhythm_min, rhythm, 0.0),
+            np.where(counts >= self.new_peer_min, fresh, 0.0)]), 0.0)
         best = np.full(n_series, -1.0)
         pick = np.full(n_series, -1, dtype=np.int64)
         # best observer per series: highest score, then most connections
@@ -285,8 +306,32 @@ class BeaconDetector(BeaconExplain, Detector):
                   "med_b": med_b, "jit_i": jit_i, "jit_b": jit_b, "allowed": allowed,
                   "duration": (t_last - t_first) / 1e6, "timing": timing, "sizes": sizes,
                   "count": count, "score": score, "raw": raw, "rita": rita,
-                  "spread": spread, "log10_p": lp, "rhythm": rhythm}
+                  "spread": spread, "log10_p": lp, "rhythm": rhythm,
+                  "spread_all": spread_all, "log10_p_all": lp_all, "new_peer_score": fresh,
+                  "new_peer": np.zeros(G, dtype=bool) if new_peer is None
+                  else np.asarray(new_peer, dtype=bool)[series]}
         return best, pick, detail, sinv
+
+    def _new_peer(self, ig, ints, sizes, n_groups, series, new_peer):
+        """Per group: the spread of ALL its intervals, log10 of the chance that random arrivals
+        are that regular, and the new-peer score ``threshold x log10(p) / log10(new_peer_p)``
+        (clipped to [0, 1]) -- 0 unless the series goes to an address nobody used in the
+        baseline (``new_peer``) and its sizes are consistent. Unlike the rhythm test it reads
+        every interval, so a long series with a wide jitter (+-80 % over 10 intervals: a chance
+        near 1 in 100) or a short one at a long interval is judged on all it shows."""
+        n_int = np.bincount(ig, minlength=n_groups)
+        hi = np.zeros(n_groups)
+        np.maximum.at(hi, ig, ints)
+        lo = np.full(n_groups, np.inf)
+        np.minimum.at(lo, ig, ints)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = np.nan_to_num(np.where(n_int >= 2, (hi - lo) / (hi + lo), 1.0), nan=1.0)
+        lp = log10_p_random(n_int, spread)
+        if self.new_peer_p <= 0 or new_peer is None:
+            return spread, lp, np.zeros(n_groups)
+        score = np.clip(self.threshold * lp / np.log10(self.new_peer_p), 0.0, 1.0)
+        fresh = np.asarray(new_peer, dtype=bool)[series]
+        return spread, lp, np.where(fresh & (sizes > 0), score, 0.0)
 
     def _rhythm(self, ig, ints, sizes, n_groups):
         """Per group: the spread ``(max - min) / (max + min)`` of its first intervals, log10 of the
@@ -351,14 +396,27 @@ class BeaconDetector(BeaconExplain, Detector):
         """Yield (part, labels, g, best, pick, detail, sinv) per part."""
         for part in self._events(flows, packets):
             g, obs, labels = self._series(part)
-            best, pick, detail, sinv = self._score(g, obs, part[4], part[5], len(labels))
+            best, pick, detail, sinv = self._score(g, obs, part[4], part[5], len(labels),
+                                                   self._new_peers(labels))
             yield part, labels, g, best, pick, detail, sinv
+
+    def _new_peers(self, labels) -> np.ndarray | None:
+        """Per series: whether it goes to an address that no flow of the baseline came from or
+        went to (trained, address series only; None when the new-peer test is off)."""
+        if not (self.trained and self.new_peer_p > 0 and self.baseline_hosts):
+            return None
+        return np.array([lab[0] == "ip" and lab[2] is not None
+                         and lab[2] not in self.baseline_hosts for lab in labels], dtype=bool)
 
     # -- API ---------------------------------------------------------------------------------
     def fit(self, flows: pa.Table, packets: pa.Table | None = None) -> None:
         self.known = set()
         self.known_domains = set()
         self.known_services = set()
+        # every address that sent or received a flow in the baseline: the network's own peers
+        self.baseline_hosts = {a for c in ("source.ip", "destination.ip")
+                               for a in pc.unique(flows.column(c)).drop_null().to_pylist()} \
+            if flows.num_rows else set()
         for part in self._events(flows, packets):
             g, obs, labels = self._series(part)
             so = g * (int(obs.max()) + 2) + obs + 1
@@ -419,7 +477,7 @@ class BeaconDetector(BeaconExplain, Detector):
         flow_ids = list(dict.fromkeys(f for f in fids_all if f))
         # when did the running score first reach the threshold? (the chosen sensor's series)
         mine = members[sinv[members] == p]
-        t_cross = self._crossing(t[mine], size[mine])
+        t_cross = self._crossing(t[mine], size[mine], bool(d["new_peer"][p]))
         if kind == "dns":
             servers = sorted(set(pc.unique(tab.column("destination.ip").take(
                 pa.array(members))).drop_null().to_pylist()))
@@ -453,18 +511,21 @@ class BeaconDetector(BeaconExplain, Detector):
             score=round(score, 3), evidence=evidence, flow_ids=flow_ids,
             alert_id=stable_id(self.name, channel, flow_ids[0] if flow_ids else ""))
 
-    def _crossing(self, t: np.ndarray, size: np.ndarray) -> int:
+    def _crossing(self, t: np.ndarray, size: np.ndarray, new_peer: bool = False) -> int:
         """Time of the first connection at which the series' running score reached the
         threshold (checked at up to 64 prefixes)."""
         order = np.argsort(t, kind="stable")
         t, size = t[order], size[order]
         n = len(t)
         lo = min(self.min_conn, self.rhythm_min) if self.rhythm_p > 0 else self.min_conn
+        if new_peer and self.new_peer_p > 0:
+            lo = min(lo, self.new_peer_min)
         ks = np.unique(np.linspace(lo, n, num=min(64, n - lo + 1))
                        .astype(np.int64)) if n >= lo else np.array([n])
         for k in ks:
             g = np.zeros(k, dtype=np.int64)
-            best, _, _, _ = self._score(g, np.zeros(k, dtype=np.int64), t[:k], size[:k], 1)
+            best, _, _, _ = self._score(g, np.zeros(k, dtype=np.int64), t[:k], size[:k], 1,
+                                        np.array([new_peer]))
             if best[0] >= self.threshold:
                 return int(t[k - 1])
         return int(t[-1])

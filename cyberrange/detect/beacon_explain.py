@@ -21,13 +21,23 @@ class BeaconExplain:
 
     def _route(self, d, p) -> str:
         """Which test gave the series its score: ``rhythm`` (the first connections' rhythm,
-        short series) or ``rita`` (the RITA-style score)."""
+        short series), ``new-peer`` (every interval's rhythm, a destination nobody used in the
+        baseline) or ``rita`` (the RITA-style score)."""
         rita = d["rita"][p] if d["counts"][p] >= self.min_conn else 0.0
         rhythm = d["rhythm"][p] if d["counts"][p] >= self.rhythm_min else 0.0
+        fresh = d["new_peer_score"][p] if d["counts"][p] >= self.new_peer_min else 0.0
+        if fresh > max(rita, rhythm):
+            return "new-peer"
         return "rhythm" if rhythm > rita else "rita"
 
     def _route_text(self, d, p) -> str:
-        if self._route(d, p) != "rhythm":
+        route = self._route(d, p)
+        if route == "new-peer":
+            return (f"; a destination nobody used in the baseline, rhythm of all "
+                    f"{int(d['counts'][p])} connections: interval spread "
+                    f"{d['spread_all'][p]:.2f}, a chance of {10 ** d['log10_p_all'][p]:.1e} "
+                    f"for random arrivals")
+        if route != "rhythm":
             return ""
         k = int(min(d["counts"][p], self.min_conn - 1))
         return (f"; rhythm of the first {k} connections: interval spread "
@@ -44,7 +54,9 @@ class BeaconExplain:
                                "jitter_allowed": round(float(d["allowed"][p]), 3),
                                "size_jitter": self.size_jitter, "full_count": self.full_count,
                                "max_bytes": self.max_bytes, "rhythm_p": self.rhythm_p,
-                               "rhythm_min_connections": self.rhythm_min}}
+                               "rhythm_min_connections": self.rhythm_min,
+                               "new_peer_p": self.new_peer_p,
+                               "new_peer_min_connections": self.new_peer_min}}
 
     @staticmethod
     def _measures(d: dict, p: int) -> dict:
@@ -61,7 +73,11 @@ class BeaconExplain:
                 "rita_score": round(float(d["rita"][p]), 3),
                 "interval_spread": round(float(d["spread"][p]), 3),
                 "p_random": float(f"{10 ** float(d['log10_p'][p]):.3g}"),
-                "rhythm_score": round(float(d["rhythm"][p]), 3)}
+                "rhythm_score": round(float(d["rhythm"][p]), 3),
+                "new_peer": bool(d["new_peer"][p]),
+                "interval_spread_all": round(float(d["spread_all"][p]), 3),
+                "p_random_all": float(f"{10 ** float(d['log10_p_all'][p]):.3g}"),
+                "new_peer_score": round(float(d["new_peer_score"][p]), 3)}
 
     def near_misses(self, flows: pa.Table, packets: pa.Table | None = None, *,
                     floor: float | None = None, limit: int = 20) -> list[dict]:
@@ -113,6 +129,15 @@ class BeaconExplain:
                     if d["sizes"][p] <= 0:
                         miss("size_jitter < size_jitter setting", d["jit_b"][p],
                              self.size_jitter, below=False)
+                # ... and the new-peer test (every interval; a destination new to the network)
+                if self.new_peer_p > 0 and d["new_peer"][p]:
+                    if n < self.new_peer_min:
+                        miss("connections >= new_peer_min_connections", n, self.new_peer_min)
+                    pa_ = 10 ** float(d["log10_p_all"][p])
+                    if pa_ > self.new_peer_p:
+                        failed.append({"check": "p_random_all <= new_peer_p",
+                                       "value": float(f"{pa_:.3g}"), "needed": self.new_peer_p,
+                                       "short_by": f"{pa_ / self.new_peer_p:.3g}x"})
                 if best[s] < self.threshold:
                     miss("score >= threshold", max(best[s], 0.0), self.threshold)
                 if d["med_b"][p] > self.max_bytes:
