@@ -196,7 +196,9 @@ def _print_near_misses(console, misses: list[dict]) -> None:
                 f"{m.get('duration_s')} s, timing {m.get('timing_score')} size "
                 f"{m.get('size_score')} count {m.get('count_score')}"
                 + (f"; rhythm: spread {m['interval_spread']}, chance {m['p_random']:.2g} for "
-                   f"random arrivals" if "p_random" in m else "")) \
+                   f"random arrivals" if "p_random" in m else "")
+                + (f"; new peer: all intervals' chance {m['p_random_all']:.2g}"
+                   if m.get("new_peer") else "")) \
             if "interval_jitter" in m else ""
         console.print(f"  {m['rule.name']}  {m['channel']}  score {m['score']}  {comp}\n"
                       f"    failed: {why}", highlight=False, soft_wrap=True)

@@ -57,12 +57,15 @@ def test_slow_udp_scan_at_one_probe_a_minute_is_caught_and_dns_syslog_are_not():
     (a,) = [a for a in run("slow-udp-scan", rows)[0]]
     assert a.source_ip == ATT and a.evidence["value"] == 8 and a.evidence["window_s"] == 600
     assert run("slow-udp-scan", benign())[0] == []
-    # one probe every 90 s: 7 in any 600 s window, under the threshold -> a signal, no alert
-    rows = benign() + udp_scan(START, every=90.0)
+    # 3 probes, under the threshold (4 since session 26) -> a signal, no alert
+    rows = benign() + udp_scan(START, every=90.0, n=3)
     alerts, d = run("slow-udp-scan", rows)
     assert alerts == []
     sig = [s for s in d.signals(records(rows)) if s.source_ip == ATT]
-    assert len(sig) == 1 and sig[0].evidence["value"] == 7 and 0 < sig[0].score < 1
+    assert len(sig) == 1 and sig[0].evidence["value"] == 3 and 0 < sig[0].score < 1
+    # the 4th unanswered target alerts, however slow within 10 minutes
+    (a,) = run("slow-udp-scan", benign() + udp_scan(START, every=150.0, n=4))[0]
+    assert a.evidence["value"] == 4 and a.evidence["threshold"] == 4
     # the old instance counted TCP only
     assert det("slow-portscan").detect(records(benign() + udp_scan(START, 70.0))) == []
 

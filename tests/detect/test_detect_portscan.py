@@ -56,9 +56,9 @@ def test_slow_scan_evades_the_fast_instances_but_not_the_slow_ones():
     alerts = DETS["slow-portscan"].detect(t)
     assert len(alerts) == 2                           # passes 15 minutes apart: two episodes
     a = alerts[0]
-    assert a.technique == "T1046" and a.source_ip == ATT and a.evidence["threshold"] == 8
+    assert a.technique == "T1046" and a.source_ip == ATT and a.evidence["threshold"] == 4
     assert a.evidence["value"] == 18 and a.evidence["window_s"] == 600
-    assert a.timestamp.timestamp() == T0 + 7 * 2.0   # the 8th distinct target
+    assert a.timestamp.timestamp() == T0 + 3 * 2.0   # the 4th distinct target
     (s,) = DETS["slow-sweep"].detect(table(slow_pass(T0, ports=(22,)) +
                                            [flow(T0 + 100 + i * 30, ATT, f"10.40.4.{100 + i}",
                                                  445) for i in range(6)]))
