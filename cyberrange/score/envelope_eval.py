@@ -51,18 +51,18 @@ __all__ = [
 TARGET = 0.9
 MIN_N = 2
 #: bin edges of each family's main parameter (the last bin is open at the top)
-EDGES = {    # three bins each, around today's thresholds (detectors/*.yaml)
+EDGES = {    # bins around the thresholds (detectors/*.yaml; 4 added in session 26 where they fell to 4)
     "scan": [0.1, 1, 10], "sweep": [1, 6, 16], "arp-scan": [0.5, 1.6, 8], "guess": [2, 8, 16],
     "spray": [2, 7, 12], "udp-flood": [30, 250, 1000], "syn-flood": [30, 250, 1000],
     "http-beacon": [2, 8, 20, 45], "dns-beacon": [2, 8, 20, 45], "dns-exfil": [0.2, 1, 5],
     "upload": [4096, 65536, 196608], "modbus-write": [1, 3, 6], "valid-login": [0, 1],
     "modbus-read": [1, 4, 16], "modbus-hold": [0.5, 5, 20], "arp-poison": [1, 3, 10],
-    "banner": [2, 8, 12], "replay": [0.2, 1.4, 10],
+    "banner": [2, 4, 8, 12], "replay": [0.2, 1.4, 10],
     # the other axes (FAMILIES[f].also)
-    "scan:probes": [1, 8, 12], "sweep:rate": [0.5, 2, 10], "arp-scan:addresses": [1, 16, 64],
+    "scan:probes": [1, 4, 8, 12], "sweep:rate": [0.5, 2, 10], "arp-scan:addresses": [1, 16, 64],
     "guess:pause": [0.05, 0.5, 2.5], "udp-flood:duration": [1, 2, 4],
     "syn-flood:duration": [1, 2, 4], "http-beacon:jitter": [0, 0.3, 0.6],
-    "http-beacon:count": [3, 8, 12], "dns-beacon:jitter": [0, 0.3, 0.6],
+    "http-beacon:count": [3, 4, 8, 12], "dns-beacon:jitter": [0, 0.3, 0.6],
     "dns-beacon:count": [3, 8, 12], "dns-exfil:queries": [1, 10, 30],
     "modbus-hold:writes": [2, 3, 5], "arp-poison:interval": [0.3, 1, 3],
     "modbus-read:new_plcs": [0, 1],
