@@ -240,7 +240,7 @@ def evaluate(out: Path, markdown: Path | None, detectors: str, img: Path,
     old = ep.load(before) if before.exists() else None
     rgoal = recall_goal(result["eval"]["outcomes"])
     wgoal = wider_goal(old, pub, (old or {}).get("source") or
-                       (f"{before.name}" if old else None))
+                       (f"{before.name}" if old else None), result["eval"]["outcomes"])
     (out / "envelope.json").write_text(json.dumps({**result, "today": today, "ttd_goal": goal,
                                                    "recall_goal": rgoal, "wider_goal": wgoal},
                                                   indent=1, default=str))

@@ -24,6 +24,7 @@ import statistics
 from .envelope import FAMILIES
 from .envelope_eval import (
     EDGES,
+    TARGET,
     axes,
     axis_rows,
     bin_outcomes,
@@ -31,7 +32,8 @@ from .envelope_eval import (
     envelope_text,
 )
 
-__all__ = ["GOAL_S", "GROUPS", "MIN_DETECTED", "RECALL_GOAL", "inside_envelope", "percentile",
+__all__ = ["GOAL_S", "GROUPS", "MIN_DETECTED", "RECALL_GOAL", "given_up", "inside_envelope",
+           "percentile",
            "recall_goal", "recall_lines", "ttd_goal", "ttd_lines", "ttd_markdown", "wider_goal",
            "wider_lines"]
 
@@ -240,14 +242,46 @@ def recall_lines(goal: dict, mark: bool = True) -> list[str]:
     return lines + [""]
 
 
-def wider_goal(before: dict | None, after: dict, source: str | None) -> dict:
+def _in_region(fam: dict, o: dict) -> bool:
+    """Whether step ``o`` lies inside every bounded axis of a published family envelope."""
+    from .envelope_publish import axis_inside
+    for a in fam.get("axes", []):
+        if not a.get("direction"):
+            continue
+        x = o["params"].get(a["param"])
+        if x is None or not axis_inside(a, float(x)):
+            return False
+    return True
+
+
+def given_up(before: dict, after: dict, outcomes: list[dict], fam: str) -> dict:
+    """The counted steps of the evaluation split inside ``fam``'s earlier envelope and outside
+    today's -- what a narrowing gives up -- and how many of them today's detectors caught on
+    time. Recall below the target there means the earlier envelope did not hold where it is
+    now cut, when measured (it was claimed over values it had no steps at)."""
+    fb, fa = before["families"].get(fam, {}), after["families"][fam]
+    rows = [o for o in outcomes if o["family"] == fam and o["counted"]
+            and _in_region(fb, o) and not _in_region(fa, o)]
+    n, d = len(rows), sum(bool(o["detected"]) for o in rows)
+    return {"steps": n, "detected": d, "recall": round(d / n, 2) if n else None,
+            "held": None if not n else d / n >= TARGET}
+
+
+def wider_goal(before: dict | None, after: dict, source: str | None,
+               outcomes: list[dict] | None = None) -> dict:
     """*Every envelope wider than before*: per family, the published envelope against the
-    ``before`` file's (``envelope_publish.compare``); not measured without a before file."""
+    ``before`` file's (``envelope_publish.compare``); not measured without a before file. With
+    the evaluation split's ``outcomes``, each narrower family also gets ``given_up``: the steps
+    inside the earlier envelope and outside today's, and today's recall on them."""
     from .envelope_publish import compare
     if before is None:
         return {"overall": "not measured", "why": "no earlier published envelope file",
                 "families": {}, "source": source}
     fams = compare(before, after)
+    if outcomes is not None:
+        for f, x in fams.items():
+            if x["verdict"] == "narrower":
+                x["given_up"] = given_up(before, after, outcomes, f)
     measured = {f: x for f, x in fams.items() if x["verdict"] != "not measured"}
     wider = [f for f, x in measured.items() if x["verdict"] == "wider"]
     overall = ("met" if measured and len(wider) == len(fams) else
@@ -277,4 +311,19 @@ def wider_lines(goal: dict) -> list[str]:
     for f, r in x.items():
         axes_txt = ", ".join(f"{k} {v}" for k, v in r["axes"].items())
         lines.append(f"| {f} | {r['before']} | {r['after']} | {r['verdict']} | {axes_txt} |")
+    lines.append("")
+    for f, r in x.items():
+        g = r.get("given_up")
+        if not g:
+            continue
+        if not g["steps"]:
+            lines.append(f"- {f}: no step of the evaluation split lies in the part given up "
+                         "(inside the earlier envelope, outside today's)")
+            continue
+        what = ("the earlier envelope held there: a real narrowing" if g["held"] else
+                "the earlier envelope does **not** hold there when measured: it was claimed "
+                "over values it had no steps at")
+        lines.append(f"- {f}: the part given up (inside the earlier envelope, outside today's) "
+                     f"holds {g['steps']} step(s) of the evaluation split; today's detectors "
+                     f"caught {g['detected']} on time (recall {g['recall']:.2f}): {what}")
     return lines + [""]

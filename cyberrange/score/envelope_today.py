@@ -59,7 +59,11 @@ TODAY = {      # family -> [(detector, what its fixed thresholds promise)]
     "http-beacon": [("c2-beacon", lambda d: f"score >= {d['threshold']}, >= "
                      f"{d['min_connections']} check-ins, jitter scoring 0 at ±{d['jitter']:.0%}; or the "
                      f"rhythm test: >= {d.get('rhythm_min_connections', '?')} check-ins as regular "
-                     f"as a {d.get('rhythm_p', '?')} chance for random arrivals")],
+                     f"as a {d.get('rhythm_p', '?')} chance for random arrivals"
+                     + (f"; to an address no baseline flow touched (trained): >= "
+                        f"{d.get('new_peer_min_connections', 4)} check-ins whose intervals are "
+                        f"all as regular as a {d['new_peer_p']} chance"
+                        if d.get("new_peer_p") else ""))],
     "dns-beacon": [("dns-c2-txt", lambda d: f">= {d['min_distinct']} new TXT names per domain in "
                     f"{d['window']} s"),
                    ("c2-beacon", lambda d: f"DNS series: >= {d['min_connections']} queries")],

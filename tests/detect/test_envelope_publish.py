@@ -226,6 +226,26 @@ def test_wider_than_before(pub):
     assert w["overall"] == "not met" and "guess" in w["wider"]
 
 
+def test_a_narrowing_says_what_it_gives_up_and_whether_that_held(pub):
+    """An earlier envelope 'guesses >= 3' is cut to today's 'guesses >= 8': the steps between
+    (3 and 5 guesses, both missed) are what the narrowing gives up, and the earlier envelope
+    did not hold there; an earlier 'guesses >= 8, pause < 5' cut by nothing gives up nothing."""
+    before = json.loads(json.dumps(pub))
+    before["families"]["guess"]["axes"][0]["bound"] = 3
+    w = wider_goal(before, pub, "test", _outcomes())
+    g = w["families"]["guess"]
+    assert g["verdict"] == "narrower"
+    assert g["given_up"] == {"steps": 2, "detected": 0, "recall": 0.0, "held": False}
+    line = [x for x in wider_lines(w) if x.startswith("- guess: the part given up")]
+    assert line and "2 step(s)" in line[0] and "does **not** hold there" in line[0]
+    # caught steps in the part given up: the earlier envelope held there (a real narrowing)
+    outs = _outcomes() + [_o("guess", True, guesses=g, pause=0.1) for g in (4, 5, 6, 7) * 5]
+    held = wider_goal(before, pub, "test", outs)["families"]["guess"]["given_up"]
+    assert held["steps"] == 22 and held["held"] is True
+    # without outcomes (an old caller) no family gets the evidence
+    assert "given_up" not in wider_goal(before, pub, "test")["families"]["guess"]
+
+
 TABLE = """| family | techniques | parameter [unit] | today | any | rules | tuning | n | d | ttd |
 |---|---|---|---|---|---|---|---:|---:|---:|
 | upload | T1041 | size [bytes], harder low | x | size >= 64 KiB bytes | none | none | 8 | 8 | 1 s |
