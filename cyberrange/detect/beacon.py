@@ -78,6 +78,19 @@ __all__ = ["BeaconDetector", "dns_queries", "group_quantiles", "log10_p_random",
            "registered_domain", "regularity"]
 
 
+def _spread_chance(ig: np.ndarray, ints: np.ndarray, n_groups: int):
+    """Per group of intervals: the spread ``(max - min) / (max + min)`` (1 with fewer than two)
+    and log10 of the chance that random arrivals are that regular (``log10_p_random``)."""
+    n_int = np.bincount(ig, minlength=n_groups)
+    hi = np.zeros(n_groups)
+    np.maximum.at(hi, ig, ints)
+    lo = np.full(n_groups, np.inf)
+    np.minimum.at(lo, ig, ints)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.nan_to_num(np.where(n_int >= 2, (hi - lo) / (hi + lo), 1.0), nan=1.0)
+    return spread, log10_p_random(n_int, spread)
+
+
 class BeaconDetector(BeaconExplain, Detector):
     family = "beacon"
     kind = "statistical"
@@ -319,14 +332,7 @@ class BeaconDetector(BeaconExplain, Detector):
         baseline (``new_peer``) and its sizes are consistent. Unlike the rhythm test it reads
         every interval, so a long series with a wide jitter (+-80 % over 10 intervals: a chance
         near 1 in 100) or a short one at a long interval is judged on all it shows."""
-        n_int = np.bincount(ig, minlength=n_groups)
-        hi = np.zeros(n_groups)
-        np.maximum.at(hi, ig, ints)
-        lo = np.full(n_groups, np.inf)
-        np.minimum.at(lo, ig, ints)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            spread = np.nan_to_num(np.where(n_int >= 2, (hi - lo) / (hi + lo), 1.0), nan=1.0)
-        lp = log10_p_random(n_int, spread)
+        spread, lp = _spread_chance(ig, ints, n_groups)
         if self.new_peer_p <= 0 or new_peer is None:
             return spread, lp, np.zeros(n_groups)
         score = np.clip(self.threshold * lp / np.log10(self.new_peer_p), 0.0, 1.0)
@@ -341,16 +347,7 @@ class BeaconDetector(BeaconExplain, Detector):
         # the first `min_connections` - 1 connections of each series only: one test per series
         # (more chances would multiply the false alerts), where the RITA score cannot yet judge
         first = np.flatnonzero(np.arange(len(ig)) - np.searchsorted(ig, ig) < self.min_conn - 2)
-        ig, ints = ig[first], ints[first]
-        n_int = np.bincount(ig, minlength=n_groups)
-        hi = np.zeros(n_groups)
-        np.maximum.at(hi, ig, ints)
-        lo = np.full(n_groups, np.inf)
-        np.minimum.at(lo, ig, ints)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            spread = np.where(n_int >= 2, (hi - lo) / (hi + lo), 1.0)
-        spread = np.nan_to_num(spread, nan=1.0)
-        lp = log10_p_random(n_int, spread)
+        spread, lp = _spread_chance(ig[first], ints[first], n_groups)
         if self.rhythm_p <= 0:
             return spread, lp, np.zeros(n_groups)
         rhythm = np.clip(self.threshold * lp / np.log10(self.rhythm_p), 0.0, 1.0)

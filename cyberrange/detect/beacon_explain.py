@@ -16,6 +16,14 @@ from .beacon_stats import registered_domain
 from .features import stable_id, ts_us
 
 
+def _chance(failed: list, check: str, log10_p: float, needed: float) -> None:
+    """Append a failed chance check (a chance above its setting, short by a factor)."""
+    p = 10 ** float(log10_p)
+    if p > needed:
+        failed.append({"check": check, "value": float(f"{p:.3g}"), "needed": needed,
+                       "short_by": f"{p / needed:.3g}x"})
+
+
 class BeaconExplain:
     """Evidence, near-misses and weak signals of ``BeaconDetector``."""
 
@@ -121,11 +129,7 @@ class BeaconExplain:
                 if self.rhythm_p > 0:
                     if n < self.rhythm_min:
                         miss("connections >= rhythm_min_connections", n, self.rhythm_min)
-                    pr = 10 ** float(d["log10_p"][p])
-                    if pr > self.rhythm_p:
-                        failed.append({"check": "p_random <= rhythm_p",
-                                       "value": float(f"{pr:.3g}"), "needed": self.rhythm_p,
-                                       "short_by": f"{pr / self.rhythm_p:.3g}x"})
+                    _chance(failed, "p_random <= rhythm_p", d["log10_p"][p], self.rhythm_p)
                     if d["sizes"][p] <= 0:
                         miss("size_jitter < size_jitter setting", d["jit_b"][p],
                              self.size_jitter, below=False)
@@ -133,11 +137,8 @@ class BeaconExplain:
                 if self.new_peer_p > 0 and d["new_peer"][p]:
                     if n < self.new_peer_min:
                         miss("connections >= new_peer_min_connections", n, self.new_peer_min)
-                    pa_ = 10 ** float(d["log10_p_all"][p])
-                    if pa_ > self.new_peer_p:
-                        failed.append({"check": "p_random_all <= new_peer_p",
-                                       "value": float(f"{pa_:.3g}"), "needed": self.new_peer_p,
-                                       "short_by": f"{pa_ / self.new_peer_p:.3g}x"})
+                    _chance(failed, "p_random_all <= new_peer_p", d["log10_p_all"][p],
+                            self.new_peer_p)
                 if best[s] < self.threshold:
                     miss("score >= threshold", max(best[s], 0.0), self.threshold)
                 if d["med_b"][p] > self.max_bytes:
